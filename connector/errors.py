@@ -1,0 +1,33 @@
+"""Errors raised by the connector (the Kafka service around the engine).
+
+::
+
+    ConnectorError
+    ├── ConfigError        bad configuration or arguments; the CLI exits with code 2
+    ├── BrokerError        the broker could not be started, reached, or behaved unexpectedly
+    └── SerdeError         a record could not be encoded or decoded
+
+Messages name the field, topic, partition or offset concerned and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class ConnectorError(Exception):
+    """Root of every error the connector raises on purpose."""
+
+
+class ConfigError(ConnectorError):
+    """A configuration value is invalid; the message names the field."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class BrokerError(ConnectorError):
+    """The Kafka broker could not be started or reached."""
+
+
+class SerdeError(ConnectorError):
+    """A record could not be encoded or decoded."""

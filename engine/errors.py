@@ -1,0 +1,46 @@
+"""Errors raised by the engine.
+
+Every error the engine raises on purpose derives from :class:`EngineError`::
+
+    EngineError
+    ├── PipelineError          the pipeline definition is wrong (bad operator or table declaration)
+    │   └── PlanError          the planner cannot order the operators (a cycle, a table written
+    │                          from two phases)
+    ├── UndeclaredReadError    an operator touched a table it did not declare
+    ├── LogError               the input log is malformed (columns of different lengths, unsorted
+    │                          offsets within a partition)
+    └── ExecutionError         an operator raised while processing an event; carries the ``seq``
+
+Messages say what was wrong and what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class EngineError(Exception):
+    """Root of every error the engine raises on purpose."""
+
+
+class PipelineError(EngineError):
+    """The pipeline definition is invalid."""
+
+
+class PlanError(PipelineError):
+    """The planner cannot assign phases to the operators."""
+
+
+class UndeclaredReadError(EngineError):
+    """An operator read or wrote a table that it did not declare."""
+
+
+class LogError(EngineError):
+    """The input log is malformed."""
+
+
+class ExecutionError(EngineError):
+    """An operator failed while processing the event at position ``seq`` of the log."""
+
+    def __init__(self, message: str, *, seq: int | None = None, operator: str | None = None):
+        super().__init__(message)
+        self.seq = seq
+        self.operator = operator
