@@ -1,0 +1,133 @@
+"""``restream plan`` and ``restream bench engine``: the engine without Kafka."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from connector.pipelines import load_pipeline
+from engine.benchmark import IMPLEMENTATIONS, BenchResult, run_engine_bench
+from engine.planner import plan
+
+__all__ = ["add_bench_engine_arguments", "add_plan_arguments", "bench_engine", "show_plan"]
+
+
+def add_plan_arguments(parser: argparse.ArgumentParser, env: Any) -> None:
+    """Arguments of ``restream plan``."""
+    parser.add_argument(
+        "pipeline",
+        nargs="?",
+        default=env("PIPELINE", "social-spam"),
+        help="pipeline name or package.module:attribute "
+        "(env RESTREAM_PIPELINE; default social-spam)",
+    )
+
+
+def show_plan(args: argparse.Namespace) -> int:
+    """Print the phases of a pipeline."""
+    print(plan(load_pipeline(args.pipeline)).describe())
+    return 0
+
+
+def add_bench_engine_arguments(parser: argparse.ArgumentParser, env: Any) -> None:
+    """Arguments of ``restream bench engine``."""
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=int(env("BENCH_EVENTS", "1000000")),
+        help="events in the generated log (env RESTREAM_BENCH_EVENTS)",
+    )
+    parser.add_argument(
+        "--users",
+        type=int,
+        default=int(env("BENCH_USERS", "100000")),
+        help="users (env RESTREAM_BENCH_USERS)",
+    )
+    parser.add_argument(
+        "--days",
+        type=int,
+        default=int(env("BENCH_DAYS", "30")),
+        help="days of event time (env RESTREAM_BENCH_DAYS)",
+    )
+    parser.add_argument(
+        "--jitter-ms",
+        type=int,
+        default=int(env("BENCH_JITTER_MS", "0")),
+        help="backwards timestamp jitter (env RESTREAM_BENCH_JITTER_MS)",
+    )
+    parser.add_argument(
+        "--epoch-size",
+        type=int,
+        default=int(env("EPOCH_SIZE", "100000")),
+        help="events per epoch (env RESTREAM_EPOCH_SIZE)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=int(env("BENCH_REPEAT", "3")),
+        help="runs per implementation; the median is reported (env RESTREAM_BENCH_REPEAT)",
+    )
+    parser.add_argument(
+        "--only",
+        default=env("BENCH_ONLY", ",".join(IMPLEMENTATIONS)),
+        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (env RESTREAM_BENCH_ONLY)",
+    )
+    parser.add_argument(
+        "--json",
+        default=env("BENCH_JSON", "bench-engine.json"),
+        help="where to write the JSON report (env RESTREAM_BENCH_JSON)",
+    )
+
+
+def bench_engine(args: argparse.Namespace) -> int:
+    """Run the engine benchmark and print a table."""
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(IMPLEMENTATIONS))
+    if unknown or not only:
+        print(
+            f"restream: --only: unknown implementation(s) {unknown}; "
+            f"choose from {', '.join(IMPLEMENTATIONS)}",
+            file=sys.stderr,
+        )
+        return 2
+    for name in ("events", "users", "days", "epoch_size", "repeat"):
+        if getattr(args, name) < 1:
+            print(f"restream: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    result = run_engine_bench(
+        events=args.events,
+        users=args.users,
+        days=args.days,
+        jitter_ms=args.jitter_ms,
+        epoch_size=args.epoch_size,
+        repeat=args.repeat,
+        only=only,
+        progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
+    )
+    print(format_table(result))
+    with open(args.json, "w", encoding="utf-8") as f:
+        json.dump(result.to_json(), f, indent=2)
+    print(f"JSON report: {args.json}")
+    return 0 if result.agree() else 1
+
+
+def format_table(result: BenchResult) -> str:
+    """The benchmark as a plain-text table."""
+    base = next((m for m in result.measurements if m.name == "handwritten"), None)
+    lines = [
+        f"spam backtest: {result.events:,} events, {result.users:,} users, {result.days} days, "
+        f"jitter {result.jitter_ms} ms, epoch {result.epoch_size:,}, median of {result.repeat}",
+        f"{'implementation':<14} {'median s':>9} {'events/s':>12} {'vs hand':>8} "
+        f"{'peak RSS MiB':>13}  output",
+    ]
+    ref = next(m for m in result.measurements if m.name == result.reference)
+    for m in result.measurements:
+        ratio = f"{base.median / m.median:>7.1f}x" if base else "      -"
+        same = "reference" if m is ref else ("same" if m.digest == ref.digest else "DIFFERENT")
+        lines.append(
+            f"{m.name:<14} {m.median:>9.2f} {m.events_per_second:>12,.0f} {ratio} "
+            f"{m.peak_rss_mib:>13,.0f}  {same}"
+        )
+    return "\n".join(lines)

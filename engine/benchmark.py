@@ -1,0 +1,223 @@
+"""The engine benchmark: the spam backtest by several implementations on one data set.
+
+Each implementation runs in a fresh process (so that peak RSS is its own) over the same
+generated data set, ``repeat`` times; the report gives the median wall time, events/s, the
+ratio to the hand-written Python version, and whether every implementation's output equals
+the serial oracle's (a digest of the output columns in serial order).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing as mp
+import os
+import pickle
+import resource
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["IMPLEMENTATIONS", "BenchResult", "Measurement", "run_engine_bench", "score_digest"]
+
+SCORE_FIELDS = (
+    "message_id",
+    "ts",
+    "sender",
+    "recipient",
+    "rules",
+    "score",
+    "spam",
+    "sender_flagged",
+)
+IMPLEMENTATIONS = ("handwritten", "wholelog", "serial", "batch")
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """One implementation's figures."""
+
+    name: str
+    seconds: list[float]
+    events: int
+    outputs: int
+    digest: str
+    peak_rss_mib: float
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        """Median wall time of the runs, seconds."""
+        return statistics.median(self.seconds)
+
+    @property
+    def events_per_second(self) -> float:
+        """Events per second at the median."""
+        return self.events / self.median if self.median > 0 else float("inf")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchResult:
+    """All measurements of one benchmark run."""
+
+    events: int
+    users: int
+    days: int
+    jitter_ms: int
+    epoch_size: int
+    repeat: int
+    measurements: list[Measurement]
+    reference: str
+
+    def agree(self) -> bool:
+        """Whether every implementation produced the reference's output."""
+        ref = next(m for m in self.measurements if m.name == self.reference)
+        return all(m.digest == ref.digest for m in self.measurements)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-able dict with derived figures."""
+        base = next((m for m in self.measurements if m.name == "handwritten"), None)
+        rows = []
+        for m in self.measurements:
+            row = asdict(m)
+            row["median_seconds"] = m.median
+            row["events_per_second"] = m.events_per_second
+            row["vs_handwritten"] = base.median / m.median if base else None
+            rows.append(row)
+        out = {k: v for k, v in asdict(self).items() if k != "measurements"}
+        out["measurements"] = rows
+        out["outputs_agree"] = self.agree()
+        return out
+
+
+def score_digest(columns: Mapping[str, np.ndarray]) -> str:
+    """SHA-256 over the SpamScore columns in order, each as its Avro type's numpy dtype."""
+    h = hashlib.sha256()
+    dtypes = {"rules": np.int32, "score": np.int32, "spam": np.bool_}
+    for name in SCORE_FIELDS:
+        col = np.asarray(columns[name], dtype=dtypes.get(name, np.int64))
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(col).tobytes())
+    return h.hexdigest()
+
+
+def _chunks_to_columns(chunks: Sequence[Any]) -> dict[str, np.ndarray]:
+    out: dict[str, np.ndarray] = {}
+    for name in SCORE_FIELDS:
+        parts = [np.asarray(c.columns[name].tolist()) for c in chunks if len(c)]
+        out[name] = np.concatenate(parts) if parts else np.empty(0, dtype=np.int64)
+    return out
+
+
+def _run_one(name: str, data: Any, epoch_size: int) -> tuple[float, int, str, dict[str, float]]:
+    from engine.examples.social.handwritten import spam_scores_handwritten
+    from engine.examples.social.source import social_source
+    from engine.examples.social.spam import build_spam_pipeline
+    from engine.examples.social.wholelog import spam_scores_wholelog
+    from engine.executors.batch import BatchExecutor
+    from engine.executors.serial import SerialExecutor
+    from engine.output import collect
+    from engine.planner import plan
+
+    phases: dict[str, float] = {}
+    if name in ("handwritten", "wholelog"):
+        fn: Callable[[Any], Any] = (
+            spam_scores_handwritten if name == "handwritten" else spam_scores_wholelog
+        )
+        started = time.perf_counter()
+        scores = fn(data)
+        seconds = time.perf_counter() - started
+        cols = {f: getattr(scores, f) for f in SCORE_FIELDS}
+    else:
+        executor = (
+            SerialExecutor(epoch_size=epoch_size)
+            if name == "serial"
+            else BatchExecutor(epoch_size=epoch_size)
+        )
+        sink = collect()
+        the_plan = plan(build_spam_pipeline())
+        started = time.perf_counter()
+        stats = executor.run(the_plan, social_source(data), sink)
+        seconds = time.perf_counter() - started
+        phases = dict(stats.seconds)
+        cols = _chunks_to_columns(sink.chunks)
+    return seconds, len(cols["message_id"]), score_digest(cols), phases
+
+
+def _child(path: str, name: str, epoch_size: int, conn: Any) -> None:
+    try:
+        with open(path, "rb") as f:
+            data = pickle.load(f)
+        result = _run_one(name, data, epoch_size)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        conn.send(("ok", result, peak))
+    except BaseException as exc:  # report any failure to the parent, then exit
+        conn.send(("error", f"{type(exc).__name__}: {exc}", 0.0))
+    finally:
+        conn.close()
+
+
+def _measure(
+    path: str, name: str, epoch_size: int
+) -> tuple[float, int, str, dict[str, float], float]:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(path, name, epoch_size, child))
+    proc.start()
+    child.close()
+    status, result, peak = parent.recv()
+    proc.join()
+    if status != "ok":
+        raise RuntimeError(f"benchmark of {name} failed: {result}")
+    seconds, outputs, digest, phases = result
+    return seconds, outputs, digest, phases, peak
+
+
+def run_engine_bench(
+    *,
+    events: int,
+    users: int = 100_000,
+    days: int = 30,
+    seed: int = 0,
+    jitter_ms: int = 0,
+    epoch_size: int = 100_000,
+    repeat: int = 3,
+    only: Sequence[str] = IMPLEMENTATIONS,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> BenchResult:
+    """Generate the data set once, then measure each implementation ``repeat`` times."""
+    from engine.examples.social.data import generate_social
+
+    data = generate_social(users=users, events=events, days=days, seed=seed, jitter_ms=jitter_ms)
+    total = len(data.messages.ts) + len(data.friendships.ts)
+    measurements = []
+    with tempfile.TemporaryDirectory(prefix="restream-bench-") as tmp:
+        path = os.path.join(tmp, "data.pickle")
+        with open(path, "wb") as f:
+            pickle.dump(data, f, protocol=5)
+        del data
+        for name in only:
+            runs = []
+            for i in range(repeat):
+                seconds, outputs, digest, phases, peak = _measure(path, name, epoch_size)
+                runs.append((seconds, outputs, digest, phases, peak))
+                progress(f"{name} run {i + 1}/{repeat}: {seconds:.2f} s")
+            runs.sort(key=lambda r: r[0])
+            mid = runs[len(runs) // 2]
+            measurements.append(
+                Measurement(
+                    name,
+                    [r[0] for r in runs],
+                    total,
+                    mid[1],
+                    mid[2],
+                    max(r[4] for r in runs),
+                    mid[3],
+                )
+            )
+    reference = "serial" if "serial" in only else only[0]
+    return BenchResult(total, users, days, jitter_ms, epoch_size, repeat, measurements, reference)

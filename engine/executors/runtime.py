@@ -1,0 +1,625 @@
+"""Running a plan over one epoch at a time: the core of the batch and parallel executors.
+
+For each phase, in order: built-in tables take all of the phase's writes at once (vectorised),
+Python merges run per event in ``seq`` order against versioned tables, lookups and derived
+columns are computed for whole batches, and emits produce columnar output. Reads from later
+phases see every version of the epoch, so each phase is a barrier and nothing inside a phase
+depends on the order of events across keys.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from engine.errors import EngineError, ExecutionError, UndeclaredReadError
+from engine.events import Event
+from engine.executors.base import RunStats
+from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
+from engine.keys import KeyCodec, key_fields, scalar_key
+from engine.log import Epoch, Events, StringColumn
+from engine.output import OutputChunk
+from engine.pipeline import (
+    Builtin,
+    ColumnRef,
+    Derive,
+    Emit,
+    Lookup,
+    Operator,
+    Record,
+    TableRef,
+    Update,
+)
+from engine.planner import Plan, PlannedOperator
+from engine.state.aggregates import VectorTable, make_vector
+from engine.state.pytables import VersionedTable
+
+__all__ = ["Columns", "EpochRuntime", "Exchange", "Part"]
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    """A worker's share of a derived column: ``values`` for ``rows`` (all rows if None)."""
+
+    kind: str
+    column: str
+    rows: np.ndarray | slice | None
+    values: np.ndarray
+
+
+#: Shares every worker's parts with every worker (a barrier); returns all of them.
+Exchange = Callable[[list[Part]], list[Part]]
+
+
+class Columns:
+    """The columns of one kind's events in an epoch: fields, metadata and derived columns."""
+
+    __slots__ = ("_decoded", "derived", "events")
+
+    def __init__(self, events: Events) -> None:
+        self.events = events
+        self.derived: dict[str, np.ndarray] = {}
+        self._decoded: dict[str, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    def get(self, name: str) -> np.ndarray:
+        """A column by name, strings decoded to an object array."""
+        if name in self.derived:
+            return self.derived[name]
+        if name == "seq":
+            return self.events.seq
+        if name == "ts":
+            return self.events.ts
+        col = self._decoded.get(name)
+        if col is not None:
+            return col
+        raw = self.events.columns.get(name)
+        if raw is None:
+            raise EngineError(f"{self.events.kind} events have no field or column {name!r}")
+        col = raw.decode() if isinstance(raw, StringColumn) else raw
+        self._decoded[name] = col
+        return col
+
+    def for_operator(self, op: Operator, rows: slice | None = None) -> dict[str, np.ndarray]:
+        """What a vectorised body may see: fields, ``seq``, ``ts`` and its declared inputs."""
+        out = {name: self.get(name) for name in self.events.columns}
+        out["seq"] = self.events.seq
+        out["ts"] = self.events.ts
+        for c in op.inputs:
+            out[c.name] = self.derived[c.name]
+        if rows is not None:
+            out = {k: v[rows] for k, v in out.items()}
+        return out
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    fire: int  # seq of the event it fires before; -1 while not yet known
+    at: int
+    order: tuple[int, int, int]
+    table: str = field(compare=False)
+    key: Hashable = field(compare=False)
+    fn: Any = field(compare=False)
+
+
+@dataclass(slots=True)
+class _Emitted:
+    seq: np.ndarray
+    phase: int
+    op: int
+    index: np.ndarray
+    keys: np.ndarray
+    columns: Mapping[str, np.ndarray]
+
+
+class EpochRuntime:
+    """All table state of a plan, advanced one epoch at a time."""
+
+    def __init__(
+        self,
+        plan: Plan,
+        *,
+        shard: Shard | None = None,
+        exchange: Exchange | None = None,
+    ) -> None:
+        shard = shard or Shard()
+        if shard.count > 1 and exchange is None:
+            raise EngineError("a sharded runtime needs an exchange between its workers")
+        self.plan = plan
+        self.shard = shard
+        self.exchange = exchange
+        # Tables that operator code reads with view.get can be asked for any key, so every
+        # worker keeps all of them; the rest are partitioned by key over the workers.
+        self.replicated: frozenset[str] = (
+            frozenset(
+                t.name
+                for p in plan.operators
+                if isinstance(p.op, Update | Derive | Emit)
+                for t in p.op.reads
+            )
+            if shard.count > 1
+            else frozenset()
+        )
+        self.vector: dict[str, VectorTable] = {}
+        self.python: dict[str, VersionedTable] = {}
+        self.codecs: dict[str, KeyCodec] = {}
+        self.value_codecs: dict[str, KeyCodec] = {}
+        for name, ref in plan.pipeline.tables.items():
+            if ref.builtin is None:
+                self.python[name] = VersionedTable(name, ref.default)
+            else:
+                self.vector[name] = make_vector(ref.builtin)
+                self.codecs[name] = KeyCodec()
+        # Timers whose firing event is not known yet (after the end of the last epoch).
+        self._pending: list[_Timer] = []
+        self._phase_names = [f"phase {p}" for p in range(plan.phases)]
+
+    # -- epoch ----------------------------------------------------------------------------
+
+    def process(self, epoch: Epoch, stats: RunStats | None = None) -> list[OutputChunk]:
+        """Run every phase over ``epoch``; return its output, in serial order, per stream."""
+        cols = {kind: Columns(ev) for kind, ev in epoch.events.items()}
+        emitted: dict[str, list[_Emitted]] = {}
+        self._resolve_timers(epoch)
+        for phase in range(self.plan.phases):
+            started = time.perf_counter()
+            ops = self.plan.in_phase(phase)
+            builtin_writes: dict[str, list[tuple[np.ndarray, ...]]] = {}
+            python_groups: dict[str, list[PlannedOperator]] = {}
+            parts: list[Part] = []
+            for planned in ops:
+                op = planned.op
+                if isinstance(op, Update):
+                    python_groups.setdefault(op.table.name, []).append(planned)
+                    continue
+                for kind in op.kinds:
+                    c = cols.get(kind)
+                    if c is None or len(c) == 0:
+                        continue
+                    self._run_vector_op(epoch, planned, c, builtin_writes, emitted, parts)
+            for name, writes in builtin_writes.items():
+                self._flush_builtin(name, writes)
+            for name, writers in python_groups.items():
+                self._run_updates(epoch, name, writers, cols)
+            if self.exchange is not None:
+                parts = self.exchange(parts)
+            _assemble(parts, cols)
+            if stats is not None:
+                stats.add_time(self._phase_names[phase], time.perf_counter() - started)
+        for table in self.vector.values():
+            table.end_epoch()
+        for ptable in self.python.values():
+            ptable.end_epoch()
+        return [self._chunk(name, parts) for name, parts in emitted.items()]
+
+    # -- operators --------------------------------------------------------------------------
+
+    def _run_vector_op(
+        self,
+        epoch: Epoch,
+        planned: PlannedOperator,
+        c: Columns,
+        builtin_writes: dict[str, list[tuple[np.ndarray, ...]]],
+        emitted: dict[str, list[_Emitted]],
+        parts: list[Part],
+    ) -> None:
+        op = planned.op
+        try:
+            if isinstance(op, Builtin):
+                builtin_writes.setdefault(op.table.name, []).append(self._builtin_writes(op, c))
+            elif isinstance(op, Lookup):
+                rows, values = self._lookup(epoch, op, c)
+                parts.append(Part(c.events.kind, op.column.name, rows, values))
+            elif isinstance(op, Derive):
+                span = self._my_rows(len(c))
+                if op.batch_fn is not None and not op.reads:
+                    values = np.asarray(op.batch_fn(c.for_operator(op, span)))
+                    want = len(c) if span is None else span.stop - span.start
+                    if len(values) != want:
+                        raise EngineError(
+                            f"batch_fn of {op.name!r} returned {len(values)} values for "
+                            f"{want} events"
+                        )
+                else:
+                    results = [
+                        op.fn(e, self._view(planned, e)) for e in self._events(epoch, op, c, span)
+                    ]
+                    values = _to_array(results, op.column.dtype)
+                parts.append(Part(c.events.kind, op.column.name, span, values))
+            elif isinstance(op, Emit):
+                emitted.setdefault(op.output.name, []).append(self._emit(epoch, planned, op, c))
+        except (ExecutionError, UndeclaredReadError):
+            raise
+        except Exception as exc:
+            raise ExecutionError(
+                f"operator {op.name!r} raised {type(exc).__name__}: {exc} in the epoch of seq "
+                f"{epoch.seq_start}..{epoch.seq_end - 1}",
+                seq=epoch.seq_start,
+                operator=op.name,
+            ) from exc
+
+    def _builtin_writes(self, op: Builtin, c: Columns) -> tuple[np.ndarray, ...]:
+        spec = op.table.builtin
+        assert spec is not None
+        fields = key_fields(op.key)
+        assert fields is not None
+        keys = self.codecs[op.table.name].encode(op.key, {f: c.get(f) for f in fields})
+        seqs, ts = c.events.seq, c.events.ts
+        values: np.ndarray | None = None
+        if op.value is not None:
+            raw = c.get(_name(op.value))
+            if spec.kind == "distinct" and raw.dtype.kind not in "iub":
+                codec = self.value_codecs.setdefault(op.table.name, KeyCodec())
+                values = codec.encode(_name(op.value), {_name(op.value): raw})
+            else:
+                values = np.asarray(raw, dtype=spec.dtype)
+        mask: np.ndarray | None = None
+        if op.where is not None:
+            mask = np.asarray(c.get(_name(op.where)), dtype=bool)
+        if self.shard.count > 1 and op.table.name not in self.replicated:
+            mine = owners_of_ids(keys, self.shard.count) == self.shard.index
+            mask = mine if mask is None else mask & mine
+        if mask is not None:
+            keys, seqs, ts = keys[mask], seqs[mask], ts[mask]
+            if values is not None:
+                values = values[mask]
+        if values is None:
+            return (keys, seqs, ts)
+        return (keys, seqs, ts, values)
+
+    def _flush_builtin(self, name: str, writes: list[tuple[np.ndarray, ...]]) -> None:
+        if len(writes) == 1:
+            parts = writes[0]
+        else:
+            # Several writers (or kinds): order by seq; ties keep declaration order.
+            parts = tuple(np.concatenate([w[i] for w in writes]) for i in range(len(writes[0])))
+            order = np.argsort(parts[1], kind="stable")
+            parts = tuple(p[order] for p in parts)
+        values = parts[3] if len(parts) > 3 else None
+        self.vector[name].write_epoch(parts[0], parts[1], parts[2], values)
+
+    def _my_rows(self, n: int) -> slice | None:
+        """This worker's share of stateless per-event work (None: all of it)."""
+        return None if self.shard.count == 1 else self.shard.rows(n)
+
+    def _lookup(
+        self, epoch: Epoch, op: Lookup, c: Columns
+    ) -> tuple[np.ndarray | slice | None, np.ndarray]:
+        """Values of the lookup for the rows this worker answers, and those rows."""
+        ref = op.table
+        partitioned = self.shard.count > 1 and ref.name not in self.replicated
+        if ref.builtin is not None:
+            fields = key_fields(op.key)
+            codec = self.codecs[ref.name]
+            if fields is not None:
+                keys = codec.encode(op.key, {f: c.get(f) for f in fields})
+            else:
+                keys = np.fromiter(
+                    (codec.encode_one(scalar_key(op.key, e)) for e in self._events(epoch, op, c)),
+                    dtype=np.int64,
+                    count=len(c),
+                )
+            rows: np.ndarray | slice | None = self._my_rows(len(c))
+            if partitioned:
+                rows = np.flatnonzero(owners_of_ids(keys, self.shard.count) == self.shard.index)
+            seqs, ts = c.events.seq, c.events.ts
+            if rows is not None:
+                keys, seqs, ts = keys[rows], seqs[rows], ts[rows]
+            values, present = self.vector[ref.name].read(keys, seqs, ts, before=op.before)
+            return rows, _fill(values, present, op.default)
+        table = self.python[ref.name]
+        wanted = []
+        out = []
+        count = self.shard.count
+        span = None if partitioned else self._my_rows(len(c))
+        for i, e in enumerate(self._events(epoch, op, c, span)):
+            key = scalar_key(op.key, e)
+            if partitioned and owner_of_key(key, count) != self.shard.index:
+                continue
+            wanted.append(i)
+            out.append(table.read(key, e.seq, before=op.before, default=op.default))
+        values = _to_array(out, op.column.dtype)
+        if partitioned:
+            return np.asarray(wanted, dtype=np.int64), values
+        return span, values
+
+    def _emit(self, epoch: Epoch, planned: PlannedOperator, op: Emit, c: Columns) -> _Emitted:
+        span = self._my_rows(len(c))
+        if op.batch_fn is not None and not op.reads:
+            result = op.batch_fn(c.for_operator(op, span))
+            columns = {k: np.asarray(v) for k, v in result.items()}
+            seq = c.events.seq if span is None else c.events.seq[span]
+            n = len(seq)
+            for k, v in columns.items():
+                if len(v) != n:
+                    raise EngineError(
+                        f"batch_fn of {op.name!r} returned {len(v)} values of {k!r} for {n} "
+                        "events; it must return one record per event"
+                    )
+            return _Emitted(
+                seq,
+                planned.phase,
+                planned.index,
+                np.zeros(n, dtype=np.int32),
+                columns[op.output.key],
+                columns,
+            )
+        seqs: list[int] = []
+        index: list[int] = []
+        records: list[tuple[Hashable, Mapping[str, Any]]] = []
+        for e in self._events(epoch, op, c, span):
+            for i, record in enumerate(op.fn(e, self._view(planned, e))):
+                if not isinstance(record, Record):
+                    raise EngineError(
+                        f"emit {op.name!r} returned {record!r}; return Record(key, value)"
+                    )
+                seqs.append(e.seq)
+                index.append(i)
+                records.append((record.key, dict(record.value)))
+        chunk = OutputChunk.from_records(op.output.name, seqs, records)
+        return _Emitted(
+            chunk.seq,
+            planned.phase,
+            planned.index,
+            np.asarray(index, dtype=np.int32),
+            chunk.keys,
+            chunk.columns,
+        )
+
+    def _chunk(self, name: str, parts: list[_Emitted]) -> OutputChunk:
+        if len(parts) == 1:
+            p = parts[0]
+            return OutputChunk(name, p.seq, p.keys, dict(p.columns))
+        seq = np.concatenate([p.seq for p in parts])
+        phase = np.concatenate([np.full(len(p.seq), p.phase, dtype=np.int32) for p in parts])
+        opi = np.concatenate([np.full(len(p.seq), p.op, dtype=np.int32) for p in parts])
+        index = np.concatenate([p.index for p in parts])
+        order = np.lexsort((index, opi, phase, seq))
+        keys = _concat([p.keys for p in parts])[order]
+        names: list[str] = []
+        for p in parts:
+            names.extend(n for n in p.columns if n not in names)
+        columns = {}
+        for n in names:
+            pieces = []
+            for p in parts:
+                col = p.columns.get(n)
+                if col is None:
+                    col = np.full(len(p.seq), None, dtype=object)
+                pieces.append(col)
+            columns[n] = _concat(pieces)[order]
+        return OutputChunk(name, seq[order], keys, columns)
+
+    # -- Python merges ------------------------------------------------------------------------
+
+    def _run_updates(
+        self, epoch: Epoch, name: str, writers: list[PlannedOperator], cols: Mapping[str, Columns]
+    ) -> None:
+        table = self.python[name]
+        # Every (event, writer) pair of this table, in (seq, declaration) order.
+        streams: list[tuple[int, int, Event, PlannedOperator]] = []
+        count, index = self.shard.count, self.shard.index
+        partitioned = count > 1 and name not in self.replicated
+        for planned in writers:
+            op = planned.op
+            assert isinstance(op, Update)
+            for kind in op.kinds:
+                c = cols.get(kind)
+                if c is None or len(c) == 0:
+                    continue
+                for e in self._events(epoch, op, c):
+                    if partitioned and owner_of_key(scalar_key(op.key, e), count) != index:
+                        continue
+                    streams.append((e.seq, planned.index, e, planned))
+        streams.sort(key=lambda s: (s[0], s[1]))
+        timers = [t for t in self._pending if t.table == name and t.fire >= 0]
+        heapq.heapify(timers)
+        for seq, _, event, planned in streams:
+            while timers and timers[0].fire <= seq:
+                self._fire(table, heapq.heappop(timers))
+            op = planned.op
+            assert isinstance(op, Update)
+            try:
+                key = scalar_key(op.key, event)
+                view = self._view(planned, event, table=op.table, key=key, epoch=epoch)
+                table.put(key, 2 * seq + 1, op.merge(table.latest(key), event, view))
+            except (ExecutionError, UndeclaredReadError):
+                raise
+            except Exception as exc:
+                raise ExecutionError(
+                    f"operator {op.name!r} raised {type(exc).__name__}: {exc} at seq {seq} "
+                    f"({event.topic}/{event.partition}@{event.offset})",
+                    seq=seq,
+                    operator=op.name,
+                ) from exc
+            for t in view.scheduled:
+                t.fire = _first_at_or_after(epoch, seq + 1, t.at)
+                if t.fire >= 0:
+                    heapq.heappush(timers, t)
+                self._pending.append(t)
+        while timers:
+            self._fire(table, heapq.heappop(timers))
+        self._pending = [t for t in self._pending if not (t.table == name and t.fire >= 0)]
+
+    def _fire(self, table: VersionedTable, timer: _Timer) -> None:
+        table.put(timer.key, 2 * timer.fire, timer.fn(table.latest(timer.key)))
+
+    def _resolve_timers(self, epoch: Epoch) -> None:
+        for t in self._pending:
+            if t.fire < 0:
+                t.fire = _first_at_or_after(epoch, epoch.seq_start, t.at)
+
+    # -- Python bodies ----------------------------------------------------------------------
+
+    def _events(
+        self, epoch: Epoch, op: Operator, c: Columns, rows: slice | None = None
+    ) -> Iterable[Event]:
+        ev = c.events if rows is None else c.events.take(np.arange(len(c))[rows])
+        names = list(ev.columns)
+        lists = [(c.get(n) if rows is None else c.get(n)[rows]).tolist() for n in names]
+        derived = {k: _python_values(v if rows is None else v[rows]) for k, v in c.derived.items()}
+        allowed = frozenset(x.name for x in op.inputs)
+        topics = epoch.topics
+        for i, (seq, ts, tp, part, off) in enumerate(
+            zip(
+                ev.seq.tolist(),
+                ev.ts.tolist(),
+                ev.topic.tolist(),
+                ev.partition.tolist(),
+                ev.offset.tolist(),
+                strict=True,
+            )
+        ):
+            e = Event(
+                ev.kind,
+                seq,
+                ts,
+                topics[tp],
+                part,
+                off,
+                {n: col[i] for n, col in zip(names, lists, strict=True)},
+            )
+            e._derived = {k: v[i] for k, v in derived.items()}
+            e._allowed = allowed
+            yield e
+
+    def _view(
+        self,
+        planned: PlannedOperator,
+        event: Event,
+        *,
+        table: TableRef | None = None,
+        key: Hashable = None,
+        epoch: Epoch | None = None,
+    ) -> _View:
+        return _View(self, planned, event, table, key)
+
+
+class _View:
+    __slots__ = ("_event", "_key", "_op", "_runtime", "_table", "scheduled")
+
+    def __init__(
+        self,
+        runtime: EpochRuntime,
+        op: PlannedOperator,
+        event: Event,
+        table: TableRef | None,
+        key: Hashable,
+    ) -> None:
+        self._runtime = runtime
+        self._op = op
+        self._event = event
+        self._table = table
+        self._key = key
+        self.scheduled: list[_Timer] = []
+
+    def get(self, table: TableRef | str, key: Hashable, *, before: bool = False) -> Any:
+        name = table if isinstance(table, str) else table.name
+        ref = next((t for t in self._op.op.reads if t.name == name), None)
+        if ref is None:
+            raise UndeclaredReadError(
+                f"operator {self._op.name!r} read table {name!r} without declaring it; add it "
+                "to the operator's `reads`"
+            )
+        rt = self._runtime
+        seq = self._event.seq
+        if ref.builtin is not None:
+            ident = rt.codecs[name].encode_one(key)
+            values, present = rt.vector[name].read(
+                np.array([ident], dtype=np.int64),
+                np.array([seq], dtype=np.int64),
+                np.array([self._event.ts], dtype=np.int64),
+                before=before,
+            )
+            if not present[0]:
+                return ref.default
+            v = values[0]
+            return tuple(v.tolist()) if isinstance(v, np.ndarray) else v.item()
+        return rt.python[name].read(key, seq, before=before, default=ref.default)
+
+    def schedule(self, at: int, fn: Any) -> None:
+        if self._table is None:
+            raise EngineError(f"operator {self._op.name!r}: only update merges can schedule")
+        order = (self._event.seq, self._op.index, len(self.scheduled))
+        self.scheduled.append(_Timer(-1, int(at), order, self._table.name, self._key, fn))
+
+
+def _assemble(parts: Sequence[Part], cols: Mapping[str, Columns]) -> None:
+    """Put every worker's share of each derived column into place."""
+    grouped: dict[tuple[str, str], list[Part]] = {}
+    for part in parts:
+        grouped.setdefault((part.kind, part.column), []).append(part)
+    for (kind, name), group in grouped.items():
+        c = cols[kind]
+        if len(group) == 1 and group[0].rows is None:
+            c.derived[name] = group[0].values
+            continue
+        filled = [p for p in group if len(p.values)]
+        if not filled:
+            c.derived[name] = group[0].values[:0]
+            continue
+        dtype = np.result_type(*[p.values.dtype for p in filled])
+        out = np.empty((len(c), *filled[0].values.shape[1:]), dtype=dtype)
+        for p in filled:
+            out[p.rows if p.rows is not None else slice(None)] = p.values
+        c.derived[name] = out
+
+
+def _first_at_or_after(epoch: Epoch, seq: int, at: int) -> int:
+    """The first seq >= ``seq`` in this epoch whose ts is >= ``at``, or -1."""
+    start = seq - epoch.seq_start
+    if start >= len(epoch.ts):
+        return -1
+    hits = np.flatnonzero(epoch.ts[start:] >= at)
+    return int(hits[0]) + seq if len(hits) else -1
+
+
+def _python_values(column: np.ndarray) -> list[Any]:
+    # Pair-valued columns (ratio tables) are tuples in Python code, as in the serial executor.
+    if column.ndim > 1:
+        return [tuple(row) for row in column.tolist()]
+    return column.tolist()  # type: ignore[no-any-return]
+
+
+def _name(col: str | ColumnRef) -> str:
+    return col if isinstance(col, str) else col.name
+
+
+def _fill(values: np.ndarray, present: np.ndarray, default: Any) -> np.ndarray:
+    if present.all():
+        return values
+    # Keep the oracle's Python types: an int default in a float column stays an int.
+    if default is None or values.ndim > 1 or np.asarray(default).dtype != values.dtype:
+        out = np.empty(len(values), dtype=object)
+        out[:] = list(values) if values.ndim > 1 else values.tolist()
+        out[~present] = default
+        return out
+    out = values.copy()
+    out[~present] = default
+    return out
+
+
+def _to_array(values: Sequence[Any], dtype: str) -> np.ndarray:
+    if dtype == "object":
+        out = np.empty(len(values), dtype=object)
+        out[:] = values
+        return out
+    return np.asarray(values, dtype=dtype)
+
+
+def _concat(parts: Sequence[np.ndarray]) -> np.ndarray:
+    if any(p.dtype == object for p in parts):
+        out = np.empty(sum(len(p) for p in parts), dtype=object)
+        i = 0
+        for p in parts:
+            out[i : i + len(p)] = p.tolist() if p.dtype != object else p
+            i += len(p)
+        return out
+    return np.concatenate(parts)

@@ -1,0 +1,249 @@
+"""The serial executor: the oracle every other executor is tested against.
+
+It is DESIGN.md §1 written out: for each event in ``seq`` order, fire the timers that are due,
+then run every operator that subscribes to the event's kind, in phase order (declaration
+order within a phase), and collect what they emit. No batching, no vectorisation: plain Python
+dictionaries for Python tables and the scalar implementation of the built-in tables.
+"""
+
+from __future__ import annotations
+
+import heapq
+import time
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import EngineError, ExecutionError, UndeclaredReadError
+from engine.events import Event
+from engine.executors.base import RunStats
+from engine.keys import scalar_key
+from engine.log import Epoch, Source, StringColumn, merge_log
+from engine.output import OutputChunk, Sink
+from engine.pipeline import Builtin, Derive, Emit, Lookup, Record, TableRef, Update
+from engine.planner import Plan, PlannedOperator
+from engine.state.aggregates import ScalarTable, make_scalar
+
+__all__ = ["SerialExecutor", "iter_events"]
+
+_MISSING = object()
+
+
+@dataclass(order=True, slots=True)
+class _Timer:
+    at: int
+    order: int
+    table: str = field(compare=False)
+    key: Hashable = field(compare=False)
+    fn: Callable[[Any], Any] = field(compare=False)
+
+
+def iter_events(epoch: Epoch) -> list[Event]:
+    """The events of an epoch as Python objects, in ``seq`` order."""
+    out: list[Event | None] = [None] * len(epoch)
+    for kind, ev in epoch.events.items():
+        if len(ev) == 0:
+            continue
+        names = list(ev.columns)
+        cols = []
+        for n in names:
+            c = ev.columns[n]
+            cols.append(c.decode().tolist() if isinstance(c, StringColumn) else c.tolist())
+        topics = epoch.topics
+        for i, (seq, ts, tp, part, off) in enumerate(
+            zip(
+                ev.seq.tolist(),
+                ev.ts.tolist(),
+                ev.topic.tolist(),
+                ev.partition.tolist(),
+                ev.offset.tolist(),
+                strict=True,
+            )
+        ):
+            fields = {n: c[i] for n, c in zip(names, cols, strict=True)}
+            out[seq - epoch.seq_start] = Event(kind, seq, ts, topics[tp], part, off, fields)
+    assert all(e is not None for e in out)
+    return out  # type: ignore[return-value]
+
+
+class _State:
+    """All tables, as of the event being processed."""
+
+    def __init__(self, plan: Plan) -> None:
+        self.tables: dict[str, TableRef] = dict(plan.pipeline.tables)
+        self.python: dict[str, dict[Hashable, Any]] = {}
+        self.builtin: dict[str, ScalarTable] = {}
+        for name, ref in self.tables.items():
+            if ref.builtin is None:
+                self.python[name] = {}
+            else:
+                self.builtin[name] = make_scalar(ref.builtin)
+        # Values that the current event overwrote, for reads with before=True.
+        self.before: dict[tuple[str, Hashable], Any] = {}
+        self.timers: list[_Timer] = []
+        self.timer_count = 0
+
+    def read(self, ref: TableRef, key: Hashable, event: Event, before: bool, default: Any) -> Any:
+        if ref.builtin is not None:
+            present, value = self.builtin[ref.name].read(key, event.seq, event.ts, before=before)
+            return value if present else default
+        if before:
+            old = self.before.get((ref.name, key), _MISSING)
+            if old is not _MISSING:
+                return default if old is _NOTHING else old
+        return self.python[ref.name].get(key, default)
+
+    def write(self, ref: TableRef, key: Hashable, value: Any) -> None:
+        table = self.python[ref.name]
+        slot = (ref.name, key)
+        if slot not in self.before:
+            self.before[slot] = table.get(key, _NOTHING)
+        table[key] = value
+
+    def fire_timers(self, ts: int) -> None:
+        while self.timers and self.timers[0].at <= ts:
+            t = heapq.heappop(self.timers)
+            ref = self.tables[t.table]
+            table = self.python[t.table]
+            table[t.key] = t.fn(table.get(t.key, ref.default))
+
+
+_NOTHING = object()
+
+
+class _View:
+    """The view handed to operator code for one (event, operator)."""
+
+    __slots__ = ("_event", "_key", "_op", "_state", "_table")
+
+    def __init__(
+        self,
+        state: _State,
+        op: PlannedOperator,
+        event: Event,
+        table: TableRef | None = None,
+        key: Hashable = None,
+    ) -> None:
+        self._state = state
+        self._op = op
+        self._event = event
+        self._table = table
+        self._key = key
+
+    def get(self, table: TableRef | str, key: Hashable, *, before: bool = False) -> Any:
+        name = table if isinstance(table, str) else table.name
+        ref = next((t for t in self._op.op.reads if t.name == name), None)
+        if ref is None:
+            raise UndeclaredReadError(
+                f"operator {self._op.name!r} read table {name!r} without declaring it; add it "
+                "to the operator's `reads`"
+            )
+        return self._state.read(ref, key, self._event, before, ref.default)
+
+    def schedule(self, at: int, fn: Callable[[Any], Any]) -> None:
+        if self._table is None:
+            raise EngineError(f"operator {self._op.name!r}: only update merges can schedule writes")
+        state = self._state
+        state.timer_count += 1
+        heapq.heappush(
+            state.timers, _Timer(int(at), state.timer_count, self._table.name, self._key, fn)
+        )
+
+
+class SerialExecutor:
+    """One process, one event at a time: the reference semantics."""
+
+    name = "serial"
+
+    def __init__(self, *, epoch_size: int = 65536) -> None:
+        # Epochs only decide how often output is handed to the sink.
+        self.epoch_size = epoch_size
+
+    def run(self, plan: Plan, source: Source, sink: Sink) -> RunStats:
+        """Run ``plan`` over ``source`` into ``sink``."""
+        stats = RunStats(self.name)
+        started = time.perf_counter()
+        state = _State(plan)
+        by_kind: dict[str, tuple[PlannedOperator, ...]] = {}
+        for epoch in merge_log(source, epoch_size=self.epoch_size):
+            outputs: dict[str, tuple[list[int], list[tuple[Hashable, Any]]]] = {}
+            for event in iter_events(epoch):
+                ops = by_kind.get(event.kind)
+                if ops is None:
+                    ops = by_kind[event.kind] = plan.by_kind(event.kind)
+                self._process(state, ops, event, outputs)
+            chunks = [
+                OutputChunk.from_records(name, seqs, recs) for name, (seqs, recs) in outputs.items()
+            ]
+            sink.write(chunks)
+            stats.events += len(epoch)
+            stats.epochs += 1
+            stats.outputs += sum(len(c) for c in chunks)
+            if len(epoch):
+                lo, hi = int(epoch.ts.min()), int(epoch.ts.max())
+                stats.first_ts = lo if stats.first_ts is None else min(stats.first_ts, lo)
+                stats.last_ts = hi if stats.last_ts is None else max(stats.last_ts, hi)
+        stats.wall_seconds = time.perf_counter() - started
+        return stats
+
+    def _process(
+        self,
+        state: _State,
+        ops: Sequence[PlannedOperator],
+        event: Event,
+        outputs: dict[str, tuple[list[int], list[tuple[Hashable, Any]]]],
+    ) -> None:
+        state.fire_timers(event.ts)
+        state.before.clear()
+        for planned in ops:
+            op = planned.op
+            event._allowed = frozenset(c.name for c in op.inputs)
+            try:
+                if isinstance(op, Update):
+                    key = scalar_key(op.key, event)
+                    old = state.read(op.table, key, event, False, op.table.default)
+                    view = _View(state, planned, event, op.table, key)
+                    state.write(op.table, key, op.merge(old, event, view))
+                elif isinstance(op, Builtin):
+                    if op.where is not None and not _column(event, op.where):
+                        continue
+                    value = None if op.value is None else _column(event, op.value)
+                    state.builtin[op.table.name].write(
+                        scalar_key(op.key, event), event.seq, event.ts, value
+                    )
+                elif isinstance(op, Lookup):
+                    key = scalar_key(op.key, event)
+                    event._derived[op.column.name] = state.read(
+                        op.table, key, event, op.before, op.default
+                    )
+                elif isinstance(op, Derive):
+                    event._derived[op.column.name] = op.fn(event, _View(state, planned, event))
+                elif isinstance(op, Emit):
+                    seqs, recs = outputs.setdefault(op.output.name, ([], []))
+                    for record in op.fn(event, _View(state, planned, event)):
+                        if not isinstance(record, Record):
+                            raise EngineError(
+                                f"emit {op.name!r} returned {record!r}; return Record(key, value)"
+                            )
+                        seqs.append(event.seq)
+                        recs.append((record.key, dict(record.value)))
+            except (ExecutionError, UndeclaredReadError):
+                raise
+            except EngineError as exc:
+                raise ExecutionError(
+                    f"operator {op.name!r} failed at seq {event.seq}: {exc}",
+                    seq=event.seq,
+                    operator=op.name,
+                ) from exc
+            except Exception as exc:
+                raise ExecutionError(
+                    f"operator {op.name!r} raised {type(exc).__name__}: {exc} at seq "
+                    f"{event.seq} ({event.topic}/{event.partition}@{event.offset})",
+                    seq=event.seq,
+                    operator=op.name,
+                ) from exc
+
+
+def _column(event: Event, col: object) -> Any:
+    name = col if isinstance(col, str) else col.name  # type: ignore[attr-defined]
+    return getattr(event, name)

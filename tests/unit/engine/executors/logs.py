@@ -1,0 +1,245 @@
+"""Hypothesis strategies for random logs and random pipelines, shared by executor tests."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from engine.windows import Hopping, Sliding, Tumbling
+from hypothesis import strategies as st
+
+from engine.keys import Unordered
+from engine.log import InMemorySource, TopicTable
+from engine.pipeline import ColumnRef, Pipeline, Record, TableRef
+
+KINDS = ("a", "b")
+STRINGS = ("x", "y", "mail@host.org", "")
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """A random log: per kind, rows of (partition, ts, k1, k2, v, s)."""
+
+    partitions: dict[str, int]
+    rows: dict[str, list[tuple[int, int, int, int, int, str]]]
+
+    def source(self, batch_size: int = 7) -> InMemorySource:
+        tables = []
+        for kind in KINDS:
+            rows = self.rows[kind]
+            cols: dict[str, Any] = {
+                "partition": np.array([r[0] for r in rows], dtype=np.int64),
+                "ts": np.array([r[1] for r in rows], dtype=np.int64),
+                "k1": np.array([r[2] for r in rows], dtype=np.int64),
+                "k2": np.array([r[3] for r in rows], dtype=np.int64),
+                "v": np.array([r[4] for r in rows], dtype=np.int64),
+                "s": np.array([r[5] for r in rows], dtype=object),
+            }
+            tables.append(TopicTable(f"topic.{kind}", kind, cols, self.partitions[kind]))
+        return InMemorySource.from_tables(*tables, batch_size=batch_size)
+
+
+@st.composite
+def logs(draw: st.DrawFn, max_rows: int = 40) -> LogSpec:
+    """Random logs: equal and backwards timestamps, empty partitions, hot or many keys."""
+    keys = draw(st.sampled_from([1, 3, 1_000_000]))
+    partitions: dict[str, int] = {}
+    rows: dict[str, list[tuple[int, int, int, int, int, str]]] = {}
+    for kind in KINDS:
+        parts = draw(st.integers(1, 3))
+        partitions[kind] = parts
+        n = draw(st.integers(0, max_rows))
+        rows[kind] = draw(
+            st.lists(
+                st.tuples(
+                    st.integers(0, parts - 1),
+                    st.integers(0, 60),
+                    st.integers(0, keys - 1),
+                    st.integers(0, keys - 1),
+                    st.integers(-4, 9),
+                    st.sampled_from(STRINGS),
+                ),
+                min_size=n,
+                max_size=n,
+            )
+        )
+    return LogSpec(partitions, rows)
+
+
+WINDOWS = st.sampled_from(
+    [None, None, Sliding(1), Sliding(7), Sliding(25), Tumbling(10), Hopping(12, 4), Hopping(9, 6)]
+)
+KEYS = st.sampled_from(["k1", ("k1", "k2"), Unordered("k1", "k2"), "k2"])
+
+
+class Builder:
+    """Builds a random multi-phase pipeline from a sequence of drawn steps."""
+
+    def __init__(self) -> None:
+        self.p = Pipeline("random")
+        self.n = 0
+        # Per kind: derived int columns (safe as values) and bool columns (safe as `where`).
+        self.ints: dict[str, list[ColumnRef]] = {k: [] for k in KINDS}
+        self.bools: dict[str, list[ColumnRef]] = {k: [] for k in KINDS}
+        self.emitted: dict[str, list[ColumnRef]] = {k: [] for k in KINDS}
+        self.tables: list[TableRef] = []
+
+    def name(self, prefix: str) -> str:
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def flag(self, kind: str, draw: st.DrawFn) -> ColumnRef:
+        source = draw(st.sampled_from(["v", *[c.name for c in self.ints[kind]]]))
+        modulus = draw(st.integers(2, 3))
+        inputs = [c for c in self.ints[kind] if c.name == source]
+        col = self.p.derive(
+            self.name("flag"),
+            on=kind,
+            dtype="bool",
+            inputs=inputs,
+            fn=lambda e, _v, s=source, m=modulus: getattr(e, s) % m == 0,
+            batch_fn=lambda c, s=source, m=modulus: c[s] % m == 0,
+        )
+        self.bools[kind].append(col)
+        return col
+
+
+AGGREGATES = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last", "distinct"]
+
+
+def _lookup_scalar(kind: str) -> Callable[[Any], Any]:
+    if kind == "ratio":
+        return lambda x: x[0] * 1000 + x[1]
+    return lambda x: x
+
+
+@st.composite
+def pipelines(draw: st.DrawFn) -> Pipeline:
+    """Random pipelines: built-ins (windowed or not), Python merges with timers, lookups
+    (before or not, pair keys, reversed pairs), derived columns, chains of phases."""
+    b = Builder()
+    p = b.p
+    steps = draw(st.integers(1, 6))
+    for _ in range(steps):
+        kind = draw(st.sampled_from(KINDS))
+        step = draw(st.sampled_from(["builtin", "builtin", "python", "flag"]))
+        if step == "flag":
+            b.flag(kind, draw)
+            continue
+        if step == "builtin":
+            agg = draw(st.sampled_from(AGGREGATES))
+            window = draw(WINDOWS)
+            dtype = "int64"
+            value: Any = None
+            if agg in ("sum", "min", "max", "first", "last"):
+                value = draw(st.sampled_from(["v", *[c.name for c in b.ints[kind]]]))
+                if (agg != "sum" or window is None) and draw(st.booleans()):
+                    src = value
+                    value = p.derive(
+                        b.name("real"),
+                        on=kind,
+                        dtype="float64",
+                        inputs=[c for c in b.ints[kind] if c.name == src],
+                        fn=lambda e, _v, s=src: getattr(e, s) * 0.1,
+                        batch_fn=lambda c, s=src: c[s] * 0.1,
+                    )
+                    dtype = "float64"
+                if isinstance(value, str) and value != "v":
+                    value = next(c for c in b.ints[kind] if c.name == value)
+            elif agg == "ratio":
+                value = (
+                    draw(st.sampled_from(b.bools[kind])) if b.bools[kind] else b.flag(kind, draw)
+                )
+            elif agg == "distinct":
+                value = draw(st.sampled_from(["k2", "v"]))
+            where = None
+            if draw(st.booleans()):
+                where = (
+                    b.flag(kind, draw)
+                    if not b.bools[kind]
+                    else draw(st.sampled_from(b.bools[kind]))
+                )
+            table = p.builtin(
+                b.name(agg),
+                agg,
+                on=kind,
+                key=draw(KEYS),
+                value=value,
+                where=where,
+                window=window,
+                dtype=dtype,  # type: ignore[arg-type]
+                default=None,
+            )
+        else:
+            table = p.table(b.name("py"), default=0)
+            reads = [draw(st.sampled_from(b.tables))] if b.tables and draw(st.booleans()) else []
+            retract = draw(st.sampled_from([None, 1, 10]))
+            extra_key = draw(KEYS)
+
+            def merge(
+                old: Any,
+                e: Any,
+                view: Any,
+                reads: Any = tuple(reads),
+                r: Any = retract,
+                k: Any = extra_key,
+            ) -> Any:
+                bonus = 0
+                for t in reads:
+                    got = view.get(t, (e.k1, e.k2) if isinstance(k, tuple) else e.k1)
+                    bonus += 0 if got is None else (hash(got) % 7)
+                if r is not None:
+                    delta = e.v
+                    view.schedule(e.ts + r, lambda o, d=delta: o - d)
+                return old + e.v + bonus
+
+            on = draw(st.sampled_from([kind, KINDS]))
+            p.update(b.name("upd"), on=on, table=table, key=draw(KEYS), merge=merge, reads=reads)
+        b.tables.append(table)
+        # Read the new table back, maybe from the other kind, maybe with a reversed pair key.
+        for reader in draw(st.sets(st.sampled_from(KINDS), min_size=1)):
+            before = draw(st.booleans())
+            key = draw(
+                st.sampled_from(["k1", ("k2", "k1"), ("k1", "k2"), Unordered("k2", "k1"), "k2"])
+            )
+            default = -1
+            col = p.lookup(
+                b.name("look"),
+                on=reader,
+                table=table,
+                key=key,
+                before=before,
+                default=default,
+                dtype="object",
+            )
+            agg_kind = table.builtin.kind if table.builtin else "python"
+            conv = _lookup_scalar(agg_kind)
+            as_int = p.derive(
+                b.name("num"),
+                on=reader,
+                dtype="object",
+                inputs=[col],
+                fn=lambda e, _v, n=col.name, f=conv: f(getattr(e, n)),
+            )
+            b.emitted[reader].append(as_int)
+            if agg_kind in ("count", "distinct", "python", "since_last") or (
+                table.builtin is not None and table.builtin.dtype == "int64" and agg_kind != "ratio"
+            ):
+                b.ints[reader].append(as_int) if agg_kind != "since_last" else None
+    for kind in KINDS:
+        cols = b.emitted[kind] + b.bools[kind]
+        if not cols:
+            continue
+        out = p.output(f"out_{kind}", key="k1")
+        p.emit(
+            b.name("emit"),
+            on=kind,
+            output=out,
+            inputs=cols,
+            fn=lambda e, _v, cs=tuple(c.name for c in cols): [
+                Record(e.k1, {"seq": e.seq, **{c: getattr(e, c) for c in cs}})
+            ],
+        )
+    return p
