@@ -1,12 +1,93 @@
-"""The ``restream`` command line."""
+"""The ``restream`` command line.
+
+Every flag also reads an environment variable ``RESTREAM_<FLAG>`` (``--jitter-ms`` reads
+``RESTREAM_JITTER_MS``); the flag wins. Exit codes: 0 success, 2 bad configuration, 1 failure.
+Each subcommand's logic lives in its own module; this file only maps flags to calls.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from connector import __version__
+from connector.errors import ConfigError, ConnectorError
+from engine.errors import EngineError
+
+__all__ = ["build_parser", "env_default", "main"]
+
+T = TypeVar("T")
+_ENV_PREFIX = "RESTREAM_"
+
+
+def env_default(name: str, default: str) -> str:
+    """The value of ``RESTREAM_<NAME>``, or ``default`` when it is unset or empty."""
+    return os.environ.get(_ENV_PREFIX + name, "") or default
+
+
+@dataclass(frozen=True, slots=True)
+class _EnvDefault:
+    """The default of a flag not given: resolved from its env var after parsing."""
+
+    parser: argparse.ArgumentParser
+    flag: str
+    env: str
+    convert: Callable[[str], Any]
+    default: Any
+    choices: Sequence[Any] | None
+
+    def resolve(self) -> Any:
+        raw = os.environ.get(self.env, "")
+        if not raw:
+            return self.default
+        try:
+            value = self.convert(raw)
+        except ValueError:
+            self.parser.error(f"{self.env}={raw!r} is not a valid {self.flag} value")
+        if self.choices is not None and value not in self.choices:
+            self.parser.error(
+                f"{self.env}={raw!r}: choose from {', '.join(map(str, self.choices))}"
+            )
+        return value
+
+
+def _option(
+    parser: argparse.ArgumentParser,
+    flag: str,
+    convert: Callable[[str], T],
+    default: T | None,
+    help_text: str,
+    *,
+    choices: Sequence[T] | None = None,
+) -> None:
+    """Add ``--flag`` whose default comes from ``RESTREAM_FLAG`` (shown in --help)."""
+    env = _ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+    shown = "" if default is None else f"; default {default}"
+    parser.add_argument(
+        flag,
+        type=convert,
+        default=_EnvDefault(parser, flag, env, convert, default, choices),
+        choices=choices,
+        help=f"{help_text} [env {env}{shown}]",
+    )
+
+
+def _resolve_env_defaults(args: argparse.Namespace) -> None:
+    for name, value in vars(args).items():
+        if isinstance(value, _EnvDefault):
+            setattr(args, name, value.resolve())
+
+
+def _data_set_options(parser: argparse.ArgumentParser) -> None:
+    _option(parser, "--users", int, 100_000, "users in the social network")
+    _option(parser, "--events", int, 1_000_000, "events: messages plus friendships")
+    _option(parser, "--days", int, 30, "days of messages")
+    _option(parser, "--seed", int, 0, "random seed; the same arguments give the same data")
+    _option(parser, "--partitions", int, 4, "partitions of each topic")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,20 +95,126 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="restream",
         description="Replay Kafka topics through stateful logic, serial-equivalent and fast.",
+        epilog="Exit codes: 0 success, 2 bad configuration, 1 failure.",
     )
     parser.add_argument("--version", action="version", version=f"restream {__version__}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    broker = commands.add_parser(
+        "broker",
+        help="run a local Kafka-compatible broker in the foreground until Ctrl-C",
+        description="Run a local broker (the embedded Tansu by default) and print its address.",
+    )
+    _option(
+        broker, "--kind", str, "tansu", "which broker to run", choices=["tansu", "testcontainers"]
+    )
+    broker.set_defaults(handler=_broker)
+
+    generate = commands.add_parser("generate", help="write a synthetic data set to Kafka")
+    data_sets = generate.add_subparsers(dest="data_set", metavar="DATA_SET", required=True)
+    social = data_sets.add_parser(
+        "social",
+        help="the reference social network (messages and friendships)",
+        description="Generate the social network and write it to two topics, printing the rate.",
+    )
+    _data_set_options(social)
+    _option(social, "--jitter-ms", int, 0, "shift record timestamps back by up to this much")
+    _option(social, "--bootstrap", str, None, "Kafka bootstrap servers, host:port (required)")
+    _option(social, "--messages-topic", str, "social.messages", "topic for messages")
+    _option(social, "--friendships-topic", str, "social.friendships", "topic for friendships")
+    _option(social, "--format", str, "avro", "value format", choices=["avro", "avro-confluent"])
+    _option(social, "--schema-registry", str, None, "Schema Registry URL (format avro-confluent)")
+    _option(social, "--workers", int, 1, "writer processes (help only when cores are idle)")
+    social.set_defaults(handler=_generate_social)
+
+    demo = commands.add_parser(
+        "demo",
+        help="start an embedded broker, write the social data set, show what the topics hold",
+        description="The foundation demo: embedded broker, 1M events written and read back.",
+    )
+    _data_set_options(demo)
+    _option(demo, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
+    demo.set_defaults(handler=_demo)
+
+    from connector import engine_commands  # the engine without Kafka: plan and benchmark
+
+    plan = commands.add_parser("plan", help="print the phases the planner assigns a pipeline")
+    engine_commands.add_plan_arguments(plan, env_default)
+    plan.set_defaults(handler=engine_commands.show_plan)
+    bench = commands.add_parser("bench", help="benchmarks")
+    benches = bench.add_subparsers(dest="bench", metavar="TARGET", required=True)
+    bench_engine = benches.add_parser(
+        "engine", help="the executors on a generated log, against hand-written baselines"
+    )
+    engine_commands.add_bench_engine_arguments(bench_engine, env_default)
+    bench_engine.set_defaults(handler=engine_commands.bench_engine)
     return parser
+
+
+def _broker(args: argparse.Namespace) -> int:
+    from connector.broker import serve
+
+    return serve(args.kind, out=sys.stdout)
+
+
+def _generate_social(args: argparse.Namespace) -> int:
+    from connector.generate import generate_social_command
+
+    if not args.bootstrap:
+        raise ConfigError(
+            "--bootstrap", "set it or RESTREAM_BOOTSTRAP (start a broker with `restream broker`)"
+        )
+    return generate_social_command(
+        users=args.users,
+        events=args.events,
+        days=args.days,
+        seed=args.seed,
+        jitter_ms=args.jitter_ms,
+        partitions=args.partitions,
+        bootstrap=args.bootstrap,
+        messages_topic=args.messages_topic,
+        friendships_topic=args.friendships_topic,
+        value_format=args.format,
+        schema_registry=args.schema_registry,
+        workers=args.workers,
+        out=sys.stdout,
+    )
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from connector.demo import run_demo
+
+    return run_demo(
+        users=args.users,
+        events=args.events,
+        days=args.days,
+        seed=args.seed,
+        partitions=args.partitions,
+        bootstrap=args.bootstrap,
+        out=sys.stdout,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    _resolve_env_defaults(args)
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
         parser.print_help()
         return 2
-    return 0
+    try:
+        return handler(args)
+    except ConfigError as exc:
+        print(f"restream: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except (ConnectorError, EngineError) as exc:
+        print(f"restream: failed: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("restream: interrupted", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,7 +8,12 @@ import sys
 from typing import Any
 
 from connector.pipelines import load_pipeline
-from engine.benchmark import IMPLEMENTATIONS, BenchResult, run_engine_bench
+from engine.benchmark import (
+    IMPLEMENTATIONS,
+    BenchResult,
+    run_engine_bench,
+    valid_implementation,
+)
 from engine.planner import plan
 
 __all__ = ["add_bench_engine_arguments", "add_plan_arguments", "bench_engine", "show_plan"]
@@ -72,7 +77,8 @@ def add_bench_engine_arguments(parser: argparse.ArgumentParser, env: Any) -> Non
     parser.add_argument(
         "--only",
         default=env("BENCH_ONLY", ",".join(IMPLEMENTATIONS)),
-        help=f"comma-separated subset of {','.join(IMPLEMENTATIONS)} (env RESTREAM_BENCH_ONLY)",
+        help=f"comma-separated implementations: {','.join(IMPLEMENTATIONS)}, or "
+        "parallel-wN for N workers (env RESTREAM_BENCH_ONLY)",
     )
     parser.add_argument(
         "--json",
@@ -84,7 +90,7 @@ def add_bench_engine_arguments(parser: argparse.ArgumentParser, env: Any) -> Non
 def bench_engine(args: argparse.Namespace) -> int:
     """Run the engine benchmark and print a table."""
     only = [s.strip() for s in args.only.split(",") if s.strip()]
-    unknown = sorted(set(only) - set(IMPLEMENTATIONS))
+    unknown = sorted(name for name in only if not valid_implementation(name))
     if unknown or not only:
         print(
             f"restream: --only: unknown implementation(s) {unknown}; "

@@ -18,19 +18,11 @@ __all__ = ["Event", "View"]
 
 
 class Event:
-    """One event of the log, as a Python object with attribute access to its fields."""
+    """One event of the log, as a Python object with attribute access to its fields.
 
-    __slots__ = (
-        "_allowed",
-        "_derived",
-        "_fields",
-        "kind",
-        "offset",
-        "partition",
-        "seq",
-        "topic",
-        "ts",
-    )
+    Fields are plain instance attributes (fast to read); derived columns are checked against
+    the reading operator's declared inputs on every access.
+    """
 
     def __init__(
         self,
@@ -42,6 +34,7 @@ class Event:
         offset: int,
         fields: Mapping[str, Any],
     ) -> None:
+        self.__dict__.update(fields)
         self.kind = kind
         self.seq = seq
         self.ts = ts
@@ -53,12 +46,10 @@ class Event:
         self._allowed: frozenset[str] = frozenset()
 
     def __getattr__(self, name: str) -> Any:
-        fields = object.__getattribute__(self, "_fields")
-        if name in fields:
-            return fields[name]
-        derived = object.__getattribute__(self, "_derived")
+        # Only called for names that are not fields or metadata: the derived columns.
+        derived = self.__dict__.get("_derived", {})
         if name in derived:
-            if name not in object.__getattribute__(self, "_allowed"):
+            if name not in self.__dict__["_allowed"]:
                 raise UndeclaredReadError(
                     f"column {name!r} was read but not declared; add it to the operator's `inputs`"
                 )

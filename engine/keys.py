@@ -5,14 +5,15 @@ An operator names its key as a field (``"sender"``), a tuple of fields (``("send
 ``(min, max)``), or a Python callable over the event (Python tables only).
 
 Vectorised tables address keys by int64 ids. :class:`KeyCodec` maps key columns to ids
-injectively and consistently across epochs: plain integers are their own id, pairs of
-integers within ±2**31 are packed into one int64, and anything else (strings, wide integers,
-longer tuples) is interned in a dictionary, with ids from ``2**62`` up so that the three spaces
-never meet.
+injectively and consistently across epochs, in three disjoint ranges: integers in
+``[-2**62, 2**62)`` are their own id; pairs of integers within ``±2**30`` are packed into
+``[2**62, 2**63)``; anything else (strings, wider integers, longer tuples) is interned in a
+dictionary with ids from ``-2**63`` up.
 """
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
@@ -21,10 +22,12 @@ import numpy as np
 
 from engine.errors import PipelineError
 
-__all__ = ["KeyCodec", "KeySpec", "Unordered", "key_fields", "scalar_key"]
+__all__ = ["KeyCodec", "KeySpec", "Unordered", "key_fields", "key_function", "scalar_key"]
 
-_INTERN_BASE = 1 << 62
-_PACK_LIMIT = 1 << 31
+_PLAIN_LIMIT = 1 << 62
+_PAIR_BASE = 1 << 62
+_PAIR_LIMIT = 1 << 30
+_INTERN_BASE = -(1 << 63)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +62,26 @@ def scalar_key(spec: KeySpec, event: Any) -> Hashable:
     if isinstance(spec, tuple):
         return tuple(getattr(event, name) for name in spec)
     return spec(event)
+
+
+def key_function(spec: KeySpec) -> Callable[[Any], Hashable]:
+    """:func:`scalar_key` for one spec, compiled once (the serial executor's hot path)."""
+    if isinstance(spec, str):
+        return operator.attrgetter(spec)
+    if isinstance(spec, tuple):
+        if len(spec) == 1:
+            one = operator.attrgetter(spec[0])
+            return lambda event: (one(event),)
+        return operator.attrgetter(*spec)
+    if isinstance(spec, Unordered):
+        pair = operator.attrgetter(spec.first, spec.second)
+
+        def unordered(event: Any) -> Hashable:
+            a, b = pair(event)
+            return (a, b) if a <= b else (b, a)
+
+        return unordered
+    return spec
 
 
 def validate_key(spec: object, where: str) -> KeySpec:
@@ -96,7 +119,7 @@ class KeyCodec:
         """Ids for a single key column."""
         if column.dtype.kind in "iub":
             ids = column.astype(np.int64, copy=False)
-            wide = (ids >= _INTERN_BASE) | (ids < -_INTERN_BASE)
+            wide = (ids >= _PLAIN_LIMIT) | (ids < -_PLAIN_LIMIT)
             if wide.any():
                 ids = ids.copy()
                 ids[wide] = self._intern([("wide", int(v)) for v in ids[wide]])
@@ -122,9 +145,8 @@ class KeyCodec:
         if len(parts) == 2 and all(p.dtype.kind in "iub" for p in parts):
             a = parts[0].astype(np.int64, copy=False)
             b = parts[1].astype(np.int64, copy=False)
-            fits = (a >= -(_PACK_LIMIT >> 1)) & (a < (_PACK_LIMIT >> 1))
-            fits &= (b >= -_PACK_LIMIT) & (b < _PACK_LIMIT)
-            ids = (a << 32) | (b & 0xFFFFFFFF)
+            fits = (a >= -_PAIR_LIMIT) & (a < _PAIR_LIMIT) & (b >= -_PAIR_LIMIT) & (b < _PAIR_LIMIT)
+            ids = _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
             if not fits.all():
                 rest = ~fits
                 ids[rest] = self._intern(list(zip(a[rest].tolist(), b[rest].tolist(), strict=True)))
@@ -142,8 +164,8 @@ class KeyCodec:
             and all(isinstance(k, int | np.integer) and not isinstance(k, bool) for k in key)
         ):
             a, b = int(key[0]), int(key[1])
-            if -(_PACK_LIMIT >> 1) <= a < (_PACK_LIMIT >> 1) and -_PACK_LIMIT <= b < _PACK_LIMIT:
-                return (a << 32) | (b & 0xFFFFFFFF)
+            if -_PAIR_LIMIT <= a < _PAIR_LIMIT and -_PAIR_LIMIT <= b < _PAIR_LIMIT:
+                return _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
             return int(self._intern([(a, b)])[0])
         if isinstance(key, tuple):
             return int(self._intern([_hashable(key)])[0])

@@ -254,8 +254,15 @@ class ParallelExecutor:
                 t0 = time.perf_counter()
                 path = run_dir.file(f"epoch{epoch.index}")
                 store(path, epoch)
-                for conn in conns:
-                    conn.send((epoch.index, str(path)))
+                for w, conn in enumerate(conns):
+                    try:
+                        conn.send((epoch.index, str(path)))
+                    except OSError:
+                        procs[w].join(1.0)
+                        barrier.abort()
+                        raise ExecutionError(
+                            _death_message(w, procs[w].exitcode or -9, epoch), seq=epoch.seq_start
+                        ) from None
                 stats.add_time("move", time.perf_counter() - t0)
                 in_flight.append((epoch, path))
             if not in_flight:
@@ -297,7 +304,7 @@ class ParallelExecutor:
             if conns[w] in ready:
                 try:
                     msg = conns[w].recv()
-                except EOFError:
+                except (EOFError, OSError):
                     msg = None
                 if isinstance(msg, _Failed):
                     barrier.abort()
@@ -310,7 +317,7 @@ class ParallelExecutor:
                     continue
                 # A worker may have reported its failure just before exiting.
                 if conns[i].poll():
-                    with contextlib.suppress(EOFError):
+                    with contextlib.suppress(EOFError, OSError):
                         msg = conns[i].recv()
                         if isinstance(msg, _Failed):
                             barrier.abort()

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import heapq
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
 from engine.errors import EngineError, ExecutionError, UndeclaredReadError
 from engine.events import Event
 from engine.executors.base import RunStats
-from engine.keys import scalar_key
+from engine.keys import key_function
 from engine.log import Epoch, Source, StringColumn, merge_log
 from engine.output import OutputChunk, Sink
 from engine.pipeline import Builtin, Derive, Emit, Lookup, Record, TableRef, Update
@@ -150,6 +150,10 @@ class _View:
         )
 
 
+Outputs = dict[str, tuple[list[int], list[tuple[Hashable, Any]]]]
+Step = Callable[[Event, Outputs], None]
+
+
 class SerialExecutor:
     """One process, one event at a time: the reference semantics."""
 
@@ -164,14 +168,31 @@ class SerialExecutor:
         stats = RunStats(self.name)
         started = time.perf_counter()
         state = _State(plan)
-        by_kind: dict[str, tuple[PlannedOperator, ...]] = {}
+        steps: dict[str, list[tuple[PlannedOperator, frozenset[str], Step]]] = {}
         for epoch in merge_log(source, epoch_size=self.epoch_size):
-            outputs: dict[str, tuple[list[int], list[tuple[Hashable, Any]]]] = {}
+            outputs: Outputs = {}
             for event in iter_events(epoch):
-                ops = by_kind.get(event.kind)
-                if ops is None:
-                    ops = by_kind[event.kind] = plan.by_kind(event.kind)
-                self._process(state, ops, event, outputs)
+                kind_steps = steps.get(event.kind)
+                if kind_steps is None:
+                    kind_steps = steps[event.kind] = [
+                        (p, frozenset(c.name for c in p.op.inputs), _step(state, p))
+                        for p in plan.by_kind(event.kind)
+                    ]
+                state.fire_timers(event.ts)
+                state.before.clear()
+                for planned, allowed, step in kind_steps:
+                    event._allowed = allowed
+                    try:
+                        step(event, outputs)
+                    except (ExecutionError, UndeclaredReadError):
+                        raise
+                    except Exception as exc:
+                        raise ExecutionError(
+                            f"operator {planned.name!r} raised {type(exc).__name__}: {exc} at "
+                            f"seq {event.seq} ({event.topic}/{event.partition}@{event.offset})",
+                            seq=event.seq,
+                            operator=planned.name,
+                        ) from exc
             chunks = [
                 OutputChunk.from_records(name, seqs, recs) for name, (seqs, recs) in outputs.items()
             ]
@@ -186,64 +207,63 @@ class SerialExecutor:
         stats.wall_seconds = time.perf_counter() - started
         return stats
 
-    def _process(
-        self,
-        state: _State,
-        ops: Sequence[PlannedOperator],
-        event: Event,
-        outputs: dict[str, tuple[list[int], list[tuple[Hashable, Any]]]],
-    ) -> None:
-        state.fire_timers(event.ts)
-        state.before.clear()
-        for planned in ops:
-            op = planned.op
-            event._allowed = frozenset(c.name for c in op.inputs)
-            try:
-                if isinstance(op, Update):
-                    key = scalar_key(op.key, event)
-                    old = state.read(op.table, key, event, False, op.table.default)
-                    view = _View(state, planned, event, op.table, key)
-                    state.write(op.table, key, op.merge(old, event, view))
-                elif isinstance(op, Builtin):
-                    if op.where is not None and not _column(event, op.where):
-                        continue
-                    value = None if op.value is None else _column(event, op.value)
-                    state.builtin[op.table.name].write(
-                        scalar_key(op.key, event), event.seq, event.ts, value
-                    )
-                elif isinstance(op, Lookup):
-                    key = scalar_key(op.key, event)
-                    event._derived[op.column.name] = state.read(
-                        op.table, key, event, op.before, op.default
-                    )
-                elif isinstance(op, Derive):
-                    event._derived[op.column.name] = op.fn(event, _View(state, planned, event))
-                elif isinstance(op, Emit):
-                    seqs, recs = outputs.setdefault(op.output.name, ([], []))
-                    for record in op.fn(event, _View(state, planned, event)):
-                        if not isinstance(record, Record):
-                            raise EngineError(
-                                f"emit {op.name!r} returned {record!r}; return Record(key, value)"
-                            )
-                        seqs.append(event.seq)
-                        recs.append((record.key, dict(record.value)))
-            except (ExecutionError, UndeclaredReadError):
-                raise
-            except EngineError as exc:
-                raise ExecutionError(
-                    f"operator {op.name!r} failed at seq {event.seq}: {exc}",
-                    seq=event.seq,
-                    operator=op.name,
-                ) from exc
-            except Exception as exc:
-                raise ExecutionError(
-                    f"operator {op.name!r} raised {type(exc).__name__}: {exc} at seq "
-                    f"{event.seq} ({event.topic}/{event.partition}@{event.offset})",
-                    seq=event.seq,
-                    operator=op.name,
-                ) from exc
+
+def _step(state: _State, planned: PlannedOperator) -> Step:
+    """What one operator does for one event, as a function."""
+    op = planned.op
+    if isinstance(op, Update):
+        table, key_of, merge = op.table, key_function(op.key), op.merge
+
+        def update(event: Event, _out: Outputs) -> None:
+            key = key_of(event)
+            old = state.read(table, key, event, False, table.default)
+            state.write(table, key, merge(old, event, _View(state, planned, event, table, key)))
+
+        return update
+    if isinstance(op, Builtin):
+        builtin = state.builtin[op.table.name]
+        where = None if op.where is None else _name(op.where)
+        value = None if op.value is None else _name(op.value)
+        key_of = key_function(op.key)
+
+        def write(event: Event, _out: Outputs) -> None:
+            if where is not None and not getattr(event, where):
+                return
+            v = None if value is None else getattr(event, value)
+            builtin.write(key_of(event), event.seq, event.ts, v)
+
+        return write
+    if isinstance(op, Lookup):
+        lookup, lookup_key = op, key_function(op.key)
+
+        def look(event: Event, _out: Outputs) -> None:
+            event._derived[lookup.column.name] = state.read(
+                lookup.table, lookup_key(event), event, lookup.before, lookup.default
+            )
+
+        return look
+    if isinstance(op, Derive):
+        derive = op
+
+        def compute(event: Event, _out: Outputs) -> None:
+            event._derived[derive.column.name] = derive.fn(event, _View(state, planned, event))
+
+        return compute
+    assert isinstance(op, Emit)
+    emit = op
+
+    def emit_records(event: Event, out: Outputs) -> None:
+        seqs, recs = out.setdefault(emit.output.name, ([], []))
+        for record in emit.fn(event, _View(state, planned, event)):
+            if not isinstance(record, Record):
+                raise EngineError(
+                    f"emit {emit.name!r} returned {record!r}; return Record(key, value)"
+                )
+            seqs.append(event.seq)
+            recs.append((record.key, dict(record.value)))
+
+    return emit_records
 
 
-def _column(event: Event, col: object) -> Any:
-    name = col if isinstance(col, str) else col.name  # type: ignore[attr-defined]
-    return getattr(event, name)
+def _name(col: object) -> str:
+    return col if isinstance(col, str) else col.name  # type: ignore[attr-defined]

@@ -175,7 +175,7 @@ def build_spam_pipeline(
         "first_ts": p.min("first_msg_ts", on=m, key="sender", value="ts"),
         "sent_1d": p.count("msgs_1d", on=m, key="sender", window=Sliding(DAY)),
         "sent_7d": p.count("msgs_7d", on=m, key="sender", window=Sliding(7 * DAY)),
-        "responses": p.count("responses", on=m, key="sender", where=response),
+        "responses": p.count("response_msgs", on=m, key="sender", where=response),
         "sent": p.count("msgs", on=m, key="sender"),
     }
     looked = [p.lookup(name, on=m, table=table, key="sender") for name, table in tables.items()]

@@ -117,7 +117,7 @@ def pair(kind: str, window: Window | None, before: bool) -> Pipeline:
 
 @pytest.mark.parametrize("window", WINDOWS, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=25, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(log=logs(), before=st.booleans(), epoch_size=st.sampled_from([1, 4, 1000]))
 def test_builtin_equals_python_merge(
     kind: str, window: Window | None, log: LogSpec, before: bool, epoch_size: int

