@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from engine.examples.social.data import SocialData
+from engine.examples.social.data import FRIENDSHIPS_TOPIC, MESSAGES_TOPIC, SocialData
 from engine.log import InMemorySource, TopicTable
 
-__all__ = ["FRIENDSHIPS_TOPIC", "MESSAGES_TOPIC", "social_source"]
-
-MESSAGES_TOPIC = "social.messages"
-FRIENDSHIPS_TOPIC = "social.friendships"
+__all__ = ["social_source"]
 
 
 def social_source(

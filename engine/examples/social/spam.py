@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.examples.social.text import EMAIL_PATTERN, email_flags
 from engine.keys import Unordered
 from engine.pipeline import Pipeline, Record
 from engine.windows import Sliding
@@ -41,7 +42,7 @@ DAY = 24 * HOUR
 #: Lookup default for "no message from b to a yet": below any real time minus 7 days.
 NEVER = -(2**62)
 
-EMAIL = re.compile(r"\S+@\S+\.\S+")
+EMAIL = re.compile(EMAIL_PATTERN)
 
 
 def has_email(content: str) -> bool:
@@ -50,13 +51,8 @@ def has_email(content: str) -> bool:
 
 
 def has_email_batch(contents: np.ndarray) -> np.ndarray:
-    """:func:`has_email` over an object array; skips the regex where there is no ``@``."""
-    search = EMAIL.search
-    return np.fromiter(
-        (("@" in c) and search(c) is not None for c in contents.tolist()),
-        dtype=bool,
-        count=len(contents),
-    )
+    """:func:`has_email` over an object array of str, vectorised (no regex per text)."""
+    return email_flags(contents)
 
 
 def _rules(c: Mapping[str, Any]) -> tuple[Any, Any]:
@@ -119,13 +115,14 @@ def build_spam_pipeline(
         fn=lambda e, _v: e.link_count > 0,
         batch_fn=lambda c: c["link_count"] > 0,
     )
+    # From link_count, not to_friend, so that both land in the same phase.
     to_nonfriend = p.derive(
         "to_nonfriend",
         on=m,
-        inputs=[to_friend],
+        inputs=[link_count],
         dtype="bool",
-        fn=lambda e, _v: not e.to_friend,
-        batch_fn=lambda c: ~c["to_friend"],
+        fn=lambda e, _v: e.link_count == 0,
+        batch_fn=lambda c: c["link_count"] == 0,
     )
     email = p.derive(
         "has_email",
