@@ -129,8 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="start an embedded broker, write the social data set, show what the topics hold",
-        description="The foundation demo: embedded broker, 1M events written and read back.",
+        help="start an embedded broker, write the social data set, replay it through the spam rules",
+        description="The demo: embedded broker, 1M events written, read back and replayed.",
     )
     _data_set_options(demo)
     _option(demo, "--bootstrap", str, None, "use this cluster instead of an embedded broker")

@@ -99,7 +99,7 @@ def score_digest(columns: Mapping[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     dtypes = {"rules": np.int32, "score": np.int32, "spam": np.bool_}
     for name in SCORE_FIELDS:
-        col = np.asarray(columns[name], dtype=dtypes.get(name, np.int64))
+        col: np.ndarray = np.asarray(columns[name], dtype=dtypes.get(name, np.int64))
         h.update(name.encode())
         h.update(np.ascontiguousarray(col).tobytes())
     return h.hexdigest()

@@ -87,7 +87,7 @@ def key_function(spec: KeySpec) -> Callable[[Any], Hashable]:
 def validate_key(spec: object, where: str) -> KeySpec:
     """Check a key declaration; raise a PipelineError that names the operator otherwise."""
     if isinstance(spec, str | Unordered) or callable(spec):
-        return spec  # type: ignore[return-value]
+        return spec
     if isinstance(spec, tuple) and spec and all(isinstance(s, str) for s in spec):
         return spec
     raise PipelineError(
@@ -150,7 +150,8 @@ class KeyCodec:
             if not fits.all():
                 rest = ~fits
                 ids[rest] = self._intern(list(zip(a[rest].tolist(), b[rest].tolist(), strict=True)))
-            return ids
+            packed: np.ndarray = ids
+            return packed
         rows = list(zip(*(p.tolist() for p in parts), strict=True))
         return self._intern([_hashable(r) for r in rows])
 
@@ -177,7 +178,7 @@ def _hashable(value: object) -> Hashable:
         return value.item()  # type: ignore[no-any-return]
     if isinstance(value, list):
         return tuple(_hashable(v) for v in value)
-    return value  # type: ignore[return-value]
+    return value
 
 
 def _greater(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -195,6 +195,7 @@ class ParallelExecutor:
         barrier = ctx.Barrier(self.workers)
         conns: list[Connection] = []
         procs: list[Any] = []
+        clean = False
         try:
             for w in range(self.workers):
                 parent, child = ctx.Pipe()
@@ -221,12 +222,13 @@ class ParallelExecutor:
             for conn in conns:
                 conn.send(None)
             peaks = [self._receive(conns, procs, barrier, w, None) for w in range(self.workers)]
+            clean = True
             self.peak_rss = [
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 *[int(p[1]) for p in peaks],
             ]
         finally:
-            self._shutdown(procs, conns, barrier)
+            self._shutdown(procs, conns, barrier, clean=clean)
             run_dir.remove()
         stats.wall_seconds = time.perf_counter() - started
         return stats
@@ -328,7 +330,14 @@ class ParallelExecutor:
                     seq=None if epoch is None else epoch.seq_start,
                 )
 
-    def _shutdown(self, procs: list[Any], conns: list[Connection], barrier: Any) -> None:
+    def _shutdown(
+        self, procs: list[Any], conns: list[Connection], barrier: Any, *, clean: bool = False
+    ) -> None:
+        if clean:
+            # The workers were told to stop and are exiting on their own.
+            deadline = time.monotonic() + 5
+            for proc in procs:
+                proc.join(max(0.0, deadline - time.monotonic()))
         barrier.abort()
         for proc in procs:
             if proc.is_alive():

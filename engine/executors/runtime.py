@@ -21,7 +21,7 @@ from engine.errors import EngineError, ExecutionError, UndeclaredReadError
 from engine.events import Event
 from engine.executors.base import RunStats
 from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
-from engine.keys import KeyCodec, key_fields, scalar_key
+from engine.keys import KeyCodec, KeySpec, key_fields, scalar_key
 from engine.log import Epoch, Events, StringColumn
 from engine.output import OutputChunk
 from engine.pipeline import (
@@ -59,11 +59,12 @@ Exchange = Callable[[list[Part]], list[Part]]
 class Columns:
     """The columns of one kind's events in an epoch: fields, metadata and derived columns."""
 
-    __slots__ = ("_decoded", "derived", "events")
+    __slots__ = ("_decoded", "derived", "events", "keyed")
 
     def __init__(self, events: Events) -> None:
         self.events = events
         self.derived: dict[str, np.ndarray] = {}
+        self.keyed: dict[tuple[KeySpec, bool], _Keyed] = {}
         self._decoded: dict[str, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -97,6 +98,16 @@ class Columns:
         if rows is not None:
             out = {k: v[rows] for k, v in out.items()}
         return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Keyed:
+    """Key ids of a kind's events (and their seq and ts), for the rows a worker owns."""
+
+    rows: np.ndarray | None
+    ids: np.ndarray
+    seqs: np.ndarray
+    ts: np.ndarray
 
 
 @dataclass(order=True, slots=True)
@@ -149,14 +160,15 @@ class EpochRuntime:
         )
         self.vector: dict[str, VectorTable] = {}
         self.python: dict[str, VersionedTable] = {}
-        self.codecs: dict[str, KeyCodec] = {}
+        # One codec for every built-in table: ids only need to be injective, and sharing lets
+        # operators with the same key spec share one encoding (and owner map) per epoch.
+        self.codec = KeyCodec()
         self.value_codecs: dict[str, KeyCodec] = {}
         for name, ref in plan.pipeline.tables.items():
             if ref.builtin is None:
                 self.python[name] = VersionedTable(name, ref.default)
             else:
                 self.vector[name] = make_vector(ref.builtin)
-                self.codecs[name] = KeyCodec()
         # Timers whose firing event is not known yet (after the end of the last epoch).
         self._pending: list[_Timer] = []
         self._phase_names = [f"phase {p}" for p in range(plan.phases)]
@@ -188,7 +200,8 @@ class EpochRuntime:
                 self._flush_builtin(name, writes)
             for name, writers in python_groups.items():
                 self._run_updates(epoch, name, writers, cols)
-            if self.exchange is not None:
+            # Every worker sees the same epoch and plan, so all skip the same exchanges.
+            if self.exchange is not None and _derives_columns(ops, cols):
                 parts = self.exchange(parts)
             _assemble(parts, cols)
             if stats is not None:
@@ -245,13 +258,29 @@ class EpochRuntime:
                 operator=op.name,
             ) from exc
 
+    def _keyed(self, c: Columns, spec: KeySpec, partitioned: bool) -> _Keyed:
+        """Key ids of a kind's events, restricted to the keys this worker owns if
+        ``partitioned``; computed once per epoch for each key spec."""
+        slot = (spec, partitioned)
+        keyed = c.keyed.get(slot)
+        if keyed is None:
+            fields = key_fields(spec)
+            assert fields is not None
+            ids = self.codec.encode(spec, {f: c.get(f) for f in fields})
+            seqs, ts = c.events.seq, c.events.ts
+            rows = None
+            if partitioned:
+                rows = np.flatnonzero(owners_of_ids(ids, self.shard.count) == self.shard.index)
+                ids, seqs, ts = ids[rows], seqs[rows], ts[rows]
+            keyed = c.keyed[slot] = _Keyed(rows, ids, seqs, ts)
+        return keyed
+
     def _builtin_writes(self, op: Builtin, c: Columns) -> tuple[np.ndarray, ...]:
         spec = op.table.builtin
         assert spec is not None
-        fields = key_fields(op.key)
-        assert fields is not None
-        keys = self.codecs[op.table.name].encode(op.key, {f: c.get(f) for f in fields})
-        seqs, ts = c.events.seq, c.events.ts
+        partitioned = self.shard.count > 1 and op.table.name not in self.replicated
+        keyed = self._keyed(c, op.key, partitioned)
+        keys, seqs, ts = keyed.ids, keyed.seqs, keyed.ts
         values: np.ndarray | None = None
         if op.value is not None:
             raw = c.get(_name(op.value))
@@ -260,13 +289,12 @@ class EpochRuntime:
                 values = codec.encode(_name(op.value), {_name(op.value): raw})
             else:
                 values = np.asarray(raw, dtype=spec.dtype)
-        mask: np.ndarray | None = None
+            if keyed.rows is not None:
+                values = values[keyed.rows]
         if op.where is not None:
             mask = np.asarray(c.get(_name(op.where)), dtype=bool)
-        if self.shard.count > 1 and op.table.name not in self.replicated:
-            mine = owners_of_ids(keys, self.shard.count) == self.shard.index
-            mask = mine if mask is None else mask & mine
-        if mask is not None:
+            if keyed.rows is not None:
+                mask = mask[keyed.rows]
             keys, seqs, ts = keys[mask], seqs[mask], ts[mask]
             if values is not None:
                 values = values[mask]
@@ -296,22 +324,29 @@ class EpochRuntime:
         ref = op.table
         partitioned = self.shard.count > 1 and ref.name not in self.replicated
         if ref.builtin is not None:
-            fields = key_fields(op.key)
-            codec = self.codecs[ref.name]
-            if fields is not None:
-                keys = codec.encode(op.key, {f: c.get(f) for f in fields})
+            rows: np.ndarray | slice | None
+            if key_fields(op.key) is not None:
+                keyed = self._keyed(c, op.key, partitioned)
+                rows, keys, seqs, ts = keyed.rows, keyed.ids, keyed.seqs, keyed.ts
+                if not partitioned and self.shard.count > 1:
+                    # Replicated table: any worker can answer, so split the rows.
+                    rows = self._my_rows(len(c))
+                    keys, seqs, ts = keys[rows], seqs[rows], ts[rows]
             else:
                 keys = np.fromiter(
-                    (codec.encode_one(scalar_key(op.key, e)) for e in self._events(epoch, op, c)),
+                    (
+                        self.codec.encode_one(scalar_key(op.key, e))
+                        for e in self._events(epoch, op, c)
+                    ),
                     dtype=np.int64,
                     count=len(c),
                 )
-            rows: np.ndarray | slice | None = self._my_rows(len(c))
-            if partitioned:
-                rows = np.flatnonzero(owners_of_ids(keys, self.shard.count) == self.shard.index)
-            seqs, ts = c.events.seq, c.events.ts
-            if rows is not None:
-                keys, seqs, ts = keys[rows], seqs[rows], ts[rows]
+                rows = self._my_rows(len(c))
+                if partitioned:
+                    rows = np.flatnonzero(owners_of_ids(keys, self.shard.count) == self.shard.index)
+                seqs, ts = c.events.seq, c.events.ts
+                if rows is not None:
+                    keys, seqs, ts = keys[rows], seqs[rows], ts[rows]
             values, present = self.vector[ref.name].read(keys, seqs, ts, before=op.before)
             return rows, _fill(values, present, op.default)
         table = self.python[ref.name]
@@ -531,7 +566,7 @@ class _View:
         rt = self._runtime
         seq = self._event.seq
         if ref.builtin is not None:
-            ident = rt.codecs[name].encode_one(key)
+            ident = rt.codec.encode_one(key)
             values, present = rt.vector[name].read(
                 np.array([ident], dtype=np.int64),
                 np.array([seq], dtype=np.int64),
@@ -549,6 +584,14 @@ class _View:
             raise EngineError(f"operator {self._op.name!r}: only update merges can schedule")
         order = (self._event.seq, self._op.index, len(self.scheduled))
         self.scheduled.append(_Timer(-1, int(at), order, self._table.name, self._key, fn))
+
+
+def _derives_columns(ops: Sequence[PlannedOperator], cols: Mapping[str, Columns]) -> bool:
+    """Whether a phase computes a derived column for any event of the epoch."""
+    return any(
+        isinstance(p.op, Lookup | Derive) and any(len(cols[k]) for k in p.op.kinds if k in cols)
+        for p in ops
+    )
 
 
 def _assemble(parts: Sequence[Part], cols: Mapping[str, Columns]) -> None:
@@ -601,9 +644,9 @@ def _fill(values: np.ndarray, present: np.ndarray, default: Any) -> np.ndarray:
         out[:] = list(values) if values.ndim > 1 else values.tolist()
         out[~present] = default
         return out
-    out = values.copy()
-    out[~present] = default
-    return out
+    filled: np.ndarray = values.copy()
+    filled[~present] = default
+    return filled
 
 
 def _to_array(values: Sequence[Any], dtype: str) -> np.ndarray:

@@ -42,7 +42,8 @@ def owners_of_ids(ids: np.ndarray, workers: int) -> np.ndarray:
         x ^= x >> np.uint64(27)
         x *= _M2
         x ^= x >> np.uint64(31)
-    return (x % np.uint64(workers)).astype(np.int64)
+    owners: np.ndarray = (x % np.uint64(workers)).astype(np.int64)
+    return owners
 
 
 def _mix(value: int) -> int:

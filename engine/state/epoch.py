@@ -1,0 +1,142 @@
+"""The writes of one epoch grouped by key, and which of them each read of the epoch sees.
+
+Writes arrive in seq order. Grouped by slot (stable, so each key's writes stay in seq order)
+they form *segments*; a write's *rank* is its position in its segment. A read at seq ``s``
+sees the epoch writes with seq <= s (or < s with ``before``): its *cutoff* ``c`` counts them,
+and of its own key it sees exactly the segment's writes with index < c, a prefix of the
+segment. :meth:`EpochWrites.latest` finds the last write of that prefix for a batch of reads.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.state.packing import bits_for, pack_order
+
+__all__ = ["EpochWrites"]
+
+
+class EpochWrites:
+    """One epoch's writes, grouped into per-slot segments.
+
+    ``order``: write indices grouped by slot (seq order within a slot); ``seg_start``,
+    ``seg_len``, ``seg_slot``: the segments, as ranges of ``order``; ``rank[w]``: position
+    of write ``w`` in its segment; ``seg_of[w]``: its segment.
+    """
+
+    __slots__ = (
+        "_grouped_seg",
+        "_seg_of",
+        "n",
+        "order",
+        "rank",
+        "seg_len",
+        "seg_slot",
+        "seg_start",
+        "seqs",
+        "slots",
+    )
+
+    def __init__(self, slots: np.ndarray, seqs: np.ndarray) -> None:
+        self.n = n = len(slots)
+        self.slots = slots
+        self.seqs = seqs
+        self.order = order = pack_order(slots)
+        grouped = slots[order]
+        boundary = np.empty(n, dtype=bool)
+        boundary[:1] = True
+        np.not_equal(grouped[1:], grouped[:-1], out=boundary[1:])
+        self.seg_start = np.flatnonzero(boundary)
+        self.seg_len = np.diff(self.seg_start, append=n)
+        self.seg_slot = grouped[self.seg_start]
+        # Position within the segment: +1 per write, minus the previous segment's length at
+        # each segment start, summed up.
+        step = np.ones(n, dtype=np.int64)
+        step[self.seg_start[1:]] = 1 - self.seg_len[:-1]
+        step[:1] = 0
+        self.rank = np.empty(n, dtype=np.int64)
+        self.rank[order] = np.cumsum(step)
+        self._seg_of: np.ndarray | None = None
+        self._grouped_seg: np.ndarray | None = None
+
+    @property
+    def grouped_seg(self) -> np.ndarray:
+        """The segment of each position of the grouped order."""
+        if self._grouped_seg is None:
+            self._grouped_seg = np.repeat(np.arange(len(self.seg_start)), self.seg_len)
+        return self._grouped_seg
+
+    @property
+    def seg_of(self) -> np.ndarray:
+        """The segment of each write (write order)."""
+        if self._seg_of is None:
+            seg_of = np.empty(self.n, dtype=np.int64)
+            seg_of[self.order] = self.grouped_seg
+            self._seg_of = seg_of
+        return self._seg_of
+
+    def last_of_segments(self) -> np.ndarray:
+        """Index of the last write of each segment."""
+        return self.order[self.seg_start + self.seg_len - 1]
+
+    def first_of_segments(self) -> np.ndarray:
+        """Index of the first write of each segment."""
+        return self.order[self.seg_start]
+
+    def cutoffs(self, seqs: np.ndarray, before: bool) -> np.ndarray:
+        """How many epoch writes a read at each seq sees."""
+        seqs = np.asarray(seqs, dtype=np.int64)
+        if self.n == 0 or len(seqs) == 0:
+            return np.zeros(len(seqs), dtype=np.int64)
+        base = min(int(self.seqs[0]), int(seqs.min()))
+        span = max(int(self.seqs[-1]), int(seqs.max())) - base + 1
+        if span > 4 * (self.n + len(seqs)) + 1024:
+            return np.searchsorted(self.seqs, seqs, side="left" if before else "right")
+        counts = np.bincount(self.seqs - base, minlength=span)
+        upto = np.cumsum(counts)
+        at = seqs - base
+        out: np.ndarray = upto[at] - counts[at] if before else upto[at]
+        return out
+
+    def latest(self, slots: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+        """For each read (slot, cutoff): the index of the last write of its slot below its
+        cutoff, or -1 (also for slot -1, a key never written)."""
+        m = len(slots)
+        out = np.full(m, -1, dtype=np.int64)
+        if self.n == 0 or m == 0:
+            return out
+        # Usually a read comes right after its own event's write of its key: try that first.
+        prev = np.maximum(cutoffs - 1, 0)
+        hit = (cutoffs > 0) & (self.slots[prev] == slots)
+        out[hit] = prev[hit]
+        rest = np.flatnonzero(~hit & (slots >= 0))
+        if len(rest):
+            out[rest] = self._merge_latest(slots[rest], cutoffs[rest])
+        return out
+
+    def _merge_latest(self, slots: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+        """:meth:`latest` by sorting the reads together with the writes by (slot, position)."""
+        n, m = self.n, len(slots)
+        # A read with cutoff c sits between write c-1 (position 2c-1) and write c (2c+1);
+        # tag 0 marks a write, tag i+1 read i.
+        all_slots = np.concatenate([self.slots, slots])
+        all_pos = np.concatenate([2 * np.arange(n, dtype=np.int64) + 1, 2 * cutoffs])
+        tags = np.concatenate([np.zeros(n, np.int64), np.arange(1, m + 1, dtype=np.int64)])
+        bs, bp, bt = bits_for(all_slots), bits_for(all_pos), bits_for(tags)
+        if bs + bp + bt <= 63:
+            merged = np.sort((all_slots << (bp + bt)) | (all_pos << bt) | tags)
+            slot_s = merged >> (bp + bt)
+            pos_s = (merged >> bt) & ((1 << bp) - 1)
+            tag_s = merged & ((1 << bt) - 1)
+        else:
+            o = np.lexsort((tags, all_pos, all_slots))
+            slot_s, pos_s, tag_s = all_slots[o], all_pos[o], tags[o]
+        is_write = tag_s == 0
+        last = np.maximum.accumulate(np.where(is_write, np.arange(n + m), -1))
+        at = np.flatnonzero(~is_write)
+        prev = last[at]
+        prev_c = np.maximum(prev, 0)
+        ok = (prev >= 0) & (slot_s[prev_c] == slot_s[at])
+        out = np.empty(m, dtype=np.int64)
+        out[tag_s[at] - 1] = np.where(ok, pos_s[prev_c] >> 1, -1)
+        return out

@@ -1,0 +1,136 @@
+"""Dense slots for int64 keys, so that per-key state lives in plain numpy arrays.
+
+Two modes. While every key seen is a small non-negative int (ids from a dictionary encoder,
+user ids), a key is its own slot: a lookup is a bounds check. The first key outside that range
+switches the index, for good, to an open-addressing hash table (linear probing, vectorised
+over a batch: each round probes one position for every unresolved key), and later keys get the
+next free slots. Slots never change, so arrays indexed by slot stay valid across the switch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["KeyIndex"]
+
+_MULT = np.uint64(0x9E37_79B9_7F4A_7C15)
+_DIRECT_FLOOR = 1 << 16  # a direct index may always span this many slots
+_DIRECT_FACTOR = 4  # ... or this many times the keys it holds
+
+
+class KeyIndex:
+    """Maps int64 keys to dense slots ``0 .. n_slots - 1`` (never reused, never moved)."""
+
+    __slots__ = ("_bits", "_count", "_direct", "_known", "_table_keys", "_table_slots", "n_slots")
+
+    def __init__(self) -> None:
+        self.n_slots = 0  # arrays indexed by slot need this length
+        self._direct = True
+        self._known = np.zeros(0, dtype=bool)  # direct mode: which slots are real keys
+        self._count = 0  # keys registered
+        self._bits = 0
+        self._table_keys = np.zeros(0, dtype=np.int64)
+        self._table_slots = np.zeros(0, dtype=np.int64)
+
+    def nbytes(self) -> int:
+        return self._known.nbytes + self._table_keys.nbytes + self._table_slots.nbytes
+
+    def lookup(self, keys: np.ndarray) -> np.ndarray:
+        """Slots of ``keys``; -1 for keys never registered (direct mode: out of range)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if self._direct:
+            inside = (keys >= 0) & (keys < self.n_slots)
+            return np.where(inside, keys, -1)
+        return self._probe(keys)
+
+    def register(self, keys: np.ndarray) -> np.ndarray:
+        """Slots of ``keys``, giving new slots to keys not seen before."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if len(keys) == 0:
+            return np.zeros(0, dtype=np.int64)
+        if self._direct:
+            low, high = int(keys.min()), int(keys.max())
+            limit = max(_DIRECT_FLOOR, _DIRECT_FACTOR * (self._count + len(keys)))
+            if low >= 0 and high < limit:
+                if high >= self.n_slots:
+                    self.n_slots = high + 1
+                    grown = np.zeros(self.n_slots, dtype=bool)
+                    grown[: len(self._known)] = self._known
+                    self._known = grown
+                fresh = ~self._known[keys]
+                if fresh.any():
+                    self._known[keys[fresh]] = True
+                    self._count = int(np.count_nonzero(self._known))
+                return np.array(keys, dtype=np.int64)
+            self._to_hash()
+        slots = self._probe(keys)
+        missing = slots < 0
+        if missing.any():
+            new = np.unique(keys[missing])
+            base = self.n_slots
+            self.n_slots += len(new)
+            self._count += len(new)
+            self._insert(new, base + np.arange(len(new), dtype=np.int64))
+            slots[missing] = base + np.searchsorted(new, keys[missing])
+        return slots
+
+    # ------------------------------------------------------------------ hash mode
+
+    def _to_hash(self) -> None:
+        keys = np.flatnonzero(self._known).astype(np.int64)
+        self._direct = False
+        self._known = np.zeros(0, dtype=bool)
+        self._resize(max(10, int(len(keys) * 4).bit_length()))
+        self._insert(keys, keys.copy())
+
+    def _resize(self, bits: int) -> None:
+        old_keys, old_slots = self._table_keys, self._table_slots
+        self._bits = bits
+        self._table_keys = np.zeros(1 << bits, dtype=np.int64)
+        self._table_slots = np.full(1 << bits, -1, dtype=np.int64)
+        live = old_slots >= 0
+        if live.any():
+            self._place(old_keys[live], old_slots[live])
+
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        mixed = keys.view(np.uint64) * _MULT
+        return np.asarray((mixed >> np.uint64(64 - self._bits)).astype(np.int64))
+
+    def _insert(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        """Add keys known to be absent (and distinct); keeps the load factor at most 1/4."""
+        stored = int(np.count_nonzero(self._table_slots >= 0)) + len(keys)
+        if stored * 4 > (1 << self._bits):
+            need = max(self._bits + 1, (stored * 4).bit_length())
+            self._resize(need)
+        self._place(keys, slots)
+
+    def _place(self, keys: np.ndarray, slots: np.ndarray) -> None:
+        mask = (1 << self._bits) - 1
+        pos = self._hash(keys)
+        while len(keys):
+            free = self._table_slots[pos] < 0
+            # Several keys may want the same free cell: the first of them takes it.
+            cells, first = np.unique(np.where(free, pos, -1), return_index=True)
+            winner = np.zeros(len(keys), dtype=bool)
+            winner[first[cells >= 0]] = True
+            self._table_keys[pos[winner]] = keys[winner]
+            self._table_slots[pos[winner]] = slots[winner]
+            lose = ~winner
+            keys, slots, pos = keys[lose], slots[lose], (pos[lose] + 1) & mask
+
+    def _probe(self, keys: np.ndarray) -> np.ndarray:
+        out = np.full(len(keys), -1, dtype=np.int64)
+        if self._bits == 0 or len(keys) == 0:
+            return out
+        mask = (1 << self._bits) - 1
+        pos = self._hash(keys)
+        lanes = np.arange(len(keys))
+        want = keys
+        while len(lanes):
+            slots = self._table_slots[pos]
+            hit = (self._table_keys[pos] == want) & (slots >= 0)
+            out[lanes[hit]] = slots[hit]
+            go_on = (slots >= 0) & ~hit
+            lanes, pos = lanes[go_on], (pos[go_on] + 1) & mask
+            want = keys[lanes]
+        return out

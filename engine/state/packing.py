@@ -1,0 +1,47 @@
+"""Sorting helpers: pack small non-negative integers into one int64 so numpy's (fast) value
+sort can replace its (several times slower) argsort, plus range expansion.
+
+Every helper falls back to ``np.argsort(kind="stable")`` / ``np.lexsort`` when the fields do not
+fit in 63 bits, so results never depend on the packing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["bits_for", "expand_ranges", "pack_order", "sort_pairs"]
+
+
+def bits_for(values: np.ndarray) -> int:
+    """Bits needed for the largest of ``values`` (non-negative); 0 for an empty array."""
+    return int(values.max()).bit_length() if len(values) else 0
+
+
+def pack_order(keys: np.ndarray) -> np.ndarray:
+    """A stable argsort of non-negative int64 ``keys``."""
+    n = len(keys)
+    ib = max(1, (n - 1).bit_length())
+    if n and bits_for(keys) + ib <= 63:
+        packed = np.sort((keys << ib) | np.arange(n, dtype=np.int64))
+        return packed & ((1 << ib) - 1)
+    return np.argsort(keys, kind="stable")
+
+
+def sort_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """A stable argsort by ``(first, second)``, both non-negative int64."""
+    b2 = bits_for(second)
+    if len(first) and bits_for(first) + b2 <= 62:
+        return pack_order((first << b2) | second)
+    return np.lexsort((second, first))
+
+
+def expand_ranges(starts: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """All positions ``starts[i] + k`` for ``k < lengths[i]``, with the range ``i`` of each."""
+    lengths = np.maximum(lengths, 0)
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(len(starts), dtype=np.int64), lengths)
+    if total == 0:
+        return np.zeros(0, dtype=np.int64), owner
+    offsets = np.cumsum(lengths) - lengths
+    within = np.arange(total, dtype=np.int64) - offsets[owner]
+    return starts[owner] + within, owner

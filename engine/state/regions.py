@@ -1,0 +1,342 @@
+"""Per-key history of a windowed table: records kept in one region of arrays per slot.
+
+A region holds one key's records sorted by time key ``tk`` (then by write order ``o``, or, in
+*combine* mode, unique per ``tk`` or per ``(tk, v)``), so a window is a range of the region
+found by two searches. Regions have spare capacity: a new epoch's records are usually
+appended (timestamps mostly increase); a region that outgrows its capacity moves to the end
+of the arrays with double the room, and the arrays are compacted once moved-out space exceeds
+the live space, so upkeep is amortised O(1) per record. Records that arrive with an older
+time key than the region's last are merged in by rewriting the region's tail from the
+insertion point (cheap for small disorder, linear in the tail for large jumps back).
+
+*Prefix* columns hold running sums / minima / maxima from the region's start, so a range sum
+is a difference and an extreme over a range starting at the region's start is one lookup.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from engine.state.packing import expand_ranges
+from engine.state.search import gallop_ranges, search_ranges
+from engine.state.segscan import grow, segment_cumsum, segment_extreme_scan
+
+__all__ = ["Prefix", "RegionStore"]
+
+CombineOp = Literal["sum", "min", "max", "first", "last"]
+_I64 = np.iinfo(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Prefix:
+    """Column ``name`` = running ``op`` of column ``source`` from the region's start."""
+
+    name: str
+    source: str
+    op: Literal["sum", "min", "max"]
+
+
+class RegionStore:
+    """Records per slot, sorted by time key; see the module docstring."""
+
+    def __init__(
+        self,
+        columns: dict[str, np.dtype],
+        prefixes: tuple[Prefix, ...] = (),
+        combine: dict[str, CombineOp] | None = None,
+        unique: tuple[str, ...] = ("tk",),
+    ) -> None:
+        self.cols = {name: np.zeros(64, dtype=dtype) for name, dtype in columns.items()}
+        for p in prefixes:
+            self.cols[p.name] = np.zeros(64, dtype=np.int64)
+        self.prefixes = prefixes
+        self.combine = combine  # None: insert mode, every record kept, ordered by (tk, o)
+        self.unique = unique
+        self.start = np.zeros(16, dtype=np.int64)
+        self.length = np.zeros(16, dtype=np.int64)
+        self.cap = np.zeros(16, dtype=np.int64)
+        self.disp = np.zeros(16, dtype=np.int64)  # max |position - wp| (with a "wp" column)
+        self.tmin = np.zeros(16, dtype=np.int64)  # first and last time key of each region
+        self.tmax = np.zeros(16, dtype=np.int64)
+        self.hint = np.zeros(16, dtype=np.int64)  # where the slot's last lower edge fell
+        self.top = 0  # store rows in use (live regions, spare room, moved-out space)
+        self.garbage = 0
+        # Compact once moved-out rows exceed both the floor and this share of the rows.
+        self.compact_floor = 1 << 16
+        self.compact_share = 0.5
+
+    def nbytes(self) -> int:
+        per_slot = sum(a.nbytes for a in (self.start, self.length, self.cap, self.disp))
+        per_slot += self.tmin.nbytes + self.tmax.nbytes
+        return per_slot + sum(a.nbytes for a in self.cols.values())
+
+    def ensure_slots(self, n: int) -> None:
+        self.start = grow(self.start, n)
+        self.length = grow(self.length, n)
+        self.cap = grow(self.cap, n)
+        self.disp = grow(self.disp, n)
+        self.tmin = grow(self.tmin, n)
+        self.tmax = grow(self.tmax, n)
+        self.hint = grow(self.hint, n)
+
+    def records(self) -> int:
+        return int(self.length.sum())
+
+    # ------------------------------------------------------------------ reading
+
+    def rank(self, slots: np.ndarray, x: np.ndarray, side: Literal["left", "right"]) -> np.ndarray:
+        """Per lane: records of the slot with tk <= x (``right``) or < x (``left``).
+
+        Fastest when lanes come grouped by slot with x ascending within a slot: each run of
+        lanes of one slot then costs two searches plus one merge with the records between
+        its smallest and largest x.
+        """
+        known = slots >= 0
+        at = np.maximum(slots, 0)
+        n = np.where(known, self.length[at], 0)
+        first, last = self.tmin[at], self.tmax[at]
+        if side == "right":
+            everything, nothing = x >= last, x < first
+        else:
+            everything, nothing = x > last, x <= first
+        out = np.where(everything, n, 0)
+        todo = np.flatnonzero((n > 0) & ~everything & ~nothing)
+        if len(todo):
+            out[todo] = self._rank_runs(at[todo], x[todo], side)
+        return out
+
+    def rank2(
+        self, slots: np.ndarray, a: np.ndarray, b: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(rank(a), max(rank(b), rank(a)))`` with ``right`` ranks: a window (a, b]."""
+        known = slots >= 0
+        at = np.maximum(slots, 0)
+        n = np.where(known, self.length[at], 0)
+        first, last = self.tmin[at], self.tmax[at]
+        out = []
+        for x, hinted in ((a, True), (b, False)):
+            everything = x >= last
+            rank = np.where(everything, n, 0)
+            todo = np.flatnonzero((n > 0) & ~everything & (x >= first))
+            if len(todo):
+                rank[todo] = self._rank_runs(at[todo], x[todo], "right", hinted)
+            out.append(rank)
+        return out[0], np.maximum(out[1], out[0])
+
+    def _rank_runs(
+        self,
+        slots: np.ndarray,
+        x: np.ndarray,
+        side: Literal["left", "right"],
+        hinted: bool = False,
+    ) -> np.ndarray:
+        tk = self.cols["tk"]
+        out: np.ndarray
+        runs = np.flatnonzero(np.diff(slots, prepend=-1) != 0)
+        size = np.diff(runs, append=len(slots))
+        run_of = np.repeat(np.arange(len(runs)), size)
+        st = self.start[slots[runs]]
+        end = st + self.length[slots[runs]]
+        low = np.minimum.reduceat(x, runs)
+        high = np.maximum.reduceat(x, runs)
+        if hinted:  # lower edges move forward with time: start from the last one
+            lo = gallop_ranges(tk, st, end, st + self.hint[slots[runs]], low, side)
+            last = np.append(runs[1:], len(slots)) - 1
+        else:
+            lo = search_ranges(tk, st, end, low, side)
+        out = lo[run_of] - st[run_of]
+        multi = np.flatnonzero((size > 1) & (high > low))
+        if len(multi) == 0:
+            if hinted:
+                self.hint[slots[runs]] = out[last]
+            return out
+        lo_m, low_m, st_m = lo[multi], low[multi], st[multi]
+        hi_m = gallop_ranges(tk, lo_m, end[multi], lo_m, high[multi], side)
+        width = int((high[multi].view(np.uint64) - low_m.view(np.uint64)).max()) + 2
+        rb = max(1, width.bit_length())
+        rank_of = np.full(len(runs), -1, dtype=np.int64)
+        rank_of[multi] = np.arange(len(multi))
+        lanes = np.flatnonzero(rank_of[run_of] >= 0)
+        r = rank_of[run_of[lanes]]
+        if rb + max(1, len(multi).bit_length()) > 62:  # too wide to pack: search each lane
+            out[lanes] = search_ranges(tk, lo_m[r], hi_m[r], x[lanes], side) - st_m[r]
+            if hinted:
+                self.hint[slots[runs]] = out[last]
+            return out
+        # Records between the run's extremes, packed as (run, tk - low + 1), merged with x.
+        at, which = expand_ranges(lo_m, hi_m - lo_m)
+        elements = (which << rb) | (tk[at] - low_m[which] + 1)
+        needles = (r << rb) | (x[lanes] - low_m[r] + 1)
+        pos = np.searchsorted(elements, needles, side)
+        offset = np.cumsum(hi_m - lo_m) - (hi_m - lo_m)
+        out[lanes] = lo_m[r] - st_m[r] + pos - offset[r]
+        if hinted:
+            self.hint[slots[runs]] = out[last]
+        return out
+
+    # ------------------------------------------------------------------ writing
+
+    def add(self, slots: np.ndarray, recs: dict[str, np.ndarray]) -> None:
+        """Merge new records, grouped by ascending slot and sorted within a slot."""
+        if len(slots) == 0:
+            return
+        firsts = np.flatnonzero(np.diff(slots, prepend=-1) != 0)
+        u = slots[firsts]
+        cnt = np.diff(firsts, append=len(slots))
+        self.ensure_slots(int(u[-1]) + 1)
+        old = self.length[u]
+        tk = self.cols["tk"]
+        new_first = recs["tk"][firsts]
+        last_old = self.tmax[u]
+        if self.combine is None:
+            fast = (old == 0) | (last_old <= new_first)
+        else:
+            fast = (old == 0) | (last_old < new_first)
+        p = old.copy()
+        slow = np.flatnonzero(~fast)
+        if len(slow):
+            st = self.start[u[slow]]
+            side: Literal["left", "right"] = "right" if self.combine is None else "left"
+            p[slow] = search_ranges(tk, st, st + old[slow], new_first[slow], side) - st
+        self._make_room(u, old, old + cnt)
+        group = np.repeat(np.arange(len(u)), cnt)
+        if len(slow) == 0:
+            tail, tail_group = recs, group
+        else:
+            tail, tail_group = self._merge_tail(u, p, old, group, recs)
+        tail_len = np.bincount(tail_group, minlength=len(u))
+        self._write(u, p, tail_len, tail, tail_group)
+        self.length[u] = p + tail_len
+        tk = self.cols["tk"]
+        self.tmin[u] = tk[self.start[u]]
+        self.tmax[u] = tk[self.start[u] + self.length[u] - 1]
+        if self.garbage > max(self.compact_floor, self.top * self.compact_share):
+            self._compact()
+
+    def _merge_tail(
+        self,
+        u: np.ndarray,
+        p: np.ndarray,
+        old: np.ndarray,
+        group: np.ndarray,
+        recs: dict[str, np.ndarray],
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """The old records from each insertion point on, merged with the new ones."""
+        at, owner = expand_ranges(self.start[u] + p, old - p)
+        names = [n for n in recs]
+        tail = {n: np.concatenate([self.cols[n][at], recs[n]]) for n in names}
+        tail_group = np.concatenate([owner, group])
+        if self.combine is None:
+            keys = ["tk", "o"] if "o" in tail else ["tk"]
+        else:
+            keys = list(self.unique)
+        # lexsort is stable: an old record stays before a new one with the same keys.
+        order = np.lexsort((*(tail[k] for k in reversed(keys)), tail_group))
+        tail = {n: a[order] for n, a in tail.items()}
+        tail_group = tail_group[order]
+        if self.combine is not None:
+            tail, tail_group = self._combine(tail, tail_group)
+        return tail, tail_group
+
+    def _combine(
+        self, tail: dict[str, np.ndarray], group: np.ndarray
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        assert self.combine is not None
+        n = len(group)
+        new_run = np.empty(n, dtype=bool)
+        new_run[:1] = True
+        same = group[1:] == group[:-1]
+        for k in self.unique:
+            same &= tail[k][1:] == tail[k][:-1]
+        new_run[1:] = ~same
+        starts = np.flatnonzero(new_run)
+        ends = np.append(starts[1:], n) - 1
+        out: dict[str, np.ndarray] = {}
+        for name, values in tail.items():
+            op = self.combine.get(name, "first")
+            if op == "sum":
+                out[name] = np.add.reduceat(values, starts)
+            elif op == "min":
+                out[name] = np.minimum.reduceat(values, starts)
+            elif op == "max":
+                out[name] = np.maximum.reduceat(values, starts)
+            else:
+                out[name] = values[starts if op == "first" else ends]
+        return out, group[starts]
+
+    def _make_room(self, u: np.ndarray, old: np.ndarray, need: np.ndarray) -> None:
+        """Move regions that would overflow to the end of the store, with spare room."""
+        moving = np.flatnonzero(need > self.cap[u])
+        if len(moving) == 0:
+            return
+        slots = u[moving]
+        cap = np.maximum(8, 2 * need[moving])
+        base = self.top + np.cumsum(cap) - cap
+        self._reserve(self.top + int(cap.sum()))
+        src, owner = expand_ranges(self.start[slots], old[moving])
+        dst = base[owner] + (src - self.start[slots][owner])
+        for array in self.cols.values():
+            array[dst] = array[src]
+        self.garbage += int(self.cap[slots].sum())
+        self.start[slots] = base
+        self.cap[slots] = cap
+        self.top += int(cap.sum())
+
+    def _reserve(self, rows: int) -> None:
+        for name, array in self.cols.items():
+            self.cols[name] = grow(array, rows)
+
+    def _write(
+        self,
+        u: np.ndarray,
+        p: np.ndarray,
+        tail_len: np.ndarray,
+        tail: dict[str, np.ndarray],
+        group: np.ndarray,
+    ) -> None:
+        dst, owner = expand_ranges(self.start[u] + p, tail_len)
+        for name, values in tail.items():
+            self.cols[name][dst] = values
+        seg_start = np.cumsum(tail_len) - tail_len
+        live = tail_len > 0
+        for spec in self.prefixes:
+            column = self.cols[spec.name]
+            before = self.start[u] + p - 1
+            if spec.op == "sum":
+                base = np.where(p > 0, column[np.maximum(before, 0)], 0)
+                column[dst] = base[owner] + segment_cumsum(
+                    tail[spec.source], seg_start[live], owner
+                )
+            else:
+                identity = _I64.max if spec.op == "min" else _I64.min
+                base = np.where(p > 0, column[np.maximum(before, 0)], identity)
+                pick = np.minimum if spec.op == "min" else np.maximum
+                vals = tail[spec.source].copy()
+                first = seg_start[live]
+                vals[first] = pick(vals[first], base[live])
+                column[dst] = segment_extreme_scan(vals, seg_start, owner, largest=spec.op == "max")
+        if "wp" in tail:
+            offset = (dst - self.start[u][owner]) - tail["wp"]
+            worst = np.zeros(len(u), dtype=np.int64)
+            np.maximum.at(worst, owner, np.abs(offset))
+            self.disp[u] = np.maximum(self.disp[u], worst)
+
+    def _compact(self) -> None:
+        live = np.flatnonzero(self.length > 0)
+        cap = np.zeros(len(self.cap), dtype=np.int64)
+        cap[live] = np.maximum(8, self.length[live] + self.length[live] // 4)
+        base = np.cumsum(cap) - cap
+        src, owner = expand_ranges(self.start[live], self.length[live])
+        dst = base[live][owner] + (src - self.start[live][owner])
+        top = int(cap.sum())
+        for name, array in self.cols.items():
+            fresh = np.zeros(max(64, top), dtype=array.dtype)
+            fresh[dst] = array[src]
+            self.cols[name] = fresh
+        self.start = base
+        self.cap = cap
+        self.top = top
+        self.garbage = 0

@@ -1,0 +1,108 @@
+"""Scans over segments (runs of one key's writes, in seq order) of a grouped array."""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["grow", "segment_cumsum", "segment_extreme_scan", "segment_float_sums"]
+
+# Segments up to this long are summed position by position across all of them at once; longer
+# ones get one np.add.accumulate each (few: a segment this long is a hot key).
+_SHORT = 32
+
+
+def grow(array: np.ndarray, size: int, fill: object = 0) -> np.ndarray:
+    """``array`` extended to ``size`` rows (geometrically, so repeated growth stays linear)."""
+    if len(array) >= size:
+        return array
+    cap = max(size, len(array) + len(array) // 2, 16)
+    if fill == 0:
+        out = np.zeros((cap, *array.shape[1:]), dtype=array.dtype)
+    else:
+        out = np.full((cap, *array.shape[1:]), fill, dtype=array.dtype)
+    out[: len(array)] = array
+    return out
+
+
+def segment_cumsum(values: np.ndarray, seg_start: np.ndarray, seg_of: np.ndarray) -> np.ndarray:
+    """Inclusive running sums restarting at each segment (int64; wraps like numpy int64)."""
+    if len(values) == 0:
+        return values.astype(np.int64)
+    cs = np.cumsum(values, dtype=np.int64)
+    before = cs[seg_start] - values[seg_start]
+    out: np.ndarray = cs - before[seg_of]
+    return out
+
+
+def segment_float_sums(
+    values: np.ndarray, seg_start: np.ndarray, seg_len: np.ndarray, init: np.ndarray
+) -> np.ndarray:
+    """Running float sums per segment, bit-exact to ``acc = init; acc = acc + v`` in order.
+
+    No pairwise or tree summation and no differences of global prefix sums: each segment is a
+    strictly sequential chain of float64 additions.
+    """
+    with np.errstate(all="ignore"):  # inf - inf is nan, as in the scalar loop
+        return _float_sums(values, seg_start, seg_len, init)
+
+
+def _float_sums(
+    values: np.ndarray, seg_start: np.ndarray, seg_len: np.ndarray, init: np.ndarray
+) -> np.ndarray:
+    out: np.ndarray = np.empty(len(values), dtype=np.float64)
+    short = seg_len <= _SHORT
+    by_len = np.argsort(-seg_len[short], kind="stable")
+    starts, lens = seg_start[short][by_len], seg_len[short][by_len]
+    acc = init[short][by_len].astype(np.float64)
+    for p in range(int(lens[0]) if len(lens) else 0):
+        k = int(np.searchsorted(-lens, -p, side="left"))  # segments longer than p come first
+        at = starts[:k] + p
+        acc[:k] = acc[:k] + values[at]
+        out[at] = acc[:k]
+    for i in np.flatnonzero(~short):
+        s, n = int(seg_start[i]), int(seg_len[i])
+        chain = np.empty(n + 1, dtype=np.float64)
+        chain[0] = init[i]
+        chain[1:] = values[s : s + n]
+        out[s : s + n] = np.add.accumulate(chain)[1:]
+    return out
+
+
+def segment_extreme_scan(
+    keys: np.ndarray, seg_start: np.ndarray, seg_of: np.ndarray, *, largest: bool
+) -> np.ndarray:
+    """Running minimum (or maximum) of int64 ``keys`` restarting at each segment.
+
+    Segments longer than a few dozen (hot keys) get one ``accumulate`` each; the many short
+    ones are scanned together by doubling, which takes log2(longest short segment) passes.
+    """
+    out: np.ndarray = keys.copy()
+    n = len(out)
+    if n == 0:
+        return out
+    op = np.maximum if largest else np.minimum
+    seg_len = np.bincount(seg_of, minlength=len(seg_start))
+    long = np.flatnonzero(seg_len > _SHORT)
+    if len(long):
+        for i in long:
+            s = int(seg_start[i])
+            out[s : s + int(seg_len[i])] = op.accumulate(keys[s : s + int(seg_len[i])])
+        if len(long) == len(seg_start):
+            return out
+        rest = np.flatnonzero(seg_len[seg_of] <= _SHORT)
+        short_len = seg_len[seg_len <= _SHORT]
+        starts = np.cumsum(short_len) - short_len
+        seg_rank = np.cumsum(seg_len <= _SHORT) - 1
+        out[rest] = segment_extreme_scan(
+            keys[rest], starts, seg_rank[seg_of[rest]], largest=largest
+        )
+        return out
+    within = np.arange(n) - seg_start[seg_of]
+    step = 1
+    longest = int(within.max()) + 1
+    while step < longest:
+        # Hillis-Steele: combine with the value `step` back when it is in the same segment.
+        merged = op(out[step:], out[:-step])
+        out[step:] = np.where(within[step:] >= step, merged, out[step:])
+        step *= 2
+    return out

@@ -1,0 +1,432 @@
+"""Vectorised windowed tables (sliding and hopping; every kind except ``distinct``).
+
+A key's history (writes of earlier epochs) lives in a :class:`RegionStore` sorted by time key:
+for a sliding window one record per write, for a hopping window one record per pane (the
+pane's aggregate: counts and sums add up, extremes combine, first/last keep their write
+order), so a window is the record range [P(a), P(b)) found by two rank searches, and counts,
+sums and ratios over it are differences of prefix columns. The epoch's own writes are
+answered from their grouped order (see :mod:`engine.state.wparts`). History members all
+precede epoch members in log order, which is how first/last/since_last combine the two.
+
+First/last over a sliding history range: when the key's writes were stored in time order
+(``disp`` 0) they are the range's ends; when timestamps went backwards, a record sits at
+most ``disp`` places from its place in write order, so the earliest (latest) member is among
+the first (last) 2*disp + 1 of the range. Min/max over a range from the region's start is
+one prefix lookup; over any other range the records are scanned.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.state.epoch import EpochWrites
+from engine.state.keyindex import KeyIndex
+from engine.state.packing import expand_ranges, sort_pairs
+from engine.state.regions import Prefix, RegionStore
+from engine.state.search import sparse_table, sparse_table_query
+from engine.state.segscan import grow, segment_extreme_scan
+from engine.state.spec import AggregateSpec, float_from_order_keys, float_order_keys
+from engine.state.wparts import EpochGeometry, Members, TimeKeys, pick_extreme
+
+__all__ = ["WindowedTable"]
+
+_I64 = np.dtype(np.int64)
+
+
+def _store_for(kind: str, sliding: bool) -> RegionStore:
+    """Record columns per kind. A sliding record is one write: its count is implicit (a
+    range's count is its length) and only first/last need the write order."""
+    cols: dict[str, np.dtype] = {"tk": _I64}
+    prefixes: tuple[Prefix, ...] = ()
+    combine: dict[str, str] = {}
+    if kind in ("count", "ratio") and not sliding:
+        cols["n"] = _I64
+        prefixes += (Prefix("cn", "n", "sum"),)
+        combine["n"] = "sum"
+    if kind in ("ratio", "sum"):
+        cols["v"] = _I64
+        prefixes += (Prefix("cv", "v", "sum"),)
+        combine["v"] = "sum"
+    if kind in ("min", "max"):
+        cols["k"] = _I64
+        prefixes += (Prefix("pk", "k", kind),)  # type: ignore[arg-type]
+        combine["k"] = kind
+    if kind == "first":
+        cols.update({"fo": _I64, "fv": _I64})
+        combine.update({"fo": "first", "fv": "first"})
+    if kind in ("last", "since_last"):
+        cols.update({"lo": _I64, "lv": _I64})
+        combine.update({"lo": "last", "lv": "last"})
+    if sliding and kind in ("first", "last", "since_last"):
+        cols["o"] = _I64
+        cols["wp"] = _I64
+        cols.pop("fo", None)
+        cols.pop("lo", None)
+    return RegionStore(cols, prefixes, None if sliding else combine)  # type: ignore[arg-type]
+
+
+class WindowedTable:
+    """The vectorised table for a windowed :class:`AggregateSpec` other than distinct."""
+
+    def __init__(self, spec: AggregateSpec) -> None:
+        assert spec.window is not None and spec.kind != "distinct"
+        self.spec = spec
+        self._kind = spec.kind
+        self._dtype = np.dtype(spec.dtype)
+        self._tk = TimeKeys(spec.window)
+        self._index = KeyIndex()
+        self._store = _store_for(spec.kind, self._tk.sliding)
+        self._writes = np.zeros(16, dtype=np.int64)  # writes so far per slot
+        self._order = 0
+        self._ep: EpochWrites | None = None
+        self._geo: EpochGeometry | None = None
+        self._g: dict[str, np.ndarray] = {}  # epoch writes' columns, grouped order
+        self._cum: dict[str, np.ndarray] = {}  # exclusive prefix sums over grouped columns
+        self._table: list[np.ndarray] | None = None
+        self._ts = np.zeros(0, dtype=np.int64)  # the epoch's write times, write order
+        self._front: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ protocol
+
+    def write_epoch(
+        self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
+    ) -> None:
+        slots = self._index.register(np.asarray(keys, dtype=np.int64))
+        self._writes = grow(self._writes, self._index.n_slots)
+        self._store.ensure_slots(self._index.n_slots)
+        ep = self._ep = EpochWrites(slots, np.asarray(seqs, dtype=np.int64))
+        ts = np.asarray(ts, dtype=np.int64)
+        tk = self._tk.of(ts)
+        geo = self._geo = EpochGeometry(ep, tk)
+        order = ep.order
+        g: dict[str, np.ndarray] = {"tk": geo.gtk}
+        kind = self._kind
+        if kind == "since_last":
+            g["ts"] = ts[order]
+        if kind in ("first", "last", "since_last"):
+            g["o"] = self._order + order
+            g["wp"] = (self._writes[slots] + ep.rank)[order]
+        self._order += ep.n
+        if kind in ("sum", "ratio", "min", "max", "first", "last"):
+            vals = np.asarray(values, dtype=self._dtype)
+            if kind in ("min", "max", "first", "last"):
+                raw = vals.view(np.int64) if self._dtype.kind == "f" else vals.astype(np.int64)
+                if kind in ("min", "max") and self._dtype.kind == "f":
+                    raw = float_order_keys(vals)
+                g["v"] = raw[order]
+            else:
+                g["v"] = vals.astype(np.int64)[order]
+        self._g = g
+        self._ts = ts
+        self._front = None
+        self._cum = {}
+        if kind in ("sum", "ratio"):
+            self._cum["v"] = np.concatenate([[0], np.cumsum(g["v"], dtype=np.int64)])
+        self._table = None
+
+    def read(
+        self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, *, before: bool
+    ) -> tuple[np.ndarray, np.ndarray]:
+        slots = self._index.lookup(np.asarray(keys, dtype=np.int64))
+        r = np.asarray(ts, dtype=np.int64)
+        m = len(slots)
+        ep = self._ep
+        if ep is None or ep.n == 0:
+            return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r)
+        cut = ep.cutoffs(seqs, before)
+        latest = ep.latest(slots, cut)
+        # A read whose latest visible write is at its own time (typically: the event that just
+        # wrote the key reads it) gets that write's answer, computed once per epoch.
+        at = np.maximum(latest, 0)
+        front = (latest >= 0) & (self._ts[at] == r)
+        if not front.any():
+            return self._sorted_answer(slots, cut, latest, r)
+        if self._front is None:
+            order = ep.order
+            values, present = self._answer(ep.slots[order], order, self._ts[order])
+            self._front = (np.empty_like(values), np.empty(ep.n, dtype=bool))
+            self._front[0][order] = values
+            self._front[1][order] = present
+        values, present = self._front[0][at], self._front[1][at]
+        rest = np.flatnonzero(~front)
+        if len(rest):
+            v, p = self._sorted_answer(slots[rest], cut[rest], latest[rest], r[rest])
+            values[rest] = v
+            present[rest] = p
+        return values, present
+
+    def _sorted_answer(
+        self, slots: np.ndarray, cut: np.ndarray, latest: np.ndarray, r: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Answers in the given order, computed per key in log order (so that the rank
+        searches become merges)."""
+        perm = sort_pairs(slots + 1, cut)
+        values, present = self._answer(slots[perm], latest[perm], r[perm])
+        out = np.empty_like(values)
+        out[perm] = values
+        shown = np.empty(len(slots), dtype=bool)
+        shown[perm] = present
+        return out, shown
+
+    def _answer(
+        self, slots: np.ndarray, latest: np.ndarray, r: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Reads of ``slots`` at times ``r`` that see the epoch up to write ``latest``."""
+        m = len(slots)
+        a, b = self._tk.bounds(r)
+        ha, hb = self._store.rank2(slots, a, b)
+        start = self._store.start[np.maximum(slots, 0)]
+        lanes = np.flatnonzero(latest >= 0)
+        mem: Members | None = None
+        ep, geo = self._ep, self._geo
+        if ep is not None and geo is not None and len(lanes):
+            w = latest[lanes]
+            mem = geo.members(ep.seg_of[w], ep.rank[w] + 1, a[lanes], b[lanes])
+        kind = self._kind
+        if kind in ("count", "sum", "ratio"):
+            return self._additive(slots, start, ha, hb, lanes, mem, m)
+        if kind in ("min", "max"):
+            return self._extreme(slots, start, ha, hb, lanes, mem, m)
+        return self._positional(slots, start, ha, hb, lanes, mem, m, r)
+
+    def end_epoch(self) -> None:
+        ep = self._ep
+        if ep is None:
+            return
+        self._ep = self._geo = None
+        if ep.n == 0:
+            return
+        g = self._g
+        gslots = ep.slots[ep.order]
+        self._writes[ep.seg_slot] += ep.seg_len
+        kind = self._kind
+        recs: dict[str, np.ndarray] = {"tk": g["tk"]}
+        if self._tk.sliding:
+            cols = self._store.cols
+            if "o" in cols:
+                recs["o"] = g["o"]
+                recs["wp"] = g["wp"]
+            if "v" in cols:
+                recs["v"] = g["v"]
+            if "k" in cols:
+                recs["k"] = g["v"]
+            if "fv" in cols:
+                recs["fv"] = g["v"]
+            if "lv" in cols:
+                recs["lv"] = g["ts" if kind == "since_last" else "v"]
+            # Within a slot: by time key, then write order (grouped order is write order).
+            if not bool(self._geo_ordered_all(ep, g["tk"])):
+                o = np.lexsort((g["tk"], gslots))  # stable: write order on ties
+                recs = {k: v[o] for k, v in recs.items()}
+                gslots = gslots[o]
+            self._store.add(gslots, recs)
+            return
+        self._store.add(*self._panes(ep, gslots, g))
+
+    def state_nbytes(self) -> int:
+        return self._store.nbytes() + self._writes.nbytes + self._index.nbytes()
+
+    # ------------------------------------------------------------------ epoch -> records
+
+    @staticmethod
+    def _geo_ordered_all(ep: EpochWrites, gtk: np.ndarray) -> bool:
+        down = np.flatnonzero(gtk[1:] < gtk[:-1]) + 1
+        if len(down) == 0:
+            return True
+        gslots = ep.slots[ep.order]
+        return bool(np.all(gslots[down] != gslots[down - 1]))
+
+    def _panes(
+        self, ep: EpochWrites, gslots: np.ndarray, g: dict[str, np.ndarray]
+    ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """One record per (slot, pane) of the epoch's writes."""
+        o = np.lexsort((g["tk"], gslots))  # stable: write order within a pane
+        slots, tk = gslots[o], g["tk"][o]
+        n = len(o)
+        new = np.empty(n, dtype=bool)
+        new[:1] = True
+        new[1:] = (slots[1:] != slots[:-1]) | (tk[1:] != tk[:-1])
+        starts = np.flatnonzero(new)
+        ends = np.append(starts[1:], n) - 1
+        recs: dict[str, np.ndarray] = {"tk": tk[starts]}
+        kind = self._kind
+        if kind in ("count", "ratio"):
+            recs["n"] = np.diff(np.append(starts, n))
+        if kind in ("ratio", "sum"):
+            recs["v"] = np.add.reduceat(g["v"][o], starts)
+        if kind in ("min", "max"):
+            pick = np.minimum if kind == "min" else np.maximum
+            recs["k"] = pick.reduceat(g["v"][o], starts)
+        if kind == "first":
+            recs.update(fo=g["o"][o][starts], fv=g["v"][o][starts])
+        if kind in ("last", "since_last"):
+            src = g["v"] if kind == "last" else g["ts"]
+            recs.update(lo=g["o"][o][ends], lv=src[o][ends])
+        return slots[starts], recs
+
+    # ------------------------------------------------------------------ aggregates
+
+    def _prefix(self, name: str, start: np.ndarray, upto: np.ndarray) -> np.ndarray:
+        """Prefix column ``name`` over a region's first ``upto`` records (0 when none)."""
+        column = self._store.cols[name]
+        return np.where(upto > 0, column[np.maximum(start + upto - 1, 0)], 0)
+
+    def _additive(
+        self,
+        slots: np.ndarray,
+        start: np.ndarray,
+        ha: np.ndarray,
+        hb: np.ndarray,
+        lanes: np.ndarray,
+        mem: Members | None,
+        m: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        kind = self._kind
+        if kind == "count" and self._tk.sliding:
+            main = hb - ha
+        else:
+            name = "cn" if kind == "count" else "cv"
+            main = self._prefix(name, start, hb) - self._prefix(name, start, ha)
+        total = None
+        if kind == "ratio":
+            if self._tk.sliding:
+                total = hb - ha
+            else:
+                total = self._prefix("cn", start, hb) - self._prefix("cn", start, ha)
+        if mem is not None and len(lanes):
+            core = np.maximum(mem.core_hi - mem.core_lo, 0)
+            zone_n = np.bincount(mem.zone_owner, minlength=len(lanes))
+            if kind == "count":
+                main[lanes] += core + zone_n
+            else:
+                cum = self._cum["v"]
+                part = np.where(core > 0, cum[mem.core_hi] - cum[mem.core_lo], 0)
+                np.add.at(part, mem.zone_owner, self._g["v"][mem.zone_at])
+                main[lanes] += part
+                if total is not None:
+                    total[lanes] += core + zone_n
+        present = np.ones(m, dtype=bool)
+        if total is not None:
+            return np.stack([main, total], axis=1), present
+        return main, present
+
+    def _extreme(
+        self,
+        slots: np.ndarray,
+        start: np.ndarray,
+        ha: np.ndarray,
+        hb: np.ndarray,
+        lanes: np.ndarray,
+        mem: Members | None,
+        m: int,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        largest = self._kind == "max"
+        pick = np.maximum if largest else np.minimum
+        identity = np.iinfo(np.int64).min if largest else np.iinfo(np.int64).max
+        present = hb > ha
+        out = np.full(m, identity, dtype=np.int64)
+        from_start = np.flatnonzero(present & (ha == 0))
+        out[from_start] = self._store.cols["pk"][start[from_start] + hb[from_start] - 1]
+        middle = np.flatnonzero(present & (ha > 0))
+        if len(middle):
+            out[middle] = self._range_extreme(slots[middle], ha[middle], hb[middle], largest)
+        if mem is not None and len(lanes):
+            part = np.full(len(lanes), identity, dtype=np.int64)
+            core = np.flatnonzero(mem.core_hi > mem.core_lo)
+            if len(core):
+                if self._table is None:
+                    self._table = sparse_table(self._g["v"], pick)
+                part[core] = sparse_table_query(
+                    self._table, pick, mem.core_lo[core], mem.core_hi[core]
+                )
+            pick.at(part, mem.zone_owner, self._g["v"][mem.zone_at])
+            hit = (mem.core_hi > mem.core_lo) | (
+                np.bincount(mem.zone_owner, minlength=len(lanes)) > 0
+            )
+            out[lanes] = np.where(hit, pick(out[lanes], part), out[lanes])
+            present[lanes] |= hit
+        out = np.where(present, out, 0)
+        if self._dtype.kind == "f":
+            return float_from_order_keys(out), present
+        return out, present
+
+    def _range_extreme(
+        self, slots: np.ndarray, lo: np.ndarray, hi: np.ndarray, largest: bool
+    ) -> np.ndarray:
+        """Extreme key over records [lo, hi) of each lane's region (non-empty ranges).
+
+        Lanes of one slot usually share the range end (the region's end): over the union of
+        their ranges one reversed running extreme answers all of them; other lanes scan."""
+        pick = np.maximum if largest else np.minimum
+        keys = self._store.cols["k"]
+        start = self._store.start[slots]
+        runs = np.flatnonzero(np.diff(slots, prepend=-1) != 0)
+        size = np.diff(runs, append=len(slots))
+        run_of = np.repeat(np.arange(len(runs)), size)
+        low = np.minimum.reduceat(lo, runs)
+        high = np.maximum.reduceat(hi, runs)
+        at, owner = expand_ranges(start[runs] + low, high - low)
+        width = high - low
+        offset = np.cumsum(width) - width
+        # Running extreme from each position to its run's end: scan the reversed array.
+        rev_start = len(at) - offset[::-1] - width[::-1]
+        back = segment_extreme_scan(
+            keys[at][::-1], rev_start, len(runs) - 1 - owner[::-1], largest=largest
+        )[::-1]
+        out = np.empty(len(slots), dtype=np.int64)
+        tail = hi == high[run_of]
+        t = np.flatnonzero(tail)
+        out[t] = back[offset[run_of[t]] + lo[t] - low[run_of[t]]]
+        rest = np.flatnonzero(~tail)
+        if len(rest):
+            at, owner = expand_ranges(start[rest] + lo[rest], hi[rest] - lo[rest])
+            starts = np.flatnonzero(np.diff(owner, prepend=-1) != 0)
+            out[rest] = pick.reduceat(keys[at], starts)
+        return out
+
+    def _positional(
+        self,
+        slots: np.ndarray,
+        start: np.ndarray,
+        ha: np.ndarray,
+        hb: np.ndarray,
+        lanes: np.ndarray,
+        mem: Members | None,
+        m: int,
+        r: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        first = self._kind == "first"
+        store = self._store
+        lo, hi = ha.copy(), hb.copy()
+        if self._tk.sliding:
+            width = 2 * store.disp[np.maximum(slots, 0)] + 1
+            if first:
+                hi = np.minimum(hb, ha + width)
+            else:
+                lo = np.maximum(ha, hb - width)
+        at, owner = expand_ranges(start + lo, hi - lo)
+        order_col = "o" if self._tk.sliding else ("fo" if first else "lo")
+        found, index = pick_extreme(m, owner, store.cols[order_col][at], largest=not first)
+        value_col = "fv" if first else "lv"
+        out = np.where(found, store.cols[value_col][at[index]] if len(at) else 0, 0)
+        present = found.copy()
+        if mem is not None and len(lanes):
+            core = mem.core_hi > mem.core_lo
+            n_l = len(lanes)
+            if first:
+                pos = np.where(core, mem.core_lo, np.iinfo(np.int64).max)
+                np.minimum.at(pos, mem.zone_owner, mem.zone_at)
+            else:
+                pos = np.where(core, mem.core_hi - 1, -1)
+                np.maximum.at(pos, mem.zone_owner, mem.zone_at)
+            hit = core | (np.bincount(mem.zone_owner, minlength=n_l) > 0)
+            src = self._g["ts" if self._kind == "since_last" else "v"]
+            value = src[np.where(hit, pos, 0)]
+            take = hit & ~found[lanes] if first else hit
+            out[lanes] = np.where(take, value, out[lanes])
+            present[lanes] |= hit
+        if self._kind == "since_last":
+            return np.where(present, r - out, 0), present
+        if self._dtype.kind == "f":
+            return out.view(np.float64), present
+        return out.astype(self._dtype), present

@@ -1,0 +1,369 @@
+"""Built-in tables: vectorised == scalar == a naive reference, bit for bit.
+
+The reference below stores every write and evaluates the definition (DESIGN.md section 2,
+engine/state/spec.py) directly for each read. Hypothesis drives all three with random logs:
+equal and backwards timestamps, one hot key, many keys, wide int64 keys, several writes per
+seq, reads with and without ``before`` (also between the writes of their own seq in the scalar
+run), reads at events without writes, and random epoch cuts from one event per epoch to a
+single epoch, with each epoch's reads split over several ``read`` calls in random order.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.state.aggregates import AggregateSpec, make_scalar, make_vector
+from engine.windows import Hopping, Sliding, Window, hopping_bounds
+
+# ------------------------------------------------------------------------- the reference
+
+
+@dataclass(frozen=True)
+class W:
+    key: int
+    seq: int
+    ts: int
+    value: Any
+
+
+@dataclass(frozen=True)
+class R:
+    ident: int
+    key: int
+    seq: int
+    ts: int
+    before: bool
+
+
+def _bits(x: float) -> int:
+    return int(struct.unpack("<q", struct.pack("<d", x))[0])
+
+
+def _total_order(x: float) -> int:
+    """IEEE 754 totalOrder as an int, written independently of the engine's helper."""
+    b = _bits(x)
+    return b if b >= 0 else -(b & 0x7FFF_FFFF_FFFF_FFFF) - 1
+
+
+def _in_window(window: Window | None, t: int, r: int) -> bool:
+    if window is None:
+        return True
+    if isinstance(window, Sliding):
+        return r - window.length < t <= r
+    start, end = hopping_bounds(window, r)
+    return start <= t < end
+
+
+def _wrap(x: int) -> int:
+    return (x + 2**63) % 2**64 - 2**63
+
+
+def reference(spec: AggregateSpec, writes: list[W], read: R) -> tuple[Any, ...]:
+    """The normalised result of ``read`` over ``writes`` (given in log order)."""
+    members = [
+        w
+        for w in writes
+        if w.key == read.key
+        and (w.seq < read.seq if read.before else w.seq <= read.seq)
+        and _in_window(spec.window, w.ts, read.ts)
+    ]
+    kind = spec.kind
+    if kind == "count":
+        return (True, len(members))
+    if kind == "sum":
+        if spec.dtype == "float64":
+            acc = 0.0
+            for w in members:
+                acc = acc + w.value
+            return (True, "f", _bits(acc))
+        return (True, _wrap(sum(w.value for w in members)))
+    if kind == "ratio":
+        return (True, sum(1 for w in members if w.value), len(members))
+    if kind == "distinct":
+        return (True, len({w.value for w in members}))
+    if not members:
+        return (False,)
+    if kind == "since_last":
+        return (True, read.ts - members[-1].ts)
+    if kind in ("min", "max"):
+        order = _total_order if spec.dtype == "float64" else (lambda v: v)
+        pick = min if kind == "min" else max
+        value = pick((w.value for w in members), key=order)
+    else:
+        value = members[0].value if kind == "first" else members[-1].value
+    return _normal(spec, value)
+
+
+def _normal(spec: AggregateSpec, value: Any) -> tuple[Any, ...]:
+    if spec.dtype == "float64":
+        return (True, "f", _bits(float(value)))
+    if spec.dtype == "bool":
+        return (True, bool(value))
+    return (True, int(value))
+
+
+def normal_scalar(spec: AggregateSpec, present: bool, value: object) -> tuple[Any, ...]:
+    if not present:
+        return (False,)
+    if spec.kind == "ratio":
+        assert isinstance(value, tuple)
+        return (True, int(value[0]), int(value[1]))
+    if spec.kind in ("min", "max", "first", "last") or (spec.kind == "sum"):
+        if spec.kind == "sum" and spec.dtype != "float64":
+            return (True, int(value))  # type: ignore[call-overload]
+        return _normal(spec, value)
+    return (True, int(value))  # type: ignore[call-overload]
+
+
+def normal_vector(spec: AggregateSpec, values: np.ndarray, present: np.ndarray, i: int) -> Any:
+    if not present[i]:
+        return (False,)
+    if spec.kind == "ratio":
+        return (True, int(values[i, 0]), int(values[i, 1]))
+    return normal_scalar(spec, True, values[i].item())
+
+
+# ------------------------------------------------------------------------ the scenarios
+
+
+@dataclass
+class Event:
+    seq: int
+    ts: int
+    writes: list[W] = field(default_factory=list)
+    reads: list[R] = field(default_factory=list)
+    # position among the writes where each before=True read runs in the scalar replay
+    read_slots: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Scenario:
+    spec: AggregateSpec
+    events: list[Event]
+    cuts: list[int]  # epoch boundaries as event indices (exclusive ends)
+    read_chunks: list[list[list[int]]]  # per epoch: read calls, each a list of read ids
+    skip_empty: bool = False  # do not call write_epoch for an epoch without writes
+
+    @property
+    def writes(self) -> list[W]:
+        return [w for e in self.events for w in e.writes]
+
+    @property
+    def reads(self) -> list[R]:
+        return [r for e in self.events for r in e.reads]
+
+
+_NANS = [
+    struct.unpack("<d", struct.pack("<q", b))[0]
+    for b in (0x7FF8_0000_0000_0000, -0x0008_0000_0000_0000, 0x7FF0_0000_0000_0001)
+]
+_FLOATS = st.one_of(
+    st.sampled_from(
+        [0.0, -0.0, 1.0, -1.0, 0.1, 1e308, -1e308, math.inf, -math.inf, 5e-324, *_NANS]
+    ),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.integers(-4, 4).map(float),
+)
+_INTS = st.one_of(
+    st.integers(-4, 4),
+    st.sampled_from([2**63 - 1, -(2**63), 2**62, -(2**62) - 7]),
+    st.integers(-(2**63), 2**63 - 1),
+)
+_WIDE_KEYS = [-(2**63), -1, 0, 1, 2**31, 2**32 + 5, 2**62 + 3, 2**63 - 1]
+_WINDOWS = st.one_of(
+    st.none(),
+    st.integers(1, 30).map(Sliding),
+    st.integers(1, 20).flatmap(lambda size: st.integers(1, size).map(lambda s: Hopping(size, s))),
+)
+
+
+KINDS = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last", "distinct"]
+SHAPES = ["none", "sliding", "hopping"]
+
+
+@st.composite
+def specs(draw: st.DrawFn, kind: str | None = None, shape: str | None = None) -> AggregateSpec:
+    kind = kind or draw(st.sampled_from(KINDS))
+    shape = shape or draw(st.sampled_from(SHAPES))
+    window: Window | None = None
+    if shape == "sliding":
+        window = Sliding(draw(st.integers(1, 30)))
+    elif shape == "hopping":
+        size = draw(st.integers(1, 20))
+        window = Hopping(size, draw(st.integers(1, size)))
+    dtypes = {
+        "sum": ["int64"] if window is not None else ["int64", "float64"],
+        "min": ["int64", "float64"],
+        "max": ["int64", "float64"],
+        "ratio": ["bool"],
+        "distinct": ["int64"],
+    }.get(kind, ["int64", "float64", "bool"])
+    return AggregateSpec(kind, window, draw(st.sampled_from(dtypes)))  # type: ignore[arg-type]
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn, kind: str | None = None, shape: str | None = None, max_events: int = 30
+) -> Scenario:
+    spec = draw(specs(kind, shape))
+    pool = draw(st.sampled_from(["hot", "few", "many", "wide"]))
+    keys = {
+        "hot": st.sampled_from([3, 3, 3, 3, 9]),
+        "few": st.integers(0, 3),
+        "many": st.integers(0, 40),
+        "wide": st.sampled_from(_WIDE_KEYS),
+    }[pool]
+    if spec.dtype == "float64":
+        values: st.SearchStrategy[Any] = _FLOATS
+    elif spec.dtype == "bool":
+        values = st.booleans()
+    elif spec.kind == "distinct":
+        values = st.one_of(st.integers(0, 5), st.sampled_from([-(2**63), 2**63 - 1, 2**40]))
+    else:
+        values = _INTS
+    steps = st.one_of(st.just(0), st.integers(-3, 3), st.integers(-40, 40))
+    n = draw(st.integers(1, max_events))
+    # Far-out times make the packed (bit-field) sorts fall back to their general paths.
+    origin = draw(st.sampled_from([0, 0, 0, 2**61, -(2**61)]))
+    seq, ts = draw(st.integers(0, 5)), origin + draw(st.integers(-60, 60))
+    events: list[Event] = []
+    read_id = 0
+    for _ in range(n):
+        event = Event(seq, ts)
+        for _ in range(draw(st.integers(0, 3))):
+            event.writes.append(W(draw(keys), seq, ts, draw(values)))
+        for _ in range(draw(st.integers(0, 3))):
+            before = draw(st.booleans())
+            event.reads.append(R(read_id, draw(keys), seq, ts, before))
+            slot = draw(st.integers(0, len(event.writes))) if before else len(event.writes)
+            event.read_slots.append(slot)
+            read_id += 1
+        events.append(event)
+        seq += draw(st.integers(1, 3))
+        ts += draw(steps)
+    mode = draw(st.sampled_from(["one", "each", "random"]))
+    if mode == "one":
+        cuts = [n]
+    elif mode == "each":
+        cuts = list(range(1, n + 1))
+    else:
+        inner = draw(st.sets(st.integers(1, n - 1), max_size=n)) if n > 1 else set()
+        cuts = [*sorted(inner), n]
+    chunks: list[list[list[int]]] = []
+    start = 0
+    for end in cuts:
+        ids = [r.ident for e in events[start:end] for r in e.reads]
+        ids = draw(st.permutations(ids))
+        parts = draw(st.integers(1, 3))
+        chunks.append([ids[i::parts] for i in range(parts)])
+        start = end
+    return Scenario(spec, events, cuts, chunks, draw(st.booleans()))
+
+
+# ------------------------------------------------------------------------ the drivers
+
+
+def run_reference(sc: Scenario) -> dict[int, tuple[Any, ...]]:
+    writes = sc.writes
+    return {r.ident: reference(sc.spec, writes, r) for r in sc.reads}
+
+
+def run_scalar(sc: Scenario) -> dict[int, tuple[Any, ...]]:
+    table = make_scalar(sc.spec)
+    out: dict[int, tuple[Any, ...]] = {}
+    needs_value = sc.spec.kind not in ("count", "since_last")
+    for event in sc.events:
+        pending = sorted(zip(event.read_slots, range(len(event.reads)), strict=True))
+        done = 0
+        for i in range(len(event.writes) + 1):
+            while done < len(pending) and pending[done][0] == i:
+                read = event.reads[pending[done][1]]
+                present, value = table.read(read.key, read.seq, read.ts, before=read.before)
+                out[read.ident] = normal_scalar(sc.spec, present, value)
+                done += 1
+            if i < len(event.writes):
+                w = event.writes[i]
+                table.write(w.key, w.seq, w.ts, w.value if needs_value else None)
+    return out
+
+
+def _write_arrays(spec: AggregateSpec, writes: list[W]) -> tuple[np.ndarray, ...]:
+    keys = np.array([w.key for w in writes], dtype=np.int64)
+    seqs = np.array([w.seq for w in writes], dtype=np.int64)
+    ts = np.array([w.ts for w in writes], dtype=np.int64)
+    values = np.array([w.value for w in writes], dtype=spec.dtype)
+    return keys, seqs, ts, values
+
+
+def run_vector(sc: Scenario) -> dict[int, tuple[Any, ...]]:
+    table = make_vector(sc.spec)
+    by_id = {r.ident: r for r in sc.reads}
+    out: dict[int, tuple[Any, ...]] = {}
+    start = 0
+    for end, calls in zip(sc.cuts, sc.read_chunks, strict=True):
+        writes = [w for e in sc.events[start:end] for w in e.writes]
+        keys, seqs, ts, values = _write_arrays(sc.spec, writes)
+        ignores = sc.spec.kind in ("count", "since_last")
+        if writes or not sc.skip_empty:
+            table.write_epoch(keys, seqs, ts, None if ignores else values)
+        for before in (False, True):
+            for call in calls:
+                reads = [by_id[i] for i in call if by_id[i].before == before]
+                got, present = table.read(
+                    np.array([r.key for r in reads], dtype=np.int64),
+                    np.array([r.seq for r in reads], dtype=np.int64),
+                    np.array([r.ts for r in reads], dtype=np.int64),
+                    before=before,
+                )
+                assert len(got) == len(reads) == len(present)
+                for i, r in enumerate(reads):
+                    out[r.ident] = normal_vector(sc.spec, got, present, i)
+        table.end_epoch()
+        assert table.state_nbytes() >= 0
+        start = end
+    return out
+
+
+def _diff(sc: Scenario, want: dict[int, Any], got: dict[int, Any]) -> str:
+    by_id = {r.ident: r for r in sc.reads}
+    bad = [(by_id[i], want[i], got.get(i)) for i in want if want[i] != got.get(i)]
+    return f"{sc.spec}: {len(bad)} wrong, first: {bad[:3]}"
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_scalar_matches_reference(kind: str, shape: str, data: st.DataObject) -> None:
+    sc = data.draw(scenarios(kind, shape))
+    want, got = run_reference(sc), run_scalar(sc)
+    assert got == want, _diff(sc, want, got)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data())
+def test_vector_matches_reference(kind: str, shape: str, data: st.DataObject) -> None:
+    sc = data.draw(scenarios(kind, shape))
+    want, got = run_reference(sc), run_vector(sc)
+    assert got == want, _diff(sc, want, got)
+
+
+@pytest.mark.slow
+@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_all_three_agree_on_longer_logs(data: st.DataObject) -> None:
+    sc = data.draw(scenarios(max_events=120))
+    want = run_reference(sc)
+    assert run_scalar(sc) == want
+    got = run_vector(sc)
+    assert got == want, _diff(sc, want, got)

@@ -1,0 +1,209 @@
+"""White-box checks of the vectorised tables' building blocks against plain Python."""
+
+from __future__ import annotations
+
+import bisect
+import struct
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.state.epoch import EpochWrites
+from engine.state.keyindex import KeyIndex
+from engine.state.packing import expand_ranges, pack_order, sort_pairs
+from engine.state.regions import Prefix, RegionStore
+from engine.state.search import gallop_ranges, search_ranges, sparse_table, sparse_table_query
+from engine.state.segscan import segment_extreme_scan, segment_float_sums
+
+_KEYS = st.one_of(st.integers(0, 50), st.integers(-(2**63), 2**63 - 1))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_KEYS, max_size=30), max_size=6))
+def test_key_index_gives_stable_dense_slots(batches: list[list[int]]) -> None:
+    index = KeyIndex()
+    seen: dict[int, int] = {}
+    for batch in batches:
+        keys = np.array(batch, dtype=np.int64)
+        slots = index.register(keys)
+        for k, s in zip(batch, slots.tolist(), strict=True):
+            assert seen.setdefault(k, s) == s
+        assert len(set(seen.values())) == len(seen)  # injective
+        assert all(0 <= s < index.n_slots for s in seen.values())
+        probe = np.array([*seen, 2**62 + 11], dtype=np.int64)
+        looked = index.lookup(probe).tolist()
+        assert looked[:-1] == [seen[k] for k in seen]
+        assert looked[-1] == -1 or looked[-1] not in seen.values()
+
+
+def test_key_index_switches_to_hashing_for_wide_keys() -> None:
+    index = KeyIndex()
+    small = index.register(np.arange(10, dtype=np.int64))
+    assert small.tolist() == list(range(10))
+    wide = index.register(np.array([2**40, -3, 5, 2**40], dtype=np.int64))
+    assert wide[2] == 5 and wide[0] == wide[3] and len({*wide.tolist()}) == 3
+    assert index.lookup(np.array([7, 2**40, 99], dtype=np.int64)).tolist()[:2] == [7, wide[0]]
+    assert index.lookup(np.array([99], dtype=np.int64)).tolist() == [-1]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.integers(0, 9), max_size=40).map(sorted),
+    st.lists(
+        st.tuples(st.integers(0, 45), st.integers(0, 45), st.integers(-1, 10), st.integers(-3, 45)),
+        min_size=1,
+        max_size=8,
+    ),
+)
+def test_searches_match_bisect(values: list[int], lanes: list[tuple[int, int, int, int]]) -> None:
+    n = len(values)
+    arr = np.array(values, dtype=np.int64)
+    lo = np.array([min(a, n) for a, _, _, _ in lanes])
+    hi = np.array([max(min(a, n), min(b, n)) for a, b, _, _ in lanes])
+    x = np.array([v for _, _, v, _ in lanes])
+    hint = np.array([h for _, _, _, h in lanes])
+    for side, fn in (("left", bisect.bisect_left), ("right", bisect.bisect_right)):
+        want = [fn(values, int(v), int(a), int(b)) for a, b, v in zip(lo, hi, x, strict=True)]
+        assert search_ranges(arr, lo, hi, x, side).tolist() == want  # type: ignore[arg-type]
+        assert gallop_ranges(arr, lo, hi, hint, x, side).tolist() == want  # type: ignore[arg-type]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(-5, 5), min_size=1, max_size=60), st.data())
+def test_sparse_table_range_min(values: list[int], data: st.DataObject) -> None:
+    arr = np.array(values, dtype=np.int64)
+    levels = sparse_table(arr, np.minimum)
+    n = len(values)
+    lo = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=10))
+    hi = [data.draw(st.integers(a + 1, n)) for a in lo]
+    got = sparse_table_query(levels, np.minimum, np.array(lo), np.array(hi))
+    assert got.tolist() == [min(values[a:b]) for a, b in zip(lo, hi, strict=True)]
+
+
+def _bits(x: float) -> int:
+    return int(struct.unpack("<q", struct.pack("<d", x))[0])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(st.integers(0, 70), max_size=8),
+    st.floats(allow_nan=True, allow_infinity=True, width=64),
+    st.data(),
+)
+def test_segment_float_sums_are_sequential(
+    lengths: list[int], init: float, data: st.DataObject
+) -> None:
+    total = sum(lengths)
+    values = data.draw(st.lists(st.floats(allow_nan=True), min_size=total, max_size=total))
+    starts = np.cumsum([0, *lengths[:-1]]).astype(np.int64) if lengths else np.zeros(0, np.int64)
+    inits = np.full(len(lengths), init)
+    got = segment_float_sums(
+        np.array(values, dtype=np.float64), starts, np.array(lengths, dtype=np.int64), inits
+    )
+    want: list[float] = []
+    pos = 0
+    for n in lengths:
+        acc = init
+        for v in values[pos : pos + n]:
+            acc = acc + v
+            want.append(acc)
+        pos += n
+    assert [_bits(x) for x in got] == [_bits(x) for x in want]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.integers(-50, 50), min_size=1, max_size=20), min_size=1, max_size=6))
+def test_segment_extreme_scan(segments: list[list[int]]) -> None:
+    flat = np.array([v for s in segments for v in s], dtype=np.int64)
+    starts = np.cumsum([0, *[len(s) for s in segments[:-1]]]).astype(np.int64)
+    seg_of = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
+    got = segment_extreme_scan(flat, starts, seg_of, largest=True).tolist()
+    want = [max(s[: i + 1]) for s in segments for i in range(len(s))]
+    assert got == want
+
+
+def test_packing_helpers_fall_back_when_fields_are_wide() -> None:
+    wide = np.array([2**62, 3, 2**62, 0], dtype=np.int64)
+    assert pack_order(wide).tolist() == [3, 1, 0, 2]
+    assert sort_pairs(wide, np.array([5, 1, 4, 9])).tolist() == [3, 1, 2, 0]
+    at, owner = expand_ranges(np.array([10, 0, 5]), np.array([2, 0, 3]))
+    assert at.tolist() == [10, 11, 5, 6, 7] and owner.tolist() == [0, 0, 2, 2, 2]
+
+
+def test_epoch_latest_write_below_each_cutoff() -> None:
+    ep = EpochWrites(np.array([4, 2, 4, 4, 2]), np.array([10, 10, 11, 12, 12]))
+    assert ep.rank.tolist() == [0, 0, 1, 2, 1]
+    cut = ep.cutoffs(np.array([9, 10, 11, 12, 12]), before=False)
+    assert cut.tolist() == [0, 2, 3, 5, 5]
+    assert ep.cutoffs(np.array([12]), before=True).tolist() == [3]
+    latest = ep.latest(np.array([4, 4, 2, 2, -1]), np.array([0, 3, 3, 5, 5]))
+    assert latest.tolist() == [-1, 2, 1, 4, -1]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.tuples(st.integers(0, 6), st.integers(-30, 30), st.integers(-9, 9)), max_size=25
+        ),
+        min_size=1,
+        max_size=8,
+    ),
+    st.booleans(),
+)
+def test_region_store_matches_sorted_lists(
+    batches: list[list[tuple[int, int, int]]], combine: bool
+) -> None:
+    """Insert mode keeps every record sorted by (tk, arrival); combine mode sums per tk."""
+    if combine:
+        store = RegionStore(
+            {"tk": np.dtype(np.int64), "v": np.dtype(np.int64)},
+            (Prefix("cv", "v", "sum"),),
+            {"v": "sum"},
+        )
+    else:
+        store = RegionStore(
+            {"tk": np.dtype(np.int64), "v": np.dtype(np.int64)}, (Prefix("pv", "v", "min"),)
+        )
+    store.compact_floor, store.compact_share = 0, 0.0  # compact eagerly: exercise it
+    model: dict[int, list[tuple[int, int]]] = {}
+    for batch in batches:
+        if combine:
+            merged: dict[tuple[int, int], int] = {}
+            for slot, tk, v in batch:
+                merged[(slot, tk)] = merged.get((slot, tk), 0) + v
+            rows = sorted((s, t, v) for (s, t), v in merged.items())
+        else:
+            rows = sorted(batch, key=lambda r: (r[0], r[1]))  # stable: arrival order on ties
+        for slot, tk, v in rows:
+            recs = model.setdefault(slot, [])
+            if combine and any(t == tk for t, _ in recs):
+                recs[:] = [(t, w + v if t == tk else w) for t, w in recs]
+            else:
+                recs.insert(bisect.bisect_right([t for t, _ in recs], tk), (tk, v))
+        if rows:
+            slots = np.array([r[0] for r in rows], dtype=np.int64)
+            store.add(
+                slots, {"tk": np.array([r[1] for r in rows]), "v": np.array([r[2] for r in rows])}
+            )
+        for slot, recs in model.items():
+            base, n = int(store.start[slot]), int(store.length[slot])
+            assert store.cols["tk"][base : base + n].tolist() == [t for t, _ in recs]
+            assert store.cols["v"][base : base + n].tolist() == [v for _, v in recs]
+            if combine:
+                want = np.cumsum([v for _, v in recs]).tolist()
+                assert store.cols["cv"][base : base + n].tolist() == want
+            else:
+                assert (
+                    store.cols["pv"][base : base + n].tolist()
+                    == np.minimum.accumulate([v for _, v in recs]).tolist()
+                )
+        probe_slots = np.array([s for s in range(8) for _ in range(3)], dtype=np.int64)
+        probe_x = np.array([x for _ in range(8) for x in (-31, 0, 12)], dtype=np.int64)
+        got = store.rank(probe_slots, probe_x, "right").tolist()
+        want = [
+            bisect.bisect_right([t for t, _ in model.get(s, [])], x)
+            for s, x in zip(probe_slots.tolist(), probe_x.tolist(), strict=True)
+        ]
+        assert got == want
