@@ -373,7 +373,9 @@ def _merge_shares(shares: list[list[OutputChunk]]) -> list[OutputChunk]:
         for chunk in chunks:
             by_name.setdefault(chunk.output, []).append(chunk)
     out = []
-    for name, parts in by_name.items():
+    for name, all_parts in by_name.items():
+        # A worker with no records for a stream may not even know its columns.
+        parts = [p for p in all_parts if len(p)] or all_parts[:1]
         if len(parts) == 1:
             out.append(parts[0])
             continue
@@ -381,10 +383,15 @@ def _merge_shares(shares: list[list[OutputChunk]]) -> list[OutputChunk]:
         # Stable: all records of one event come from one worker, already in order.
         order = np.argsort(seq, kind="stable")
         keys = _concat([p.keys for p in parts])[order]
-        names = list(parts[0].columns)
-        columns = {n: _concat([p.columns[n] for p in parts])[order] for n in names}
+        names = list(dict.fromkeys(n for p in parts for n in p.columns))
+        columns = {n: _concat([_column_or_none(p, n) for p in parts])[order] for n in names}
         out.append(OutputChunk(name, seq[order], keys, columns))
     return out
+
+
+def _column_or_none(chunk: OutputChunk, name: str) -> np.ndarray:
+    col = chunk.columns.get(name)
+    return np.full(len(chunk), None, dtype=object) if col is None else col
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:
