@@ -136,4 +136,19 @@ def format_table(result: BenchResult) -> str:
             f"{m.name:<14} {m.median:>9.2f} {m.events_per_second:>12,.0f} {ratio} "
             f"{m.peak_rss_mib:>13,.0f}  {same}"
         )
+    lines.append("")
+    lines.append("where the time goes (seconds summed over processes, median run):")
+    for m in result.measurements:
+        if not m.phase_seconds:
+            continue
+        total = sum(m.phase_seconds.values()) or 1.0
+        phases = sum(v for k, v in m.phase_seconds.items() if k.startswith("phase"))
+        moving = m.phase_seconds.get("move", 0.0) + m.phase_seconds.get("exchange", 0.0)
+        other = total - phases - moving
+        lines.append(
+            f"{m.name:<14} operators {phases / total:>4.0%}  data movement {moving / total:>4.0%}"
+            f"  reading/merging/sink {other / total:>4.0%}  ("
+            + ", ".join(f"{k} {v:.2f}" for k, v in m.phase_seconds.items())
+            + ")"
+        )
     return "\n".join(lines)

@@ -202,7 +202,12 @@ class EpochRuntime:
                 self._run_updates(epoch, name, writers, cols)
             # Every worker sees the same epoch and plan, so all skip the same exchanges.
             if self.exchange is not None and _derives_columns(ops, cols):
+                swap_started = time.perf_counter()
                 parts = self.exchange(parts)
+                swapped = time.perf_counter() - swap_started
+                started += swapped  # the phase's own time excludes the exchange
+                if stats is not None:
+                    stats.add_time("exchange", swapped)
             _assemble(parts, cols)
             if stats is not None:
                 stats.add_time(self._phase_names[phase], time.perf_counter() - started)
