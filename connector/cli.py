@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="start an embedded broker, write the social data set, replay it through the spam rules",
+        help="embedded broker: write the social data set, replay it through the spam rules",
         description="The demo: embedded broker, 1M events written, read back and replayed.",
     )
     _data_set_options(demo)

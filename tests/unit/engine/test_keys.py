@@ -8,8 +8,11 @@ from hypothesis import strategies as st
 
 from engine.keys import KeyCodec, Unordered, scalar_key
 
-INTS = st.one_of(st.integers(-5, 5), st.integers(-(2**63), 2**63 - 1),
-                 st.sampled_from([2**30, -(2**30), 2**30 - 1, 2**62, -(2**62), 2**62 - 1]))
+INTS = st.one_of(
+    st.integers(-5, 5),
+    st.integers(-(2**63), 2**63 - 1),
+    st.sampled_from([2**30, -(2**30), 2**30 - 1, 2**62, -(2**62), 2**62 - 1]),
+)
 KEYS = st.one_of(
     INTS,
     st.tuples(INTS, INTS),

@@ -51,6 +51,18 @@ def test_some_rules_fire_on_the_generated_data() -> None:
 
 
 def test_email_detection_batch_equals_regex() -> None:
-    texts = ["a@b.c", "@b.c", "a@.c", "a@b.", "x a@b.cd y", "no mail", "a@b@c.d", "a@@b.cc",
-             "é@ü.ß", "a@b\n.c", "", "a b@c.d"]
+    texts = [
+        "a@b.c",
+        "@b.c",
+        "a@.c",
+        "a@b.",
+        "x a@b.cd y",
+        "no mail",
+        "a@b@c.d",
+        "a@@b.cc",
+        "é@ü.ß",
+        "a@b\n.c",
+        "",
+        "a b@c.d",
+    ]
     assert has_email_batch(np.array(texts, dtype=object)).tolist() == [has_email(t) for t in texts]

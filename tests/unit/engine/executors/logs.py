@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from engine.windows import Hopping, Sliding, Tumbling
 from hypothesis import strategies as st
 
 from engine.keys import Unordered
 from engine.log import InMemorySource, TopicTable
 from engine.pipeline import ColumnRef, Pipeline, Record, TableRef
+from engine.windows import Hopping, Sliding, Tumbling
 
 KINDS = ("a", "b")
 STRINGS = ("x", "y", "mail@host.org", "")
