@@ -14,11 +14,12 @@ same method and reuses the planner and the operators unchanged.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from engine.log import Source
-from engine.output import Sink
+from engine.log import Epoch, Source
+from engine.output import OutputChunk, Sink
 from engine.planner import Plan
 
 __all__ = ["Executor", "RunStats"]
@@ -37,6 +38,16 @@ class RunStats:
     wall_seconds: float = 0.0
     #: Seconds spent per activity ("read", "phase 0", "phase 1", ..., "sink").
     seconds: dict[str, float] = field(default_factory=dict)
+
+    def count_epoch(self, epoch: Epoch, chunks: Sequence[OutputChunk]) -> None:
+        """Account for one finished epoch and the output it produced."""
+        self.events += len(epoch)
+        self.epochs += 1
+        self.outputs += sum(len(c) for c in chunks)
+        if len(epoch):
+            lo, hi = int(epoch.ts.min()), int(epoch.ts.max())
+            self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
+            self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
 
     def add_time(self, what: str, seconds: float) -> None:
         """Accumulate time spent on ``what``."""

@@ -45,12 +45,6 @@ class BatchExecutor:
             t0 = time.perf_counter()
             sink.write(chunks)
             stats.add_time("sink", time.perf_counter() - t0)
-            stats.events += len(epoch)
-            stats.epochs += 1
-            stats.outputs += sum(len(c) for c in chunks)
-            if len(epoch):
-                lo, hi = int(epoch.ts.min()), int(epoch.ts.max())
-                stats.first_ts = lo if stats.first_ts is None else min(stats.first_ts, lo)
-                stats.last_ts = hi if stats.last_ts is None else max(stats.last_ts, hi)
+            stats.count_epoch(epoch, chunks)
         stats.wall_seconds = time.perf_counter() - started
         return stats

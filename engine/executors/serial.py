@@ -197,13 +197,7 @@ class SerialExecutor:
                 OutputChunk.from_records(name, seqs, recs) for name, (seqs, recs) in outputs.items()
             ]
             sink.write(chunks)
-            stats.events += len(epoch)
-            stats.epochs += 1
-            stats.outputs += sum(len(c) for c in chunks)
-            if len(epoch):
-                lo, hi = int(epoch.ts.min()), int(epoch.ts.max())
-                stats.first_ts = lo if stats.first_ts is None else min(stats.first_ts, lo)
-                stats.last_ts = hi if stats.last_ts is None else max(stats.last_ts, hi)
+            stats.count_epoch(epoch, chunks)
         stats.wall_seconds = time.perf_counter() - started
         return stats
 
