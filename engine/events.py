@@ -54,7 +54,10 @@ class Event:
                     f"column {name!r} was read but not declared; add it to the operator's `inputs`"
                 )
             return derived[name]
-        raise AttributeError(f"{self.kind} event has no field or column {name!r}")
+        raise AttributeError(
+            f"{self.kind} event has no field or column {name!r}; if it is a derived column, "
+            "declare it in the operator's `inputs` so that it is computed first"
+        )
 
     def as_dict(self) -> dict[str, Any]:
         """The event's fields and the derived columns visible to the current operator."""
