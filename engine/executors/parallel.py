@@ -258,7 +258,6 @@ class ParallelExecutor:
                         conn.send((epoch.index, str(path)))
                     except OSError:
                         procs[w].join(1.0)
-                        barrier.abort()
                         raise ExecutionError(
                             _death_message(w, procs[w].exitcode or -9, epoch), seq=epoch.seq_start
                         ) from None
@@ -298,29 +297,32 @@ class ParallelExecutor:
                 try:
                     msg = conns[w].recv()
                 except (EOFError, OSError):
-                    msg = None
+                    # Its end of the pipe closed without a word: the worker died.
+                    procs[w].join(1.0)
+                    raise ExecutionError(
+                        _death_message(w, procs[w].exitcode or -signal.SIGKILL, epoch),
+                        seq=None if epoch is None else epoch.seq_start,
+                    ) from None
                 if isinstance(msg, _Failed):
-                    barrier.abort()
                     raise ExecutionError(msg.message, seq=msg.seq, operator=msg.operator)
-                if msg is not None:
-                    return msg
+                return msg
             for i, proc in enumerate(procs):
                 code = proc.exitcode
-                if code is None or (code == 0 and i != w) or (i == w and conns[w].poll()):
+                if code is None or code == 0:
                     continue
                 # A worker may have reported its failure just before exiting.
                 if conns[i].poll():
                     with contextlib.suppress(EOFError, OSError):
                         msg = conns[i].recv()
                         if isinstance(msg, _Failed):
-                            barrier.abort()
                             raise ExecutionError(msg.message, seq=msg.seq, operator=msg.operator)
-                barrier.abort()
                 raise ExecutionError(
                     _death_message(i, code, epoch),
                     seq=None if epoch is None else epoch.seq_start,
                 )
 
+    # The coordinator never calls barrier.abort(): a worker killed while holding the barrier's
+    # internal lock would make it block forever. Terminating the workers ends their waits.
     def _shutdown(
         self, procs: list[Any], conns: list[Connection], barrier: Any, *, clean: bool = False
     ) -> None:
@@ -329,7 +331,6 @@ class ParallelExecutor:
             deadline = time.monotonic() + 5
             for proc in procs:
                 proc.join(max(0.0, deadline - time.monotonic()))
-        barrier.abort()
         for proc in procs:
             if proc.is_alive():
                 proc.terminate()

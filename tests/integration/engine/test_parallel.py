@@ -104,7 +104,8 @@ def test_worker_error_fails_the_run_with_the_seq() -> None:
     _no_leftovers(executor)
 
 
-def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind() -> None:
+@pytest.mark.parametrize("victim", [0, 1])
+def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind(victim: int) -> None:
     executor = ParallelExecutor(workers=2, epoch_size=500)
     killed: list[int] = []
 
@@ -112,11 +113,13 @@ def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind() -> None:
         while not executor.worker_pids:
             time.sleep(0.01)
         time.sleep(0.5)
-        os.kill(executor.worker_pids[1], signal.SIGKILL)
+        os.kill(executor.worker_pids[victim], signal.SIGKILL)
         killed.append(time.monotonic())
 
     threading.Thread(target=kill_one, daemon=True).start()
-    with pytest.raises(ExecutionError, match=r"worker 1 was killed by SIGKILL while processing"):
+    with pytest.raises(
+        ExecutionError, match=rf"worker {victim} was killed by SIGKILL while processing"
+    ):
         executor.run(plan(_pipeline(sleep=0.0001)), _slow_log(), collect())
     assert killed and time.monotonic() - killed[0] < 5.0
     _no_leftovers(executor)
