@@ -306,6 +306,14 @@ class ParallelExecutor:
                 if isinstance(msg, _Failed):
                     raise ExecutionError(msg.message, seq=msg.seq, operator=msg.operator)
                 return msg
+            dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
+            # Prefer a worker's own report of its error to the news that some worker exited.
+            for i in range(len(procs)) if dead else ():
+                with contextlib.suppress(EOFError, OSError):
+                    while conns[i].poll():
+                        msg = conns[i].recv()
+                        if isinstance(msg, _Failed):
+                            raise ExecutionError(msg.message, seq=msg.seq, operator=msg.operator)
             for i, proc in enumerate(procs):
                 code = proc.exitcode
                 if code is None or code == 0:
