@@ -36,11 +36,13 @@ class KeyIndex:
         return self._known.nbytes + self._table_keys.nbytes + self._table_slots.nbytes
 
     def lookup(self, keys: np.ndarray) -> np.ndarray:
-        """Slots of ``keys``; -1 for keys never registered (direct mode: out of range)."""
+        """Slots of ``keys``; -1 for keys never registered (in both modes)."""
         keys = np.asarray(keys, dtype=np.int64)
         if self._direct:
             inside = (keys >= 0) & (keys < self.n_slots)
-            return np.where(inside, keys, -1)
+            known = np.zeros(len(keys), dtype=bool)
+            known[inside] = self._known[keys[inside]]
+            return np.where(known, keys, -1)
         return self._probe(keys)
 
     def register(self, keys: np.ndarray) -> np.ndarray:
