@@ -7,6 +7,7 @@ The engine knows nothing about Kafka: the connector feeds it columnar batches th
 from __future__ import annotations
 
 from engine.errors import (
+    CheckpointError,
     EngineError,
     ExecutionError,
     LogError,
@@ -16,6 +17,7 @@ from engine.errors import (
 )
 
 __all__ = [
+    "CheckpointError",
     "EngineError",
     "ExecutionError",
     "LogError",

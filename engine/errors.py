@@ -9,6 +9,8 @@ Every error the engine raises on purpose derives from :class:`EngineError`::
     ├── UndeclaredReadError    an operator touched a table it did not declare
     ├── LogError               the input log is malformed (columns of different lengths, unsorted
     │                          offsets within a partition)
+    ├── CheckpointError        state cannot be checkpointed, or a snapshot does not fit the run
+    │                          that should resume from it (another pipeline, executor, workers)
     └── ExecutionError         an operator raised while processing an event; carries the ``seq``
 
 Messages say what was wrong and what to do about it.
@@ -35,6 +37,10 @@ class UndeclaredReadError(EngineError):
 
 class LogError(EngineError):
     """The input log is malformed."""
+
+
+class CheckpointError(EngineError):
+    """A run's state cannot be checkpointed, or a snapshot cannot be resumed by this run."""
 
 
 class ExecutionError(EngineError):

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.errors import LogError
+
+if TYPE_CHECKING:
+    from engine.checkpoint import LogPosition
 
 __all__ = [
     "Column",
@@ -349,13 +352,16 @@ class Epoch:
         return self.seq_end - self.seq_start
 
 
-def merge_log(source: Source, *, epoch_size: int) -> Iterator[Epoch]:
+def merge_log(
+    source: Source, *, epoch_size: int, start: LogPosition | None = None
+) -> Iterator[Epoch]:
     """Merge the source's partitions into the log and cut it into epochs of ``epoch_size``.
 
     Streaming: batches are pulled only as needed and records are emitted as soon as no unread
-    record can precede them. See :mod:`engine.merge` for the algorithm.
+    record can precede them. See :mod:`engine.merge` for the algorithm. ``start`` resumes a
+    merge at a checkpoint's position (see :func:`engine.merge.merge_epochs`).
     """
     # engine.merge builds on the types above, so it is imported here, not at the top.
     from engine.merge import merge_epochs
 
-    return merge_epochs(source, epoch_size=epoch_size)
+    return merge_epochs(source, epoch_size=epoch_size, start=start)

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from engine.checkpoint import LogPosition
 from engine.errors import LogError
 from engine.log import (
     Column,
@@ -47,15 +48,28 @@ _MAX_KINDS = int(np.iinfo(np.int8).max) + 1
 _MAX_TOPICS = int(np.iinfo(np.int16).max) + 1
 
 
-def merge_epochs(source: Source, *, epoch_size: int) -> Iterator[Epoch]:
+def merge_epochs(
+    source: Source, *, epoch_size: int, start: LogPosition | None = None
+) -> Iterator[Epoch]:
     """Merge the source into the log and yield its epochs of ``epoch_size`` events.
 
     ``epoch_size`` must be >= 1; the last epoch may be shorter and an empty log has no epochs.
     Raises :class:`LogError` (naming topic, partition and offset) on malformed input.
+
+    ``start`` continues a log whose prefix up to that position was merged before (resuming
+    from a checkpoint): the source delivers each partition of the position from its
+    ``next_offset`` on. Numbering continues at ``start.seq`` and ``start.epoch``, and each such
+    partition's running maximum of timestamps at its ``max_ts``, so the rest of the log and its
+    epochs are exactly those of a merge that never stopped. (Epochs are cut by count alone:
+    every epoch but the last has ``epoch_size`` events, so epoch ``i`` covers seqs
+    ``i * epoch_size ..`` whatever the batches and buffering.)
     """
     if isinstance(epoch_size, bool) or not isinstance(epoch_size, int) or epoch_size < 1:
         raise LogError(f"epoch_size must be an int >= 1, got {epoch_size!r}")
-    return _Merger(source, epoch_size).run()
+    merger = _Merger(source, epoch_size)
+    if start is not None:
+        merger.resume(start)
+    return merger.run()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +92,7 @@ class _Chunk:
 
 
 class _Partition:
-    __slots__ = ("chunks", "final", "kind", "last_offset", "max_ts", "pidx", "where")
+    __slots__ = ("chunks", "final", "kind", "last_offset", "max_ts", "pidx", "resumed", "where")
 
     def __init__(self, spec: PartitionSpec, pidx: int, kind: int) -> None:
         self.where = f"topic {spec.topic!r} partition {spec.partition}"
@@ -88,6 +102,8 @@ class _Partition:
         self.last_offset: int | None = None
         self.max_ts: int | None = None
         self.chunks: deque[_Chunk] = deque()
+        # The offset a resumed merge expects next (its checkpoint's), until a record arrives.
+        self.resumed: int | None = None
 
     @property
     def blocking(self) -> bool:
@@ -169,6 +185,31 @@ class _Merger:
         self._epoch = 0
         self._frontier_rank = -1  # partition rank of the frontier at the last emit
 
+    def resume(self, start: LogPosition) -> None:
+        """Continue after the prefix of the log that ends at ``start``."""
+        size = self._epoch_size
+        if start.epoch < 0 or not (start.epoch - 1) * size < start.seq <= start.epoch * size:
+            raise LogError(
+                f"cannot resume at seq {start.seq} as epoch {start.epoch} with epoch_size "
+                f"{size}: the position was taken with another epoch size; resume with the "
+                "epoch size of the run that took it"
+            )
+        for (topic, partition), pos in start.partitions.items():
+            part = self._by_key.get((topic, partition))
+            if part is None:
+                raise LogError(
+                    f"the resume position has topic {topic!r} partition {partition}, which the "
+                    "source does not declare; resume with the same input topics and partitions"
+                )
+            # Its next record's key is bounded below by the position: it no longer blocks.
+            if part.blocking:
+                self._blocking -= 1
+            part.last_offset = pos.next_offset - 1
+            part.max_ts = pos.max_ts
+            part.resumed = pos.next_offset
+        self._seq_merged = self._seq_cut = start.seq
+        self._epoch = start.epoch
+
     def run(self) -> Iterator[Epoch]:
         pulled = 0
         for batch in self._source.batches():
@@ -227,6 +268,13 @@ class _Merger:
                     f"offsets of {where} do not increase: offset {offsets[i]} follows "
                     f"{offsets[i - 1]}; a partition's records must come in offset order"
                 )
+            if part.resumed is not None and offsets[0] < part.resumed:
+                raise LogError(
+                    f"the source resumed {where} at offset {offsets[0]}, before the resume "
+                    f"position's offset {part.resumed}; start each partition of the position at "
+                    "its next_offset"
+                )
+            part.resumed = None
             if part.last_offset is not None and offsets[0] <= part.last_offset:
                 raise LogError(
                     f"offsets of {where} do not increase: batch starts at offset {offsets[0]} "

@@ -1,16 +1,20 @@
 """Output records in serial order, and their canonical bytes for comparing executors.
 
 Executors hand the sink one :class:`OutputChunk` per output stream per epoch, its rows
-already in serial order ``(seq, phase, operator, emit index)``.
+already in serial order ``(seq, phase, operator, emit index)``, together with the epoch itself
+(whose events carry each ``seq``'s source topic, partition and offset).
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from engine.log import Epoch
 
 __all__ = ["OutputChunk", "Sink", "canonical_bytes", "collect"]
 
@@ -59,8 +63,11 @@ class OutputChunk:
 class Sink(Protocol):
     """Where executors deliver output, epoch by epoch, in serial order."""
 
-    def write(self, chunks: Sequence[OutputChunk]) -> None:
-        """Take one epoch's output (one chunk per stream that has records)."""
+    def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
+        """Take one epoch's output (one chunk per stream that has records).
+
+        Called once per epoch, epochs in order, after every record of ``epoch`` was processed.
+        """
         ...
 
 
@@ -68,7 +75,7 @@ class _Collector:
     def __init__(self) -> None:
         self.chunks: list[OutputChunk] = []
 
-    def write(self, chunks: Sequence[OutputChunk]) -> None:
+    def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
         self.chunks.extend(chunks)
 
 

@@ -3,7 +3,9 @@
 An executor runs a :class:`~engine.planner.Plan` over a :class:`~engine.log.Source` and hands
 each epoch's output, in serial order, to a :class:`~engine.output.Sink`::
 
-    stats = executor.run(plan, source, sink)
+    stats = executor.run(plan, source, sink)          # or pass stats=RunStats(...) to watch it live
+    executor.run(plan, source, sink, checkpoints=store)               # snapshot when store.due()
+    executor.run(plan, source_from_position, sink, resume=snapshot)   # continue after a snapshot
 
 Every executor must produce, for every output stream, exactly the records (values, order) of
 the serial executor on the same plan and source. That is the only contract; how an executor
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from engine.checkpoint import CheckpointStore, EngineSnapshot
 from engine.log import Epoch, Source
 from engine.output import OutputChunk, Sink
 from engine.planner import Plan
@@ -59,6 +62,24 @@ class Executor(Protocol):
 
     name: str
 
-    def run(self, plan: Plan, source: Source, sink: Sink) -> RunStats:
-        """Run to the end of the source; return what was done."""
+    def run(
+        self,
+        plan: Plan,
+        source: Source,
+        sink: Sink,
+        *,
+        stats: RunStats | None = None,
+        checkpoints: CheckpointStore | None = None,
+        resume: EngineSnapshot | None = None,
+    ) -> RunStats:
+        """Run to the end of the source; return what was done.
+
+        ``stats``, when given, is filled in as the run goes (a caller may read it between
+        epochs, e.g. from the sink, to report progress) and returned.
+
+        ``checkpoints`` asks for snapshots after the epochs it says are due; ``resume``
+        continues a run from such a snapshot, given a source that starts at its position
+        (see :mod:`engine.checkpoint`). An executor that cannot checkpoint raises
+        :class:`~engine.errors.CheckpointError` when either is given.
+        """
         ...

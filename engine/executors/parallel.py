@@ -23,6 +23,14 @@ noticed through its process sentinel. Either way the coordinator breaks the barr
 other workers and raises :class:`~engine.errors.ExecutionError` within seconds. The run
 directory is removed whatever happens.
 
+Checkpoints (:mod:`engine.checkpoint`): the coordinator asks the store whether an epoch is
+due when it dispatches it, and then sends every worker a snapshot task right behind that epoch;
+a worker handles its tasks in order, so it snapshots its state exactly at the end of the epoch,
+writes the blob to the run directory and answers. After the sink took the epoch's output, the
+coordinator collects the blobs and saves them with the log position it tracked. A resumed run
+checks the snapshot against the plan and worker count before it starts any worker, and each
+worker restores its blob before its first epoch.
+
 The interface a distributed engine would host (workers as its actors) is exactly this
 module's protocol: ``EpochRuntime(plan, shard=Shard(i, W), exchange=...)`` per actor,
 ``runtime.process(epoch)`` per epoch, and an ``exchange(parts) -> all parts`` barrier between
@@ -37,23 +45,30 @@ import multiprocessing as mp
 import os
 import resource
 import signal
-import threading
 import time
-import traceback
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
-from engine.errors import EngineError, ExecutionError, LogError
+from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
+from engine.errors import CheckpointError, EngineError, ExecutionError, LogError
 from engine.executors.arena import RunDir, load, store
 from engine.executors.base import RunStats
-from engine.executors.runtime import EpochRuntime, Part
-from engine.executors.sharding import Shard
+from engine.executors.snapshot import check_header, fingerprint
+from engine.executors.worker import (
+    Done,
+    EpochTask,
+    Failed,
+    Ready,
+    Saved,
+    SnapshotTask,
+    worker_main,
+)
 from engine.log import Epoch, Source, merge_log
 from engine.output import OutputChunk, Sink
 from engine.planner import Plan
@@ -61,94 +76,6 @@ from engine.planner import Plan
 __all__ = ["ParallelExecutor"]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class _Done:
-    epoch: int
-    path: str
-    seconds: dict[str, float]
-
-
-@dataclass(frozen=True, slots=True)
-class _Failed:
-    worker: int
-    message: str
-    seq: int | None
-    operator: str | None
-
-
-class _ShmExchange:
-    """Swaps derived-column parts between workers through the run directory."""
-
-    def __init__(self, run_dir: RunDir, shard: Shard, barrier: Any) -> None:
-        self.run_dir = run_dir
-        self.shard = shard
-        self.barrier = barrier
-        self.round = 0
-        self.previous: Path | None = None
-
-    def __call__(self, parts: list[Part]) -> list[Part]:
-        me = self.run_dir.file(f"x{self.round}-w{self.shard.index}")
-        store(me, parts)
-        self.barrier.wait()
-        # Everyone has read the previous round's files before reaching this barrier.
-        if self.previous is not None:
-            with contextlib.suppress(FileNotFoundError):
-                self.previous.unlink()
-        self.previous = me
-        out: list[Part] = []
-        for w in range(self.shard.count):
-            out.extend(load(self.run_dir.file(f"x{self.round}-w{w}")))
-        self.round += 1
-        return out
-
-
-def _worker_main(
-    index: int, count: int, plan: Plan, run_dir: Path, conn: Connection, barrier: Any
-) -> None:
-    # The coordinator decides when to stop; Ctrl-C reaches the whole process group.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    rd = RunDir(run_dir)
-    shard = Shard(index, count)
-    exchange = _ShmExchange(rd, shard, barrier)
-    # A single worker owns everything: nothing to swap.
-    runtime = EpochRuntime(plan, shard=shard, exchange=exchange if count > 1 else None)
-    current = None
-    failed = False
-    try:
-        while True:
-            msg = conn.recv()
-            if msg is None:
-                break
-            number, path = msg
-            t0 = time.perf_counter()
-            epoch: Epoch = load(Path(path))
-            current = epoch
-            stats = RunStats("parallel")
-            stats.add_time("move", time.perf_counter() - t0)
-            chunks = runtime.process(epoch, stats)
-            t0 = time.perf_counter()
-            out = rd.file(f"out{number}-w{index}")
-            store(out, chunks)
-            stats.add_time("move", time.perf_counter() - t0)
-            conn.send(_Done(number, str(out), stats.seconds))
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-        conn.send(("peak", peak))
-    except threading.BrokenBarrierError:
-        failed = True  # another worker failed; the coordinator reports that one
-    except ExecutionError as exc:
-        failed = True
-        conn.send(_Failed(index, str(exc), exc.seq, exc.operator))
-    except BaseException as exc:
-        failed = True
-        seq = None if current is None else current.seq_start
-        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        conn.send(_Failed(index, f"worker {index}: {detail}", seq, None))
-    finally:
-        conn.close()
-    if failed:
-        raise SystemExit(1)
 
 
 class ParallelExecutor:
@@ -181,10 +108,34 @@ class ParallelExecutor:
         self.worker_pids: list[int] = []
         self.run_dir: Path | None = None
 
-    def run(self, plan: Plan, source: Source, sink: Sink) -> RunStats:
-        """Run ``plan`` over ``source`` into ``sink`` with ``self.workers`` processes."""
-        stats = RunStats(self.name)
+    def run(
+        self,
+        plan: Plan,
+        source: Source,
+        sink: Sink,
+        *,
+        stats: RunStats | None = None,
+        checkpoints: CheckpointStore | None = None,
+        resume: EngineSnapshot | None = None,
+    ) -> RunStats:
+        """Run ``plan`` over ``source`` into ``sink`` with ``self.workers`` processes.
+
+        ``checkpoints`` and ``resume`` as in :mod:`engine.checkpoint`: the coordinator asks the
+        store whether an epoch is due when it dispatches it, and the workers snapshot their
+        state right after processing it.
+        """
+        stats = RunStats(self.name) if stats is None else stats
         started = time.perf_counter()
+        states: tuple[bytes | None, ...] = (None,) * self.workers
+        start = None
+        if resume is not None:
+            check_resume(
+                resume, executor=self.name, workers=self.workers, epoch_size=self.epoch_size
+            )
+            digest = fingerprint(plan)
+            for w, blob in enumerate(resume.states):
+                check_header(blob, digest, shard=w, shards=self.workers)
+            states, start = resume.states, resume.position
         # fork: workers inherit the plan, whose operators may be lambdas and closures.
         ctx = mp.get_context("fork")
         run_dir = RunDir.create(self.shm_dir)
@@ -197,9 +148,9 @@ class ParallelExecutor:
             for w in range(self.workers):
                 parent, child = ctx.Pipe()
                 proc = ctx.Process(
-                    target=_worker_main,
+                    target=worker_main,
                     name=f"restream-worker-{w}",
-                    args=(w, self.workers, plan, run_dir.path, child, barrier),
+                    args=(w, self.workers, plan, run_dir.path, child, barrier, states[w]),
                     daemon=True,
                 )
                 proc.start()
@@ -207,18 +158,22 @@ class ParallelExecutor:
                 conns.append(parent)
                 procs.append(proc)
             self.worker_pids = [p.pid for p in procs]
+            if resume is not None:
+                for w in range(self.workers):
+                    ready = self._receive(conns, procs, w, None)
+                    assert isinstance(ready, Ready)
+                    stats.add_time("restore", ready.seconds)
             self._drive(
-                merge_log(source, epoch_size=self.epoch_size),
-                run_dir,
-                conns,
-                procs,
-                barrier,
+                merge_log(source, epoch_size=self.epoch_size, start=start),
+                _Workers(run_dir, conns, procs),
                 sink,
                 stats,
+                checkpoints,
+                PositionTracker(start) if checkpoints is not None else None,
             )
             for conn in conns:
                 conn.send(None)
-            peaks = [self._receive(conns, procs, barrier, w, None) for w in range(self.workers)]
+            peaks = [self._receive(conns, procs, w, None) for w in range(self.workers)]
             clean = True
             self.peak_rss = [
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -233,14 +188,14 @@ class ParallelExecutor:
     def _drive(
         self,
         epochs: Iterator[Epoch],
-        run_dir: RunDir,
-        conns: list[Connection],
-        procs: list[Any],
-        barrier: Any,
+        workers: _Workers,
         sink: Sink,
         stats: RunStats,
+        checkpoints: CheckpointStore | None,
+        tracker: PositionTracker | None,
     ) -> None:
-        in_flight: deque[tuple[Epoch, Path]] = deque()
+        run_dir, conns, procs = workers.run_dir, workers.conns, workers.procs
+        in_flight: deque[tuple[Epoch, Path, bool]] = deque()
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.max_in_flight:
@@ -250,26 +205,25 @@ class ParallelExecutor:
                 if epoch is None:
                     exhausted = True
                     break
+                due = checkpoints is not None and checkpoints.due(epoch)
                 t0 = time.perf_counter()
                 path = run_dir.file(f"epoch{epoch.index}")
                 store(path, epoch)
-                for w, conn in enumerate(conns):
-                    try:
-                        conn.send((epoch.index, str(path)))
-                    except OSError:
-                        procs[w].join(1.0)
-                        raise ExecutionError(
-                            _death_message(w, procs[w].exitcode or -9, epoch), seq=epoch.seq_start
-                        ) from None
+                for w in range(self.workers):
+                    self._send(workers, w, EpochTask(epoch.index, str(path)), epoch)
+                    if due:
+                        # Right behind the epoch: the worker snapshots exactly at its end.
+                        snap = run_dir.file(f"snap{epoch.index}-w{w}")
+                        self._send(workers, w, SnapshotTask(epoch.index, str(snap)), epoch)
                 stats.add_time("move", time.perf_counter() - t0)
-                in_flight.append((epoch, path))
+                in_flight.append((epoch, path, due))
             if not in_flight:
                 return
-            epoch, path = in_flight.popleft()
+            epoch, path, due = in_flight.popleft()
             shares: list[list[OutputChunk]] = []
             for w in range(self.workers):
-                done = self._receive(conns, procs, barrier, w, epoch)
-                assert isinstance(done, _Done) and done.epoch == epoch.index
+                done = self._receive(conns, procs, w, epoch)
+                assert isinstance(done, Done) and done.epoch == epoch.index
                 for what, secs in done.seconds.items():
                     stats.add_time(what, secs)
                 t0 = time.perf_counter()
@@ -283,12 +237,48 @@ class ParallelExecutor:
                 with contextlib.suppress(FileNotFoundError):
                     run_dir.file(f"out{epoch.index}-w{w}").unlink()
             t0 = time.perf_counter()
-            sink.write(chunks)
+            sink.write(chunks, epoch)
             stats.add_time("sink", time.perf_counter() - t0)
             stats.count_epoch(epoch, chunks)
+            if tracker is not None and checkpoints is not None:
+                tracker.advance(epoch)
+                if due:
+                    self._checkpoint(workers, epoch, tracker, checkpoints, stats)
+
+    def _checkpoint(
+        self,
+        workers: _Workers,
+        epoch: Epoch,
+        tracker: PositionTracker,
+        checkpoints: CheckpointStore,
+        stats: RunStats,
+    ) -> None:
+        """Collect the workers' snapshots after ``epoch`` and hand them to the store."""
+        t0 = time.perf_counter()
+        blobs: list[bytes] = []
+        for w in range(self.workers):
+            saved = self._receive(workers.conns, workers.procs, w, epoch)
+            assert isinstance(saved, Saved) and saved.epoch == epoch.index
+            stats.add_time("snapshot", saved.seconds)
+            path = Path(saved.path)
+            blobs.append(path.read_bytes())
+            path.unlink()
+        checkpoints.save(
+            EngineSnapshot(tracker.position, self.name, self.workers, self.epoch_size, tuple(blobs))
+        )
+        stats.add_time("checkpoint", time.perf_counter() - t0)
+
+    def _send(self, workers: _Workers, w: int, msg: EpochTask | SnapshotTask, epoch: Epoch) -> None:
+        try:
+            workers.conns[w].send(msg)
+        except OSError:
+            workers.procs[w].join(1.0)
+            raise ExecutionError(
+                _death_message(w, workers.procs[w].exitcode or -9, epoch), seq=epoch.seq_start
+            ) from None
 
     def _receive(
-        self, conns: list[Connection], procs: list[Any], barrier: Any, w: int, epoch: Epoch | None
+        self, conns: list[Connection], procs: list[Any], w: int, epoch: Epoch | None
     ) -> Any:
         """The next message of worker ``w``; fail fast if any worker fails or dies."""
         while True:
@@ -303,8 +293,8 @@ class ParallelExecutor:
                         _death_message(w, procs[w].exitcode or -signal.SIGKILL, epoch),
                         seq=None if epoch is None else epoch.seq_start,
                     ) from None
-                if isinstance(msg, _Failed):
-                    raise ExecutionError(msg.message, seq=msg.seq, operator=msg.operator)
+                if isinstance(msg, Failed):
+                    _raise(msg)
                 return msg
             dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
             # Prefer a worker's own report of its error to the news that some worker exited.
@@ -312,8 +302,8 @@ class ParallelExecutor:
                 with contextlib.suppress(EOFError, OSError):
                     while conns[i].poll():
                         msg = conns[i].recv()
-                        if isinstance(msg, _Failed):
-                            raise ExecutionError(msg.message, seq=msg.seq, operator=msg.operator)
+                        if isinstance(msg, Failed):
+                            _raise(msg)
             for i, proc in enumerate(procs):
                 code = proc.exitcode
                 if code is None or code == 0:
@@ -322,8 +312,8 @@ class ParallelExecutor:
                 if conns[i].poll():
                     with contextlib.suppress(EOFError, OSError):
                         msg = conns[i].recv()
-                        if isinstance(msg, _Failed):
-                            raise ExecutionError(msg.message, seq=msg.seq, operator=msg.operator)
+                        if isinstance(msg, Failed):
+                            _raise(msg)
                 raise ExecutionError(
                     _death_message(i, code, epoch),
                     seq=None if epoch is None else epoch.seq_start,
@@ -350,6 +340,19 @@ class ParallelExecutor:
                 proc.join()
         for conn in conns:
             conn.close()
+
+
+@dataclass(frozen=True, slots=True)
+class _Workers:
+    run_dir: RunDir
+    conns: list[Connection]
+    procs: list[Any]
+
+
+def _raise(failed: Failed) -> NoReturn:
+    if failed.checkpoint:
+        raise CheckpointError(failed.message)
+    raise ExecutionError(failed.message, seq=failed.seq, operator=failed.operator)
 
 
 def _death_message(worker: int, exitcode: int, epoch: Epoch | None) -> str:

@@ -10,17 +10,19 @@ depends on the order of events across keys.
 from __future__ import annotations
 
 import heapq
+import io
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from engine.errors import EngineError, ExecutionError, UndeclaredReadError
+from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
 from engine.events import Event
 from engine.executors.base import RunStats
 from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
+from engine.executors.snapshot import PlanObjects, dump_state, load_state
 from engine.keys import KeyCodec, KeySpec, key_fields, scalar_key
 from engine.log import Epoch, Events, StringColumn
 from engine.output import OutputChunk
@@ -172,6 +174,68 @@ class EpochRuntime:
         # Timers whose firing event is not known yet (after the end of the last epoch).
         self._pending: list[_Timer] = []
         self._phase_names = [f"phase {p}" for p in range(plan.phases)]
+        self._objects: PlanObjects | None = None
+
+    # -- checkpoints ----------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """Everything that carries over to the next epoch, as a blob for :meth:`restore`.
+
+        Call it between epochs. The blob names this runtime's plan (by fingerprint) and shard,
+        and refers to the plan's objects (operators, functions, specs) by path, not by value.
+        """
+        buffer = io.BytesIO()
+        self.snapshot_into(buffer)
+        return buffer.getvalue()
+
+    def snapshot_into(self, out: BinaryIO) -> None:
+        """Write :meth:`snapshot`'s blob to ``out`` (a file: saves copying large arrays)."""
+        state = {
+            "vector": self.vector,
+            "python": self.python,
+            "codec": self.codec,
+            "value_codecs": self.value_codecs,
+            "pending": self._pending,
+        }
+        # Each table on its own names the culprit if the whole cannot be pickled.
+        parts: dict[str, Any] = {f"table {name!r}": t for name, t in self.python.items()}
+        parts.update({f"table {name!r}": t for name, t in self.vector.items()})
+        parts["the pending timers"] = self._pending
+        dump_state(
+            state,
+            self._plan_objects(),
+            out,
+            shard=self.shard.index,
+            shards=self.shard.count,
+            parts=parts,
+        )
+
+    def restore(self, blob: bytes) -> None:
+        """Replace all state with a :meth:`snapshot` of a runtime of the same plan and shard
+        (possibly in another process); raises :class:`~engine.errors.CheckpointError` if the
+        blob does not belong to this plan and shard."""
+        state = load_state(
+            blob, self._plan_objects(), shard=self.shard.index, shards=self.shard.count
+        )
+        if (
+            not isinstance(state, dict)
+            or set(state.get("vector", ())) != set(self.vector)
+            or set(state.get("python", ())) != set(self.python)
+        ):
+            raise CheckpointError(
+                "the snapshot's tables do not match this plan's; resume with the pipeline that "
+                "took it, or start over without the checkpoint"
+            )
+        self.vector = state["vector"]
+        self.python = state["python"]
+        self.codec = state["codec"]
+        self.value_codecs = state["value_codecs"]
+        self._pending = state["pending"]
+
+    def _plan_objects(self) -> PlanObjects:
+        if self._objects is None:
+            self._objects = PlanObjects(self.plan)
+        return self._objects
 
     # -- epoch ----------------------------------------------------------------------------
 

@@ -14,7 +14,8 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
-from engine.errors import EngineError, ExecutionError, UndeclaredReadError
+from engine.checkpoint import CheckpointStore, EngineSnapshot
+from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
 from engine.events import Event
 from engine.executors.base import RunStats
 from engine.keys import key_function
@@ -163,9 +164,26 @@ class SerialExecutor:
         # Epochs only decide how often output is handed to the sink.
         self.epoch_size = epoch_size
 
-    def run(self, plan: Plan, source: Source, sink: Sink) -> RunStats:
-        """Run ``plan`` over ``source`` into ``sink``."""
-        stats = RunStats(self.name)
+    def run(
+        self,
+        plan: Plan,
+        source: Source,
+        sink: Sink,
+        *,
+        stats: RunStats | None = None,
+        checkpoints: CheckpointStore | None = None,
+        resume: EngineSnapshot | None = None,
+    ) -> RunStats:
+        """Run ``plan`` over ``source`` into ``sink``.
+
+        The oracle does not checkpoint: ``checkpoints`` and ``resume`` must be None.
+        """
+        if checkpoints is not None or resume is not None:
+            raise CheckpointError(
+                "the serial executor cannot checkpoint or resume; use the batch or parallel "
+                "executor for crash-safe runs"
+            )
+        stats = RunStats(self.name) if stats is None else stats
         started = time.perf_counter()
         state = _State(plan)
         steps: dict[str, list[tuple[PlannedOperator, frozenset[str], Step]]] = {}
@@ -196,7 +214,7 @@ class SerialExecutor:
             chunks = [
                 OutputChunk.from_records(name, seqs, recs) for name, (seqs, recs) in outputs.items()
             ]
-            sink.write(chunks)
+            sink.write(chunks, epoch)
             stats.count_epoch(epoch, chunks)
         stats.wall_seconds = time.perf_counter() - started
         return stats

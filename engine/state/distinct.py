@@ -17,6 +17,8 @@ unless timestamps jump far back.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from engine.state.epoch import EpochWrites
@@ -79,6 +81,16 @@ class DistinctWindowedTable:
             self._cstk = (geo.seg << self._vb) + (stk - self._smin[geo.seg] + 1)
         self._seg_index = np.full(max(16, self._index.n_slots), -1, dtype=np.int64)
         self._seg_index[ep.seg_slot] = np.arange(len(ep.seg_slot))
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""
+        state = dict(self.__dict__)
+        if self._ep is None:
+            for name in ("_stk", "_smin", "_smax", "_vb", "_packed", "_cstk"):
+                state.pop(name, None)
+            state.update(_g={}, _by_time=self._by_time[:0].copy())
+            state["_seg_index"] = np.zeros(16, dtype=np.int64)
+        return state
 
     def end_epoch(self) -> None:
         ep = self._ep

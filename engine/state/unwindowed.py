@@ -10,6 +10,8 @@ version of each key.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from engine.state.epoch import EpochWrites
@@ -169,6 +171,14 @@ class UnwindowedTable:
             if kind == "distinct" and self._pairs is not None:
                 self._pairs.register(self._new_pairs)
         self._has[slots] = True
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""
+        state = dict(self.__dict__)
+        if self._ep is None:
+            for name in ("_version", "_version2", "_wvalues", "_wts", "_new_pairs"):
+                state[name] = state[name][:0].copy()
+        return state
 
     def state_nbytes(self) -> int:
         total = self._has.nbytes + self._carry.nbytes + self._carry2.nbytes

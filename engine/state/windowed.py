@@ -17,6 +17,8 @@ one prefix lookup; over any other range the records are scanned.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from engine.state.epoch import EpochWrites
@@ -188,6 +190,13 @@ class WindowedTable:
         if kind in ("min", "max"):
             return self._extreme(slots, start, ha, hb, lanes, mem, m)
         return self._positional(slots, start, ha, hb, lanes, mem, m, r)
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""
+        state = dict(self.__dict__)
+        if self._ep is None:
+            state.update(_g={}, _cum={}, _table=None, _ts=self._ts[:0].copy(), _front=None)
+        return state
 
     def end_epoch(self) -> None:
         ep = self._ep

@@ -132,3 +132,51 @@ def test_run_directory_is_removed_after_success() -> None:
     assert sum(len(c) for c in sink.chunks) == 5_000
     assert len(executor.peak_rss) == 3
     _no_leftovers(executor)
+
+
+_COORDINATOR = """
+import sys, time
+from engine.executors.parallel import ParallelExecutor
+from engine.examples.social.data import generate_social
+from engine.examples.social.source import social_source
+from engine.examples.social.spam import build_spam_pipeline
+from engine.planner import plan
+
+class Sink:
+    def __init__(self, executor):
+        self.executor = executor
+    def write(self, chunks, epoch):
+        print(" ".join(map(str, self.executor.worker_pids)), flush=True)
+        time.sleep(600)
+
+executor = ParallelExecutor(workers=2, epoch_size=500)
+data = generate_social(users=200, events=3000, days=2, partitions=2)
+executor.run(plan(build_spam_pipeline()), social_source(data), Sink(executor))
+"""
+
+
+def test_workers_die_with_a_sigkilled_coordinator() -> None:
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _COORDINATOR], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    pids = [int(p) for p in proc.stdout.readline().split()]
+    assert len(pids) == 2
+    os.kill(proc.pid, signal.SIGKILL)  # the coordinator alone, not its process group
+    proc.wait(10)
+    deadline = time.monotonic() + 10
+    alive = pids
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in pids if _running(p)]
+        time.sleep(0.05)
+    assert alive == [], f"workers {alive} outlived their coordinator"
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False

@@ -1,0 +1,202 @@
+"""A worker process of the parallel executor, and the messages it exchanges with the coordinator.
+
+The coordinator sends, in order: :class:`EpochTask` s (an epoch to process),
+:class:`SnapshotTask` s (snapshot the state as of the end of the epoch before), and ``None``
+(stop). The worker handles them strictly in order and answers each task: :class:`Done`,
+:class:`Saved`, and on stop ``("peak", rss_bytes)``; a worker started from a snapshot first
+answers :class:`Ready`. Any failure is answered with :class:`Failed`, after which the worker
+exits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import resource
+import signal
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from engine.errors import CheckpointError, ExecutionError
+from engine.executors.arena import RunDir, load, store
+from engine.executors.base import RunStats
+from engine.executors.runtime import EpochRuntime, Part
+from engine.executors.sharding import Shard
+from engine.log import Epoch
+from engine.planner import Plan
+
+__all__ = ["Done", "EpochTask", "Failed", "Ready", "Saved", "SnapshotTask", "worker_main"]
+
+_PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class EpochTask:
+    """Process the epoch stored at ``path``."""
+
+    epoch: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotTask:
+    """Write a snapshot of the state after epoch ``epoch`` to ``path``."""
+
+    epoch: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """The worker restored its snapshot."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """Epoch ``epoch`` is processed; its output share is stored at ``path``."""
+
+    epoch: int
+    path: str
+    seconds: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Saved:
+    """The snapshot after epoch ``epoch`` (``nbytes`` long) is at ``path``."""
+
+    epoch: int
+    path: str
+    nbytes: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The worker failed; ``checkpoint`` says it failed to snapshot or restore its state."""
+
+    worker: int
+    message: str
+    seq: int | None
+    operator: str | None
+    checkpoint: bool = False
+
+
+class _ShmExchange:
+    """Swaps derived-column parts between workers through the run directory."""
+
+    def __init__(self, run_dir: RunDir, shard: Shard, barrier: Any) -> None:
+        self.run_dir = run_dir
+        self.shard = shard
+        self.barrier = barrier
+        self.round = 0
+        self.previous: Path | None = None
+
+    def __call__(self, parts: list[Part]) -> list[Part]:
+        me = self.run_dir.file(f"x{self.round}-w{self.shard.index}")
+        store(me, parts)
+        self.barrier.wait()
+        # Everyone has read the previous round's files before reaching this barrier.
+        if self.previous is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self.previous.unlink()
+        self.previous = me
+        out: list[Part] = []
+        for w in range(self.shard.count):
+            out.extend(load(self.run_dir.file(f"x{self.round}-w{w}")))
+        self.round += 1
+        return out
+
+
+def _die_with_coordinator() -> None:
+    """On Linux, have the kernel SIGKILL this worker when the coordinator dies.
+
+    A coordinator killed with SIGKILL (an OOM kill, a test) cannot stop its workers; without
+    this they would linger until their next read of the closed pipe.
+    """
+    parent = os.getppid()
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the coordinator died before prctl took effect
+        os._exit(1)
+
+
+def worker_main(
+    index: int,
+    count: int,
+    plan: Plan,
+    run_dir: Path,
+    conn: Connection,
+    barrier: Any,
+    state: bytes | None = None,
+) -> None:
+    """Serve the coordinator's tasks until told to stop (the target of a worker process).
+
+    ``state``, when given, is this worker's blob of an :class:`~engine.checkpoint.EngineSnapshot`
+    to resume from.
+    """
+    _die_with_coordinator()
+    # The coordinator decides when to stop; Ctrl-C reaches the whole process group.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    rd = RunDir(run_dir)
+    shard = Shard(index, count)
+    exchange = _ShmExchange(rd, shard, barrier)
+    # A single worker owns everything: nothing to swap.
+    runtime = EpochRuntime(plan, shard=shard, exchange=exchange if count > 1 else None)
+    current = None
+    failed = False
+    try:
+        if state is not None:
+            t0 = time.perf_counter()
+            runtime.restore(state)
+            conn.send(Ready(time.perf_counter() - t0))
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                break
+            if isinstance(msg, SnapshotTask):
+                t0 = time.perf_counter()
+                with open(msg.path, "wb") as f:
+                    runtime.snapshot_into(f)
+                    size = f.tell()
+                conn.send(Saved(msg.epoch, msg.path, size, time.perf_counter() - t0))
+                continue
+            assert isinstance(msg, EpochTask)
+            t0 = time.perf_counter()
+            epoch: Epoch = load(Path(msg.path))
+            current = epoch
+            stats = RunStats("parallel")
+            stats.add_time("move", time.perf_counter() - t0)
+            chunks = runtime.process(epoch, stats)
+            t0 = time.perf_counter()
+            out = rd.file(f"out{msg.epoch}-w{index}")
+            store(out, chunks)
+            stats.add_time("move", time.perf_counter() - t0)
+            conn.send(Done(msg.epoch, str(out), stats.seconds))
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        conn.send(("peak", peak))
+    except threading.BrokenBarrierError:
+        failed = True  # another worker failed; the coordinator reports that one
+    except ExecutionError as exc:
+        failed = True
+        conn.send(Failed(index, str(exc), exc.seq, exc.operator))
+    except CheckpointError as exc:
+        failed = True
+        conn.send(Failed(index, f"worker {index}: {exc}", None, None, checkpoint=True))
+    except BaseException as exc:
+        failed = True
+        seq = None if current is None else current.seq_start
+        detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        conn.send(Failed(index, f"worker {index}: {detail}", seq, None))
+    finally:
+        conn.close()
+    if failed:
+        raise SystemExit(1)
