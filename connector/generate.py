@@ -282,23 +282,42 @@ def _require_empty(bootstrap: str, spec: TopicSpec) -> None:
 
 
 def _write_table(producer: BulkProducer, job: _TableJob) -> TopicWrite:
+    """Produce ``job``'s rows; the last record of each partition goes in a batch of its own.
+
+    Brokers that report a partition's end as "first offset of the last record batch + 1"
+    (Tansu 0.6, DESIGN.md section 6) then still report the true end, so ``latest`` and
+    explicit end offsets work on the written topics too. It costs one flush per topic.
+    """
     schema = load_schema(job.schema)
     fields = [f["name"] for f in schema.raw["fields"]]
     keys = _DecimalKeys(job.array(job.key))
     partition, ts = job.array("partition"), job.array("ts")
+    last_rows = np.zeros(job.rows, dtype=bool)
+    if job.rows:
+        # Rows of a partition are in offset order: its last row is its last record.
+        reverse = partition[::-1]
+        _, first_in_reverse = np.unique(reverse, return_index=True)
+        last_rows[job.rows - 1 - first_in_reverse] = True
     value_bytes = 0
-    for start in range(0, job.rows, _CHUNK_ROWS):
-        stop = min(start + _CHUNK_ROWS, job.rows)
-        chunk = {name: _slice(job.columns[name], start, stop) for name in fields}
-        batch = encode_columns(schema, chunk, prefix=job.prefix)
-        value_bytes += len(batch.data)
-        producer.produce(
-            job.topic,
-            batch.values(),
-            keys.slice(start, stop),
-            partition[start:stop].tolist(),
-            ts[start:stop].tolist(),
-        )
+    for final in (False, True):
+        for start in range(0, job.rows, _CHUNK_ROWS):
+            stop = min(start + _CHUNK_ROWS, job.rows)
+            rows = np.flatnonzero(last_rows[start:stop] == final) + start
+            if not len(rows):
+                continue
+            chunk = {name: _rows(job.columns[name], rows) for name in fields}
+            batch = encode_columns(schema, chunk, prefix=job.prefix)
+            value_bytes += len(batch.data)
+            key_slice = keys.slice(start, stop)
+            producer.produce(
+                job.topic,
+                batch.values(),
+                [key_slice[i - start] for i in rows.tolist()],
+                partition[rows].tolist(),
+                ts[rows].tolist(),
+            )
+        if not final:
+            producer.flush()
     return TopicWrite(topic=job.topic, records=job.rows, value_bytes=value_bytes)
 
 

@@ -3,17 +3,41 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
+from connector.config import KeyFormat
 from connector.errors import ConfigError
 from engine.examples.social.spam import build_spam_pipeline
 from engine.pipeline import Pipeline
 
-__all__ = ["BUILTIN_PIPELINES", "load_pipeline"]
+__all__ = ["BUILTIN_DEFAULTS", "BUILTIN_PIPELINES", "PipelineDefaults", "load_pipeline"]
 
 #: Pipelines that ship with restream, by name.
 BUILTIN_PIPELINES: dict[str, Callable[[], Pipeline]] = {
     "social-spam": build_spam_pipeline,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineDefaults:
+    """What a built-in pipeline reads and writes unless the job's settings say otherwise."""
+
+    inputs: tuple[tuple[str, str], ...] = ()
+    schemas: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    output_schemas: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    key_format: KeyFormat = "any"
+
+
+#: Defaults of the built-in pipelines (a user's own pipeline gets its settings from the job).
+BUILTIN_DEFAULTS: dict[str, PipelineDefaults] = {
+    "social-spam": PipelineDefaults(
+        inputs=(("social.messages", "message"), ("social.friendships", "friendship")),
+        schemas=MappingProxyType({"message": "social/Message", "friendship": "social/Friendship"}),
+        output_schemas=MappingProxyType({"scores": "social/SpamScore"}),
+        key_format="decimal",
+    ),
 }
 
 

@@ -224,6 +224,32 @@ class BulkProducer:
                     self._produce_when_room(topic, value, key, partition, ts, hs)
         self.produced += n
 
+    def produce_record(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: Sequence[tuple[str, bytes | None]] | None = None,
+        timestamp: int | None = None,
+        partition: int = 0,
+    ) -> None:
+        """Queue one record to ``partition``."""
+        kwargs: dict[str, Any] = {
+            "value": value,
+            "key": key,
+            "headers": list(headers or []),
+            "partition": partition,
+        }
+        if timestamp is not None:
+            kwargs["timestamp"] = timestamp
+        while True:
+            try:
+                self._producer.produce(topic, **kwargs)
+                break
+            except BufferError:
+                self._producer.poll(0.01)
+        self.produced += 1
+
     def _produce_when_room(
         self,
         topic: str,

@@ -1,0 +1,524 @@
+"""The job's configuration: one table of settings read from flags, environment and a YAML file.
+
+Every setting of ``restream run`` (and ``restream positions``) has three spellings, all derived
+from one :class:`Setting` row of :data:`SETTINGS`::
+
+    YAML key         flag                 environment variable
+    start            --start              RESTREAM_START
+    on_bad_record    --on-bad-record      RESTREAM_ON_BAD_RECORD
+    kafka            --kafka KEY=VALUE    RESTREAM_KAFKA_<KEY>  (e.g. RESTREAM_KAFKA_SASL_PASSWORD)
+
+Precedence: flag > environment > file (``--config job.yaml`` / ``RESTREAM_CONFIG``) > default.
+List settings (``inputs``) take a YAML list or mapping, repeated flags, or a comma-separated
+environment value; mapping settings (``schemas``) take ``NAME=VALUE`` pairs the same ways.
+
+Kafka client settings pass through to librdkafka unchanged (``security.protocol``,
+``sasl.*``, ``ssl.*``, ...). An environment variable ``RESTREAM_KAFKA_SASL_PASSWORD`` sets
+``sasl.password``: underscores become dots after the prefix. Values of secret settings never
+appear in logs, metrics or error messages (:func:`redacted`).
+
+Validation happens here, before anything touches a broker, and every error names the setting
+in all three spellings so the user finds it wherever it was set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal, get_args
+
+import yaml
+
+from connector.errors import ConfigError
+
+__all__ = [
+    "ENV_PREFIX",
+    "KAFKA_ENV_PREFIX",
+    "SETTINGS",
+    "BadRecordPolicy",
+    "ExecutorName",
+    "KeyFormat",
+    "LogFormat",
+    "ProgressMode",
+    "RunConfig",
+    "Setting",
+    "ValueFormat",
+    "add_settings_arguments",
+    "config_from_args",
+    "is_secret_key",
+    "load_config",
+    "redacted",
+]
+
+ENV_PREFIX = "RESTREAM_"
+KAFKA_ENV_PREFIX = "RESTREAM_KAFKA_"
+
+ValueFormat = Literal["avro", "avro-confluent", "json"]
+KeyFormat = Literal["decimal", "string", "any"]
+BadRecordPolicy = Literal["dead-letter", "fail"]
+ExecutorName = Literal["parallel", "batch", "serial"]
+ProgressMode = Literal["auto", "bar", "log", "none"]
+LogFormat = Literal["auto", "json", "text"]
+SettingKind = Literal["str", "int", "float", "choice", "list", "mapping"]
+
+_SECRET_WORDS = ("password", "secret", "token", "jaas", "user.info", "basic.auth", "key.pem")
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration setting and its three spellings."""
+
+    name: str
+    kind: SettingKind
+    help: str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+    secret: bool = False
+    metavar: str | None = None
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, ``--on-bad-record``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        """The environment variable, ``RESTREAM_ON_BAD_RECORD``."""
+        return ENV_PREFIX + self.name.upper()
+
+    @property
+    def label(self) -> str:
+        """How error messages name the setting: ``start (--start, RESTREAM_START)``."""
+        return f"{self.name} ({self.flag}, {self.env})"
+
+
+def _s(name: str, kind: SettingKind, help_text: str, default: Any = None, **kw: Any) -> Setting:
+    return Setting(name, kind, help_text, default, **kw)
+
+
+#: Every setting, in the order ``--help`` shows them.
+SETTINGS: tuple[Setting, ...] = (
+    _s("job_id", "str", "name of this backtest; output topics and checkpoints belong to it"),
+    _s("bootstrap_servers", "str", "Kafka bootstrap servers, host:port[,host:port]"),
+    _s("pipeline", "str", "built-in pipeline name or package.module:attribute", "social-spam"),
+    _s(
+        "inputs",
+        "list",
+        "input topic and the event kind its records are, TOPIC=KIND (repeat for several); "
+        "default: the pipeline's own inputs",
+        metavar="TOPIC=KIND",
+    ),
+    _s(
+        "start",
+        "str",
+        "where to start: earliest | offsets:TOPIC/P=OFFSET,... | ts:ISO-8601|EPOCH_MS | group:NAME",
+        "earliest",
+    ),
+    _s("end", "str", "where to stop: latest | offsets:TOPIC/P=OFFSET,... | ts:...", "latest"),
+    _s(
+        "value_format",
+        "choice",
+        "format of input values",
+        "avro",
+        choices=get_args(ValueFormat),
+    ),
+    _s(
+        "key_format",
+        "choice",
+        "what input keys must be (others are bad records); default: the pipeline's",
+        choices=get_args(KeyFormat),
+    ),
+    _s(
+        "schemas",
+        "mapping",
+        "Avro schema of each event kind: KIND=NAME (under schemas/) or KIND=path.avsc",
+        metavar="KIND=SCHEMA",
+    ),
+    _s("schema_registry_url", "str", "Schema Registry URL (formats avro-confluent)"),
+    _s(
+        "schema_registry_basic_auth",
+        "str",
+        "Schema Registry credentials USER:PASSWORD",
+        secret=True,
+    ),
+    _s("schema_registry_ca_location", "str", "CA bundle that signs the Schema Registry's TLS"),
+    _s("schema_registry_cert_location", "str", "client certificate for the Schema Registry"),
+    _s("schema_registry_key_location", "str", "client key for the Schema Registry"),
+    _s(
+        "outputs",
+        "mapping",
+        "topic of each output stream, STREAM=TOPIC; default: JOB_ID.STREAM",
+        metavar="STREAM=TOPIC",
+    ),
+    _s(
+        "output_schemas",
+        "mapping",
+        "Avro schema of each output stream, STREAM=SCHEMA; default: the pipeline's",
+        metavar="STREAM=SCHEMA",
+    ),
+    _s(
+        "output_format",
+        "choice",
+        "format of output values",
+        "avro",
+        choices=get_args(ValueFormat),
+    ),
+    _s(
+        "output_partitions",
+        "int",
+        "partitions of output topics created by the job; default: the inputs' largest count",
+    ),
+    _s(
+        "output_replication_factor",
+        "int",
+        "replication factor of topics the job creates; -1: the broker's default",
+        -1,
+    ),
+    _s("dead_letter_topic", "str", "topic for bad input records; default: JOB_ID.dead-letter"),
+    _s(
+        "on_bad_record",
+        "choice",
+        "what to do with an undecodable record",
+        "dead-letter",
+        choices=get_args(BadRecordPolicy),
+    ),
+    _s("executor", "choice", "how to run the pipeline", "parallel", choices=get_args(ExecutorName)),
+    _s("workers", "int", "worker processes of the parallel executor; 0: one per CPU", 0),
+    _s("epoch_size", "int", "events per epoch (the unit of parallel work)", 100_000),
+    _s(
+        "checkpoint_dir",
+        "str",
+        "directory (a mounted volume) for checkpoints; a restarted job resumes from them",
+    ),
+    _s("checkpoint_every_epochs", "int", "checkpoint after this many epochs", 10),
+    _s("checkpoint_every_seconds", "int", "or after this many seconds, whichever is first", 60),
+    _s("checkpoint_keep", "int", "checkpoints kept (older ones are deleted)", 2),
+    _s(
+        "broker_timeout",
+        "int",
+        "seconds a broker may stay unreachable (retrying) before the job fails with exit 1",
+        120,
+    ),
+    _s("metrics_port", "int", "serve Prometheus metrics on this port while running; 0: off", 0),
+    _s("metrics_host", "str", "address the metrics server binds", "0.0.0.0"),
+    _s("pushgateway", "str", "push final metrics to this Prometheus Pushgateway URL"),
+    _s(
+        "progress",
+        "choice",
+        "progress display: bar on a TTY, log lines otherwise",
+        "auto",
+        choices=get_args(ProgressMode),
+    ),
+    _s(
+        "log_format",
+        "choice",
+        "log lines: text on a TTY, JSON otherwise",
+        "auto",
+        choices=get_args(LogFormat),
+    ),
+    _s(
+        "log_level",
+        "choice",
+        "log level",
+        "INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+    ),
+    _s(
+        "kafka",
+        "mapping",
+        "librdkafka client setting KEY=VALUE for every client (SASL, TLS, ...); "
+        "env RESTREAM_KAFKA_<KEY> with dots as underscores",
+        metavar="KEY=VALUE",
+    ),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+@dataclass(frozen=True, slots=True)
+class RunConfig:
+    """A validated job configuration (see the module docstring for where each value comes from).
+
+    ``None`` means "not given": the run fills it from the pipeline's profile or the job id.
+    """
+
+    job_id: str | None = None
+    bootstrap_servers: str | None = None
+    pipeline: str = "social-spam"
+    inputs: tuple[tuple[str, str], ...] = ()
+    start: str = "earliest"
+    end: str = "latest"
+    value_format: ValueFormat = "avro"
+    key_format: KeyFormat | None = None
+    schemas: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    schema_registry_url: str | None = None
+    schema_registry_basic_auth: str | None = field(default=None, repr=False)
+    schema_registry_ca_location: str | None = None
+    schema_registry_cert_location: str | None = None
+    schema_registry_key_location: str | None = None
+    outputs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    output_schemas: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    output_format: ValueFormat = "avro"
+    output_partitions: int | None = None
+    output_replication_factor: int = -1
+    dead_letter_topic: str | None = None
+    on_bad_record: BadRecordPolicy = "dead-letter"
+    executor: ExecutorName = "parallel"
+    workers: int = 0
+    epoch_size: int = 100_000
+    checkpoint_dir: str | None = None
+    checkpoint_every_epochs: int = 10
+    checkpoint_every_seconds: int = 60
+    checkpoint_keep: int = 2
+    broker_timeout: int = 120
+    metrics_port: int = 0
+    metrics_host: str = "0.0.0.0"
+    pushgateway: str | None = None
+    progress: ProgressMode = "auto"
+    log_format: LogFormat = "auto"
+    log_level: str = "INFO"
+    kafka: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def client_config(self) -> dict[str, Any]:
+        """librdkafka settings shared by every client of the job."""
+        if not self.bootstrap_servers:
+            raise ConfigError(_BY_NAME["bootstrap_servers"].label, "is required")
+        return {**self.kafka, "bootstrap.servers": self.bootstrap_servers}
+
+    def summary(self) -> dict[str, Any]:
+        """The settings as a dict with secrets masked (for logs and ``--dry-run``)."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "kafka":
+                value = redacted(value)
+            elif _BY_NAME[f.name].secret and value is not None:
+                value = "***"
+            elif isinstance(value, Mapping):
+                value = dict(value)
+            out[f.name] = value
+        return out
+
+
+def is_secret_key(key: str) -> bool:
+    """Whether a Kafka client setting holds a secret (its value is never shown)."""
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS) or lowered.endswith(".key")
+
+
+def redacted(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` with the values of secret keys replaced by ``***``."""
+    return {k: ("***" if is_secret_key(k) else v) for k, v in settings.items()}
+
+
+def _validate(c: RunConfig) -> None:
+    def bad(name: str, message: str) -> ConfigError:
+        return ConfigError(_BY_NAME[name].label, message)
+
+    if c.job_id is not None and not _JOB_ID.fullmatch(c.job_id):
+        raise bad(
+            "job_id",
+            f"{c.job_id!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a "
+            "letter or digit (it names topics and checkpoint files)",
+        )
+    for name in ("workers", "metrics_port"):
+        if getattr(c, name) < 0:
+            raise bad(name, f"must be >= 0, got {getattr(c, name)}")
+    if c.metrics_port > 65535:
+        raise bad("metrics_port", f"must be a TCP port (0-65535), got {c.metrics_port}")
+    for name in (
+        "epoch_size",
+        "checkpoint_every_epochs",
+        "checkpoint_every_seconds",
+        "checkpoint_keep",
+        "broker_timeout",
+    ):
+        if getattr(c, name) < 1:
+            raise bad(name, f"must be >= 1, got {getattr(c, name)}")
+    if c.checkpoint_dir is not None and c.executor == "serial":
+        raise bad("checkpoint_dir", "the serial executor cannot checkpoint; use batch or parallel")
+    if c.output_partitions is not None and c.output_partitions < 1:
+        raise bad("output_partitions", f"must be >= 1, got {c.output_partitions}")
+    if c.output_replication_factor == 0 or c.output_replication_factor < -1:
+        raise bad(
+            "output_replication_factor", f"must be -1 or >= 1, got {c.output_replication_factor}"
+        )
+    topics = [t for t, _ in c.inputs]
+    if len(set(topics)) != len(topics):
+        raise bad("inputs", f"a topic is listed twice: {topics}")
+    for topic, kind in c.inputs:
+        if not topic or not kind:
+            raise bad("inputs", f"{topic}={kind} needs both a topic and an event kind")
+    fmts = (c.value_format, c.output_format)
+    if "avro-confluent" in fmts and not c.schema_registry_url:
+        raise bad("schema_registry_url", "is required with the avro-confluent format")
+    if c.schema_registry_basic_auth is not None and ":" not in c.schema_registry_basic_auth:
+        raise bad("schema_registry_basic_auth", "must be USER:PASSWORD")
+    if c.pushgateway is not None and not re.match(
+        r"^(https?://)?[^\s/]+(:\d+)?(/.*)?$", c.pushgateway
+    ):
+        raise bad("pushgateway", "must be a URL such as http://pushgateway:9091")
+    if "bootstrap.servers" in c.kafka:
+        raise bad("kafka", "set bootstrap.servers with bootstrap_servers, not as a kafka setting")
+
+
+def _pairs(setting: Setting, items: Sequence[str]) -> list[tuple[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(setting.label, f"{item!r} is not {setting.metavar or 'NAME=VALUE'}")
+        out.append((key.strip(), value.strip()))
+    return out
+
+
+def _from_text(setting: Setting, text: str) -> Any:
+    """Convert a flag's or environment variable's text."""
+    if setting.kind == "int":
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError(setting.label, f"{text!r} is not an integer") from None
+    if setting.kind == "choice":
+        if text not in setting.choices:
+            raise ConfigError(setting.label, f"{text!r} is not one of {', '.join(setting.choices)}")
+        return text
+    return text
+
+
+def _from_yaml(setting: Setting, value: Any) -> Any:
+    """Convert a YAML value to the setting's type."""
+    label = setting.label
+    if setting.kind in ("list", "mapping"):
+        if isinstance(value, Mapping):
+            return [(str(k), "" if v is None else str(v)) for k, v in value.items()]
+        if isinstance(value, str):
+            return _pairs(setting, [v for v in value.split(",") if v.strip()])
+        if isinstance(value, list):
+            return _pairs(setting, [str(v) for v in value])
+        raise ConfigError(label, f"expected a mapping or a list of {setting.metavar}")
+    if setting.kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(label, f"{value!r} is not an integer")
+        return value
+    if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+        raise ConfigError(label, f"{value!r} is not a string")
+    return _from_text(setting, str(value))
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(
+            "config (--config, RESTREAM_CONFIG)", f"cannot read {path}: {exc}"
+        ) from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(
+            "config (--config, RESTREAM_CONFIG)", f"{path} is not YAML: {exc}"
+        ) from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config (--config, RESTREAM_CONFIG)", f"{path} must hold a mapping")
+    unknown = sorted(set(map(str, data)) - set(_BY_NAME))
+    if unknown:
+        raise ConfigError(
+            "config (--config, RESTREAM_CONFIG)",
+            f"{path} has unknown keys {unknown}; known keys: {', '.join(_BY_NAME)}",
+        )
+    return {str(k): v for k, v in data.items()}
+
+
+def _env_kafka(environ: Mapping[str, str]) -> list[tuple[str, str]]:
+    return [
+        (name[len(KAFKA_ENV_PREFIX) :].lower().replace("_", "."), value)
+        for name, value in sorted(environ.items())
+        if name.startswith(KAFKA_ENV_PREFIX) and value
+    ]
+
+
+def load_config(
+    flags: Mapping[str, Any],
+    *,
+    config_file: str | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> RunConfig:
+    """Merge flags (already-parsed, ``None``/empty when not given), environment and file.
+
+    ``flags`` maps setting names to text values (lists of text for list/mapping settings).
+    """
+    environ = os.environ if environ is None else environ
+    config_file = config_file or environ.get(ENV_PREFIX + "CONFIG") or None
+    from_file = _read_file(config_file) if config_file else {}
+    values: dict[str, Any] = {}
+    for s in SETTINGS:
+        given = flags.get(s.name)
+        if s.kind in ("list", "mapping"):
+            layers: list[list[tuple[str, str]]] = []
+            if s.name in from_file:
+                layers.append(_from_yaml(s, from_file[s.name]))
+            env_text = environ.get(s.env, "")
+            if s.name == "kafka":
+                layers.append(_env_kafka(environ))
+            elif env_text:
+                layers.append(_pairs(s, [v for v in env_text.split(",") if v.strip()]))
+            if given:
+                layers.append(_pairs(s, list(given)))
+            if s.kind == "list":
+                # A list is replaced as a whole by the highest layer that gives one.
+                chosen = next((layer for layer in reversed(layers) if layer), [])
+                values[s.name] = tuple(chosen)
+            else:
+                merged: dict[str, str] = {}
+                for layer in layers:
+                    merged.update(layer)
+                values[s.name] = MappingProxyType(merged)
+            continue
+        if given is not None and given != "":
+            values[s.name] = _from_text(s, str(given))
+        elif environ.get(s.env, ""):
+            values[s.name] = _from_text(s, environ[s.env])
+        elif s.name in from_file and from_file[s.name] is not None:
+            values[s.name] = _from_yaml(s, from_file[s.name])
+    return RunConfig(**values)
+
+
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, *, only: Sequence[str] | None = None
+) -> None:
+    """Add one flag per setting (or per setting named in ``only``), plus ``--config``."""
+    parser.add_argument(
+        "--config",
+        metavar="FILE",
+        help=f"YAML file with any of the settings below as keys [env {ENV_PREFIX}CONFIG]",
+    )
+    for s in SETTINGS:
+        if only is not None and s.name not in only:
+            continue
+        shown = f"; default {s.default}" if s.default not in (None, "") else ""
+        env = f"{KAFKA_ENV_PREFIX}<KEY>" if s.name == "kafka" else s.env
+        secret = "; secret: never logged" if s.secret else ""
+        help_text = f"{s.help} [env {env}{shown}{secret}]"
+        if s.kind in ("list", "mapping"):
+            parser.add_argument(
+                s.flag, dest=s.name, action="append", metavar=s.metavar, help=help_text
+            )
+        else:
+            parser.add_argument(s.flag, dest=s.name, metavar=s.metavar, help=help_text)
+
+
+def config_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None
+) -> RunConfig:
+    """The :class:`RunConfig` for parsed arguments (see :func:`add_settings_arguments`)."""
+    flags = {s.name: getattr(args, s.name, None) for s in SETTINGS}
+    return load_config(flags, config_file=getattr(args, "config", None), environ=environ)

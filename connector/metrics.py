@@ -1,0 +1,384 @@
+"""Prometheus metrics of a replay job (DESIGN.md section 5), served while it runs and pushed.
+
+Each job owns a private registry (no global state, so tests and several jobs in one process
+don't collide). Labels stay bounded: topics and partitions of the job's own ranges, phases of
+its plan, the four bad-record reasons. :data:`METRICS` lists every exported name with its help
+text; the README's metrics table and the Grafana dashboard use exactly these names.
+
+The headline gauge is ``restream_replay_speedup``: event time processed (last minus first
+event timestamp seen) divided by wall time since the replay started.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.exposition import push_to_gateway
+
+from connector.errors import ConfigError, ConnectorError
+
+__all__ = ["METRICS", "JobMetrics", "MetricsServer", "PartitionKey", "Snapshot"]
+
+logger = logging.getLogger(__name__)
+
+PartitionKey = tuple[str, int]
+
+#: Every metric the job exports: name (as scraped, without _total/_bucket suffixes for the
+#: counter/histogram families) -> help text.
+METRICS: Mapping[str, str] = {
+    "restream_job_info": "Constant 1, labelled with the job id, pipeline and executor.",
+    "restream_range_start_offset": "First offset to read, per input partition.",
+    "restream_range_end_offset": "Offset to stop before, per input partition.",
+    "restream_range_records": "Records in the resolved input ranges (upper bound with gaps).",
+    "restream_events_read": "Input records read from Kafka, per topic.",
+    "restream_events_processed": "Events that went through the pipeline.",
+    "restream_output_records": "Records written to output topics, per topic.",
+    "restream_bad_records": "Input records that could not be used, per reason.",
+    "restream_dead_letter_records": "Bad input records written to the dead-letter topic.",
+    "restream_partition_lag_records": "Records still to read before the end offset, per partition.",
+    "restream_watermark_timestamp_seconds": "Latest event time processed (Unix seconds).",
+    "restream_event_time_processed_seconds": "Event-time span processed so far.",
+    "restream_replay_speedup": "Event-time span processed divided by wall time.",
+    "restream_events_per_second": "Events processed per wall-clock second since start.",
+    "restream_progress_ratio": "Share of the input ranges processed, 0 to 1.",
+    "restream_eta_seconds": "Estimated seconds until the job is done.",
+    "restream_elapsed_seconds": "Wall time since the replay started.",
+    "restream_epochs": "Epochs finished.",
+    "restream_epoch_duration_seconds": "Wall time between consecutive finished epochs.",
+    "restream_phase_seconds": "Seconds spent per activity (read, phases, data movement, sink).",
+    "restream_job_success": "1 once the job finished successfully, 0 when it failed.",
+    "restream_checkpoints": "Checkpoints written by this run.",
+    "restream_checkpoint_duration_seconds": "Time to flush the output and write a checkpoint.",
+    "restream_checkpoint_bytes": "Size of the last checkpoint written.",
+    "restream_checkpoints_damaged": "Damaged checkpoints skipped when resuming.",
+    "restream_resumes": "1 when this run resumed from a checkpoint (a restarted job).",
+    "restream_resumed_from_seq": "The seq this run resumed at (0 for a fresh start).",
+    "restream_output_skipped_records": "Output records not written again: already in the topic.",
+    "restream_broker_errors": "Broker connection errors and timeouts seen (the client retries).",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The job's headline figures at one moment."""
+
+    events: int
+    elapsed_s: float
+    events_per_second: float
+    event_time_span_s: float
+    replay_speedup: float
+    done_ratio: float
+    eta_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsServer:
+    """A running HTTP metrics endpoint; :meth:`close` stops it."""
+
+    server: Any
+    thread: threading.Thread
+    port: int
+
+    def close(self) -> None:
+        """Stop serving and release the port."""
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5.0)
+
+
+class JobMetrics:
+    """The metrics of one job run, updated by the reader, the sink and the run loop."""
+
+    def __init__(self, *, job: str, pipeline: str, executor: str) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        r = self.registry
+        p = ["topic", "partition"]
+        self.info = Gauge(
+            "restream_job_info",
+            METRICS["restream_job_info"],
+            ["job", "pipeline", "executor"],
+            registry=r,
+        )
+        self.info.labels(job, pipeline, executor).set(1)
+        self.range_start = Gauge(
+            "restream_range_start_offset", METRICS["restream_range_start_offset"], p, registry=r
+        )
+        self.range_end = Gauge(
+            "restream_range_end_offset", METRICS["restream_range_end_offset"], p, registry=r
+        )
+        self.range_records = Gauge(
+            "restream_range_records", METRICS["restream_range_records"], registry=r
+        )
+        self.read = Counter(
+            "restream_events_read", METRICS["restream_events_read"], ["topic"], registry=r
+        )
+        self.processed = Counter(
+            "restream_events_processed", METRICS["restream_events_processed"], registry=r
+        )
+        self.output = Counter(
+            "restream_output_records", METRICS["restream_output_records"], ["topic"], registry=r
+        )
+        self.bad = Counter(
+            "restream_bad_records", METRICS["restream_bad_records"], ["reason"], registry=r
+        )
+        self.dead_letters = Counter(
+            "restream_dead_letter_records",
+            METRICS["restream_dead_letter_records"],
+            ["reason"],
+            registry=r,
+        )
+        self.lag = Gauge(
+            "restream_partition_lag_records",
+            METRICS["restream_partition_lag_records"],
+            p,
+            registry=r,
+        )
+        self.watermark = Gauge(
+            "restream_watermark_timestamp_seconds",
+            METRICS["restream_watermark_timestamp_seconds"],
+            registry=r,
+        )
+        self.span = Gauge(
+            "restream_event_time_processed_seconds",
+            METRICS["restream_event_time_processed_seconds"],
+            registry=r,
+        )
+        self.speedup = Gauge(
+            "restream_replay_speedup", METRICS["restream_replay_speedup"], registry=r
+        )
+        self.rate = Gauge(
+            "restream_events_per_second", METRICS["restream_events_per_second"], registry=r
+        )
+        self.progress = Gauge(
+            "restream_progress_ratio", METRICS["restream_progress_ratio"], registry=r
+        )
+        self.eta = Gauge("restream_eta_seconds", METRICS["restream_eta_seconds"], registry=r)
+        self.elapsed = Gauge(
+            "restream_elapsed_seconds", METRICS["restream_elapsed_seconds"], registry=r
+        )
+        self.epochs = Counter("restream_epochs", METRICS["restream_epochs"], registry=r)
+        self.epoch_seconds = Histogram(
+            "restream_epoch_duration_seconds",
+            METRICS["restream_epoch_duration_seconds"],
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.phase_seconds = Counter(
+            "restream_phase_seconds", METRICS["restream_phase_seconds"], ["phase"], registry=r
+        )
+        self.success = Gauge("restream_job_success", METRICS["restream_job_success"], registry=r)
+        self.checkpoints = Counter(
+            "restream_checkpoints", METRICS["restream_checkpoints"], registry=r
+        )
+        self.checkpoint_seconds = Histogram(
+            "restream_checkpoint_duration_seconds",
+            METRICS["restream_checkpoint_duration_seconds"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+            registry=r,
+        )
+        self.checkpoint_bytes = Gauge(
+            "restream_checkpoint_bytes", METRICS["restream_checkpoint_bytes"], registry=r
+        )
+        self.damaged = Counter(
+            "restream_checkpoints_damaged", METRICS["restream_checkpoints_damaged"], registry=r
+        )
+        self.resumes = Counter("restream_resumes", METRICS["restream_resumes"], registry=r)
+        self.resumed_from = Gauge(
+            "restream_resumed_from_seq", METRICS["restream_resumed_from_seq"], registry=r
+        )
+        self.skipped = Counter(
+            "restream_output_skipped_records",
+            METRICS["restream_output_skipped_records"],
+            ["topic"],
+            registry=r,
+        )
+        self.broker_errors = Counter(
+            "restream_broker_errors", METRICS["restream_broker_errors"], ["client"], registry=r
+        )
+        self._started = time.monotonic()
+        self._last_epoch = self._started
+        self._total = 0
+        self._read_total = 0
+        self._processed = 0
+        self._first_ts: int | None = None
+        self._last_ts: int | None = None
+        self._phase_seen: dict[str, float] = {}
+        self._ends: dict[PartitionKey, int] = {}
+        self._snapshot = Snapshot(0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        self._processed_before = 0
+
+    # -- set-up ---------------------------------------------------------------------------
+    def set_ranges(self, ranges: Iterable[tuple[str, int, int, int]]) -> None:
+        """Publish the resolved input ranges ``(topic, partition, start, end)`` before work."""
+        total = 0
+        for topic, partition, start, end in ranges:
+            key = (topic, str(partition))
+            self.range_start.labels(*key).set(start)
+            self.range_end.labels(*key).set(end)
+            self.lag.labels(*key).set(end - start)
+            self._ends[(topic, partition)] = end
+            total += end - start
+        self._total = total
+        self.range_records.set(total)
+        self.progress.set(1.0 if total == 0 else 0.0)
+
+    def start_clock(self) -> None:
+        """Start the wall clock that speed and ETA are measured against."""
+        self._started = self._last_epoch = time.monotonic()
+
+    # -- updates ----------------------------------------------------------------------------
+    def records_read(self, topic: str, partition: int, count: int, next_offset: int) -> None:
+        """``count`` records of a partition were read; the next one to read is ``next_offset``."""
+        self.read.labels(topic).inc(count)
+        self._read_total += count
+        end = self._ends.get((topic, partition))
+        if end is not None:
+            self.lag.labels(topic, str(partition)).set(max(end - next_offset, 0))
+
+    def partition_done(self, topic: str, partition: int) -> None:
+        """A partition reached its end offset (gaps may leave fewer records than the range)."""
+        self.lag.labels(topic, str(partition)).set(0)
+
+    def bad_record(self, reason: str, *, dead_lettered: bool) -> None:
+        """Count a bad input record (and, when it went there, its dead letter)."""
+        self.bad.labels(reason).inc()
+        if dead_lettered:
+            self.dead_letters.labels(reason).inc()
+
+    def checkpoint_saved(self, seconds: float, size: int) -> None:
+        """A checkpoint of ``size`` bytes was written in ``seconds``."""
+        self.checkpoints.inc()
+        self.checkpoint_seconds.observe(seconds)
+        self.checkpoint_bytes.set(size)
+
+    def checkpoint_damaged(self) -> None:
+        """A damaged checkpoint was skipped."""
+        self.damaged.inc()
+
+    def resumed(self, seq: int, skipped_records: int) -> None:
+        """This run resumed at ``seq``; ``skipped_records`` input records were done before."""
+        self.resumes.inc()
+        self.resumed_from.set(seq)
+        self._processed_before = seq
+        self._read_total += skipped_records
+
+    def output_skipped(self, topic: str, count: int) -> None:
+        """``count`` output records were already in ``topic`` and not written again."""
+        self.skipped.labels(topic).inc(count)
+
+    def broker_error(self, client: str) -> None:
+        """A Kafka client reported a (retried) connection error or timeout."""
+        self.broker_errors.labels(client).inc()
+
+    def records_written(self, topic: str, count: int) -> None:
+        """``count`` records were handed to the producer for ``topic``."""
+        self.output.labels(topic).inc(count)
+
+    def epoch_done(
+        self, events: int, first_ts: int | None, last_ts: int | None, seconds: Mapping[str, float]
+    ) -> None:
+        """An epoch finished. ``seconds`` are the run's cumulative times per activity."""
+        now = time.monotonic()
+        self.epochs.inc()
+        self.epoch_seconds.observe(now - self._last_epoch)
+        self._last_epoch = now
+        self._processed += events
+        self.processed.inc(events)
+        if first_ts is not None:
+            self._first_ts = first_ts if self._first_ts is None else min(self._first_ts, first_ts)
+        if last_ts is not None:
+            self._last_ts = last_ts if self._last_ts is None else max(self._last_ts, last_ts)
+        for what, total in seconds.items():
+            delta = total - self._phase_seen.get(what, 0.0)
+            if delta > 0:
+                self.phase_seconds.labels(what).inc(delta)
+                self._phase_seen[what] = total
+        self._refresh(now)
+
+    def _refresh(self, now: float) -> None:
+        elapsed = max(now - self._started, 1e-9)
+        self.elapsed.set(elapsed)
+        self.rate.set(self._processed / elapsed)
+        span_s = 0.0
+        if self._first_ts is not None and self._last_ts is not None:
+            span_s = (self._last_ts - self._first_ts) / 1000
+            self.watermark.set(self._last_ts / 1000)
+            self.span.set(span_s)
+            self.speedup.set(span_s / elapsed)
+        done = self.done_ratio
+        self.progress.set(done)
+        # From this run's own rate: a resumed run did not process what came before it.
+        rate = self._processed / elapsed
+        remaining = max(self._total - self._processed - self._processed_before, 0)
+        eta = remaining / rate if rate > 0 else 0.0
+        self.eta.set(eta)
+        self._snapshot = Snapshot(
+            self._processed, elapsed, self._processed / elapsed, span_s, span_s / elapsed, done, eta
+        )
+
+    def snapshot(self) -> Snapshot:
+        """The figures as of the last finished epoch (or :meth:`finish`)."""
+        return self._snapshot
+
+    @property
+    def done_ratio(self) -> float:
+        """Share of the input ranges processed (0..1), counting what a resumed run skipped."""
+        if self._total == 0:
+            return 1.0
+        return min((self._processed + self._processed_before) / self._total, 1.0)
+
+    def finish(self, *, success: bool, seconds: Mapping[str, float] | None = None) -> None:
+        """Final values: progress 1 and ETA 0 on success; the success gauge either way."""
+        now = time.monotonic()
+        for what, total in (seconds or {}).items():
+            delta = total - self._phase_seen.get(what, 0.0)
+            if delta > 0:
+                self.phase_seconds.labels(what).inc(delta)
+                self._phase_seen[what] = total
+        self._refresh(now)
+        if success:
+            self.progress.set(1.0)
+            self.eta.set(0)
+            snap = self._snapshot
+            self._snapshot = Snapshot(
+                snap.events,
+                snap.elapsed_s,
+                snap.events_per_second,
+                snap.event_time_span_s,
+                snap.replay_speedup,
+                1.0,
+                0.0,
+            )
+        self.success.set(1 if success else 0)
+
+    # -- exposure -----------------------------------------------------------------------------
+    def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
+        """Serve ``/metrics`` over HTTP on ``host:port`` (port 0: any free port)."""
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                "metrics_port (--metrics-port, RESTREAM_METRICS_PORT)",
+                f"cannot serve metrics on {host}:{port}: {exc}; choose a free port or 0 for off",
+            ) from exc
+        bound = int(server.server_address[1])
+        logger.info("serving metrics on http://%s:%s/metrics", host, bound)
+        return MetricsServer(server, thread, bound)
+
+    def push(self, gateway: str, *, job: str) -> None:
+        """Push every metric to a Pushgateway, grouped by ``job``; failures are errors."""
+        try:
+            push_to_gateway(
+                gateway, job="restream", registry=self.registry, grouping_key={"job_id": job}
+            )
+        except OSError as exc:
+            raise ConnectorError(
+                f"cannot push metrics to the Pushgateway at {gateway}: {exc}"
+            ) from exc
+        logger.info("pushed metrics to %s", gateway)

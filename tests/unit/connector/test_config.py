@@ -1,0 +1,155 @@
+"""Settings: flag > env > file > default, validation that names the field, secrets masked."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from connector.config import (
+    SETTINGS,
+    RunConfig,
+    add_settings_arguments,
+    config_from_args,
+    is_secret_key,
+    load_config,
+    redacted,
+)
+from connector.errors import ConfigError
+
+
+def parse(argv: list[str], environ: dict[str, str] | None = None) -> RunConfig:
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    return config_from_args(parser.parse_args(argv), environ=environ or {})
+
+
+def test_defaults_without_any_source() -> None:
+    config = parse([])
+    assert config.start == "earliest"
+    assert config.end == "latest"
+    assert config.on_bad_record == "dead-letter"
+    assert config.executor == "parallel"
+    assert config.inputs == ()
+
+
+def test_precedence_flag_over_env_over_file(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("start: ts:1000\nend: ts:9000\nepoch_size: 5\nworkers: 3\n")
+    environ = {"RESTREAM_END": "ts:8000", "RESTREAM_EPOCH_SIZE": "7"}
+    config = parse(["--config", str(path), "--epoch-size", "9"], environ)
+    assert config.start == "ts:1000"  # file
+    assert config.end == "ts:8000"  # env beats file
+    assert config.epoch_size == 9  # flag beats env
+    assert config.workers == 3
+
+
+def test_config_file_from_environment(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text("job_id: from-file\n")
+    assert parse([], {"RESTREAM_CONFIG": str(path)}).job_id == "from-file"
+
+
+def test_lists_and_mappings_from_every_source(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_text(
+        "inputs: {a: message, b: friendship}\n"
+        "schemas: [message=x/Message]\n"
+        "kafka: {security.protocol: SASL_SSL, sasl.username: u}\n"
+    )
+    environ = {
+        "RESTREAM_SCHEMAS": "friendship=x/Friendship",
+        "RESTREAM_KAFKA_SASL_PASSWORD": "hunter2",
+    }
+    config = parse(
+        ["--config", str(path), "--kafka", "client.id=me", "--schemas", "message=y/M"], environ
+    )
+    assert config.inputs == (("a", "message"), ("b", "friendship"))
+    assert dict(config.schemas) == {"message": "y/M", "friendship": "x/Friendship"}
+    assert dict(config.kafka) == {
+        "security.protocol": "SASL_SSL",
+        "sasl.username": "u",
+        "sasl.password": "hunter2",
+        "client.id": "me",
+    }
+    # A list given by a higher layer replaces the lower one as a whole.
+    assert parse(["--config", str(path), "--inputs", "c=message"]).inputs == (("c", "message"),)
+
+
+@pytest.mark.parametrize(
+    ("argv", "environ", "field", "words"),
+    [
+        (["--workers", "two"], {}, "--workers", "not an integer"),
+        ([], {"RESTREAM_WORKERS": "-1"}, "RESTREAM_WORKERS", "must be >= 0"),
+        (["--epoch-size", "0"], {}, "epoch_size", "must be >= 1"),
+        (["--on-bad-record", "drop"], {}, "on_bad_record", "dead-letter, fail"),
+        (["--value-format", "protobuf"], {}, "value_format", "avro, avro-confluent, json"),
+        (["--job-id", "bad id!"], {}, "job_id", "letters, digits"),
+        (["--metrics-port", "70000"], {}, "metrics_port", "TCP port"),
+        (["--inputs", "topic-without-kind"], {}, "inputs", "TOPIC=KIND"),
+        (["--inputs", "a=message", "--inputs", "a=friendship"], {}, "inputs", "listed twice"),
+        (["--value-format", "avro-confluent"], {}, "schema_registry_url", "required"),
+        (["--output-partitions", "0"], {}, "output_partitions", ">= 1"),
+        (["--output-replication-factor", "0"], {}, "output_replication_factor", "-1 or >= 1"),
+        (["--kafka", "bootstrap.servers=x:1"], {}, "kafka", "bootstrap_servers"),
+        (
+            ["--schema-registry-url", "http://r", "--schema-registry-basic-auth", "nocolon"],
+            {},
+            "schema_registry_basic_auth",
+            "USER:PASSWORD",
+        ),
+    ],
+)
+def test_bad_values_name_the_setting(
+    argv: list[str], environ: dict[str, str], field: str, words: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse(argv, environ)
+    assert field in str(info.value)
+    assert words in str(info.value)
+
+
+def test_bad_yaml_files(tmp_path: Path) -> None:
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("stat: earliest\n")
+    with pytest.raises(ConfigError, match=r"unknown keys \['stat'\]"):
+        parse(["--config", str(unknown)])
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("start: [\n")
+    with pytest.raises(ConfigError, match="is not YAML"):
+        parse(["--config", str(broken)])
+    wrong_type = tmp_path / "wrong.yaml"
+    wrong_type.write_text("workers: many\n")
+    with pytest.raises(ConfigError, match=r"workers \(--workers, RESTREAM_WORKERS\)"):
+        parse(["--config", str(wrong_type)])
+    with pytest.raises(ConfigError, match="cannot read"):
+        parse(["--config", str(tmp_path / "missing.yaml")])
+
+
+def test_secrets_never_shown() -> None:
+    config = load_config(
+        {
+            "kafka": ["sasl.password=hunter2", "ssl.key.password=k", "sasl.username=u"],
+            "schema_registry_url": "http://r",
+            "schema_registry_basic_auth": "user:s3cret",
+        },
+        environ={},
+    )
+    text = repr(config) + repr(config.summary())
+    assert "hunter2" not in text and "s3cret" not in text
+    assert config.summary()["kafka"]["sasl.username"] == "u"
+    assert redacted({"sasl.oauthbearer.client.secret": "x"}) == {
+        "sasl.oauthbearer.client.secret": "***"
+    }
+    assert is_secret_key("ssl.key.pem") and not is_secret_key("security.protocol")
+
+
+def test_every_setting_has_three_spellings_and_help() -> None:
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    text = parser.format_help()
+    for s in SETTINGS:
+        assert s.flag in text
+        assert (s.env if s.name != "kafka" else "RESTREAM_KAFKA_<KEY>") in text
+        assert s.name in RunConfig.__dataclass_fields__
