@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from connector import __version__
@@ -134,7 +134,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _data_set_options(demo)
     _option(demo, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
+    _option(demo, "--workers", int, 0, "worker processes of the parallel executor; 0: per CPU")
     demo.set_defaults(handler=_demo)
+
+    from connector.config import add_settings_arguments
+
+    run = commands.add_parser(
+        "run",
+        help="replay topics from stored offsets through a pipeline into output topics",
+        description="Run one backtest: resolve the offset ranges, replay them through the "
+        "pipeline, write serial-equivalent output topics, report speed and metrics. Every "
+        "setting can be a flag, an environment variable or a key of the --config YAML file "
+        "(flag > env > file > default).",
+        epilog="Exit codes: 0 done, 2 bad configuration (nothing written), 1 failure.",
+    )
+    add_settings_arguments(run)
+    run.set_defaults(handler=_run)
+    positions = commands.add_parser(
+        "positions",
+        help="print the offset ranges a run would read, without reading them",
+        description="Resolve start and end positions to offset ranges and print them with "
+        "record counts and time spans. Takes the same settings as `restream run`.",
+        epilog="Exit codes: 0 done, 2 bad configuration or unreadable ranges, 1 failure.",
+    )
+    add_settings_arguments(positions)
+    positions.set_defaults(handler=_positions)
 
     from connector import engine_commands  # the engine without Kafka: plan and benchmark
 
@@ -148,6 +172,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine_commands.add_bench_engine_arguments(bench_engine, env_default)
     bench_engine.set_defaults(handler=engine_commands.bench_engine)
+    bench_e2e = benches.add_parser(
+        "e2e",
+        help="Kafka -> engine -> Kafka on a broker, against consume and produce ceilings",
+        description="Write the social data set, then measure a consume-only pass, a "
+        "produce-only pass and `restream run` with the spam backtest (medians of --repeat).",
+    )
+    _data_set_options(bench_e2e)
+    _option(bench_e2e, "--repeat", int, 3, "repetitions of each measurement")
+    _option(bench_e2e, "--workers", int, 0, "worker processes; 0: one per CPU")
+    _option(
+        bench_e2e,
+        "--executor",
+        str,
+        "parallel",
+        "executor of the e2e pass",
+        choices=["parallel", "batch", "serial"],
+    )
+    _option(bench_e2e, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
+    bench_e2e.set_defaults(handler=_bench_e2e)
     return parser
 
 
@@ -190,9 +233,54 @@ def _demo(args: argparse.Namespace) -> int:
         days=args.days,
         seed=args.seed,
         partitions=args.partitions,
+        workers=args.workers,
         bootstrap=args.bootstrap,
         out=sys.stdout,
     )
+
+
+def _bench_e2e(args: argparse.Namespace) -> int:
+    from connector.bench_e2e import bench_e2e_command
+
+    for name in ("events", "users", "days", "partitions", "repeat"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name}", "must be >= 1")
+    return bench_e2e_command(args, sys.stdout)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from connector.config import config_from_args
+    from connector.logs import configure_logging
+    from connector.run import run_job
+
+    config = config_from_args(args)
+    configure_logging(config.log_format, config.log_level)
+    report = run_job(config, out=sys.stderr)
+    written = ", ".join(f"{n:,} to {t}" for t, n in sorted(report.outputs.items())) or "none"
+    print(
+        f"restream: job {report.job} done: {report.events:,} events in "
+        f"{report.wall_seconds:.2f} s = {report.events_per_second:,.0f} events/s, "
+        f"{report.replay_speedup:,.0f}x real time; output records {written}"
+        + (f"; bad records {report.bad_records}" if report.bad_records else ""),
+        file=sys.stdout,
+    )
+    return 0
+
+
+def _positions(args: argparse.Namespace) -> int:
+    from connector.config import config_from_args
+    from connector.positions import KafkaOffsets
+    from connector.positions_table import describe_ranges
+    from connector.run import build_job, resolve_ranges
+
+    config = config_from_args(args)
+    if config.job_id is None:
+        config = replace(config, job_id="positions")
+    job = build_job(config)
+    ranges = resolve_ranges(config, [t for t, _ in job.inputs])
+    with KafkaOffsets(config.client_config()) as client:
+        print(describe_ranges(ranges, client))
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,108 @@
+"""The checkpoint directory: atomic snapshots, pruning, damage, manifests, stopping."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from connector.checkpoints import FileCheckpoints, Manifest, Stopped, fingerprint, resume_ranges
+from connector.errors import ConfigError, ConnectorError
+from connector.positions import PartitionRange
+from engine.checkpoint import EngineSnapshot, LogPosition, PartitionPosition
+from engine.log import Epoch
+
+
+def _snapshot(seq: int, epoch: int = 1) -> EngineSnapshot:
+    position = LogPosition(seq, epoch, {("t", 0): PartitionPosition(seq, 1000 + seq)})
+    return EngineSnapshot(position, "batch", 1, 10, (b"state-%d" % seq,))
+
+
+def _epoch(index: int) -> Epoch:
+    empty = np.empty(0, dtype=np.int64)
+    return Epoch(index, 0, 0, empty, np.empty(0, dtype=np.int8), (), (), {})
+
+
+def _store(tmp_path: Path, **kw: object) -> FileCheckpoints:
+    values: dict[str, object] = {"job": "j", "every_epochs": 2, "every_seconds": 3600}
+    values.update(kw)
+    return FileCheckpoints(tmp_path, **values)  # type: ignore[arg-type]
+
+
+def test_snapshots_round_trip_and_old_ones_are_pruned(tmp_path: Path) -> None:
+    flushed: list[int] = []
+    store = _store(tmp_path, keep=2, before_save=lambda: flushed.append(1))
+    for seq in (10, 20, 30):
+        store.save(_snapshot(seq))
+    assert len(flushed) == 3  # the output is flushed before every snapshot
+    assert sorted(p.name for p in (tmp_path / "j").glob("ckpt-*")) == [
+        f"ckpt-{20:020d}.snap",
+        f"ckpt-{30:020d}.snap",
+    ]
+    latest = _store(tmp_path).latest()
+    assert latest is not None and latest.position.seq == 30 and latest.states == (b"state-30",)
+
+
+def test_a_damaged_snapshot_is_skipped_for_the_previous_one(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.save(_snapshot(10))
+    store.save(_snapshot(20))
+    newest = tmp_path / "j" / f"ckpt-{20:020d}.snap"
+    newest.write_bytes(newest.read_bytes()[:-3])
+    latest = _store(tmp_path).latest()
+    assert latest is not None and latest.position.seq == 10
+
+
+def test_when_every_snapshot_is_damaged_the_message_says_what_to_delete(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    store.save(_snapshot(10))
+    (tmp_path / "j" / f"ckpt-{10:020d}.snap").write_bytes(b"garbage")
+    with pytest.raises(ConnectorError, match=r"delete the ckpt-\*\.snap files"):
+        _store(tmp_path).latest()
+
+
+def test_torn_temporary_files_are_removed_and_never_read(tmp_path: Path) -> None:
+    (tmp_path / "j").mkdir()
+    torn = tmp_path / "j" / f"ckpt-{5:020d}.snap.tmp"
+    torn.write_bytes(b"half")
+    assert _store(tmp_path).latest() is None
+    assert not torn.exists()
+
+
+def test_due_every_n_epochs_and_stop_after_the_next_snapshot(tmp_path: Path) -> None:
+    store = _store(tmp_path, every_epochs=3)
+    assert [store.due(_epoch(i)) for i in range(3)] == [False, False, True]
+    store.save(_snapshot(30, epoch=3))
+    store.request_stop()
+    assert store.due(_epoch(3))
+    with pytest.raises(Stopped, match="seq 40"):
+        store.save(_snapshot(40, epoch=4))
+
+
+def test_a_manifest_of_other_settings_is_refused_naming_what_changed(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    parts = {"epoch_size": 10, "pipeline": "p", "start": "earliest"}
+    ranges = (PartitionRange("t", 0, 0, 5, 0, 5),)
+    store.write_manifest(Manifest("j", fingerprint(parts), parts, ranges))
+    again = store.manifest(fingerprint(parts), parts)
+    assert again is not None and again.ranges == ranges
+    changed = {**parts, "epoch_size": 20}
+    with pytest.raises(ConfigError, match=r"changed: epoch_size\)"):
+        store.manifest(fingerprint(changed), changed)
+
+
+def test_resume_ranges_start_after_the_snapshot(tmp_path: Path) -> None:
+    ranges = (PartitionRange("t", 0, 0, 100, 0, 100), PartitionRange("t", 1, 5, 50, 0, 50))
+    snapshot = _snapshot(40)
+    assert resume_ranges(ranges, None) == ranges
+    resumed = resume_ranges(ranges, snapshot)
+    assert (resumed[0].start, resumed[0].end) == (40, 100)
+    assert resumed[1] == ranges[1]  # no record of it was in the log prefix yet
+
+
+def test_an_unwritable_directory_is_a_config_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="checkpoint_dir"):
+        FileCheckpoints(blocker, job="j", every_epochs=1, every_seconds=1)
