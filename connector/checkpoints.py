@@ -149,8 +149,10 @@ class FileCheckpoints:
         self._last_save = time.monotonic()
         self._stop = False
         self._stopping_after: int | None = None
-        #: Snapshots written by this run.
+        #: Snapshots written by this run, their total seconds (flush + write), last size.
         self.saved = 0
+        self.seconds = 0.0
+        self.last_bytes = 0
 
     # -- manifest ---------------------------------------------------------------------------
     @property
@@ -242,6 +244,8 @@ class FileCheckpoints:
         self._since_epochs = 0
         self._last_save = time.monotonic()
         self.saved += 1
+        self.seconds += seconds
+        self.last_bytes = len(data)
         if self._metrics is not None:
             self._metrics.checkpoint_saved(seconds, len(data))
         logger.info(

@@ -191,6 +191,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(bench_e2e, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
     bench_e2e.set_defaults(handler=_bench_e2e)
+    bench_ckpt = benches.add_parser(
+        "checkpoint",
+        help="cost of checkpoints, and restart-to-first-output after a kill",
+        description="Replay the social data set without and with checkpoints, then kill a "
+        "run near its end and time its restart (medians of --repeat).",
+    )
+    _data_set_options(bench_ckpt)
+    _option(bench_ckpt, "--repeat", int, 3, "repetitions of each measurement")
+    _option(bench_ckpt, "--workers", int, 0, "worker processes; 0: one per CPU")
+    _option(bench_ckpt, "--epoch-size", int, 100_000, "events per epoch")
+    _option(bench_ckpt, "--every-epochs", int, 10, "checkpoint after this many epochs")
+    _option(bench_ckpt, "--kill-at", float, 0.8, "share of the epochs after which to kill")
+    _option(bench_ckpt, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
+    bench_ckpt.set_defaults(handler=_bench_checkpoint)
     return parser
 
 
@@ -246,6 +260,17 @@ def _bench_e2e(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name}", "must be >= 1")
     return bench_e2e_command(args, sys.stdout)
+
+
+def _bench_checkpoint(args: argparse.Namespace) -> int:
+    from connector.bench_checkpoint import bench_checkpoint_command
+
+    for name in ("events", "users", "days", "partitions", "repeat", "epoch_size", "every_epochs"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}", "must be >= 1")
+    if not 0 < args.kill_at < 1:
+        raise ConfigError("--kill-at", "must be between 0 and 1")
+    return bench_checkpoint_command(args, sys.stdout)
 
 
 def _run(args: argparse.Namespace) -> int:

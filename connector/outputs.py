@@ -29,6 +29,7 @@ from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from connector.errors import BrokerError, ConfigError
+from connector.offsets import KafkaOffsets
 from connector.writer import ResumePoint
 
 __all__ = ["OutputTopic", "TailRecord", "dead_lettered_offsets", "prepare_outputs", "read_tail"]
@@ -182,14 +183,18 @@ def prepare_outputs(
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "isolation.level": "read_uncommitted",
+            # At the end of a partition the broker would hold each fetch this long.
+            "fetch.wait.max.ms": 10,
         }
     )
+    tps = [(t.topic, p) for t in existing for p in sorted(metadata.topics[t.topic].partitions)]
+    with KafkaOffsets(client) as offsets:
+        marks = offsets.watermarks(tps)
     points: dict[tuple[str, int], ResumePoint] = {}
     try:
         for t in existing:
             for partition in sorted(metadata.topics[t.topic].partitions):
-                tp = TopicPartition(t.topic, partition)
-                low, high = consumer.get_watermark_offsets(tp, timeout=_TIMEOUT_S)
+                low, high = marks[(t.topic, partition)]
                 if high <= low:
                     continue
                 point = _resume_point(
@@ -229,6 +234,7 @@ def dead_lettered_offsets(
             "group.id": f"restream-{job}-dlq-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
+            "fetch.wait.max.ms": 10,
         }
     )
     found: dict[tuple[str, int], int] = {}

@@ -76,6 +76,10 @@ class RunReport:
     stats: RunStats
     resumed_from: int | None = None
     checkpoints: int = 0
+    checkpoint_seconds: float = 0.0
+    checkpoint_bytes: int = 0
+    #: Seconds from the call of run_job to the first output record produced (not skipped).
+    first_output_s: float | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -285,6 +289,7 @@ def _ranges(
 
 def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
     """Run one backtest to the end (see the module docstring); raise on any failure."""
+    job_started = time.monotonic()
     job = build_job(config)
     registry = registry_client(config)
     metrics = JobMetrics(job=job.job, pipeline=config.pipeline, executor=config.executor)
@@ -423,6 +428,11 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             stats=stats,
             resumed_from=None if snapshot is None else snapshot.position.seq,
             checkpoints=0 if store is None else store.saved,
+            checkpoint_seconds=0.0 if store is None else store.seconds,
+            checkpoint_bytes=0 if store is None else store.last_bytes,
+            first_output_s=None
+            if sink.first_write_at is None
+            else sink.first_write_at - job_started,
         )
     finally:
         restore_signal()

@@ -17,6 +17,7 @@ records that an earlier attempt of the same job already wrote.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
@@ -112,6 +113,8 @@ class KafkaSink:
         #: Records written (queued to the producer) and skipped as already present, per topic.
         self.written: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
+        #: time.monotonic() when the first record was handed to the producer.
+        self.first_write_at: float | None = None
 
     def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
         """Encode and produce one epoch's output (see :class:`engine.output.Sink`)."""
@@ -169,6 +172,8 @@ class KafkaSink:
         self._producer().produce(
             target.topic, values, keys, partitions.tolist(), coords.ts[index].tolist(), headers
         )
+        if self.first_write_at is None:
+            self.first_write_at = time.monotonic()
         self.written[target.topic] = self.written.get(target.topic, 0) + len(values)
         if self._metrics is not None:
             self._metrics.records_written(target.topic, len(values))
