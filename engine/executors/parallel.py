@@ -273,6 +273,13 @@ class ParallelExecutor:
             workers.conns[w].send(msg)
         except OSError:
             workers.procs[w].join(1.0)
+            # A worker that failed reported why before exiting: prefer that to "it exited".
+            for conn in workers.conns:
+                with contextlib.suppress(EOFError, OSError):
+                    while conn.poll():
+                        reply = conn.recv()
+                        if isinstance(reply, Failed):
+                            _raise(reply)
             raise ExecutionError(
                 _death_message(w, workers.procs[w].exitcode or -9, epoch), seq=epoch.seq_start
             ) from None
