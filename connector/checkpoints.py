@@ -173,6 +173,12 @@ class FileCheckpoints:
                 f"the checkpoint manifest {self.manifest_path} is damaged ({exc}); delete "
                 f"{self.directory} to start job {self.job} over"
             ) from exc
+        if manifest.job != self.job:
+            raise ConfigError(
+                _SETTING,
+                f"{self.manifest_path} belongs to job {manifest.job!r}, not {self.job!r}; a job "
+                "never resumes another's checkpoints: point checkpoint_dir elsewhere or remove it",
+            )
         if manifest.fingerprint != expected:
             changed = sorted(
                 k

@@ -106,3 +106,14 @@ def test_an_unwritable_directory_is_a_config_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(ConfigError, match="checkpoint_dir"):
         FileCheckpoints(blocker, job="j", every_epochs=1, every_seconds=1)
+
+
+def test_another_jobs_manifest_is_refused(tmp_path: Path) -> None:
+    parts = {"pipeline": "p"}
+    other = FileCheckpoints(tmp_path, job="other", every_epochs=1, every_seconds=1)
+    other.write_manifest(Manifest("other", fingerprint(parts), parts, ()))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "manifest.json").write_bytes(other.manifest_path.read_bytes())
+    mine = FileCheckpoints(tmp_path, job="mine", every_epochs=1, every_seconds=1)
+    with pytest.raises(ConfigError, match="belongs to job 'other'"):
+        mine.manifest(fingerprint(parts), parts)
