@@ -50,6 +50,7 @@ __all__ = [
     "register_schema",
     "schema_dir_candidates",
     "schemas_dir",
+    "without_logical_types",
 ]
 
 ValueFormat = Literal["avro", "avro-confluent"]
@@ -131,7 +132,7 @@ def _load_schema_file(path: str) -> AvroSchema:
         text = Path(path).read_text(encoding="utf-8")
         source = json.loads(text)
         parsed = fastavro.parse_schema(source)
-        raw = fastavro.parse_schema(_without_logical_types(source))
+        raw = fastavro.parse_schema(without_logical_types(source))
     except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
         raise ConfigError("schema", f"{path} is not a valid Avro schema: {exc}") from exc
     if not isinstance(parsed, dict) or not isinstance(raw, dict) or parsed.get("type") != "record":
@@ -139,13 +140,14 @@ def _load_schema_file(path: str) -> AvroSchema:
     return AvroSchema(name=str(parsed["name"]), text=text, parsed=parsed, raw=raw)
 
 
-def _without_logical_types(node: Any) -> Any:
+def without_logical_types(node: Any) -> Any:
+    """A schema (JSON form) without logical types, so that timestamps decode as plain ints."""
     if isinstance(node, dict):
         if "logicalType" in node and isinstance(node.get("type"), str):
             return node["type"]
-        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
+        return {k: without_logical_types(v) for k, v in node.items() if k != "logicalType"}
     if isinstance(node, list):
-        return [_without_logical_types(v) for v in node]
+        return [without_logical_types(v) for v in node]
     return node
 
 

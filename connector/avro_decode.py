@@ -41,6 +41,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from connector.avro import without_logical_types
 from connector.avro_bulk import BULK_KINDS, BulkKind
 from engine.log import Column, StringColumn
 
@@ -494,7 +495,7 @@ def resolve_writer(
     takes its default. Values start with ``skip`` bytes of framing.
     """
     try:
-        parsed = fastavro.parse_schema(_without_logical_types(json.loads(text)))
+        parsed = fastavro.parse_schema(without_logical_types(json.loads(text)))
     except (ValueError, TypeError, KeyError, fastavro.schema.SchemaParseException) as exc:
         return f"is not a valid Avro schema: {exc}"
     if not isinstance(parsed, dict) or parsed.get("type") != "record":
@@ -515,14 +516,3 @@ def resolve_writer(
             return f"has field {name!r} of type {fields[name]!r}, which cannot be read as {kind}"
         plan.append((name, written, kind))
     return FlatDecoder(parsed, plan, skip=skip), missing
-
-
-def _without_logical_types(node: Any) -> Any:
-    """The schema without logical types, so that timestamps decode as plain ints."""
-    if isinstance(node, dict):
-        if "logicalType" in node and isinstance(node.get("type"), str):
-            return node["type"]
-        return {k: _without_logical_types(v) for k, v in node.items() if k != "logicalType"}
-    if isinstance(node, list):
-        return [_without_logical_types(v) for v in node]
-    return node

@@ -24,12 +24,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient
-from confluent_kafka.cimpl import NewTopic
 
 from connector.errors import BrokerError, ConfigError
 from connector.offsets import KafkaOffsets
+from connector.produce import TopicSpec, create_topics
 from connector.writer import ResumePoint
 
 __all__ = ["OutputTopic", "TailRecord", "dead_lettered_offsets", "prepare_outputs", "read_tail"]
@@ -155,23 +155,14 @@ def prepare_outputs(
     every = [*topics, *([dead_letter] if dead_letter is not None else [])]
     missing = [t for t in every if t.topic not in metadata.topics]
     if missing:
-        futures = admin.create_topics(
-            [NewTopic(t.topic, t.partitions, replication_factor) for t in missing],
-            request_timeout=_TIMEOUT_S,
+        create_topics(
+            client,
+            [TopicSpec(t.topic, t.partitions) for t in missing],
+            exist_ok=True,  # another attempt of the job may have just created it
+            timeout_s=_TIMEOUT_S,
+            replication_factor=replication_factor,
         )
-        for t in missing:
-            try:
-                futures[t.topic].result(timeout=_TIMEOUT_S)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                if not (
-                    isinstance(error, KafkaError)
-                    and error.code() == KafkaError.TOPIC_ALREADY_EXISTS
-                ):
-                    raise BrokerError(f"cannot create output topic {t.topic}: {exc}") from exc
-            logger.info("created topic %s with %d partitions", t.topic, t.partitions)
-    if missing:
-        metadata = _await_topics(admin, [t.topic for t in missing])
+        metadata = admin.list_topics(timeout=_TIMEOUT_S)
     counts = {t.topic: len(metadata.topics[t.topic].partitions) for t in topics}
     existing = [t for t in every if t not in missing]
     if not existing:
@@ -207,18 +198,6 @@ def prepare_outputs(
     if points:
         logger.info("resuming job %s: %d output partitions already hold records", job, len(points))
     return points, counts
-
-
-def _await_topics(admin: AdminClient, names: Sequence[str]) -> Any:
-    """Metadata once every new topic shows its partitions (creation is asynchronous)."""
-    deadline = time.monotonic() + _TIMEOUT_S
-    while True:
-        metadata = admin.list_topics(timeout=_TIMEOUT_S)
-        if all(n in metadata.topics and metadata.topics[n].partitions for n in names):
-            return metadata
-        if time.monotonic() > deadline:
-            raise BrokerError(f"new topics {list(names)} still show no partitions")
-        time.sleep(0.05)
 
 
 def dead_lettered_offsets(

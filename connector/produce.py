@@ -71,17 +71,35 @@ class TopicSpec:
 
 
 def create_topics(
-    bootstrap: str, specs: Sequence[TopicSpec], *, exist_ok: bool = False, timeout_s: float = 30.0
+    client: str | Mapping[str, Any],
+    specs: Sequence[TopicSpec],
+    *,
+    exist_ok: bool = False,
+    timeout_s: float = 30.0,
+    replication_factor: int = -1,
 ) -> None:
     """Create topics and wait until their metadata shows every partition.
 
+    ``client`` is a bootstrap address or a librdkafka configuration (with security settings).
     With ``exist_ok`` an existing topic is accepted if it has at least the partitions asked.
+    ``replication_factor`` -1 leaves it to the broker's default.
     """
     if not specs:
         return
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config: dict[str, Any] = (
+        {"bootstrap.servers": client} if isinstance(client, str) else dict(client)
+    )
+    admin = AdminClient(config)
     futures = admin.create_topics(
-        [NewTopic(s.name, num_partitions=s.partitions, config=dict(s.config)) for s in specs],
+        [
+            NewTopic(
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=replication_factor,
+                config=dict(s.config),
+            )
+            for s in specs
+        ],
         request_timeout=timeout_s,
     )
     for spec in specs:
@@ -94,6 +112,8 @@ def create_topics(
             )
             if not (exist_ok and exists):
                 raise BrokerError(f"cannot create topic {spec.name}: {exc}") from exc
+        else:
+            logger.info("created topic %s with %d partitions", spec.name, spec.partitions)
     _await_partitions(admin, specs, timeout_s)
 
 
