@@ -32,7 +32,7 @@ integration: $(STAMP)
 	$(PY) -m pytest tests/integration
 
 test: lint typecheck
-	$(PY) -m pytest tests
+	RESTREAM_THOROUGH=1 $(PY) -m pytest tests
 
 bench: $(STAMP)
 	$(VENV)/bin/restream bench engine --events 1000000

@@ -11,8 +11,15 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from connector.broker import BOOTSTRAP_ENV, LocalBroker, resolve_broker_kind
+from tests.budget import THOROUGH
+
+# Property tests without an explicit count: 100 examples in CI, 10 at a prompt (tests/budget.py).
+settings.register_profile("thorough", max_examples=100)
+settings.register_profile("quick", max_examples=10)
+settings.load_profile("thorough" if THOROUGH else "quick")
 
 # Set by the session broker fixture; read by the terminal summary.
 SESSION_BROKER = pytest.StashKey[LocalBroker]()

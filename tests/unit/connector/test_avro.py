@@ -28,6 +28,7 @@ from connector.avro import (
     schemas_dir,
 )
 from connector.errors import ConfigError, SerdeError
+from tests.budget import examples
 
 LONGS = st.integers(-(2**63), 2**63 - 1)
 INTS = st.integers(-(2**31), 2**31 - 1)
@@ -130,7 +131,7 @@ def all_kinds(tmp_path_factory: pytest.TempPathFactory) -> AvroSchema:
     return _schema_file(tmp_path_factory.mktemp("schemas"), ALL_KINDS)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     rows=st.lists(
         st.fixed_dictionaries(

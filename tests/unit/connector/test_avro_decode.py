@@ -27,6 +27,7 @@ from connector.avro_decode import (
     varint_widths,
 )
 from engine.log import StringColumn
+from tests.budget import examples
 
 KINDS: tuple[BulkKind, ...] = ("long", "int", "boolean", "float", "double", "string")
 INT_RANGE = (-(2**31), 2**31 - 1)
@@ -156,7 +157,7 @@ def batches(draw: st.DrawFn) -> tuple[Fields, list[dict[str, Any]]]:
     return fields, [distinct[i] for i in picks]
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches())
 def test_bulk_decode_equals_fastavro_record_for_record(
     batch: tuple[Fields, list[dict[str, Any]]],
@@ -200,7 +201,7 @@ def _mutate(fields: Fields, record: dict[str, Any], mutation: str, data: st.Data
     return body
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batches(), st.data())
 def test_corrupted_rows_are_reported_and_the_rest_decode_exactly(
     batch: tuple[Fields, list[dict[str, Any]]], data: st.DataObject
@@ -438,7 +439,7 @@ def reference_exact(fields: Fields, body: bytes) -> bool:
     return pos == len(body)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(flat_fields(), st.lists(st.binary(max_size=30), min_size=1, max_size=40), st.data())
 def test_the_framing_scan_follows_the_avro_grammar(
     fields: Fields, noise: list[bytes], data: st.DataObject
@@ -478,7 +479,7 @@ def test_the_framing_scan_on_edge_cases(fields: Fields, body: bytes) -> None:
     assert scan.tolist() == [True, reference_exact(fields, body), True]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.binary(max_size=12), min_size=17, max_size=60))
 def test_string_bytes_are_valid_exactly_when_fastavro_says_so(texts: list[bytes]) -> None:
     # Polars and Python must agree on which byte strings are UTF-8, or bulk rows would differ.

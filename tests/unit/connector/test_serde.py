@@ -25,6 +25,7 @@ from connector.serde import (
     value_encoder,
 )
 from engine.log import StringColumn
+from tests.budget import examples
 from tests.unit.connector.test_avro_decode import VALUES, Fields, assert_column, flat_fields
 
 MESSAGE = load_schema("social/Message")
@@ -169,7 +170,7 @@ KEYS = st.one_of(
 )
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(KEYS, max_size=40), st.sampled_from(["decimal", "string", "any"]))
 def test_key_formats(keys: list[bytes | None], key_format: Any) -> None:
     values: list[bytes | None] = [encode_value(MESSAGE, messages(1)[0])] * len(keys)
@@ -195,7 +196,7 @@ def flat_batches(draw: st.DrawFn) -> tuple[Fields, list[dict[str, Any]]]:
     return fields, draw(st.lists(record, max_size=40))
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(120), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(flat_batches(), st.sampled_from(["avro", "avro-confluent", "json"]))
 def test_encode_then_decode_gives_the_columns_back(
     batch: tuple[Fields, list[dict[str, Any]]], fmt: ValueFormat

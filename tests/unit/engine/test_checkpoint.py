@@ -30,6 +30,7 @@ from engine.log import Epoch, InMemorySource, StringColumn, TopicTable, merge_lo
 from engine.output import collect
 from engine.pipeline import Pipeline, Record, Update
 from engine.planner import plan
+from tests.budget import examples
 from tests.unit.engine.checkpoints import (
     EpochSink,
     FromPosition,
@@ -74,7 +75,7 @@ def _after(parts: Sequence[GenPartition], position: LogPosition) -> list[GenPart
     return out
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     parts=merge_logs(),
     seeds=st.tuples(st.integers(0, 999), st.integers(0, 999)),
@@ -170,7 +171,7 @@ def _batch(size: int) -> Any:
     return lambda: BatchExecutor(epoch_size=size)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pipeline=pipelines(),
     log=logs(),

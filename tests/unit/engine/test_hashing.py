@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from engine.errors import EngineError
 from engine.hashing import java_partition, murmur2, partition_decimal_keys
+from tests.budget import examples
 
 # From org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Apache Kafka).
 KAFKA_VECTORS = {
@@ -81,14 +82,14 @@ def test_decimal_keys_empty() -> None:
     assert got.size == 0
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(INT64, max_size=60), st.integers(min_value=1, max_value=64))
 def test_decimal_keys_match_scalar(values: list[int], partitions: int) -> None:
     got = partition_decimal_keys(np.array(values, dtype=np.int64), partitions)
     assert got.tolist() == [java_partition(str(v).encode(), partitions) for v in values]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.integers(min_value=-100_000, max_value=100_000), min_size=1, max_size=60))
 def test_decimal_keys_match_scalar_small_ids(values: list[int]) -> None:
     got = partition_decimal_keys(np.array(values, dtype=np.int64), 4)

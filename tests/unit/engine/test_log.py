@@ -21,6 +21,7 @@ from engine.log import (
     merge_log,
     take_column,
 )
+from tests.budget import examples
 
 texts = st.lists(st.text(max_size=6), max_size=40)
 
@@ -52,7 +53,7 @@ def test_take_keeps_the_dictionary(strings: list[str], picks: list[int]) -> None
     assert col.take(mask).decode().tolist() == [s for s in strings if len(s) % 2 == 0]
 
 
-@settings(max_examples=200)
+@settings(max_examples=examples(200))
 @given(parts=st.lists(texts, max_size=5), share=st.booleans())
 def test_concat_round_trips_with_shared_or_different_dictionaries(
     parts: list[list[str]], share: bool

@@ -26,6 +26,7 @@ from engine.log import (
     merge_log,
 )
 from engine.merge import merge_epochs
+from tests.budget import examples
 
 WORDS = ("a", "bb", "ham", "spam@x.io", "")
 
@@ -223,7 +224,7 @@ def check_epochs(epochs: Sequence[Epoch], parts: Sequence[GenPartition], size: i
         assert r[7] == (word if kind == "msg" else uid / 4)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(parts=logs(), seed=st.integers(0, 2**32 - 1), size=st.integers(1, 120))
 def test_merge_equals_heapq_merge(parts: list[GenPartition], seed: int, size: int) -> None:
     source = chunked_source(parts, random.Random(seed))
@@ -245,7 +246,7 @@ def signature(epochs: Sequence[Epoch]) -> list[object]:
     return out
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     parts=logs(), seeds=st.tuples(st.integers(0, 999), st.integers(0, 999)), size=st.integers(1, 40)
 )

@@ -26,6 +26,7 @@ from engine.examples.social.data import (
 )
 from engine.examples.social.text import EMAIL_PATTERN, TextPools
 from engine.hashing import java_partition
+from tests.budget import examples
 
 EMAIL = re.compile(EMAIL_PATTERN)
 DAY = 86_400_000
@@ -275,7 +276,7 @@ def test_text_pools_match_the_regex_exactly_when_meant_to() -> None:
     assert any("@" in t for t in texts[:2_000])  # decoys: "@" without an address
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.lists(st.integers(min_value=-(2**40), max_value=2**40), max_size=50))
 def test_stable_argsort(keys: list[int]) -> None:
     got = stable_argsort(np.array(keys, dtype=np.int64))
@@ -304,7 +305,7 @@ def _heap_merge(data: SocialData) -> list[tuple[int, int]]:
 _TS = st.integers(min_value=0, max_value=12)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 2), _TS), max_size=25),
     st.lists(st.tuples(st.integers(0, 2), _TS), max_size=25),

@@ -14,6 +14,7 @@ from engine.executors.batch import BatchExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import collect
 from engine.planner import plan
+from tests.budget import size
 
 
 def _columns(chunks: list) -> dict[str, list]:  # type: ignore[type-arg]
@@ -27,7 +28,8 @@ def _columns(chunks: list) -> dict[str, list]:  # type: ignore[type-arg]
 
 @pytest.mark.parametrize(("jitter_ms", "epoch_size"), [(0, 4096), (5_000, 1_000), (60_000, 50_000)])
 def test_serial_and_batch_equal_the_handwritten_version(jitter_ms: int, epoch_size: int) -> None:
-    data = generate_social(users=300, events=12_000, days=10, seed=7, jitter_ms=jitter_ms)
+    events = size(12_000, quick=4_000)
+    data = generate_social(users=300, events=events, days=10, seed=7, jitter_ms=jitter_ms)
     expected = spam_scores_handwritten(data)
     pipeline = plan(build_spam_pipeline())
     for executor in (SerialExecutor(epoch_size=epoch_size), BatchExecutor(epoch_size=epoch_size)):

@@ -16,6 +16,7 @@ from engine.examples.social.data import SocialData, generate_social
 from engine.examples.social.handwritten import ScoreColumns, spam_scores_handwritten
 from engine.examples.social.text import EMAIL_PATTERN, email_flags
 from engine.examples.social.wholelog import spam_scores_wholelog
+from tests.budget import examples, size
 from tests.unit.engine.examples.test_social_data import FriendshipRow, MessageRow, build_social
 
 MINUTE = 60_000
@@ -217,7 +218,7 @@ def test_generated_data_agree_exactly() -> None:
 
 @pytest.mark.slow
 def test_generated_data_with_jitter_agree_exactly() -> None:
-    data = generate_social(events=200_000, jitter_ms=2_000)
+    data = generate_social(events=size(200_000, quick=50_000), jitter_ms=2_000)
     scores = both(data)
     is_spammer = np.isin(scores.sender, data.spammers)
     assert scores.spam[is_spammer].mean() > 0.8
@@ -284,13 +285,13 @@ def social_logs(draw: st.DrawFn) -> SocialData:
     return build_social(messages, friendships, partitions)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(250), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(social_logs())
 def test_handwritten_equals_wholelog_on_random_logs(data: SocialData) -> None:
     both(data)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.lists(st.text(alphabet="ab.@ \t\n\x1c\x1e\u3000\u2003\u00e9x", max_size=60), max_size=12))
 def test_email_flags_equal_the_regex(texts: list[str]) -> None:
     pattern = re.compile(EMAIL_PATTERN)

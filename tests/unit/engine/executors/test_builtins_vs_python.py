@@ -19,6 +19,7 @@ from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from engine.windows import Hopping, Sliding, Tumbling, Window
+from tests.budget import examples
 from tests.unit.engine.executors.logs import LogSpec, logs
 
 WINDOWS: list[Window | None] = [None, Sliding(1), Sliding(9), Tumbling(10), Hopping(12, 4)]
@@ -117,7 +118,7 @@ def pair(kind: str, window: Window | None, before: bool) -> Pipeline:
 
 @pytest.mark.parametrize("window", WINDOWS, ids=str)
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=examples(12), deadline=None)
 @given(log=logs(), before=st.booleans(), epoch_size=st.sampled_from([1, 4, 1000]))
 def test_builtin_equals_python_merge(
     kind: str, window: Window | None, log: LogSpec, before: bool, epoch_size: int

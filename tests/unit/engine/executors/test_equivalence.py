@@ -11,6 +11,7 @@ from engine.executors.serial import SerialExecutor
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline
 from engine.planner import plan
+from tests.budget import examples
 from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
 
 
@@ -22,7 +23,7 @@ def run(
     return canonical_bytes(sink.chunks)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pipeline=pipelines(), log=logs(), epoch_size=st.sampled_from([1, 2, 5, 17, 10_000]))
 def test_batch_equals_serial_on_random_pipelines(
     pipeline: Pipeline, log: LogSpec, epoch_size: int
@@ -31,7 +32,7 @@ def test_batch_equals_serial_on_random_pipelines(
     assert run(BatchExecutor(epoch_size=epoch_size), pipeline, log) == expected
 
 
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=examples(40), deadline=None)
 @given(pipeline=pipelines(), log=logs(max_rows=25))
 def test_serial_output_does_not_depend_on_its_epoch_size(pipeline: Pipeline, log: LogSpec) -> None:
     assert run(SerialExecutor(epoch_size=1), pipeline, log) == run(

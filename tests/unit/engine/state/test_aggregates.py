@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from engine.state.aggregates import AggregateSpec, make_scalar, make_vector
 from engine.windows import Hopping, Sliding, Window, hopping_bounds
+from tests.budget import examples
 
 # ------------------------------------------------------------------------- the reference
 
@@ -340,7 +341,7 @@ def _diff(sc: Scenario, want: dict[int, Any], got: dict[int, Any]) -> str:
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_scalar_matches_reference(kind: str, shape: str, data: st.DataObject) -> None:
     sc = data.draw(scenarios(kind, shape))
@@ -350,7 +351,7 @@ def test_scalar_matches_reference(kind: str, shape: str, data: st.DataObject) ->
 
 @pytest.mark.parametrize("shape", SHAPES)
 @pytest.mark.parametrize("kind", KINDS)
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_vector_matches_reference(kind: str, shape: str, data: st.DataObject) -> None:
     sc = data.draw(scenarios(kind, shape))
@@ -359,7 +360,7 @@ def test_vector_matches_reference(kind: str, shape: str, data: st.DataObject) ->
 
 
 @pytest.mark.slow
-@settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=list(HealthCheck))
 @given(data=st.data())
 def test_all_three_agree_on_longer_logs(data: st.DataObject) -> None:
     sc = data.draw(scenarios(max_events=120))

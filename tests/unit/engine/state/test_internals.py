@@ -15,11 +15,12 @@ from engine.state.packing import expand_ranges, pack_order, sort_pairs
 from engine.state.regions import Prefix, RegionStore
 from engine.state.search import gallop_ranges, search_ranges, sparse_table, sparse_table_query
 from engine.state.segscan import segment_extreme_scan, segment_float_sums
+from tests.budget import examples
 
 _KEYS = st.one_of(st.integers(0, 50), st.integers(-(2**63), 2**63 - 1))
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.lists(_KEYS, max_size=30), max_size=6))
 def test_key_index_gives_stable_dense_slots(batches: list[list[int]]) -> None:
     index = KeyIndex()
@@ -47,7 +48,7 @@ def test_key_index_switches_to_hashing_for_wide_keys() -> None:
     assert index.lookup(np.array([99], dtype=np.int64)).tolist() == [-1]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(
     st.lists(st.integers(0, 9), max_size=40).map(sorted),
     st.lists(
@@ -69,7 +70,7 @@ def test_searches_match_bisect(values: list[int], lanes: list[tuple[int, int, in
         assert gallop_ranges(arr, lo, hi, hint, x, side).tolist() == want  # type: ignore[arg-type]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.integers(-5, 5), min_size=1, max_size=60), st.data())
 def test_sparse_table_range_min(values: list[int], data: st.DataObject) -> None:
     arr = np.array(values, dtype=np.int64)
@@ -85,7 +86,7 @@ def _bits(x: float) -> int:
     return int(struct.unpack("<q", struct.pack("<d", x))[0])
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.lists(st.integers(0, 70), max_size=8),
     st.floats(allow_nan=True, allow_infinity=True, width=64),
@@ -112,7 +113,7 @@ def test_segment_float_sums_are_sequential(
     assert [_bits(x) for x in got] == [_bits(x) for x in want]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(st.lists(st.lists(st.integers(-50, 50), min_size=1, max_size=20), min_size=1, max_size=6))
 def test_segment_extreme_scan(segments: list[list[int]]) -> None:
     flat = np.array([v for s in segments for v in s], dtype=np.int64)
@@ -141,7 +142,7 @@ def test_epoch_latest_write_below_each_cutoff() -> None:
     assert latest.tolist() == [-1, 2, 1, 4, -1]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     st.lists(
         st.lists(

@@ -1,0 +1,25 @@
+"""How hard the property tests try: thorough in CI, quick at a developer's prompt.
+
+``make test`` (and so CI) sets ``RESTREAM_THOROUGH=1``: every property test runs the number of
+examples written at its decorator. A plain ``pytest tests/unit`` runs a tenth of them (at
+least 5), so the edit-test loop stays under a minute; failures found either way are kept in
+Hypothesis' example database and replayed first.
+"""
+
+from __future__ import annotations
+
+import os
+
+__all__ = ["THOROUGH", "examples", "size"]
+
+THOROUGH = os.environ.get("RESTREAM_THOROUGH", "") not in ("", "0")
+
+
+def examples(n: int) -> int:
+    """``n`` examples when thorough, else a tenth of them (at least 5)."""
+    return n if THOROUGH else max(5, n // 10)
+
+
+def size(thorough: int, quick: int) -> int:
+    """A scenario test's data size: ``thorough`` in CI, ``quick`` at a prompt."""
+    return thorough if THOROUGH else quick
