@@ -12,15 +12,16 @@ from __future__ import annotations
 import heapq
 import io
 import time
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 import numpy as np
 
 from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
 from engine.events import Event
 from engine.executors.base import RunStats
+from engine.executors.placement import Placement, place
 from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
 from engine.executors.snapshot import PlanObjects, dump_state, load_state
 from engine.keys import KeyCodec, KeySpec, key_fields, scalar_key
@@ -42,6 +43,9 @@ from engine.state.aggregates import VectorTable, make_vector
 from engine.state.pytables import VersionedTable
 
 __all__ = ["Columns", "EpochRuntime", "Exchange", "Part"]
+
+#: Which rows of a kind's events a worker handles: all (None), a span, or row indices.
+Rows: TypeAlias = np.ndarray | slice | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,16 +94,49 @@ class Columns:
         self._decoded[name] = col
         return col
 
-    def for_operator(self, op: Operator, rows: slice | None = None) -> dict[str, np.ndarray]:
-        """What a vectorised body may see: fields, ``seq``, ``ts`` and its declared inputs."""
-        out = {name: self.get(name) for name in self.events.columns}
-        out["seq"] = self.events.seq
-        out["ts"] = self.events.ts
-        for c in op.inputs:
-            out[c.name] = self.derived[c.name]
-        if rows is not None:
-            out = {k: v[rows] for k, v in out.items()}
+    def for_operator(self, op: Operator, rows: Rows = None) -> Mapping[str, np.ndarray]:
+        """What a vectorised body may see: fields, ``seq``, ``ts`` and its declared inputs.
+
+        Lazy: a column is sliced (and strings decoded) only when the body asks for it, so a
+        body that reads one field of a wide event does not pay for decoding the others.
+        """
+        names = [*self.events.columns, "seq", "ts", *(c.name for c in op.inputs)]
+        return _OperatorColumns(self, dict.fromkeys(names), rows)
+
+
+class _OperatorColumns(Mapping[str, np.ndarray]):
+    """The columns a vectorised body sees, each computed on first access."""
+
+    __slots__ = ("_cache", "_columns", "_names", "_rows")
+
+    def __init__(self, columns: Columns, names: dict[str, None], rows: Rows) -> None:
+        self._columns = columns
+        self._names = names
+        self._rows = rows
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        out = self._cache.get(name)
+        if out is not None:
+            return out
+        if name not in self._names:
+            raise KeyError(name)
+        c, rows = self._columns, self._rows
+        raw = c.events.columns.get(name) if name not in c.derived else None
+        if isinstance(raw, StringColumn) and rows is not None and name not in c._decoded:
+            out = raw.take(rows).decode()  # decode just this worker's rows
+        else:
+            out = c.get(name)
+            if rows is not None:
+                out = out[rows]
+        self._cache[name] = out
         return out
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +197,7 @@ class EpochRuntime:
             if shard.count > 1
             else frozenset()
         )
+        self.placement: Placement | None = place(plan, self.replicated) if shard.count > 1 else None
         self.vector: dict[str, VectorTable] = {}
         self.python: dict[str, VersionedTable] = {}
         # One codec for every built-in table: ids only need to be injective, and sharing lets
@@ -265,13 +303,17 @@ class EpochRuntime:
             for name, writers in python_groups.items():
                 self._run_updates(epoch, name, writers, cols)
             # Every worker sees the same epoch and plan, so all skip the same exchanges.
-            if self.exchange is not None and _derives_columns(ops, cols):
-                swap_started = time.perf_counter()
-                parts = self.exchange(parts)
-                swapped = time.perf_counter() - swap_started
-                started += swapped  # the phase's own time excludes the exchange
-                if stats is not None:
-                    stats.add_time("exchange", swapped)
+            if self.placement is not None and self.exchange is not None:
+                shared = [p for p in parts if self.placement.is_exchanged(p.kind, p.column)]
+                if _exchanges(self.placement, ops, cols):
+                    swap_started = time.perf_counter()
+                    shared = self.exchange(shared)
+                    swapped = time.perf_counter() - swap_started
+                    started += swapped  # the phase's own time excludes the exchange
+                    if stats is not None:
+                        stats.add_time("exchange", swapped)
+                local = [p for p in parts if not self.placement.is_exchanged(p.kind, p.column)]
+                parts = local + shared
             _assemble(parts, cols)
             if stats is not None:
                 stats.add_time(self._phase_names[phase], time.perf_counter() - started)
@@ -300,10 +342,10 @@ class EpochRuntime:
                 rows, values = self._lookup(epoch, op, c)
                 parts.append(Part(c.events.kind, op.column.name, rows, values))
             elif isinstance(op, Derive):
-                span = self._my_rows(len(c))
+                span = self._home_rows(c)
                 if op.batch_fn is not None and not op.reads:
                     values = np.asarray(op.batch_fn(c.for_operator(op, span)))
-                    want = len(c) if span is None else span.stop - span.start
+                    want = _count(span, len(c))
                     if len(values) != want:
                         raise EngineError(
                             f"batch_fn of {op.name!r} returned {len(values)} values for "
@@ -382,6 +424,16 @@ class EpochRuntime:
         values = parts[3] if len(parts) > 3 else None
         self.vector[name].write_epoch(parts[0], parts[1], parts[2], values)
 
+    def _home_rows(self, c: Columns) -> np.ndarray | slice | None:
+        """The rows of ``c`` whose stateless work (derives, emits, reads of replicated
+        tables) this worker does: its home rows (see :mod:`engine.executors.placement`)."""
+        if self.placement is None:
+            return None
+        home = self.placement.home_key(c.events.kind)
+        if home is None:
+            return self._my_rows(len(c))
+        return self._keyed(c, home, True).rows
+
     def _my_rows(self, n: int) -> slice | None:
         """This worker's share of stateless per-event work (None: all of it)."""
         return None if self.shard.count == 1 else self.shard.rows(n)
@@ -398,8 +450,8 @@ class EpochRuntime:
                 keyed = self._keyed(c, op.key, partitioned)
                 rows, keys, seqs, ts = keyed.rows, keyed.ids, keyed.seqs, keyed.ts
                 if not partitioned and self.shard.count > 1:
-                    # Replicated table: any worker can answer, so split the rows.
-                    rows = self._my_rows(len(c))
+                    # Replicated table: any worker can answer, so each answers its home rows.
+                    rows = self._home_rows(c)
                     keys, seqs, ts = keys[rows], seqs[rows], ts[rows]
             else:
                 keys = np.fromiter(
@@ -410,7 +462,7 @@ class EpochRuntime:
                     dtype=np.int64,
                     count=len(c),
                 )
-                rows = self._my_rows(len(c))
+                rows = self._home_rows(c)
                 if partitioned:
                     rows = np.flatnonzero(owners_of_ids(keys, self.shard.count) == self.shard.index)
                 seqs, ts = c.events.seq, c.events.ts
@@ -422,7 +474,7 @@ class EpochRuntime:
         wanted = []
         out = []
         count = self.shard.count
-        span = None if partitioned else self._my_rows(len(c))
+        span = None if partitioned else self._home_rows(c)
         for i, e in enumerate(self._events(epoch, op, c, span)):
             key = scalar_key(op.key, e)
             if partitioned and owner_of_key(key, count) != self.shard.index:
@@ -435,7 +487,7 @@ class EpochRuntime:
         return span, values
 
     def _emit(self, epoch: Epoch, planned: PlannedOperator, op: Emit, c: Columns) -> _Emitted:
-        span = self._my_rows(len(c))
+        span = self._home_rows(c)
         if op.batch_fn is not None and not op.reads:
             result = op.batch_fn(c.for_operator(op, span))
             columns = {k: np.asarray(v) for k, v in result.items()}
@@ -562,9 +614,7 @@ class EpochRuntime:
 
     # -- Python bodies ----------------------------------------------------------------------
 
-    def _events(
-        self, epoch: Epoch, op: Operator, c: Columns, rows: slice | None = None
-    ) -> Iterable[Event]:
+    def _events(self, epoch: Epoch, op: Operator, c: Columns, rows: Rows = None) -> Iterable[Event]:
         ev = c.events if rows is None else c.events.take(np.arange(len(c))[rows])
         names = list(ev.columns)
         lists = [(c.get(n) if rows is None else c.get(n)[rows]).tolist() for n in names]
@@ -655,12 +705,28 @@ class _View:
         self.scheduled.append(_Timer(-1, int(at), order, self._table.name, self._key, fn))
 
 
-def _derives_columns(ops: Sequence[PlannedOperator], cols: Mapping[str, Columns]) -> bool:
-    """Whether a phase computes a derived column for any event of the epoch."""
+def _exchanges(
+    placement: Placement, ops: Sequence[PlannedOperator], cols: Mapping[str, Columns]
+) -> bool:
+    """Whether a phase derives a column that workers exchange, for any event of the epoch."""
     return any(
-        isinstance(p.op, Lookup | Derive) and any(len(cols[k]) for k in p.op.kinds if k in cols)
+        isinstance(p.op, Lookup | Derive)
+        and any(
+            len(cols[k]) and placement.is_exchanged(k, p.op.column.name)
+            for k in p.op.kinds
+            if k in cols
+        )
         for p in ops
     )
+
+
+def _count(rows: np.ndarray | slice | None, n: int) -> int:
+    """How many of ``n`` rows ``rows`` selects."""
+    if rows is None:
+        return n
+    if isinstance(rows, slice):
+        return len(range(*rows.indices(n)))
+    return len(rows)
 
 
 def _assemble(parts: Sequence[Part], cols: Mapping[str, Columns]) -> None:
@@ -673,12 +739,10 @@ def _assemble(parts: Sequence[Part], cols: Mapping[str, Columns]) -> None:
         if len(group) == 1 and group[0].rows is None:
             c.derived[name] = group[0].values
             continue
-        filled = [p for p in group if len(p.values)]
-        if not filled:
-            c.derived[name] = group[0].values[:0]
-            continue
+        filled = [p for p in group if len(p.values)] or group[:1]
         dtype = np.result_type(*[p.values.dtype for p in filled])
-        out = np.empty((len(c), *filled[0].values.shape[1:]), dtype=dtype)
+        # Rows no part fills belong to other workers' homes and are never read here.
+        out = np.zeros((len(c), *filled[0].values.shape[1:]), dtype=dtype)
         for p in filled:
             out[p.rows if p.rows is not None else slice(None)] = p.values
         c.derived[name] = out

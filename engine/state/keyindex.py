@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["KeyIndex"]
 
 _MULT = np.uint64(0x9E37_79B9_7F4A_7C15)
-_DIRECT_FLOOR = 1 << 16  # a direct index may always span this many slots
+_DIRECT_FLOOR = 1 << 18  # a direct index may always span this many slots (a few MB)
 _DIRECT_FACTOR = 4  # ... or this many times the keys it holds
 
 
@@ -111,11 +111,13 @@ class KeyIndex:
         pos = self._hash(keys)
         while len(keys):
             free = self._table_slots[pos] < 0
-            # Several keys may want the same free cell: the first of them takes it.
-            cells, first = np.unique(np.where(free, pos, -1), return_index=True)
+            # Several keys may want the same free cell: each writes its key there, and the
+            # one whose key stayed takes it (keys are distinct, so exactly one per cell).
+            # A scatter and a gather instead of a sort per round.
+            cells = pos[free]
+            self._table_keys[cells] = keys[free]
             winner = np.zeros(len(keys), dtype=bool)
-            winner[first[cells >= 0]] = True
-            self._table_keys[pos[winner]] = keys[winner]
+            winner[free] = self._table_keys[cells] == keys[free]
             self._table_slots[pos[winner]] = slots[winner]
             lose = ~winner
             keys, slots, pos = keys[lose], slots[lose], (pos[lose] + 1) & mask

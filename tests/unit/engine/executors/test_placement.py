@@ -1,0 +1,154 @@
+"""Placement: home keys, which columns cross workers, and sharded runtimes against the oracle.
+
+The sharded runtimes here run in threads of this process (an all-gather exchange over a
+``threading.Barrier``), so the partitioning logic is checked on many random pipelines without
+starting processes; tests/integration/engine/test_parallel.py does the same with real workers.
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.examples.social.spam import build_spam_pipeline
+from engine.executors.parallel import _merge_shares
+from engine.executors.placement import place
+from engine.executors.runtime import EpochRuntime, Part
+from engine.executors.serial import SerialExecutor
+from engine.executors.sharding import Shard
+from engine.keys import Unordered
+from engine.log import merge_log
+from engine.output import OutputChunk, canonical_bytes, collect
+from engine.pipeline import Pipeline, Record
+from engine.planner import plan
+from tests.budget import examples
+from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+
+
+def test_spam_exchanges_only_the_pair_lookups() -> None:
+    placement = place(plan(build_spam_pipeline()), frozenset())
+    assert placement.home == {
+        "message": "sender",
+        "friendship": Unordered("user_a", "user_b"),
+    }
+    assert placement.exchanged == {("message", "link_count"), ("message", "last_from_recipient")}
+
+
+def _flag_pipeline(flag_key: str) -> Pipeline:
+    p = Pipeline("flags")
+    big = p.derive(
+        "big", on="a", dtype="bool", fn=lambda e, _v: e.v > 2, batch_fn=lambda c: c["v"] > 2
+    )
+    per_k1 = p.count("per_k1", on="a", key="k1")
+    p.count("per_k1_again", on="a", key="k1")
+    p.count("big_by", on="a", key=flag_key, where=big)
+    n = p.lookup("n", on="a", table=per_k1, key="k1")
+    out = p.output("o", key="k1")
+    p.emit("out", on="a", output=out, inputs=[n], fn=lambda e, _v: [Record(e.k1, {"n": e.n})])
+    return p
+
+
+def test_a_column_read_by_a_table_keyed_otherwise_is_exchanged() -> None:
+    at_home = place(plan(_flag_pipeline("k1")), frozenset())
+    assert at_home.home == {"a": "k1"}
+    assert at_home.exchanged == frozenset()
+    elsewhere = place(plan(_flag_pipeline("k2")), frozenset())
+    assert elsewhere.exchanged == {("a", "big")}
+
+
+def test_python_merges_and_callable_keys_read_complete_columns() -> None:
+    p = Pipeline("python")
+    big = p.derive("big", on="a", dtype="bool", fn=lambda e, _v: e.v > 2)
+    p.derive("other", on="a", dtype="int64", fn=lambda e, _v: e.v + 1)
+    seen = p.table("seen", default=0)
+    p.update("u", on="a", table=seen, key="k1", merge=lambda o, _e, _v: o + 1, inputs=[big])
+    per_k1 = p.count("per_k1", on="a", key="k1")
+    p.lookup("by_fn", on="a", table=per_k1, key=lambda e: e.k1 % 2)
+    placement = place(plan(p), frozenset())
+    # big: read by a Python merge; other: visible to the callable key; by_fn: made off home.
+    assert placement.exchanged == {("a", "big"), ("a", "other"), ("a", "by_fn")}
+
+
+# -- sharded runtimes in threads, against the serial executor --------------------------------
+
+
+class _ThreadExchange:
+    """All-gather of every worker's parts (the parallel executor's exchange, in threads)."""
+
+    def __init__(self, workers: int) -> None:
+        self.barrier = threading.Barrier(workers, timeout=60)
+        self.slots: list[list[Part]] = [[] for _ in range(workers)]
+
+    def of(self, worker: int) -> Any:
+        def exchange(parts: list[Part]) -> list[Part]:
+            self.slots[worker] = parts
+            self.barrier.wait()
+            out = [p for share in self.slots for p in share]
+            self.barrier.wait()  # nobody overwrites a slot before all have read it
+            return out
+
+        return exchange
+
+
+def _sharded_bytes(pipeline: Pipeline, log: LogSpec, workers: int, epoch_size: int) -> Any:
+    the_plan = plan(pipeline)
+    exchange = _ThreadExchange(workers)
+    runtimes = [
+        EpochRuntime(the_plan, shard=Shard(w, workers), exchange=exchange.of(w))
+        for w in range(workers)
+    ]
+    chunks: list[OutputChunk] = []
+    with ThreadPoolExecutor(workers) as pool:
+        for epoch in merge_log(log.source(), epoch_size=epoch_size):
+            futures = [pool.submit(rt.process, epoch) for rt in runtimes]
+            try:
+                shares = [f.result() for f in futures]
+            except BaseException:
+                exchange.barrier.abort()
+                raise
+            chunks.extend(_merge_shares(shares))
+    return canonical_bytes(chunks)
+
+
+def _serial_bytes(pipeline: Pipeline, log: LogSpec) -> Any:
+    sink = collect()
+    SerialExecutor().run(plan(pipeline), log.source(), sink)
+    return canonical_bytes(sink.chunks)
+
+
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    pipeline=pipelines(),
+    log=logs(),
+    workers=st.sampled_from([2, 3]),
+    epoch_size=st.sampled_from([1, 3, 1000]),
+)
+def test_sharded_runtimes_equal_serial_on_random_pipelines(
+    pipeline: Pipeline, log: LogSpec, workers: int, epoch_size: int
+) -> None:
+    assert _sharded_bytes(pipeline, log, workers, epoch_size) == _serial_bytes(pipeline, log)
+
+
+def test_sharded_runtimes_equal_serial_on_spam() -> None:
+    from engine.examples.social.data import generate_social
+    from engine.examples.social.source import social_source
+
+    data = generate_social(users=300, events=6_000, days=3, seed=5, jitter_ms=90_000)
+    pipeline = build_spam_pipeline()
+    the_plan = plan(pipeline)
+    sink = collect()
+    SerialExecutor().run(the_plan, social_source(data), sink)
+    exchange = _ThreadExchange(2)
+    runtimes = [EpochRuntime(the_plan, shard=Shard(w, 2), exchange=exchange.of(w)) for w in (0, 1)]
+    chunks: list[OutputChunk] = []
+    with ThreadPoolExecutor(2) as pool:
+        for epoch in merge_log(social_source(data), epoch_size=1_000):
+            shares = [f.result() for f in [pool.submit(rt.process, epoch) for rt in runtimes]]
+            chunks.extend(_merge_shares(shares))
+    assert canonical_bytes(chunks) == canonical_bytes(sink.chunks)
+    assert np.sum([len(c) for c in chunks]) > 0
