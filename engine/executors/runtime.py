@@ -24,7 +24,7 @@ from engine.executors.base import RunStats
 from engine.executors.placement import Placement, place
 from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
 from engine.executors.snapshot import PlanObjects, dump_state, load_state
-from engine.keys import KeyCodec, KeySpec, key_fields, scalar_key
+from engine.keys import KeyCodec, KeySpec, Unordered, key_fields, scalar_key
 from engine.log import Epoch, Events, StringColumn
 from engine.output import OutputChunk
 from engine.pipeline import (
@@ -40,7 +40,9 @@ from engine.pipeline import (
 )
 from engine.planner import Plan, PlannedOperator
 from engine.state.aggregates import VectorTable, make_vector
+from engine.state.packing import pack_order
 from engine.state.pytables import VersionedTable
+from engine.state.spec import ReadsLatest
 
 __all__ = ["Columns", "EpochRuntime", "Exchange", "Part"]
 
@@ -139,7 +141,7 @@ class _OperatorColumns(Mapping[str, np.ndarray]):
         return len(self._names)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Keyed:
     """Key ids of a kind's events (and their seq and ts), for the rows a worker owns."""
 
@@ -147,6 +149,49 @@ class _Keyed:
     ids: np.ndarray
     seqs: np.ndarray
     ts: np.ndarray
+    _grouped: tuple[np.ndarray, np.ndarray] | None = None
+
+    def grouped(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows grouped by key, in log order within a key, and where each group starts
+        (for each grouped position); sorted once per epoch for all the key's tables."""
+        if self._grouped is None:
+            ids = self.ids
+            order = (
+                pack_order(ids) if len(ids) and ids.min() >= 0 else np.argsort(ids, kind="stable")
+            )
+            grouped = ids[order]
+            first = np.ones(len(ids), dtype=bool)
+            np.not_equal(grouped[1:], grouped[:-1], out=first[1:])
+            start = np.maximum.accumulate(np.where(first, np.arange(len(ids)), 0))
+            self._grouped = (order, start)
+        return self._grouped
+
+    def latest_writes(self, written: np.ndarray | None, before: bool) -> np.ndarray:
+        """For each row, the index among ``written`` rows (all rows if None) of the last one
+        of its key at or before it (before it, with ``before``), or -1."""
+        order, start = self.grouped()
+        n = len(order)
+        pos = np.arange(n, dtype=np.int64)
+        marks = pos if written is None else np.where(written[order], pos, -1)
+        last = np.maximum.accumulate(marks) if n else marks
+        if before:
+            last = np.concatenate([[-1], last[:-1]]) if n else last
+        found = last >= start
+        row = order[np.maximum(last, 0)]
+        index = row if written is None else np.cumsum(written, dtype=np.int64)[row] - 1
+        out = np.empty(n, dtype=np.int64)
+        out[order] = np.where(found, index, -1)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class _SoleWrite:
+    """The one write of a built-in table in this epoch: whose rows, and which of them."""
+
+    kind: str
+    key: KeySpec
+    partitioned: bool
+    written: np.ndarray | None  # mask over the keyed rows; None: all of them
 
 
 @dataclass(order=True, slots=True)
@@ -211,6 +256,8 @@ class EpochRuntime:
                 self.vector[name] = make_vector(ref.builtin)
         # Timers whose firing event is not known yet (after the end of the last epoch).
         self._pending: list[_Timer] = []
+        # This epoch's writes of each built-in table (for reads that need no search).
+        self._writes: dict[str, list[_SoleWrite]] = {}
         self._phase_names = [f"phase {p}" for p in range(plan.phases)]
         self._objects: PlanObjects | None = None
 
@@ -281,6 +328,7 @@ class EpochRuntime:
         """Run every phase over ``epoch``; return its output, in serial order, per stream."""
         cols = {kind: Columns(ev) for kind, ev in epoch.events.items()}
         emitted: dict[str, list[_Emitted]] = {}
+        self._writes = {}
         self._resolve_timers(epoch)
         for phase in range(self.plan.phases):
             started = time.perf_counter()
@@ -402,6 +450,7 @@ class EpochRuntime:
                 values = np.asarray(raw, dtype=spec.dtype)
             if keyed.rows is not None:
                 values = values[keyed.rows]
+        mask = None
         if op.where is not None:
             mask = np.asarray(c.get(_name(op.where)), dtype=bool)
             if keyed.rows is not None:
@@ -409,6 +458,8 @@ class EpochRuntime:
             keys, seqs, ts = keys[mask], seqs[mask], ts[mask]
             if values is not None:
                 values = values[mask]
+        sole = _SoleWrite(c.events.kind, op.key, partitioned, mask)
+        self._writes.setdefault(op.table.name, []).append(sole)
         if values is None:
             return (keys, seqs, ts)
         return (keys, seqs, ts, values)
@@ -433,6 +484,24 @@ class EpochRuntime:
         if home is None:
             return self._my_rows(len(c))
         return self._keyed(c, home, True).rows
+
+    def _known_latest(self, op: Lookup, c: Columns, partitioned: bool) -> np.ndarray | None:
+        """For a lookup keyed like the only write of its table this epoch, by the same
+        events: the write each of those events sees, found per key in one pass (None when
+        the lookup is not of that shape). Every worker's rows of a key spec are the same for
+        the write and the read, so the write's rows index the read's."""
+        writes = self._writes.get(op.table.name)
+        if writes is None or len(writes) != 1 or key_fields(op.key) is None:
+            return None
+        w = writes[0]
+        if (
+            w.kind != c.events.kind
+            or w.partitioned != partitioned
+            or key_fields(w.key) != key_fields(op.key)
+            or isinstance(w.key, Unordered) != isinstance(op.key, Unordered)
+        ):
+            return None
+        return self._keyed(c, op.key, partitioned).latest_writes(w.written, op.before)
 
     def _my_rows(self, n: int) -> slice | None:
         """This worker's share of stateless per-event work (None: all of it)."""
@@ -468,7 +537,14 @@ class EpochRuntime:
                 seqs, ts = c.events.seq, c.events.ts
                 if rows is not None:
                     keys, seqs, ts = keys[rows], seqs[rows], ts[rows]
-            values, present = self.vector[ref.name].read(keys, seqs, ts, before=op.before)
+            vtable = self.vector[ref.name]
+            latest = self._known_latest(op, c, partitioned)
+            if latest is not None and isinstance(vtable, ReadsLatest):
+                if rows is not None and key_fields(op.key) is not None and not partitioned:
+                    latest = latest[rows]
+                values, present = vtable.read_latest(keys, latest, seqs, ts)
+            else:
+                values, present = vtable.read(keys, seqs, ts, before=op.before)
             return rows, _fill(values, present, op.default)
         table = self.python[ref.name]
         wanted = []

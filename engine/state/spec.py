@@ -28,7 +28,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import Literal, Protocol, TypeAlias, get_args
+from typing import Literal, Protocol, TypeAlias, get_args, runtime_checkable
 
 import numpy as np
 
@@ -39,6 +39,7 @@ __all__ = [
     "AggregateKind",
     "AggregateSpec",
     "Dtype",
+    "ReadsLatest",
     "ScalarTable",
     "VectorTable",
     "float_order_key",
@@ -131,6 +132,22 @@ class VectorTable(Protocol):
 
     def state_nbytes(self) -> int:
         """Bytes of numpy state held across epochs."""
+
+
+@runtime_checkable
+class ReadsLatest(Protocol):
+    """A vector table that can answer reads whose latest visible epoch write is known.
+
+    The runtime knows it without searching when a lookup reads the table with the key and
+    the events of the table's only writer (a count of a sender's messages, read by the
+    sender's messages): see ``engine.executors.runtime``.
+    """
+
+    def read_latest(
+        self, keys: np.ndarray, latest: np.ndarray, seqs: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`VectorTable.read` given each read's latest visible write of the epoch
+        (its index among the epoch's writes, -1 for none)."""
 
 
 def float_order_key(value: float) -> int:

@@ -118,6 +118,26 @@ class UnwindowedTable:
             latest = ep.latest(slots, ep.cutoffs(seqs, before))
         else:
             latest = np.full(len(slots), -1, dtype=np.int64)
+        return self._read_at(slots, latest, ts)
+
+    def read_latest(
+        self, keys: np.ndarray, latest: np.ndarray, seqs: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`read`, for reads whose latest visible epoch write is already known
+        (``latest``: its index among the epoch's writes, -1 for none): no search."""
+        latest = np.asarray(latest, dtype=np.int64)
+        slots = np.empty(len(latest), dtype=np.int64)
+        seen = latest >= 0
+        if self._ep is not None:
+            slots[seen] = self._ep.slots[latest[seen]]
+        unseen = ~seen
+        if unseen.any():
+            slots[unseen] = self._index.lookup(np.asarray(keys, dtype=np.int64)[unseen])
+        return self._read_at(slots, latest, ts)
+
+    def _read_at(
+        self, slots: np.ndarray, latest: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         at = np.maximum(slots, 0)
         has = (slots >= 0) & self._has[at]
         seen = latest >= 0

@@ -136,7 +136,34 @@ class WindowedTable:
         if ep is None or ep.n == 0:
             return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r)
         cut = ep.cutoffs(seqs, before)
-        latest = ep.latest(slots, cut)
+        return self._read_at(slots, cut, ep.latest(slots, cut), r)
+
+    def read_latest(
+        self, keys: np.ndarray, latest: np.ndarray, seqs: np.ndarray, ts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Like :meth:`read`, for reads whose latest visible epoch write is already known
+        (``latest``: its index among the epoch's writes, -1 for none): no search."""
+        latest = np.asarray(latest, dtype=np.int64)
+        r = np.asarray(ts, dtype=np.int64)
+        slots = np.empty(len(latest), dtype=np.int64)
+        seen = latest >= 0
+        ep = self._ep
+        if ep is not None:
+            slots[seen] = ep.slots[latest[seen]]
+        unseen = ~seen
+        if unseen.any():
+            slots[unseen] = self._index.lookup(np.asarray(keys, dtype=np.int64)[unseen])
+        if ep is None or ep.n == 0:
+            m = len(slots)
+            return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r)
+        # The latest visible write orders a slot's reads by log position, as a cutoff would.
+        return self._read_at(slots, latest + 1, latest, r)
+
+    def _read_at(
+        self, slots: np.ndarray, cut: np.ndarray, latest: np.ndarray, r: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        ep = self._ep
+        assert ep is not None
         # A read whose latest visible write is at its own time (typically: the event that just
         # wrote the key reads it) gets that write's answer, computed once per epoch.
         at = np.maximum(latest, 0)

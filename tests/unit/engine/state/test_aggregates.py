@@ -21,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.state.aggregates import AggregateSpec, make_scalar, make_vector
+from engine.state.spec import ReadsLatest
 from engine.windows import Hopping, Sliding, Window, hopping_bounds
 from tests.budget import examples
 
@@ -327,10 +328,34 @@ def run_vector(sc: Scenario) -> dict[int, tuple[Any, ...]]:
                 assert len(got) == len(reads) == len(present)
                 for i, r in enumerate(reads):
                     out[r.ident] = normal_vector(sc.spec, got, present, i)
+                if isinstance(table, ReadsLatest) and (writes or not sc.skip_empty):
+                    _check_read_latest(sc.spec, table, writes, reads, out)
         table.end_epoch()
         assert table.state_nbytes() >= 0
         start = end
     return out
+
+
+def _check_read_latest(
+    spec: AggregateSpec, table: Any, writes: list[W], reads: list[Any], want: dict[int, Any]
+) -> None:
+    """``read_latest``, told each read's latest visible write, answers like ``read``."""
+    latest = []
+    for r in reads:
+        seen = [
+            i
+            for i, w in enumerate(writes)
+            if w.key == r.key and (w.seq < r.seq if r.before else w.seq <= r.seq)
+        ]
+        latest.append(seen[-1] if seen else -1)
+    got, present = table.read_latest(
+        np.array([r.key for r in reads], dtype=np.int64),
+        np.array(latest, dtype=np.int64),
+        np.array([r.seq for r in reads], dtype=np.int64),
+        np.array([r.ts for r in reads], dtype=np.int64),
+    )
+    for i, r in enumerate(reads):
+        assert normal_vector(spec, got, present, i) == want[r.ident], (r, latest[i])
 
 
 def _diff(sc: Scenario, want: dict[int, Any], got: dict[int, Any]) -> str:
