@@ -121,21 +121,24 @@ def bench_engine(args: argparse.Namespace) -> int:
 
 def format_table(result: BenchResult) -> str:
     """The benchmark as a plain-text table."""
-    base = next((m for m in result.measurements if m.name == "handwritten"), None)
     lines = [
         f"spam backtest: {result.events:,} events, {result.users:,} users, {result.days} days, "
         f"jitter {result.jitter_ms} ms, epoch {result.epoch_size:,}, median of {result.repeat}",
         f"{'implementation':<14} {'median s':>9} {'events/s':>12} {'vs hand':>8} "
-        f"{'peak RSS MiB':>13}  output",
+        f"{'vs whole':>9} {'peak RSS MiB':>13}  output",
     ]
     ref = next(m for m in result.measurements if m.name == result.reference)
     for m in result.measurements:
-        ratio = f"{base.median / m.median:>7.1f}x" if base else "      -"
         same = "reference" if m is ref else ("same" if m.digest == ref.digest else "DIFFERENT")
         lines.append(
-            f"{m.name:<14} {m.median:>9.2f} {m.events_per_second:>12,.0f} {ratio} "
-            f"{m.peak_rss_mib:>13,.0f}  {same}"
+            f"{m.name:<14} {m.median:>9.2f} {m.events_per_second:>12,.0f} "
+            f"{_times(result.speedup(m, 'handwritten'), 8)} "
+            f"{_times(result.speedup(m, 'wholelog'), 9)} {m.peak_rss_mib:>13,.0f}  {same}"
         )
+    lines.append("(peak RSS: the sum of every process's peak: coordinator and workers)")
+    scaling = result.scaling()
+    if scaling:
+        lines.append("parallel scaling: " + ", ".join(f"{k} {v:.2f}x" for k, v in scaling.items()))
     lines.append("")
     lines.append("where the time goes (seconds summed over processes, median run):")
     for m in result.measurements:
@@ -152,3 +155,9 @@ def format_table(result: BenchResult) -> str:
             + ")"
         )
     return "\n".join(lines)
+
+
+def _times(ratio: float | None, width: int) -> str:
+    """A speedup right-aligned in ``width`` columns, or a dash when there is no baseline."""
+    text = "-" if ratio is None else f"{ratio:.2f}x"
+    return f"{text:>{width}}"

@@ -80,18 +80,39 @@ class BenchResult:
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-able dict with derived figures."""
-        base = next((m for m in self.measurements if m.name == "handwritten"), None)
         rows = []
         for m in self.measurements:
             row = asdict(m)
             row["median_seconds"] = m.median
             row["events_per_second"] = m.events_per_second
-            row["vs_handwritten"] = base.median / m.median if base else None
+            row["vs_handwritten"] = self.speedup(m, "handwritten")
+            row["vs_wholelog"] = self.speedup(m, "wholelog")
             rows.append(row)
         out = {k: v for k, v in asdict(self).items() if k != "measurements"}
         out["measurements"] = rows
         out["outputs_agree"] = self.agree()
+        out["parallel_scaling"] = self.scaling()
         return out
+
+    def find(self, name: str) -> Measurement | None:
+        """The measurement of implementation ``name``, if it ran."""
+        return next((m for m in self.measurements if m.name == name), None)
+
+    def speedup(self, m: Measurement, baseline: str) -> float | None:
+        """How many times faster ``m`` ran than ``baseline`` (None if that did not run)."""
+        base = self.find(baseline)
+        return base.median / m.median if base is not None and m.median > 0 else None
+
+    def scaling(self) -> dict[str, float]:
+        """Speedup of each parallel-wN over parallel-w1, keyed ``wN/w1`` (when both ran)."""
+        one = self.find("parallel-w1")
+        if one is None:
+            return {}
+        return {
+            f"w{m.name[len('parallel-w') :]}/w1": one.median / m.median
+            for m in self.measurements
+            if m.name.startswith("parallel-w") and m is not one and m.median > 0
+        }
 
 
 def score_digest(columns: Mapping[str, np.ndarray]) -> str:
