@@ -26,7 +26,8 @@ from typing import Any
 from engine.errors import CheckpointError, ExecutionError
 from engine.executors.arena import RunDir, load, store
 from engine.executors.base import RunStats
-from engine.executors.runtime import EpochRuntime, Part
+from engine.executors.columns import Part
+from engine.executors.runtime import EpochRuntime
 from engine.executors.sharding import Shard
 from engine.log import Epoch
 from engine.planner import Plan

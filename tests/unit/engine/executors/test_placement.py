@@ -16,9 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.examples.social.spam import build_spam_pipeline
+from engine.executors.columns import Part
 from engine.executors.parallel import _merge_shares
 from engine.executors.placement import place
-from engine.executors.runtime import EpochRuntime, Part
+from engine.executors.runtime import EpochRuntime
 from engine.executors.serial import SerialExecutor
 from engine.executors.sharding import Shard
 from engine.keys import Unordered
