@@ -125,7 +125,7 @@ def format_table(result: BenchResult) -> str:
         f"spam backtest: {result.events:,} events, {result.users:,} users, {result.days} days, "
         f"jitter {result.jitter_ms} ms, epoch {result.epoch_size:,}, median of {result.repeat}",
         f"{'implementation':<14} {'median s':>9} {'events/s':>12} {'vs hand':>8} "
-        f"{'vs whole':>9} {'peak RSS MiB':>13}  output",
+        f"{'vs whole':>9} {'RSS MiB':>9} {'PSS MiB':>9}  output",
     ]
     ref = next(m for m in result.measurements if m.name == result.reference)
     for m in result.measurements:
@@ -133,9 +133,15 @@ def format_table(result: BenchResult) -> str:
         lines.append(
             f"{m.name:<14} {m.median:>9.2f} {m.events_per_second:>12,.0f} "
             f"{_times(result.speedup(m, 'handwritten'), 8)} "
-            f"{_times(result.speedup(m, 'wholelog'), 9)} {m.peak_rss_mib:>13,.0f}  {same}"
+            f"{_times(result.speedup(m, 'wholelog'), 9)} {m.peak_rss_mib:>9,.0f} "
+            f"{_mib(m.peak_pss_mib):>9}  {same}"
         )
-    lines.append("(peak RSS: the sum of every process's peak: coordinator and workers)")
+    lines.append(
+        "RSS: the sum of every process's peak RSS (coordinator and workers); it counts the\n"
+        "  pages forked workers share with the coordinator once per process.\n"
+        "PSS: the peak of the processes' summed proportional set size (sampled every 0.1 s);\n"
+        "  it counts each page once, as a container's memory limit does."
+    )
     scaling = result.scaling()
     if scaling:
         lines.append("parallel scaling: " + ", ".join(f"{k} {v:.2f}x" for k, v in scaling.items()))
@@ -161,3 +167,7 @@ def _times(ratio: float | None, width: int) -> str:
     """A speedup right-aligned in ``width`` columns, or a dash when there is no baseline."""
     text = "-" if ratio is None else f"{ratio:.2f}x"
     return f"{text:>{width}}"
+
+
+def _mib(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.0f}"

@@ -1,9 +1,12 @@
 """The engine benchmark: the spam backtest by several implementations on one data set.
 
-Each implementation runs in a fresh process (so that peak RSS is its own) over the same
+Each implementation runs in a fresh process (so that its memory is its own) over the same
 generated data set, ``repeat`` times; the report gives the median wall time, events/s, the
-ratio to the hand-written Python version, and whether every implementation's output equals
-the serial oracle's (a digest of the output columns in serial order).
+ratios to the hand-written and whole-log versions, the parallel executor's scaling, memory
+(the sum of every process's peak RSS, and the sampled peak of their summed PSS, which counts
+pages that forked workers share with the coordinator once: see :mod:`engine.procmem`), and
+whether every implementation's output equals the serial oracle's (a digest of the output
+columns in serial order).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from engine.procmem import PeakPss
 
 __all__ = ["IMPLEMENTATIONS", "BenchResult", "Measurement", "run_engine_bench", "score_digest"]
 
@@ -48,6 +53,8 @@ class Measurement:
     digest: str
     peak_rss_mib: float
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    #: Peak of the PSS summed over the process tree (each page counted once), sampled.
+    peak_pss_mib: float | None = None
 
     @property
     def median(self) -> float:
@@ -191,32 +198,42 @@ def _run_one(
 
 def _child(path: str, name: str, epoch_size: int, conn: Any) -> None:
     try:
-        with open(path, "rb") as f:
-            data = pickle.load(f)
-        seconds, outputs, digest, phases, workers_rss = _run_one(name, data, epoch_size)
+        with PeakPss(os.getpid(), interval=0.1) as pss:
+            with open(path, "rb") as f:
+                data = pickle.load(f)
+            seconds, outputs, digest, phases, workers_rss = _run_one(name, data, epoch_size)
         # This process's peak plus the peaks of its worker processes, if any.
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + workers_rss / 2**20
-        conn.send(("ok", (seconds, outputs, digest, phases), peak))
+        peak_pss = None if pss.peak_bytes is None else pss.peak_bytes / 2**20
+        conn.send(("ok", (seconds, outputs, digest, phases), (peak, peak_pss)))
     except BaseException as exc:  # report any failure to the parent, then exit
-        conn.send(("error", f"{type(exc).__name__}: {exc}", 0.0))
+        conn.send(("error", f"{type(exc).__name__}: {exc}", (0.0, None)))
     finally:
         conn.close()
 
 
-def _measure(
-    path: str, name: str, epoch_size: int
-) -> tuple[float, int, str, dict[str, float], float]:
+@dataclass(frozen=True, slots=True)
+class _Run:
+    seconds: float
+    outputs: int
+    digest: str
+    phases: dict[str, float]
+    peak_rss_mib: float
+    peak_pss_mib: float | None
+
+
+def _measure(path: str, name: str, epoch_size: int) -> _Run:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(path, name, epoch_size, child))
     proc.start()
     child.close()
-    status, result, peak = parent.recv()
+    status, result, (peak, peak_pss) = parent.recv()
     proc.join()
     if status != "ok":
         raise RuntimeError(f"benchmark of {name} failed: {result}")
     seconds, outputs, digest, phases = result
-    return seconds, outputs, digest, phases, peak
+    return _Run(seconds, outputs, digest, phases, peak, peak_pss)
 
 
 def run_engine_bench(
@@ -245,20 +262,22 @@ def run_engine_bench(
         for name in only:
             runs = []
             for i in range(repeat):
-                seconds, outputs, digest, phases, peak = _measure(path, name, epoch_size)
-                runs.append((seconds, outputs, digest, phases, peak))
-                progress(f"{name} run {i + 1}/{repeat}: {seconds:.2f} s")
-            runs.sort(key=lambda r: r[0])
+                run = _measure(path, name, epoch_size)
+                runs.append(run)
+                progress(f"{name} run {i + 1}/{repeat}: {run.seconds:.2f} s")
+            runs.sort(key=lambda r: r.seconds)
             mid = runs[len(runs) // 2]
+            pss = [r.peak_pss_mib for r in runs if r.peak_pss_mib is not None]
             measurements.append(
                 Measurement(
                     name,
-                    [r[0] for r in runs],
+                    [r.seconds for r in runs],
                     total,
-                    mid[1],
-                    mid[2],
-                    max(r[4] for r in runs),
-                    mid[3],
+                    mid.outputs,
+                    mid.digest,
+                    max(r.peak_rss_mib for r in runs),
+                    mid.phases,
+                    max(pss) if pss else None,
                 )
             )
     reference = "serial" if "serial" in only else only[0]

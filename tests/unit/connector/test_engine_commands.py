@@ -52,7 +52,7 @@ def test_table_shows_both_baselines_scaling_and_disagreement() -> None:
     result.measurements.append(Measurement("batch", [5.0], 1000, 10, "other", 50.0))
     table = format_table(result)
     w2 = next(line for line in table.splitlines() if line.startswith("parallel-w2"))
-    assert w2.split() == ["parallel-w2", "2.50", "400", "16.00x", "0.80x", "3,000", "same"]
+    assert w2.split() == ["parallel-w2", "2.50", "400", "16.00x", "0.80x", "3,000", "-", "same"]
     assert "parallel scaling: w2/w1 1.60x" in table
     assert "DIFFERENT" in next(line for line in table.splitlines() if line.startswith("batch"))
 
@@ -64,3 +64,13 @@ def test_table_without_baselines_prints_dashes() -> None:
     line = next(line for line in format_table(result).splitlines() if line.startswith("serial"))
     assert line.split()[3:5] == ["-", "-"]
     assert "parallel scaling" not in format_table(result)
+
+
+def test_table_shows_sampled_pss_when_measured() -> None:
+    m = Measurement("serial", [1.0], 1000, 1, "d", 3000.0, {}, 1234.4)
+    line = next(
+        line
+        for line in format_table(BenchResult(1000, 10, 1, 0, 100, 1, [m], "serial")).splitlines()
+        if line.startswith("serial")
+    )
+    assert line.split()[5:7] == ["3,000", "1,234"]
