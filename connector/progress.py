@@ -39,7 +39,8 @@ class Progress:
         self._metrics = metrics
         self._stream = stream
         self._every_s = every_s
-        self._last = 0.0
+        # None until the first line: the monotonic clock can be younger than every_s.
+        self._last: float | None = None
 
     def update(self, *, final: bool = False) -> None:
         """Redraw the bar, or log a line if ``every_s`` passed (always when ``final``)."""
@@ -60,7 +61,7 @@ class Progress:
             self._stream.flush()
             return
         now = time.monotonic()
-        if final or now - self._last >= self._every_s:
+        if final or self._last is None or now - self._last >= self._every_s:
             self._last = now
             logger.info(
                 "progress %.1f%%, %.0f events/s, %.0fx real time, ETA %s",

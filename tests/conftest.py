@@ -7,7 +7,9 @@ terminal summary names the one that ran, with its address.
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,16 @@ settings.load_profile("thorough" if THOROUGH else "quick")
 # Set by the session broker fixture; read by the terminal summary.
 SESSION_BROKER = pytest.StashKey[LocalBroker]()
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
+
+
+@pytest.fixture(autouse=True)
+def _root_logging_restored() -> Iterator[None]:
+    """Undo a test's ``configure_logging``: its handler may write to a stream pytest closes."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

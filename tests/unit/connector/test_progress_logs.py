@@ -50,6 +50,17 @@ def test_log_lines_elsewhere(caplog: pytest.LogCaptureFixture) -> None:
     assert lines[0].fields["progress"] == 0.25  # type: ignore[attr-defined]
 
 
+def test_first_line_on_a_freshly_booted_machine(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The monotonic clock starts near zero at boot: younger than every_s on a new machine.
+    monkeypatch.setattr("connector.progress.time.monotonic", lambda: 5.0)
+    progress = Progress(_metrics(), "log", io.StringIO(), every_s=3600)
+    with caplog.at_level(logging.INFO, logger="connector.progress"):
+        progress.update()
+    assert [r.name for r in caplog.records] == ["connector.progress"]
+
+
 def test_none_is_silent() -> None:
     out = _Tty()
     Progress(_metrics(), "none", out).update(final=True)
