@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import ExecutionError
+from engine.errors import EngineError, ExecutionError
 from engine.executors.parallel import ParallelExecutor
 from engine.executors.serial import SerialExecutor
 from engine.log import InMemorySource, TopicTable
@@ -180,3 +180,82 @@ def _running(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except FileNotFoundError:
         return False
+
+
+_INTERRUPTED = """
+from tests.integration.engine.test_parallel import _pipeline, _slow_log
+from engine.executors.parallel import ParallelExecutor
+from engine.planner import plan
+
+class Sink:
+    def __init__(self, executor):
+        self.executor = executor
+        self.told = False
+    def write(self, chunks, epoch):
+        if not self.told:
+            self.told = True
+            print(" ".join(map(str, self.executor.worker_pids)), self.executor.run_dir, flush=True)
+
+executor = ParallelExecutor(workers=2, epoch_size=500)
+executor.run(plan(_pipeline(sleep=0.001)), _slow_log(200_000), Sink(executor))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads /proc")
+def test_ctrl_c_stops_the_run_and_every_worker() -> None:
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _INTERRUPTED], stdout=subprocess.PIPE, text=True, cwd=root
+    )
+    assert proc.stdout is not None
+    *pids, run_dir = proc.stdout.readline().split()
+    assert len(pids) == 2 and Path(run_dir).is_dir()
+    interrupted = time.monotonic()
+    proc.send_signal(signal.SIGINT)  # as Ctrl-C does to the foreground process
+    proc.wait(15)
+    assert time.monotonic() - interrupted < 10
+    assert proc.returncode != 0  # KeyboardInterrupt, not a finished run
+    deadline = time.monotonic() + 10
+    alive = [int(p) for p in pids]
+    while alive and time.monotonic() < deadline:
+        alive = [p for p in alive if _running(p)]
+        time.sleep(0.05)
+    assert alive == [], f"workers {alive} outlived an interrupted run"
+    assert not Path(run_dir).exists()
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="needs POSIX priorities")
+def test_the_coordinator_runs_behind_its_workers_and_the_caller_keeps_its_priority() -> None:
+    caller = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    seen: list[tuple[str, int]] = []
+
+    class Sink:
+        def write(self, chunks: Any, epoch: Any) -> None:
+            tid = threading.get_native_id()
+            seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, tid)))
+
+    ParallelExecutor(workers=2, epoch_size=1000, coordinator_nice=5).run(
+        plan(_pipeline()), _slow_log(3_000), Sink()
+    )
+    assert seen and {name for name, _ in seen} == {"restream-coordinator"}
+    assert {nice for _, nice in seen} == {min(caller + 5, 19)}
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == caller
+    plain: list[str] = []
+
+    class Here:
+        def write(self, chunks: Any, epoch: Any) -> None:
+            plain.append(threading.current_thread().name)
+
+    ParallelExecutor(workers=2, epoch_size=1000, coordinator_nice=0).run(
+        plan(_pipeline()), _slow_log(3_000), Here()
+    )
+    assert set(plain) == {threading.current_thread().name}
+
+
+@pytest.mark.parametrize("nice", [-1, 20])
+def test_coordinator_nice_is_validated(nice: int) -> None:
+    with pytest.raises(EngineError, match=r"coordinator_nice must be in 0\.\.19, got"):
+        ParallelExecutor(workers=2, coordinator_nice=nice)
