@@ -99,8 +99,11 @@ class KeyIndex:
         return np.asarray((mixed >> np.uint64(64 - self._bits)).astype(np.int64))
 
     def _insert(self, keys: np.ndarray, slots: np.ndarray) -> None:
-        """Add keys known to be absent (and distinct); keeps the load factor at most 1/4."""
-        stored = int(np.count_nonzero(self._table_slots >= 0)) + len(keys)
+        """Add keys known to be absent (and distinct); keeps the load factor at most 1/4.
+
+        Callers count the keys first, so ``_count`` is what the table holds after this;
+        counting the table's live cells instead would scan all of it on every call."""
+        stored = self._count
         if stored * 4 > (1 << self._bits):
             need = max(self._bits + 1, (stored * 4).bit_length())
             self._resize(need)

@@ -36,6 +36,27 @@ def test_key_index_gives_stable_dense_slots(batches: list[list[int]]) -> None:
         looked = index.lookup(probe).tolist()
         assert looked[:-1] == [seen[k] for k in seen]
         assert looked[-1] == -1 or looked[-1] not in seen.values()
+        if not index._direct:  # the hash table holds every key once, at load <= 1/4
+            live = int(np.count_nonzero(index._table_slots >= 0))
+            assert live == len(seen) and live * 4 <= len(index._table_slots)
+
+
+def test_key_index_grows_its_hash_table_as_batches_of_new_keys_arrive() -> None:
+    rng = np.random.default_rng(7)
+    index = KeyIndex()
+    seen: list[np.ndarray] = []
+    for _ in range(12):
+        batch = rng.integers(2**40, 2**41, 3_000)
+        batch[:500] = batch[500:1000]  # repeats within the batch
+        if seen:
+            batch[1000:1500] = seen[-1][:500]  # and keys of earlier batches
+        index.register(batch)
+        seen.append(batch)
+        keys = np.unique(np.concatenate(seen))
+        live = int(np.count_nonzero(index._table_slots >= 0))
+        assert live == len(keys) == index.n_slots
+        assert live * 4 <= len(index._table_slots)
+        assert sorted(index.lookup(keys).tolist()) == list(range(len(keys)))
 
 
 def test_key_index_switches_to_hashing_for_wide_keys() -> None:
