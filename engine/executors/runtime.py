@@ -409,10 +409,12 @@ class EpochRuntime:
                 if rows is not None:
                     keys, seqs, ts = keys[rows], seqs[rows], ts[rows]
             vtable = self.vector[ref.name]
-            latest = self._known_latest(op, c, partitioned)
-            if latest is not None and isinstance(vtable, ReadsLatest):
-                if rows is not None and key_fields(op.key) is not None and not partitioned:
-                    latest = latest[rows]
+            if (
+                isinstance(vtable, ReadsLatest)
+                and (latest := self._known_latest(op, c, partitioned)) is not None
+            ):
+                if rows is not None and not partitioned:
+                    latest = latest[rows]  # the keyed rows are all rows; read the home ones
                 values, present = vtable.read_latest(keys, latest, seqs, ts)
             else:
                 values, present = vtable.read(keys, seqs, ts, before=op.before)

@@ -11,9 +11,26 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.state.keyindex import KeyIndex
 from engine.state.packing import bits_for, pack_order
 
-__all__ = ["EpochWrites"]
+__all__ = ["EpochWrites", "slots_of_reads"]
+
+
+def slots_of_reads(
+    index: KeyIndex, ep: EpochWrites | None, keys: np.ndarray, latest: np.ndarray
+) -> np.ndarray:
+    """Slots of reads whose latest visible epoch write is known (``latest``: its index among
+    the epoch's writes, -1 for none): a read that sees a write has that write's slot, so only
+    the others are looked up in ``index``."""
+    slots = np.empty(len(latest), dtype=np.int64)
+    seen = latest >= 0
+    if ep is not None:
+        slots[seen] = ep.slots[latest[seen]]
+    unseen = ~seen
+    if unseen.any():
+        slots[unseen] = index.lookup(np.asarray(keys, dtype=np.int64)[unseen])
+    return slots
 
 
 class EpochWrites:

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.state.epoch import EpochWrites
+from engine.state.epoch import EpochWrites, slots_of_reads
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import pack_order
 from engine.state.segscan import (
@@ -126,14 +126,7 @@ class UnwindowedTable:
         """Like :meth:`read`, for reads whose latest visible epoch write is already known
         (``latest``: its index among the epoch's writes, -1 for none): no search."""
         latest = np.asarray(latest, dtype=np.int64)
-        slots = np.empty(len(latest), dtype=np.int64)
-        seen = latest >= 0
-        if self._ep is not None:
-            slots[seen] = self._ep.slots[latest[seen]]
-        unseen = ~seen
-        if unseen.any():
-            slots[unseen] = self._index.lookup(np.asarray(keys, dtype=np.int64)[unseen])
-        return self._read_at(slots, latest, ts)
+        return self._read_at(slots_of_reads(self._index, self._ep, keys, latest), latest, ts)
 
     def _read_at(
         self, slots: np.ndarray, latest: np.ndarray, ts: np.ndarray

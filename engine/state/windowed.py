@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.state.epoch import EpochWrites
+from engine.state.epoch import EpochWrites, slots_of_reads
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, sort_pairs
 from engine.state.regions import Prefix, RegionStore
@@ -145,14 +145,8 @@ class WindowedTable:
         (``latest``: its index among the epoch's writes, -1 for none): no search."""
         latest = np.asarray(latest, dtype=np.int64)
         r = np.asarray(ts, dtype=np.int64)
-        slots = np.empty(len(latest), dtype=np.int64)
-        seen = latest >= 0
         ep = self._ep
-        if ep is not None:
-            slots[seen] = ep.slots[latest[seen]]
-        unseen = ~seen
-        if unseen.any():
-            slots[unseen] = self._index.lookup(np.asarray(keys, dtype=np.int64)[unseen])
+        slots = slots_of_reads(self._index, ep, keys, latest)
         if ep is None or ep.n == 0:
             m = len(slots)
             return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r)
