@@ -151,18 +151,61 @@ def _checkpoints(ckpt: Path, job: str) -> list[Path]:
     return sorted((ckpt / job).glob("ckpt-*.snap"))
 
 
+def _wait_for_output(
+    proc: subprocess.Popen[bytes], bootstrap: str, topic: str, timeout: float = 120
+) -> None:
+    """Return once ``topic`` holds a record, so a disturbance lands mid-run however fast the
+    machine is (a fixed delay can come after a fast machine has finished)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4().hex}"})
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the job ended before writing any output"
+            topics = consumer.list_topics(timeout=5).topics
+            if topic in topics:
+                partitions = topics[topic].partitions
+                ends = (
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in partitions
+                )
+                if any(high > 0 for _low, high in ends):
+                    return
+            time.sleep(0.05)
+    finally:
+        consumer.close()
+    pytest.fail(f"no output in {topic} after {timeout} s")
+
+
+def _wait_for_new_checkpoint(
+    proc: subprocess.Popen[bytes], ckpt: Path, job: str, after: Path | None, timeout: float = 120
+) -> Path | None:
+    """The first snapshot newer than ``after`` written by ``proc``; None if it exited first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        newest = _checkpoints(ckpt, job)[-1:] or [None]
+        if newest[0] is not None and (after is None or newest[0].name > after.name):
+            return newest[0]
+        time.sleep(0.02)
+    return None
+
+
 def test_sigkill_at_random_points_then_resume(
     broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
 ) -> None:
+    # Each kill lands a random moment after the attempt's first new checkpoint: the attempt has
+    # made progress (a fixed delay is too late on a fast machine, where a resumed job finishes
+    # before it), and the kill falls anywhere between, or inside, the next checkpoints. With 21
+    # epochs and a checkpoint every 3, three kills leave at least 12 epochs to the end.
     job = f"kill-{uuid.uuid4().hex[:8]}"
     env = _env(broker.bootstrap, data.topics, job, tmp_path)
     rng = random.Random(1234)
     kills = 0
+    newest: Path | None = None
     for _attempt in range(8):
         proc = _start(env)
         if kills < 3:
-            time.sleep(rng.uniform(1.5, 6.0))
-            if proc.poll() is None:
+            newest = _wait_for_new_checkpoint(proc, tmp_path, job, newest)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if newest is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
                 kills += 1
@@ -172,7 +215,7 @@ def test_sigkill_at_random_points_then_resume(
         break
     else:
         pytest.fail("the job never finished")
-    assert kills == 3
+    assert kills == 3, f"the job finished after {kills} kills: it outran the kill points"
     _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
 
 
@@ -200,8 +243,7 @@ def test_sigterm_checkpoints_and_stops_then_resumes(
         broker.bootstrap, data.topics, job, tmp_path, RESTREAM_CHECKPOINT_EVERY_EPOCHS="1000"
     )
     proc = _start(env)
-    time.sleep(4)
-    assert proc.poll() is None
+    _wait_for_output(proc, broker.bootstrap, f"{job}.scores")
     proc.send_signal(signal.SIGTERM)  # the main process only, as the kubelet does
     code, out = _finish(proc, timeout=60)
     assert code == 1, out
@@ -338,11 +380,12 @@ def test_broker_connection_cut_and_restored_mid_run(
     topics = data.write(bootstrap)
     job = f"cut-{uuid.uuid4().hex[:8]}"
     proc = _start(_env(bootstrap, topics, job, tmp_path))
+    _wait_for_output(proc, bootstrap, f"{job}.scores")
     for _ in range(2):
-        time.sleep(2.5)
         proxy.cut()
         time.sleep(3)
         proxy.restore()
+        time.sleep(2.5)
     code, out = _finish(proc)
     assert code == 0, out
     _assert_same(read_all(bootstrap, f"{job}.scores"), reference)
@@ -355,7 +398,7 @@ def test_a_broker_that_stays_away_fails_the_job_after_the_deadline(
     topics = data.write(bootstrap)
     job = f"gone-{uuid.uuid4().hex[:8]}"
     proc = _start(_env(bootstrap, topics, job, tmp_path, RESTREAM_BROKER_TIMEOUT="8"))
-    time.sleep(3)
+    _wait_for_output(proc, bootstrap, f"{job}.scores")
     proxy.cut()
     began = time.monotonic()
     code, out = _finish(proc, timeout=120)
