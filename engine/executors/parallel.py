@@ -66,6 +66,7 @@ from engine.executors.worker import (
     EpochTask,
     Failed,
     Ready,
+    RestoreTask,
     Saved,
     SnapshotTask,
     worker_main,
@@ -115,6 +116,61 @@ class ParallelExecutor:
         self.worker_pids: list[int] = []
         self.run_dir: Path | None = None
         self._coordinator: threading.Thread | None = None
+        self._pool: _Workers | None = None
+
+    def start(self, plan: Plan) -> None:
+        """Start the worker processes for ``plan`` now; the next :meth:`run` of ``plan`` uses
+        them.
+
+        Workers are forked, so they share (copy-on-write) whatever the calling process holds
+        at that moment. A caller about to load a large data set into memory (a benchmark, a
+        source that reads ahead) starts the workers first, so that they do not map it too.
+        Stop them with :meth:`close` (or use the executor as a context manager) if no run
+        follows.
+        """
+        if self._pool is not None:
+            raise EngineError("the workers are already started; run() or close() first")
+        self._pool = self._fork(plan)
+
+    def close(self) -> None:
+        """Stop workers started by :meth:`start` that no run has used (a no-op otherwise)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            self._shutdown(pool.procs, pool.conns, pool.barrier)
+            pool.run_dir.remove()
+
+    def __enter__(self) -> ParallelExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _fork(self, plan: Plan) -> _Workers:
+        # fork: workers inherit the plan, whose operators may be lambdas and closures.
+        ctx = mp.get_context("fork")
+        run_dir = RunDir.create(self.shm_dir)
+        barrier = ctx.Barrier(self.workers)
+        pool = _Workers(plan, run_dir, barrier, [], [])
+        try:
+            for w in range(self.workers):
+                parent, child = ctx.Pipe()
+                proc = ctx.Process(
+                    target=worker_main,
+                    name=f"restream-worker-{w}",
+                    args=(w, self.workers, plan, run_dir.path, child, barrier),
+                    daemon=True,
+                )
+                proc.start()
+                child.close()
+                pool.conns.append(parent)
+                pool.procs.append(proc)
+        except BaseException:
+            self._shutdown(pool.procs, pool.conns, barrier)
+            run_dir.remove()
+            raise
+        self.run_dir = run_dir.path
+        self.worker_pids = [p.pid for p in pool.procs]
+        return pool
 
     def run(
         self,
@@ -126,7 +182,8 @@ class ParallelExecutor:
         checkpoints: CheckpointStore | None = None,
         resume: EngineSnapshot | None = None,
     ) -> RunStats:
-        """Run ``plan`` over ``source`` into ``sink`` with ``self.workers`` processes.
+        """Run ``plan`` over ``source`` into ``sink`` with ``self.workers`` processes (those
+        of :meth:`start`, if it was called for this plan).
 
         ``checkpoints`` and ``resume`` as in :mod:`engine.checkpoint`: the coordinator asks the
         store whether an epoch is due when it dispatches it, and the workers snapshot their
@@ -134,67 +191,64 @@ class ParallelExecutor:
         """
         stats = RunStats(self.name) if stats is None else stats
         started = time.perf_counter()
-        states: tuple[bytes | None, ...] = (None,) * self.workers
-        start = None
-        if resume is not None:
-            check_resume(
-                resume, executor=self.name, workers=self.workers, epoch_size=self.epoch_size
-            )
-            digest = fingerprint(plan)
-            for w, blob in enumerate(resume.states):
-                check_header(blob, digest, shard=w, shards=self.workers)
-            states, start = resume.states, resume.position
-        # fork: workers inherit the plan, whose operators may be lambdas and closures.
-        ctx = mp.get_context("fork")
-        run_dir = RunDir.create(self.shm_dir)
-        self.run_dir = run_dir.path
-        barrier = ctx.Barrier(self.workers)
-        conns: list[Connection] = []
-        procs: list[Any] = []
+        pool, self._pool = self._pool, None
         clean = False
         try:
-            for w in range(self.workers):
-                parent, child = ctx.Pipe()
-                proc = ctx.Process(
-                    target=worker_main,
-                    name=f"restream-worker-{w}",
-                    args=(w, self.workers, plan, run_dir.path, child, barrier, states[w]),
-                    daemon=True,
-                )
-                proc.start()
-                child.close()
-                conns.append(parent)
-                procs.append(proc)
-            self.worker_pids = [p.pid for p in procs]
+            start = None
             if resume is not None:
-                for w in range(self.workers):
-                    ready = self._receive(conns, procs, w, None)
-                    assert isinstance(ready, Ready)
-                    stats.add_time("restore", ready.seconds)
+                check_resume(
+                    resume, executor=self.name, workers=self.workers, epoch_size=self.epoch_size
+                )
+                digest = fingerprint(plan)
+                for w, blob in enumerate(resume.states):
+                    check_header(blob, digest, shard=w, shards=self.workers)
+                start = resume.position
+            if pool is not None and pool.plan is not plan:
+                self._shutdown(pool.procs, pool.conns, pool.barrier)
+                pool.run_dir.remove()
+                pool = None
+            if pool is None:
+                pool = self._fork(plan)
+            if resume is not None:
+                self._restore(pool, resume, stats)
             self._drive_behind_workers(
                 merge_log(source, epoch_size=self.epoch_size, start=start),
-                _Workers(run_dir, conns, procs),
+                pool,
                 sink,
                 stats,
                 checkpoints,
                 PositionTracker(start) if checkpoints is not None else None,
             )
-            for conn in conns:
+            for conn in pool.conns:
                 conn.send(None)
-            peaks = [self._receive(conns, procs, w, None) for w in range(self.workers)]
+            peaks = [self._receive(pool.conns, pool.procs, w, None) for w in range(self.workers)]
             clean = True
             self.peak_rss = [
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
                 *[int(p[1]) for p in peaks],
             ]
         finally:
-            self._shutdown(procs, conns, barrier, clean=clean)
+            if pool is not None:
+                self._shutdown(pool.procs, pool.conns, pool.barrier, clean=clean)
             if self._coordinator is not None:
                 self._coordinator.join(5)
                 self._coordinator = None
-            run_dir.remove()
+            if pool is not None:
+                pool.run_dir.remove()
         stats.wall_seconds = time.perf_counter() - started
         return stats
+
+    def _restore(self, pool: _Workers, resume: EngineSnapshot, stats: RunStats) -> None:
+        """Have every worker load its blob of ``resume`` before the first epoch."""
+        for w, blob in enumerate(resume.states):
+            path = pool.run_dir.file(f"restore-w{w}")
+            path.write_bytes(blob)
+            pool.conns[w].send(RestoreTask(str(path)))
+        for w in range(self.workers):
+            ready = self._receive(pool.conns, pool.procs, w, None)
+            assert isinstance(ready, Ready)
+            stats.add_time("restore", ready.seconds)
+            pool.run_dir.file(f"restore-w{w}").unlink()
 
     def _drive_behind_workers(self, *args: Any) -> None:
         """Run :meth:`_drive` in a thread whose CPU priority is below the workers'.
@@ -399,7 +453,9 @@ class ParallelExecutor:
 
 @dataclass(frozen=True, slots=True)
 class _Workers:
+    plan: Plan
     run_dir: RunDir
+    barrier: Any
     conns: list[Connection]
     procs: list[Any]
 

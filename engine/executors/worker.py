@@ -1,11 +1,11 @@
 """A worker process of the parallel executor, and the messages it exchanges with the coordinator.
 
-The coordinator sends, in order: :class:`EpochTask` s (an epoch to process),
-:class:`SnapshotTask` s (snapshot the state as of the end of the epoch before), and ``None``
-(stop). The worker handles them strictly in order and answers each task: :class:`Done`,
-:class:`Saved`, and on stop ``("peak", rss_bytes)``; a worker started from a snapshot first
-answers :class:`Ready`. Any failure is answered with :class:`Failed`, after which the worker
-exits.
+The coordinator sends, in order: at most one :class:`RestoreTask` (start from a snapshot,
+before any epoch), :class:`EpochTask` s (an epoch to process), :class:`SnapshotTask` s
+(snapshot the state as of the end of the epoch before), and ``None`` (stop). The worker handles
+them strictly in order and answers each task: :class:`Ready`, :class:`Done`, :class:`Saved`,
+and on stop ``("peak", rss_bytes)``. Any failure is answered with :class:`Failed`, after which
+the worker exits.
 """
 
 from __future__ import annotations
@@ -32,7 +32,16 @@ from engine.executors.sharding import Shard
 from engine.log import Epoch
 from engine.planner import Plan
 
-__all__ = ["Done", "EpochTask", "Failed", "Ready", "Saved", "SnapshotTask", "worker_main"]
+__all__ = [
+    "Done",
+    "EpochTask",
+    "Failed",
+    "Ready",
+    "RestoreTask",
+    "Saved",
+    "SnapshotTask",
+    "worker_main",
+]
 
 _PR_SET_PDEATHSIG = 1
 
@@ -42,6 +51,13 @@ class EpochTask:
     """Process the epoch stored at ``path``."""
 
     epoch: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RestoreTask:
+    """Replace the (empty) state with this worker's snapshot blob stored at ``path``."""
+
     path: str
 
 
@@ -137,13 +153,8 @@ def worker_main(
     run_dir: Path,
     conn: Connection,
     barrier: Any,
-    state: bytes | None = None,
 ) -> None:
-    """Serve the coordinator's tasks until told to stop (the target of a worker process).
-
-    ``state``, when given, is this worker's blob of an :class:`~engine.checkpoint.EngineSnapshot`
-    to resume from.
-    """
+    """Serve the coordinator's tasks until told to stop (the target of a worker process)."""
     _die_with_coordinator()
     # The coordinator decides when to stop; Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -155,14 +166,15 @@ def worker_main(
     current = None
     failed = False
     try:
-        if state is not None:
-            t0 = time.perf_counter()
-            runtime.restore(state)
-            conn.send(Ready(time.perf_counter() - t0))
         while True:
             msg = conn.recv()
             if msg is None:
                 break
+            if isinstance(msg, RestoreTask):
+                t0 = time.perf_counter()
+                runtime.restore(Path(msg.path).read_bytes())
+                conn.send(Ready(time.perf_counter() - t0))
+                continue
             if isinstance(msg, SnapshotTask):
                 t0 = time.perf_counter()
                 with open(msg.path, "wb") as f:

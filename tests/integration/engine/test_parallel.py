@@ -259,3 +259,40 @@ def test_the_coordinator_runs_behind_its_workers_and_the_caller_keeps_its_priori
 def test_coordinator_nice_is_validated(nice: int) -> None:
     with pytest.raises(EngineError, match=r"coordinator_nice must be in 0\.\.19, got"):
         ParallelExecutor(workers=2, coordinator_nice=nice)
+
+
+def test_workers_started_ahead_run_the_next_run_of_their_plan() -> None:
+    pipeline = plan(_pipeline())
+    expected = collect()
+    SerialExecutor(epoch_size=1000).run(pipeline, _slow_log(20_000), expected)
+    with ParallelExecutor(workers=2, epoch_size=1000) as executor:
+        executor.start(pipeline)
+        started = list(executor.worker_pids)
+        with pytest.raises(EngineError, match="already started"):
+            executor.start(pipeline)
+        got = collect()
+        executor.run(pipeline, _slow_log(20_000), got)
+    assert executor.worker_pids == started
+    assert canonical_bytes(got.chunks) == canonical_bytes(expected.chunks)
+    _no_leftovers(executor)
+
+
+def test_workers_started_for_another_plan_are_replaced() -> None:
+    executor = ParallelExecutor(workers=2, epoch_size=1000)
+    executor.start(plan(_pipeline()))
+    stale = list(executor.worker_pids)
+    executor.run(plan(_pipeline()), _slow_log(5_000), collect())
+    assert not set(stale) & set(executor.worker_pids)
+    for pid in stale:
+        status = Path(f"/proc/{pid}/status")
+        assert not status.exists() or "zombie" in status.read_text()
+    _no_leftovers(executor)
+
+
+def test_close_stops_workers_that_no_run_used() -> None:
+    executor = ParallelExecutor(workers=3)
+    executor.start(plan(_pipeline()))
+    assert executor.run_dir is not None and executor.run_dir.exists()
+    executor.close()
+    executor.close()  # idempotent
+    _no_leftovers(executor)
