@@ -137,8 +137,8 @@ def format_table(result: BenchResult) -> str:
             f"{_mib(m.peak_pss_mib):>9}  {same}"
         )
     lines.append(
-        "RSS: the sum of every process's peak RSS (coordinator and workers); it counts the\n"
-        "  pages forked workers share with the coordinator once per process.\n"
+        "RSS: the sum of every process's peak RSS (coordinator and workers; the workers are\n"
+        "  started before the data set is loaded, so they do not map it).\n"
         "PSS: the peak of the processes' summed proportional set size (sampled every 0.1 s);\n"
         "  it counts each page once, as a container's memory limit does."
     )

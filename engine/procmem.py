@@ -2,7 +2,8 @@
 
 Peak RSS (``VmHWM``) summed over processes overstates what a run uses when its workers are
 forked: a forked worker's RSS counts every page it shares copy-on-write with the coordinator
-(the whole data set, in the benchmark), so the same page is counted once per process. The
+(the benchmark starts its workers before loading the data set for this reason), so the same
+page is counted once per process. The
 proportional set size (PSS) divides each shared page among the processes that map it, so PSS
 summed over a process tree counts every page once, like a container's memory accounting does.
 The kernel keeps no peak PSS, so :class:`PeakPss` samples it from a thread; a peak shorter
