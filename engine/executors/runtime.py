@@ -51,6 +51,7 @@ from engine.planner import Plan, PlannedOperator
 from engine.state.aggregates import VectorTable, make_vector
 from engine.state.pytables import VersionedTable
 from engine.state.spec import ReadsLatest
+from engine.state.windowed import WindowedTable
 
 __all__ = ["Columns", "EpochRuntime", "Exchange", "Part"]
 
@@ -125,6 +126,10 @@ class EpochRuntime:
                 self.python[name] = VersionedTable(name, ref.default)
             else:
                 self.vector[name] = make_vector(ref.builtin)
+        # Windowed tables that share the history of an identically written one: follower ->
+        # leader. Their writes are skipped; the leader's are theirs.
+        self._leaders = _followers(plan, self.vector, self.replicated)
+        self._link_followers()
         # Timers whose firing event is not known yet (after the end of the last epoch).
         self._pending: list[_Timer] = []
         # This epoch's writes of each built-in table (for reads that need no search).
@@ -187,6 +192,13 @@ class EpochRuntime:
         self.codec = state["codec"]
         self.value_codecs = state["value_codecs"]
         self._pending = state["pending"]
+        self._link_followers()
+
+    def _link_followers(self) -> None:
+        for follower, leader in self._leaders.items():
+            table, lead = self.vector[follower], self.vector[leader]
+            assert isinstance(table, WindowedTable) and isinstance(lead, WindowedTable)
+            table.follow(lead)
 
     def _plan_objects(self) -> PlanObjects:
         if self._objects is None:
@@ -212,6 +224,8 @@ class EpochRuntime:
                 if isinstance(op, Update):
                     python_groups.setdefault(op.table.name, []).append(planned)
                     continue
+                if isinstance(op, Builtin) and op.table.name in self._leaders:
+                    continue  # its leader takes the same writes
                 for kind in op.kinds:
                     c = cols.get(kind)
                     if c is None or len(c) == 0:
@@ -219,6 +233,12 @@ class EpochRuntime:
                     self._run_vector_op(epoch, planned, c, builtin_writes, emitted, parts)
             for name, writes in builtin_writes.items():
                 self._flush_builtin(name, writes)
+            for follower, leader in self._leaders.items():
+                if leader in builtin_writes:
+                    self._writes[follower] = list(self._writes[leader])
+                    table, lead = self.vector[follower], self.vector[leader]
+                    assert isinstance(table, WindowedTable) and isinstance(lead, WindowedTable)
+                    table.follow_epoch(lead)
             for name, writers in python_groups.items():
                 self._run_updates(epoch, name, writers, cols)
             # Every worker sees the same epoch and plan, so all skip the same exchanges.
@@ -652,6 +672,42 @@ class _View:
             raise EngineError(f"operator {self._op.name!r}: only update merges can schedule")
         order = (self._event.seq, self._op.index, len(self.scheduled))
         self.scheduled.append(_Timer(-1, int(at), order, self._table.name, self._key, fn))
+
+
+def _followers(
+    plan: Plan, vector: Mapping[str, VectorTable], replicated: frozenset[str]
+) -> dict[str, str]:
+    """Windowed tables that can share another's history: follower -> leader (the first
+    declared of those with the same kind and exactly the same writes: kinds, key, value,
+    condition and phase of every writer, and the same partitioning)."""
+    writers: dict[str, list[tuple[Any, ...]]] = {}
+    for planned in plan.operators:
+        op = planned.op
+        if isinstance(op, Builtin):
+            value = None if op.value is None else _name(op.value)
+            where = None if op.where is None else _name(op.where)
+            writers.setdefault(op.table.name, []).append(
+                (planned.phase, op.kinds, op.key, value, where)
+            )
+    leaders: dict[tuple[Any, ...], list[str]] = {}
+    out: dict[str, str] = {}
+    for name, table in vector.items():
+        if not isinstance(table, WindowedTable) or name not in writers:
+            continue
+        signature = (tuple(writers[name]), name in replicated)
+        candidates = leaders.setdefault(signature, [])
+        leader = next((c for c in candidates if table.can_follow(_windowed(vector, c))), None)
+        if leader is None:
+            candidates.append(name)
+        else:
+            out[name] = leader
+    return out
+
+
+def _windowed(vector: Mapping[str, VectorTable], name: str) -> WindowedTable:
+    table = vector[name]
+    assert isinstance(table, WindowedTable)
+    return table
 
 
 def _exchanges(

@@ -105,13 +105,17 @@ class RegionStore:
         out = np.where(everything, n, 0)
         todo = np.flatnonzero((n > 0) & ~everything & ~nothing)
         if len(todo):
-            out[todo] = self._rank_runs(at[todo], x[todo], side)
+            out[todo] = self._rank_runs(at[todo], x[todo], side, self.hint)
         return out
 
     def rank2(
-        self, slots: np.ndarray, a: np.ndarray, b: np.ndarray
+        self, slots: np.ndarray, a: np.ndarray, b: np.ndarray, hints: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """``(rank(a), max(rank(b), rank(a)))`` with ``right`` ranks: a window (a, b]."""
+        """``(rank(a), max(rank(b), rank(a)))`` with ``right`` ranks: a window (a, b].
+
+        ``hints`` (per slot, updated) is where each slot's lower edge fell last time; readers
+        with different window lengths over one store keep their own (default: the store's).
+        """
         known = slots >= 0
         at = np.maximum(slots, 0)
         n = np.where(known, self.length[at], 0)
@@ -122,7 +126,9 @@ class RegionStore:
             rank = np.where(everything, n, 0)
             todo = np.flatnonzero((n > 0) & ~everything & (x >= first))
             if len(todo):
-                rank[todo] = self._rank_runs(at[todo], x[todo], "right", hinted)
+                rank[todo] = self._rank_runs(
+                    at[todo], x[todo], "right", self.hint if hints is None else hints, hinted
+                )
             out.append(rank)
         return out[0], np.maximum(out[1], out[0])
 
@@ -131,6 +137,7 @@ class RegionStore:
         slots: np.ndarray,
         x: np.ndarray,
         side: Literal["left", "right"],
+        hint: np.ndarray,
         hinted: bool = False,
     ) -> np.ndarray:
         tk = self.cols["tk"]
@@ -143,7 +150,7 @@ class RegionStore:
         low = np.minimum.reduceat(x, runs)
         high = np.maximum.reduceat(x, runs)
         if hinted:  # lower edges move forward with time: start from the last one
-            lo = gallop_ranges(tk, st, end, st + self.hint[slots[runs]], low, side)
+            lo = gallop_ranges(tk, st, end, st + hint[slots[runs]], low, side)
             last = np.append(runs[1:], len(slots)) - 1
         else:
             lo = search_ranges(tk, st, end, low, side)
@@ -151,7 +158,7 @@ class RegionStore:
         multi = np.flatnonzero((size > 1) & (high > low))
         if len(multi) == 0:
             if hinted:
-                self.hint[slots[runs]] = out[last]
+                hint[slots[runs]] = out[last]
             return out
         lo_m, low_m, st_m = lo[multi], low[multi], st[multi]
         hi_m = gallop_ranges(tk, lo_m, end[multi], lo_m, high[multi], side)
@@ -164,7 +171,7 @@ class RegionStore:
         if rb + max(1, len(multi).bit_length()) > 62:  # too wide to pack: search each lane
             out[lanes] = search_ranges(tk, lo_m[r], hi_m[r], x[lanes], side) - st_m[r]
             if hinted:
-                self.hint[slots[runs]] = out[last]
+                hint[slots[runs]] = out[last]
             return out
         # Records between the run's extremes, packed as (run, tk - low + 1), merged with x.
         at, which = expand_ranges(lo_m, hi_m - lo_m)
@@ -174,7 +181,7 @@ class RegionStore:
         offset = np.cumsum(hi_m - lo_m) - (hi_m - lo_m)
         out[lanes] = lo_m[r] - st_m[r] + pos - offset[r]
         if hinted:
-            self.hint[slots[runs]] = out[last]
+            hint[slots[runs]] = out[last]
         return out
 
     # ------------------------------------------------------------------ writing

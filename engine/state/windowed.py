@@ -68,7 +68,18 @@ def _store_for(kind: str, sliding: bool) -> RegionStore:
 
 
 class WindowedTable:
-    """The vectorised table for a windowed :class:`AggregateSpec` other than distinct."""
+    """The vectorised table for a windowed :class:`AggregateSpec` other than distinct.
+
+    Sliding tables of one kind fed by identical writes store identical records whatever their
+    window lengths (a sliding time key is the timestamp). One of them, the leader, keeps the
+    history; the others *follow* it (:meth:`follow`, :meth:`follow_epoch`): they take no
+    writes, share its key index, store and epoch arrays, and keep only what depends on their
+    length (the lower-edge search hints and the epoch's own-time answers).
+    """
+
+    # Class-level defaults, so that tables pickled before followers existed still load.
+    _follows = False
+    _hint: np.ndarray | None = None
 
     def __init__(self, spec: AggregateSpec) -> None:
         assert spec.window is not None and spec.kind != "distinct"
@@ -87,6 +98,48 @@ class WindowedTable:
         self._table: list[np.ndarray] | None = None
         self._ts = np.zeros(0, dtype=np.int64)  # the epoch's write times, write order
         self._front: tuple[np.ndarray, np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ followers
+
+    def can_follow(self, leader: WindowedTable) -> bool:
+        """Whether this table holds the same records as ``leader`` given the same writes."""
+        return (
+            self._tk.sliding
+            and leader._tk.sliding
+            and self._kind == leader._kind
+            and self._dtype == leader._dtype
+        )
+
+    def follow(self, leader: WindowedTable) -> None:
+        """From now on, share ``leader``'s history instead of keeping one (see the class
+        docstring); the runtime then writes only to the leader and calls
+        :meth:`follow_epoch` after each of its writes."""
+        assert self.can_follow(leader) and not leader._follows
+        self._follows = True
+        self._index = leader._index
+        self._store = leader._store
+        self._writes = leader._writes
+        self._order = leader._order
+        self._hint = np.zeros(len(self._store.hint), dtype=np.int64)
+        self._ep = self._geo = None
+
+    def follow_epoch(self, leader: WindowedTable) -> None:
+        """Take the epoch ``leader`` was just given (its writes are this table's too)."""
+        assert self._follows and self._store is leader._store
+        self._writes = leader._writes
+        self._ep, self._geo = leader._ep, leader._geo
+        self._g, self._cum, self._ts = leader._g, leader._cum, leader._ts
+        self._front = None
+        self._table = None
+
+    def _hints(self) -> np.ndarray | None:
+        if not self._follows:
+            return None
+        hint = self._hint
+        assert hint is not None
+        if len(hint) < len(self._store.hint):
+            hint = self._hint = grow(hint, len(self._store.hint))
+        return hint
 
     # ------------------------------------------------------------------ protocol
 
@@ -197,7 +250,7 @@ class WindowedTable:
         """Reads of ``slots`` at times ``r`` that see the epoch up to write ``latest``."""
         m = len(slots)
         a, b = self._tk.bounds(r)
-        ha, hb = self._store.rank2(slots, a, b)
+        ha, hb = self._store.rank2(slots, a, b, self._hints())
         start = self._store.start[np.maximum(slots, 0)]
         lanes = np.flatnonzero(latest >= 0)
         mem: Members | None = None
@@ -224,7 +277,7 @@ class WindowedTable:
         if ep is None:
             return
         self._ep = self._geo = None
-        if ep.n == 0:
+        if ep.n == 0 or self._follows:  # a follower's leader stores the epoch
             return
         g = self._g
         gslots = ep.slots[ep.order]
@@ -254,6 +307,8 @@ class WindowedTable:
         self._store.add(*self._panes(ep, gslots, g))
 
     def state_nbytes(self) -> int:
+        if self._follows and self._hint is not None:
+            return self._hint.nbytes  # the rest is the leader's
         return self._store.nbytes() + self._writes.nbytes + self._index.nbytes()
 
     # ------------------------------------------------------------------ epoch -> records

@@ -25,6 +25,7 @@ from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+from tests.unit.engine.executors.test_window_followers import families
 
 
 def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
@@ -296,3 +297,13 @@ def test_close_stops_workers_that_no_run_used() -> None:
     executor.close()
     executor.close()  # idempotent
     _no_leftovers(executor)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(family=families(), log=logs(), workers=st.sampled_from([2, 3]))
+def test_parallel_followers_equal_serial(
+    family: tuple[Pipeline, int], log: LogSpec, workers: int
+) -> None:
+    pipeline, _ = family
+    expected = _bytes(SerialExecutor(), pipeline, log)
+    assert _bytes(ParallelExecutor(workers=workers, epoch_size=4), pipeline, log) == expected

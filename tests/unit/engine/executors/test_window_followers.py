@@ -1,0 +1,125 @@
+"""Sliding tables written identically share one history (a leader and its followers): the
+output must not change, whatever the kind, key, condition, lengths, epochs and reads."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from engine.executors.batch import BatchExecutor
+from engine.executors.runtime import EpochRuntime
+from engine.executors.serial import SerialExecutor
+from engine.keys import Unordered
+from engine.output import canonical_bytes, collect
+from engine.pipeline import Pipeline, Record
+from engine.planner import plan
+from engine.state.windowed import WindowedTable
+from engine.windows import Hopping, Sliding
+from tests.budget import examples
+from tests.unit.engine.checkpoints import check_resumes, every
+from tests.unit.engine.executors.logs import LogSpec, logs
+
+WINDOWED_KINDS = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last"]
+
+
+@st.composite
+def families(draw: st.DrawFn) -> tuple[Pipeline, int]:
+    """A pipeline with several tables of one kind fed the same writes, windows of different
+    lengths (and maybe a hopping one, which cannot share), read back by both event kinds.
+    Returns it with the number of followers the runtime should link."""
+    p = Pipeline("family")
+    agg = draw(st.sampled_from(WINDOWED_KINDS))
+    key = draw(st.sampled_from(["k1", ("k1", "k2"), Unordered("k1", "k2")]))
+    flag = p.derive(
+        "flag",
+        on="a",
+        dtype="bool",
+        fn=lambda e, _v: e.v % 2 == 0,
+        batch_fn=lambda c: c["v"] % 2 == 0,
+    )
+    value: Any = None
+    if agg in ("sum", "min", "max", "first", "last"):
+        value = "v"
+    elif agg == "ratio":
+        value = flag
+    where = flag if draw(st.booleans()) else None
+    lengths = draw(st.lists(st.sampled_from([1, 3, 7, 25, 60]), min_size=2, max_size=4))
+    windows: list[Any] = [Sliding(n) for n in lengths]
+    if draw(st.booleans()):
+        windows.insert(draw(st.integers(0, len(windows))), Hopping(12, 4))
+    looked = {"a": [], "b": []}  # type: dict[str, list[Any]]
+    for i, window in enumerate(windows):
+        table = p.builtin(
+            f"t{i}", agg, on="a", key=key, value=value, where=where, window=window, default=None
+        )
+        for reader in draw(st.sets(st.sampled_from(["a", "b"]), min_size=1)):
+            col = p.lookup(
+                f"look{i}{reader}",
+                on=reader,
+                table=table,
+                key=draw(
+                    st.sampled_from(["k1", ("k2", "k1"), ("k1", "k2"), Unordered("k2", "k1")])
+                ),
+                before=draw(st.booleans()),
+                default=-1,
+                dtype="object",
+            )
+            looked[reader].append(col)
+    for reader, cols in looked.items():
+        if cols:
+            names = [c.name for c in cols]
+            p.emit(
+                f"emit_{reader}",
+                on=reader,
+                output=p.output(f"out_{reader}", key="k1"),
+                inputs=cols,
+                fn=lambda e, _v, names=names: [
+                    Record(e.k1, {n: repr(getattr(e, n)) for n in names})
+                ],
+            )
+    return p, len([w for w in windows if isinstance(w, Sliding)]) - 1
+
+
+def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
+    sink = collect()
+    executor.run(plan(pipeline), log.source(), sink)
+    return canonical_bytes(sink.chunks)
+
+
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(family=families(), log=logs(), epoch_size=st.sampled_from([1, 3, 10, 10_000]))
+def test_followers_answer_like_tables_of_their_own(
+    family: tuple[Pipeline, int], log: LogSpec, epoch_size: int
+) -> None:
+    pipeline, followers = family
+    runtime = EpochRuntime(plan(pipeline))
+    assert len(runtime._leaders) == followers
+    assert all(isinstance(runtime.vector[f], WindowedTable) for f in runtime._leaders)
+    expected = _bytes(SerialExecutor(), pipeline, log)
+    assert _bytes(BatchExecutor(epoch_size=epoch_size), pipeline, log) == expected
+
+
+def test_tables_with_different_writes_do_not_share() -> None:
+    p = Pipeline("apart")
+    flag = p.derive(
+        "flag", on="a", dtype="bool", fn=lambda e, _v: e.v > 0, batch_fn=lambda c: c["v"] > 0
+    )
+    p.count("all_1", on="a", key="k1", window=Sliding(5))
+    p.count("all_9", on="a", key="k1", window=Sliding(9))  # follows all_1
+    p.count("some", on="a", key="k1", where=flag, window=Sliding(9))  # a condition
+    p.count("by_k2", on="a", key="k2", window=Sliding(9))  # another key
+    p.count("of_b", on="b", key="k1", window=Sliding(9))  # another kind
+    p.sum("total", on="a", key="k1", value="v", window=Sliding(9))  # another kind of table
+    p.count("hop", on="a", key="k1", window=Hopping(10, 5))  # panes, not records
+    assert EpochRuntime(plan(p))._leaders == {"all_9": "all_1"}
+
+
+@settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(family=families(), log=logs(), k=st.sampled_from([1, 2]))
+def test_followers_resume_from_any_checkpoint(
+    family: tuple[Pipeline, int], log: LogSpec, k: int
+) -> None:
+    pipeline, _ = family
+    check_resumes(lambda: BatchExecutor(epoch_size=3), lambda: pipeline, log.source, every(k))
