@@ -38,7 +38,7 @@ def test_key_index_gives_stable_dense_slots(batches: list[list[int]]) -> None:
         assert looked[-1] == -1 or looked[-1] not in seen.values()
         if not index._direct:  # the hash table holds every key once, at load <= 1/4
             live = int(np.count_nonzero(index._table_slots >= 0))
-            assert live == len(seen) and live * 4 <= len(index._table_slots)
+            assert live == len(seen) and live * 2 <= len(index._table_slots)
 
 
 def test_key_index_grows_its_hash_table_as_batches_of_new_keys_arrive() -> None:
@@ -55,7 +55,8 @@ def test_key_index_grows_its_hash_table_as_batches_of_new_keys_arrive() -> None:
         keys = np.unique(np.concatenate(seen))
         live = int(np.count_nonzero(index._table_slots >= 0))
         assert live == len(keys) == index.n_slots
-        assert live * 4 <= len(index._table_slots)
+        # At most half full, and at most 8 cells per key (beyond the smallest table).
+        assert live * 2 <= len(index._table_slots) <= max(1024, 8 * live)
         assert sorted(index.lookup(keys).tolist()) == list(range(len(keys)))
 
 
