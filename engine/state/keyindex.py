@@ -73,14 +73,19 @@ class KeyIndex:
                 return np.array(keys, dtype=np.int64)
             self._to_hash()
         slots = self._probe(keys)
-        missing = slots < 0
-        if missing.any():
-            new = np.unique(keys[missing])
+        missing = np.flatnonzero(slots < 0)
+        if len(missing):
+            # A plain sort and a second probe: np.unique (hash-based for int64 in numpy 2)
+            # and a searchsorted of unsorted needles each cost several times more.
+            absent = keys[missing]
+            new = np.sort(absent)
+            if len(new) > 1:
+                new = new[np.concatenate(([True], new[1:] != new[:-1]))]
             base = self.n_slots
             self.n_slots += len(new)
             self._count += len(new)
             self._insert(new, base + np.arange(len(new), dtype=np.int64))
-            slots[missing] = base + np.searchsorted(new, keys[missing])
+            slots[missing] = self._probe(absent)
         return slots
 
     # ------------------------------------------------------------------ hash mode
