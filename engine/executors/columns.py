@@ -40,22 +40,47 @@ Exchange = Callable[[list[Part]], list[Part]]
 
 
 class Columns:
-    """The columns of one kind's events in an epoch: fields, metadata and derived columns."""
+    """The columns of one kind's events in an epoch: fields, metadata and derived columns.
 
-    __slots__ = ("_decoded", "derived", "events", "keyed")
+    A sharded worker does most of its work on its *home rows* (see
+    :mod:`engine.executors.placement`). Columns gathered for them, and derived columns made
+    for them, are kept compact (:meth:`take`), so operators at home read their inputs without
+    a gather each; a full-length derived column is assembled from its parts only when some
+    operator reads it at other rows (:meth:`get`).
+    """
+
+    __slots__ = ("_decoded", "_home", "_home_cols", "_parts", "derived", "events", "keyed")
 
     def __init__(self, events: Events) -> None:
         self.events = events
-        self.derived: dict[str, np.ndarray] = {}
+        self.derived: dict[str, np.ndarray] = {}  # full length
         self.keyed: dict[tuple[KeySpec, bool], Keyed] = {}
         self._decoded: dict[str, np.ndarray] = {}
+        self._parts: dict[str, list[Part]] = {}  # derived columns not yet assembled
+        self._home: np.ndarray | None = None
+        self._home_cols: dict[str, np.ndarray] = {}  # columns at the home rows
 
     def __len__(self) -> int:
         return len(self.events)
 
+    def derived_names(self) -> list[str]:
+        """The derived columns so far (assembled or not)."""
+        return [*self.derived, *(n for n in self._parts if n not in self.derived)]
+
+    def set_home(self, rows: np.ndarray) -> None:
+        """Declare ``rows`` (this very array) the home rows that :meth:`take` keeps compact."""
+        if self._home is None:
+            self._home = rows
+        elif self._home is not rows:
+            raise EngineError("a kind's home rows were set twice in one epoch")
+
     def get(self, name: str) -> np.ndarray:
-        """A column by name, strings decoded to an object array."""
+        """A column by name (full length), strings decoded to an object array."""
         if name in self.derived:
+            return self.derived[name]
+        parts = self._parts.pop(name, None)
+        if parts is not None:
+            self.derived[name] = _assembled(parts, len(self))
             return self.derived[name]
         if name == "seq":
             return self.events.seq
@@ -70,6 +95,38 @@ class Columns:
         col = raw.decode() if isinstance(raw, StringColumn) else raw
         self._decoded[name] = col
         return col
+
+    def take(self, name: str, rows: Rows) -> np.ndarray:
+        """Column ``name`` at ``rows`` (all rows if None); gathered once per epoch at the
+        home rows, and strings decoded just for the rows asked for."""
+        if rows is None:
+            return self.get(name)
+        home = rows is self._home
+        if home:
+            out = self._home_cols.get(name)
+            if out is not None:
+                return out
+        raw = None
+        if name not in self.derived and name not in self._parts:
+            raw = self.events.columns.get(name)
+        if isinstance(raw, StringColumn) and name not in self._decoded:
+            out = raw.take(rows).decode()
+        else:
+            out = self.get(name)[rows]
+        if home:
+            self._home_cols[name] = out
+        return out
+
+    def add_parts(self, name: str, parts: list[Part]) -> None:
+        """Every worker's share of derived column ``name`` (see :func:`assemble`)."""
+        if len(parts) == 1 and parts[0].rows is None:
+            self.derived[name] = parts[0].values
+            return
+        self.derived.pop(name, None)
+        self._parts[name] = parts
+        for p in parts:
+            if p.rows is not None and p.rows is self._home:
+                self._home_cols[name] = p.values
 
     def for_operator(self, op: Operator, rows: Rows = None) -> Mapping[str, np.ndarray]:
         """What a vectorised body may see: fields, ``seq``, ``ts`` and its declared inputs.
@@ -98,15 +155,7 @@ class _OperatorColumns(Mapping[str, np.ndarray]):
             return out
         if name not in self._names:
             raise KeyError(name)
-        c, rows = self._columns, self._rows
-        raw = c.events.columns.get(name) if name not in c.derived else None
-        if isinstance(raw, StringColumn) and rows is not None and name not in c._decoded:
-            out = raw.take(rows).decode()  # decode just this worker's rows
-        else:
-            out = c.get(name)
-            if rows is not None:
-                out = out[rows]
-        self._cache[name] = out
+        out = self._cache[name] = self._columns.take(name, self._rows)
         return out
 
     def __iter__(self) -> Iterator[str]:
@@ -169,19 +218,20 @@ def count_rows(rows: np.ndarray | slice | None, n: int) -> int:
 
 
 def assemble(parts: Sequence[Part], cols: Mapping[str, Columns]) -> None:
-    """Put every worker's share of each derived column into place."""
+    """Hand every worker's share of each derived column to its kind's columns."""
     grouped: dict[tuple[str, str], list[Part]] = {}
     for part in parts:
         grouped.setdefault((part.kind, part.column), []).append(part)
     for (kind, name), group in grouped.items():
-        c = cols[kind]
-        if len(group) == 1 and group[0].rows is None:
-            c.derived[name] = group[0].values
-            continue
-        filled = [p for p in group if len(p.values)] or group[:1]
-        dtype = np.result_type(*[p.values.dtype for p in filled])
-        # Rows no part fills belong to other workers' homes and are never read here.
-        out = np.zeros((len(c), *filled[0].values.shape[1:]), dtype=dtype)
-        for p in filled:
-            out[p.rows if p.rows is not None else slice(None)] = p.values
-        c.derived[name] = out
+        cols[kind].add_parts(name, group)
+
+
+def _assembled(group: Sequence[Part], n: int) -> np.ndarray:
+    """A full-length column from its parts."""
+    filled = [p for p in group if len(p.values)] or list(group[:1])
+    dtype = np.result_type(*[p.values.dtype for p in filled])
+    # Rows no part fills belong to other workers' homes and are never read here.
+    out = np.zeros((n, *filled[0].values.shape[1:]), dtype=dtype)
+    for p in filled:
+        out[p.rows if p.rows is not None else slice(None)] = p.values
+    return out

@@ -333,19 +333,19 @@ class EpochRuntime:
         keys, seqs, ts = keyed.ids, keyed.seqs, keyed.ts
         values: np.ndarray | None = None
         if op.value is not None:
-            raw = c.get(_name(op.value))
+            name = _name(op.value)
+            raw = c.take(name, keyed.rows)
             if spec.kind == "distinct" and raw.dtype.kind not in "iub":
+                # Every worker encodes the whole column, so that value ids agree everywhere.
                 codec = self.value_codecs.setdefault(op.table.name, KeyCodec())
-                values = codec.encode(_name(op.value), {_name(op.value): raw})
+                values = codec.encode(name, {name: c.get(name)})
+                if keyed.rows is not None:
+                    values = values[keyed.rows]
             else:
                 values = np.asarray(raw, dtype=spec.dtype)
-            if keyed.rows is not None:
-                values = values[keyed.rows]
         mask = None
         if op.where is not None:
-            mask = np.asarray(c.get(_name(op.where)), dtype=bool)
-            if keyed.rows is not None:
-                mask = mask[keyed.rows]
+            mask = np.asarray(c.take(_name(op.where), keyed.rows), dtype=bool)
             keys, seqs, ts = keys[mask], seqs[mask], ts[mask]
             if values is not None:
                 values = values[mask]
@@ -374,7 +374,10 @@ class EpochRuntime:
         home = self.placement.home_key(c.events.kind)
         if home is None:
             return self._my_rows(len(c))
-        return self._keyed(c, home, True).rows
+        rows = self._keyed(c, home, True).rows
+        assert rows is not None  # a partitioned key's rows are indices
+        c.set_home(rows)
+        return rows
 
     def _known_latest(self, op: Lookup, c: Columns, partitioned: bool) -> np.ndarray | None:
         """For a lookup keyed like the only write of its table this epoch, by the same
@@ -586,8 +589,8 @@ class EpochRuntime:
     def _events(self, epoch: Epoch, op: Operator, c: Columns, rows: Rows = None) -> Iterable[Event]:
         ev = c.events if rows is None else c.events.take(np.arange(len(c))[rows])
         names = list(ev.columns)
-        lists = [(c.get(n) if rows is None else c.get(n)[rows]).tolist() for n in names]
-        derived = {k: _python_values(v if rows is None else v[rows]) for k, v in c.derived.items()}
+        lists = [c.take(n, rows).tolist() for n in names]
+        derived = {k: _python_values(c.take(k, rows)) for k in c.derived_names()}
         allowed = frozenset(x.name for x in op.inputs)
         topics = epoch.topics
         for i, (seq, ts, tp, part, off) in enumerate(
