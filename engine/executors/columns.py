@@ -193,6 +193,8 @@ class Keyed:
     def latest_writes(self, written: np.ndarray | None, before: bool) -> np.ndarray:
         """For each row, the index among ``written`` rows (all rows if None) of the last one
         of its key at or before it (before it, with ``before``), or -1."""
+        if written is None and not before:
+            return np.arange(len(self.ids), dtype=np.int64)  # every row sees its own write
         order, start = self.grouped()
         n = len(order)
         pos = np.arange(n, dtype=np.int64)
