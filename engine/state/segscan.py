@@ -12,10 +12,15 @@ _SHORT = 32
 
 
 def grow(array: np.ndarray, size: int, fill: object = 0) -> np.ndarray:
-    """``array`` extended to ``size`` rows (geometrically, so repeated growth stays linear)."""
+    """``array`` extended to ``size`` rows (geometrically, so repeated growth stays linear).
+
+    Zero-filled arrays double: their new rows are untouched zero pages (no memory until
+    written), so a larger step costs address space, not RSS, and halves the copying. Arrays
+    filled otherwise are written in full, so they grow by half."""
     if len(array) >= size:
         return array
-    cap = max(size, len(array) + len(array) // 2, 16)
+    step = len(array) if fill == 0 else len(array) // 2
+    cap = max(size, len(array) + step, 16)
     if fill == 0:
         out = np.zeros((cap, *array.shape[1:]), dtype=array.dtype)
     else:
