@@ -55,8 +55,8 @@ def test_key_index_grows_its_hash_table_as_batches_of_new_keys_arrive() -> None:
         keys = np.unique(np.concatenate(seen))
         live = int(np.count_nonzero(index._table_slots >= 0))
         assert live == len(keys) == index.n_slots
-        # At most half full, and at most 8 cells per key (beyond the smallest table).
-        assert live * 2 <= len(index._table_slots) <= max(1024, 8 * live)
+        # At most half full, and at most 4 cells per key (beyond the smallest table).
+        assert live * 2 <= len(index._table_slots) <= max(1024, 4 * live)
         assert sorted(index.lookup(keys).tolist()) == list(range(len(keys)))
 
 
