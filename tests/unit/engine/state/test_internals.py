@@ -230,3 +230,24 @@ def test_region_store_matches_sorted_lists(
             for s, x in zip(probe_slots.tolist(), probe_x.tolist(), strict=True)
         ]
         assert got == want
+
+
+class _CrowdedIndex(KeyIndex):
+    """Every key's home is one of the last three cells: placement must wrap around."""
+
+    __slots__ = ()
+
+    def _hash(self, keys: np.ndarray) -> np.ndarray:
+        return np.asarray((1 << self._bits) - 3 + keys % 3, dtype=np.int64)
+
+
+def test_key_index_resize_places_keys_that_run_past_the_end_of_the_table() -> None:
+    index = _CrowdedIndex()
+    keys = np.arange(2**40, 2**40 + 300, dtype=np.int64)
+    first = index.register(keys[:100])  # the switch to hashing places these in order
+    index._resize(index._bits)  # and again, in cell order, over a crowded end
+    assert index.lookup(keys[:100]).tolist() == first.tolist()
+    more = index.register(keys)  # probing from the end, around to the start
+    assert more[:100].tolist() == first.tolist()
+    assert sorted(more.tolist()) == list(range(300))
+    assert index.lookup(np.array([2**41], dtype=np.int64)).tolist() == [-1]
