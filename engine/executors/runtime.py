@@ -196,9 +196,7 @@ class EpochRuntime:
 
     def _link_followers(self) -> None:
         for follower, leader in self._leaders.items():
-            table, lead = self.vector[follower], self.vector[leader]
-            assert isinstance(table, WindowedTable) and isinstance(lead, WindowedTable)
-            table.follow(lead)
+            _windowed(self.vector, follower).follow(_windowed(self.vector, leader))
 
     def _plan_objects(self) -> PlanObjects:
         if self._objects is None:
@@ -236,9 +234,8 @@ class EpochRuntime:
             for follower, leader in self._leaders.items():
                 if leader in builtin_writes:
                     self._writes[follower] = list(self._writes[leader])
-                    table, lead = self.vector[follower], self.vector[leader]
-                    assert isinstance(table, WindowedTable) and isinstance(lead, WindowedTable)
-                    table.follow_epoch(lead)
+                    lead = _windowed(self.vector, leader)
+                    _windowed(self.vector, follower).follow_epoch(lead)
             for name, writers in python_groups.items():
                 self._run_updates(epoch, name, writers, cols)
             # Every worker sees the same epoch and plan, so all skip the same exchanges.

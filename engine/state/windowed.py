@@ -118,15 +118,12 @@ class WindowedTable:
         self._follows = True
         self._index = leader._index
         self._store = leader._store
-        self._writes = leader._writes
-        self._order = leader._order
         self._hint = np.zeros(len(self._store.hint), dtype=np.int64)
         self._ep = self._geo = None
 
     def follow_epoch(self, leader: WindowedTable) -> None:
         """Take the epoch ``leader`` was just given (its writes are this table's too)."""
         assert self._follows and self._store is leader._store
-        self._writes = leader._writes
         self._ep, self._geo = leader._ep, leader._geo
         self._g, self._cum, self._ts = leader._g, leader._cum, leader._ts
         self._front = None
