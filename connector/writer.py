@@ -34,7 +34,7 @@ from connector.serde import ValueEncoder
 from engine.executors.base import RunStats
 from engine.hashing import java_partition, partition_decimal_keys
 from engine.log import Epoch
-from engine.output import OutputChunk
+from engine.output import ABSENT, OutputChunk
 
 __all__ = ["KafkaSink", "OutputTarget", "ResumePoint", "key_bytes", "output_producer_settings"]
 
@@ -147,6 +147,7 @@ class KafkaSink:
                 "them or choose a schema that matches the pipeline's output"
             )
         columns = {f: chunk.columns[f] for f in target.fields}
+        _check_present(chunk, columns)
         if keep is not None:
             rows = np.flatnonzero(keep)
             skipped = len(seq) - len(rows)
@@ -243,3 +244,22 @@ def _keys_and_partitions(
         return ints.astype("S20").tolist(), partition_decimal_keys(ints, partitions)
     encoded = [key_bytes(k) for k in keys.tolist()]
     return encoded, np.array([java_partition(k, partitions) for k in encoded], dtype=np.int32)
+
+
+def _check_present(chunk: OutputChunk, columns: Mapping[str, npt.NDArray[Any]]) -> None:
+    """SerdeError if a record lacks a schema field (rather than writing it as null).
+
+    Checked per record, so whether a record can be written never depends on which other
+    records share its chunk.
+    """
+    for name, col in columns.items():
+        if col.dtype != object:
+            continue
+        lacking = np.flatnonzero(np.fromiter((v is ABSENT for v in col), bool, len(col)))
+        if len(lacking):
+            seq = int(chunk.seq[lacking[0]])
+            raise SerdeError(
+                f"output stream {chunk.output!r}: {len(lacking)} record(s) lack schema field "
+                f"{name!r}, the first at seq {seq}; emit the field in every record (None for "
+                "null) or choose a schema without it"
+            )

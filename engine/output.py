@@ -3,6 +3,11 @@
 Executors hand the sink one :class:`OutputChunk` per output stream per epoch, its rows
 already in serial order ``(seq, phase, operator, emit index)``, together with the epoch itself
 (whose events carry each ``seq``'s source topic, partition and offset).
+
+A record's fields are exactly those its emit returned. When records of one stream carry
+different field sets, the chunk's column for a field a record lacks holds :data:`ABSENT` at
+that row, so a record reads back the same whichever records share its chunk (epoch size,
+worker count and batching never change a record).
 """
 
 from __future__ import annotations
@@ -16,7 +21,39 @@ import numpy as np
 if TYPE_CHECKING:
     from engine.log import Epoch
 
-__all__ = ["OutputChunk", "Sink", "canonical_bytes", "collect"]
+__all__ = ["ABSENT", "OutputChunk", "Sink", "absent_column", "canonical_bytes", "collect"]
+
+
+class _Absent:
+    """The type of :data:`ABSENT`; one instance per process, kept one across pickling."""
+
+    __slots__ = ()
+    _instance: _Absent | None = None
+
+    def __new__(cls) -> _Absent:
+        if cls._instance is None:
+            cls._instance = object.__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+    def __reduce__(self) -> str:
+        return "ABSENT"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+ABSENT = _Absent()
+"""Marks, in an object column of an :class:`OutputChunk`, a field the row's record lacks."""
+
+
+def absent_column(n: int) -> np.ndarray:
+    """An object column of ``n`` rows, every one lacking the field."""
+    col = np.empty(n, dtype=object)
+    col.fill(ABSENT)
+    return col
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,12 +69,13 @@ class OutputChunk:
         return len(self.seq)
 
     def records(self) -> list[tuple[Hashable, dict[str, Any]]]:
-        """The records as Python values: ``(key, {field: value})``."""
+        """The records as Python values: ``(key, {field: value})``, absent fields left out."""
         names = list(self.columns)
         cols = [self.columns[n].tolist() for n in names]
         keys = self.keys.tolist()
         return [
-            (keys[i], {n: c[i] for n, c in zip(names, cols, strict=True)}) for i in range(len(keys))
+            (keys[i], {n: c[i] for n, c in zip(names, cols, strict=True) if c[i] is not ABSENT})
+            for i in range(len(keys))
         ]
 
     @classmethod
@@ -53,7 +91,7 @@ class OutputChunk:
         columns = {}
         for n in names:
             col = np.empty(len(records), dtype=object)
-            col[:] = [value.get(n) for _, value in records]
+            col[:] = [value.get(n, ABSENT) for _, value in records]
             columns[n] = col
         keys = np.empty(len(records), dtype=object)
         keys[:] = [k for k, _ in records]

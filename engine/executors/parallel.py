@@ -72,7 +72,7 @@ from engine.executors.worker import (
     worker_main,
 )
 from engine.log import Epoch, Source, merge_log
-from engine.output import OutputChunk, Sink
+from engine.output import OutputChunk, Sink, absent_column
 from engine.planner import Plan
 
 __all__ = ["ParallelExecutor"]
@@ -498,14 +498,14 @@ def _merge_shares(shares: list[list[OutputChunk]]) -> list[OutputChunk]:
         order = np.argsort(seq, kind="stable")
         keys = _concat([p.keys for p in parts])[order]
         names = list(dict.fromkeys(n for p in parts for n in p.columns))
-        columns = {n: _concat([_column_or_none(p, n) for p in parts])[order] for n in names}
+        columns = {n: _concat([_column_or_absent(p, n) for p in parts])[order] for n in names}
         out.append(OutputChunk(name, seq[order], keys, columns))
     return out
 
 
-def _column_or_none(chunk: OutputChunk, name: str) -> np.ndarray:
+def _column_or_absent(chunk: OutputChunk, name: str) -> np.ndarray:
     col = chunk.columns.get(name)
-    return np.full(len(chunk), None, dtype=object) if col is None else col
+    return absent_column(len(chunk)) if col is None else col
 
 
 def _concat(parts: list[np.ndarray]) -> np.ndarray:

@@ -35,7 +35,7 @@ from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
 from engine.executors.snapshot import PlanObjects, dump_state, load_state
 from engine.keys import KeyCodec, KeySpec, Unordered, key_fields, scalar_key
 from engine.log import Epoch
-from engine.output import OutputChunk
+from engine.output import OutputChunk, absent_column
 from engine.pipeline import (
     Builtin,
     ColumnRef,
@@ -517,7 +517,7 @@ class EpochRuntime:
             for p in parts:
                 col = p.columns.get(n)
                 if col is None:
-                    col = np.full(len(p.seq), None, dtype=object)
+                    col = absent_column(len(p.seq))
                 pieces.append(col)
             columns[n] = _concat(pieces)[order]
         return OutputChunk(name, seq[order], keys, columns)

@@ -11,7 +11,7 @@ from connector.errors import SerdeError
 from connector.writer import KafkaSink, OutputTarget, ResumePoint, key_bytes
 from engine.hashing import java_partition
 from engine.log import Epoch, Events
-from engine.output import OutputChunk
+from engine.output import ABSENT, OutputChunk
 
 
 class _Encoder:
@@ -119,6 +119,14 @@ def test_missing_schema_fields_and_unknown_streams_are_errors() -> None:
     with pytest.raises(SerdeError, match="lacks fields"):
         sink.write(
             [OutputChunk("s", np.array([0]), np.array([1]), {"b": np.array([1])})], _epoch(0, 1)
+        )
+    # Per record: one record lacking a field fails however many others have it.
+    col = np.array([1, ABSENT, 3], dtype=object)
+    with pytest.raises(
+        SerdeError, match=r"1 record\(s\) lack schema field 'a', the first at seq 5"
+    ):
+        sink.write(
+            [OutputChunk("s", np.array([4, 5, 6]), np.array([1, 1, 1]), {"a": col})], _epoch(0, 7)
         )
     with pytest.raises(SerdeError, match="no output topic"):
         sink.write(
