@@ -6,6 +6,13 @@ memory-backed file system (``/dev/shm`` when it exists). The reader maps the fil
 with those buffers, so its arrays are views of the shared pages: one write, zero-copy reads.
 Only object arrays (strings) are pickled in band.
 
+A string dictionary shared by many epochs (a source that dictionary-encodes against one
+stable dictionary) is pickled once, not once per epoch and worker: the coordinator's
+:class:`SentObjects` writes each large object array to a file of its own the first time an
+epoch refers to it and afterwards refers to it by name; each worker's :class:`ReceivedObjects`
+loads a name once and keeps it while the coordinator may still refer to it (both keep the
+``keep`` most recent names, so they agree on which those are).
+
 Everything a run creates lives in its run directory, which the coordinator removes at the end,
 also when a worker was killed; directories left by a coordinator that was itself killed are
 swept at the next run (their owning process is gone).
@@ -14,6 +21,7 @@ swept at the next run (their owning process is gone).
 from __future__ import annotations
 
 import contextlib
+import io
 import mmap
 import os
 import pickle
@@ -22,10 +30,13 @@ import shutil
 import struct
 import tempfile
 import uuid
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RunDir", "default_shm_dir", "load", "store"]
+import numpy as np
+
+__all__ = ["ReceivedObjects", "RunDir", "SentObjects", "default_shm_dir", "load", "store"]
 
 _HEADER = struct.Struct("<QQ")  # pickle length, buffer count
 _ALIGN = 64
@@ -80,10 +91,95 @@ def sweep_stale(base: Path) -> None:
                 continue
 
 
-def store(path: Path, obj: Any) -> int:
-    """Write ``obj`` to ``path`` (pickle 5, arrays out of band); return the bytes written."""
+#: Object arrays at least this long are sent once by :class:`SentObjects`.
+_SHARED_MIN = 1024
+_SHARED_PREFIX = "obj"
+
+
+class SentObjects:
+    """The coordinator's record of the object arrays it has written as files of their own.
+
+    Keeps (and so keeps alive: an ``id`` is not reused while its object lives) the ``keep``
+    most recently written arrays; :attr:`written` lists the files written since it was last
+    emptied, which the caller deletes once every worker has read the epoch that named them.
+    """
+
+    def __init__(self, run_dir: RunDir, keep: int = 16) -> None:
+        self.run_dir = run_dir
+        self.keep = keep
+        self._names: OrderedDict[int, tuple[str, Any]] = OrderedDict()
+        self._count = 0
+        self.written: list[Path] = []
+
+    def name_of(self, obj: Any) -> str | None:
+        """The name ``obj`` travels by, writing it on first sight; None: pickle it in band."""
+        if type(obj) is not np.ndarray or obj.dtype != object or len(obj) < _SHARED_MIN:
+            return None
+        hit = self._names.get(id(obj))
+        if hit is not None and hit[1] is obj:
+            return hit[0]
+        name = f"{_SHARED_PREFIX}{self._count}"
+        self._count += 1
+        path = self.run_dir.file(name)
+        store(path, obj)
+        self.written.append(path)
+        self._names[id(obj)] = (name, obj)
+        while len(self._names) > self.keep:
+            self._names.popitem(last=False)
+        return name
+
+
+class ReceivedObjects:
+    """A worker's copies of the arrays named by :class:`SentObjects` (same ``keep``)."""
+
+    def __init__(self, run_dir: RunDir, keep: int = 16) -> None:
+        self.run_dir = run_dir
+        self.keep = keep
+        self._objects: dict[int, Any] = {}
+
+    def get(self, name: str) -> Any:
+        """The array called ``name``, read from its file the first time."""
+        n = int(name[len(_SHARED_PREFIX) :])
+        obj = self._objects.get(n)
+        if obj is None:
+            obj = self._objects[n] = load(self.run_dir.file(name))
+            # The coordinator names only its ``keep`` newest arrays, all newer than these.
+            for old in [k for k in self._objects if k <= n - self.keep]:
+                del self._objects[old]
+        return obj
+
+
+class _Pickler(pickle.Pickler):
+    def __init__(self, file: io.BytesIO, sent: SentObjects, **kwargs: Any) -> None:
+        super().__init__(file, protocol=5, **kwargs)
+        self._sent = sent
+
+    def persistent_id(self, obj: Any) -> str | None:
+        return self._sent.name_of(obj)
+
+
+class _Unpickler(pickle.Unpickler):
+    def __init__(self, file: io.BytesIO, received: ReceivedObjects, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._received = received
+
+    def persistent_load(self, pid: Any) -> Any:
+        return self._received.get(str(pid))
+
+
+def store(path: Path, obj: Any, sent: SentObjects | None = None) -> int:
+    """Write ``obj`` to ``path`` (pickle 5, arrays out of band); return the bytes written.
+
+    With ``sent``, large object arrays go by name (see :class:`SentObjects`); read such a file
+    with the matching :class:`ReceivedObjects`.
+    """
     buffers: list[pickle.PickleBuffer] = []
-    payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    if sent is None:
+        payload = pickle.dumps(obj, protocol=5, buffer_callback=buffers.append)
+    else:
+        out = io.BytesIO()
+        _Pickler(out, sent, buffer_callback=buffers.append).dump(obj)
+        payload = out.getvalue()
     raws = [b.raw() for b in buffers]
     tmp = path.with_suffix(".tmp")
     with open(tmp, "wb") as f:
@@ -100,7 +196,7 @@ def store(path: Path, obj: Any) -> int:
     return size
 
 
-def load(path: Path) -> Any:
+def load(path: Path, received: ReceivedObjects | None = None) -> Any:
     """Read an object written by :func:`store`; its arrays are views of the mapped file."""
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -119,4 +215,6 @@ def load(path: Path) -> Any:
         pos += -pos % _ALIGN
         buffers.append(view[pos : pos + n])
         pos += n
-    return pickle.loads(payload, buffers=buffers)
+    if received is None:
+        return pickle.loads(payload, buffers=buffers)
+    return _Unpickler(io.BytesIO(payload), received, buffers=buffers).load()

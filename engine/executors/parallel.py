@@ -58,7 +58,7 @@ import numpy as np
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
 from engine.errors import CheckpointError, EngineError, ExecutionError, LogError
-from engine.executors.arena import RunDir, load, store
+from engine.executors.arena import RunDir, SentObjects, load, store
 from engine.executors.base import RunStats
 from engine.executors.snapshot import check_header, fingerprint
 from engine.executors.worker import (
@@ -297,7 +297,8 @@ class ParallelExecutor:
         tracker: PositionTracker | None,
     ) -> None:
         run_dir, conns, procs = workers.run_dir, workers.conns, workers.procs
-        in_flight: deque[tuple[Epoch, Path, bool]] = deque()
+        sent = SentObjects(run_dir)
+        in_flight: deque[tuple[Epoch, list[Path], bool]] = deque()
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.max_in_flight:
@@ -310,7 +311,8 @@ class ParallelExecutor:
                 due = checkpoints is not None and checkpoints.due(epoch)
                 t0 = time.perf_counter()
                 path = run_dir.file(f"epoch{epoch.index}")
-                store(path, epoch)
+                store(path, epoch, sent)
+                files, sent.written = [path, *sent.written], []
                 for w in range(self.workers):
                     self._send(workers, w, EpochTask(epoch.index, str(path)), epoch)
                     if due:
@@ -318,10 +320,10 @@ class ParallelExecutor:
                         snap = run_dir.file(f"snap{epoch.index}-w{w}")
                         self._send(workers, w, SnapshotTask(epoch.index, str(snap)), epoch)
                 stats.add_time("move", time.perf_counter() - t0)
-                in_flight.append((epoch, path, due))
+                in_flight.append((epoch, files, due))
             if not in_flight:
                 return
-            epoch, path, due = in_flight.popleft()
+            epoch, files, due = in_flight.popleft()
             shares: list[list[OutputChunk]] = []
             for w in range(self.workers):
                 done = self._receive(conns, procs, w, epoch)
@@ -331,7 +333,9 @@ class ParallelExecutor:
                 t0 = time.perf_counter()
                 shares.append(load(Path(done.path)))
                 stats.add_time("move", time.perf_counter() - t0)
-            path.unlink()
+            # Every worker has read the epoch, and with it any object array it named first.
+            for path in files:
+                path.unlink()
             t0 = time.perf_counter()
             chunks = _merge_shares(shares)
             stats.add_time("merge", time.perf_counter() - t0)

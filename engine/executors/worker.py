@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CheckpointError, ExecutionError
-from engine.executors.arena import RunDir, load, store
+from engine.executors.arena import ReceivedObjects, RunDir, load, store
 from engine.executors.base import RunStats
 from engine.executors.columns import Part
 from engine.executors.runtime import EpochRuntime
@@ -161,6 +161,7 @@ def worker_main(
     rd = RunDir(run_dir)
     shard = Shard(index, count)
     exchange = _ShmExchange(rd, shard, barrier)
+    received = ReceivedObjects(rd)
     # A single worker owns everything: nothing to swap.
     runtime = EpochRuntime(plan, shard=shard, exchange=exchange if count > 1 else None)
     current = None
@@ -184,7 +185,7 @@ def worker_main(
                 continue
             assert isinstance(msg, EpochTask)
             t0 = time.perf_counter()
-            epoch: Epoch = load(Path(msg.path))
+            epoch: Epoch = load(Path(msg.path), received)
             current = epoch
             stats = RunStats("parallel")
             stats.add_time("move", time.perf_counter() - t0)
