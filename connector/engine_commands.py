@@ -139,7 +139,7 @@ def format_table(result: BenchResult) -> str:
     lines.append(
         "RSS: the sum of every process's peak RSS (coordinator and workers; the workers are\n"
         "  started before the data set is loaded, so they do not map it).\n"
-        "PSS: the peak of the processes' summed proportional set size (sampled every 0.1 s);\n"
+        "PSS: the peak of the processes' summed proportional set size (sampled every 1 s);\n"
         "  it counts each page once, as a container's memory limit does."
     )
     scaling = result.scaling()
