@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Shard", "owner_of_key", "owners_of_ids"]
+__all__ = ["Shard", "owner_of_int", "owner_of_key", "owners_of_ids"]
 
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
+#: 2**64 / golden ratio, odd: Fibonacci hashing's multiplier.
+_GOLDEN = 0x9E3779B97F4A7C15
 _MASK = (1 << 64) - 1
+_U32 = np.uint64(32)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,30 +35,30 @@ class Shard:
 
 
 def owners_of_ids(ids: np.ndarray, workers: int) -> np.ndarray:
-    """The owner of each int64 key id (splitmix64 finaliser, then modulo)."""
-    x = ids.astype(np.uint64, copy=True)
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(30)
-        x *= _M1
-        x ^= x >> np.uint64(27)
-        x *= _M2
-        x ^= x >> np.uint64(31)
-    owners: np.ndarray = (x % np.uint64(workers)).astype(np.int64)
+    """The owner of each int64 key id.
+
+    Fibonacci hashing: the high 32 bits of ``id * 2**64/phi`` (mod 2**64), scaled to
+    ``workers`` by a multiply and shift. Three passes over the ids, no division: this runs
+    for every row of every epoch on every worker (a splitmix64 finaliser and a modulo took
+    ~5x longer). Consecutive ids, strided ids and packed pairs all spread evenly
+    (``tests/unit/engine/executors/test_sharding.py``).
+    """
+    x = np.asarray(ids, dtype=np.int64).view(np.uint64)
+    h = x * np.uint64(_GOLDEN)
+    h >>= _U32
+    h *= np.uint64(workers)
+    h >>= _U32
+    owners: np.ndarray = h.view(np.int64)
     return owners
 
 
-def _mix(value: int) -> int:
-    x = value & _MASK
-    x ^= x >> 30
-    x = (x * 0xBF58476D1CE4E5B9) & _MASK
-    x ^= x >> 27
-    x = (x * 0x94D049BB133111EB) & _MASK
-    x ^= x >> 31
-    return x
+def owner_of_int(value: int, workers: int) -> int:
+    """:func:`owners_of_ids` for one int (any size: it is reduced mod 2**64 first)."""
+    return ((((value & _MASK) * _GOLDEN) & _MASK) >> 32) * workers >> 32
 
 
 def owner_of_key(key: Hashable, workers: int) -> int:
     """The owner of a Python table's key."""
     if isinstance(key, int) and not isinstance(key, bool):
-        return _mix(key) % workers
-    return _mix(zlib.crc32(repr(key).encode())) % workers
+        return owner_of_int(key, workers)
+    return owner_of_int(zlib.crc32(repr(key).encode()), workers)
