@@ -54,3 +54,20 @@ def test_shard_rows_cover_every_row_once() -> None:
     for count in (1, 2, 3, 7):
         rows = [Shard(i, count).rows(10) for i in range(count)]
         assert [i for r in rows for i in list(range(10))[r]] == list(range(10))
+
+
+@pytest.mark.parametrize("workers", [2, 3, 16])
+@pytest.mark.parametrize(
+    "ids", [np.arange(1 << 40, (1 << 40) + 200_000), _pairs(4_000)], ids=["wide", "pairs"]
+)
+def test_a_workers_keys_fill_its_hash_tables_evenly(ids: np.ndarray, workers: int) -> None:
+    """Ownership must not decide where keys land in a worker's KeyIndex (if it hashed like
+    the index, one worker's keys would share the top bits of their cells)."""
+    from engine.state.keyindex import KeyIndex
+
+    owned = ids[owners_of_ids(ids, workers) == 0]
+    index = KeyIndex()
+    index._bits = 16
+    regions = np.bincount(index._hash(owned) >> 10, minlength=64)
+    assert regions.min() > 0.8 * regions.mean()
+    assert regions.max() < 1.2 * regions.mean()
