@@ -1,0 +1,41 @@
+"""The sorting helpers against numpy's stable argsort."""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from engine.state.packing import pack_order, radix_order, sort_pairs
+from tests.budget import examples
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(
+    n=st.sampled_from([0, 1, 5, 2047, 2048, 5000]),
+    bits=st.integers(0, 40),
+    distinct=st.integers(1, 50),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_pack_order_is_a_stable_argsort(n: int, bits: int, distinct: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    # Few distinct values, so ties (whose order a stable sort keeps) are everywhere.
+    values = rng.integers(0, 1 << bits, distinct) if bits else np.zeros(distinct, np.int64)
+    keys = values[rng.integers(0, distinct, n)].astype(np.int64)
+    expected = np.argsort(keys, kind="stable")
+    assert np.array_equal(pack_order(keys), expected)
+    b = int(keys.max()).bit_length() if n else 0
+    assert np.array_equal(radix_order(keys, b), expected)
+
+
+def test_radix_passes_cover_every_bit() -> None:
+    # Keys differing only in bit 31, or only in bit 16 (just past the first pass).
+    for bit in (0, 15, 16, 17, 31):
+        keys = np.tile(np.array([1 << bit, 0], dtype=np.int64), 3000)
+        assert np.array_equal(radix_order(keys, bit + 1), np.argsort(keys, kind="stable"))
+
+
+def test_sort_pairs_orders_by_first_then_second() -> None:
+    rng = np.random.default_rng(1)
+    first, second = rng.integers(0, 50, 4000), rng.integers(0, 1 << 20, 4000)
+    assert np.array_equal(sort_pairs(first, second), np.lexsort((second, first)))
