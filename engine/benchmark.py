@@ -260,7 +260,8 @@ def run_engine_bench(
     only: Sequence[str] = IMPLEMENTATIONS,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> BenchResult:
-    """Generate the data set once, then measure each implementation ``repeat`` times."""
+    """Generate the data set once, then measure each implementation ``repeat`` times, in
+    rounds of one run each (each run in a fresh process)."""
     from engine.examples.social.data import generate_social
 
     data = generate_social(users=users, events=events, days=days, seed=seed, jitter_ms=jitter_ms)
@@ -271,13 +272,17 @@ def run_engine_bench(
         with open(path, "wb") as f:
             pickle.dump(data, f, protocol=5)
         del data
-        for name in only:
-            runs = []
-            for i in range(repeat):
+        # Round by round, one run of each implementation: on a machine whose speed drifts
+        # (a shared VM here varied by 20% within minutes) every implementation meets the
+        # slow and the fast minutes alike, so the ratios of medians are fair.
+        by_name: dict[str, list[_Run]] = {name: [] for name in only}
+        for i in range(repeat):
+            for name in only:
                 run = _measure(path, name, epoch_size)
-                runs.append(run)
+                by_name[name].append(run)
                 progress(f"{name} run {i + 1}/{repeat}: {run.seconds:.2f} s")
-            runs.sort(key=lambda r: r.seconds)
+        for name in only:
+            runs = sorted(by_name[name], key=lambda r: r.seconds)
             mid = runs[len(runs) // 2]
             pss = [r.peak_pss_mib for r in runs if r.peak_pss_mib is not None]
             measurements.append(
