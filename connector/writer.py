@@ -147,7 +147,6 @@ class KafkaSink:
                 "them or choose a schema that matches the pipeline's output"
             )
         columns = {f: chunk.columns[f] for f in target.fields}
-        _check_present(chunk, columns)
         if keep is not None:
             rows = np.flatnonzero(keep)
             skipped = len(seq) - len(rows)
@@ -157,6 +156,8 @@ class KafkaSink:
             columns = {f: c[rows] for f, c in columns.items()}
             keys = [keys[i] for i in rows.tolist()]
             partitions, seq = partitions[rows], seq[rows]
+        # After the resume skip: records written before the restart are not judged again.
+        _check_present(chunk.output, seq, columns)
         values = target.encoder.encode(columns)
         index = seq - coords.seq_start
         # Built with C-level loops (zip, map): per-record Python code here cost ~3 µs a record.
@@ -246,7 +247,9 @@ def _keys_and_partitions(
     return encoded, np.array([java_partition(k, partitions) for k in encoded], dtype=np.int32)
 
 
-def _check_present(chunk: OutputChunk, columns: Mapping[str, npt.NDArray[Any]]) -> None:
+def _check_present(
+    output: str, seq: npt.NDArray[np.int64], columns: Mapping[str, npt.NDArray[Any]]
+) -> None:
     """SerdeError if a record lacks a schema field (rather than writing it as null).
 
     Checked per record, so whether a record can be written never depends on which other
@@ -257,9 +260,8 @@ def _check_present(chunk: OutputChunk, columns: Mapping[str, npt.NDArray[Any]]) 
             continue
         lacking = np.flatnonzero(np.fromiter((v is ABSENT for v in col), bool, len(col)))
         if len(lacking):
-            seq = int(chunk.seq[lacking[0]])
             raise SerdeError(
-                f"output stream {chunk.output!r}: {len(lacking)} record(s) lack schema field "
-                f"{name!r}, the first at seq {seq}; emit the field in every record (None for "
-                "null) or choose a schema without it"
+                f"output stream {output!r}: {len(lacking)} record(s) lack schema field "
+                f"{name!r}, the first at seq {int(seq[lacking[0]])}; emit the field in every "
+                "record (None for null) or choose a schema without it"
             )

@@ -93,6 +93,12 @@ def sweep_stale(base: Path) -> None:
 
 #: Object arrays at least this long are sent once by :class:`SentObjects`.
 _SHARED_MIN = 1024
+#: How many named arrays both sides remember. The coordinator forgets in the order it wrote
+#: them and a worker drops names more than this many below the newest it has seen: the two
+#: agree only while both use this number and the coordinator evicts oldest-written first.
+#: Small, since where dictionaries are not shared (one per decoded batch) each process keeps
+#: this many epochs' dictionaries alive for nothing.
+_KEEP = 4
 _SHARED_PREFIX = "obj"
 
 
@@ -104,7 +110,7 @@ class SentObjects:
     emptied, which the caller deletes once every worker has read the epoch that named them.
     """
 
-    def __init__(self, run_dir: RunDir, keep: int = 16) -> None:
+    def __init__(self, run_dir: RunDir, keep: int = _KEEP) -> None:
         self.run_dir = run_dir
         self.keep = keep
         self._names: OrderedDict[int, tuple[str, Any]] = OrderedDict()
@@ -113,7 +119,9 @@ class SentObjects:
 
     def name_of(self, obj: Any) -> str | None:
         """The name ``obj`` travels by, writing it on first sight; None: pickle it in band."""
-        if type(obj) is not np.ndarray or obj.dtype != object or len(obj) < _SHARED_MIN:
+        if type(obj) is not np.ndarray or obj.dtype != object or obj.ndim != 1:
+            return None
+        if len(obj) < _SHARED_MIN:
             return None
         hit = self._names.get(id(obj))
         if hit is not None and hit[1] is obj:
@@ -132,7 +140,7 @@ class SentObjects:
 class ReceivedObjects:
     """A worker's copies of the arrays named by :class:`SentObjects` (same ``keep``)."""
 
-    def __init__(self, run_dir: RunDir, keep: int = 16) -> None:
+    def __init__(self, run_dir: RunDir, keep: int = _KEEP) -> None:
         self.run_dir = run_dir
         self.keep = keep
         self._objects: dict[int, Any] = {}

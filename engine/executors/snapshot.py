@@ -37,9 +37,9 @@ __all__ = ["PlanObjects", "check_header", "dump_state", "fingerprint", "load_sta
 Path: TypeAlias = tuple[Hashable, ...]
 
 _MAGIC = b"RSRT"
-# 2: keys are owned by Fibonacci hashing (sharding.owners_of_ids); a version-1 shard holds
-# keys that another worker owns now.
-_VERSION = 2
+# 3: keys are owned by sharding.owners_of_ids' multiplicative hash (2 was a short-lived
+# golden-ratio hash); a shard of an older version holds keys that another worker owns now.
+_VERSION = 3
 _HEADER = struct.Struct("<4sHII32s")  # magic, version, shard index, shard count, fingerprint
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
 _MAX_DEPTH = 40

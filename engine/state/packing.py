@@ -50,7 +50,7 @@ def pack_order(keys: np.ndarray) -> np.ndarray:
     bits = bits_for(keys)
     # numpy's value sort of int64 is a plain introsort here (~50 ns a key at 100k keys), its
     # radix sort of uint16 is linear: two passes for 32-bit keys (slots) cost a third.
-    if n >= _RADIX_MIN and bits <= _RADIX_MAX_BITS:
+    if n >= _RADIX_MIN and bits <= _RADIX_MAX_BITS and int(keys.min()) >= 0:
         return radix_order(keys, bits)
     ib = max(1, (n - 1).bit_length())
     if bits + ib <= 63:

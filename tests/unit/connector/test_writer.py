@@ -132,3 +132,12 @@ def test_missing_schema_fields_and_unknown_streams_are_errors() -> None:
         sink.write(
             [OutputChunk("x", np.array([0]), np.array([1]), {"a": np.array([1])})], _epoch(0, 1)
         )
+
+
+def test_records_skipped_on_resume_are_not_checked_for_fields() -> None:
+    p7 = java_partition(b"7", 3)
+    sink, producer = _sink({("out", p7): ResumePoint(seq=4, count=1)})
+    # seq 4 was written before the restart (by a version that filled absent fields).
+    col = np.array([ABSENT, 5], dtype=object)
+    sink.write([OutputChunk("s", np.array([4, 5]), np.array([7, 7]), {"a": col})], _epoch(0, 6))
+    assert [r[5][0][1] for r in producer.rows] == [b"5"]

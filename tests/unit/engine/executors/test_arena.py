@@ -55,20 +55,27 @@ def test_a_dictionary_shared_by_epochs_is_written_once(tmp_path: Path) -> None:
 def test_workers_keep_every_array_the_coordinator_may_still_name(
     keep: int, picks: list[list[int]]
 ) -> None:
-    """Files are deleted as soon as their epoch is read, so a worker that dropped an array the
-    coordinator still names would fail to load a later epoch."""
+    """As the coordinator does: two epochs in flight (epoch i+1 stored before the worker
+    reads epoch i), and an epoch's files deleted as soon as the worker has read it; a worker
+    that dropped an array the coordinator still names would fail to load a later epoch."""
     import tempfile
+    from collections import deque
 
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = RunDir(Path(tmp))
         pool = [_strings(i) for i in range(8)]
         sent, received = SentObjects(run_dir, keep), ReceivedObjects(run_dir, keep)
-        for i, chosen in enumerate(picks):
-            path = run_dir.file(f"epoch{i}")
-            store(path, [pool[c] for c in chosen], sent)
-            back = load(path, received)
-            assert [b.tolist() for b in back] == [pool[c].tolist() for c in chosen]
-            for written in sent.written:
-                written.unlink()
-            sent.written = []
-            path.unlink()
+        in_flight: deque[tuple[list[Path], list[int]]] = deque()
+        for i, chosen in enumerate([*picks, None, None]):
+            if chosen is not None:
+                path = run_dir.file(f"epoch{i}")
+                store(path, [pool[c] for c in chosen], sent)
+                in_flight.append(([path, *sent.written], chosen))
+                sent.written = []
+            if len(in_flight) == 2 or (chosen is None and in_flight):
+                files, wanted = in_flight.popleft()
+                back = load(files[0], received)
+                assert [b.tolist() for b in back] == [pool[c].tolist() for c in wanted]
+                for f in files:
+                    f.unlink()
+        assert list(Path(tmp).iterdir()) == []  # no array file outlives its epoch

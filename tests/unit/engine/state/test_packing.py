@@ -39,3 +39,8 @@ def test_sort_pairs_orders_by_first_then_second() -> None:
     rng = np.random.default_rng(1)
     first, second = rng.integers(0, 50, 4000), rng.integers(0, 1 << 20, 4000)
     assert np.array_equal(sort_pairs(first, second), np.lexsort((second, first)))
+
+
+def test_negative_keys_still_sort_stably() -> None:
+    keys = np.tile(np.array([-3, -1, 2, 1, -3], dtype=np.int64), 1000)
+    assert np.array_equal(pack_order(keys), np.argsort(keys, kind="stable"))
