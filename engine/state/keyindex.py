@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engine.state.packing import pack_order, radix_order
+from engine.state.packing import pack_order
 
 __all__ = ["KeyIndex"]
 
@@ -116,8 +116,8 @@ class KeyIndex:
         table in order. Keys pushed past its end wrap around to the start by probing."""
         n = len(keys)
         home = self._hash(keys)
-        # Cells have at most ~32 bits: radix passes (a tenth of a value sort of millions).
-        order = radix_order(home, self._bits) if self._bits <= 40 else pack_order(home)
+        # A stable argsort of cells (<= ~32 bits: pack_order takes radix passes).
+        order = pack_order(home)
         homes = home[order]
         rank = np.arange(n, dtype=np.int64)
         # Cell of the k-th key: max(home_k, cell_(k-1) + 1) = k + max over j <= k of home_j - j.
