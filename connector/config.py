@@ -190,7 +190,13 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s("executor", "choice", "how to run the pipeline", "parallel", choices=get_args(ExecutorName)),
     _s("workers", "int", "worker processes of the parallel executor; 0: one per CPU", 0),
-    _s("epoch_size", "int", "events per epoch (the unit of parallel work)", 100_000),
+    _s(
+        "epoch_size",
+        "int",
+        "events per epoch (the unit of parallel work); 0: 125,000 per worker, within "
+        "250,000..2,000,000",
+        0,
+    ),
     _s(
         "checkpoint_dir",
         "str",
@@ -270,7 +276,7 @@ class RunConfig:
     on_bad_record: BadRecordPolicy = "dead-letter"
     executor: ExecutorName = "parallel"
     workers: int = 0
-    epoch_size: int = 100_000
+    epoch_size: int = 0
     checkpoint_dir: str | None = None
     checkpoint_every_epochs: int = 10
     checkpoint_every_seconds: int = 60
@@ -329,13 +335,12 @@ def _validate(c: RunConfig) -> None:
             f"{c.job_id!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit (it names topics and checkpoint files)",
         )
-    for name in ("workers", "metrics_port"):
+    for name in ("workers", "epoch_size", "metrics_port"):
         if getattr(c, name) < 0:
             raise bad(name, f"must be >= 0, got {getattr(c, name)}")
     if c.metrics_port > 65535:
         raise bad("metrics_port", f"must be a TCP port (0-65535), got {c.metrics_port}")
     for name in (
-        "epoch_size",
         "checkpoint_every_epochs",
         "checkpoint_every_seconds",
         "checkpoint_keep",

@@ -65,8 +65,9 @@ def add_bench_engine_arguments(parser: argparse.ArgumentParser, env: Any) -> Non
     parser.add_argument(
         "--epoch-size",
         type=int,
-        default=int(env("EPOCH_SIZE", "100000")),
-        help="events per epoch (env RESTREAM_EPOCH_SIZE)",
+        default=int(env("EPOCH_SIZE", "0")),
+        help="events per epoch; 0: each executor's default, 125,000 per worker within "
+        "250,000..2,000,000 (env RESTREAM_EPOCH_SIZE)",
     )
     parser.add_argument(
         "--repeat",
@@ -98,7 +99,10 @@ def bench_engine(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    for name in ("events", "users", "days", "epoch_size", "repeat"):
+    if args.epoch_size < 0:
+        print("restream: --epoch-size must be >= 0 (0: automatic)", file=sys.stderr)
+        return 2
+    for name in ("events", "users", "days", "repeat"):
         if getattr(args, name) < 1:
             print(f"restream: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
@@ -107,7 +111,7 @@ def bench_engine(args: argparse.Namespace) -> int:
         users=args.users,
         days=args.days,
         jitter_ms=args.jitter_ms,
-        epoch_size=args.epoch_size,
+        epoch_size=args.epoch_size or None,
         repeat=args.repeat,
         only=only,
         progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
@@ -123,7 +127,7 @@ def format_table(result: BenchResult) -> str:
     """The benchmark as a plain-text table."""
     lines = [
         f"spam backtest: {result.events:,} events, {result.users:,} users, {result.days} days, "
-        f"jitter {result.jitter_ms} ms, epoch {result.epoch_size:,}, median of {result.repeat}",
+        f"jitter {result.jitter_ms} ms, epoch {_epochs(result)}, median of {result.repeat}",
         f"{'implementation':<14} {'median s':>9} {'events/s':>12} {'vs hand':>8} "
         f"{'vs whole':>9} {'RSS MiB':>9} {'PSS MiB':>9}  output",
     ]
@@ -161,6 +165,14 @@ def format_table(result: BenchResult) -> str:
             + ")"
         )
     return "\n".join(lines)
+
+
+def _epochs(result: BenchResult) -> str:
+    """The epoch size, or each executor's when they chose their own."""
+    if result.epoch_size is not None:
+        return f"{result.epoch_size:,}"
+    sizes = [f"{m.name} {m.epoch_size:,}" for m in result.measurements if m.epoch_size]
+    return "auto (" + ", ".join(sizes) + ")" if sizes else "auto"
 
 
 def _times(ratio: float | None, width: int) -> str:

@@ -54,7 +54,7 @@ from connector.reader import KafkaSource, TopicInput
 from connector.registry import registry_client
 from connector.serde import value_decoder, value_encoder
 from connector.writer import KafkaSink, OutputTarget, output_producer_settings
-from engine.executors.base import Executor, RunStats
+from engine.executors.base import Executor, RunStats, auto_epoch_size
 from engine.planner import Plan, plan
 
 __all__ = ["JobPlan", "RunReport", "build_job", "resolve_ranges", "run_job"]
@@ -201,6 +201,11 @@ def _workers(config: RunConfig) -> int:
     return config.workers or os.cpu_count() or 1
 
 
+def _epoch_size(config: RunConfig) -> int:
+    """The run's epoch size: ``epoch_size``, or when 0 the engine's choice for its workers."""
+    return config.epoch_size or auto_epoch_size(_workers(config))
+
+
 def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
     """The settings that decide a job's output, as hashed into its checkpoint manifest."""
     c = job.config
@@ -218,7 +223,7 @@ def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
         "end": c.end,
         "executor": c.executor,
         "workers": _workers(c),
-        "epoch_size": c.epoch_size,
+        "epoch_size": _epoch_size(c),
     }
 
 
@@ -230,15 +235,16 @@ def _executor(config: RunConfig) -> Executor:
     if config.executor == "serial":
         from engine.executors.serial import SerialExecutor
 
-        return SerialExecutor(epoch_size=config.epoch_size)
+        return SerialExecutor(epoch_size=_epoch_size(config))
     if config.executor == "batch":
         from engine.executors.batch import BatchExecutor
 
-        return BatchExecutor(epoch_size=config.epoch_size)
+        return BatchExecutor(epoch_size=_epoch_size(config))
     from engine.executors.parallel import ParallelExecutor
 
     workers = _workers(config)
-    if workers > 1 and config.epoch_size < _SHARE_FLOOR * workers:
+    # Only a size the user chose can be too small: the automatic one gives 125,000 a worker.
+    if workers > 1 and 0 < config.epoch_size < _SHARE_FLOOR * workers:
         logger.warning(
             "epoch_size %s gives each of %s workers ~%s events an epoch; every epoch costs each "
             "worker a fixed ~25 ms (2 workers on 2M spam events: 4.2 s at 50,000, 3.0 s at "
@@ -248,7 +254,7 @@ def _executor(config: RunConfig) -> Executor:
             config.epoch_size // workers,
             _SHARE_FLOOR * workers,
         )
-    return ParallelExecutor(workers=workers, epoch_size=config.epoch_size)
+    return ParallelExecutor(workers=workers, epoch_size=_epoch_size(config))
 
 
 class _Producers:

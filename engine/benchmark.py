@@ -55,6 +55,8 @@ class Measurement:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     #: Peak of the PSS summed over the process tree (each page counted once), sampled.
     peak_pss_mib: float | None = None
+    #: Events per epoch of an executor (None for the hand-written and whole-log versions).
+    epoch_size: int | None = None
 
     @property
     def median(self) -> float:
@@ -75,7 +77,8 @@ class BenchResult:
     users: int
     days: int
     jitter_ms: int
-    epoch_size: int
+    #: Events per epoch asked for; None: each executor's default (``auto_epoch_size``).
+    epoch_size: int | None
     repeat: int
     measurements: list[Measurement]
     reference: str
@@ -150,12 +153,13 @@ def valid_implementation(name: str) -> bool:
 
 
 def _run_one(
-    name: str, path: str, epoch_size: int
-) -> tuple[float, int, str, dict[str, float], int]:
+    name: str, path: str, epoch_size: int | None
+) -> tuple[float, int, str, dict[str, float], int, int | None]:
     from engine.examples.social.handwritten import spam_scores_handwritten
     from engine.examples.social.source import social_source
     from engine.examples.social.spam import build_spam_pipeline
     from engine.examples.social.wholelog import spam_scores_wholelog
+    from engine.executors.base import auto_epoch_size
     from engine.executors.batch import BatchExecutor
     from engine.executors.parallel import ParallelExecutor
     from engine.executors.serial import SerialExecutor
@@ -187,7 +191,7 @@ def _run_one(
             cols = {f: getattr(scores, f) for f in SCORE_FIELDS}
         else:
             if name == "serial":
-                executor = SerialExecutor(epoch_size=epoch_size)
+                executor = SerialExecutor(epoch_size=epoch_size or auto_epoch_size(1))
             elif name == "batch":
                 executor = BatchExecutor(epoch_size=epoch_size)
             sink = collect()
@@ -204,20 +208,21 @@ def _run_one(
     finally:
         if isinstance(executor, ParallelExecutor):
             executor.close()  # workers started for a run that never came
-    return seconds, len(cols["message_id"]), score_digest(cols), phases, workers_rss
+    used = None if executor is None else executor.epoch_size
+    return seconds, len(cols["message_id"]), score_digest(cols), phases, workers_rss, used
 
 
-def _child(path: str, name: str, epoch_size: int, conn: Any) -> None:
+def _child(path: str, name: str, epoch_size: int | None, conn: Any) -> None:
     try:
         # Each sample walks every process's page tables (smaps_rollup) and holds their
         # memory-map locks: every 0.1 s it took ~11% of a core and 5% of a 2-worker run's
         # wall time on 2 cores, where a one-process baseline has a core to spare for it.
         with PeakPss(os.getpid(), interval=1.0) as pss:
-            seconds, outputs, digest, phases, workers_rss = _run_one(name, path, epoch_size)
+            seconds, outputs, digest, phases, workers_rss, used = _run_one(name, path, epoch_size)
         # This process's peak plus the peaks of its worker processes, if any.
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + workers_rss / 2**20
         peak_pss = None if pss.peak_bytes is None else pss.peak_bytes / 2**20
-        conn.send(("ok", (seconds, outputs, digest, phases), (peak, peak_pss)))
+        conn.send(("ok", (seconds, outputs, digest, phases, used), (peak, peak_pss)))
     except BaseException as exc:  # report any failure to the parent, then exit
         conn.send(("error", f"{type(exc).__name__}: {exc}", (0.0, None)))
     finally:
@@ -232,9 +237,10 @@ class _Run:
     phases: dict[str, float]
     peak_rss_mib: float
     peak_pss_mib: float | None
+    epoch_size: int | None
 
 
-def _measure(path: str, name: str, epoch_size: int) -> _Run:
+def _measure(path: str, name: str, epoch_size: int | None) -> _Run:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(path, name, epoch_size, child))
@@ -244,8 +250,8 @@ def _measure(path: str, name: str, epoch_size: int) -> _Run:
     proc.join()
     if status != "ok":
         raise RuntimeError(f"benchmark of {name} failed: {result}")
-    seconds, outputs, digest, phases = result
-    return _Run(seconds, outputs, digest, phases, peak, peak_pss)
+    seconds, outputs, digest, phases, used = result
+    return _Run(seconds, outputs, digest, phases, peak, peak_pss, used)
 
 
 def run_engine_bench(
@@ -255,7 +261,7 @@ def run_engine_bench(
     days: int = 30,
     seed: int = 0,
     jitter_ms: int = 0,
-    epoch_size: int = 100_000,
+    epoch_size: int | None = None,
     repeat: int = 3,
     only: Sequence[str] = IMPLEMENTATIONS,
     progress: Callable[[str], None] = lambda _msg: None,
@@ -295,6 +301,7 @@ def run_engine_bench(
                     max(r.peak_rss_mib for r in runs),
                     mid.phases,
                     max(pss) if pss else None,
+                    mid.epoch_size,
                 )
             )
     reference = "serial" if "serial" in only else only[0]

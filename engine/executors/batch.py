@@ -15,7 +15,7 @@ import time
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
 from engine.errors import LogError
-from engine.executors.base import RunStats
+from engine.executors.base import RunStats, auto_epoch_size
 from engine.executors.runtime import EpochRuntime
 from engine.log import Source, merge_log
 from engine.output import Sink
@@ -29,7 +29,9 @@ class BatchExecutor:
 
     name = "batch"
 
-    def __init__(self, *, epoch_size: int = 100_000) -> None:
+    def __init__(self, *, epoch_size: int | None = None) -> None:
+        """``epoch_size``: events per epoch; by default :func:`auto_epoch_size` of one worker."""
+        epoch_size = auto_epoch_size(1) if epoch_size is None else epoch_size
         if epoch_size < 1:
             raise LogError(f"epoch_size must be >= 1, got {epoch_size}")
         self.epoch_size = epoch_size

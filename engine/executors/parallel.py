@@ -59,7 +59,7 @@ import numpy as np
 from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
 from engine.errors import CheckpointError, EngineError, ExecutionError, LogError
 from engine.executors.arena import RunDir, SentObjects, load, store
-from engine.executors.base import RunStats
+from engine.executors.base import RunStats, auto_epoch_size
 from engine.executors.snapshot import check_header, fingerprint
 from engine.executors.worker import (
     Done,
@@ -89,14 +89,17 @@ class ParallelExecutor:
         self,
         *,
         workers: int | None = None,
-        epoch_size: int = 100_000,
+        epoch_size: int | None = None,
         max_in_flight: int = 2,
         shm_dir: Path | None = None,
         coordinator_nice: int = 10,
     ) -> None:
+        """``workers``: processes (default: the CPU count); ``epoch_size``: events per epoch
+        (default: :func:`~engine.executors.base.auto_epoch_size` of ``workers``)."""
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise EngineError(f"workers must be >= 1, got {workers}")
+        epoch_size = auto_epoch_size(workers) if epoch_size is None else epoch_size
         if epoch_size < 1:
             raise LogError(f"epoch_size must be >= 1, got {epoch_size}")
         if max_in_flight < 1:

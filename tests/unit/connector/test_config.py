@@ -82,7 +82,7 @@ def test_lists_and_mappings_from_every_source(tmp_path: Path) -> None:
     [
         (["--workers", "two"], {}, "--workers", "not an integer"),
         ([], {"RESTREAM_WORKERS": "-1"}, "RESTREAM_WORKERS", "must be >= 0"),
-        (["--epoch-size", "0"], {}, "epoch_size", "must be >= 1"),
+        (["--epoch-size", "-5"], {}, "epoch_size", "must be >= 0"),
         (["--on-bad-record", "drop"], {}, "on_bad_record", "dead-letter, fail"),
         (["--value-format", "protobuf"], {}, "value_format", "avro, avro-confluent, json"),
         (["--job-id", "bad id!"], {}, "job_id", "letters, digits"),

@@ -74,3 +74,15 @@ def test_table_shows_sampled_pss_when_measured() -> None:
         if line.startswith("serial")
     )
     assert line.split()[5:7] == ["3,000", "1,234"]
+
+
+def test_header_names_each_executors_own_epoch_size_when_left_automatic() -> None:
+    rows = [
+        Measurement("wholelog", [1.0], 1000, 1, "d", 1.0),
+        Measurement("batch", [1.0], 1000, 1, "d", 1.0, epoch_size=250_000),
+        Measurement("parallel-w4", [1.0], 1000, 1, "d", 1.0, epoch_size=500_000),
+    ]
+    header = format_table(BenchResult(1000, 10, 1, 0, None, 1, rows, "batch")).splitlines()[0]
+    assert "epoch auto (batch 250,000, parallel-w4 500,000)," in header
+    fixed = format_table(BenchResult(1000, 10, 1, 0, 100, 1, rows, "batch")).splitlines()[0]
+    assert "epoch 100," in fixed

@@ -1,4 +1,4 @@
-"""Which executor a run config builds, and the warning for epochs too small for its workers."""
+"""Which executor a run config builds, its epoch size, and the warning for epochs too small."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import pytest
 
 from connector.config import load_config
 from connector.run import _executor
+from engine.executors.base import AUTO_EPOCH_MAX, AUTO_EPOCH_MIN, auto_epoch_size
+from engine.executors.batch import BatchExecutor
 from engine.executors.parallel import ParallelExecutor
 
 
@@ -34,3 +36,35 @@ def test_large_enough_epochs_and_one_worker_are_not(caplog: pytest.LogCaptureFix
         )
         _executor(load_config({"executor": "batch", "epoch_size": "1000"}, environ={}))
     assert caplog.text == ""
+
+
+@pytest.mark.parametrize(
+    ("workers", "expected"),
+    [(1, AUTO_EPOCH_MIN), (2, 250_000), (3, 375_000), (16, 2_000_000), (64, AUTO_EPOCH_MAX)],
+)
+def test_automatic_epochs_grow_with_workers_within_bounds(workers: int, expected: int) -> None:
+    assert auto_epoch_size(workers) == expected
+    config = load_config({"executor": "parallel", "workers": str(workers)}, environ={})
+    executor = _executor(config)
+    assert isinstance(executor, ParallelExecutor)
+    assert executor.epoch_size == expected
+    # The engine picks the same size when the executor is built without the connector.
+    assert ParallelExecutor(workers=workers).epoch_size == expected
+
+
+def test_automatic_epochs_are_not_warned_about_and_a_chosen_size_wins(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="connector.run"):
+        many = _executor(load_config({"workers": "32"}, environ={}))
+    assert caplog.text == ""  # 2,000,000 over 32 workers: the cap, chosen by restream
+    assert many.epoch_size == AUTO_EPOCH_MAX
+    batch = _executor(load_config({"executor": "batch"}, environ={}))
+    assert isinstance(batch, BatchExecutor) and batch.epoch_size == auto_epoch_size(1)
+    chosen = _executor(load_config({"workers": "4", "epoch_size": "777"}, environ={}))
+    assert chosen.epoch_size == 777
+
+
+def test_auto_epoch_size_needs_a_worker() -> None:
+    with pytest.raises(ValueError, match="workers must be >= 1"):
+        auto_epoch_size(0)
