@@ -164,6 +164,47 @@ def test_epoch_latest_write_below_each_cutoff() -> None:
     assert latest.tolist() == [-1, 2, 1, 4, -1]
 
 
+def _latest_by_scanning(writes: list[int], slot: int, cutoff: int) -> int:
+    return max((i for i in range(min(cutoff, len(writes))) if writes[i] == slot), default=-1)
+
+
+# Slots up to 2**61 force the (slot, index) keys past 62 bits, onto the sorting fallback.
+_SLOTS = st.one_of(st.integers(0, 5), st.integers(0, 2**61))
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.data(), st.lists(_SLOTS, min_size=1, max_size=40))
+def test_epoch_latest_matches_a_scan_of_the_writes(data: st.DataObject, writes: list[int]) -> None:
+    n = len(writes)
+    slot = st.one_of(st.sampled_from(writes), _SLOTS, st.just(-1))
+    reads = data.draw(st.lists(st.tuples(slot, st.integers(0, n)), max_size=40))
+    ep = EpochWrites(np.array(writes, dtype=np.int64), np.arange(n, dtype=np.int64))
+    slots = np.array([r[0] for r in reads], dtype=np.int64)
+    cutoffs = np.array([r[1] for r in reads], dtype=np.int64)
+    expected = [-1 if s < 0 else _latest_by_scanning(writes, s, c) for s, c in reads]
+    assert ep.latest(slots, cutoffs).tolist() == expected
+
+
+def test_epoch_latest_over_many_reads_in_slot_order_and_not() -> None:
+    """Thousands of reads (the radix-sorted search path), of keys with and without writes."""
+    rng = np.random.default_rng(7)
+    writes = rng.integers(0, 3_000, 5_000)
+    ep = EpochWrites(writes, np.arange(len(writes), dtype=np.int64))
+    slots = rng.integers(0, 6_000, 20_000)
+    cutoffs = np.sort(rng.integers(0, len(writes) + 1, len(slots)))
+    got = ep.latest(slots, cutoffs)
+    last_seen: dict[int, int] = {}
+    expected = np.empty(len(slots), dtype=np.int64)
+    w = 0
+    for i, (slot, cut) in enumerate(zip(slots.tolist(), cutoffs.tolist(), strict=True)):
+        while w < cut:
+            last_seen[int(writes[w])] = w
+            w += 1
+        expected[i] = last_seen.get(slot, -1)
+    assert (got == expected).all()
+    assert (got >= 0).sum() > 1_000 and (got < 0).sum() > 1_000  # both kinds of answer
+
+
 @settings(max_examples=examples(150), deadline=None)
 @given(
     st.lists(
