@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import tempfile
+from collections import deque
 from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -58,9 +61,6 @@ def test_workers_keep_every_array_the_coordinator_may_still_name(
     """As the coordinator does: two epochs in flight (epoch i+1 stored before the worker
     reads epoch i), and an epoch's files deleted as soon as the worker has read it; a worker
     that dropped an array the coordinator still names would fail to load a later epoch."""
-    import tempfile
-    from collections import deque
-
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = RunDir(Path(tmp))
         pool = [_strings(i) for i in range(8)]
@@ -79,3 +79,94 @@ def test_workers_keep_every_array_the_coordinator_may_still_name(
                 for f in files:
                     f.unlink()
         assert list(Path(tmp).iterdir()) == []  # no array file outlives its epoch
+
+
+class _TwoInFlight:
+    """``ParallelExecutor._drive`` and one worker, without processes: epoch i+1 is stored
+    before the worker reads epoch i, and an epoch's files are deleted once it has been read."""
+
+    def __init__(self, run_dir: RunDir, keep: int | None) -> None:
+        self.run_dir = run_dir
+        if keep is None:  # as the executor and its workers construct them
+            self.sent, self.received = SentObjects(run_dir), ReceivedObjects(run_dir)
+        else:
+            self.sent, self.received = SentObjects(run_dir, keep), ReceivedObjects(run_dir, keep)
+        self.loaded: list[list[np.ndarray]] = []
+        self._in_flight: deque[list[Path]] = deque()
+
+    def send(self, arrays: list[np.ndarray]) -> list[str]:
+        """Store the next epoch; the names of the array files it wrote."""
+        path = self.run_dir.file(f"epoch{len(self.loaded) + len(self._in_flight)}")
+        store(path, arrays, self.sent)
+        self._in_flight.append([path, *self.sent.written])
+        written, self.sent.written = [p.name for p in self.sent.written], []
+        if len(self._in_flight) == 2:
+            self._read_oldest()
+        return written
+
+    def drain(self) -> None:
+        while self._in_flight:
+            self._read_oldest()
+
+    def _read_oldest(self) -> None:
+        files = self._in_flight.popleft()
+        self.loaded.append(load(files[0], self.received))
+        for f in files:
+            f.unlink()
+
+
+@pytest.mark.parametrize("keep", [None, 1, 2, 3, 4])
+def test_an_array_named_again_at_the_window_edge_is_not_resent_and_the_worker_still_holds_it(
+    tmp_path: Path, keep: int | None
+) -> None:
+    pipe = _TwoInFlight(RunDir(tmp_path), keep)
+    edge = pipe.sent.keep  # the worker must agree with whatever window the coordinator keeps
+    words = _strings(0)
+    newer = [_strings(i) for i in range(1, edge + 1)]  # alive throughout: no id is reused
+    assert pipe.send([words]) == ["obj0"]
+    for i in range(1, edge):
+        assert pipe.send([newer[i - 1]]) == [f"obj{i}"]
+    # obj0 is now the oldest name both windows hold. This epoch is stored before the worker
+    # has read the one that wrote obj{edge - 1}, and obj0's file went with epoch 0: only the
+    # worker's copy can serve it.
+    assert pipe.send([words]) == []
+    # Storing the next epoch is when the worker reads that one. One newer array pushes words
+    # out of both windows; from then on it travels again.
+    assert pipe.send([newer[edge - 1]]) == [f"obj{edge}"]
+    assert pipe.send([words]) == [f"obj{edge + 1}"]
+    pipe.drain()
+    first, again, resent = pipe.loaded[0][0], pipe.loaded[edge][0], pipe.loaded[edge + 2][0]
+    assert again is first  # the copy read in epoch 0, not a second read of some file
+    assert resent is not first and resent.tolist() == words.tolist()
+    assert list(tmp_path.iterdir()) == []
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    keep=st.integers(1, 4),
+    gap=st.integers(0, 5),
+    cuts=st.lists(st.booleans(), min_size=6, max_size=6),
+)
+def test_an_array_named_again_is_resent_exactly_when_gap_newer_arrays_left_the_window(
+    keep: int, gap: int, cuts: list[bool]
+) -> None:
+    # The stream: words, ``gap`` arrays never seen before, words again, cut into epochs at
+    # ``cuts``. Uncut, words is named twice in one epoch whose files still exist, so only
+    # identity tells the worker's kept copy from a second read of obj0.
+    words = _strings(0)
+    stream = [words, *(_strings(i) for i in range(1, gap + 1)), words]
+    epochs = [[stream[0]]]
+    for array, cut in zip(stream[1:], cuts, strict=False):
+        if cut:
+            epochs.append([])
+        epochs[-1].append(array)
+    with tempfile.TemporaryDirectory() as tmp:
+        pipe = _TwoInFlight(RunDir(Path(tmp)), keep)
+        written = [name for epoch in epochs for name in pipe.send(epoch)]
+        pipe.drain()
+        back = [array for epoch in pipe.loaded for array in epoch]
+        assert [b.tolist() for b in back] == [s.tolist() for s in stream]
+        kept = gap < keep  # obj0 is still among the ``keep`` newest names
+        assert written == [f"obj{i}" for i in range(gap + 1 if kept else gap + 2)]
+        assert (back[-1] is back[0]) == kept
+        assert list(Path(tmp).iterdir()) == []
