@@ -36,6 +36,8 @@ from typing import Any
 
 import numpy as np
 
+from engine.errors import EngineError
+
 __all__ = ["ReceivedObjects", "RunDir", "SentObjects", "default_shm_dir", "load", "store"]
 
 _HEADER = struct.Struct("<QQ")  # pickle length, buffer count
@@ -102,6 +104,11 @@ _KEEP = 4
 _SHARED_PREFIX = "obj"
 
 
+def _check_keep(keep: int) -> None:
+    if keep < 1:  # 0 would drop an array while the epoch that named it is being read
+        raise EngineError(f"keep must be >= 1 (arrays the coordinator may still name), got {keep}")
+
+
 class SentObjects:
     """The coordinator's record of the object arrays it has written as files of their own.
 
@@ -111,6 +118,7 @@ class SentObjects:
     """
 
     def __init__(self, run_dir: RunDir, keep: int = _KEEP) -> None:
+        _check_keep(keep)
         self.run_dir = run_dir
         self.keep = keep
         self._names: OrderedDict[int, tuple[str, Any]] = OrderedDict()
@@ -132,6 +140,8 @@ class SentObjects:
         store(path, obj)
         self.written.append(path)
         self._names[id(obj)] = (name, obj)
+        # Oldest written first out, and a reuse does not refresh: workers drop names by
+        # number, so any other order (LRU) would name arrays they no longer hold.
         while len(self._names) > self.keep:
             self._names.popitem(last=False)
         return name
@@ -141,6 +151,7 @@ class ReceivedObjects:
     """A worker's copies of the arrays named by :class:`SentObjects` (same ``keep``)."""
 
     def __init__(self, run_dir: RunDir, keep: int = _KEEP) -> None:
+        _check_keep(keep)
         self.run_dir = run_dir
         self.keep = keep
         self._objects: dict[int, Any] = {}
@@ -151,6 +162,8 @@ class ReceivedObjects:
         obj = self._objects.get(n)
         if obj is None:
             obj = self._objects[n] = load(self.run_dir.file(name))
+            # Every later epoch that names it gets this same array: an edit would leak.
+            obj.flags.writeable = False
             # The coordinator names only its ``keep`` newest arrays, all newer than these.
             for old in [k for k in self._objects if k <= n - self.keep]:
                 del self._objects[old]

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.errors import EngineError
 from engine.executors.arena import ReceivedObjects, RunDir, SentObjects, load, store
 from tests.budget import examples
 
@@ -170,3 +171,18 @@ def test_an_array_named_again_is_resent_exactly_when_gap_newer_arrays_left_the_w
         assert written == [f"obj{i}" for i in range(gap + 1 if kept else gap + 2)]
         assert (back[-1] is back[0]) == kept
         assert list(Path(tmp).iterdir()) == []
+
+
+def test_a_window_of_no_arrays_is_refused(tmp_path: Path) -> None:
+    for side in (SentObjects, ReceivedObjects):
+        with pytest.raises(EngineError, match="keep must be >= 1"):
+            side(RunDir(tmp_path), 0)
+
+
+def test_a_received_array_is_read_only(tmp_path: Path) -> None:
+    # Later epochs that name it get the same object: an edit in one would show in the next.
+    pipe = _TwoInFlight(RunDir(tmp_path), None)
+    pipe.send([_strings(0)])
+    pipe.drain()
+    with pytest.raises(ValueError, match="read-only"):
+        pipe.loaded[0][0][0] = "edited"
