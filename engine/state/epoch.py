@@ -23,12 +23,13 @@ def slots_of_reads(
     """Slots of reads whose latest visible epoch write is known (``latest``: its index among
     the epoch's writes, -1 for none): a read that sees a write has that write's slot, so only
     the others are looked up in ``index``."""
-    slots = np.empty(len(latest), dtype=np.int64)
-    seen = latest >= 0
-    if ep is not None:
-        slots[seen] = ep.slots[latest[seen]]
-    unseen = ~seen
-    if unseen.any():
+    if ep is None or ep.n == 0:
+        return index.lookup(np.asarray(keys, dtype=np.int64))
+    # Gather for every read (unseen ones are overwritten below): cheaper than masking both
+    # sides when, as usual, nearly every read follows its own event's write.
+    slots: np.ndarray = ep.slots[np.maximum(latest, 0)]
+    unseen = np.flatnonzero(latest < 0)
+    if len(unseen):
         slots[unseen] = index.lookup(np.asarray(keys, dtype=np.int64)[unseen])
     return slots
 
