@@ -37,6 +37,7 @@ from connector.checkpoints import FileCheckpoints, Manifest, fingerprint, resume
 from connector.config import RunConfig
 from connector.deadletter import BadRecords
 from connector.errors import ConfigError, ConnectorError
+from connector.gcpolicy import replay_collection
 from connector.metrics import JobMetrics, MetricsServer
 from connector.outputs import OutputTopic, dead_lettered_offsets, prepare_outputs
 from connector.pipelines import BUILTIN_DEFAULTS, PipelineDefaults, load_pipeline
@@ -429,8 +430,9 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
         metrics.start_clock()
         started = time.monotonic()
         executor = _executor(config)
-        executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
-        producers.flush()
+        with replay_collection():
+            executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
+            producers.flush()
         wall = time.monotonic() - started
         for topic, n in sink.skipped.items():
             metrics.output_skipped(topic, n)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import uuid
 
@@ -9,10 +10,12 @@ import fastavro
 import numpy as np
 import pytest
 
+import connector.run as run_module
 from connector.avro import load_schema
 from connector.broker import LocalBroker
 from connector.config import RunConfig
 from connector.errors import ConfigError
+from connector.gcpolicy import REPLAY_THRESHOLDS
 from connector.generate import write_social
 from connector.run import run_job
 from engine.examples.social.data import SocialData, generate_social
@@ -142,3 +145,28 @@ def test_rerun_of_the_same_job_skips_what_is_written(
     expected = _expected(social, topics)
     got = read_range(output, {p: (0, len(expected[p])) for p in range(PARTITIONS)})
     assert len(got) == sum(len(v) for v in expected.values())
+
+
+def test_the_executor_runs_with_the_replay_collector_thresholds(
+    broker: LocalBroker, social: SocialData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+    make = run_module._executor
+
+    def recording(config: RunConfig) -> object:
+        executor = make(config)
+        run = executor.run
+
+        def run_and_record(*args: object, **kwargs: object) -> object:
+            seen.append(gc.get_threshold())
+            return run(*args, **kwargs)  # type: ignore[arg-type]
+
+        executor.run = run_and_record  # type: ignore[method-assign]
+        return executor
+
+    monkeypatch.setattr(run_module, "_executor", recording)
+    before = gc.get_threshold()
+    topics = _write(broker, social)
+    run_job(_config(broker, social, topics, executor="batch"), out=io.StringIO())
+    assert seen == [REPLAY_THRESHOLDS]
+    assert gc.get_threshold() == before
