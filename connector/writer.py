@@ -166,7 +166,7 @@ class KafkaSink:
                 list,
                 zip(
                     zip(repeat("restream.seq"), seq.astype("S20").tolist()),
-                    zip(repeat("restream.source"), coords.source[index].tolist()),
+                    zip(repeat("restream.source"), coords.sources(index)),
                     repeat(("restream.job", self._job)),
                 ),
             )
@@ -211,25 +211,39 @@ class KafkaSink:
 
 
 class _Coordinates:
-    """Per seq of an epoch: its event's timestamp and ``topic/partition@offset`` header."""
+    """Per seq of an epoch: its event's timestamp and where it was read."""
 
     def __init__(self, epoch: Epoch) -> None:
         n = len(epoch)
         self.seq_start = epoch.seq_start
         self.ts = np.empty(n, dtype=np.int64)
-        self.source = np.empty(n, dtype=object)
+        self._topic = np.zeros(n, dtype=np.int64)
+        self._partition = np.zeros(n, dtype=np.int64)
+        self._offset = np.zeros(n, dtype=np.int64)
+        self._topics = epoch.topics
         for events in epoch.events.values():
             if not len(events):
                 continue
             i = events.seq - epoch.seq_start
             self.ts[i] = events.ts
-            names = np.array([f"{t}/".encode() for t in epoch.topics], dtype=object)
-            self.source[i] = (
-                names[events.topic]
-                + events.partition.astype("S11").astype(object)
-                + b"@"
-                + events.offset.astype("S20").astype(object)
-            )
+            self._topic[i] = events.topic
+            self._partition[i] = events.partition
+            self._offset[i] = events.offset
+
+    def sources(self, index: npt.NDArray[np.int64]) -> list[bytes]:
+        """``topic/partition@offset`` of the events at ``index`` (positions in the epoch)."""
+        if not len(index):
+            return []
+        partition = self._partition[index]
+        width = int(partition.max()) + 1
+        pair = self._topic[index] * width + partition
+        # One "topic/partition@" prefix per pair that occurs, then a C-level concatenation
+        # with each offset's digits: object-array arithmetic cost ~0.45 us a record.
+        prefix = np.empty(int(pair.max()) + 1, dtype=object)
+        for p in np.flatnonzero(np.bincount(pair)).tolist():
+            prefix[p] = f"{self._topics[p // width]}/{p % width}@".encode()
+        digits = self._offset[index].astype("S20").tolist()
+        return list(map(bytes.__add__, prefix[pair].tolist(), digits))
 
 
 def _keys_and_partitions(

@@ -141,3 +141,44 @@ def test_records_skipped_on_resume_are_not_checked_for_fields() -> None:
     col = np.array([ABSENT, 5], dtype=object)
     sink.write([OutputChunk("s", np.array([4, 5]), np.array([7, 7]), {"a": col})], _epoch(0, 6))
     assert [r[5][0][1] for r in producer.rows] == [b"5"]
+
+
+def test_source_headers_name_each_records_own_topic_partition_and_offset() -> None:
+    # Two kinds from two topics, partitions up to 11, interleaved in seq order; outputs for
+    # some events only, one event with two records.
+    seq = np.arange(100, 112, dtype=np.int64)
+    kind_of = np.array([0, 1, 0, 0, 1, 1, 0, 1, 0, 0, 1, 0])
+    offsets = np.arange(12, dtype=np.int64) * 1_000_003
+    partitions = np.array([0, 11, 3, 0, 2, 11, 7, 0, 3, 10, 1, 0], dtype=np.int32)
+    events = {}
+    for code, name in enumerate(("m", "f")):
+        rows = np.flatnonzero(kind_of == code)
+        events[name] = Events(
+            kind=name,
+            seq=seq[rows],
+            ts=1000 + seq[rows],
+            topic=np.full(len(rows), code, dtype=np.int16),
+            partition=partitions[rows],
+            offset=offsets[rows],
+            columns={},
+        )
+    epoch = Epoch(
+        index=0,
+        seq_start=100,
+        seq_end=112,
+        ts=1000 + seq,
+        kind=kind_of.astype(np.int8),
+        kinds=("m", "f"),
+        topics=("a.messages", "b.friendships"),
+        events=events,
+    )
+    out_seq = np.array([101, 104, 104, 106, 109, 111])
+    chunk = OutputChunk("s", out_seq, np.arange(6), {"a": np.arange(6)})
+    sink, producer = _sink()
+    sink.write([chunk], epoch)
+    topics = ("a.messages", "b.friendships")
+    expected = [
+        f"{topics[kind_of[s - 100]]}/{partitions[s - 100]}@{offsets[s - 100]}".encode()
+        for s in out_seq.tolist()
+    ]
+    assert [dict(r[5])["restream.source"] for r in producer.rows] == expected
