@@ -237,7 +237,10 @@ class BulkProducer:
         else:
             rows = zip(values, keys, partitions, timestamps, headers, strict=True)
             for value, key, partition, ts, header in rows:
-                hs: list[tuple[str, str | bytes | None]] | None = list(header) if header else None
+                # The client takes a list as it is; the sink builds lists, so no copy per record.
+                hs: list[tuple[str, str | bytes | None]] | None = (
+                    header if type(header) is list else (list(header) if header else None)
+                )
                 try:
                     produce(topic, value, key, partition, None, None, ts, hs)
                 except BufferError:
