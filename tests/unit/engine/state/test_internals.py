@@ -6,6 +6,7 @@ import bisect
 import struct
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -135,15 +136,38 @@ def test_segment_float_sums_are_sequential(
     assert [_bits(x) for x in got] == [_bits(x) for x in want]
 
 
+# Narrow values take the packed single-pass scan; full-range ones the doubling scan, whose
+# segments longer than 32 get an accumulate each.
+_SCAN_VALUES = st.one_of(st.integers(-50, 50), st.integers(-(2**63), 2**63 - 1))
+
+
 @settings(max_examples=examples(200), deadline=None)
-@given(st.lists(st.lists(st.integers(-50, 50), min_size=1, max_size=20), min_size=1, max_size=6))
-def test_segment_extreme_scan(segments: list[list[int]]) -> None:
+@given(
+    st.lists(st.lists(_SCAN_VALUES, min_size=1, max_size=40), min_size=1, max_size=6),
+    st.booleans(),
+)
+def test_segment_extreme_scan(segments: list[list[int]], largest: bool) -> None:
     flat = np.array([v for s in segments for v in s], dtype=np.int64)
     starts = np.cumsum([0, *[len(s) for s in segments[:-1]]]).astype(np.int64)
     seg_of = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
-    got = segment_extreme_scan(flat, starts, seg_of, largest=True).tolist()
-    want = [max(s[: i + 1]) for s in segments for i in range(len(s))]
+    got = segment_extreme_scan(flat, starts, seg_of, largest=largest).tolist()
+    pick = max if largest else min
+    want = [pick(s[: i + 1]) for s in segments for i in range(len(s))]
     assert got == want
+
+
+@pytest.mark.parametrize("largest", [True, False])
+@pytest.mark.parametrize("spread", [2**59, 2**60, 2**61, 2**62])
+def test_segment_extreme_scan_at_the_packing_width(largest: bool, spread: int) -> None:
+    """Value ranges around 62 bits with up to 7 segments: packed where (segment, value) fits
+    in 62 bits, the doubling scan beyond."""
+    segments = [[0, spread // 3, -spread // 2], [spread // 2, -1], [5], [-spread // 2, 0, 7]] * 2
+    flat = np.array([v for s in segments for v in s], dtype=np.int64)
+    starts = np.cumsum([0, *[len(s) for s in segments[:-1]]]).astype(np.int64)
+    seg_of = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
+    pick = max if largest else min
+    want = [pick(s[: i + 1]) for s in segments for i in range(len(s))]
+    assert segment_extreme_scan(flat, starts, seg_of, largest=largest).tolist() == want
 
 
 def test_packing_helpers_fall_back_when_fields_are_wide() -> None:
