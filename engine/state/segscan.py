@@ -94,11 +94,13 @@ def segment_extreme_scan(
 ) -> np.ndarray:
     """Running minimum (or maximum) of int64 ``keys`` restarting at each segment.
 
-    Segments longer than a few dozen (hot keys) get one ``accumulate`` each; the many short
-    ones are scanned together by doubling, which takes log2(longest short segment) passes.
+    Usually one packed pass (:func:`_packed_extreme_scan`). Otherwise segments longer than a
+    few dozen (hot keys) get one ``accumulate`` each, and the many short ones are scanned
+    together by doubling, which takes log2(longest short segment) passes.
     """
     if len(keys) == 0:
-        return keys.copy()
+        empty: np.ndarray = keys.copy()
+        return empty
     packed = _packed_extreme_scan(keys, seg_of, largest)
     if packed is not None:
         return packed
