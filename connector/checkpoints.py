@@ -186,10 +186,11 @@ class FileCheckpoints:
                 if json.dumps(parts.get(k), default=str, sort_keys=True)
                 != json.dumps(manifest.parts.get(k), default=str, sort_keys=True)
             )
+            what = ", ".join(_change(k, manifest.parts, parts) for k in changed) or "unknown"
             raise ConfigError(
                 _SETTING,
                 f"{self.directory} holds checkpoints of job {self.job} with different settings "
-                f"(changed: {', '.join(changed) or 'unknown'}); restore those settings to "
+                f"(changed: {what}); restore those settings to "
                 f"resume, or use a new job id (or delete {self.directory} and the job's output "
                 "topics) to start over",
             )
@@ -285,3 +286,12 @@ def resume_ranges(
         start = r.start if pos is None else max(r.start, min(pos.next_offset, r.end))
         out.append(PartitionRange(r.topic, r.partition, start, r.end, r.low, r.high))
     return tuple(out)
+
+
+def _change(key: str, before: Mapping[str, Any], now: Mapping[str, Any]) -> str:
+    """``key``, with its old and new value when both are short scalars (an epoch size that a
+    new default changed, say), so the user sees what to set to resume."""
+    old, new = before.get(key), now.get(key)
+    if all(isinstance(v, (int, str)) and len(str(v)) <= 40 for v in (old, new)):
+        return f"{key} was {old!r}, now {new!r}"
+    return key

@@ -244,18 +244,23 @@ def _executor(config: RunConfig) -> Executor:
     from engine.executors.parallel import ParallelExecutor
 
     workers = _workers(config)
-    # Only a size the user chose can be too small: the automatic one gives 125,000 a worker.
-    if workers > 1 and 0 < config.epoch_size < _SHARE_FLOOR * workers:
+    size = _epoch_size(config)
+    # The automatic size gives 125,000 a worker up to its cap of 2,000,000 (16 workers), so
+    # from 41 workers on it is too small as well.
+    if workers > 1 and size < _SHARE_FLOOR * workers:
         logger.warning(
-            "epoch_size %s gives each of %s workers ~%s events an epoch; every epoch costs each "
-            "worker a fixed ~25 ms (2 workers on 2M spam events: 4.2 s at 50,000, 3.0 s at "
-            "200,000), so set epoch_size to at least %s if memory allows (two epochs in flight)",
-            config.epoch_size,
+            "epoch_size %s%s gives each of %s workers ~%s events an epoch; every epoch costs "
+            "each worker a fixed ~25 ms (2 workers on 2M spam events: 4.2 s at 50,000, 3.0 s "
+            "at 200,000), so set epoch_size to at least %s if memory allows (two epochs in "
+            "flight)",
+            size,
+            "" if config.epoch_size else " (automatic, capped)",
             workers,
-            config.epoch_size // workers,
+            size // workers,
             _SHARE_FLOOR * workers,
         )
-    return ParallelExecutor(workers=workers, epoch_size=_epoch_size(config))
+    logger.info("parallel executor: %s workers, epochs of %s events", workers, size)
+    return ParallelExecutor(workers=workers, epoch_size=size)
 
 
 class _Producers:

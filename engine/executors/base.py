@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot
+from engine.errors import EngineError
 from engine.log import Epoch, Source
 from engine.output import OutputChunk, Sink
 from engine.planner import Plan
@@ -84,7 +85,7 @@ def auto_epoch_size(workers: int) -> int:
     trades memory and output latency for throughput.
     """
     if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
+        raise EngineError(f"workers must be >= 1, got {workers}")
     return min(AUTO_EPOCH_MAX, max(AUTO_EPOCH_MIN, AUTO_EPOCH_PER_WORKER * workers))
 
 

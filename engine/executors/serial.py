@@ -17,7 +17,7 @@ from typing import Any
 from engine.checkpoint import CheckpointStore, EngineSnapshot
 from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
 from engine.events import Event
-from engine.executors.base import RunStats
+from engine.executors.base import RunStats, auto_epoch_size
 from engine.keys import key_function
 from engine.log import Epoch, Source, StringColumn, merge_log
 from engine.output import OutputChunk, Sink
@@ -160,9 +160,10 @@ class SerialExecutor:
 
     name = "serial"
 
-    def __init__(self, *, epoch_size: int = 65536) -> None:
-        # Epochs only decide how often output is handed to the sink.
-        self.epoch_size = epoch_size
+    def __init__(self, *, epoch_size: int | None = None) -> None:
+        """``epoch_size``: events per epoch; by default :func:`auto_epoch_size` of one worker.
+        Here epochs only decide how often output is handed to the sink."""
+        self.epoch_size = auto_epoch_size(1) if epoch_size is None else epoch_size
 
     def run(
         self,

@@ -94,6 +94,9 @@ def segment_extreme_scan(
 ) -> np.ndarray:
     """Running minimum (or maximum) of int64 ``keys`` restarting at each segment.
 
+    Segments are contiguous runs in ascending order: ``seg_of`` is non-decreasing, and
+    ``seg_start`` holds each segment's first position.
+
     Usually one packed pass (:func:`_packed_extreme_scan`). Otherwise segments longer than a
     few dozen (hot keys) get one ``accumulate`` each, and the many short ones are scanned
     together by doubling, which takes log2(longest short segment) passes.

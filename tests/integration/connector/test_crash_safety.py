@@ -279,7 +279,7 @@ def test_a_checkpoint_of_other_settings_is_refused(
     assert code == -signal.SIGKILL, out
     code, out = _finish(_start({**env, "RESTREAM_EPOCH_SIZE": "30000"}))
     assert code == 2, out
-    assert "different settings (changed: epoch_size)" in out
+    assert "different settings (changed: epoch_size was 25000, now 30000)" in out
 
 
 class Proxy:

@@ -161,7 +161,7 @@ def test_the_executor_runs_with_the_replay_collector_thresholds(
             seen.append(gc.get_threshold())
             return run(*args, **kwargs)  # type: ignore[arg-type]
 
-        executor.run = run_and_record  # type: ignore[method-assign]
+        executor.run = run_and_record  # type: ignore[method-assign,assignment]
         return executor
 
     monkeypatch.setattr(run_module, "_executor", recording)

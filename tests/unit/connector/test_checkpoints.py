@@ -88,8 +88,12 @@ def test_a_manifest_of_other_settings_is_refused_naming_what_changed(tmp_path: P
     again = store.manifest(fingerprint(parts), parts)
     assert again is not None and again.ranges == ranges
     changed = {**parts, "epoch_size": 20}
-    with pytest.raises(ConfigError, match=r"changed: epoch_size\)"):
+    with pytest.raises(ConfigError, match=r"changed: epoch_size was 10, now 20\)"):
         store.manifest(fingerprint(changed), changed)
+    # Values too long (or not scalars) to quote are only named.
+    plan = {**parts, "plan": ["op"] * 50, "start": "x" * 41}
+    with pytest.raises(ConfigError, match=r"changed: plan, start\)"):
+        store.manifest(fingerprint(plan), plan)
 
 
 def test_resume_ranges_start_after_the_snapshot(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import pytest
 
 from connector.config import load_config
 from connector.run import _executor
+from engine.errors import EngineError
 from engine.executors.base import AUTO_EPOCH_MAX, AUTO_EPOCH_MIN, auto_epoch_size
 from engine.executors.batch import BatchExecutor
 from engine.executors.parallel import ParallelExecutor
@@ -52,19 +53,22 @@ def test_automatic_epochs_grow_with_workers_within_bounds(workers: int, expected
     assert ParallelExecutor(workers=workers).epoch_size == expected
 
 
-def test_automatic_epochs_are_not_warned_about_and_a_chosen_size_wins(
+def test_automatic_epochs_are_warned_about_only_past_the_cap_and_a_chosen_size_wins(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     with caplog.at_level(logging.WARNING, logger="connector.run"):
         many = _executor(load_config({"workers": "32"}, environ={}))
-    assert caplog.text == ""  # 2,000,000 over 32 workers: the cap, chosen by restream
-    assert many.epoch_size == AUTO_EPOCH_MAX
+    assert caplog.text == ""  # 2,000,000 over 32 workers: 62,500 each
+    assert isinstance(many, ParallelExecutor) and many.epoch_size == AUTO_EPOCH_MAX
+    with caplog.at_level(logging.WARNING, logger="connector.run"):
+        _executor(load_config({"workers": "48"}, environ={}))
+    assert "epoch_size 2000000 (automatic, capped) gives each of 48 workers ~41666" in caplog.text
     batch = _executor(load_config({"executor": "batch"}, environ={}))
     assert isinstance(batch, BatchExecutor) and batch.epoch_size == auto_epoch_size(1)
     chosen = _executor(load_config({"workers": "4", "epoch_size": "777"}, environ={}))
-    assert chosen.epoch_size == 777
+    assert isinstance(chosen, ParallelExecutor) and chosen.epoch_size == 777
 
 
 def test_auto_epoch_size_needs_a_worker() -> None:
-    with pytest.raises(ValueError, match="workers must be >= 1"):
+    with pytest.raises(EngineError, match="workers must be >= 1"):
         auto_epoch_size(0)

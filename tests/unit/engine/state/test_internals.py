@@ -15,7 +15,7 @@ from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, pack_order, sort_pairs
 from engine.state.regions import Prefix, RegionStore
 from engine.state.search import gallop_ranges, search_ranges, sparse_table, sparse_table_query
-from engine.state.segscan import segment_extreme_scan, segment_float_sums
+from engine.state.segscan import _packed_extreme_scan, segment_extreme_scan, segment_float_sums
 from tests.budget import examples
 
 _KEYS = st.one_of(st.integers(0, 50), st.integers(-(2**63), 2**63 - 1))
@@ -157,16 +157,19 @@ def test_segment_extreme_scan(segments: list[list[int]], largest: bool) -> None:
 
 
 @pytest.mark.parametrize("largest", [True, False])
-@pytest.mark.parametrize("spread", [2**59, 2**60, 2**61, 2**62])
-def test_segment_extreme_scan_at_the_packing_width(largest: bool, spread: int) -> None:
-    """Value ranges around 62 bits with up to 7 segments: packed where (segment, value) fits
-    in 62 bits, the doubling scan beyond."""
-    segments = [[0, spread // 3, -spread // 2], [spread // 2, -1], [5], [-spread // 2, 0, 7]] * 2
+@pytest.mark.parametrize(("spread", "packed"), [(2**56, True), (2**57, True), (2**58, False)])
+def test_segment_extreme_scan_at_the_packing_width(
+    largest: bool, spread: int, packed: bool
+) -> None:
+    """8 segments (3 bits) and values spanning 2 x ``spread``: packed up to 62 bits in all,
+    the doubling scan beyond; the same answers either way."""
+    segments = [[0, spread // 3, -spread], [spread, -1], [5], [-spread, 0, 7]] * 2
     flat = np.array([v for s in segments for v in s], dtype=np.int64)
     starts = np.cumsum([0, *[len(s) for s in segments[:-1]]]).astype(np.int64)
     seg_of = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
     pick = max if largest else min
     want = [pick(s[: i + 1]) for s in segments for i in range(len(s))]
+    assert (_packed_extreme_scan(flat, seg_of, largest) is not None) == packed
     assert segment_extreme_scan(flat, starts, seg_of, largest=largest).tolist() == want
 
 
