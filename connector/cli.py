@@ -200,7 +200,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_set_options(bench_ckpt)
     _option(bench_ckpt, "--repeat", int, 3, "repetitions of each measurement")
     _option(bench_ckpt, "--workers", int, 0, "worker processes; 0: one per CPU")
-    _option(bench_ckpt, "--epoch-size", int, 100_000, "events per epoch")
+    _option(
+        bench_ckpt,
+        "--epoch-size",
+        int,
+        100_000,
+        "events per epoch (fixed here, not automatic, so that checkpoints come as often for "
+        "any worker count)",
+    )
     _option(bench_ckpt, "--every-epochs", int, 10, "checkpoint after this many epochs")
     _option(bench_ckpt, "--kill-at", float, 0.8, "share of the epochs after which to kill")
     _option(bench_ckpt, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
