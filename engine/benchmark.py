@@ -159,7 +159,6 @@ def _run_one(
     from engine.examples.social.source import social_source
     from engine.examples.social.spam import build_spam_pipeline
     from engine.examples.social.wholelog import spam_scores_wholelog
-    from engine.executors.base import auto_epoch_size
     from engine.executors.batch import BatchExecutor
     from engine.executors.parallel import ParallelExecutor
     from engine.executors.serial import SerialExecutor
@@ -191,7 +190,7 @@ def _run_one(
             cols = {f: getattr(scores, f) for f in SCORE_FIELDS}
         else:
             if name == "serial":
-                executor = SerialExecutor(epoch_size=epoch_size or auto_epoch_size(1))
+                executor = SerialExecutor(epoch_size=epoch_size)
             elif name == "batch":
                 executor = BatchExecutor(epoch_size=epoch_size)
             sink = collect()

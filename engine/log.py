@@ -85,12 +85,7 @@ class StringColumn:
                     f"StringColumn.encode takes str values only, got {type(s).__name__} {s!r}; "
                     "map missing values to a string (or drop them) before encoding"
                 )
-        distinct = sorted(dict.fromkeys(items))
-        lookup = {s: i for i, s in enumerate(distinct)}
-        codes = np.fromiter(map(lookup.__getitem__, items), dtype=np.int32, count=len(items))
-        values = np.empty(len(distinct), dtype=object)
-        values[:] = distinct
-        return cls(codes, values)
+        return cls(*_dictionary(items, sort=True))
 
     @staticmethod
     def concat(parts: Sequence[StringColumn]) -> StringColumn:
@@ -106,18 +101,28 @@ class StringColumn:
             return StringColumn(np.concatenate([p.codes for p in parts]), first)
         # The union in first-seen order, by hashing: np.unique sorted the strings, one Python
         # comparison at a time (78 ms for five batches of 50,000 rows, 45 ms this way).
-        every = np.concatenate([p.values for p in parts]).tolist()
-        distinct = list(dict.fromkeys(every))
-        slot = dict(zip(distinct, range(len(distinct)), strict=True))
-        codes = np.fromiter(map(slot.__getitem__, every), dtype=np.int32, count=len(every))
-        union = np.empty(len(distinct), dtype=object)
-        union[:] = distinct
+        codes, union = _dictionary(np.concatenate([p.values for p in parts]).tolist(), sort=False)
         remapped: list[npt.NDArray[np.int32]] = []
         start = 0
         for p in parts:
             remapped.append(codes[start : start + len(p.values)][p.codes])
             start += len(p.values)
         return StringColumn(np.concatenate(remapped), union)
+
+
+def _dictionary(
+    items: list[str], *, sort: bool
+) -> tuple[npt.NDArray[np.int32], npt.NDArray[np.object_]]:
+    """Codes of ``items`` and their dictionary of distinct values (sorted, or in first-seen
+    order), by hashing; every step a C-level loop."""
+    distinct = list(dict.fromkeys(items))
+    if sort:
+        distinct.sort()
+    slot = dict(zip(distinct, range(len(distinct)), strict=True))
+    codes = np.fromiter(map(slot.__getitem__, items), dtype=np.int32, count=len(items))
+    values = np.empty(len(distinct), dtype=object)
+    values[:] = distinct
+    return codes, values
 
 
 Column: TypeAlias = npt.NDArray[Any] | StringColumn

@@ -44,6 +44,7 @@ class EpochWrites:
 
     __slots__ = (
         "_grouped_seg",
+        "_grouped_slots",
         "_seg_of",
         "n",
         "order",
@@ -60,7 +61,7 @@ class EpochWrites:
         self.slots = slots
         self.seqs = seqs
         self.order = order = pack_order(slots)
-        grouped = slots[order]
+        self._grouped_slots = grouped = slots[order]
         boundary = np.empty(n, dtype=bool)
         boundary[:1] = True
         np.not_equal(grouped[1:], grouped[:-1], out=boundary[1:])
@@ -140,7 +141,7 @@ class EpochWrites:
         once, where unsorted ones cost a cache miss each; 2.5x faster than sorting reads and
         writes together."""
         n = self.n
-        grouped_slots = self.slots[self.order]
+        grouped_slots = self._grouped_slots
         bp = n.bit_length()  # a cutoff is at most n
         if bits_for(grouped_slots[-1:]) + bp > 62 or bits_for(slots) + bp > 62:
             return self._sort_latest(slots, cutoffs)
