@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from connector.errors import BrokerError, ConfigError, ConnectorError, SerdeError
+from connector.errors import BrokerError, ConfigError, ConnectorError, SerdeError, SinkError
 
 __version__ = "0.1.0"
 
-__all__ = ["BrokerError", "ConfigError", "ConnectorError", "SerdeError", "__version__"]
+__all__ = [
+    "BrokerError",
+    "ConfigError",
+    "ConnectorError",
+    "SerdeError",
+    "SinkError",
+    "__version__",
+]

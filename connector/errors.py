@@ -5,7 +5,8 @@
     ConnectorError
     ├── ConfigError        bad configuration or arguments; the CLI exits with code 2
     ├── BrokerError        the broker could not be started, reached, or behaved unexpectedly
-    └── SerdeError         a record could not be encoded or decoded
+    ├── SerdeError         a record could not be encoded or decoded
+    └── SinkError          the process writing the output failed or died
 
 Messages name the field, topic, partition or offset concerned and say what to do.
 """
@@ -31,3 +32,7 @@ class BrokerError(ConnectorError):
 
 class SerdeError(ConnectorError):
     """A record could not be encoded or decoded."""
+
+
+class SinkError(ConnectorError):
+    """The sink process (see :mod:`connector.sinkproc`) failed or died."""

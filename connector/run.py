@@ -7,8 +7,10 @@ The order of work is what makes failures cheap and output clean:
    ranges that cannot be read) -- nothing has been written yet;
 3. output topics: created if missing, refused if they hold another job's records, and
    resume points found if they hold this job's (see :mod:`connector.outputs`);
-4. the replay: :class:`~connector.reader.KafkaSource` -> executor -> :class:`KafkaSink`, with
-   metrics and progress after every epoch; the producer is flushed before success is declared;
+4. the replay: :class:`~connector.reader.KafkaSource` -> executor ->
+   :class:`~connector.sinkproc.SinkProcess` (a :class:`~connector.writer.KafkaSink` in a child
+   process, so that writing overlaps reading), with metrics and progress after every epoch;
+   the output is flushed before success is declared;
 5. metrics are pushed to the Pushgateway, if one is configured, whatever the outcome.
 
 With ``checkpoint_dir``, a job pins its settings and ranges in a manifest before step 3 and
@@ -54,7 +56,8 @@ from connector.progress import Progress
 from connector.reader import KafkaSource, TopicInput
 from connector.registry import registry_client
 from connector.serde import value_decoder, value_encoder
-from connector.writer import KafkaSink, OutputTarget, output_producer_settings
+from connector.sinkproc import SinkProcess, SinkSettings
+from connector.writer import OutputTarget, output_producer_settings
 from engine.executors.base import Executor, RunStats, auto_epoch_size
 from engine.planner import Plan, plan
 
@@ -264,29 +267,37 @@ def _executor(config: RunConfig) -> Executor:
 
 
 class _Producers:
-    """One output producer for the run, created on first use.
+    """The run's producers: the sink process's (settings only) and, created on first use,
+    one here for dead letters.
 
     Lazily, because the parallel executor forks its workers when the run starts, and a Kafka
     client must not exist across a fork.
     """
 
     def __init__(self, config: RunConfig, metrics: JobMetrics) -> None:
-        self._bootstrap = config.bootstrap_servers or ""
-        self._overrides = {
+        self.bootstrap = config.bootstrap_servers or ""
+        #: Output producer settings, without a callback (the sink process adds its own).
+        self.overrides = {
             **config.kafka,
             **output_producer_settings(),
             "delivery.timeout.ms": config.broker_timeout * 1000,
-            "error_cb": _broker_errors(metrics, "producer"),
         }
+        self._error_cb = _broker_errors(metrics, "producer")
         self.producer: BulkProducer | None = None
+        self.sink: SinkProcess | None = None
 
     def __call__(self) -> BulkProducer:
         if self.producer is None:
-            self.producer = BulkProducer(self._bootstrap, self._overrides)
+            self.producer = BulkProducer(
+                self.bootstrap, {**self.overrides, "error_cb": self._error_cb}
+            )
         return self.producer
 
     def flush(self) -> None:
-        """Wait until everything produced so far is delivered (BrokerError if not)."""
+        """Wait until everything written so far, output and dead letters, is delivered
+        (BrokerError if not; what the sink process raised if it failed)."""
+        if self.sink is not None:
+            self.sink.flush()
         if self.producer is not None:
             self.producer.flush()
 
@@ -414,6 +425,13 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             for stream, topic, schema in job.outputs
         }
         progress = Progress(metrics, config.progress, out)
+        # Before any Kafka client of the run exists here, so that the child can be forked.
+        sink = producers.sink = SinkProcess(
+            SinkSettings(producers.bootstrap, producers.overrides, targets, job.job, resume),
+            metrics=metrics,
+            stats=stats,
+            on_epoch=lambda _epoch: progress.update(),
+        )
         source = KafkaSource(
             {**job.client, "error_cb": _broker_errors(metrics, "consumer")},
             todo,
@@ -422,15 +440,6 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             job=job.job,
             metrics=metrics,
             stall_timeout_s=config.broker_timeout,
-        )
-        sink = KafkaSink(
-            producers,
-            targets,
-            job=job.job,
-            metrics=metrics,
-            stats=stats,
-            resume=resume,
-            on_epoch=lambda _epoch: progress.update(),
         )
         metrics.start_clock()
         started = time.monotonic()
@@ -464,6 +473,8 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
         )
     finally:
         restore_signal()
+        if producers.sink is not None:
+            producers.sink.close()
         if not success:
             metrics.finish(success=False, seconds=stats.seconds)
         if config.pushgateway:

@@ -36,7 +36,15 @@ from engine.hashing import java_partition, partition_decimal_keys
 from engine.log import Epoch
 from engine.output import ABSENT, OutputChunk
 
-__all__ = ["KafkaSink", "OutputTarget", "ResumePoint", "key_bytes", "output_producer_settings"]
+__all__ = [
+    "Coordinates",
+    "KafkaSink",
+    "OutputTarget",
+    "ResumePoint",
+    "epoch_done",
+    "key_bytes",
+    "output_producer_settings",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +126,14 @@ class KafkaSink:
 
     def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
         """Encode and produce one epoch's output (see :class:`engine.output.Sink`)."""
-        coords = _Coordinates(epoch) if any(len(c) for c in chunks) else None
+        self.produce(chunks, Coordinates(epoch) if any(len(c) for c in chunks) else None)
+        epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
+
+    def produce(self, chunks: Sequence[OutputChunk], coords: Coordinates | None) -> None:
+        """Encode and queue the records of ``chunks`` (``coords``: their epoch's events).
+
+        The part of :meth:`write` that a sink process runs (:mod:`connector.sinkproc`); the
+        epoch's bookkeeping stays with the caller."""
         for chunk in chunks:
             if not len(chunk):
                 continue
@@ -127,16 +142,8 @@ class KafkaSink:
                 raise SerdeError(f"no output topic configured for stream {chunk.output!r}")
             assert coords is not None
             self._write_chunk(target, chunk, coords)
-        if self._metrics is not None:
-            first = int(epoch.ts.min()) if len(epoch) else None
-            last = int(epoch.ts.max()) if len(epoch) else None
-            seconds = self._stats.seconds if self._stats is not None else {}
-            self._metrics.epoch_done(len(epoch), first, last, seconds)
-        if self._on_epoch is not None:
-            self._on_epoch(epoch)
-        failpoints.hit("sink.epoch")
 
-    def _write_chunk(self, target: OutputTarget, chunk: OutputChunk, coords: _Coordinates) -> None:
+    def _write_chunk(self, target: OutputTarget, chunk: OutputChunk, coords: Coordinates) -> None:
         keys, partitions = _keys_and_partitions(chunk.keys, target.partitions)
         seq = chunk.seq
         keep = self._skip_mask(target.topic, partitions, seq) if self._resume else None
@@ -210,8 +217,25 @@ class KafkaSink:
         self._producer().flush()
 
 
-class _Coordinates:
-    """Per seq of an epoch: its event's timestamp and where it was read."""
+def epoch_done(
+    epoch: Epoch,
+    metrics: JobMetrics | None,
+    stats: RunStats | None,
+    on_epoch: Callable[[Epoch], None] | None,
+) -> None:
+    """An epoch's output was handed on: epoch metrics, the progress callback, a fail point."""
+    if metrics is not None:
+        first = int(epoch.ts.min()) if len(epoch) else None
+        last = int(epoch.ts.max()) if len(epoch) else None
+        metrics.epoch_done(len(epoch), first, last, stats.seconds if stats is not None else {})
+    if on_epoch is not None:
+        on_epoch(epoch)
+    failpoints.hit("sink.epoch")
+
+
+class Coordinates:
+    """Per seq of an epoch: its event's timestamp and where it was read (plain arrays, so
+    that it pickles cheaply to a sink process)."""
 
     def __init__(self, epoch: Epoch) -> None:
         n = len(epoch)

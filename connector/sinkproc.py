@@ -1,0 +1,323 @@
+"""The output sink in a process of its own, so that writing overlaps reading.
+
+In one process the coordinator of a replay reads and decodes the input (epoch e+1) and
+writes the output (epoch e-1) one after the other, under one GIL: the Kafka client costs a
+few µs a record either way, and writing was two thirds of a 10M-event run. :class:`SinkProcess`
+is the engine's :class:`~engine.output.Sink` for ``restream run``: it hands each epoch's
+output chunks, and the coordinates of the epoch's events, to a child process that runs a
+:class:`~connector.writer.KafkaSink` with its own producer, and returns at once.
+
+Order and bounds. The child writes epochs in the order it receives them, so every output
+partition still receives its records in serial order. At most ``max_pending`` epochs are
+handed on and not yet written; :meth:`SinkProcess.write` waits beyond that (back-pressure,
+bounded memory). :meth:`SinkProcess.flush` returns once everything handed on is written
+and delivered, which is what a checkpoint waits for before it records its positions.
+
+Failure. An exception in the child comes back and is raised by the next call of the
+parent (the same type where it pickles, else :class:`~connector.errors.SinkError` with its
+text); a child that dies raises SinkError with its exit code. The child dies with the
+thread that started it (Linux ``PR_SET_PDEATHSIG``) and when its pipe closes.
+
+Moving the data. The chunks and coordinates go as a file in a run directory on ``/dev/shm``
+(:mod:`engine.executors.arena`: pickle 5, arrays out of band), so that the parent's hand-off
+is a memory copy and the pipe carries only small messages: a large pickle through the pipe
+would make the parent wait on the child's reads, which take the GIL chunk by chunk while the
+child's main thread produces. The directory goes at :meth:`SinkProcess.close`; one left by
+a killed parent is swept by the next run.
+
+Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush",)``, ``("stop",)``.
+Child to parent: ``("written", index, written, skipped, first_write_at, broker_errors,
+seconds)`` per epoch, ``("flushed",)``, ``("failed", exception or None, text)``. The child's
+seconds of encoding and producing are added to the run's times as ``write`` (the
+executor's ``sink`` is the coordinator's hand-off, waits for a busy child included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from connector.errors import ConnectorError, SinkError
+from connector.gcpolicy import replay_collection
+from connector.metrics import JobMetrics
+from connector.processes import die_with_parent, process_context
+from connector.produce import BulkProducer
+from connector.writer import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
+from engine.executors.arena import RunDir, load, store
+from engine.executors.base import RunStats
+from engine.log import Epoch
+from engine.output import OutputChunk
+
+__all__ = ["SinkProcess", "SinkSettings"]
+
+logger = logging.getLogger(__name__)
+
+#: Epochs handed to the child and not yet written. One lets the coordinator hand on epoch e
+#: while the child writes e-1; each more would hold another epoch's output in /dev/shm
+#: (about 100 bytes a record, with the coordinates) for a stage that is already the slower.
+DEFAULT_MAX_PENDING = 1
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    """What the child needs to build its :class:`KafkaSink` (pickled when not forked)."""
+
+    bootstrap: str
+    producer_overrides: Mapping[str, Any]
+    targets: Mapping[str, OutputTarget]
+    job: str
+    resume: Mapping[tuple[str, int], ResumePoint]
+
+
+class SinkProcess:
+    """A :class:`~engine.output.Sink` that writes through a child process; see the module
+    docstring. Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        *,
+        metrics: JobMetrics | None = None,
+        stats: RunStats | None = None,
+        on_epoch: Callable[[Epoch], None] | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        self._metrics = metrics
+        self._stats = stats
+        self._on_epoch = on_epoch
+        self._max_pending = max_pending
+        self._pending: list[int] = []  # epochs handed on, not yet reported written
+        #: Records written (queued to the child's producer) and skipped, per topic.
+        self.written: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        #: time.monotonic() (system-wide) when the child handed its first record on.
+        self.first_write_at: float | None = None
+        self._dir = RunDir.create()
+        context = process_context()
+        self._to_child_r, self._to_child = context.Pipe(duplex=False)
+        self._from_child, self._from_child_w = context.Pipe(duplex=False)
+        self._process = context.Process(  # type: ignore[attr-defined]
+            target=sink_main,
+            args=(settings, self._to_child_r, self._from_child_w),
+            name="restream-sink",
+            daemon=True,
+        )
+        self._process.start()
+        self._to_child_r.close()
+        self._from_child_w.close()
+        self._closed = False
+        logger.debug("sink process %s started (%s)", self._process.pid, context.get_start_method())
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._process.pid  # type: ignore[no-any-return]
+
+    def __enter__(self) -> SinkProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
+        """Hand one epoch's output to the child (see :class:`engine.output.Sink`)."""
+        self._collect(block=False)
+        coords = Coordinates(epoch) if any(len(c) for c in chunks) else None
+        path = self._dir.file(f"out{epoch.index}")
+        store(path, (list(chunks), coords))
+        self._send(("epoch", epoch.index, str(path)), epoch.index)
+        self._pending.append(epoch.index)
+        while len(self._pending) > self._max_pending:
+            self._collect(block=True)
+        epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
+
+    def flush(self) -> None:
+        """Wait until every record handed on is delivered (raises what the child raised)."""
+        self._send(("flush",), None)
+        while True:
+            if self._collect(block=True) == "flushed":
+                return
+
+    def close(self) -> None:
+        """Stop the child: at once if records are pending (a failed run), else when it has
+        nothing left to do. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._pending:
+            with contextlib.suppress(OSError):
+                self._to_child.send(("stop",))
+            self._process.join(10.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._to_child.close()
+        self._from_child.close()
+        self._dir.remove()
+
+    # ------------------------------------------------------------------ internals
+
+    def _send(self, message: tuple[Any, ...], epoch: int | None) -> None:
+        try:
+            self._to_child.send(message)
+        except OSError:
+            # The child is gone; it may have said why before it went.
+            self._collect(block=True)
+            raise self._died(epoch) from None
+
+    def _collect(self, *, block: bool) -> str | None:
+        """Take the child's reports: all that are waiting, or (``block``) at least one.
+        Returns the kind of the last report taken."""
+        kind: str | None = None
+        while True:
+            if not self._from_child.poll(_POLL_S if block and kind is None else 0):
+                if not block or kind is not None:
+                    return kind
+                if not self._process.is_alive():
+                    if self._from_child.poll(0):
+                        continue  # its last words arrived as it exited
+                    raise self._died(self._pending[0] if self._pending else None)
+                continue
+            try:
+                report = self._from_child.recv()
+            except EOFError:
+                self._process.join(1.0)
+                raise self._died(self._pending[0] if self._pending else None) from None
+            kind = str(report[0])
+            if kind == "written":
+                self._written(*report[1:])
+            elif kind == "failed":
+                self._pending.clear()
+                exc, text = report[1], report[2]
+                if isinstance(exc, ConnectorError):
+                    raise exc
+                raise SinkError(f"the sink process failed: {text}")
+            if kind == "flushed":
+                return kind
+
+    def _written(
+        self,
+        index: int,
+        written: Mapping[str, int],
+        skipped: Mapping[str, int],
+        first_write_at: float | None,
+        broker_errors: int,
+        seconds: float,
+    ) -> None:
+        assert self._pending and self._pending[0] == index, (self._pending, index)
+        self._pending.pop(0)
+        for topic, n in written.items():
+            self.written[topic] = self.written.get(topic, 0) + n
+            if self._metrics is not None:
+                self._metrics.records_written(topic, n)
+        for topic, n in skipped.items():
+            self.skipped[topic] = self.skipped.get(topic, 0) + n
+        if self.first_write_at is None:
+            self.first_write_at = first_write_at
+        if self._stats is not None:
+            self._stats.add_time("write", seconds)
+        if self._metrics is not None:
+            for _ in range(broker_errors):
+                self._metrics.broker_error("producer")
+
+    def _died(self, epoch: int | None) -> SinkError:
+        self._process.join(1.0)
+        code = self._process.exitcode
+        where = f" while writing epoch {epoch}" if epoch is not None else ""
+        return SinkError(
+            f"the sink process {self._process.pid} exited with code {code}{where}; its output "
+            "since the last flush may be partly written: run the job again (with a checkpoint "
+            "directory it resumes and skips what is already there)"
+        )
+
+
+# ---------------------------------------------------------------------- the child
+
+
+class _BrokerErrors:
+    """The child producer's error callback: log and count (the parent counts them too)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, error: Any) -> None:
+        self.count += 1
+        logger.warning("producer: %s (retrying)", error)
+
+
+def sink_main(settings: SinkSettings, inbox: Connection, outbox: Connection) -> None:
+    """The child: write what arrives, report each epoch, until told to stop."""
+    die_with_parent()
+    try:
+        # Three header tuples, a list and two byte strings per record: see connector.gcpolicy.
+        with replay_collection():
+            _serve(settings, inbox, outbox)
+    except Exception as exc:  # reported to the parent, which raises it there
+        try:  # sent as itself only if it survives the trip (ConfigError, e.g., does not)
+            pickle.loads(pickle.dumps(exc))
+            payload: BaseException | None = exc
+        except Exception:
+            payload = None
+        with contextlib.suppress(OSError):
+            outbox.send(("failed", payload, f"{type(exc).__name__}: {exc}"))
+    finally:
+        outbox.close()
+
+
+def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> None:
+    errors = _BrokerErrors()
+    producer: BulkProducer | None = None
+
+    def make_producer() -> BulkProducer:
+        nonlocal producer
+        if producer is None:
+            producer = BulkProducer(
+                settings.bootstrap, {**settings.producer_overrides, "error_cb": errors}
+            )
+        return producer
+
+    sink = KafkaSink(make_producer, settings.targets, job=settings.job, resume=settings.resume)
+    while True:
+        try:
+            message = inbox.recv()
+        except EOFError:
+            return  # the parent is gone
+        if message[0] == "stop":
+            return
+        if message[0] == "flush":
+            if producer is not None:
+                producer.flush()
+            outbox.send(("flushed",))
+            continue
+        _, index, path = message
+        started = time.perf_counter()
+        chunks, coords = load(Path(path))
+        Path(path).unlink()  # the mapping stays readable
+        before_w, before_s = dict(sink.written), dict(sink.skipped)
+        reported = errors.count
+        sink.produce(chunks, coords)
+        outbox.send(
+            (
+                "written",
+                index,
+                _delta(sink.written, before_w),
+                _delta(sink.skipped, before_s),
+                sink.first_write_at,
+                errors.count - reported,
+                time.perf_counter() - started,
+            )
+        )
+
+
+def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in now.items() if n != before.get(k, 0)}

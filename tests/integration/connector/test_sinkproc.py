@@ -1,0 +1,228 @@
+"""The sink process: same records as the sink in process, errors and deaths reach the parent,
+nothing outlives it (starts processes, writes to the session broker)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from connector.avro import load_schema
+from connector.broker import LocalBroker
+from connector.errors import SerdeError, SinkError
+from connector.metrics import JobMetrics
+from connector.produce import BulkProducer
+from connector.serde import value_encoder
+from connector.sinkproc import SinkProcess, SinkSettings
+from connector.writer import KafkaSink, OutputTarget, ResumePoint, output_producer_settings
+from engine.executors.arena import default_shm_dir
+from engine.executors.base import RunStats
+from engine.log import Epoch, Events
+from engine.output import OutputChunk
+from tests.integration.conftest import NewTopic, ReadRange
+
+_FIELDS = ("message_id", "ts", "sender", "recipient", "rules", "score", "spam", "sender_flagged")
+
+
+def _epoch(index: int, n: int) -> Epoch:
+    seq_start = index * n
+    seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
+    events = Events(
+        kind="message",
+        seq=seq,
+        ts=1_700_000_000_000 + seq * 7,
+        topic=np.zeros(n, dtype=np.int16),
+        partition=(seq % 3).astype(np.int32),
+        offset=seq // 3,
+        columns={},
+    )
+    return Epoch(
+        index=index,
+        seq_start=seq_start,
+        seq_end=seq_start + n,
+        ts=events.ts,
+        kind=np.zeros(n, dtype=np.int8),
+        kinds=("message",),
+        topics=("messages",),
+        events={"message": events},
+    )
+
+
+def _chunk(epoch: Epoch, rows: int, fields: tuple[str, ...] = _FIELDS) -> OutputChunk:
+    """``rows`` records from the first events of ``epoch`` (every third event skipped)."""
+    seq = np.arange(epoch.seq_start, epoch.seq_end, dtype=np.int64)
+    seq = seq[seq % 3 != 2][:rows]
+    sender = (seq * 7919) % 97
+    columns = {
+        "message_id": seq * 10,
+        "ts": 1_700_000_000_000 + seq * 7,
+        "sender": sender,
+        "recipient": (seq * 31) % 89,
+        "rules": (seq % 32).astype(np.int32),
+        "score": (seq % 50).astype(np.int32),
+        "spam": seq % 5 == 0,
+        "sender_flagged": seq % 11,
+    }
+    return OutputChunk("scores", seq, sender, {f: columns[f] for f in fields})
+
+
+def _target(topic: str) -> OutputTarget:
+    encoder = value_encoder("avro", load_schema("social/SpamScore"))
+    return OutputTarget("scores", topic, 3, _FIELDS, encoder)
+
+
+def _settings(
+    broker: LocalBroker, topic: str, resume: dict[tuple[str, int], ResumePoint] | None = None
+) -> SinkSettings:
+    return SinkSettings(
+        broker.bootstrap,
+        output_producer_settings(),
+        {"scores": _target(topic)},
+        "job-1",
+        resume or {},
+    )
+
+
+def _run_dirs() -> set[Path]:
+    return set(default_shm_dir().glob(f"restream-{os.getpid()}-*"))
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    # A zombie until reaped counts as gone: it runs no code and holds no memory.
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split(")")[-1].split()[0] == "Z"
+
+
+def test_writes_what_the_sink_in_process_writes(
+    broker: LocalBroker, new_topic: NewTopic, read_range: ReadRange
+) -> None:
+    inline_topic, child_topic = new_topic(partitions=3), new_topic(partitions=3)
+    # Resume inside partition 1 of epoch 1: both sinks must skip the same records.
+    resume = {(child_topic, 1): ResumePoint(seq=1_010, count=1)}
+    epochs = [(_epoch(i, 1_000), 600 if i != 2 else 0) for i in range(4)]
+
+    producer = _CountingProducer(broker.bootstrap)
+    inline = KafkaSink(
+        lambda: producer,
+        {"scores": _target(inline_topic)},
+        job="job-1",
+        resume={(inline_topic, 1): ResumePoint(seq=1_010, count=1)},
+    )
+    for epoch, rows in epochs:
+        inline.write([_chunk(epoch, rows)] if rows else [], epoch)
+    producer.flush()
+
+    stats = RunStats("parallel")
+    metrics = JobMetrics(job="job-1", pipeline="spam", executor="parallel")
+    seen: list[int] = []
+    with SinkProcess(
+        _settings(broker, child_topic, resume),
+        metrics=metrics,
+        stats=stats,
+        on_epoch=lambda e: seen.append(e.index),
+    ) as sink:
+        for epoch, rows in epochs:
+            sink.write([_chunk(epoch, rows)] if rows else [], epoch)
+        sink.flush()
+        assert sink.first_write_at is not None and sink.first_write_at <= time.monotonic()
+
+    assert seen == [0, 1, 2, 3]
+    assert sink.written == {child_topic: inline.written[inline_topic]}
+    assert (
+        sink.skipped == {child_topic: inline.skipped[inline_topic]}
+        and sink.skipped[child_topic] > 0
+    )
+    assert stats.seconds["write"] > 0
+    assert metrics.output.labels(child_topic)._value.get() == sink.written[child_topic]
+
+    # The inline producer's partitions say how many records each partition must hold.
+    counts = np.bincount(producer.partitions, minlength=3)
+    ranges = {p: (0, int(n)) for p, n in enumerate(counts) if n}
+
+    def records(topic: str) -> list[tuple[object, ...]]:
+        rows = read_range(topic, ranges)
+        return [(r.partition, r.key, r.value, r.timestamp, r.headers) for r in rows]
+
+    expected = records(inline_topic)
+    assert len(expected) == sum(inline.written.values()) == counts.sum()
+    assert records(child_topic) == expected
+
+
+class _CountingProducer(BulkProducer):
+    """A BulkProducer that remembers the partition of every record it queued."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap, output_producer_settings())
+        self.partitions: list[int] = []
+
+    def produce(self, topic: str, values: Any, keys: Any, partitions: Any, *rest: Any) -> None:  # type: ignore[override]
+        self.partitions.extend(partitions)
+        super().produce(topic, values, keys, partitions, *rest)
+
+
+def test_an_error_in_the_child_is_raised_in_the_parent_with_its_type(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    before = _run_dirs()
+    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
+    pid = sink.pid
+    assert pid is not None
+    epoch = _epoch(0, 100)
+    # The child finds the missing field; the parent learns it at its next call.
+    sink.write([_chunk(epoch, 10, fields=_FIELDS[:-1])], epoch)
+    with pytest.raises(SerdeError, match="lacks fields \\['sender_flagged'\\]"):
+        sink.flush()
+    sink.close()
+    assert _gone(pid)
+    assert _run_dirs() == before
+
+
+def test_a_killed_child_fails_the_next_call_fast_and_leaves_nothing(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    before = _run_dirs()
+    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
+    pid = sink.pid
+    assert pid is not None
+    epoch = _epoch(0, 1_000)
+    sink.write([_chunk(epoch, 500)], epoch)
+    os.kill(pid, signal.SIGKILL)
+    started = time.monotonic()
+    with pytest.raises(SinkError, match="exited with code -9"):
+        for index in range(1, 100):
+            later = _epoch(index, 1_000)
+            sink.write([_chunk(later, 500)], later)
+        sink.flush()
+    assert time.monotonic() - started < 10
+    sink.close()
+    assert _gone(pid)
+    assert _run_dirs() == before
+
+
+def test_close_with_epochs_pending_stops_the_child(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    before = _run_dirs()
+    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
+    pid = sink.pid
+    assert pid is not None
+    epoch = _epoch(0, 1_000)
+    sink.write([_chunk(epoch, 500)], epoch)
+    sink.close()
+    sink.close()  # idempotent
+    assert _gone(pid)
+    assert _run_dirs() == before
+
+
+def test_max_pending_must_be_positive(broker: LocalBroker) -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        SinkProcess(_settings(broker, "unused"), max_pending=0)
