@@ -37,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import pickle
+import signal
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -258,6 +259,10 @@ class _BrokerErrors:
 def sink_main(settings: SinkSettings, inbox: Connection, outbox: Connection) -> None:
     """The child: write what arrives, report each epoch, until told to stop."""
     die_with_parent()
+    # Ctrl-C and SIGTERM reach the whole process group; the parent decides (a SIGTERM makes
+    # it flush and checkpoint through this process) and stops this one when it is done.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         # Three header tuples, a list and two byte strings per record: see connector.gcpolicy.
         with replay_collection():

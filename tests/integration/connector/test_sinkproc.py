@@ -226,3 +226,19 @@ def test_close_with_epochs_pending_stops_the_child(
 def test_max_pending_must_be_positive(broker: LocalBroker) -> None:
     with pytest.raises(ValueError, match="max_pending"):
         SinkProcess(_settings(broker, "unused"), max_pending=0)
+
+
+def test_the_child_leaves_sigterm_and_ctrl_c_to_the_parent(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    # A SIGTERM to the process group must not cost the parent the flush of its checkpoint.
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        pid = sink.pid
+        assert pid is not None
+        sink.flush()  # answered: the child is in its loop, its handlers set
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        epoch = _epoch(0, 300)
+        sink.write([_chunk(epoch, 100)], epoch)
+        sink.flush()
+        assert sum(sink.written.values()) == 100
