@@ -50,13 +50,19 @@ logger = logging.getLogger(__name__)
 
 
 def output_producer_settings() -> dict[str, Any]:
-    """Producer settings for output topics: idempotent, so retries neither reorder nor duplicate."""
+    """Producer settings for output topics: idempotent, so retries neither reorder nor
+    duplicate; a client queue of at most 500,000 records or 256 MiB."""
     return {
         "enable.idempotence": True,
         "acks": "all",
         "retries": 2_147_483_647,
         "max.in.flight.requests.per.connection": 5,
         "delivery.timeout.ms": 300_000,
+        # A replay produces faster than the broker takes, so the queue stays full: at the
+        # bulk default (2M records, 1 GiB) the sink process peaked at 1,411 MiB RSS on 10M
+        # spam events, at these limits at 535 MiB, in the same time (55.4 s vs 58.2 s).
+        "queue.buffering.max.messages": 500_000,
+        "queue.buffering.max.kbytes": 262_144,
     }
 
 
