@@ -293,7 +293,12 @@ def _run(args: argparse.Namespace) -> int:
         f"restream: job {report.job} done: {report.events:,} events in "
         f"{report.wall_seconds:.2f} s = {report.events_per_second:,.0f} events/s, "
         f"{report.replay_speedup:,.0f}x real time; output records {written}"
-        + (f"; bad records {report.bad_records}" if report.bad_records else ""),
+        + (f"; bad records {report.bad_records}" if report.bad_records else "")
+        + (
+            f"; {sum(report.skipped.values()):,} records already in the output not written again"
+            if any(report.skipped.values())
+            else ""
+        ),
         file=sys.stdout,
     )
     return 0

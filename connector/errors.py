@@ -24,6 +24,11 @@ class ConfigError(ConnectorError):
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str]]:
+        # Pickled as its two arguments (it crosses from the sink process to the run).
+        return (type(self), (self.field, self.message))
 
 
 class BrokerError(ConnectorError):

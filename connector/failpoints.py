@@ -4,7 +4,8 @@
 2nd time it reaches ``checkpoint.write`` or the 5th time it reaches ``sink.epoch`` (whichever
 comes first). Unset (always, outside tests) a fail point costs one dict lookup. The points:
 
-- ``sink.epoch``: an epoch's output was handed to the producer (not yet flushed);
+- ``sink.epoch``: an epoch's output was handed to the producer (not yet flushed), in the
+  sink process when there is one (:mod:`connector.sinkproc`);
 - ``checkpoint.flushed``: the output up to a checkpoint is flushed, its snapshot not written;
 - ``checkpoint.write``: half of a snapshot file is written (a torn temporary file).
 """
@@ -41,7 +42,9 @@ def hit(name: str) -> None:
         return
     _HITS[name] = _HITS.get(name, 0) + 1
     if _HITS[name] == nth:
-        # Like a pod's death: the whole process group when we lead one (workers included).
-        if os.getpgid(0) == os.getpid():
-            os.killpg(os.getpid(), signal.SIGKILL)
+        # Like a pod's death: the whole process group when it is the job's (this process or
+        # its parent, the sink process's, leads it), workers and sink process included.
+        group = os.getpgid(0)
+        if group in (os.getpid(), os.getppid()):
+            os.killpg(group, signal.SIGKILL)
         os.kill(os.getpid(), signal.SIGKILL)

@@ -45,18 +45,20 @@ def kafka_client_threads() -> bool:
     return False
 
 
-def die_with_parent() -> None:
+def die_with_parent(parent: int | None) -> None:
     """In a child process: have Linux SIGKILL it when the thread that started it ends.
 
-    A parent killed with SIGKILL cannot stop its children; this makes the kernel do it.
-    Elsewhere than Linux it does nothing (the child then ends when its pipe closes).
+    ``parent`` is the pid of the process that forked it, taken before the fork (None when a
+    forkserver did): if that process is already gone (the child was re-parented), the child
+    exits at once. A parent killed with SIGKILL cannot stop its children; this makes the
+    kernel do it. Elsewhere than Linux it does nothing (the child then ends when its pipe
+    closes).
     """
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    if os.getppid() != parent:  # the parent died before prctl took effect
+    if parent is not None and os.getppid() != parent:  # it died before prctl took effect
         os._exit(1)
 
 

@@ -431,6 +431,9 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             metrics=metrics,
             stats=stats,
             on_epoch=lambda _epoch: progress.update(),
+            # Its producer gives up on a lost broker after broker_timeout; a report is due
+            # well within that plus an epoch's work.
+            timeout_s=config.broker_timeout + 180,
         )
         source = KafkaSource(
             {**job.client, "error_cb": _broker_errors(metrics, "consumer")},

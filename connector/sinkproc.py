@@ -14,9 +14,12 @@ bounded memory). :meth:`SinkProcess.flush` returns once everything handed on is 
 and delivered, which is what a checkpoint waits for before it records its positions.
 
 Failure. An exception in the child comes back and is raised by the next call of the
-parent (the same type where it pickles, else :class:`~connector.errors.SinkError` with its
-text); a child that dies raises SinkError with its exit code. The child dies with the
-thread that started it (Linux ``PR_SET_PDEATHSIG``) and when its pipe closes.
+parent (the same type for the connector's errors, else :class:`~connector.errors.SinkError`
+with its text, the child's traceback logged); a child that dies raises SinkError with its
+exit code, and one that sends nothing for ``timeout_s`` while the parent waits (it reports
+every epoch, and its producer gives up on a lost broker after ``broker_timeout``) is killed
+and raises SinkError. The child dies with the thread that started it (Linux
+``PR_SET_PDEATHSIG``) and when its pipe closes: it keeps no copy of the parent's ends.
 
 Moving the data. The chunks and coordinates go as a file in a run directory on ``/dev/shm``
 (:mod:`engine.executors.arena`: pickle 5, arrays out of band), so that the parent's hand-off
@@ -27,7 +30,8 @@ a killed parent is swept by the next run.
 
 Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush",)``, ``("stop",)``.
 Child to parent: ``("written", index, written, skipped, first_write_at, broker_errors,
-seconds)`` per epoch, ``("flushed",)``, ``("failed", exception or None, text)``. The child's
+seconds)`` per epoch, ``("flushed", broker_errors)``, ``("failed", exception or None, text,
+traceback or None)``. The child's
 seconds of encoding and producing are added to the run's times as ``write`` (the
 executor's ``sink`` is the coordinator's hand-off, waits for a busy child included).
 """
@@ -36,15 +40,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
 import signal
 import time
+import traceback
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from connector import failpoints
 from connector.errors import ConnectorError, SinkError
 from connector.gcpolicy import replay_collection
 from connector.metrics import JobMetrics
@@ -64,6 +71,8 @@ logger = logging.getLogger(__name__)
 #: while the child writes e-1; each more would hold another epoch's output in /dev/shm
 #: (about 100 bytes a record, with the coordinates) for a stage that is already the slower.
 DEFAULT_MAX_PENDING = 1
+#: Seconds the parent waits for a report before it declares the child stuck.
+DEFAULT_TIMEOUT_S = 300.0
 _POLL_S = 0.2
 
 
@@ -90,9 +99,13 @@ class SinkProcess:
         stats: RunStats | None = None,
         on_epoch: Callable[[Epoch], None] | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        self._timeout_s = timeout_s
         self._metrics = metrics
         self._stats = stats
         self._on_epoch = on_epoch
@@ -107,15 +120,27 @@ class SinkProcess:
         context = process_context()
         self._to_child_r, self._to_child = context.Pipe(duplex=False)
         self._from_child, self._from_child_w = context.Pipe(duplex=False)
+        forked = context.get_start_method() == "fork"
         self._process = context.Process(  # type: ignore[attr-defined]
             target=sink_main,
-            args=(settings, self._to_child_r, self._from_child_w),
+            args=(
+                settings,
+                self._to_child_r,
+                self._from_child_w,
+                (self._to_child, self._from_child),
+                os.getpid() if forked else None,
+            ),
             name="restream-sink",
             daemon=True,
         )
-        self._process.start()
-        self._to_child_r.close()
-        self._from_child_w.close()
+        try:
+            self._process.start()
+        except BaseException:
+            self._close_ends()
+            raise
+        finally:
+            self._to_child_r.close()
+            self._from_child_w.close()
         self._closed = False
         logger.debug("sink process %s started (%s)", self._process.pid, context.get_start_method())
 
@@ -135,7 +160,14 @@ class SinkProcess:
         self._collect(block=False)
         coords = Coordinates(epoch) if any(len(c) for c in chunks) else None
         path = self._dir.file(f"out{epoch.index}")
-        store(path, (list(chunks), coords))
+        try:
+            store(path, (list(chunks), coords))
+        except OSError as exc:
+            raise SinkError(
+                f"cannot hand epoch {epoch.index}'s output to the sink process through "
+                f"{self._dir.path}: {exc}; give /dev/shm more room (shmSizeLimit in the Helm "
+                "chart) or use smaller epochs (epoch_size)"
+            ) from exc
         self._send(("epoch", epoch.index, str(path)), epoch.index)
         self._pending.append(epoch.index)
         while len(self._pending) > self._max_pending:
@@ -162,6 +194,9 @@ class SinkProcess:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+        self._close_ends()
+
+    def _close_ends(self) -> None:
         self._to_child.close()
         self._from_child.close()
         self._dir.remove()
@@ -180,6 +215,7 @@ class SinkProcess:
         """Take the child's reports: all that are waiting, or (``block``) at least one.
         Returns the kind of the last report taken."""
         kind: str | None = None
+        deadline = time.monotonic() + self._timeout_s
         while True:
             if not self._from_child.poll(_POLL_S if block and kind is None else 0):
                 if not block or kind is not None:
@@ -188,6 +224,8 @@ class SinkProcess:
                     if self._from_child.poll(0):
                         continue  # its last words arrived as it exited
                     raise self._died(self._pending[0] if self._pending else None)
+                if time.monotonic() > deadline:
+                    raise self._stuck()
                 continue
             try:
                 report = self._from_child.recv()
@@ -197,14 +235,16 @@ class SinkProcess:
             kind = str(report[0])
             if kind == "written":
                 self._written(*report[1:])
+            elif kind == "flushed":
+                self._broker_errors(report[1])
+                return kind
             elif kind == "failed":
                 self._pending.clear()
-                exc, text = report[1], report[2]
+                exc, text, trace = report[1], report[2], report[3]
                 if isinstance(exc, ConnectorError):
                     raise exc
+                logger.error("the sink process failed:\n%s", trace)
                 raise SinkError(f"the sink process failed: {text}")
-            if kind == "flushed":
-                return kind
 
     def _written(
         self,
@@ -227,9 +267,21 @@ class SinkProcess:
             self.first_write_at = first_write_at
         if self._stats is not None:
             self._stats.add_time("write", seconds)
+        self._broker_errors(broker_errors)
+
+    def _broker_errors(self, count: int) -> None:
         if self._metrics is not None:
-            for _ in range(broker_errors):
+            for _ in range(count):
                 self._metrics.broker_error("producer")
+
+    def _stuck(self) -> SinkError:
+        pid = self._process.pid
+        self._process.kill()
+        self._process.join()
+        return SinkError(
+            f"the sink process {pid} sent nothing for {self._timeout_s:.0f} s and was stopped; "
+            "its output since the last flush may be partly written: run the job again"
+        )
 
     def _died(self, epoch: int | None) -> SinkError:
         self._process.join(1.0)
@@ -256,25 +308,40 @@ class _BrokerErrors:
         logger.warning("producer: %s (retrying)", error)
 
 
-def sink_main(settings: SinkSettings, inbox: Connection, outbox: Connection) -> None:
-    """The child: write what arrives, report each epoch, until told to stop."""
-    die_with_parent()
+def sink_main(
+    settings: SinkSettings,
+    inbox: Connection,
+    outbox: Connection,
+    parent_ends: tuple[Connection, ...],
+    parent: int | None,
+) -> None:
+    """The child: write what arrives, report each epoch, until told to stop (or the parent
+    is gone). ``parent_ends`` are the parent's ends of the pipes, closed here so that the
+    child sees its inbox close when the parent dies; ``parent`` its pid when forked."""
     # Ctrl-C and SIGTERM reach the whole process group; the parent decides (a SIGTERM makes
     # it flush and checkpoint through this process) and stops this one when it is done.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(parent)
+    for end in parent_ends:
+        end.close()
     try:
         # Three header tuples, a list and two byte strings per record: see connector.gcpolicy.
         with replay_collection():
             _serve(settings, inbox, outbox)
     except Exception as exc:  # reported to the parent, which raises it there
-        try:  # sent as itself only if it survives the trip (ConfigError, e.g., does not)
-            pickle.loads(pickle.dumps(exc))
-            payload: BaseException | None = exc
-        except Exception:
-            payload = None
+        trace = None
+        payload: BaseException | None = None
+        if isinstance(exc, ConnectorError):
+            try:  # sent as itself if it survives the trip
+                pickle.loads(pickle.dumps(exc))
+                payload = exc
+            except Exception:
+                trace = traceback.format_exc()
+        else:
+            trace = traceback.format_exc()
         with contextlib.suppress(OSError):
-            outbox.send(("failed", payload, f"{type(exc).__name__}: {exc}"))
+            outbox.send(("failed", payload, f"{type(exc).__name__}: {exc}", trace))
     finally:
         outbox.close()
 
@@ -292,6 +359,7 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> Non
         return producer
 
     sink = KafkaSink(make_producer, settings.targets, job=settings.job, resume=settings.resume)
+    reported = 0  # broker errors already counted in a report
     while True:
         try:
             message = inbox.recv()
@@ -302,15 +370,17 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> Non
         if message[0] == "flush":
             if producer is not None:
                 producer.flush()
-            outbox.send(("flushed",))
+            outbox.send(("flushed", errors.count - reported))
+            reported = errors.count
             continue
         _, index, path = message
         started = time.perf_counter()
         chunks, coords = load(Path(path))
         Path(path).unlink()  # the mapping stays readable
         before_w, before_s = dict(sink.written), dict(sink.skipped)
-        reported = errors.count
         sink.produce(chunks, coords)
+        del chunks, coords  # their /dev/shm pages go with the mapping, not with the next epoch
+        failpoints.hit("sink.epoch")
         outbox.send(
             (
                 "written",
@@ -322,6 +392,7 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> Non
                 time.perf_counter() - started,
             )
         )
+        reported = errors.count
 
 
 def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:

@@ -134,6 +134,7 @@ class KafkaSink:
         """Encode and produce one epoch's output (see :class:`engine.output.Sink`)."""
         self.produce(chunks, Coordinates(epoch) if any(len(c) for c in chunks) else None)
         epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
+        failpoints.hit("sink.epoch")
 
     def produce(self, chunks: Sequence[OutputChunk], coords: Coordinates | None) -> None:
         """Encode and queue the records of ``chunks`` (``coords``: their epoch's events).
@@ -229,14 +230,13 @@ def epoch_done(
     stats: RunStats | None,
     on_epoch: Callable[[Epoch], None] | None,
 ) -> None:
-    """An epoch's output was handed on: epoch metrics, the progress callback, a fail point."""
+    """An epoch's output was handed on: epoch metrics and the progress callback."""
     if metrics is not None:
         first = int(epoch.ts.min()) if len(epoch) else None
         last = int(epoch.ts.max()) if len(epoch) else None
         metrics.epoch_done(len(epoch), first, last, stats.seconds if stats is not None else {})
     if on_epoch is not None:
         on_epoch(epoch)
-    failpoints.hit("sink.epoch")
 
 
 class Coordinates:

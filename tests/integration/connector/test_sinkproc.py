@@ -164,7 +164,7 @@ class _CountingProducer(BulkProducer):
         super().__init__(bootstrap, output_producer_settings())
         self.partitions: list[int] = []
 
-    def produce(self, topic: str, values: Any, keys: Any, partitions: Any, *rest: Any) -> None:  # type: ignore[override]
+    def produce(self, topic: str, values: Any, keys: Any, partitions: Any, *rest: Any) -> None:
         self.partitions.extend(partitions)
         super().produce(topic, values, keys, partitions, *rest)
 
@@ -242,3 +242,64 @@ def test_the_child_leaves_sigterm_and_ctrl_c_to_the_parent(
         sink.write([_chunk(epoch, 100)], epoch)
         sink.flush()
         assert sum(sink.written.values()) == 100
+
+
+def test_a_silent_child_is_stopped_after_the_timeout(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    before = _run_dirs()
+    sink = SinkProcess(_settings(broker, new_topic(partitions=3)), timeout_s=1.0)
+    pid = sink.pid
+    assert pid is not None
+    sink.flush()  # answered: the child is up
+    os.kill(pid, signal.SIGSTOP)  # alive, but never answers again
+    started = time.monotonic()
+    with pytest.raises(SinkError, match="sent nothing for 1 s"):
+        sink.flush()
+    assert time.monotonic() - started < 5
+    sink.close()
+    assert _gone(pid)
+    assert _run_dirs() == before
+
+
+def test_the_child_ends_when_the_parents_end_of_its_pipe_closes(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    # What a parent's death looks like to the child when PR_SET_PDEATHSIG is not there: it
+    # works only if the child closed the copies of the parent's ends that a fork gave it.
+    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
+    pid = sink.pid
+    assert pid is not None
+    sink.flush()
+    sink._to_child.close()
+    sink._process.join(10)
+    assert sink._process.exitcode == 0
+    sink._closed = True  # nothing left for close() to stop
+    sink._from_child.close()
+    sink._dir.remove()
+
+
+class _FailingEncoder:
+    """An encoder with a bug (not a connector error)."""
+
+    def encode(self, columns: Any) -> list[bytes]:
+        raise RuntimeError("boom in the encoder")
+
+
+def test_a_bug_in_the_child_is_a_sink_error_with_its_traceback_logged(
+    broker: LocalBroker, new_topic: NewTopic, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = OutputTarget("scores", new_topic(partitions=3), 3, _FIELDS, _FailingEncoder())  # type: ignore[arg-type]
+    settings = SinkSettings(
+        broker.bootstrap, output_producer_settings(), {"scores": target}, "job-1", {}
+    )
+    with SinkProcess(settings) as sink:
+        epoch = _epoch(0, 100)
+        sink.write([_chunk(epoch, 10)], epoch)
+        with (
+            caplog.at_level("ERROR", logger="connector.sinkproc"),
+            pytest.raises(SinkError, match="RuntimeError: boom in the encoder"),
+        ):
+            sink.flush()
+    assert "Traceback (most recent call last)" in caplog.text
+    assert 'raise RuntimeError("boom in the encoder")' in caplog.text
