@@ -28,6 +28,7 @@ from connector.broker import LocalBroker
 from connector.generate import write_social
 from connector.tansu import TANSU_CLUSTER_ID, tansu_binary, wait_for_broker
 from engine.examples.social.data import generate_social
+from engine.executors.arena import default_shm_dir
 
 pytestmark = pytest.mark.slow
 
@@ -255,6 +256,40 @@ def test_sigterm_checkpoints_and_stops_then_resumes(
     code, out = _finish(_start(env))
     assert code == 0, out
     _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+
+
+def test_ctrl_c_stops_every_process_of_the_run_and_leaves_nothing(
+    broker: LocalBroker, data: Data, tmp_path: Path
+) -> None:
+    job = f"int-{uuid.uuid4().hex[:8]}"
+    proc = _start(_env(broker.bootstrap, data.topics, job, tmp_path))
+    _wait_for_output(proc, broker.bootstrap, f"{job}.scores")
+    # Everything the run started: two workers and the sink process, all in its group.
+    members = _group_members(proc.pid)
+    assert len(members) >= 3, members
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground group
+    code, out = _finish(proc, timeout=30)
+    assert code == 1 and "restream: interrupted" in out, out
+    deadline = time.monotonic() + 10
+    while _group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_members(proc.pid), "processes of the run outlived it"
+    assert not list(default_shm_dir().glob(f"restream-{proc.pid}-*")), "run files left behind"
+
+
+def _group_members(group: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
 
 
 def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
