@@ -65,7 +65,8 @@ class CheckpointResult:
         if self.checkpoint_seconds:
             lines.append(
                 f"one checkpoint:     {statistics.median(self.checkpoint_seconds):8.2f} s "
-                f"(flush + write), {statistics.median(self.checkpoint_bytes) / 2**20:,.0f} MiB"
+                f"(writing it; the output flush runs alongside), "
+                f"{statistics.median(self.checkpoint_bytes) / 2**20:,.0f} MiB"
             )
         if self.first_output_s:
             lines += [

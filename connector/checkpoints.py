@@ -126,6 +126,7 @@ class FileCheckpoints:
         every_seconds: float,
         keep: int = 2,
         before_save: Callable[[], None] = lambda: None,
+        flush_then: Callable[[Callable[[], None]], None] | None = None,
         metrics: JobMetrics | None = None,
     ) -> None:
         self.directory = Path(root) / job
@@ -144,12 +145,14 @@ class FileCheckpoints:
         self.every_seconds = every_seconds
         self.keep = keep
         self._before_save = before_save
+        self._flush_then = flush_then
         self._metrics = metrics
         self._since_epochs = 0
         self._last_save = time.monotonic()
         self._stop = False
         self._stopping_after: int | None = None
-        #: Snapshots written by this run, their total seconds (flush + write), last size.
+        #: Snapshots written by this run, their total seconds (the run's wait for them:
+        #: flush and write, or only the write when the flush runs alongside), last size.
         self.saved = 0
         self.seconds = 0.0
         self.last_bytes = 0
@@ -238,9 +241,31 @@ class FileCheckpoints:
         )
 
     def save(self, snapshot: EngineSnapshot) -> None:
-        """Flush the output, then write ``snapshot`` atomically and prune old ones."""
-        started = time.monotonic()
-        self._before_save()
+        """Flush the output, then write ``snapshot`` atomically and prune old ones.
+
+        With ``flush_then``, the run does not wait for the flush: ``flush_then(write)`` asks
+        for it and the snapshot is written when it is done (from a later call into the
+        output), unless the run is stopping, which waits. Until then the previous snapshot
+        stays the one a restart resumes from, so the output it skips is always delivered.
+        """
+        self._since_epochs = 0
+        self._last_save = time.monotonic()
+        stopping = self._stopping_after is not None and snapshot.position.epoch > (
+            self._stopping_after
+        )
+        if self._flush_then is None or stopping:
+            started = time.monotonic()
+            self._before_save()
+            self._write(snapshot, started)
+        else:
+            self._flush_then(lambda: self._write(snapshot, time.monotonic()))
+        if stopping:
+            raise Stopped(
+                f"stopped on request after a checkpoint at seq {snapshot.position.seq}; run "
+                f"job {self.job} again to resume"
+            )
+
+    def _write(self, snapshot: EngineSnapshot, started: float) -> None:
         failpoints.hit("checkpoint.flushed")
         data = snapshot.to_bytes()
         path = self.directory / f"ckpt-{snapshot.position.seq:020d}.snap"
@@ -248,8 +273,6 @@ class FileCheckpoints:
         for old in self._snapshots()[self.keep :]:
             old.unlink(missing_ok=True)
         seconds = time.monotonic() - started
-        self._since_epochs = 0
-        self._last_save = time.monotonic()
         self.saved += 1
         self.seconds += seconds
         self.last_bytes = len(data)
@@ -262,11 +285,6 @@ class FileCheckpoints:
             seconds,
             extra={"fields": {"seq": snapshot.position.seq, "bytes": len(data)}},
         )
-        if self._stopping_after is not None and snapshot.position.epoch > self._stopping_after:
-            raise Stopped(
-                f"stopped on request after a checkpoint at seq {snapshot.position.seq}; run "
-                f"job {self.job} again to resume"
-            )
 
     def request_stop(self) -> None:
         """Snapshot after the next epoch, then stop the run with :class:`Stopped`."""

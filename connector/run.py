@@ -14,7 +14,8 @@ The order of work is what makes failures cheap and output clean:
 5. metrics are pushed to the Pushgateway, if one is configured, whatever the outcome.
 
 With ``checkpoint_dir``, a job pins its settings and ranges in a manifest before step 3 and
-snapshots its state every few epochs (:mod:`connector.checkpoints`); a restarted job with the
+snapshots its state every few epochs (:mod:`connector.checkpoints`), each snapshot written
+once the output before it is delivered, while the run goes on; a restarted job with the
 same id resumes from the newest snapshot and skips the output records (and dead letters) that
 the crashed attempt already wrote. Guarantees: every reader of the output topics sees each
 record exactly once, in serial order per partition, once the job has finished; while a
@@ -30,7 +31,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -301,6 +302,20 @@ class _Producers:
         if self.producer is not None:
             self.producer.flush()
 
+    def flush_then(self, then: Callable[[], None]) -> None:
+        """Have everything written so far delivered, then call ``then()``, without waiting
+        for the sink process (see :meth:`SinkProcess.flush_then`)."""
+
+        def delivered() -> None:
+            if self.producer is not None:
+                self.producer.flush()  # dead letters: few, and written here
+            then()
+
+        if self.sink is None:
+            delivered()
+        else:
+            self.sink.flush_then(delivered)
+
 
 def _broker_errors(metrics: JobMetrics, client: str) -> Any:
     def on_error(error: Any) -> None:
@@ -340,6 +355,9 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             every_seconds=config.checkpoint_every_seconds,
             keep=config.checkpoint_keep,
             before_save=producers.flush,
+            # A checkpoint need not stop the run while the sink process drains: its snapshot
+            # is written once the output before it is delivered.
+            flush_then=producers.flush_then,
             metrics=metrics,
         )
         if config.checkpoint_dir

@@ -11,7 +11,9 @@ Order and bounds. The child writes epochs in the order it receives them, so ever
 partition still receives its records in serial order. At most ``max_pending`` epochs are
 handed on and not yet written; :meth:`SinkProcess.write` waits beyond that (back-pressure,
 bounded memory). :meth:`SinkProcess.flush` returns once everything handed on is written
-and delivered, which is what a checkpoint waits for before it records its positions.
+and delivered; :meth:`SinkProcess.flush_then` asks for the same without waiting and calls
+back when it is done, which is how a checkpoint's snapshot waits for the output before it
+(a restart skips that output, so it must be delivered) while the run goes on.
 
 Failure. An exception in the child comes back and is raised by the next call of the
 parent (the same type for the connector's errors, else :class:`~connector.errors.SinkError`
@@ -45,6 +47,7 @@ import pickle
 import signal
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -111,6 +114,9 @@ class SinkProcess:
         self._on_epoch = on_epoch
         self._max_pending = max_pending
         self._pending: list[int] = []  # epochs handed on, not yet reported written
+        # Per flush asked and not yet answered, in order: what to call when it is (None for
+        # the one flush() waits for).
+        self._after_flush: deque[Callable[[], None] | None] = deque()
         #: Records written (queued to the child's producer) and skipped, per topic.
         self.written: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
@@ -177,9 +183,16 @@ class SinkProcess:
     def flush(self) -> None:
         """Wait until every record handed on is delivered (raises what the child raised)."""
         self._send(("flush",), None)
+        self._after_flush.append(None)
         while True:
             if self._collect(block=True) == "flushed":
                 return
+
+    def flush_then(self, then: Callable[[], None]) -> None:
+        """Have every record handed on so far delivered, and call ``then()`` once it is,
+        without waiting: from a later :meth:`write` or :meth:`flush` (in the order asked)."""
+        self._send(("flush",), None)
+        self._after_flush.append(then)
 
     def close(self) -> None:
         """Stop the child: at once if records are pending (a failed run), else when it has
@@ -237,7 +250,11 @@ class SinkProcess:
                 self._written(*report[1:])
             elif kind == "flushed":
                 self._broker_errors(report[1])
-                return kind
+                then = self._after_flush.popleft()
+                if then is None:
+                    return kind
+                then()
+                kind = "flushed-then"
             elif kind == "failed":
                 self._pending.clear()
                 exc, text, trace = report[1], report[2], report[3]

@@ -303,3 +303,19 @@ def test_a_bug_in_the_child_is_a_sink_error_with_its_traceback_logged(
             sink.flush()
     assert "Traceback (most recent call last)" in caplog.text
     assert 'raise RuntimeError("boom in the encoder")' in caplog.text
+
+
+def test_flush_then_calls_back_in_order_without_making_the_caller_wait(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    done: list[int] = []
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        for index in range(4):
+            epoch = _epoch(index, 1_000)
+            sink.write([_chunk(epoch, 500)], epoch)
+            sink.flush_then(lambda i=index: done.append(i))
+            # Asked, not answered: the call back comes from a later write or flush.
+            assert index not in done
+        sink.flush()
+        assert done == [0, 1, 2, 3]
+        assert sum(sink.written.values()) == 4 * 500

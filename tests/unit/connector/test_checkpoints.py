@@ -121,3 +121,43 @@ def test_another_jobs_manifest_is_refused(tmp_path: Path) -> None:
     mine = FileCheckpoints(tmp_path, job="mine", every_epochs=1, every_seconds=1)
     with pytest.raises(ConfigError, match="belongs to job 'other'"):
         mine.manifest(fingerprint(parts), parts)
+
+
+def _snaps(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "j").glob("ckpt-*.snap"))
+
+
+def test_with_flush_then_a_snapshot_is_written_only_once_the_flush_is_done(
+    tmp_path: Path,
+) -> None:
+    asked: list[object] = []
+    synced: list[int] = []
+    store = _store(
+        tmp_path,
+        keep=5,
+        before_save=lambda: synced.append(1),
+        flush_then=asked.append,
+    )
+    store.save(_snapshot(10, epoch=1))
+    store.save(_snapshot(20, epoch=2))
+    # The run went on: nothing written, the previous snapshot (none) is still the one to use.
+    assert _snaps(tmp_path) == [] and store.saved == 0 and len(asked) == 2
+    asked[0]()  # the output up to seq 10 is delivered
+    assert _snaps(tmp_path) == [f"ckpt-{10:020d}.snap"]
+    asked[1]()
+    assert _snaps(tmp_path) == [f"ckpt-{10:020d}.snap", f"ckpt-{20:020d}.snap"]
+    assert store.saved == 2 and synced == []
+
+
+def test_with_flush_then_a_stopping_run_still_waits_for_its_last_snapshot(
+    tmp_path: Path,
+) -> None:
+    asked: list[object] = []
+    synced: list[int] = []
+    store = _store(tmp_path, before_save=lambda: synced.append(1), flush_then=asked.append)
+    store.request_stop()
+    assert store.due(_epoch(3))
+    with pytest.raises(Stopped, match="seq 40"):
+        store.save(_snapshot(40, epoch=4))
+    assert synced == [1] and asked == []
+    assert _snaps(tmp_path) == [f"ckpt-{40:020d}.snap"]
