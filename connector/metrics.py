@@ -54,7 +54,7 @@ METRICS: Mapping[str, str] = {
     "restream_phase_seconds": "Seconds spent per activity (read, phases, data movement, sink).",
     "restream_job_success": "1 once the job finished successfully, 0 when it failed.",
     "restream_checkpoints": "Checkpoints written by this run.",
-    "restream_checkpoint_duration_seconds": "Time spent writing a checkpoint (the output flush runs alongside).",
+    "restream_checkpoint_duration_seconds": "Time spent writing a checkpoint.",
     "restream_checkpoint_bytes": "Size of the last checkpoint written.",
     "restream_checkpoints_damaged": "Damaged checkpoints skipped when resuming.",
     "restream_resumes": "1 when this run resumed from a checkpoint (a restarted job).",
