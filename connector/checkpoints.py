@@ -247,6 +247,9 @@ class FileCheckpoints:
         for it and the snapshot is written when it is done (from a later call into the
         output), unless the run is stopping, which waits. Until then the previous snapshot
         stays the one a restart resumes from, so the output it skips is always delivered.
+        The snapshot's bytes stay in memory meanwhile (about two epochs with the sink
+        process), and its write is timed as the output's (the run's ``sink`` time), not as
+        the engine's checkpoint time.
         """
         self._since_epochs = 0
         self._last_save = time.monotonic()

@@ -182,7 +182,10 @@ class CheckpointStore(Protocol):
         """Keep ``snapshot`` (state as of the end of a due epoch).
 
         Called after the sink's ``write`` of that epoch returned, so everything before the
-        snapshot's position has been handed to the sink.
+        snapshot's position has been handed to the sink. A store may make it durable later
+        than ``save`` returns (once the sink has delivered that output, say); until then a
+        restart uses the store's previous snapshot. The snapshot is immutable bytes, so
+        keeping it is safe.
         """
         ...
 

@@ -319,3 +319,32 @@ def test_flush_then_calls_back_in_order_without_making_the_caller_wait(
         sink.flush()
         assert done == [0, 1, 2, 3]
         assert sum(sink.written.values()) == 4 * 500
+
+
+def test_a_failing_child_runs_none_of_the_callbacks_still_pending(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    done: list[int] = []
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        epoch = _epoch(0, 100)
+        sink.write([_chunk(epoch, 10)], epoch)
+        sink.flush_then(lambda: done.append(0))
+        sink.flush()  # the first flush is answered: its callback ran
+        later = _epoch(1, 100)
+        sink.write([_chunk(later, 10, fields=_FIELDS[:-1])], later)  # fails in the child
+        sink.flush_then(lambda: done.append(1))  # a snapshot that must never be written
+        with pytest.raises(SerdeError):
+            sink.flush()
+    assert done == [0]
+
+
+def test_an_exception_in_a_callback_comes_out_of_the_next_call(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    def fail() -> None:
+        raise OSError("disk full while writing the snapshot")
+
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        sink.flush_then(fail)
+        with pytest.raises(OSError, match="disk full"):
+            sink.flush()
