@@ -3,9 +3,12 @@ nothing outlives it (starts processes, writes to the session broker)."""
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +89,21 @@ def _settings(
         "job-1",
         resume or {},
     )
+
+
+@contextlib.contextmanager
+def _checked_sink(broker: LocalBroker, topic: str, **kw: Any) -> Iterator[tuple[SinkProcess, int]]:
+    """A sink process whose child must be gone, and its run directory removed, afterwards."""
+    before = _run_dirs()
+    sink = SinkProcess(_settings(broker, topic), **kw)
+    pid = sink.pid
+    assert pid is not None
+    try:
+        yield sink, pid
+    finally:
+        sink.close()
+    assert _gone(pid)
+    assert _run_dirs() == before
 
 
 def _run_dirs() -> set[Path]:
@@ -172,55 +190,38 @@ class _CountingProducer(BulkProducer):
 def test_an_error_in_the_child_is_raised_in_the_parent_with_its_type(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
-    before = _run_dirs()
-    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
-    pid = sink.pid
-    assert pid is not None
-    epoch = _epoch(0, 100)
-    # The child finds the missing field; the parent learns it at its next call.
-    sink.write([_chunk(epoch, 10, fields=_FIELDS[:-1])], epoch)
-    with pytest.raises(SerdeError, match="lacks fields \\['sender_flagged'\\]"):
-        sink.flush()
-    sink.close()
-    assert _gone(pid)
-    assert _run_dirs() == before
+    with _checked_sink(broker, new_topic(partitions=3)) as (sink, _pid):
+        epoch = _epoch(0, 100)
+        # The child finds the missing field; the parent learns it at its next call.
+        sink.write([_chunk(epoch, 10, fields=_FIELDS[:-1])], epoch)
+        with pytest.raises(SerdeError, match="lacks fields \\['sender_flagged'\\]"):
+            sink.flush()
 
 
 def test_a_killed_child_fails_the_next_call_fast_and_leaves_nothing(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
-    before = _run_dirs()
-    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
-    pid = sink.pid
-    assert pid is not None
-    epoch = _epoch(0, 1_000)
-    sink.write([_chunk(epoch, 500)], epoch)
-    os.kill(pid, signal.SIGKILL)
-    started = time.monotonic()
-    with pytest.raises(SinkError, match="exited with code -9"):
-        for index in range(1, 100):
-            later = _epoch(index, 1_000)
-            sink.write([_chunk(later, 500)], later)
-        sink.flush()
-    assert time.monotonic() - started < 10
-    sink.close()
-    assert _gone(pid)
-    assert _run_dirs() == before
+    with _checked_sink(broker, new_topic(partitions=3)) as (sink, pid):
+        epoch = _epoch(0, 1_000)
+        sink.write([_chunk(epoch, 500)], epoch)
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="exited with code -9"):
+            for index in range(1, 100):
+                later = _epoch(index, 1_000)
+                sink.write([_chunk(later, 500)], later)
+            sink.flush()
+        assert time.monotonic() - started < 10
 
 
 def test_close_with_epochs_pending_stops_the_child(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
-    before = _run_dirs()
-    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
-    pid = sink.pid
-    assert pid is not None
-    epoch = _epoch(0, 1_000)
-    sink.write([_chunk(epoch, 500)], epoch)
-    sink.close()
-    sink.close()  # idempotent
-    assert _gone(pid)
-    assert _run_dirs() == before
+    with _checked_sink(broker, new_topic(partitions=3)) as (sink, _pid):
+        epoch = _epoch(0, 1_000)
+        sink.write([_chunk(epoch, 500)], epoch)
+        sink.close()
+        sink.close()  # idempotent
 
 
 def test_max_pending_must_be_positive(broker: LocalBroker) -> None:
@@ -247,19 +248,13 @@ def test_the_child_leaves_sigterm_and_ctrl_c_to_the_parent(
 def test_a_silent_child_is_stopped_after_the_timeout(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
-    before = _run_dirs()
-    sink = SinkProcess(_settings(broker, new_topic(partitions=3)), timeout_s=1.0)
-    pid = sink.pid
-    assert pid is not None
-    sink.flush()  # answered: the child is up
-    os.kill(pid, signal.SIGSTOP)  # alive, but never answers again
-    started = time.monotonic()
-    with pytest.raises(SinkError, match="sent nothing for 1 s"):
-        sink.flush()
-    assert time.monotonic() - started < 5
-    sink.close()
-    assert _gone(pid)
-    assert _run_dirs() == before
+    with _checked_sink(broker, new_topic(partitions=3), timeout_s=1.0) as (sink, pid):
+        sink.flush()  # answered: the child is up
+        os.kill(pid, signal.SIGSTOP)  # alive, but never answers again
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="sent nothing for 1 s"):
+            sink.flush()
+        assert time.monotonic() - started < 5
 
 
 def test_the_child_ends_when_the_parents_end_of_its_pipe_closes(
@@ -313,7 +308,7 @@ def test_flush_then_calls_back_in_order_without_making_the_caller_wait(
         for index in range(4):
             epoch = _epoch(index, 1_000)
             sink.write([_chunk(epoch, 500)], epoch)
-            sink.flush_then(lambda i=index: done.append(i))
+            sink.flush_then(functools.partial(done.append, index))
             # Asked, not answered: the call back comes from a later write or flush.
             assert index not in done
         sink.flush()
