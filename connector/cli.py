@@ -8,9 +8,12 @@ Each subcommand's logic lives in its own module; this file only maps flags to ca
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
@@ -135,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_set_options(demo)
     _option(demo, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
     _option(demo, "--workers", int, 0, "worker processes of the parallel executor; 0: per CPU")
-    demo.set_defaults(handler=_demo)
+    demo.set_defaults(handler=_demo, interrupt_on_term=True)
 
     from connector.config import add_settings_arguments
 
@@ -171,7 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
         "engine", help="the executors on a generated log, against hand-written baselines"
     )
     engine_commands.add_bench_engine_arguments(bench_engine, env_default)
-    bench_engine.set_defaults(handler=engine_commands.bench_engine)
+    bench_engine.set_defaults(handler=engine_commands.bench_engine, interrupt_on_term=True)
     bench_e2e = benches.add_parser(
         "e2e",
         help="Kafka -> engine -> Kafka on a broker, against consume and produce ceilings",
@@ -190,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["parallel", "batch", "serial"],
     )
     _option(bench_e2e, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
-    bench_e2e.set_defaults(handler=_bench_e2e)
+    bench_e2e.set_defaults(handler=_bench_e2e, interrupt_on_term=True)
     bench_ckpt = benches.add_parser(
         "checkpoint",
         help="cost of checkpoints, and restart-to-first-output after a kill",
@@ -211,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(bench_ckpt, "--every-epochs", int, 10, "checkpoint after this many epochs")
     _option(bench_ckpt, "--kill-at", float, 0.8, "share of the epochs after which to kill")
     _option(bench_ckpt, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
-    bench_ckpt.set_defaults(handler=_bench_checkpoint)
+    bench_ckpt.set_defaults(handler=_bench_checkpoint, interrupt_on_term=True)
     return parser
 
 
@@ -320,6 +323,25 @@ def _positions(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _terminate_as_interrupt(enabled: bool) -> Iterator[None]:
+    """While the demo or a bench runs, SIGTERM (``kill``, a Job's deletion) is handled as
+    Ctrl-C: their temporary data sets, brokers and measuring processes are cleaned up rather
+    than left behind. (``restream run`` has its own SIGTERM handling: a last checkpoint.)"""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
@@ -330,7 +352,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return handler(args)
+        with _terminate_as_interrupt(getattr(args, "interrupt_on_term", False)):
+            return handler(args)
     except ConfigError as exc:
         print(f"restream: bad configuration: {exc}", file=sys.stderr)
         return 2

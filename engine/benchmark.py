@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.executors.worker import die_with_parent
 from engine.procmem import PeakPss
 
 __all__ = ["IMPLEMENTATIONS", "BenchResult", "Measurement", "run_engine_bench", "score_digest"]
@@ -212,6 +213,9 @@ def _run_one(
 
 
 def _child(path: str, name: str, epoch_size: int | None, conn: Any) -> None:
+    # A bench killed with SIGTERM or SIGKILL would otherwise leave this run going on alone
+    # for minutes, taking a core and gigabytes (its parent waits on the pipe, nothing else).
+    die_with_parent()
     try:
         # Each sample walks every process's page tables (smaps_rollup) and holds their
         # memory-map locks: every 0.1 s it took ~11% of a core and 5% of a 2-worker run's
@@ -245,8 +249,15 @@ def _measure(path: str, name: str, epoch_size: int | None) -> _Run:
     proc = ctx.Process(target=_child, args=(path, name, epoch_size, child))
     proc.start()
     child.close()
-    status, result, (peak, peak_pss) = parent.recv()
-    proc.join()
+    try:
+        status, result, (peak, peak_pss) = parent.recv()
+    except BaseException:
+        # Interrupted (Ctrl-C, or SIGTERM via the CLI): the run's result is of no use now,
+        # and multiprocessing would wait for it at exit.
+        proc.kill()
+        raise
+    finally:
+        proc.join()
     if status != "ok":
         raise RuntimeError(f"benchmark of {name} failed: {result}")
     seconds, outputs, digest, phases, used = result

@@ -40,6 +40,7 @@ __all__ = [
     "RestoreTask",
     "Saved",
     "SnapshotTask",
+    "die_with_parent",
     "worker_main",
 ]
 
@@ -132,8 +133,9 @@ class _ShmExchange:
         return out
 
 
-def _die_with_coordinator() -> None:
-    """On Linux, have the kernel SIGKILL this worker when the coordinator dies.
+def die_with_parent() -> None:
+    """On Linux, have the kernel SIGKILL this process (a worker) when its parent (the
+    coordinator) dies.
 
     A coordinator killed with SIGKILL (an OOM kill, a test) cannot stop its workers; without
     this they would linger until their next read of the closed pipe.
@@ -155,7 +157,7 @@ def worker_main(
     barrier: Any,
 ) -> None:
     """Serve the coordinator's tasks until told to stop (the target of a worker process)."""
-    _die_with_coordinator()
+    die_with_parent()
     # The coordinator decides when to stop; Ctrl-C reaches the whole process group.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     rd = RunDir(run_dir)

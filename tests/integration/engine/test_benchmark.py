@@ -1,6 +1,16 @@
-"""``restream bench engine`` end to end on a small data set: rounds, medians, agreement."""
+"""``restream bench engine`` end to end on a small data set: rounds, medians, agreement,
+and what a SIGTERM leaves behind (nothing)."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
 
 from engine.benchmark import run_engine_bench
 
@@ -28,3 +38,69 @@ def test_runs_are_interleaved_round_by_round_and_agree() -> None:
     assert all(len(m.seconds) == 2 and m.seconds == sorted(m.seconds) for m in result.measurements)
     assert result.agree()  # every implementation wrote the reference's records
     assert len({m.digest for m in result.measurements}) == 1
+
+
+def _children(pid: int) -> list[int]:
+    """Pids of the processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[1]) == pid:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_bench_leaves_no_measuring_process_behind(tmp_path: Path, sig: int) -> None:
+    # One handwritten run of 1M events takes ~15 s here: a measuring process that survived
+    # its parent would still be running when the test looks.
+    cmd = [sys.executable, "-m", "connector.cli", "bench", "engine", "--events", "1000000"]
+    cmd += ["--users", "5000", "--days", "3", "--only", "handwritten", "--repeat", "3"]
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    # Output to a file, not a pipe: a surviving child would hold a pipe open, and reading it
+    # to the end would wait for that child.
+    err_path = tmp_path / "stderr"
+    with open(err_path, "w") as err_file:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err_file)
+    try:
+        deadline = time.monotonic() + 120
+        measuring: list[int] = []
+        while not measuring:  # the data set is written, a run is going on in a child
+            assert proc.poll() is None, err_path.read_text()
+            assert time.monotonic() < deadline, "no measuring process started"
+            time.sleep(0.2)
+            measuring = [
+                pid
+                for pid in _children(proc.pid)
+                if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
+            ]
+        assert list(tmp_path.glob("restream-bench-*"))
+        time.sleep(1)  # well into the run
+        proc.send_signal(sig)
+        proc.wait(timeout=5)  # not waiting for the run to end (~8 s more)
+    finally:
+        proc.kill()
+    deadline = time.monotonic() + 3
+    while any(_alive(pid) for pid in measuring) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in measuring)
+    if sig == signal.SIGTERM:  # handled as Ctrl-C: the data set is removed too
+        assert proc.returncode == 1 and "interrupted" in err_path.read_text()
+        assert not list(tmp_path.glob("restream-bench-*"))
+    else:
+        assert proc.returncode == -signal.SIGKILL
