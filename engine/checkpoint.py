@@ -99,17 +99,19 @@ class EngineSnapshot:
 
     def to_bytes(self) -> bytes:
         """A self-checking serialisation (see :meth:`from_bytes`) for the caller to store."""
-        return b"".join(self._pieces())
+        return b"".join(self.pieces())
 
     def write_to(self, out: BinaryIO) -> int:
         """Write :meth:`to_bytes` to ``out`` without joining it in memory; return its size."""
         size = 0
-        for piece in self._pieces():
+        for piece in self.pieces():
             out.write(piece)
             size += len(piece)
         return size
 
-    def _pieces(self) -> list[bytes]:
+    def pieces(self) -> list[bytes]:
+        """:meth:`to_bytes` in pieces whose concatenation it is (the state blobs among
+        them, not copied), for writers that stream them."""
         meta = {
             "executor": self.executor,
             "workers": self.workers,

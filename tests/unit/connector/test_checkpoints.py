@@ -161,3 +161,26 @@ def test_with_flush_then_a_stopping_run_still_waits_for_its_last_snapshot(
         store.save(_snapshot(40, epoch=4))
     assert synced == [1] and asked == []
     assert _snaps(tmp_path) == [f"ckpt-{40:020d}.snap"]
+
+
+def test_a_snapshot_is_streamed_and_its_fail_point_fires_at_half_of_its_bytes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two state blobs of different sizes: the half falls inside the larger one.
+    states = (b"a" * 1000, b"b" * 5001)
+    position = LogPosition(7, 1, {("t", 0): PartitionPosition(7, 1007)})
+    snapshot = EngineSnapshot(position, "parallel", 2, 10, states)
+    expected = snapshot.to_bytes()
+    tmp = tmp_path / "j" / f"ckpt-{7:020d}.snap.tmp"
+    seen: list[tuple[str, bytes]] = []
+
+    def hit(name: str) -> None:
+        seen.append((name, tmp.read_bytes() if tmp.exists() else b""))
+
+    monkeypatch.setattr("connector.checkpoints.failpoints.hit", hit)
+    store = _store(tmp_path)
+    store.save(snapshot)
+    assert [name for name, _ in seen] == ["checkpoint.flushed", "checkpoint.write"]
+    assert seen[1][1] == expected[: len(expected) // 2]  # a torn file: exactly the first half
+    assert (tmp_path / "j" / f"ckpt-{7:020d}.snap").read_bytes() == expected
+    assert store.last_bytes == len(expected) and not tmp.exists()
