@@ -283,7 +283,14 @@ class FileCheckpoints:
     def _write(self, snapshot: EngineSnapshot, started: float) -> None:
         failpoints.hit("checkpoint.flushed")
         path = self.directory / f"ckpt-{snapshot.position.seq:020d}.snap"
-        size = _write_atomically(path, snapshot.pieces(), "checkpoint.write")
+        try:
+            size = _write_atomically(path, snapshot.pieces(), "checkpoint.write")
+        except OSError as exc:
+            raise ConnectorError(
+                f"cannot write checkpoint {path} ({snapshot.nbytes:,} bytes of state): {exc}; "
+                "make room on checkpoint_dir's volume (each snapshot is about this size, and "
+                "checkpoint_keep of them are kept) or point it elsewhere"
+            ) from exc
         for old in self._snapshots()[self.keep :]:
             old.unlink(missing_ok=True)
         seconds = time.monotonic() - started

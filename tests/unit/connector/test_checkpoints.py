@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from connector import checkpoints
 from connector.checkpoints import FileCheckpoints, Manifest, Stopped, fingerprint, resume_ranges
 from connector.errors import ConfigError, ConnectorError
 from connector.positions import PartitionRange
@@ -184,3 +185,16 @@ def test_a_snapshot_is_streamed_and_its_fail_point_fires_at_half_of_its_bytes(
     assert seen[1][1] == expected[: len(expected) // 2]  # a torn file: exactly the first half
     assert (tmp_path / "j" / f"ckpt-{7:020d}.snap").read_bytes() == expected
     assert store.last_bytes == len(expected) and not tmp.exists()
+
+
+def test_a_snapshot_that_cannot_be_written_fails_with_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(path: Path, pieces: list[bytes], failpoint: str | None = None) -> int:
+        raise OSError(28, "No space left on device")
+
+    store = _store(tmp_path)
+    monkeypatch.setattr(checkpoints, "_write_atomically", full)
+    with pytest.raises(ConnectorError, match=r"ckpt-0+10\.snap .*No space left.*make room"):
+        store.save(_snapshot(10))
+    assert store.saved == 0
