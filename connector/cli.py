@@ -331,8 +331,18 @@ def _terminate_as_interrupt(enabled: bool) -> Iterator[None]:
     if not enabled or threading.current_thread() is not threading.main_thread():
         yield
         return
+    me = os.getpid()
 
-    def interrupt(_signum: int, _frame: object) -> None:
+    def interrupt(signum: int, _frame: object) -> None:
+        if os.getpid() != me:
+            # A process forked meanwhile inherited this handler: it dies of SIGTERM, as it
+            # would have without it, rather than running its cleanup.
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        # A second SIGTERM must not cut the cleanup short (a Job sends SIGKILL after its
+        # grace period anyway).
+        signal.signal(signum, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     previous = signal.signal(signal.SIGTERM, interrupt)

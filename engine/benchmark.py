@@ -212,10 +212,11 @@ def _run_one(
     return seconds, len(cols["message_id"]), score_digest(cols), phases, workers_rss, used
 
 
-def _child(path: str, name: str, epoch_size: int | None, conn: Any) -> None:
+def _child(path: str, name: str, epoch_size: int | None, conn: Any, parent: int) -> None:
     # A bench killed with SIGTERM or SIGKILL would otherwise leave this run going on alone
     # for minutes, taking a core and gigabytes (its parent waits on the pipe, nothing else).
-    die_with_parent()
+    # The parent's pid comes from the parent: this interpreter took a while to start.
+    die_with_parent(parent)
     try:
         # Each sample walks every process's page tables (smaps_rollup) and holds their
         # memory-map locks: every 0.1 s it took ~11% of a core and 5% of a 2-worker run's
@@ -246,18 +247,21 @@ class _Run:
 def _measure(path: str, name: str, epoch_size: int | None) -> _Run:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_child, args=(path, name, epoch_size, child))
-    proc.start()
-    child.close()
+    proc = ctx.Process(target=_child, args=(path, name, epoch_size, child, os.getpid()))
     try:
+        proc.start()
+        child.close()
         status, result, (peak, peak_pss) = parent.recv()
     except BaseException:
-        # Interrupted (Ctrl-C, or SIGTERM via the CLI): the run's result is of no use now,
-        # and multiprocessing would wait for it at exit.
-        proc.kill()
+        # Interrupted (Ctrl-C, or SIGTERM via the CLI), or the child died without a word
+        # (EOFError): the run's result is of no use now, and multiprocessing would wait for
+        # it at exit.
+        if proc.pid is not None:
+            proc.kill()
         raise
     finally:
-        proc.join()
+        if proc.pid is not None:
+            proc.join()
     if status != "ok":
         raise RuntimeError(f"benchmark of {name} failed: {result}")
     seconds, outputs, digest, phases, used = result

@@ -133,18 +133,21 @@ class _ShmExchange:
         return out
 
 
-def die_with_parent() -> None:
-    """On Linux, have the kernel SIGKILL this process (a worker) when its parent (the
-    coordinator) dies.
+def die_with_parent(parent: int | None = None) -> None:
+    """On Linux, have the kernel SIGKILL this process when its parent dies: a worker when the
+    coordinator does, a benchmark's measuring process when the bench does.
 
-    A coordinator killed with SIGKILL (an OOM kill, a test) cannot stop its workers; without
-    this they would linger until their next read of the closed pipe.
+    A parent killed with SIGKILL (an OOM kill, a test) cannot stop its children; without
+    this they would linger until their next read of a closed pipe, or go on computing.
+    ``parent`` is the parent's pid as the parent saw it (pass it when the child starts
+    slowly, as a spawned interpreter does); by default, the parent at the time of the call.
+    If that process is gone already, this one exits at once.
     """
-    parent = os.getppid()
+    parent = os.getppid() if parent is None else parent
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the coordinator died before prctl took effect
+    if os.getppid() != parent:  # the parent died before prctl took effect
         os._exit(1)
 
 

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import signal
+import time
 
 import pytest
 
+from connector import cli
 from connector.errors import BrokerError
 from connector.processes import run_in_processes
 
@@ -43,3 +46,19 @@ def test_a_child_that_raises_fails_the_run_with_its_error() -> None:
 def test_a_child_that_dies_fails_the_run_with_its_exit_code() -> None:
     with pytest.raises(BrokerError, match="exited with code 7"):
         run_in_processes(_die, [(1,), (2,)], name="test")
+
+
+def test_a_process_forked_under_the_cli_sigterm_handler_dies_of_sigterm() -> None:
+    # The demo and bench commands turn SIGTERM into KeyboardInterrupt for their own cleanup;
+    # a child forked meanwhile must not run cleanup of the parent's (a flush, say).
+    with cli._terminate_as_interrupt(True):
+        pid = os.fork()
+        if pid == 0:  # the child: wait to be terminated
+            try:
+                time.sleep(30)
+            finally:
+                os._exit(3)  # only reached if SIGTERM became an exception here
+        time.sleep(0.2)
+        os.kill(pid, signal.SIGTERM)
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM

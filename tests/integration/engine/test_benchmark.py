@@ -56,6 +56,13 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_text()
+    except OSError:
+        return ""  # gone meanwhile
+
+
 def _alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
@@ -67,9 +74,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_bench_leaves_no_measuring_process_behind(tmp_path: Path, sig: int) -> None:
-    # One handwritten run of 1M events takes ~15 s here: a measuring process that survived
-    # its parent would still be running when the test looks.
-    cmd = [sys.executable, "-m", "connector.cli", "bench", "engine", "--events", "1000000"]
+    # One handwritten run of 2M events takes ~20 s here: a measuring process that survived
+    # its parent, or a parent that waited for it, would still be running when the test looks.
+    cmd = [sys.executable, "-m", "connector.cli", "bench", "engine", "--events", "2000000"]
     cmd += ["--users", "5000", "--days", "3", "--only", "handwritten", "--repeat", "3"]
     env = {**os.environ, "TMPDIR": str(tmp_path)}
     # Output to a file, not a pipe: a surviving child would hold a pipe open, and reading it
@@ -84,15 +91,11 @@ def test_a_killed_bench_leaves_no_measuring_process_behind(tmp_path: Path, sig: 
             assert proc.poll() is None, err_path.read_text()
             assert time.monotonic() < deadline, "no measuring process started"
             time.sleep(0.2)
-            measuring = [
-                pid
-                for pid in _children(proc.pid)
-                if "resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_text()
-            ]
+            measuring = [pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]
         assert list(tmp_path.glob("restream-bench-*"))
         time.sleep(1)  # well into the run
         proc.send_signal(sig)
-        proc.wait(timeout=5)  # not waiting for the run to end (~8 s more)
+        proc.wait(timeout=10)  # not waiting for the run to end (~18 s more)
     finally:
         proc.kill()
     deadline = time.monotonic() + 3

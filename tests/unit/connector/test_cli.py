@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import time
 
 import pytest
 
@@ -111,3 +114,25 @@ def test_failures_exit_1(
 def test_bad_generator_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["generate", "social", "--bootstrap", "h:1", "--users", "1"]) == 2
     assert "users" in capsys.readouterr().err
+
+
+def test_sigterm_is_an_interrupt_for_the_demo_and_benches_then_restored() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), cli._terminate_as_interrupt(True):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signal.SIGTERM) is before
+    with cli._terminate_as_interrupt(False):
+        assert signal.getsignal(signal.SIGTERM) is before  # restream run keeps its own
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
+    cleaned = False
+    with pytest.raises(KeyboardInterrupt), cli._terminate_as_interrupt(True):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored while cleaning up
+            cleaned = True
+    assert cleaned
