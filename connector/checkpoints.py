@@ -104,19 +104,28 @@ def _write_atomically(path: Path, pieces: Sequence[bytes], failpoint: str | None
     total = sum(len(p) for p in pieces)
     half = total // 2
     done = 0
-    with open(tmp, "wb") as f:
-        for piece in pieces:
-            if failpoint is not None and done <= half < done + len(piece):
-                view = memoryview(piece)
-                f.write(view[: half - done])
-                f.flush()
-                failpoints.hit(failpoint)
-                f.write(view[half - done :])
-            else:
-                f.write(piece)
-            done += len(piece)
-        f.flush()
-        os.fsync(f.fileno())
+    point = failpoint or ""
+    fired = not point
+    try:
+        with open(tmp, "wb") as f:
+            for piece in pieces:
+                if not fired and done <= half < done + len(piece):
+                    view = memoryview(piece)
+                    f.write(view[: half - done])
+                    f.flush()
+                    failpoints.hit(point)
+                    fired = True
+                    f.write(view[half - done :])
+                else:
+                    f.write(piece)
+                done += len(piece)
+            f.flush()
+            if not fired:  # nothing to write: "half" of it is all of it
+                failpoints.hit(point)
+            os.fsync(f.fileno())
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full volume should not stay fuller until a restart
+        raise
     os.replace(tmp, path)
     directory = os.open(path.parent, os.O_RDONLY)
     try:
@@ -288,8 +297,9 @@ class FileCheckpoints:
         except OSError as exc:
             raise ConnectorError(
                 f"cannot write checkpoint {path} ({snapshot.nbytes:,} bytes of state): {exc}; "
-                "make room on checkpoint_dir's volume (each snapshot is about this size, and "
-                "checkpoint_keep of them are kept) or point it elsewhere"
+                "make room on checkpoint_dir's volume (each snapshot is about this size; "
+                "checkpoint_keep of them are kept, plus the one being written) or point it "
+                "elsewhere"
             ) from exc
         for old in self._snapshots()[self.keep :]:
             old.unlink(missing_ok=True)

@@ -198,3 +198,27 @@ def test_a_snapshot_that_cannot_be_written_fails_with_what_to_do(
     with pytest.raises(ConnectorError, match=r"ckpt-0+10\.snap .*No space left.*make room"):
         store.save(_snapshot(10))
     assert store.saved == 0
+
+
+def test_a_write_that_fails_midway_leaves_no_temporary_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def die(name: str) -> None:
+        if name == "checkpoint.write":
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("connector.checkpoints.failpoints.hit", die)
+    store = _store(tmp_path)
+    with pytest.raises(ConnectorError, match="plus the one being written"):
+        store.save(_snapshot(10))
+    assert list((tmp_path / "j").iterdir()) == []
+
+
+def test_the_torn_write_fail_point_fires_for_an_empty_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[str] = []
+    monkeypatch.setattr("connector.checkpoints.failpoints.hit", seen.append)
+    for pieces in ([], [b""], [b"", b""]):
+        assert checkpoints._write_atomically(tmp_path / "x", pieces, "p") == 0
+    assert seen == ["p", "p", "p"] and (tmp_path / "x").read_bytes() == b""
