@@ -39,7 +39,8 @@ Path: TypeAlias = tuple[Hashable, ...]
 _MAGIC = b"RSRT"
 # 3: keys are owned by sharding.owners_of_ids' multiplicative hash (2 was a short-lived
 # golden-ratio hash); a shard of an older version holds keys that another worker owns now.
-_VERSION = 3
+# 4: KeyIndex keeps its hash table as (key, slot) rows.
+_VERSION = 4
 _HEADER = struct.Struct("<4sHII32s")  # magic, version, shard index, shard count, fingerprint
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
 _MAX_DEPTH = 40
