@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PeakPss", "tree_pss"]
+__all__ = ["PeakPss", "child_pids", "tree_pss"]
 
 _PROC = Path("/proc")
 
@@ -33,7 +33,7 @@ def _pss(pid: int) -> int:
     return 0
 
 
-def _children(pid: int) -> list[int]:
+def child_pids(pid: int) -> list[int]:
     """Direct children of a process (through each of its threads)."""
     out: list[int] = []
     try:
@@ -57,7 +57,7 @@ def tree_pss(pid: int) -> int:
             continue
         seen.add(p)
         total += _pss(p)
-        todo.extend(_children(p))
+        todo.extend(child_pids(p))
     return total
 
 

@@ -26,6 +26,7 @@ from connector.generate import write_social
 from connector.produce import BulkProducer
 from engine.examples.social.data import SocialData, generate_social
 from tests.integration.conftest import NewTopic, ReadRange, ReadRecord
+from tests.integration.procs import running
 
 MESSAGE_FIELDS = ("message_id", "ts", "sender", "recipient", "content")
 FRIENDSHIP_FIELDS = ("ts", "user_a", "user_b")
@@ -317,30 +318,21 @@ def test_the_generate_command_writes_what_the_generator_makes(
     )
 
 
-def _alive(pid: int) -> bool:
-    """True if ``pid`` is a live process (a zombie awaiting its parent counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def _gone_within(pid: int, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
-    while _alive(pid) and time.monotonic() < deadline:
+    while running(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    return not _alive(pid)
+    return not running(pid)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_a_stopped_tansu_broker_leaves_no_process() -> None:
     broker = LocalBroker("tansu").start()
     pid = broker.pid
-    assert pid is not None and _alive(pid)
+    assert pid is not None and running(pid)
     assert broker.log_path is None  # the log is an unnamed file unless keep_log is asked
     broker.stop()
-    assert not _alive(pid)
+    assert not running(pid)
     assert broker.pid is None and not broker.running
     broker.stop()  # twice is harmless
 
@@ -387,7 +379,7 @@ def test_tansu_dies_with_the_process_that_started_it(sig: signal.Signals) -> Non
     try:
         assert child.stdout is not None
         pid = int(child.stdout.readline())
-        assert _alive(pid)
+        assert running(pid)
         child.send_signal(sig)
         child.wait(timeout=10)
         assert _gone_within(pid, 5), f"Tansu {pid} outlived its parent after {sig.name}"

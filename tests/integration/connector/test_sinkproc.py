@@ -28,6 +28,7 @@ from engine.executors.base import RunStats
 from engine.log import Epoch, Events
 from engine.output import OutputChunk
 from tests.integration.conftest import NewTopic, ReadRange
+from tests.integration.procs import running
 
 _FIELDS = ("message_id", "ts", "sender", "recipient", "rules", "score", "spam", "sender_flagged")
 
@@ -102,22 +103,12 @@ def _checked_sink(broker: LocalBroker, topic: str, **kw: Any) -> Iterator[tuple[
         yield sink, pid
     finally:
         sink.close()
-    assert _gone(pid)
+    assert not running(pid)
     assert _run_dirs() == before
 
 
 def _run_dirs() -> set[Path]:
     return set(default_shm_dir().glob(f"restream-{os.getpid()}-*"))
-
-
-def _gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # A zombie until reaped counts as gone: it runs no code and holds no memory.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] == "Z"
 
 
 def test_writes_what_the_sink_in_process_writes(

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from engine.benchmark import run_engine_bench
+from engine.procmem import child_pids
+from tests.integration.procs import cmdline, running
 
 
 def test_runs_are_interleaved_round_by_round_and_agree() -> None:
@@ -40,37 +42,6 @@ def test_runs_are_interleaved_round_by_round_and_agree() -> None:
     assert len({m.digest for m in result.measurements}) == 1
 
 
-def _children(pid: int) -> list[int]:
-    """Pids of the processes whose parent is ``pid`` (Linux /proc)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue  # gone meanwhile
-        if int(fields[1]) == pid:
-            found.append(int(entry))
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_text()
-    except OSError:
-        return ""  # gone meanwhile
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_a_killed_bench_leaves_no_measuring_process_behind(tmp_path: Path, sig: int) -> None:
@@ -91,7 +62,7 @@ def test_a_killed_bench_leaves_no_measuring_process_behind(tmp_path: Path, sig: 
             assert proc.poll() is None, err_path.read_text()
             assert time.monotonic() < deadline, "no measuring process started"
             time.sleep(0.2)
-            measuring = [pid for pid in _children(proc.pid) if "spawn_main" in _cmdline(pid)]
+            measuring = [pid for pid in child_pids(proc.pid) if "spawn_main" in cmdline(pid)]
         assert list(tmp_path.glob("restream-bench-*"))
         time.sleep(1)  # well into the run
         proc.send_signal(sig)
@@ -99,9 +70,9 @@ def test_a_killed_bench_leaves_no_measuring_process_behind(tmp_path: Path, sig: 
     finally:
         proc.kill()
     deadline = time.monotonic() + 3
-    while any(_alive(pid) for pid in measuring) and time.monotonic() < deadline:
+    while any(running(pid) for pid in measuring) and time.monotonic() < deadline:
         time.sleep(0.1)
-    assert not any(_alive(pid) for pid in measuring)
+    assert not any(running(pid) for pid in measuring)
     if sig == signal.SIGTERM:  # handled as Ctrl-C: the data set is removed too
         assert proc.returncode == 1 and "interrupted" in err_path.read_text()
         assert not list(tmp_path.glob("restream-bench-*"))

@@ -24,6 +24,7 @@ from engine.log import InMemorySource, TopicTable
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
+from tests.integration.procs import running
 from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
 from tests.unit.engine.executors.test_window_followers import families
 
@@ -170,17 +171,9 @@ def test_workers_die_with_a_sigkilled_coordinator() -> None:
     deadline = time.monotonic() + 10
     alive = pids
     while alive and time.monotonic() < deadline:
-        alive = [p for p in pids if _running(p)]
+        alive = [p for p in pids if running(p)]
         time.sleep(0.05)
     assert alive == [], f"workers {alive} outlived their coordinator"
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split()[2] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 _INTERRUPTED = """
@@ -222,7 +215,7 @@ def test_ctrl_c_stops_the_run_and_every_worker() -> None:
     deadline = time.monotonic() + 10
     alive = [int(p) for p in pids]
     while alive and time.monotonic() < deadline:
-        alive = [p for p in alive if _running(p)]
+        alive = [p for p in alive if running(p)]
         time.sleep(0.05)
     assert alive == [], f"workers {alive} outlived an interrupted run"
     assert not Path(run_dir).exists()
