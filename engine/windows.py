@@ -13,6 +13,18 @@ the reader's event time ``r`` (integers, any unit, as long as writers and reader
 
 "So far" is by log position, not by time: the window only filters, by event time, the writes
 that the read can see. Timestamps may go backwards; membership stays exact.
+
+**Allowed lateness.** Without a bound a table must keep every write forever, because an event
+arbitrarily far back in time may still come and read a window there. ``lateness=L`` bounds
+that, the way a grace period does in Kafka Streams. The *stream time* ``T`` at an event is the
+largest timestamp of the log's events up to and including it. At that event the table keeps
+only the writes with ``t >= horizon(T)``: the start of the window that a read at ``T - L``
+would use (sliding: ``T - L - length + 1``; hopping: ``start`` of the window ``T - L`` falls
+in). A read sees only kept writes, and a write below the horizon is dropped. So an event at
+most ``L`` behind the stream time reads exactly what it would read without the bound; an
+event further behind sees its window cut at the horizon. The serial oracle applies the same
+rule, so it is part of the output, not an approximation. ``lateness=None`` (the default)
+keeps everything.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from typing import TypeAlias
 
 from engine.errors import PipelineError
 
-__all__ = ["Hopping", "Sliding", "Tumbling", "Window", "hopping_bounds"]
+__all__ = ["Hopping", "Sliding", "Tumbling", "Window", "hopping_bounds", "horizon"]
 
 
 def _positive_int(value: object, field: str, owner: str) -> None:
@@ -34,26 +46,50 @@ def _positive_int(value: object, field: str, owner: str) -> None:
         raise PipelineError(f"{owner}.{field} must be positive, got {value}")
 
 
+def _lateness(value: object, owner: str) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise PipelineError(
+            f"{owner}.lateness must be None (keep every write) or an int in event-time units, "
+            f"got {type(value).__name__}"
+        )
+    if value < 0:
+        raise PipelineError(f"{owner}.lateness must be >= 0, got {value}")
+
+
 @dataclass(frozen=True, slots=True)
 class Sliding:
-    """A sliding window: a read at ``r`` sees the writes with ``r - length < t <= r``."""
+    """A sliding window: a read at ``r`` sees the writes with ``r - length < t <= r``.
+
+    ``lateness``: how far behind the stream time an event may be and still be handled
+    exactly (see the module docstring); None keeps every write.
+    """
 
     length: int
+    lateness: int | None = None
 
     def __post_init__(self) -> None:
         _positive_int(self.length, "length", "Sliding")
+        _lateness(self.lateness, "Sliding")
 
 
 @dataclass(frozen=True, slots=True)
 class Hopping:
-    """Hopping windows ``[k*slide, k*slide + size)``; a read uses the one ending soonest."""
+    """Hopping windows ``[k*slide, k*slide + size)``; a read uses the one ending soonest.
+
+    ``lateness``: as for :class:`Sliding`; a window stays open until the stream time passes
+    its end by ``lateness``.
+    """
 
     size: int
     slide: int
+    lateness: int | None = None
 
     def __post_init__(self) -> None:
         _positive_int(self.size, "size", "Hopping")
         _positive_int(self.slide, "slide", "Hopping")
+        _lateness(self.lateness, "Hopping")
         if self.slide > self.size:
             raise PipelineError(
                 f"Hopping.slide ({self.slide}) must not exceed Hopping.size ({self.size}); "
@@ -61,10 +97,11 @@ class Hopping:
             )
 
 
-def Tumbling(size: int) -> Hopping:  # noqa: N802 - reads as a window type, like its siblings
-    """Tumbling windows ``[k*size, (k+1)*size)``: ``Hopping(size, size)``."""
+def Tumbling(size: int, lateness: int | None = None) -> Hopping:  # noqa: N802 - a window type
+    """Tumbling windows ``[k*size, (k+1)*size)``: ``Hopping(size, size, lateness)``."""
     _positive_int(size, "size", "Tumbling")
-    return Hopping(size, size)
+    _lateness(lateness, "Tumbling")
+    return Hopping(size, size, lateness)
 
 
 Window: TypeAlias = Sliding | Hopping
@@ -74,3 +111,14 @@ def hopping_bounds(window: Hopping, r: int) -> tuple[int, int]:
     """``(start, end)`` of the window a read at time ``r`` uses: members have start <= t < end."""
     end = (r // window.slide) * window.slide + window.slide
     return end - window.size, end
+
+
+def horizon(window: Window, stream_time: int) -> int:
+    """The earliest write time that a table with ``window`` keeps at ``stream_time`` (the
+    window's ``lateness`` must be set): the start of the window of a read at
+    ``stream_time - lateness``."""
+    assert window.lateness is not None
+    r = stream_time - window.lateness
+    if isinstance(window, Sliding):
+        return r - window.length + 1
+    return hopping_bounds(window, r)[0]

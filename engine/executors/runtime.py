@@ -14,7 +14,7 @@ import io
 import time
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 import numpy as np
 
@@ -49,6 +49,7 @@ from engine.pipeline import (
 )
 from engine.planner import Plan, PlannedOperator
 from engine.state.aggregates import VectorTable, make_vector
+from engine.state.clock import EpochClock, VectorBounded
 from engine.state.pytables import VersionedTable
 from engine.state.spec import ReadsLatest
 from engine.state.windowed import WindowedTable
@@ -126,6 +127,7 @@ class EpochRuntime:
                 self.python[name] = VersionedTable(name, ref.default)
             else:
                 self.vector[name] = make_vector(ref.builtin)
+        self._bounded = self._bounded_tables()
         # Windowed tables that share the history of an identically written one: follower ->
         # leader. Their writes are skipped; the leader's are theirs.
         self._leaders = _followers(plan, self.vector, self.replicated)
@@ -192,7 +194,16 @@ class EpochRuntime:
         self.codec = state["codec"]
         self.value_codecs = state["value_codecs"]
         self._pending = state["pending"]
+        self._bounded = self._bounded_tables()
         self._link_followers()
+
+    def _bounded_tables(self) -> list[VectorBounded]:
+        """Tables with an allowed lateness: each epoch they get its stream-time clock."""
+        return [
+            cast(VectorBounded, self.vector[name])
+            for name, ref in self.plan.pipeline.tables.items()
+            if ref.builtin is not None and ref.builtin.lateness is not None
+        ]
 
     def _link_followers(self) -> None:
         for follower, leader in self._leaders.items():
@@ -211,6 +222,10 @@ class EpochRuntime:
         emitted: dict[str, list[_Emitted]] = {}
         self._writes = {}
         self._resolve_timers(epoch)
+        if self._bounded:
+            clock = EpochClock.of(epoch.seq_start, epoch.ts)
+            for bounded in self._bounded:
+                bounded.set_clock(clock)
         for phase in range(self.plan.phases):
             started = time.perf_counter()
             ops = self.plan.in_phase(phase)

@@ -12,7 +12,7 @@ import heapq
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot
 from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
@@ -24,6 +24,7 @@ from engine.output import OutputChunk, Sink
 from engine.pipeline import Builtin, Derive, Emit, Lookup, Record, TableRef, Update
 from engine.planner import Plan, PlannedOperator
 from engine.state.aggregates import ScalarTable, make_scalar
+from engine.state.clock import NO_TIME, ScalarBounded
 
 __all__ = ["SerialExecutor", "iter_events"]
 
@@ -79,6 +80,13 @@ class _State:
                 self.python[name] = {}
             else:
                 self.builtin[name] = make_scalar(ref.builtin)
+        # Tables with an allowed lateness, told the stream time before each event.
+        self.bounded: list[ScalarBounded] = [
+            cast(ScalarBounded, self.builtin[name])
+            for name, ref in self.tables.items()
+            if ref.builtin is not None and ref.builtin.lateness is not None
+        ]
+        self.stream_time = NO_TIME
         # Values that the current event overwrote, for reads with before=True.
         self.before: dict[tuple[str, Hashable], Any] = {}
         self.timers: list[_Timer] = []
@@ -199,6 +207,10 @@ class SerialExecutor:
                     ]
                 state.fire_timers(event.ts)
                 state.before.clear()
+                if state.bounded and event.ts > state.stream_time:
+                    state.stream_time = event.ts
+                    for table in state.bounded:
+                        table.set_stream_time(event.ts)
                 for planned, allowed, step in kind_steps:
                     event._allowed = allowed
                     try:

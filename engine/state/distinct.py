@@ -13,6 +13,12 @@ A range also holds epoch writes the read cannot see yet (later in the log, earli
 for each such write that is the first of its value in the range, the read loses that value
 when none of the value's later elements in the range is visible; those chains are short
 unless timestamps jump far back.
+
+With an allowed lateness (:mod:`engine.windows`) a read's lower edge is raised to its horizon.
+A late read's range can then start after that of a read with a later window end, which breaks
+the chain: such reads are counted one by one over their ranges instead (only late reads,
+and only when the horizon is what cuts their window). Writes below their writer's horizon are
+not stored, and the store expires records below the horizon at each epoch's end.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.state.clock import NO_TIME, EpochClock
 from engine.state.epoch import EpochWrites
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, pack_order, sort_pairs
@@ -37,6 +44,11 @@ _I64 = np.dtype(np.int64)
 class DistinctWindowedTable:
     """The vectorised table for a windowed distinct count."""
 
+    # Class-level defaults, so that tables pickled before lateness existed still load.
+    _lateness: int | None = None
+    _now = int(NO_TIME)
+    _clock: EpochClock | None = None
+
     def __init__(self, spec: AggregateSpec) -> None:
         assert spec.window is not None and spec.kind == "distinct"
         self.spec = spec
@@ -52,6 +64,21 @@ class DistinctWindowedTable:
         self._g: dict[str, np.ndarray] = {}
         self._by_time = np.zeros(0, dtype=np.int64)  # grouped positions, time order per segment
         self._seg_index = np.zeros(16, dtype=np.int64)
+        self._lateness = spec.window.lateness
+        self._now = int(NO_TIME)  # stream time at the end of the previous epochs
+        self._clock = None
+
+    def set_clock(self, clock: EpochClock) -> None:
+        """The epoch's stream-time clock (tables with an allowed lateness only)."""
+        self._clock = clock
+
+    def _floor(self, seqs: np.ndarray) -> np.ndarray | None:
+        """Per event: the time key at or below which it sees nothing (None: no lateness)."""
+        if self._lateness is None:
+            return None
+        assert self._clock is not None, "a bounded table needs set_clock every epoch"
+        stream = self._clock.at(seqs, self._now)
+        return self._tk.bounds(stream - self._lateness)[0]
 
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
@@ -93,15 +120,27 @@ class DistinctWindowedTable:
         return state
 
     def end_epoch(self) -> None:
-        ep = self._ep
-        if ep is None:
-            return
+        ep, clock = self._ep, self._clock
+        if ep is not None and ep.n:
+            self._store_epoch(ep)
         self._ep = self._geo = None
-        if ep.n == 0:
-            return
+        self._clock = None
+        if clock is not None:
+            self._now = clock.end(self._now)
+            if self._lateness is not None:
+                floor = self._tk.bounds(np.array([self._now - self._lateness]))[0]
+                self._store.expire(int(floor[0]))
+
+    def _store_epoch(self, ep: EpochWrites) -> None:
         g = self._g
         slots = ep.slots[ep.order][self._by_time]
         recs = {name: g[name][self._by_time] for name in ("tk", "v")}
+        floor = self._floor(ep.seqs)
+        if floor is not None:
+            # Writes already below their horizon: no read can see them again.
+            keep = recs["tk"] > floor[ep.order][self._by_time]
+            slots = slots[keep]
+            recs = {name: column[keep] for name, column in recs.items()}
         if self._tk.sliding:
             self._store.add(slots, recs)
             return
@@ -130,6 +169,9 @@ class DistinctWindowedTable:
         perm = sort_pairs(slots + 1, cut)
         slots, latest, r = slots[perm], latest[perm], r[perm]
         a, b = self._tk.bounds(r)
+        floor = self._floor(np.asarray(seqs, dtype=np.int64)[perm])
+        if floor is not None:
+            a = np.maximum(a, floor)
         ha, hb = self._store.rank2(slots, a, b)
         seen = np.zeros(m, dtype=np.int64)
         seg = np.full(m, -1, dtype=np.int64)
@@ -228,9 +270,22 @@ class DistinctWindowedTable:
         lo = zstart[grp] + (ha[q] - hmin[grp]) + (ea[q] - emin[grp])
         hi = zstart[grp] + (hb[q] - hmin[grp]) + (eb[q] - emin[grp])
         prev, nxt = _neighbours(zv)
-        counts = _chain_distinct(lo, hi, prev, total)
+        # The chain needs lo non-decreasing too; only a horizon can break that (see the
+        # module docstring). Reads below the running maximum of lo are counted directly.
+        chained = lo >= np.maximum.accumulate(lo)
+        if chained.all():
+            counts = _chain_distinct(lo, hi, prev, total)
+            if ep is not None and n_ep:
+                counts -= self._hidden(q, seg, seen, a, b, lo, hi, prev, nxt, zrank, zpos_of)
+            return counts
+        counts = np.empty(len(q), dtype=np.int64)
+        c = np.flatnonzero(chained)
+        qc, lc, hc = q[c], lo[c], hi[c]
+        counts[c] = _chain_distinct(lc, hc, prev, total)
         if ep is not None and n_ep:
-            counts -= self._hidden(q, seg, seen, a, b, lo, hi, prev, nxt, zrank, zpos_of)
+            counts[c] -= self._hidden(qc, seg, seen, a, b, lc, hc, prev, nxt, zrank, zpos_of)
+        d = np.flatnonzero(~chained)
+        counts[d] = _count_directly(lo[d], hi[d], seen[q[d]], zv, zrank)
         return counts
 
     def _hidden(
@@ -302,6 +357,18 @@ def _neighbours(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     prev[by_value[1:][same]] = by_value[:-1][same]
     nxt[by_value[:-1][same]] = by_value[1:][same]
     return prev, nxt
+
+
+def _count_directly(
+    lo: np.ndarray, hi: np.ndarray, seen: np.ndarray, zv: np.ndarray, zrank: np.ndarray
+) -> np.ndarray:
+    """Distinct values among the visible elements of each range [lo_q, hi_q) of Z: history
+    records (``zrank`` -1) and the epoch writes that the read sees (rank < ``seen``)."""
+    at, owner = expand_ranges(lo, np.maximum(hi - lo, 0))
+    visible = (zrank[at] < 0) | (zrank[at] < seen[owner])
+    at, owner = at[visible], owner[visible]
+    pairs = np.unique(np.stack([owner, zv[at]], axis=1), axis=0)
+    return np.bincount(pairs[:, 0], minlength=len(lo)).astype(np.int64)
 
 
 def _chain_distinct(lo: np.ndarray, hi: np.ndarray, prev: np.ndarray, total: int) -> np.ndarray:

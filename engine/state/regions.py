@@ -11,6 +11,11 @@ insertion point (cheap for small disorder, linear in the tail for large jumps ba
 
 *Prefix* columns hold running sums / minima / maxima from the region's start, so a range sum
 is a difference and an extreme over a range starting at the region's start is one lookup.
+
+Tables with an allowed lateness :meth:`~RegionStore.expire` records below their horizon. A
+region is rebuilt (its survivors moved to its start, prefixes recomputed) only once at least
+half of it has expired, which keeps that upkeep amortised O(1) per record too; until then
+readers skip the expired records by their time keys.
 """
 
 from __future__ import annotations
@@ -183,6 +188,47 @@ class RegionStore:
         if hinted:
             hint[slots[runs]] = out[last]
         return out
+
+    # ------------------------------------------------------------------ expiry
+
+    def expire(self, x: int) -> np.ndarray:
+        """Drop the records with ``tk <= x`` from every region where they are at least half
+        of the records; return the slots rebuilt (ascending).
+
+        A ``wp`` column (write position, see :meth:`_write`) is renumbered to the survivors'
+        order by ``o``, so that the caller's next write position for a rebuilt slot is its
+        new length.
+        """
+        live = np.flatnonzero((self.length > 0) & (self.tmin <= x))
+        if len(live) == 0:
+            return live
+        dead = self.rank(live, np.full(len(live), x, dtype=np.int64), "right")
+        rebuild = 2 * dead >= self.length[live]
+        u, dead = live[rebuild], dead[rebuild]
+        if len(u) == 0:
+            return u
+        keep = self.length[u] - dead
+        at, owner = expand_ranges(self.start[u] + dead, keep)
+        derived = {p.name for p in self.prefixes}
+        recs = {name: col[at] for name, col in self.cols.items() if name not in derived}
+        slots = u[owner]
+        if "wp" in recs:
+            by_write = np.lexsort((recs["o"], slots))
+            first = np.cumsum(keep) - keep
+            wp = np.empty(len(slots), dtype=np.int64)
+            wp[by_write] = np.arange(len(slots)) - first[owner[by_write]]
+            recs["wp"] = wp
+        self.length[u] = 0
+        self.disp[u] = 0
+        self.hint[u] = 0
+        # Give back the room of regions that shrank a lot; compaction reclaims it.
+        room = np.maximum(8, 2 * keep)
+        shrink = np.flatnonzero(self.cap[u] > 2 * room)
+        if len(shrink):
+            self.garbage += int((self.cap[u[shrink]] - room[shrink]).sum())
+            self.cap[u[shrink]] = room[shrink]
+        self.add(slots, recs)
+        return u
 
     # ------------------------------------------------------------------ writing
 

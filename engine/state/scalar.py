@@ -4,7 +4,9 @@ Plain on purpose. Unwindowed tables fold each key's writes into a small state an
 state as it was before the current seq for ``before=True`` reads. Windowed tables keep every
 write of a key in a list sorted by event time (then write order), so a window is a slice found
 with :mod:`bisect`; counts, sums and ratios come from prefix sums over that list, the other
-aggregates look at the members one by one.
+aggregates look at the members one by one. With an allowed lateness a read also skips the
+writes below the horizon (:func:`engine.windows.horizon`), a write below it is not stored, and
+a key's list drops its expired front once that is at least half of it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.errors import ExecutionError
+from engine.state.clock import NO_TIME
 from engine.state.spec import AggregateSpec, ScalarTable, float_order_key
-from engine.windows import Hopping, Sliding, hopping_bounds
+from engine.windows import Hopping, Sliding, hopping_bounds, horizon
 
 __all__ = ["make_scalar"]
 
@@ -165,6 +168,13 @@ class _WindowedScalar:
         self._prefix = spec.kind in ("sum", "ratio")
         self._order = 0
         self._keys: dict[Hashable, _Buffer] = {}
+        self._bounded = spec.window.lateness is not None
+        self._horizon = int(NO_TIME)  # writes below it are gone (allowed lateness only)
+
+    def set_stream_time(self, stream_time: int) -> None:
+        """Move the horizon of a table with an allowed lateness (see ``engine.windows``)."""
+        assert self._bounded
+        self._horizon = horizon(self._window, stream_time)
 
     def _weight(self, value: Any) -> int:
         return int(bool(value)) if self._kind == "ratio" else int(value)
@@ -177,6 +187,8 @@ class _WindowedScalar:
             buf = self._keys[key] = _Buffer([], [], [0], seq, [])
         if buf.seq != seq:
             buf.seq, buf.current = seq, []
+        if t < self._horizon:
+            return  # too late: no read from now on can see it
         buf.current.append((t, v))
         pos = bisect.bisect_right(buf.ts, t)
         buf.ts.insert(pos, t)
@@ -188,6 +200,18 @@ class _WindowedScalar:
             else:
                 weights = (self._weight(item[2]) for item in buf.items[pos:])
                 buf.cum[pos + 1 :] = list(itertools.accumulate(weights, initial=buf.cum[pos]))[1:]
+        if self._bounded:
+            self._expire(buf)
+
+    def _expire(self, buf: _Buffer) -> None:
+        """Drop the writes below the horizon once they are half of the key's list."""
+        dead = bisect.bisect_left(buf.ts, self._horizon)
+        if dead == 0 or 2 * dead < len(buf.ts):
+            return
+        del buf.ts[:dead], buf.items[:dead]
+        if self._prefix:
+            weights = (self._weight(item[2]) for item in buf.items)
+            buf.cum = list(itertools.accumulate(weights, initial=0))
 
     def read(self, key: Hashable, seq: int, ts: int, *, before: bool) -> tuple[bool, object]:
         r = int(ts)
@@ -196,20 +220,19 @@ class _WindowedScalar:
             return self._result([], r)
         window = self._window
         if isinstance(window, Sliding):
-            low, high = r - window.length, r
-
-            def inside(t: int) -> bool:
-                return low < t <= high
-
-            lo, hi = bisect.bisect_right(buf.ts, low), bisect.bisect_right(buf.ts, high)
+            # As a half-open [start, end), like a hopping window, so that the horizon
+            # (the earliest kept time) cuts both kinds the same way.
+            start, end = r - window.length + 1, r + 1
         else:
             assert isinstance(window, Hopping)
             start, end = hopping_bounds(window, r)
+        start = max(start, self._horizon)
 
-            def inside(t: int) -> bool:
-                return start <= t < end
+        def inside(t: int) -> bool:
+            return start <= t < end
 
-            lo, hi = bisect.bisect_left(buf.ts, start), bisect.bisect_left(buf.ts, end)
+        lo = bisect.bisect_left(buf.ts, start)
+        hi = max(bisect.bisect_left(buf.ts, end), lo)
         excluded = buf.current if before and buf.seq == seq else []
         kind = self._kind
         if kind == "count":

@@ -77,6 +77,11 @@ class AggregateSpec:
     window: Window | None = None
     dtype: Dtype = "int64"
 
+    @property
+    def lateness(self) -> int | None:
+        """The window's allowed lateness (None: unwindowed, or keeps every write)."""
+        return None if self.window is None else self.window.lateness
+
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
             raise PipelineError(

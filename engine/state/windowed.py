@@ -13,6 +13,11 @@ First/last over a sliding history range: when the key's writes were stored in ti
 most ``disp`` places from its place in write order, so the earliest (latest) member is among
 the first (last) 2*disp + 1 of the range. Min/max over a range from the region's start is
 one prefix lookup; over any other range the records are scanned.
+
+With an allowed lateness (:mod:`engine.windows`) each read's lower edge is raised to its
+horizon, writes below their writer's horizon are not stored, and the store expires records
+below the horizon at each epoch's end. A leader keeps what its followers need too: the lowest
+horizon of the group.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from engine.state.clock import NO_TIME, EpochClock
 from engine.state.epoch import EpochWrites, slots_of_reads
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, sort_pairs
@@ -67,6 +73,12 @@ def _store_for(kind: str, sliding: bool) -> RegionStore:
     return RegionStore(cols, prefixes, None if sliding else combine)  # type: ignore[arg-type]
 
 
+def _ordered_per_slot(gslots: np.ndarray, gtk: np.ndarray) -> bool:
+    """Whether the time keys never drop within a slot (records grouped by slot)."""
+    down = np.flatnonzero(gtk[1:] < gtk[:-1]) + 1
+    return len(down) == 0 or bool(np.all(gslots[down] != gslots[down - 1]))
+
+
 class WindowedTable:
     """The vectorised table for a windowed :class:`AggregateSpec` other than distinct.
 
@@ -80,6 +92,11 @@ class WindowedTable:
     # Class-level defaults, so that tables pickled before followers existed still load.
     _follows = False
     _hint: np.ndarray | None = None
+    _lateness: int | None = None
+    _keep_back: int | None = None
+    _now = int(NO_TIME)
+    _clock: EpochClock | None = None
+    _front_floor: np.ndarray | None = None
 
     def __init__(self, spec: AggregateSpec) -> None:
         assert spec.window is not None and spec.kind != "distinct"
@@ -98,6 +115,13 @@ class WindowedTable:
         self._table: list[np.ndarray] | None = None
         self._ts = np.zeros(0, dtype=np.int64)  # the epoch's write times, write order
         self._front: tuple[np.ndarray, np.ndarray] | None = None
+        self._lateness = spec.window.lateness
+        # How far behind the stream time the stored history must reach (time-key units;
+        # sliding only, where a time key is a time): None keeps everything.
+        if self._lateness is not None and self._tk.sliding:
+            self._keep_back = self._lateness + self._tk.length
+        self._now = int(NO_TIME)  # stream time at the end of the previous epochs
+        self._clock = None
 
     # ------------------------------------------------------------------ followers
 
@@ -115,6 +139,10 @@ class WindowedTable:
         docstring); the runtime then writes only to the leader and calls
         :meth:`follow_epoch` after each of its writes."""
         assert self.can_follow(leader) and not leader._follows
+        if self._keep_back is None or leader._keep_back is None:
+            leader._keep_back = None
+        else:
+            leader._keep_back = max(leader._keep_back, self._keep_back)
         self._follows = True
         self._index = leader._index
         self._store = leader._store
@@ -137,6 +165,31 @@ class WindowedTable:
         if len(hint) < len(self._store.hint):
             hint = self._hint = grow(hint, len(self._store.hint))
         return hint
+
+    # ------------------------------------------------------------------ stream time
+
+    def set_clock(self, clock: EpochClock) -> None:
+        """The epoch's stream-time clock (tables with an allowed lateness only)."""
+        self._clock = clock
+
+    def _read_floor(self, seqs: np.ndarray) -> np.ndarray | None:
+        """Per read: the time key below which it sees nothing (its horizon - 1), or None
+        without a lateness."""
+        if self._lateness is None:
+            return None
+        assert self._clock is not None, "a bounded table needs set_clock every epoch"
+        stream = self._clock.at(seqs, self._now)
+        return self._tk.bounds(stream - self._lateness)[0]
+
+    def _store_floor(self, stream: np.ndarray) -> np.ndarray | None:
+        """The time key at or below which no table of the group (this leader and its
+        followers) can read history again, at stream times ``stream``."""
+        if self._lateness is None or (self._tk.sliding and self._keep_back is None):
+            return None
+        if self._tk.sliding:
+            assert self._keep_back is not None
+            return stream - self._keep_back
+        return self._tk.bounds(stream - self._lateness)[0]
 
     # ------------------------------------------------------------------ protocol
 
@@ -181,12 +234,13 @@ class WindowedTable:
     ) -> tuple[np.ndarray, np.ndarray]:
         slots = self._index.lookup(np.asarray(keys, dtype=np.int64))
         r = np.asarray(ts, dtype=np.int64)
+        floor = self._read_floor(seqs)
         m = len(slots)
         ep = self._ep
         if ep is None or ep.n == 0:
-            return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r)
+            return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r, floor)
         cut = ep.cutoffs(seqs, before)
-        return self._read_at(slots, cut, ep.latest(slots, cut), r)
+        return self._read_at(slots, cut, ep.latest(slots, cut), r, floor)
 
     def read_latest(
         self, keys: np.ndarray, latest: np.ndarray, seqs: np.ndarray, ts: np.ndarray
@@ -195,46 +249,74 @@ class WindowedTable:
         (``latest``: its index among the epoch's writes, -1 for none): no search."""
         latest = np.asarray(latest, dtype=np.int64)
         r = np.asarray(ts, dtype=np.int64)
+        floor = self._read_floor(seqs)
         ep = self._ep
         slots = slots_of_reads(self._index, ep, keys, latest)
         if ep is None or ep.n == 0:
             m = len(slots)
-            return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r)
+            return self._sorted_answer(slots, np.zeros(m, np.int64), np.full(m, -1), r, floor)
         # The latest visible write orders a slot's reads by log position, as a cutoff would.
-        return self._read_at(slots, latest + 1, latest, r)
+        return self._read_at(slots, latest + 1, latest, r, floor)
 
     def _read_at(
-        self, slots: np.ndarray, cut: np.ndarray, latest: np.ndarray, r: np.ndarray
+        self,
+        slots: np.ndarray,
+        cut: np.ndarray,
+        latest: np.ndarray,
+        r: np.ndarray,
+        floor: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         ep = self._ep
         assert ep is not None
         # A read whose latest visible write is at its own time (typically: the event that just
-        # wrote the key reads it) gets that write's answer, computed once per epoch.
+        # wrote the key reads it) gets that write's answer, computed once per epoch. With a
+        # lateness the two must also share the horizon (they may not: the stream time can
+        # move on between two events with the same timestamp).
         at = np.maximum(latest, 0)
         front = (latest >= 0) & (self._ts[at] == r)
         if not front.any():
-            return self._sorted_answer(slots, cut, latest, r)
+            return self._sorted_answer(slots, cut, latest, r, floor)
         if self._front is None:
             order = ep.order
-            values, present = self._answer(ep.slots[order], order, self._ts[order])
+            wfloor = self._read_floor(ep.seqs)
+            self._front_floor = wfloor
+            values, present = self._answer(
+                ep.slots[order], order, self._ts[order], None if wfloor is None else wfloor[order]
+            )
             self._front = (np.empty_like(values), np.empty(ep.n, dtype=bool))
             self._front[0][order] = values
             self._front[1][order] = present
+        if floor is not None:
+            assert self._front_floor is not None
+            front &= self._front_floor[at] == floor
         values, present = self._front[0][at], self._front[1][at]
         rest = np.flatnonzero(~front)
         if len(rest):
-            v, p = self._sorted_answer(slots[rest], cut[rest], latest[rest], r[rest])
+            v, p = self._sorted_answer(
+                slots[rest],
+                cut[rest],
+                latest[rest],
+                r[rest],
+                None if floor is None else floor[rest],
+            )
             values[rest] = v
             present[rest] = p
         return values, present
 
     def _sorted_answer(
-        self, slots: np.ndarray, cut: np.ndarray, latest: np.ndarray, r: np.ndarray
+        self,
+        slots: np.ndarray,
+        cut: np.ndarray,
+        latest: np.ndarray,
+        r: np.ndarray,
+        floor: np.ndarray | None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Answers in the given order, computed per key in log order (so that the rank
         searches become merges)."""
         perm = sort_pairs(slots + 1, cut)
-        values, present = self._answer(slots[perm], latest[perm], r[perm])
+        values, present = self._answer(
+            slots[perm], latest[perm], r[perm], None if floor is None else floor[perm]
+        )
         out = np.empty_like(values)
         out[perm] = values
         shown = np.empty(len(slots), dtype=bool)
@@ -242,11 +324,14 @@ class WindowedTable:
         return out, shown
 
     def _answer(
-        self, slots: np.ndarray, latest: np.ndarray, r: np.ndarray
+        self, slots: np.ndarray, latest: np.ndarray, r: np.ndarray, floor: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Reads of ``slots`` at times ``r`` that see the epoch up to write ``latest``."""
+        """Reads of ``slots`` at times ``r`` that see the epoch up to write ``latest``, and
+        nothing at or below time key ``floor``."""
         m = len(slots)
         a, b = self._tk.bounds(r)
+        if floor is not None:
+            a = np.maximum(a, floor)
         ha, hb = self._store.rank2(slots, a, b, self._hints())
         start = self._store.start[np.maximum(slots, 0)]
         lanes = np.flatnonzero(latest >= 0)
@@ -271,15 +356,41 @@ class WindowedTable:
 
     def end_epoch(self) -> None:
         ep = self._ep
-        if ep is None:
-            return
+        clock, self._clock = self._clock, None
         self._ep = self._geo = None
-        if ep.n == 0 or self._follows:  # a follower's leader stores the epoch
+        self._front_floor = None
+        if not self._follows and ep is not None and ep.n:  # a follower's leader stores it
+            self._store_epoch(ep, clock)
+        if clock is not None:
+            self._now = clock.end(self._now)
+        if self._follows:
             return
+        floor = self._store_floor(np.array([self._now], dtype=np.int64))
+        if floor is not None and self._now != NO_TIME:
+            rebuilt = self._store.expire(int(floor[0]))
+            self._writes[rebuilt] = self._store.length[rebuilt]
+
+    def _store_epoch(self, ep: EpochWrites, clock: EpochClock | None) -> None:
         g = self._g
         gslots = ep.slots[ep.order]
-        self._writes[ep.seg_slot] += ep.seg_len
         kind = self._kind
+        floor = None if clock is None else self._store_floor(clock.at(ep.seqs, self._now))
+        if floor is not None and bool((g["tk"] <= floor[ep.order]).any()):
+            # Writes already below the group's horizon: no read can see them again.
+            keep = np.flatnonzero(g["tk"] > floor[ep.order])
+            g = {name: column[keep] for name, column in g.items()}
+            gslots = gslots[keep]
+            if "wp" in g:  # write positions among the kept records only
+                first = np.flatnonzero(np.diff(gslots, prepend=-1) != 0)
+                size = np.diff(first, append=len(gslots))
+                rank = np.arange(len(gslots)) - np.repeat(first, size)
+                g["wp"] = self._writes[gslots] + rank
+            kept = np.bincount(gslots, minlength=len(self._writes))
+            self._writes += kept[: len(self._writes)]
+            if len(gslots) == 0:
+                return
+        else:
+            self._writes[ep.seg_slot] += ep.seg_len
         recs: dict[str, np.ndarray] = {"tk": g["tk"]}
         if self._tk.sliding:
             cols = self._store.cols
@@ -295,13 +406,13 @@ class WindowedTable:
             if "lv" in cols:
                 recs["lv"] = g["ts" if kind == "since_last" else "v"]
             # Within a slot: by time key, then write order (grouped order is write order).
-            if not bool(self._geo_ordered_all(ep, g["tk"])):
+            if not _ordered_per_slot(gslots, g["tk"]):
                 o = np.lexsort((g["tk"], gslots))  # stable: write order on ties
                 recs = {k: v[o] for k, v in recs.items()}
                 gslots = gslots[o]
             self._store.add(gslots, recs)
             return
-        self._store.add(*self._panes(ep, gslots, g))
+        self._store.add(*self._panes(gslots, g))
 
     def state_nbytes(self) -> int:
         if self._follows and self._hint is not None:
@@ -310,16 +421,8 @@ class WindowedTable:
 
     # ------------------------------------------------------------------ epoch -> records
 
-    @staticmethod
-    def _geo_ordered_all(ep: EpochWrites, gtk: np.ndarray) -> bool:
-        down = np.flatnonzero(gtk[1:] < gtk[:-1]) + 1
-        if len(down) == 0:
-            return True
-        gslots = ep.slots[ep.order]
-        return bool(np.all(gslots[down] != gslots[down - 1]))
-
     def _panes(
-        self, ep: EpochWrites, gslots: np.ndarray, g: dict[str, np.ndarray]
+        self, gslots: np.ndarray, g: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One record per (slot, pane) of the epoch's writes."""
         o = np.lexsort((g["tk"], gslots))  # stable: write order within a pane

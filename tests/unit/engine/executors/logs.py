@@ -69,7 +69,11 @@ def logs(draw: st.DrawFn, max_rows: int = 40) -> LogSpec:
 
 
 WINDOWS = st.sampled_from(
-    [None, None, Sliding(1), Sliding(7), Sliding(25), Tumbling(10), Hopping(12, 4), Hopping(9, 6)]
+    [
+        *[None, None, Sliding(1), Sliding(7), Sliding(25), Tumbling(10), Hopping(12, 4)],
+        *[Hopping(9, 6), Sliding(7, lateness=0), Sliding(25, lateness=3)],
+        *[Tumbling(10, lateness=2), Hopping(12, 4, lateness=0)],
+    ]
 )
 KEYS = st.sampled_from(["k1", ("k1", "k2"), Unordered("k1", "k2"), "k2"])
 

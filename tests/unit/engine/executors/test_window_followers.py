@@ -46,9 +46,12 @@ def families(draw: st.DrawFn) -> tuple[Pipeline, int]:
         value = flag
     where = flag if draw(st.booleans()) else None
     lengths = draw(st.lists(st.sampled_from([1, 3, 7, 25, 60]), min_size=2, max_size=4))
-    windows: list[Any] = [Sliding(n) for n in lengths]
+    # Mixed allowed lateness: a leader keeps what its laxest follower needs, and keeps
+    # everything if one of them keeps everything.
+    late = st.sampled_from([None, None, 0, 4, 30])
+    windows: list[Any] = [Sliding(n, draw(late)) for n in lengths]
     if draw(st.booleans()):
-        windows.insert(draw(st.integers(0, len(windows))), Hopping(12, 4))
+        windows.insert(draw(st.integers(0, len(windows))), Hopping(12, 4, draw(late)))
     looked = {"a": [], "b": []}  # type: dict[str, list[Any]]
     for i, window in enumerate(windows):
         table = p.builtin(

@@ -10,12 +10,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.state.clock import EpochClock
 from engine.state.epoch import EpochWrites
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, pack_order, sort_pairs
 from engine.state.regions import Prefix, RegionStore
 from engine.state.search import gallop_ranges, search_ranges, sparse_table, sparse_table_query
 from engine.state.segscan import _packed_extreme_scan, segment_extreme_scan, segment_float_sums
+from engine.state.spec import AggregateSpec
+from engine.state.windowed import WindowedTable
+from engine.windows import Sliding
 from tests.budget import examples
 
 _KEYS = st.one_of(st.integers(0, 50), st.integers(-(2**63), 2**63 - 1))
@@ -319,3 +323,42 @@ def test_key_index_resize_places_keys_that_run_past_the_end_of_the_table() -> No
     assert more[:100].tolist() == first.tolist()
     assert sorted(more.tolist()) == list(range(300))
     assert index.lookup(np.array([2**41], dtype=np.int64)).tolist() == [-1]
+
+
+@settings(max_examples=examples(150), deadline=None)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 3), st.integers(-6, 10)), min_size=1, max_size=12),
+        min_size=1,
+        max_size=12,
+    ),
+    st.integers(0, 4),
+)
+def test_expiry_keeps_the_write_positions_that_first_and_last_rely_on(
+    epochs: list[list[tuple[int, int]]], lateness: int
+) -> None:
+    """A sliding first/last table finds a range's earliest (latest) record within ``disp`` of
+    its ends, because a record's write position ``wp`` is increasing in write order ``o`` and
+    within ``disp`` of its place. Expiry rebuilds regions; the invariant must survive it, and
+    the table's next write position for a slot must stay above every stored one."""
+    table = WindowedTable(AggregateSpec("last", Sliding(5, lateness)))
+    seq, now = 0, 0
+    for epoch in epochs:
+        times = []
+        for _key, step in epoch:
+            now += step  # steps back in time too
+            times.append(now)
+        seqs = np.arange(seq, seq + len(epoch), dtype=np.int64)
+        seq += len(epoch)
+        table.set_clock(EpochClock.of(int(seqs[0]), np.array(times, dtype=np.int64)))
+        keys = np.array([k for k, _ in epoch], dtype=np.int64)
+        table.write_epoch(keys, seqs, np.array(times, dtype=np.int64), keys)
+        table.end_epoch()
+        store = table._store
+        for slot in np.flatnonzero(store.length > 0).tolist():
+            at = int(store.start[slot]) + np.arange(int(store.length[slot]))
+            o, wp = store.cols["o"][at], store.cols["wp"][at]
+            by_o = np.argsort(o, kind="stable")
+            assert np.all(np.diff(wp[by_o]) > 0)
+            assert np.all(np.abs(np.arange(len(at)) - wp) <= store.disp[slot])
+            assert int(table._writes[slot]) > int(wp.max())
