@@ -175,6 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     engine_commands.add_bench_engine_arguments(bench_engine, env_default)
     bench_engine.set_defaults(handler=engine_commands.bench_engine, interrupt_on_term=True)
+    bench_lateness = benches.add_parser(
+        "lateness", help="windowed state and speed with and without an allowed lateness"
+    )
+    engine_commands.add_bench_lateness_arguments(bench_lateness, env_default)
+    bench_lateness.set_defaults(handler=engine_commands.bench_lateness, interrupt_on_term=True)
     bench_e2e = benches.add_parser(
         "e2e",
         help="Kafka -> engine -> Kafka on a broker, against consume and produce ceilings",

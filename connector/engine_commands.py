@@ -1,4 +1,5 @@
-"""``restream plan`` and ``restream bench engine``: the engine without Kafka."""
+"""``restream plan``, ``restream bench engine`` and ``restream bench lateness``: the engine
+without Kafka."""
 
 from __future__ import annotations
 
@@ -16,7 +17,15 @@ from engine.benchmark import (
 )
 from engine.planner import plan
 
-__all__ = ["add_bench_engine_arguments", "add_plan_arguments", "bench_engine", "show_plan"]
+__all__ = [
+    "add_bench_engine_arguments",
+    "add_bench_lateness_arguments",
+    "add_plan_arguments",
+    "bench_engine",
+    "bench_lateness",
+    "parse_latenesses",
+    "show_plan",
+]
 
 
 def add_plan_arguments(parser: argparse.ArgumentParser, env: Any) -> None:
@@ -183,3 +192,86 @@ def _times(ratio: float | None, width: int) -> str:
 
 def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
+
+
+def add_bench_lateness_arguments(parser: argparse.ArgumentParser, env: Any) -> None:
+    """Arguments of ``restream bench lateness``."""
+    for flag, name, default, text in (
+        ("--events", "EVENTS", "2000000", "events in the generated log"),
+        ("--users", "USERS", "20000", "users"),
+        ("--days", "DAYS", "30", "days of event time"),
+        ("--jitter-ms", "JITTER_MS", "60000", "backwards timestamp jitter of the data set"),
+        ("--repeat", "REPEAT", "3", "runs per setting; the median time is reported"),
+    ):
+        parser.add_argument(
+            flag,
+            type=int,
+            default=int(env(f"BENCH_{name}", default)),
+            help=f"{text} (env RESTREAM_BENCH_{name}; default {default})",
+        )
+    parser.add_argument(
+        "--lateness",
+        default=env("BENCH_LATENESS", "none,300000,0"),
+        help="comma-separated allowed lateness settings in ms, 'none' for no bound "
+        "(env RESTREAM_BENCH_LATENESS; default none,300000,0)",
+    )
+
+
+def parse_latenesses(text: str) -> list[int | None]:
+    """``none,300000,0`` -> [None, 300000, 0]; ValueError naming the bad item."""
+    out: list[int | None] = []
+    for item in (part.strip() for part in text.split(",")):
+        if item.lower() == "none":
+            out.append(None)
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise ValueError(f"{item!r} is not an int or 'none'") from None
+        if value < 0:
+            raise ValueError(f"{item!r} is negative")
+        out.append(value)
+    if not out or len(set(out)) != len(out):
+        raise ValueError("give each setting once")
+    return out
+
+
+def bench_lateness(args: argparse.Namespace) -> int:
+    """Replay short windows with each lateness setting and print what each keeps."""
+    from engine.examples.social.data import generate_social
+    from engine.examples.social.lateness import measure_lateness
+
+    try:
+        latenesses = parse_latenesses(args.lateness)
+    except ValueError as exc:
+        print(f"restream: --lateness: {exc}", file=sys.stderr)
+        return 2
+    for name in ("events", "users", "days", "repeat"):
+        if getattr(args, name) < 1:
+            print(f"restream: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
+            return 2
+    if args.jitter_ms < 0:
+        print("restream: --jitter-ms must be >= 0", file=sys.stderr)
+        return 2
+    data = generate_social(
+        users=args.users, events=args.events, days=args.days, jitter_ms=args.jitter_ms
+    )
+    runs = measure_lateness(data, latenesses, repeat=args.repeat)
+    base = runs[0]
+    print(
+        f"short windows per sender: {base.events:,} events, {args.users:,} users, "
+        f"{args.days} days, jitter {args.jitter_ms} ms, median of {args.repeat}"
+    )
+    print(
+        f"{'lateness ms':>12} {'seconds':>8} {'events/s':>10} {'state MiB':>10} "
+        f"{'peak MiB':>9} {'snapshot MiB':>13}  output"
+    )
+    for run in runs:
+        same = "same as" if run.digest == base.digest else "differs from"
+        print(
+            f"{'none' if run.lateness is None else run.lateness:>12} {run.seconds:>8.2f} "
+            f"{run.events_per_second:>10,.0f} {run.state_end / 2**20:>10.1f} "
+            f"{run.state_peak / 2**20:>9.1f} {run.snapshot / 2**20:>13.1f}  "
+            f"{run.digest} ({same} the first)"
+        )
+    return 0

@@ -1,9 +1,15 @@
-"""The ``restream bench engine`` report: ratios, scaling and RSS lines from measurements."""
+"""The ``restream bench engine`` report: ratios, scaling and RSS lines from measurements;
+``restream bench lateness``: its settings and what it shows."""
 
 from __future__ import annotations
 
-from connector.engine_commands import format_table
+import pytest
+
+from connector.cli import main
+from connector.engine_commands import format_table, parse_latenesses
 from engine.benchmark import BenchResult, Measurement
+from engine.examples.social.data import generate_social
+from engine.examples.social.lateness import measure_lateness
 
 
 def _result() -> BenchResult:
@@ -86,3 +92,28 @@ def test_header_names_each_executors_own_epoch_size_when_left_automatic() -> Non
     assert "epoch auto (batch 250,000, parallel-w4 500,000)," in header
     fixed = format_table(BenchResult(1000, 10, 1, 0, 100, 1, rows, "batch")).splitlines()[0]
     assert "epoch 100," in fixed
+
+
+def test_lateness_settings_parse_and_bad_ones_are_named() -> None:
+    assert parse_latenesses("none, 300000,0") == [None, 300000, 0]
+    for bad, word in (("5m", "'5m'"), ("-1", "'-1'"), ("0,0", "once"), ("", "''")):
+        with pytest.raises(ValueError, match=word):
+            parse_latenesses(bad)
+
+
+def test_bench_lateness_exits_2_on_a_bad_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "lateness", "--lateness", "soon"]) == 2
+    assert "--lateness: 'soon' is not an int" in capsys.readouterr().err
+    assert main(["bench", "lateness", "--repeat", "0"]) == 2
+
+
+def test_a_lateness_above_the_disorder_keeps_the_output_and_less_state() -> None:
+    """What the bench shows, on a small data set: with the jitter (60 s) below the lateness
+    (5 min) the output is the unbounded run's; with lateness 0 some late reads see their
+    windows cut; both keep far less windowed state than the unbounded run."""
+    data = generate_social(users=500, events=60_000, days=10, jitter_ms=60_000)
+    none, five_min, zero = measure_lateness(data, [None, 300_000, 0], repeat=1, epoch_size=8192)
+    assert five_min.digest == none.digest
+    assert zero.digest != none.digest
+    assert five_min.state_end * 3 < none.state_end
+    assert five_min.snapshot * 3 < none.snapshot
