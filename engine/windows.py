@@ -37,6 +37,9 @@ from engine.errors import PipelineError
 __all__ = ["Hopping", "Sliding", "Tumbling", "Window", "hopping_bounds", "horizon"]
 
 
+_I64_MAX = (1 << 63) - 1
+
+
 def _positive_int(value: object, field: str, owner: str) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise PipelineError(
@@ -44,6 +47,8 @@ def _positive_int(value: object, field: str, owner: str) -> None:
         )
     if value <= 0:
         raise PipelineError(f"{owner}.{field} must be positive, got {value}")
+    if value > _I64_MAX:
+        raise PipelineError(f"{owner}.{field} must fit an int64 (at most 2**63 - 1), got {value}")
 
 
 def _lateness(value: object, owner: str) -> None:
@@ -56,6 +61,11 @@ def _lateness(value: object, owner: str) -> None:
         )
     if value < 0:
         raise PipelineError(f"{owner}.lateness must be >= 0, got {value}")
+    if value > _I64_MAX:
+        raise PipelineError(
+            f"{owner}.lateness must fit an int64 (at most 2**63 - 1), got {value}; "
+            "use None to keep every write"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,9 +16,11 @@ unless timestamps jump far back.
 
 With an allowed lateness (:mod:`engine.windows`) a read's lower edge is raised to its horizon.
 A late read's range can then start after that of a read with a later window end, which breaks
-the chain: such reads are counted one by one over their ranges instead (only late reads,
-and only when the horizon is what cuts their window). Writes below their writer's horizon are
-not stored, and the store expires records below the horizon at each epoch's end.
+the chain: the reads whose lower edge is the horizon rather than their window's are counted
+one by one over their ranges instead, at a cost of their range's length each. The others'
+lower edges still grow with their window ends, so they keep the chain. Writes below their
+writer's horizon are not stored, and the store expires records below the horizon at each
+epoch's end.
 """
 
 from __future__ import annotations
@@ -78,7 +80,7 @@ class DistinctWindowedTable:
             return None
         assert self._clock is not None, "a bounded table needs set_clock every epoch"
         stream = self._clock.at(seqs, self._now)
-        return self._tk.bounds(stream - self._lateness)[0]
+        return self._tk.horizon_floor(stream, self._lateness)
 
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
@@ -128,7 +130,8 @@ class DistinctWindowedTable:
         if clock is not None:
             self._now = clock.end(self._now)
             if self._lateness is not None:
-                floor = self._tk.bounds(np.array([self._now - self._lateness]))[0]
+                now = np.array([self._now], dtype=np.int64)
+                floor = self._tk.horizon_floor(now, self._lateness)
                 self._store.expire(int(floor[0]))
 
     def _store_epoch(self, ep: EpochWrites) -> None:
@@ -170,8 +173,10 @@ class DistinctWindowedTable:
         slots, latest, r = slots[perm], latest[perm], r[perm]
         a, b = self._tk.bounds(r)
         floor = self._floor(np.asarray(seqs, dtype=np.int64)[perm])
+        late = np.zeros(m, dtype=bool)
         if floor is not None:
-            a = np.maximum(a, floor)
+            late = floor > a  # the horizon, not the window, bounds these reads
+            a = np.where(late, floor, a)
         ha, hb = self._store.rank2(slots, a, b)
         seen = np.zeros(m, dtype=np.int64)
         seg = np.full(m, -1, dtype=np.int64)
@@ -189,7 +194,7 @@ class DistinctWindowedTable:
             qs, qb = slots[q], b[q]
             if bool(np.any((qs[1:] == qs[:-1]) & (qb[1:] < qb[:-1]))):
                 q = q[np.lexsort((qb, qs))]
-            values[q] = self._chain(q, slots, seg, seen, a, b, ha, hb, ea, eb)
+            values[q] = self._chain(q, slots, seg, seen, a, b, ha, hb, ea, eb, late)
         out = np.empty(m, dtype=np.int64)
         out[perm] = values
         return out, np.ones(m, dtype=bool)
@@ -225,8 +230,10 @@ class DistinctWindowedTable:
         hb: np.ndarray,
         ea: np.ndarray,
         eb: np.ndarray,
+        late: np.ndarray,
     ) -> np.ndarray:
-        """Distinct counts of reads ``q`` (sorted by slot, then window end)."""
+        """Distinct counts of reads ``q`` (sorted by slot, then window end); the ``late``
+        ones (cut by the horizon) are counted off the chain."""
         store = self._store
         ep = self._ep
         qs = slots[q]
@@ -270,9 +277,10 @@ class DistinctWindowedTable:
         lo = zstart[grp] + (ha[q] - hmin[grp]) + (ea[q] - emin[grp])
         hi = zstart[grp] + (hb[q] - hmin[grp]) + (eb[q] - emin[grp])
         prev, nxt = _neighbours(zv)
-        # The chain needs lo non-decreasing too; only a horizon can break that (see the
-        # module docstring). Reads below the running maximum of lo are counted directly.
-        chained = lo >= np.maximum.accumulate(lo)
+        # The chain needs lo non-decreasing too. A window's lower edge grows with its end,
+        # so only reads whose lower edge is the horizon can break that (see the module
+        # docstring): those are counted directly.
+        chained = ~late[q]
         if chained.all():
             counts = _chain_distinct(lo, hi, prev, total)
             if ep is not None and n_ep:

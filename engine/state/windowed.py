@@ -179,17 +179,14 @@ class WindowedTable:
             return None
         assert self._clock is not None, "a bounded table needs set_clock every epoch"
         stream = self._clock.at(seqs, self._now)
-        return self._tk.bounds(stream - self._lateness)[0]
+        return self._tk.horizon_floor(stream, self._lateness)
 
     def _store_floor(self, stream: np.ndarray) -> np.ndarray | None:
         """The time key at or below which no table of the group (this leader and its
         followers) can read history again, at stream times ``stream``."""
         if self._lateness is None or (self._tk.sliding and self._keep_back is None):
             return None
-        if self._tk.sliding:
-            assert self._keep_back is not None
-            return stream - self._keep_back
-        return self._tk.bounds(stream - self._lateness)[0]
+        return self._tk.horizon_floor(stream, self._lateness, self._keep_back)
 
     # ------------------------------------------------------------------ protocol
 

@@ -28,7 +28,22 @@ from engine.state.search import search_ranges
 from engine.state.segscan import segment_extreme_scan
 from engine.windows import Hopping, Sliding, Window
 
-__all__ = ["EpochGeometry", "Members", "TimeKeys", "pick_extreme"]
+__all__ = ["EpochGeometry", "Members", "TimeKeys", "pick_extreme", "subtract_saturated"]
+
+_I64_MIN = -(1 << 63)
+_I64_MAX = (1 << 63) - 1
+
+
+def subtract_saturated(x: np.ndarray, k: int) -> np.ndarray:
+    """``x - k`` for int64 ``x`` and any int ``k >= 0``, with int64 min wherever the
+    difference would be below it (instead of wrapping around)."""
+    out = np.asarray(x, dtype=np.int64)
+    while k > 0:
+        step = min(k, _I64_MAX)
+        limit = _I64_MIN + step  # the smallest x that survives this step
+        out = np.where(out >= limit, np.maximum(out, limit) - step, _I64_MIN)
+        k -= step
+    return out
 
 
 class TimeKeys:
@@ -46,6 +61,25 @@ class TimeKeys:
 
     def of(self, ts: np.ndarray) -> np.ndarray:
         return ts if self.pane == 1 else np.floor_divide(ts, self.pane)
+
+    def horizon_floor(
+        self, stream: np.ndarray, lateness: int, keep_back: int | None = None
+    ) -> np.ndarray:
+        """The time key at or below which nothing is kept at stream times ``stream``: the
+        lower edge ``a`` of a read at ``stream - lateness`` (see :mod:`engine.windows`).
+        A sliding table may keep further back (``keep_back``: lateness + length of its
+        laxest follower). Where the edge would fall below int64 it is int64 min, which cuts
+        nothing, as the oracle's unbounded integers do."""
+        if self.sliding:
+            return subtract_saturated(
+                stream, self.length + lateness if keep_back is None else keep_back
+            )
+        x = subtract_saturated(stream, lateness)
+        # bounds() rounds down to a slide and subtracts the size: keep it inside int64.
+        low = _I64_MIN + self.size + self.slide
+        safe = x >= low if low <= _I64_MAX else np.zeros(len(x), dtype=bool)
+        edge = self.bounds(np.where(safe, x, 0))[0]
+        return np.where(safe, edge, _I64_MIN)
 
     def bounds(self, r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``(a, b)``: members have a < tk <= b."""

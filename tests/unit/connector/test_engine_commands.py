@@ -9,7 +9,12 @@ from connector.cli import main
 from connector.engine_commands import format_table, parse_latenesses
 from engine.benchmark import BenchResult, Measurement
 from engine.examples.social.data import generate_social
-from engine.examples.social.lateness import measure_lateness
+from engine.examples.social.lateness import measure_lateness, window_pipeline
+from engine.examples.social.source import social_source
+from engine.executors.batch import BatchExecutor
+from engine.executors.serial import SerialExecutor
+from engine.output import canonical_bytes, collect
+from engine.planner import plan
 
 
 def _result() -> BenchResult:
@@ -117,3 +122,17 @@ def test_a_lateness_above_the_disorder_keeps_the_output_and_less_state() -> None
     assert zero.digest != none.digest
     assert five_min.state_end * 3 < none.state_end
     assert five_min.snapshot * 3 < none.snapshot
+
+
+@pytest.mark.parametrize("lateness", [0, 300_000])
+def test_the_bench_pipeline_equals_the_serial_oracle(lateness: int) -> None:
+    """The bench's pipeline on data whose jitter makes some events late for lateness 0:
+    the batch runtime writes the serial oracle's bytes."""
+    data = generate_social(users=300, events=20_000, days=5, jitter_ms=60_000)
+    the_plan = plan(window_pipeline(lateness))
+    outputs = []
+    for executor in (SerialExecutor(epoch_size=4096), BatchExecutor(epoch_size=4096)):
+        sink = collect()
+        executor.run(the_plan, social_source(data), sink)
+        outputs.append(canonical_bytes(sink.chunks))
+    assert outputs[0] == outputs[1]

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+import engine.state.distinct as distinct_module
 from engine.state.aggregates import AggregateSpec, make_scalar, make_vector
 from engine.state.clock import EpochClock, ScalarBounded, VectorBounded
 from engine.state.spec import ReadsLatest
@@ -199,7 +200,8 @@ def specs(draw: st.DrawFn, kind: str | None = None, shape: str | None = None) ->
     kind = kind or draw(st.sampled_from(KINDS))
     shape = shape or draw(st.sampled_from(SHAPES))
     window: Window | None = None
-    late = st.one_of(st.integers(0, 3), st.integers(0, 40))
+    # Huge settings too: the vectorised horizon must saturate at int64's ends, not wrap.
+    late = st.one_of(st.integers(0, 3), st.integers(0, 40), st.sampled_from([2**62, 2**63 - 1]))
     lateness = draw(late) if shape.endswith("-late") else None
     if shape.startswith("sliding"):
         window = Sliding(draw(st.integers(1, 30)), lateness)
@@ -529,3 +531,51 @@ def test_lateness_keeps_the_state_to_the_window(spec: AggregateSpec) -> None:
     # region is rebuilt once half of it has expired, so at most about twice that is kept.
     assert kept[1] >= per_epoch * epochs // 2  # every write (or pane) of the run
     assert kept[0] <= 2 * (50 + 10 + 5) + 16 * keys
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        Sliding(10, lateness=2**63 - 1),
+        Hopping(10, 5, lateness=2**63 - 1),
+        Sliding(10, lateness=2**62),
+        Hopping(10, 5, lateness=2**62),
+    ],
+    ids=str,
+)
+@pytest.mark.parametrize("kind", ["count", "distinct"])
+@pytest.mark.parametrize("origin", [0, -(2**62), 2**62])
+def test_a_lateness_at_the_ends_of_int64_cuts_like_the_oracle(
+    window: Window, kind: str, origin: int
+) -> None:
+    """``stream - lateness`` leaves int64 here: the oracle's horizon is then below every
+    time (it cuts nothing), and the vectorised tables must saturate to the same, not wrap."""
+    spec = AggregateSpec(kind, window)  # type: ignore[arg-type]
+    sc = _late_scenario(spec, [(origin, 1, True), (origin + 1, 2, True), (origin + 5, 3, True)])
+    want = run_reference(sc)
+    assert want[2] == (True, 3)
+    assert run_scalar(sc) == want
+    assert run_vector(sc) == want
+
+
+def test_a_late_read_leaves_the_other_reads_of_its_key_on_the_chain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One hot key, on-time reads and one late read in one epoch: only the late read is
+    counted off the distinct table's chain of ranges (the others cost nothing extra)."""
+    counted: list[int] = []
+    real = distinct_module._count_directly
+
+    def spy(lo: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+        counted.append(len(lo))
+        return real(lo, *rest)
+
+    monkeypatch.setattr(distinct_module, "_count_directly", spy)
+    spec = AggregateSpec("distinct", Sliding(100, lateness=0))
+    plan: list[tuple[int, int | None, bool]] = [(t, t % 7, True) for t in range(300)]
+    plan.append((250, None, True))  # 49 behind the stream time: its window is cut at 200
+    sc = _late_scenario(spec, plan)
+    want = run_reference(sc)
+    assert want[300] == (True, 7)
+    assert run_vector(sc) == want
+    assert sum(counted) == 1

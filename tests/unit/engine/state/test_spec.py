@@ -26,6 +26,12 @@ from engine.windows import Hopping, Sliding, Tumbling, hopping_bounds
         (lambda: Hopping(5, 0), "Hopping.slide"),
         (lambda: Hopping(5, 6), "Hopping.slide"),
         (lambda: Tumbling(-1), "Tumbling.size"),
+        (lambda: Sliding(2**63), "Sliding.length"),
+        (lambda: Sliding(5, lateness=-1), "Sliding.lateness"),
+        (lambda: Sliding(5, lateness=2**63), "Sliding.lateness"),
+        (lambda: Sliding(5, lateness=1.0), "Sliding.lateness"),  # type: ignore[arg-type]
+        (lambda: Hopping(5, 5, lateness=True), "Hopping.lateness"),
+        (lambda: Tumbling(5, lateness=-3), "Tumbling.lateness"),
     ],
 )
 def test_windows_reject_bad_fields_naming_them(build: object, field: str) -> None:
