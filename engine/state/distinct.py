@@ -16,9 +16,10 @@ unless timestamps jump far back.
 
 With an allowed lateness (:mod:`engine.windows`) a read's lower edge is raised to its horizon.
 A late read's range can then start after that of a read with a later window end, which breaks
-the chain: the reads whose lower edge is the horizon rather than their window's are counted
-one by one over their ranges instead, at a cost of their range's length each. The others'
-lower edges still grow with their window ends, so they keep the chain. Writes below their
+the chain. The reads whose lower edge is their window's still form one chain; those whose
+lower edge is the horizon form a second one as long as their horizons grow with their window
+ends (the stream time only grows, so with steady disorder they do); any other read is counted
+one by one over its range, at a cost of the range's length. Writes below their
 writer's horizon are not stored, and the store expires records below the horizon at each
 epoch's end.
 """
@@ -279,21 +280,45 @@ class DistinctWindowedTable:
         prev, nxt = _neighbours(zv)
         # The chain needs lo non-decreasing too. A window's lower edge grows with its end,
         # so only reads whose lower edge is the horizon can break that (see the module
-        # docstring): those are counted directly.
-        chained = ~late[q]
-        if chained.all():
-            counts = _chain_distinct(lo, hi, prev, total)
-            if ep is not None and n_ep:
-                counts -= self._hidden(q, seg, seen, a, b, lo, hi, prev, nxt, zrank, zpos_of)
-            return counts
+        # docstring). They form a second chain as far as their own lower edges keep
+        # growing (a horizon grows with the log, so usually all of them); the rest of them
+        # are counted directly.
+        late_q = late[q]
+        if not late_q.any():
+            return self._chained(q, seg, seen, a, b, lo, hi, prev, nxt, zrank, zpos_of, total)
         counts = np.empty(len(q), dtype=np.int64)
-        c = np.flatnonzero(chained)
-        qc, lc, hc = q[c], lo[c], hi[c]
-        counts[c] = _chain_distinct(lc, hc, prev, total)
-        if ep is not None and n_ep:
-            counts[c] -= self._hidden(qc, seg, seen, a, b, lc, hc, prev, nxt, zrank, zpos_of)
-        d = np.flatnonzero(~chained)
-        counts[d] = _count_directly(lo[d], hi[d], seen[q[d]], zv, zrank)
+        on_time = np.flatnonzero(~late_q)
+        cut = np.flatnonzero(late_q)
+        rising = lo[cut] >= np.maximum.accumulate(lo[cut])
+        for c in (on_time, cut[rising]):
+            if len(c):
+                counts[c] = self._chained(
+                    q[c], seg, seen, a, b, lo[c], hi[c], prev, nxt, zrank, zpos_of, total
+                )
+        d = cut[~rising]
+        if len(d):
+            counts[d] = _count_directly(lo[d], hi[d], seen[q[d]], zv, zrank)
+        return counts
+
+    def _chained(
+        self,
+        q: np.ndarray,
+        seg: np.ndarray,
+        seen: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+        lo: np.ndarray,
+        hi: np.ndarray,
+        prev: np.ndarray,
+        nxt: np.ndarray,
+        zrank: np.ndarray,
+        zpos_of: np.ndarray,
+        total: int,
+    ) -> np.ndarray:
+        """Distinct counts of reads ``q`` whose Z ranges [lo, hi) form a chain."""
+        counts = _chain_distinct(lo, hi, prev, total)
+        if self._ep is not None and self._ep.n:
+            counts -= self._hidden(q, seg, seen, a, b, lo, hi, prev, nxt, zrank, zpos_of)
         return counts
 
     def _hidden(

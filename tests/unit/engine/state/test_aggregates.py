@@ -445,8 +445,8 @@ def test_a_late_read_sees_its_window_cut_at_the_horizon(kind: str) -> None:
     """Sliding 10, lateness 0. The read at seq 4 (time 101) comes when the stream time is
     108: its window (91, 101] is cut to the horizon, (98, 101], so it sees only the write at
     100. The read at seq 2 (time 103, stream time 103) sees both writes. In the distinct
-    table the late read's range starts after the earlier read's, which the chain of ranges
-    cannot take: it is counted on its own."""
+    table the late read's range starts after the earlier read's, which one chain of ranges
+    cannot take: it goes on a chain of its own."""
     spec = AggregateSpec(kind, Sliding(10, lateness=0))  # type: ignore[arg-type]
     sc = _late_scenario(
         spec,
@@ -558,11 +558,13 @@ def test_a_lateness_at_the_ends_of_int64_cuts_like_the_oracle(
     assert run_vector(sc) == want
 
 
-def test_a_late_read_leaves_the_other_reads_of_its_key_on_the_chain(
+def test_only_late_reads_out_of_order_are_counted_off_the_distinct_chain(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One hot key, on-time reads and one late read in one epoch: only the late read is
-    counted off the distinct table's chain of ranges (the others cost nothing extra)."""
+    """One hot key in one epoch: 300 on-time reads (one chain) and two late ones. The read at
+    280 (stream time 299, horizon 200) and the one at 260 (stream time 320, horizon 221) are
+    out of order by window end: the later-ending one starts lower, so it alone is counted
+    directly; nothing else costs extra."""
     counted: list[int] = []
     real = distinct_module._count_directly
 
@@ -573,9 +575,9 @@ def test_a_late_read_leaves_the_other_reads_of_its_key_on_the_chain(
     monkeypatch.setattr(distinct_module, "_count_directly", spy)
     spec = AggregateSpec("distinct", Sliding(100, lateness=0))
     plan: list[tuple[int, int | None, bool]] = [(t, t % 7, True) for t in range(300)]
-    plan.append((250, None, True))  # 49 behind the stream time: its window is cut at 200
+    plan += [(280, None, True), (320, None, False), (260, None, True)]
     sc = _late_scenario(spec, plan)
     want = run_reference(sc)
-    assert want[300] == (True, 7)
+    assert want[300] == (True, 7) and want[302] == (True, 7)
     assert run_vector(sc) == want
     assert sum(counted) == 1
