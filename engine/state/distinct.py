@@ -278,47 +278,33 @@ class DistinctWindowedTable:
         lo = zstart[grp] + (ha[q] - hmin[grp]) + (ea[q] - emin[grp])
         hi = zstart[grp] + (hb[q] - hmin[grp]) + (eb[q] - emin[grp])
         prev, nxt = _neighbours(zv)
+
         # The chain needs lo non-decreasing too. A window's lower edge grows with its end,
         # so only reads whose lower edge is the horizon can break that (see the module
         # docstring). They form a second chain as far as their own lower edges keep
         # growing (a horizon grows with the log, so usually all of them); the rest of them
         # are counted directly.
+        def chain(c: slice | np.ndarray) -> np.ndarray:
+            counts = _chain_distinct(lo[c], hi[c], prev, total)
+            if n_ep:
+                counts -= self._hidden(
+                    q[c], seg, seen, a, b, lo[c], hi[c], prev, nxt, zrank, zpos_of
+                )
+            return counts
+
         late_q = late[q]
         if not late_q.any():
-            return self._chained(q, seg, seen, a, b, lo, hi, prev, nxt, zrank, zpos_of, total)
+            return chain(slice(None))
         counts = np.empty(len(q), dtype=np.int64)
         on_time = np.flatnonzero(~late_q)
         cut = np.flatnonzero(late_q)
         rising = lo[cut] >= np.maximum.accumulate(lo[cut])
         for c in (on_time, cut[rising]):
             if len(c):
-                counts[c] = self._chained(
-                    q[c], seg, seen, a, b, lo[c], hi[c], prev, nxt, zrank, zpos_of, total
-                )
+                counts[c] = chain(c)
         d = cut[~rising]
         if len(d):
             counts[d] = _count_directly(lo[d], hi[d], seen[q[d]], zv, zrank)
-        return counts
-
-    def _chained(
-        self,
-        q: np.ndarray,
-        seg: np.ndarray,
-        seen: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-        lo: np.ndarray,
-        hi: np.ndarray,
-        prev: np.ndarray,
-        nxt: np.ndarray,
-        zrank: np.ndarray,
-        zpos_of: np.ndarray,
-        total: int,
-    ) -> np.ndarray:
-        """Distinct counts of reads ``q`` whose Z ranges [lo, hi) form a chain."""
-        counts = _chain_distinct(lo, hi, prev, total)
-        if self._ep is not None and self._ep.n:
-            counts -= self._hidden(q, seg, seen, a, b, lo, hi, prev, nxt, zrank, zpos_of)
         return counts
 
     def _hidden(
