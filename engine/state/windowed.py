@@ -31,10 +31,18 @@ from engine.state.epoch import EpochWrites, slots_of_reads
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, sort_pairs
 from engine.state.regions import Prefix, RegionStore
-from engine.state.search import sparse_table, sparse_table_query
 from engine.state.segscan import grow, segment_extreme_scan
 from engine.state.spec import AggregateSpec, float_from_order_keys, float_order_keys
-from engine.state.wparts import EpochGeometry, Members, TimeKeys, pick_extreme
+from engine.state.winkernels import (
+    EXT_MAX,
+    EXT_MIN,
+    EXT_NONE,
+    POS_FIRST,
+    POS_LAST,
+    POS_NONE,
+    epoch_window,
+)
+from engine.state.wparts import EpochPart, TimeKeys, pick_extreme, time_ranks
 
 __all__ = ["WindowedTable"]
 
@@ -109,10 +117,9 @@ class WindowedTable:
         self._writes = np.zeros(16, dtype=np.int64)  # writes so far per slot
         self._order = 0
         self._ep: EpochWrites | None = None
-        self._geo: EpochGeometry | None = None
         self._g: dict[str, np.ndarray] = {}  # epoch writes' columns, grouped order
-        self._cum: dict[str, np.ndarray] = {}  # exclusive prefix sums over grouped columns
-        self._table: list[np.ndarray] | None = None
+        # The epoch's time keys sorted per segment, and each grouped write's rank there.
+        self._stk = self._rank = np.zeros(0, dtype=np.int64)
         self._ts = np.zeros(0, dtype=np.int64)  # the epoch's write times, write order
         self._front: tuple[np.ndarray, np.ndarray] | None = None
         self._lateness = spec.window.lateness
@@ -147,15 +154,15 @@ class WindowedTable:
         self._index = leader._index
         self._store = leader._store
         self._hint = np.zeros(len(self._store.hint), dtype=np.int64)
-        self._ep = self._geo = None
+        self._ep = None
 
     def follow_epoch(self, leader: WindowedTable) -> None:
         """Take the epoch ``leader`` was just given (its writes are this table's too)."""
         assert self._follows and self._store is leader._store
-        self._ep, self._geo = leader._ep, leader._geo
-        self._g, self._cum, self._ts = leader._g, leader._cum, leader._ts
+        self._ep = leader._ep
+        self._g, self._ts = leader._g, leader._ts
+        self._stk, self._rank = leader._stk, leader._rank
         self._front = None
-        self._table = None
 
     def _hints(self) -> np.ndarray | None:
         if not self._follows:
@@ -199,9 +206,10 @@ class WindowedTable:
         ep = self._ep = EpochWrites(slots, np.asarray(seqs, dtype=np.int64))
         ts = np.asarray(ts, dtype=np.int64)
         tk = self._tk.of(ts)
-        geo = self._geo = EpochGeometry(ep, tk)
         order = ep.order
-        g: dict[str, np.ndarray] = {"tk": geo.gtk}
+        gtk = tk[order]
+        self._stk, self._rank = time_ranks(ep, gtk)
+        g: dict[str, np.ndarray] = {"tk": gtk}
         kind = self._kind
         if kind == "since_last":
             g["ts"] = ts[order]
@@ -221,10 +229,6 @@ class WindowedTable:
         self._g = g
         self._ts = ts
         self._front = None
-        self._cum = {}
-        if kind in ("sum", "ratio"):
-            self._cum["v"] = np.concatenate([[0], np.cumsum(g["v"], dtype=np.int64)])
-        self._table = None
 
     def read(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, *, before: bool
@@ -332,12 +336,31 @@ class WindowedTable:
         ha, hb = self._store.rank2(slots, a, b, self._hints())
         start = self._store.start[np.maximum(slots, 0)]
         lanes = np.flatnonzero(latest >= 0)
-        mem: Members | None = None
-        ep, geo = self._ep, self._geo
-        if ep is not None and geo is not None and len(lanes):
-            w = latest[lanes]
-            mem = geo.members(ep.seg_of[w], ep.rank[w] + 1, a[lanes], b[lanes])
+        mem: EpochPart | None = None
+        ep = self._ep
         kind = self._kind
+        if ep is not None and len(lanes):
+            w = latest[lanes]
+            gv = self._g.get("ts" if kind == "since_last" else "v")
+            count, total, ext, pos = epoch_window(
+                self._stk,
+                self._rank,
+                gv,
+                ep.seg_start,
+                ep.seg_len,
+                ep.seg_of[w],
+                ep.rank[w] + 1,
+                a[lanes],
+                b[lanes],
+                want_sum=kind in ("sum", "ratio"),
+                ext_mode=EXT_MIN if kind == "min" else EXT_MAX if kind == "max" else EXT_NONE,
+                pos_mode=POS_FIRST
+                if kind == "first"
+                else POS_LAST
+                if kind in ("last", "since_last")
+                else POS_NONE,
+            )
+            mem = EpochPart(count, total, ext, pos)
         if kind in ("count", "sum", "ratio"):
             return self._additive(slots, start, ha, hb, lanes, mem, m)
         if kind in ("min", "max"):
@@ -348,13 +371,14 @@ class WindowedTable:
         """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""
         state = dict(self.__dict__)
         if self._ep is None:
-            state.update(_g={}, _cum={}, _table=None, _ts=self._ts[:0].copy(), _front=None)
+            empty = self._ts[:0].copy()
+            state.update(_g={}, _ts=empty, _stk=empty, _rank=empty, _front=None)
         return state
 
     def end_epoch(self) -> None:
         ep = self._ep
         clock, self._clock = self._clock, None
-        self._ep = self._geo = None
+        self._ep = None
         self._front_floor = None
         if not self._follows and ep is not None and ep.n:  # a follower's leader stores it
             self._store_epoch(ep, clock)
@@ -460,7 +484,7 @@ class WindowedTable:
         ha: np.ndarray,
         hb: np.ndarray,
         lanes: np.ndarray,
-        mem: Members | None,
+        mem: EpochPart | None,
         m: int,
     ) -> tuple[np.ndarray, np.ndarray]:
         kind = self._kind
@@ -476,17 +500,12 @@ class WindowedTable:
             else:
                 total = self._prefix("cn", start, hb) - self._prefix("cn", start, ha)
         if mem is not None and len(lanes):
-            core = np.maximum(mem.core_hi - mem.core_lo, 0)
-            zone_n = np.bincount(mem.zone_owner, minlength=len(lanes))
             if kind == "count":
-                main[lanes] += core + zone_n
+                main[lanes] += mem.count
             else:
-                cum = self._cum["v"]
-                part = np.where(core > 0, cum[mem.core_hi] - cum[mem.core_lo], 0)
-                np.add.at(part, mem.zone_owner, self._g["v"][mem.zone_at])
-                main[lanes] += part
+                main[lanes] += mem.total
                 if total is not None:
-                    total[lanes] += core + zone_n
+                    total[lanes] += mem.count
         present = np.ones(m, dtype=bool)
         if total is not None:
             return np.stack([main, total], axis=1), present
@@ -499,7 +518,7 @@ class WindowedTable:
         ha: np.ndarray,
         hb: np.ndarray,
         lanes: np.ndarray,
-        mem: Members | None,
+        mem: EpochPart | None,
         m: int,
     ) -> tuple[np.ndarray, np.ndarray]:
         largest = self._kind == "max"
@@ -513,19 +532,8 @@ class WindowedTable:
         if len(middle):
             out[middle] = self._range_extreme(slots[middle], ha[middle], hb[middle], largest)
         if mem is not None and len(lanes):
-            part = np.full(len(lanes), identity, dtype=np.int64)
-            core = np.flatnonzero(mem.core_hi > mem.core_lo)
-            if len(core):
-                if self._table is None:
-                    self._table = sparse_table(self._g["v"], pick)
-                part[core] = sparse_table_query(
-                    self._table, pick, mem.core_lo[core], mem.core_hi[core]
-                )
-            pick.at(part, mem.zone_owner, self._g["v"][mem.zone_at])
-            hit = (mem.core_hi > mem.core_lo) | (
-                np.bincount(mem.zone_owner, minlength=len(lanes)) > 0
-            )
-            out[lanes] = np.where(hit, pick(out[lanes], part), out[lanes])
+            hit = mem.count > 0
+            out[lanes] = np.where(hit, pick(out[lanes], mem.ext), out[lanes])
             present[lanes] |= hit
         out = np.where(present, out, 0)
         if self._dtype.kind == "f":
@@ -573,7 +581,7 @@ class WindowedTable:
         ha: np.ndarray,
         hb: np.ndarray,
         lanes: np.ndarray,
-        mem: Members | None,
+        mem: EpochPart | None,
         m: int,
         r: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
@@ -593,17 +601,9 @@ class WindowedTable:
         out = np.where(found, store.cols[value_col][at[index]] if len(at) else 0, 0)
         present = found.copy()
         if mem is not None and len(lanes):
-            core = mem.core_hi > mem.core_lo
-            n_l = len(lanes)
-            if first:
-                pos = np.where(core, mem.core_lo, np.iinfo(np.int64).max)
-                np.minimum.at(pos, mem.zone_owner, mem.zone_at)
-            else:
-                pos = np.where(core, mem.core_hi - 1, -1)
-                np.maximum.at(pos, mem.zone_owner, mem.zone_at)
-            hit = core | (np.bincount(mem.zone_owner, minlength=n_l) > 0)
+            hit = mem.count > 0
             src = self._g["ts" if self._kind == "since_last" else "v"]
-            value = src[np.where(hit, pos, 0)]
+            value = src[np.where(hit, mem.pos, 0)]
             take = hit & ~found[lanes] if first else hit
             out[lanes] = np.where(take, value, out[lanes])
             present[lanes] |= hit

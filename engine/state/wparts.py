@@ -28,7 +28,15 @@ from engine.state.search import search_ranges
 from engine.state.segscan import segment_extreme_scan
 from engine.windows import Hopping, Sliding, Window
 
-__all__ = ["EpochGeometry", "Members", "TimeKeys", "pick_extreme", "subtract_saturated"]
+__all__ = [
+    "EpochGeometry",
+    "EpochPart",
+    "Members",
+    "TimeKeys",
+    "pick_extreme",
+    "subtract_saturated",
+    "time_ranks",
+]
 
 _I64_MIN = -(1 << 63)
 _I64_MAX = (1 << 63) - 1
@@ -88,6 +96,37 @@ class TimeKeys:
         end = np.floor_divide(r, self.slide) * self.slide + self.slide
         start = end - self.size
         return start // self.pane - 1, end // self.pane - 1
+
+
+@dataclass(frozen=True, slots=True)
+class EpochPart:
+    """Per read lane, its members among its key's epoch writes (see
+    :func:`engine.state.winkernels.epoch_window`): how many, their value sum, their extreme
+    value and the grouped position of the first or last of them in write order (-1: none)."""
+
+    count: np.ndarray
+    total: np.ndarray
+    ext: np.ndarray
+    pos: np.ndarray
+
+
+def time_ranks(ep: EpochWrites, gtk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(stk, rank)`` for an epoch's grouped time keys ``gtk``: each segment's time keys in
+    ascending order (laid out like the segments), and each grouped write's place among them
+    (stable: equal time keys keep write order)."""
+    n = ep.n
+    if n == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return empty, empty
+    seg = ep.grouped_seg
+    down = np.flatnonzero(gtk[1:] < gtk[:-1]) + 1
+    within = np.arange(n, dtype=np.int64) - ep.seg_start[seg]
+    if not bool(np.any(seg[down] == seg[down - 1])):
+        return np.ascontiguousarray(gtk, dtype=np.int64), within
+    by_time = np.lexsort((gtk, seg))
+    rank = np.empty(n, dtype=np.int64)
+    rank[by_time] = within
+    return np.ascontiguousarray(gtk[by_time], dtype=np.int64), rank
 
 
 @dataclass(slots=True)

@@ -33,8 +33,10 @@ __all__ = [
     "MESSAGES_TOPIC",
     "MESSAGE_KIND",
     "MessageColumns",
+    "SCENARIOS",
     "SocialData",
     "SocialSummary",
+    "Skew",
     "generate_social",
     "merged_order",
     "stable_argsort",
@@ -369,10 +371,87 @@ def _table_order(true_time: I64, partition: I32) -> tuple[I64, I32, I64]:
     return by_partition, part, offset
 
 
+def _on_clock(ts: I64, clock_ms: int) -> I64:
+    """Timestamps as a clock of resolution ``clock_ms`` reads them."""
+    if clock_ms == 1:
+        return ts
+    return np.asarray(ts - ts % clock_ms, dtype=np.int64)
+
+
 def _jitter(rng: np.random.Generator, jitter_ms: int, n: int) -> I64:
     if jitter_ms == 0:
         return np.zeros(n, dtype=np.int64)
     return rng.integers(0, jitter_ms + 1, n, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Skew:
+    """How far the data set departs from the friendly default, as production logs do.
+
+    ``hot_share`` of the messages are sent by one user (the *hot key*), ``heavy_share`` by
+    ``heavy_users`` others (a heavy-hitter group, uniformly among them); the rest keep the
+    Zipf-shaped activity. ``clock_ms`` rounds every timestamp down to that resolution (a
+    minute clock makes long runs of equal timestamps). Backwards jitter is ``jitter_ms`` of
+    :func:`generate_social`.
+    """
+
+    hot_share: float = 0.0
+    heavy_share: float = 0.0
+    heavy_users: int = 0
+    clock_ms: int = 1
+
+    def problems(self, users: int) -> list[str]:
+        """What is wrong with these settings for ``users`` users (empty when valid)."""
+        out = []
+        if not 0.0 <= self.hot_share <= 1.0:
+            out.append(f"hot_share must be in [0, 1], got {self.hot_share}")
+        if not 0.0 <= self.heavy_share <= 1.0:
+            out.append(f"heavy_share must be in [0, 1], got {self.heavy_share}")
+        if self.hot_share + self.heavy_share > 1.0:
+            out.append(
+                f"hot_share + heavy_share must be <= 1, got {self.hot_share + self.heavy_share}"
+            )
+        if self.heavy_users < 0:
+            out.append(f"heavy_users must be >= 0, got {self.heavy_users}")
+        if self.heavy_share > 0 and self.heavy_users == 0:
+            out.append("heavy_share > 0 needs heavy_users >= 1")
+        if self.heavy_users + (self.hot_share > 0) > users - 1:
+            out.append(
+                f"hot and heavy users ({self.heavy_users + 1}) leave no other user "
+                f"among {users}; use more users"
+            )
+        if self.clock_ms < 1:
+            out.append(f"clock_ms must be >= 1, got {self.clock_ms}")
+        return out
+
+
+#: Named data-set shapes: ``uniform`` is the friendly default, ``skewed`` is shaped like
+#: production traffic (one user sends 40% of the messages, 30 users another 30%, a minute
+#: clock, and timestamps that go back up to 3 hours within a partition).
+SCENARIOS: dict[str, tuple[Skew, int]] = {
+    "uniform": (Skew(), 0),
+    "skewed": (Skew(hot_share=0.4, heavy_share=0.3, heavy_users=30, clock_ms=60_000), 3 * _HOUR_MS),
+}
+
+
+def _apply_skew(
+    rng: np.random.Generator, skew: Skew, users: int, sender: I64, recipient: I64
+) -> None:
+    """Hand ``hot_share`` and ``heavy_share`` of the messages to the hot user (user 0's
+    place in a random permutation) and the heavy group, in place; recipients that became
+    their own sender are redrawn."""
+    n = sender.shape[0]
+    if n == 0 or (skew.hot_share == 0 and skew.heavy_share == 0):
+        return
+    chosen = rng.permutation(users)[: 1 + skew.heavy_users]
+    pick = rng.random(n)
+    hot = pick < skew.hot_share
+    sender[hot] = chosen[0]
+    heavy = ~hot & (pick < skew.hot_share + skew.heavy_share)
+    if skew.heavy_users:
+        sender[heavy] = chosen[1 + rng.integers(0, skew.heavy_users, int(heavy.sum()))]
+    clash = recipient == sender
+    recipient[clash] = _other_user(rng, users, sender[clash])
 
 
 def generate_social(
@@ -384,14 +463,21 @@ def generate_social(
     jitter_ms: int = 0,
     partitions: int = 4,
     start_ms: int = 1_700_000_000_000,
+    skew: Skew | None = None,
 ) -> SocialData:
     """Generate the reference social network: ``events`` messages plus friendships.
 
     Deterministic: the same arguments give the same arrays, bit for bit. About 8% of the
     events are friendships (30% of them in the ``days`` before ``start_ms``); the messages
-    span ``days`` from ``start_ms`` (replies may land a few hours after).
+    span ``days`` from ``start_ms`` (replies may land a few hours after). ``skew`` makes it
+    shaped like production traffic (:class:`Skew`, :data:`SCENARIOS`); without it the
+    arrays are those of earlier releases.
     """
     _validate(users, events, days, jitter_ms, partitions)
+    skew = skew or Skew()
+    bad = skew.problems(users)
+    if bad:
+        raise EngineError("cannot generate the social data set: " + "; ".join(bad))
     rng = np.random.default_rng(seed)
     span = days * _DAY_MS
     n_friend = round(events * _FRIENDSHIP_SHARE)
@@ -408,6 +494,7 @@ def generate_social(
     ns, nr, nt = _normal_messages(rng, n_msg - n_spam, activity, (fa, fb, ft), users, days)
     ss, sr, st = _spam_messages(rng, n_spam, spammers.astype(np.int64), users, span)
     sender, recipient = np.concatenate([ns, ss]), np.concatenate([nr, sr])
+    _apply_skew(rng, skew, users, sender, recipient)
     true_time = np.concatenate([nt, st])
     spam = np.concatenate([np.zeros(ns.size, bool), np.ones(ss.size, bool)])
     email = rng.random(n_msg) < np.where(spam, _EMAIL_SHARE_SPAM, _EMAIL_SHARE_NORMAL)
@@ -419,7 +506,7 @@ def generate_social(
     message_id[stable_argsort(true_time)] = np.arange(1, n_msg + 1, dtype=np.int64)
     pools = TextPools.build(rng, min(_POOL_SIZE, max(n_msg, 1)))
     content = pools.pick(rng, spam[rows], email[rows])
-    ts = start_ms + true_time[rows] - _jitter(rng, jitter_ms, n_msg)
+    ts = _on_clock(start_ms + true_time[rows] - _jitter(rng, jitter_ms, n_msg), skew.clock_ms)
     messages = MessageColumns(
         message_id[rows], ts, sender[rows], recipient[rows], content, part, offset
     )
@@ -427,7 +514,7 @@ def generate_social(
     swap = rng.random(n_friend) < 0.5
     user_a, user_b = np.where(swap, fb, fa), np.where(swap, fa, fb)
     frows, fpart, foffset = _table_order(ft, user_partition[user_a])
-    fts = start_ms + ft[frows] - _jitter(rng, jitter_ms, n_friend)
+    fts = _on_clock(start_ms + ft[frows] - _jitter(rng, jitter_ms, n_friend), skew.clock_ms)
     friendships = FriendshipColumns(fts, user_a[frows], user_b[frows], fpart, foffset)
     logger.debug("generated %s messages and %s friendships", n_msg, n_friend)
     return SocialData(messages, friendships, users, days, partitions, spammers.astype(np.int64))

@@ -1,0 +1,247 @@
+"""Compiled kernels for windowed reads among an epoch's own writes, O(log n) per read.
+
+Within an epoch, a read of key k sees a prefix of k's *segment* (its epoch writes in seq
+order: the first ``seen`` of them) and wants the aggregate over those whose time key lies in
+(a, b]. With timestamps that go backwards the members are not a contiguous run of the
+segment, and scanning for them costs the key's event rate times the disorder per read (a hot
+key with hours of disorder: thousands of writes per read). Offline instead: per segment, the
+writes sorted by time key give each write a *rank*; reads sorted by ``seen`` walk the
+segment once, inserting write j into Fenwick trees (count, sum) and a segment tree (extreme
+value, first or last position) at its rank before answering the reads that see j + 1
+writes; a window (a, b] is a rank range found by two binary searches. Each read and write
+costs O(log L) for a segment of L writes, whatever the disorder.
+
+Inputs are the epoch's writes in *grouped* order (segments one after another, seq order
+within each): ``gtk`` time keys, ``gv`` values (int64 order keys for min/max, raw bits for
+first/last), ``stk`` each segment's time keys sorted ascending, ``rank`` each grouped
+write's place in that order (stable: equal time keys keep write order).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from engine.state.jit import jit, register_warm_up
+
+__all__ = ["EXT_MAX", "EXT_MIN", "EXT_NONE", "POS_FIRST", "POS_LAST", "POS_NONE", "epoch_window"]
+
+EXT_NONE, EXT_MIN, EXT_MAX = 0, 1, 2
+POS_NONE, POS_FIRST, POS_LAST = 0, 1, 2
+
+_I64_MIN = np.iinfo(np.int64).min
+_I64_MAX = np.iinfo(np.int64).max
+
+
+@jit
+def _upper(sorted_tk: np.ndarray, lo: int, hi: int, x: int) -> int:
+    """First index in [lo, hi) with sorted_tk > x (hi when none)."""
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        if sorted_tk[mid] <= x:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+@jit
+def _epoch_window(
+    stk: np.ndarray,
+    rank: np.ndarray,
+    gv: np.ndarray,
+    seg_start: np.ndarray,
+    seg_len: np.ndarray,
+    lane_seg: np.ndarray,
+    lane_seen: np.ndarray,
+    lane_a: np.ndarray,
+    lane_b: np.ndarray,
+    want_sum: bool,
+    ext_mode: int,
+    pos_mode: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    m = lane_seg.shape[0]
+    count = np.zeros(m, dtype=np.int64)
+    total = np.zeros(m, dtype=np.int64)
+    ext = np.zeros(m, dtype=np.int64)
+    pos = np.full(m, -1, dtype=np.int64)
+    if m == 0:
+        return count, total, ext, pos
+    n = rank.shape[0]
+    order = np.argsort(lane_seg * (n + 1) + lane_seen, kind="mergesort")
+    max_len = 1
+    for s in range(seg_len.shape[0]):
+        max_len = max(max_len, seg_len[s])
+    width = 1
+    while width < max_len:
+        width *= 2
+    fen_n = np.zeros(max_len + 1, dtype=np.int64)
+    fen_s = np.zeros(max_len + 1, dtype=np.int64)
+    ext_id = _I64_MAX if ext_mode == EXT_MIN else _I64_MIN
+    pos_id = _I64_MAX if pos_mode == POS_FIRST else -1
+    tree_e = np.full(2 * width, ext_id, dtype=np.int64)
+    tree_p = np.full(2 * width, pos_id, dtype=np.int64)
+    i = 0
+    while i < m:
+        seg = lane_seg[order[i]]
+        s0 = seg_start[seg]
+        size = seg_len[seg]
+        leaves = 1
+        while leaves < size:
+            leaves *= 2
+        for k in range(size + 1):
+            fen_n[k] = 0
+            fen_s[k] = 0
+        if ext_mode != EXT_NONE:
+            for k in range(2 * leaves):
+                tree_e[k] = ext_id
+        if pos_mode != POS_NONE:
+            for k in range(2 * leaves):
+                tree_p[k] = pos_id
+        j = 0  # writes of the segment inserted so far
+        while i < m and lane_seg[order[i]] == seg:
+            lane = order[i]
+            seen = lane_seen[lane]
+            while j < seen:
+                r = rank[s0 + j]
+                v = gv[s0 + j]
+                k = r + 1
+                while k <= size:
+                    fen_n[k] += 1
+                    if want_sum:
+                        fen_s[k] += v
+                    k += k & -k
+                if ext_mode != EXT_NONE:
+                    k = leaves + r
+                    tree_e[k] = v
+                    k >>= 1
+                    while k >= 1:
+                        left, right = tree_e[2 * k], tree_e[2 * k + 1]
+                        if ext_mode == EXT_MIN:
+                            tree_e[k] = left if left < right else right
+                        else:
+                            tree_e[k] = left if left > right else right
+                        k >>= 1
+                if pos_mode != POS_NONE:
+                    k = leaves + r
+                    tree_p[k] = j
+                    k >>= 1
+                    while k >= 1:
+                        left, right = tree_p[2 * k], tree_p[2 * k + 1]
+                        if pos_mode == POS_FIRST:
+                            tree_p[k] = left if left < right else right
+                        else:
+                            tree_p[k] = left if left > right else right
+                        k >>= 1
+                j += 1
+            lo = _upper(stk, s0, s0 + size, lane_a[lane]) - s0
+            hi = _upper(stk, s0, s0 + size, lane_b[lane]) - s0
+            if hi > lo:
+                c = 0
+                t = 0
+                k = hi
+                while k > 0:
+                    c += fen_n[k]
+                    t += fen_s[k]
+                    k -= k & -k
+                k = lo
+                while k > 0:
+                    c -= fen_n[k]
+                    t -= fen_s[k]
+                    k -= k & -k
+                count[lane] = c
+                total[lane] = t
+                if c > 0 and ext_mode != EXT_NONE:
+                    best = ext_id
+                    left = lo + leaves
+                    right = hi + leaves
+                    while left < right:
+                        if left & 1:
+                            x = tree_e[left]
+                            if (ext_mode == EXT_MIN and x < best) or (
+                                ext_mode == EXT_MAX and x > best
+                            ):
+                                best = x
+                            left += 1
+                        if right & 1:
+                            right -= 1
+                            x = tree_e[right]
+                            if (ext_mode == EXT_MIN and x < best) or (
+                                ext_mode == EXT_MAX and x > best
+                            ):
+                                best = x
+                        left >>= 1
+                        right >>= 1
+                    ext[lane] = best
+                if c > 0 and pos_mode != POS_NONE:
+                    best = pos_id
+                    left = lo + leaves
+                    right = hi + leaves
+                    while left < right:
+                        if left & 1:
+                            x = tree_p[left]
+                            if (pos_mode == POS_FIRST and x < best) or (
+                                pos_mode == POS_LAST and x > best
+                            ):
+                                best = x
+                            left += 1
+                        if right & 1:
+                            right -= 1
+                            x = tree_p[right]
+                            if (pos_mode == POS_FIRST and x < best) or (
+                                pos_mode == POS_LAST and x > best
+                            ):
+                                best = x
+                        left >>= 1
+                        right >>= 1
+                    pos[lane] = s0 + best
+            i += 1
+    return count, total, ext, pos
+
+
+def epoch_window(
+    stk: np.ndarray,
+    rank: np.ndarray,
+    gv: np.ndarray | None,
+    seg_start: np.ndarray,
+    seg_len: np.ndarray,
+    lane_seg: np.ndarray,
+    lane_seen: np.ndarray,
+    lane_a: np.ndarray,
+    lane_b: np.ndarray,
+    *,
+    want_sum: bool = False,
+    ext_mode: int = EXT_NONE,
+    pos_mode: int = POS_NONE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per lane (a read that sees the first ``lane_seen`` writes of segment ``lane_seg``,
+    window (``lane_a``, ``lane_b``] over time keys): ``(count, sum, extreme, position)`` of
+    its members among the epoch's writes. ``sum`` with ``want_sum``; ``extreme`` the smallest
+    (``EXT_MIN``) or largest (``EXT_MAX``) value; ``position`` the grouped position of the
+    first (``POS_FIRST``) or last (``POS_LAST``) member in write order, -1 for none. Entries
+    that were not asked for, or of lanes without members, are 0 (-1 for positions)."""
+
+    def c(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.int64)
+
+    values = c(rank) if gv is None else c(gv)  # any int64 array of the right length
+    result: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = _epoch_window(
+        c(stk),
+        c(rank),
+        values,
+        c(seg_start),
+        c(seg_len),
+        c(lane_seg),
+        c(lane_seen),
+        c(lane_a),
+        c(lane_b),
+        want_sum,
+        ext_mode,
+        pos_mode,
+    )
+    return result
+
+
+@register_warm_up
+def _warm() -> None:
+    one = np.zeros(1, dtype=np.int64)
+    epoch_window(one, one, one, one, one + 1, one, one + 1, one - 1, one, want_sum=True)
