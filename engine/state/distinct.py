@@ -3,25 +3,15 @@
 History: one record per write (sliding) or per (pane, value) (hopping), values as dense ids,
 in a :class:`RegionStore` sorted by time key. For a batch of reads, each key's relevant
 history records and epoch writes are laid out in time order ("Z order"); every read's window
-is then a contiguous range [A, B) of Z, and sorted by their window end the reads' ranges only
-move forward. Over such a chain of ranges, element i is the first of its value in range q iff
-A_q <= i < B_q and its previous same-value element is < A_q: for each element that holds for a
-contiguous run of reads, so one difference array gives every read's distinct count of its
-range at once.
-
-A range also holds epoch writes the read cannot see yet (later in the log, earlier in time):
-for each such write that is the first of its value in the range, the read loses that value
-when none of the value's later elements in the range is visible; those chains are short
-unless timestamps jump far back.
+is then a contiguous range [A, B) of Z. A range also holds epoch writes the read cannot see
+yet (later in the log, earlier in time): each element has a time from which it is visible (0
+for history, rank + 1 for an epoch write), and the compiled kernel
+(:mod:`engine.state.distinctkernel`) counts the distinct visible values of every range in
+O(log^2) per element and read, however far timestamps go back.
 
 With an allowed lateness (:mod:`engine.windows`) a read's lower edge is raised to its horizon.
-A late read's range can then start after that of a read with a later window end, which breaks
-the chain. The reads whose lower edge is their window's still form one chain; those whose
-lower edge is the horizon form a second one as long as their horizons grow with their window
-ends (the stream time only grows, so with steady disorder they do); any other read is counted
-one by one over its range, at a cost of the range's length. Writes below their
-writer's horizon are not stored, and the store expires records below the horizon at each
-epoch's end.
+Writes below their writer's horizon are not stored, and the store expires records below the
+horizon at each epoch's end.
 """
 
 from __future__ import annotations
@@ -31,9 +21,10 @@ from typing import Any
 import numpy as np
 
 from engine.state.clock import NO_TIME, EpochClock
+from engine.state.distinctkernel import distinct_in_ranges
 from engine.state.epoch import EpochWrites
 from engine.state.keyindex import KeyIndex
-from engine.state.packing import expand_ranges, pack_order, sort_pairs
+from engine.state.packing import expand_ranges, sort_pairs
 from engine.state.regions import RegionStore
 from engine.state.search import search_ranges
 from engine.state.spec import AggregateSpec
@@ -169,15 +160,13 @@ class DistinctWindowedTable:
         if ep is not None and ep.n:
             cut = ep.cutoffs(seqs, before)
             latest = ep.latest(slots, cut)
-        # Per key in log order: rank lookups become merges, and windows come in chain order.
+        # Per key in log order: rank lookups become merges.
         perm = sort_pairs(slots + 1, cut)
         slots, latest, r = slots[perm], latest[perm], r[perm]
         a, b = self._tk.bounds(r)
         floor = self._floor(np.asarray(seqs, dtype=np.int64)[perm])
-        late = np.zeros(m, dtype=bool)
         if floor is not None:
-            late = floor > a  # the horizon, not the window, bounds these reads
-            a = np.where(late, floor, a)
+            a = np.maximum(a, floor)  # the horizon, not the window, bounds late reads
         ha, hb = self._store.rank2(slots, a, b)
         seen = np.zeros(m, dtype=np.int64)
         seg = np.full(m, -1, dtype=np.int64)
@@ -190,12 +179,9 @@ class DistinctWindowedTable:
             ea[lanes] = self._epoch_rank(seg[lanes], a[lanes])
             eb[lanes] = np.maximum(self._epoch_rank(seg[lanes], b[lanes]), ea[lanes])
         values = np.zeros(m, dtype=np.int64)
-        q = np.flatnonzero((hb > ha) | (eb > ea))
+        q = np.flatnonzero((hb > ha) | (eb > ea))  # grouped by slot, as the lanes are
         if len(q):
-            qs, qb = slots[q], b[q]
-            if bool(np.any((qs[1:] == qs[:-1]) & (qb[1:] < qb[:-1]))):
-                q = q[np.lexsort((qb, qs))]
-            values[q] = self._chain(q, slots, seg, seen, a, b, ha, hb, ea, eb, late)
+            values[q] = self._counts(q, slots, seg, seen, ha, hb, ea, eb)
         out = np.empty(m, dtype=np.int64)
         out[perm] = values
         return out, np.ones(m, dtype=bool)
@@ -219,22 +205,19 @@ class DistinctWindowedTable:
             out[todo] = search_ranges(self._stk, lo, lo + ep.seg_len[sg], x[todo], "right") - lo
         return out
 
-    def _chain(
+    def _counts(
         self,
         q: np.ndarray,
         slots: np.ndarray,
         seg: np.ndarray,
         seen: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
         ha: np.ndarray,
         hb: np.ndarray,
         ea: np.ndarray,
         eb: np.ndarray,
-        late: np.ndarray,
     ) -> np.ndarray:
-        """Distinct counts of reads ``q`` (sorted by slot, then window end); the ``late``
-        ones (cut by the horizon) are counted off the chain."""
+        """Distinct counts of reads ``q`` (grouped by slot): their history ranges [ha, hb)
+        and epoch ranges [ea, eb) (time order) merged into one range of Z per read."""
         store = self._store
         ep = self._ep
         qs = slots[q]
@@ -255,9 +238,7 @@ class DistinctWindowedTable:
         dst = zstart[own] + (at - hstart[own])
         ztk[dst] = store.cols["tk"][at]
         zv[dst] = store.cols["v"][at]
-        n_ep = ep.n if ep is not None else 0
-        zpos_of = np.full(n_ep, -1, dtype=np.int64)
-        if ep is not None and n_ep:
+        if ep is not None and ep.n:
             base = np.where(gseg >= 0, ep.seg_start[np.maximum(gseg, 0)], 0) + emin
             at, own = expand_ranges(base, elen)
             grouped = self._by_time[at]
@@ -265,139 +246,15 @@ class DistinctWindowedTable:
             ztk[dst] = self._g["tk"][grouped]
             zv[dst] = self._g["v"][grouped]
             zrank[dst] = ep.rank[ep.order[grouped]]
-            zpos_of[grouped] = dst
         zgroup = np.repeat(np.arange(len(first)), hlen + elen)
         if total > 1:
             down = np.flatnonzero(ztk[1:] < ztk[:-1])
             if len(down) and bool(np.any(zgroup[down] == zgroup[down + 1])):
                 o = np.lexsort((ztk, zgroup))  # stable: history first among equal time keys
-                where = np.empty(total, dtype=np.int64)
-                where[o] = np.arange(total)
-                ztk, zv, zrank = ztk[o], zv[o], zrank[o]
-                zpos_of = np.where(zpos_of >= 0, where[np.maximum(zpos_of, 0)], -1)
+                zv, zrank = zv[o], zrank[o]
         lo = zstart[grp] + (ha[q] - hmin[grp]) + (ea[q] - emin[grp])
         hi = zstart[grp] + (hb[q] - hmin[grp]) + (eb[q] - emin[grp])
-        prev, nxt = _neighbours(zv)
-
-        # The chain needs lo non-decreasing too. A window's lower edge grows with its end,
-        # so only reads whose lower edge is the horizon can break that (see the module
-        # docstring). They form a second chain as far as their own lower edges keep
-        # growing (a horizon grows with the log, so usually all of them); the rest of them
-        # are counted directly.
-        def chain(c: slice | np.ndarray) -> np.ndarray:
-            counts = _chain_distinct(lo[c], hi[c], prev, total)
-            if n_ep:
-                counts -= self._hidden(
-                    q[c], seg, seen, a, b, lo[c], hi[c], prev, nxt, zrank, zpos_of
-                )
-            return counts
-
-        late_q = late[q]
-        if not late_q.any():
-            return chain(slice(None))
-        counts = np.empty(len(q), dtype=np.int64)
-        on_time = np.flatnonzero(~late_q)
-        cut = np.flatnonzero(late_q)
-        rising = lo[cut] >= np.maximum.accumulate(lo[cut])
-        for c in (on_time, cut[rising]):
-            if len(c):
-                counts[c] = chain(c)
-        d = cut[~rising]
-        if len(d):
-            counts[d] = _count_directly(lo[d], hi[d], seen[q[d]], zv, zrank)
-        return counts
-
-    def _hidden(
-        self,
-        q: np.ndarray,
-        seg: np.ndarray,
-        seen: np.ndarray,
-        a: np.ndarray,
-        b: np.ndarray,
-        lo: np.ndarray,
-        hi: np.ndarray,
-        prev: np.ndarray,
-        nxt: np.ndarray,
-        zrank: np.ndarray,
-        zpos_of: np.ndarray,
-    ) -> np.ndarray:
-        """Per read, values of its range whose every element there is invisible to it."""
-        ep, geo = self._ep, self._geo
-        assert ep is not None and geo is not None
-        lanes = np.flatnonzero(seg[q] >= 0)
-        out = np.zeros(len(q), dtype=np.int64)
-        if len(lanes) == 0:
-            return out
-        r = q[lanes]
-        s0 = ep.seg_start[seg[r]]
-        s1 = s0 + ep.seg_len[seg[r]]
-        first_hidden = s0 + seen[r]
-        # Writes the read cannot see with tk <= b: all before the first position whose
-        # suffix minimum exceeds b (usually the very first: later writes are later in time).
-        end = first_hidden.copy()
-        some = np.flatnonzero(first_hidden < s1)
-        some = some[geo.sm[first_hidden[some]] <= b[r][some]]
-        if len(some):
-            end[some] = search_ranges(geo.sm, first_hidden[some], s1[some], b[r][some], "right")
-        at, own = expand_ranges(first_hidden, end - first_hidden)
-        tk = geo.gtk[at]
-        keep = (tk > a[r][own]) & (tk <= b[r][own])
-        at, own = at[keep], own[keep]
-        lane = lanes[own]
-        z = zpos_of[at]
-        canonical = prev[z] < lo[lane]
-        z, lane = z[canonical], lane[canonical]
-        limit, horizon = hi[lane], seen[q[lane]]
-        counted = np.zeros(len(z), dtype=bool)
-        cur = nxt[z]
-        todo = np.arange(len(z))
-        while len(todo):
-            c = cur[todo]
-            gone = (c < 0) | (c >= limit[todo])
-            counted[todo[gone]] = True
-            c_ok = np.maximum(c, 0)
-            visible = ~gone & ((zrank[c_ok] < 0) | (zrank[c_ok] < horizon[todo]))
-            todo = todo[~gone & ~visible]
-            cur[todo] = nxt[cur[todo]]
-        np.add.at(out, lane[counted], 1)
-        return out
-
-
-def _neighbours(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the previous / next element with the same value (-1 if none)."""
-    n = len(values)
-    prev = np.full(n, -1, dtype=np.int64)
-    nxt = np.full(n, -1, dtype=np.int64)
-    if n < 2:
-        return prev, nxt
-    shift = values - values.min()
-    by_value = pack_order(shift)  # stable: ascending position within a value
-    same = shift[by_value[1:]] == shift[by_value[:-1]]
-    prev[by_value[1:][same]] = by_value[:-1][same]
-    nxt[by_value[:-1][same]] = by_value[1:][same]
-    return prev, nxt
-
-
-def _count_directly(
-    lo: np.ndarray, hi: np.ndarray, seen: np.ndarray, zv: np.ndarray, zrank: np.ndarray
-) -> np.ndarray:
-    """Distinct values among the visible elements of each range [lo_q, hi_q) of Z: history
-    records (``zrank`` -1) and the epoch writes that the read sees (rank < ``seen``)."""
-    at, owner = expand_ranges(lo, np.maximum(hi - lo, 0))
-    visible = (zrank[at] < 0) | (zrank[at] < seen[owner])
-    at, owner = at[visible], owner[visible]
-    pairs = np.unique(np.stack([owner, zv[at]], axis=1), axis=0)
-    return np.bincount(pairs[:, 0], minlength=len(lo)).astype(np.int64)
-
-
-def _chain_distinct(lo: np.ndarray, hi: np.ndarray, prev: np.ndarray, total: int) -> np.ndarray:
-    """Distinct values in each range [lo_q, hi_q) of a chain (lo and hi non-decreasing)."""
-    m = len(lo)
-    upto_lo = np.cumsum(np.bincount(lo, minlength=total + 1))  # reads with lo <= i
-    upto_hi = np.cumsum(np.bincount(hi, minlength=total + 1))  # reads with hi <= i
-    i = np.arange(total)
-    start = np.maximum(upto_hi[i], np.where(prev >= 0, upto_lo[np.maximum(prev, 0)], 0))
-    stop = upto_lo[i]
-    ok = start < stop
-    delta = np.bincount(start[ok], minlength=m + 1) - np.bincount(stop[ok], minlength=m + 1)
-    return np.cumsum(delta)[:m]
+        vt = np.where(zrank >= 0, zrank + 1, 0)
+        zoff = np.append(zstart, total)
+        qoff = np.append(first, len(q))
+        return distinct_in_ranges(zv, vt, zoff, lo, hi, seen[q], qoff)
