@@ -93,6 +93,31 @@ def _data_set_options(parser: argparse.ArgumentParser) -> None:
     _option(parser, "--partitions", int, 4, "partitions of each topic")
 
 
+def _data_shape_options(parser: argparse.ArgumentParser) -> None:
+    """How far the generated data departs from the friendly default (hot keys, disorder)."""
+    _option(
+        parser,
+        "--scenario",
+        str,
+        "uniform",
+        "data-set shape: uniform, or skewed (one user sends 40%% of the messages, 30 users "
+        "another 30%%, a 1-minute clock, up to 3 h of backwards jitter); the flags below "
+        "override its settings",
+        choices=["uniform", "skewed"],
+    )
+    _option(
+        parser,
+        "--jitter-ms",
+        int,
+        None,
+        "shift record timestamps back by up to this much (default: the scenario's)",
+    )
+    _option(parser, "--hot-share", float, None, "share of messages sent by one hot user")
+    _option(parser, "--heavy-share", float, None, "share of messages sent by a heavy group")
+    _option(parser, "--heavy-users", int, None, "users in the heavy group")
+    _option(parser, "--clock-ms", int, None, "timestamp resolution (60000: a minute clock)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser with one subcommand per job."""
     parser = argparse.ArgumentParser(
@@ -121,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate the social network and write it to two topics, printing the rate.",
     )
     _data_set_options(social)
-    _option(social, "--jitter-ms", int, 0, "shift record timestamps back by up to this much")
+    _data_shape_options(social)
     _option(social, "--bootstrap", str, None, "Kafka bootstrap servers, host:port (required)")
     _option(social, "--messages-topic", str, "social.messages", "topic for messages")
     _option(social, "--friendships-topic", str, "social.friendships", "topic for friendships")
@@ -187,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
         "produce-only pass and `restream run` with the spam backtest (medians of --repeat).",
     )
     _data_set_options(bench_e2e)
+    _data_shape_options(bench_e2e)
     _option(bench_e2e, "--repeat", int, 3, "repetitions of each measurement")
     _option(bench_e2e, "--workers", int, 0, "worker processes; 0: one per CPU")
     _option(
@@ -229,6 +255,29 @@ def _broker(args: argparse.Namespace) -> int:
     return serve(args.kind, out=sys.stdout)
 
 
+def _data_shape(args: argparse.Namespace) -> tuple[Any, int]:
+    """``(Skew, jitter_ms)`` from the data-shape flags; exit 2 naming a bad one."""
+    from engine.examples.social.data import resolve_scenario
+
+    skew, jitter = resolve_scenario(
+        args.scenario,
+        jitter_ms=args.jitter_ms,
+        hot_share=args.hot_share,
+        heavy_share=args.heavy_share,
+        heavy_users=args.heavy_users,
+        clock_ms=args.clock_ms,
+    )
+    problems = skew.problems(args.users)
+    if jitter < 0:
+        problems.append(f"jitter_ms must be >= 0, got {jitter}")
+    if problems:
+        raise ConfigError(
+            "--scenario/--hot-share/--heavy-share/--heavy-users/--clock-ms/--jitter-ms",
+            "; ".join(problems),
+        )
+    return skew, jitter
+
+
 def _generate_social(args: argparse.Namespace) -> int:
     from connector.generate import generate_social_command
 
@@ -241,7 +290,7 @@ def _generate_social(args: argparse.Namespace) -> int:
         events=args.events,
         days=args.days,
         seed=args.seed,
-        jitter_ms=args.jitter_ms,
+        shape=_data_shape(args),
         partitions=args.partitions,
         bootstrap=args.bootstrap,
         messages_topic=args.messages_topic,
@@ -274,7 +323,7 @@ def _bench_e2e(args: argparse.Namespace) -> int:
     for name in ("events", "users", "days", "partitions", "repeat"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name}", "must be >= 1")
-    return bench_e2e_command(args, sys.stdout)
+    return bench_e2e_command(args, sys.stdout, _data_shape(args))
 
 
 def _bench_checkpoint(args: argparse.Namespace) -> int:

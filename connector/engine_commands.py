@@ -15,6 +15,8 @@ from engine.benchmark import (
     run_engine_bench,
     valid_implementation,
 )
+from engine.examples.social.data import SCENARIOS, resolve_scenario
+from engine.executors.base import OPERATOR_PREFIX
 from engine.planner import plan
 
 __all__ = [
@@ -66,11 +68,28 @@ def add_bench_engine_arguments(parser: argparse.ArgumentParser, env: Any) -> Non
         help="days of event time (env RESTREAM_BENCH_DAYS)",
     )
     parser.add_argument(
-        "--jitter-ms",
-        type=int,
-        default=int(env("BENCH_JITTER_MS", "0")),
-        help="backwards timestamp jitter (env RESTREAM_BENCH_JITTER_MS)",
+        "--scenario",
+        choices=sorted(SCENARIOS),
+        default=env("BENCH_SCENARIO", "uniform"),
+        help="data-set shape: uniform, or skewed (one user sends 40%% of the messages, 30 "
+        "users another 30%%, a 1-minute clock, up to 3 h of backwards jitter); the flags below "
+        "override its settings (env RESTREAM_BENCH_SCENARIO; default uniform)",
     )
+    for flag, convert, text in (
+        ("--jitter-ms", int, "backwards timestamp jitter, ms"),
+        ("--hot-share", float, "share of messages sent by one hot user"),
+        ("--heavy-share", float, "share of messages sent by a heavy-hitter group"),
+        ("--heavy-users", int, "users in the heavy-hitter group"),
+        ("--clock-ms", int, "timestamp resolution, ms (60000: a minute clock)"),
+    ):
+        name = "BENCH_" + flag[2:].upper().replace("-", "_")
+        raw = env(name, "")
+        parser.add_argument(
+            flag,
+            type=convert,
+            default=convert(raw) if raw else None,
+            help=f"{text} (env RESTREAM_{name}; default: the scenario's)",
+        )
     parser.add_argument(
         "--epoch-size",
         type=int,
@@ -115,11 +134,25 @@ def bench_engine(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"restream: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
+    skew, jitter_ms = resolve_scenario(
+        args.scenario,
+        jitter_ms=args.jitter_ms,
+        hot_share=args.hot_share,
+        heavy_share=args.heavy_share,
+        heavy_users=args.heavy_users,
+        clock_ms=args.clock_ms,
+    )
+    problems = skew.problems(args.users) + ([] if jitter_ms >= 0 else ["jitter_ms must be >= 0"])
+    if problems:
+        print(f"restream: bench engine: {'; '.join(problems)}", file=sys.stderr)
+        return 2
     result = run_engine_bench(
         events=args.events,
         users=args.users,
         days=args.days,
-        jitter_ms=args.jitter_ms,
+        jitter_ms=jitter_ms,
+        skew=skew,
+        scenario=args.scenario,
         epoch_size=args.epoch_size or None,
         repeat=args.repeat,
         only=only,
@@ -134,9 +167,16 @@ def bench_engine(args: argparse.Namespace) -> int:
 
 def format_table(result: BenchResult) -> str:
     """The benchmark as a plain-text table."""
+    shape = result.scenario
+    if result.skew and (result.skew.get("hot_share") or result.skew.get("heavy_share")):
+        shape += (
+            f" (hot key {result.skew['hot_share']:.0%}, {result.skew['heavy_users']:.0f} heavy "
+            f"users {result.skew['heavy_share']:.0%}, clock {result.skew['clock_ms']:.0f} ms)"
+        )
     lines = [
         f"spam backtest: {result.events:,} events, {result.users:,} users, {result.days} days, "
-        f"jitter {result.jitter_ms} ms, epoch {_epochs(result)}, median of {result.repeat}",
+        f"{shape}, jitter {result.jitter_ms} ms, epoch {_epochs(result)}, "
+        f"median of {result.repeat}",
         f"{'implementation':<14} {'median s':>9} {'events/s':>12} {'vs hand':>8} "
         f"{'vs whole':>9} {'RSS MiB':>9} {'PSS MiB':>9}  output",
     ]
@@ -163,17 +203,47 @@ def format_table(result: BenchResult) -> str:
     for m in result.measurements:
         if not m.phase_seconds:
             continue
-        total = sum(m.phase_seconds.values()) or 1.0
+        activities = {k: v for k, v in m.phase_seconds.items() if not k.startswith(OPERATOR_PREFIX)}
+        total = sum(activities.values()) or 1.0
         phases = sum(v for k, v in m.phase_seconds.items() if k.startswith("phase"))
         moving = m.phase_seconds.get("move", 0.0) + m.phase_seconds.get("exchange", 0.0)
         other = total - phases - moving
         lines.append(
             f"{m.name:<14} operators {phases / total:>4.0%}  data movement {moving / total:>4.0%}"
             f"  reading/merging/sink {other / total:>4.0%}  ("
-            + ", ".join(f"{k} {v:.2f}" for k, v in m.phase_seconds.items())
+            + ", ".join(f"{k} {v:.2f}" for k, v in activities.items())
             + ")"
         )
+    lines.extend(_operator_table(result))
     return "\n".join(lines)
+
+
+def _operator_table(result: BenchResult) -> list[str]:
+    """Microseconds per input event spent in each operator (and each table's write and
+    epoch end), summed over processes, per executor: where the next bottleneck is."""
+    runs = [
+        m
+        for m in result.measurements
+        if any(k.startswith(OPERATOR_PREFIX) for k in m.phase_seconds)
+    ]
+    if not runs:
+        return []
+    names = sorted(
+        {k for m in runs for k in m.phase_seconds if k.startswith(OPERATOR_PREFIX)},
+        key=lambda k: -max(m.phase_seconds.get(k, 0.0) for m in runs),
+    )
+    width = max(len(n) - len(OPERATOR_PREFIX) for n in names)
+    lines = [
+        "",
+        "us per event per operator (summed over processes, median run):",
+        f"{'operator':<{width}} " + " ".join(f"{m.name:>12}" for m in runs),
+    ]
+    for name in names:
+        cells = " ".join(f"{m.phase_seconds.get(name, 0.0) / m.events * 1e6:>12.3f}" for m in runs)
+        lines.append(f"{name[len(OPERATOR_PREFIX) :]:<{width}} {cells}")
+    compile_cells = " ".join(f"{m.phase_seconds.get('compile', 0.0):>12.2f}" for m in runs)
+    lines.append(f"{'kernel warm-up (s, in the run)':<{width}} {compile_cells}")
+    return lines
 
 
 def _epochs(result: BenchResult) -> str:

@@ -29,7 +29,7 @@ from connector.errors import ConfigError
 from connector.processes import run_in_processes
 from connector.produce import BulkProducer, TopicSpec, create_topics, topic_record_bounds
 from engine.errors import EngineError
-from engine.examples.social.data import SocialData, generate_social
+from engine.examples.social.data import Skew, SocialData, generate_social
 
 __all__ = [
     "TopicWrite",
@@ -327,7 +327,7 @@ def generate_social_command(
     events: int,
     days: int,
     seed: int,
-    jitter_ms: int,
+    shape: tuple[Skew, int],
     partitions: int,
     bootstrap: str,
     messages_topic: str,
@@ -337,8 +337,10 @@ def generate_social_command(
     workers: int,
     out: TextIO,
 ) -> int:
-    """``restream generate social``: generate the data set, write it, print the rate."""
+    """``restream generate social``: generate the data set, write it, print the rate.
+    ``shape``: the skew and backwards jitter (``resolve_scenario`` of the social data set)."""
     began = time.perf_counter()
+    skew, jitter_ms = shape
     try:
         data = generate_social(
             users=users,
@@ -347,6 +349,7 @@ def generate_social_command(
             seed=seed,
             jitter_ms=jitter_ms,
             partitions=partitions,
+            skew=skew,
         )
     except EngineError as exc:
         raise ConfigError("generate social", str(exc)) from exc

@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from prometheus_client.exposition import push_to_gateway
 
 from connector.errors import ConfigError, ConnectorError
+from engine.executors.base import OPERATOR_PREFIX
 
 __all__ = ["METRICS", "JobMetrics", "MetricsServer", "PartitionKey", "Snapshot"]
 
@@ -294,11 +295,7 @@ class JobMetrics:
             self._first_ts = first_ts if self._first_ts is None else min(self._first_ts, first_ts)
         if last_ts is not None:
             self._last_ts = last_ts if self._last_ts is None else max(self._last_ts, last_ts)
-        for what, total in seconds.items():
-            delta = total - self._phase_seen.get(what, 0.0)
-            if delta > 0:
-                self.phase_seconds.labels(what).inc(delta)
-                self._phase_seen[what] = total
+        self._add_phase_seconds(seconds)
         self._refresh(now)
 
     def _refresh(self, now: float) -> None:
@@ -333,14 +330,21 @@ class JobMetrics:
             return 1.0
         return min((self._processed + self._processed_before) / self._total, 1.0)
 
-    def finish(self, *, success: bool, seconds: Mapping[str, float] | None = None) -> None:
-        """Final values: progress 1 and ETA 0 on success; the success gauge either way."""
-        now = time.monotonic()
-        for what, total in (seconds or {}).items():
+    def _add_phase_seconds(self, seconds: Mapping[str, float]) -> None:
+        """Advance the per-activity counters to the run's totals. Per-operator times are a
+        breakdown of the phases (the bench prints them); as labels they would count twice."""
+        for what, total in seconds.items():
+            if what.startswith(OPERATOR_PREFIX):
+                continue
             delta = total - self._phase_seen.get(what, 0.0)
             if delta > 0:
                 self.phase_seconds.labels(what).inc(delta)
                 self._phase_seen[what] = total
+
+    def finish(self, *, success: bool, seconds: Mapping[str, float] | None = None) -> None:
+        """Final values: progress 1 and ETA 0 on success; the success gauge either way."""
+        now = time.monotonic()
+        self._add_phase_seconds(seconds or {})
         self._refresh(now)
         if success:
             self.progress.set(1.0)

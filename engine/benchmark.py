@@ -83,6 +83,10 @@ class BenchResult:
     repeat: int
     measurements: list[Measurement]
     reference: str
+    #: The data set's shape: a scenario name and its skew settings (see
+    #: :class:`engine.examples.social.data.Skew`).
+    scenario: str = "uniform"
+    skew: dict[str, float] = field(default_factory=dict)
 
     def agree(self) -> bool:
         """Whether every implementation produced the reference's output."""
@@ -279,12 +283,18 @@ def run_engine_bench(
     repeat: int = 3,
     only: Sequence[str] = IMPLEMENTATIONS,
     progress: Callable[[str], None] = lambda _msg: None,
+    skew: Any = None,
+    scenario: str = "uniform",
 ) -> BenchResult:
     """Generate the data set once, then measure each implementation ``repeat`` times, in
-    rounds of one run each (each run in a fresh process)."""
-    from engine.examples.social.data import generate_social
+    rounds of one run each (each run in a fresh process). ``skew``: an
+    :class:`engine.examples.social.data.Skew` (hot keys, clock), named ``scenario``."""
+    from engine.examples.social.data import Skew, generate_social
 
-    data = generate_social(users=users, events=events, days=days, seed=seed, jitter_ms=jitter_ms)
+    skew = skew or Skew()
+    data = generate_social(
+        users=users, events=events, days=days, seed=seed, jitter_ms=jitter_ms, skew=skew
+    )
     total = len(data.messages.ts) + len(data.friendships.ts)
     measurements = []
     with tempfile.TemporaryDirectory(prefix="restream-bench-") as tmp:
@@ -319,4 +329,15 @@ def run_engine_bench(
                 )
             )
     reference = "serial" if "serial" in only else only[0]
-    return BenchResult(total, users, days, jitter_ms, epoch_size, repeat, measurements, reference)
+    return BenchResult(
+        total,
+        users,
+        days,
+        jitter_ms,
+        epoch_size,
+        repeat,
+        measurements,
+        reference,
+        scenario,
+        asdict(skew),
+    )

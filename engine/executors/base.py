@@ -31,9 +31,14 @@ __all__ = [
     "AUTO_EPOCH_MIN",
     "AUTO_EPOCH_PER_WORKER",
     "Executor",
+    "OPERATOR_PREFIX",
     "RunStats",
     "auto_epoch_size",
 ]
+
+#: Keys of :attr:`RunStats.seconds` that time one operator (or a table's write and epoch
+#: end) start with this; they are a breakdown of the phases' time, not added to it.
+OPERATOR_PREFIX = "op "
 
 #: Events of an epoch per worker when the epoch size is left to the executor. Every epoch
 #: costs each worker a fixed ~25 ms of Python and numpy dispatch whatever its share of the
@@ -59,7 +64,8 @@ class RunStats:
     first_ts: int | None = None
     last_ts: int | None = None
     wall_seconds: float = 0.0
-    #: Seconds spent per activity ("read", "phase 0", "phase 1", ..., "sink").
+    #: Seconds spent per activity ("read", "phase 0", "phase 1", ..., "sink", "compile"), and
+    #: per operator within the phases (keys that start with :data:`OPERATOR_PREFIX`).
     seconds: dict[str, float] = field(default_factory=dict)
 
     def count_epoch(self, epoch: Epoch, chunks: Sequence[OutputChunk]) -> None:

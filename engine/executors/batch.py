@@ -20,6 +20,7 @@ from engine.executors.runtime import EpochRuntime
 from engine.log import Source, merge_log
 from engine.output import Sink
 from engine.planner import Plan
+from engine.state.jit import warm_up
 
 __all__ = ["BatchExecutor"]
 
@@ -50,6 +51,9 @@ class BatchExecutor:
         ``checkpoints`` and ``resume``)."""
         stats = RunStats(self.name) if stats is None else stats
         started = time.perf_counter()
+        compiled = warm_up()
+        if compiled:
+            stats.add_time("compile", compiled)
         runtime = EpochRuntime(plan)
         start = None
         if resume is not None:

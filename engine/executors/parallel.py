@@ -74,6 +74,7 @@ from engine.executors.worker import (
 from engine.log import Epoch, Source, merge_log
 from engine.output import OutputChunk, Sink, absent_column
 from engine.planner import Plan
+from engine.state.jit import warm_up
 
 __all__ = ["ParallelExecutor"]
 
@@ -118,6 +119,8 @@ class ParallelExecutor:
         #: Pids of the last run's workers (for tests that check nothing outlives a run).
         self.worker_pids: list[int] = []
         self.run_dir: Path | None = None
+        #: Seconds this executor spent compiling kernels before forking its workers.
+        self.compile_seconds = 0.0
         self._coordinator: threading.Thread | None = None
         self._pool: _Workers | None = None
 
@@ -149,6 +152,9 @@ class ParallelExecutor:
         self.close()
 
     def _fork(self, plan: Plan) -> _Workers:
+        # Compiled kernels first: forked workers inherit the machine code instead of each
+        # compiling (or loading) it again.
+        self.compile_seconds += warm_up()
         # fork: workers inherit the plan, whose operators may be lambdas and closures.
         ctx = mp.get_context("fork")
         run_dir = RunDir.create(self.shm_dir)
@@ -195,6 +201,8 @@ class ParallelExecutor:
         stats = RunStats(self.name) if stats is None else stats
         started = time.perf_counter()
         pool, self._pool = self._pool, None
+        if pool is None:
+            self.compile_seconds = 0.0
         clean = False
         try:
             start = None
@@ -238,6 +246,8 @@ class ParallelExecutor:
                 self._coordinator = None
             if pool is not None:
                 pool.run_dir.remove()
+        if self.compile_seconds:
+            stats.add_time("compile", self.compile_seconds)
         stats.wall_seconds = time.perf_counter() - started
         return stats
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
 from engine.events import Event
-from engine.executors.base import RunStats
+from engine.executors.base import OPERATOR_PREFIX, RunStats
 from engine.executors.columns import (
     Columns,
     Exchange,
@@ -243,9 +243,17 @@ class EpochRuntime:
                     c = cols.get(kind)
                     if c is None or len(c) == 0:
                         continue
+                    op_started = time.perf_counter()
                     self._run_vector_op(epoch, planned, c, builtin_writes, emitted, parts)
+                    if stats is not None:
+                        stats.add_time(OPERATOR_PREFIX + op.name, time.perf_counter() - op_started)
             for name, writes in builtin_writes.items():
+                op_started = time.perf_counter()
                 self._flush_builtin(name, writes)
+                if stats is not None:
+                    stats.add_time(
+                        f"{OPERATOR_PREFIX}{name} (write)", time.perf_counter() - op_started
+                    )
             for follower, leader in self._leaders.items():
                 if leader in builtin_writes:
                     self._writes[follower] = list(self._writes[leader])
@@ -268,8 +276,13 @@ class EpochRuntime:
             assemble(parts, cols)
             if stats is not None:
                 stats.add_time(self._phase_names[phase], time.perf_counter() - started)
-        for table in self.vector.values():
+        for name, table in self.vector.items():
+            op_started = time.perf_counter()
             table.end_epoch()
+            if stats is not None:
+                stats.add_time(
+                    f"{OPERATOR_PREFIX}{name} (epoch end)", time.perf_counter() - op_started
+                )
         for ptable in self.python.values():
             ptable.end_epoch()
         return [self._chunk(name, parts) for name, parts in emitted.items()]

@@ -72,12 +72,13 @@ CACHE_DIR = _pick_cache_dir()
 import numba  # noqa: E402  (after NUMBA_CACHE_DIR is settled: numba reads it at import)
 
 if CACHE_DIR is not None:
-    numba.config.CACHE_DIR = CACHE_DIR
+    # Also when numba was imported before this module (it read the variable then).
+    numba.config.CACHE_DIR = CACHE_DIR  # type: ignore[attr-defined]
 
 
 def jit(fn: F) -> F:
     """``numba.njit`` with the cache when there is a writable place for it."""
-    compiled: F = numba.njit(cache=CACHE_DIR is not None, nogil=True)(fn)
+    compiled: F = numba.njit(cache=CACHE_DIR is not None, nogil=True)(fn)  # type: ignore[assignment]
     return compiled
 
 
@@ -105,5 +106,9 @@ def warm_up() -> float:
         fn()
     _warm = True
     seconds = time.perf_counter() - started
-    logger.debug("compiled kernels ready in %.2f s (cache %s)", seconds, CACHE_DIR)
+    logger.info(
+        "compiled per-key kernels ready in %.2f s (JIT cache: %s)",
+        seconds,
+        CACHE_DIR or "none, not writable",
+    )
     return seconds

@@ -39,6 +39,7 @@ __all__ = [
     "Skew",
     "generate_social",
     "merged_order",
+    "resolve_scenario",
     "stable_argsort",
 ]
 
@@ -434,6 +435,29 @@ SCENARIOS: dict[str, tuple[Skew, int]] = {
 }
 
 
+def resolve_scenario(
+    name: str,
+    *,
+    jitter_ms: int | None = None,
+    hot_share: float | None = None,
+    heavy_share: float | None = None,
+    heavy_users: int | None = None,
+    clock_ms: int | None = None,
+) -> tuple[Skew, int]:
+    """``(skew, jitter_ms)`` of scenario ``name`` (:data:`SCENARIOS`), with any setting given
+    here replacing the scenario's."""
+    if name not in SCENARIOS:
+        raise EngineError(f"unknown scenario {name!r}; choose from {', '.join(SCENARIOS)}")
+    skew, jitter = SCENARIOS[name]
+    skew = Skew(
+        skew.hot_share if hot_share is None else hot_share,
+        skew.heavy_share if heavy_share is None else heavy_share,
+        skew.heavy_users if heavy_users is None else heavy_users,
+        skew.clock_ms if clock_ms is None else clock_ms,
+    )
+    return skew, jitter if jitter_ms is None else jitter_ms
+
+
 def _apply_skew(
     rng: np.random.Generator, skew: Skew, users: int, sender: I64, recipient: I64
 ) -> None:
@@ -449,7 +473,8 @@ def _apply_skew(
     sender[hot] = chosen[0]
     heavy = ~hot & (pick < skew.hot_share + skew.heavy_share)
     if skew.heavy_users:
-        sender[heavy] = chosen[1 + rng.integers(0, skew.heavy_users, int(heavy.sum()))]
+        drawn = rng.integers(0, skew.heavy_users, int(np.count_nonzero(heavy)))
+        sender[heavy] = chosen[1 + drawn]
     clash = recipient == sender
     recipient[clash] = _other_user(rng, users, sender[clash])
 
