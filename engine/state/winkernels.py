@@ -67,7 +67,19 @@ def _epoch_window(
     if m == 0:
         return count, total, ext, pos
     n = rank.shape[0]
-    order = np.argsort(lane_seg * (n + 1) + lane_seen, kind="mergesort")
+    # Lanes usually come grouped by segment in log order already (reads sorted per key, or
+    # one per write in grouped order): sort only when they do not.
+    grouped = True
+    for i in range(1, m):
+        if lane_seg[i] < lane_seg[i - 1] or (
+            lane_seg[i] == lane_seg[i - 1] and lane_seen[i] < lane_seen[i - 1]
+        ):
+            grouped = False
+            break
+    if grouped:
+        order = np.arange(m)
+    else:
+        order = np.argsort(lane_seg * (n + 1) + lane_seen, kind="mergesort")
     max_len = 1
     for s in range(seg_len.shape[0]):
         max_len = max(max_len, seg_len[s])
@@ -85,6 +97,33 @@ def _epoch_window(
         seg = lane_seg[order[i]]
         s0 = seg_start[seg]
         size = seg_len[seg]
+        in_order = ext_mode == EXT_NONE
+        for k in range(size):
+            if not in_order or rank[s0 + k] != k:
+                in_order = False
+                break
+        if in_order:
+            # Time keys never drop in this segment: a read's members are the contiguous run
+            # of its visible prefix found by two binary searches; sums are prefix differences.
+            if want_sum:
+                fen_s[0] = 0
+                for k in range(size):
+                    fen_s[k + 1] = fen_s[k] + gv[s0 + k]
+            while i < m and lane_seg[order[i]] == seg:
+                lane = order[i]
+                top = s0 + lane_seen[lane]
+                lo = _upper(stk, s0, top, lane_a[lane]) - s0
+                hi = _upper(stk, s0, top, lane_b[lane]) - s0
+                if hi > lo:
+                    count[lane] = hi - lo
+                    if want_sum:
+                        total[lane] = fen_s[hi] - fen_s[lo]
+                    if pos_mode == POS_FIRST:
+                        pos[lane] = s0 + lo
+                    elif pos_mode == POS_LAST:
+                        pos[lane] = s0 + hi - 1
+                i += 1
+            continue
         leaves = 1
         while leaves < size:
             leaves *= 2

@@ -20,6 +20,7 @@ from engine.state.distinctkernel import distinct_in_ranges
 from engine.state.winkernels import (
     EXT_MAX,
     EXT_MIN,
+    EXT_NONE,
     POS_FIRST,
     POS_LAST,
     epoch_window,
@@ -68,7 +69,8 @@ def segments(draw: st.DrawFn) -> tuple[np.ndarray, ...]:
 def test_epoch_window_equals_brute_force(case: tuple[np.ndarray, ...]) -> None:
     tk, values, seg_start, seg_len, lane_seg, lane_seen, lane_a, lane_b = case
     stk, rank = _time_order(tk, seg_start, seg_len)
-    for ext_mode, pos_mode in ((EXT_MIN, POS_FIRST), (EXT_MAX, POS_LAST)):
+    modes = ((EXT_MIN, POS_FIRST), (EXT_MAX, POS_LAST), (EXT_NONE, POS_FIRST), (EXT_NONE, POS_LAST))
+    for ext_mode, pos_mode in modes:
         count, total, ext, pos = epoch_window(
             stk,
             rank,
@@ -90,8 +92,9 @@ def test_epoch_window_equals_brute_force(case: tuple[np.ndarray, ...]) -> None:
             assert count[i] == len(members)
             assert total[i] == int(values[members].sum())
             if len(members):
-                pick = np.min if ext_mode == EXT_MIN else np.max
-                assert ext[i] == pick(values[members])
+                if ext_mode != EXT_NONE:
+                    pick = np.min if ext_mode == EXT_MIN else np.max
+                    assert ext[i] == pick(values[members])
                 assert pos[i] == (members[0] if pos_mode == POS_FIRST else members[-1])
             else:
                 assert pos[i] == -1
