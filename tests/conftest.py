@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from connector.broker import BOOTSTRAP_ENV, LocalBroker, resolve_broker_kind
 from tests.budget import THOROUGH
+from tooling.broker import BOOTSTRAP_ENV, LocalBroker, resolve_broker_kind
 
 # Property tests without an explicit count: 100 examples in CI, 10 at a prompt (tests/budget.py).
 settings.register_profile("thorough", max_examples=100)

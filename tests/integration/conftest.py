@@ -21,9 +21,9 @@ from typing import NamedTuple
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from connector.broker import LocalBroker
-from connector.produce import TopicSpec, bulk_producer_config, create_topics
+from connector.kafka.producer import TopicSpec, bulk_producer_config, create_topics
 from tests.conftest import SESSION_BROKER
+from tooling.broker import LocalBroker
 
 TANSU_SKIP_REASON = (
     "needs Apache Kafka behaviour that Tansu 0.6.0 lacks (DESIGN.md section 6: watermarks and "

@@ -19,14 +19,14 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from connector.avro import ValueFormat, decode_value, encode_columns, load_schema
-from connector.broker import LocalBroker, wait_for_broker
 from connector.errors import BrokerError, ConfigError
-from connector.generate import write_social
-from connector.produce import BulkProducer
+from connector.kafka.producer import BulkProducer
+from connector.serde.avro import ValueFormat, decode_value, encode_columns, load_schema
 from engine.examples.social.data import SocialData, generate_social
 from tests.integration.conftest import NewTopic, ReadRange, ReadRecord
 from tests.integration.procs import running
+from tooling.broker import LocalBroker, wait_for_broker
+from tooling.generate import write_social
 
 MESSAGE_FIELDS = ("message_id", "ts", "sender", "recipient", "content")
 FRIENDSHIP_FIELDS = ("ts", "user_a", "user_b")
@@ -369,7 +369,7 @@ def test_tansu_dies_with_the_process_that_started_it(sig: signal.Signals) -> Non
     script = (
         "import signal, sys, time\n"
         "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
-        "from connector.broker import LocalBroker\n"
+        "from tooling.broker import LocalBroker\n"
         "broker = LocalBroker('tansu').start()\n"
         "print(broker.pid, flush=True)\n"
         "time.sleep(60)\n"

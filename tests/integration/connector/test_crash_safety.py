@@ -24,11 +24,11 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from connector.broker import LocalBroker
-from connector.generate import write_social
-from connector.tansu import TANSU_CLUSTER_ID, tansu_binary, wait_for_broker
 from engine.examples.social.data import generate_social
 from engine.executors.arena import default_shm_dir
+from tooling.broker import LocalBroker
+from tooling.generate import write_social
+from tooling.tansu import TANSU_CLUSTER_ID, tansu_binary, wait_for_broker
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,9 @@ import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connector.broker import LocalBroker
 from connector.errors import BrokerError, ConfigError
-from connector.offsets import KafkaOffsets, PartitionKey
-from connector.positions import (
+from connector.kafka.offsets import KafkaOffsets, PartitionKey
+from connector.positions.ranges import (
     EARLIEST,
     LATEST,
     Position,
@@ -28,8 +27,9 @@ from connector.positions import (
     parse_start,
     resolve,
 )
-from connector.positions_table import describe_ranges
+from connector.positions.table import describe_ranges
 from tests.integration.conftest import NewTopic, ReadRange
+from tooling.broker import LocalBroker
 
 T0 = 1_759_276_800_000  # 2025-10-01T00:00:00Z
 STEP = 1_000

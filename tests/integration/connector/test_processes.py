@@ -8,9 +8,9 @@ import time
 
 import pytest
 
-from connector import cli
+from connector.cli import app as cli
 from connector.errors import BrokerError
-from connector.processes import run_in_processes
+from connector.runtime.processes import run_in_processes
 
 
 def _square_and_pid(value: int) -> tuple[int, int]:

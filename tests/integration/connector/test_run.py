@@ -10,22 +10,22 @@ import fastavro
 import numpy as np
 import pytest
 
-import connector.run as run_module
-from connector.avro import load_schema
-from connector.broker import LocalBroker
+import connector.job.run as run_module
 from connector.config import RunConfig
 from connector.errors import ConfigError
-from connector.gcpolicy import REPLAY_THRESHOLDS
-from connector.generate import write_social
-from connector.run import run_job
+from connector.job.run import run_job
+from connector.kafka.partitioner import java_partition
+from connector.runtime.gcpolicy import REPLAY_THRESHOLDS
+from connector.serde.avro import load_schema
 from engine.examples.social.data import SocialData, generate_social
 from engine.examples.social.source import social_source
 from engine.examples.social.spam import build_spam_pipeline
 from engine.executors.serial import SerialExecutor
-from engine.hashing import java_partition
 from engine.output import collect
 from engine.planner import plan
 from tests.integration.conftest import ReadRange
+from tooling.broker import LocalBroker
+from tooling.generate import write_social
 
 PARTITIONS = 3
 

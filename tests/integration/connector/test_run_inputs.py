@@ -16,14 +16,14 @@ from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, Producer, To
 from confluent_kafka.admin import AdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from connector.avro import confluent_header, encode_value, load_schema
-from connector.broker import LocalBroker
-from connector.cli import main
+from connector.cli.app import main
 from connector.config import RunConfig
-from connector.deadletter import BadRecordError
-from connector.registry import register_value_schema, registry_client
-from connector.run import run_job
+from connector.input.dead_letters import BadRecordError
+from connector.job.run import run_job
+from connector.serde.avro import confluent_header, encode_value, load_schema
+from connector.serde.schema_registry import register_value_schema, registry_client
 from tests.integration.conftest import NewTopic, ReadRange
+from tooling.broker import LocalBroker
 
 MESSAGE = load_schema("social/Message")
 T0 = 1_700_000_000_000

@@ -15,20 +15,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from connector.avro import load_schema
-from connector.broker import LocalBroker
 from connector.errors import SerdeError, SinkError
-from connector.metrics import JobMetrics
-from connector.produce import BulkProducer
-from connector.serde import value_encoder
-from connector.sinkproc import SinkProcess, SinkSettings
-from connector.writer import KafkaSink, OutputTarget, ResumePoint, output_producer_settings
+from connector.kafka.producer import BulkProducer
+from connector.observability.metrics import JobMetrics
+from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, output_producer_settings
+from connector.output.sink_process import SinkProcess, SinkSettings
+from connector.serde.avro import load_schema
+from connector.serde.values import value_encoder
 from engine.executors.arena import default_shm_dir
 from engine.executors.base import RunStats
 from engine.log import Epoch, Events
 from engine.output import OutputChunk
 from tests.integration.conftest import NewTopic, ReadRange
 from tests.integration.procs import running
+from tooling.broker import LocalBroker
 
 _FIELDS = ("message_id", "ts", "sender", "recipient", "rules", "score", "spam", "sender_flagged")
 
@@ -283,7 +283,7 @@ def test_a_bug_in_the_child_is_a_sink_error_with_its_traceback_logged(
         epoch = _epoch(0, 100)
         sink.write([_chunk(epoch, 10)], epoch)
         with (
-            caplog.at_level("ERROR", logger="connector.sinkproc"),
+            caplog.at_level("ERROR", logger="connector.output.sink_process"),
             pytest.raises(SinkError, match="RuntimeError: boom in the encoder"),
         ):
             sink.flush()

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.avro import (
+from connector.errors import ConfigError, SerdeError
+from connector.serde.avro import (
     SCHEMAS_DIR_ENV,
     AvroSchema,
     Utf8Column,
@@ -27,7 +28,6 @@ from connector.avro import (
     schema_dir_candidates,
     schemas_dir,
 )
-from connector.errors import ConfigError, SerdeError
 from tests.budget import examples
 
 LONGS = st.integers(-(2**63), 2**63 - 1)

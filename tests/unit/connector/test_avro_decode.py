@@ -15,8 +15,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.avro_bulk import BulkKind
-from connector.avro_decode import (
+from connector.serde.avro_bulk import BulkKind
+from connector.serde.avro_decode import (
     COLUMN_DTYPES,
     AvroRows,
     FlatDecoder,
@@ -245,7 +245,7 @@ def test_a_large_batch_with_scattered_corruption_matches_fastavro() -> None:
 def test_clean_batches_need_no_record_by_record_decoding(caplog: pytest.LogCaptureFixture) -> None:
     fields: Fields = [("a", "long"), ("s", "string")]
     bodies = [encode(fields, {"a": i * 1_000_003, "s": f"text {i % 17}"}) for i in range(500)]
-    with caplog.at_level(logging.DEBUG, logger="connector.avro_decode"):
+    with caplog.at_level(logging.DEBUG, logger="connector.serde.avro_decode"):
         check_against_fastavro(fields, bodies)
         assert "one at a time" not in caplog.text
         check_against_fastavro(fields, [*bodies[:250], bodies[0] + b"\x01", *bodies[250:]])
@@ -282,7 +282,7 @@ def test_10_byte_varints_with_bits_past_64_decode_as_fastavro_does(
     fields: Fields = [("i", "int"), ("l", "long")]
     good = [encode(fields, {"i": 5, "l": 2**62 + i}) for i in range(100)]
     junk = [_varint(5) + b"\xff" * 9 + bytes([b]) for b in (0x03, 0x7F, 0x41)]
-    with caplog.at_level(logging.DEBUG, logger="connector.avro_decode"):
+    with caplog.at_level(logging.DEBUG, logger="connector.serde.avro_decode"):
         result = check_against_fastavro(fields, [*good[:50], *junk, *good[50:]])
     assert result.ok.all()
     assert "decoded one at a time" in caplog.text  # only canonical varints are taken in bulk
@@ -504,7 +504,7 @@ def test_clean_framed_values_need_no_record_by_record_decoding(
     decoder = FlatDecoder(
         _schema(fields), [("a", "long", "long"), ("s", "string", "string")], skip=5
     )
-    with caplog.at_level(logging.DEBUG, logger="connector.avro_decode"):
+    with caplog.at_level(logging.DEBUG, logger="connector.serde.avro_decode"):
         result = decoder.decode(values)
     assert result.ok.all() and "one at a time" not in caplog.text
     assert_column(result.columns["a"], "long", list(range(99)))

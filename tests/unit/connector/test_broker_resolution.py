@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from connector import broker as broker_module
-from connector.broker import (
+from connector.errors import BrokerError, ConfigError
+from tooling import broker as broker_module
+from tooling.broker import (
     BOOTSTRAP_ENV,
     LocalBroker,
     docker_available,
@@ -20,7 +21,6 @@ from connector.broker import (
     tansu_command,
     wait_for_broker,
 )
-from connector.errors import BrokerError, ConfigError
 
 
 def _never() -> bool:

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from connector import checkpoints
-from connector.checkpoints import FileCheckpoints, Manifest, Stopped, fingerprint, resume_ranges
 from connector.errors import ConfigError, ConnectorError
-from connector.positions import PartitionRange
+from connector.job import checkpoints
+from connector.job.checkpoints import FileCheckpoints, Manifest, Stopped, fingerprint, resume_ranges
+from connector.positions.ranges import PartitionRange
 from engine.checkpoint import EngineSnapshot, LogPosition, PartitionPosition
 from engine.log import Epoch
 
@@ -178,7 +178,7 @@ def test_a_snapshot_is_streamed_and_its_fail_point_fires_at_half_of_its_bytes(
     def hit(name: str) -> None:
         seen.append((name, tmp.read_bytes() if tmp.exists() else b""))
 
-    monkeypatch.setattr("connector.checkpoints.failpoints.hit", hit)
+    monkeypatch.setattr("connector.job.checkpoints.failpoints.hit", hit)
     store = _store(tmp_path)
     store.save(snapshot)
     assert [name for name, _ in seen] == ["checkpoint.flushed", "checkpoint.write"]
@@ -207,7 +207,7 @@ def test_a_write_that_fails_midway_leaves_no_temporary_file(
         if name == "checkpoint.write":
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("connector.checkpoints.failpoints.hit", die)
+    monkeypatch.setattr("connector.job.checkpoints.failpoints.hit", die)
     store = _store(tmp_path)
     with pytest.raises(ConnectorError, match="plus the one being written"):
         store.save(_snapshot(10))
@@ -218,7 +218,7 @@ def test_the_torn_write_fail_point_fires_for_an_empty_write(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[str] = []
-    monkeypatch.setattr("connector.checkpoints.failpoints.hit", seen.append)
+    monkeypatch.setattr("connector.job.checkpoints.failpoints.hit", seen.append)
     for pieces in ([], [b""], [b"", b""]):
         assert checkpoints._write_atomically(tmp_path / "x", pieces, "p") == 0
     assert seen == ["p", "p", "p"] and (tmp_path / "x").read_bytes() == b""

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from connector import cli
+from connector.cli import app as cli
 from connector.errors import BrokerError
 
 
@@ -101,12 +101,12 @@ def test_generate_without_bootstrap_is_bad_configuration(
 def test_failures_exit_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import connector.generate
+    import tooling.generate
 
     def fail(**kwargs: object) -> int:
         raise BrokerError("the broker went away")
 
-    monkeypatch.setattr(connector.generate, "generate_social_command", fail)
+    monkeypatch.setattr(tooling.generate, "generate_social_command", fail)
     assert cli.main(["generate", "social", "--bootstrap", "h:1"]) == 1
     assert "the broker went away" in capsys.readouterr().err
 

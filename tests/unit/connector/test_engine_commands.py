@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from connector.cli import main
-from connector.engine_commands import format_table, parse_latenesses
+from connector.cli.app import main
+from connector.cli.engine_commands import format_table, parse_latenesses
 from engine.benchmark import BenchResult, Measurement
 from engine.examples.social.data import generate_social
 from engine.examples.social.lateness import measure_lateness, window_pipeline

@@ -6,7 +6,7 @@ import gc
 
 import pytest
 
-from connector.gcpolicy import REPLAY_THRESHOLDS, replay_collection
+from connector.runtime.gcpolicy import REPLAY_THRESHOLDS, replay_collection
 
 
 def test_thresholds_hold_inside_and_are_restored_after() -> None:

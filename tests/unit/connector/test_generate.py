@@ -16,11 +16,11 @@ from confluent_kafka import Producer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.avro import load_schema, register_schema
 from connector.errors import BrokerError, ConfigError
-from connector.generate import _DecimalKeys, decimal_keys, write_social
-from connector.processes import kafka_client_threads, process_context
+from connector.runtime.processes import kafka_client_threads, process_context
+from connector.serde.avro import load_schema, register_schema
 from engine.examples.social.data import FriendshipColumns, SocialData, generate_social
+from tooling.generate import _DecimalKeys, decimal_keys, write_social
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 

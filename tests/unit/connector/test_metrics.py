@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from connector.errors import ConfigError, ConnectorError
-from connector.metrics import METRICS, JobMetrics
+from connector.observability.metrics import METRICS, JobMetrics
 
 
 def values(metrics: JobMetrics) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

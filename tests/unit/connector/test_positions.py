@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.errors import BrokerError, ConfigError
-from connector.offsets import KafkaOffsets, PartitionKey
-from connector.positions import (
+from connector.kafka.offsets import KafkaOffsets, PartitionKey
+from connector.positions.ranges import (
     EARLIEST,
     LATEST,
     PartitionRange,
@@ -26,7 +26,7 @@ from connector.positions import (
     parse_start,
     resolve,
 )
-from connector.positions_table import describe_ranges
+from connector.positions.table import describe_ranges
 
 T0 = 1_759_276_800_000  # 2025-10-01T00:00:00Z
 

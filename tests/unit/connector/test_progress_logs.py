@@ -8,9 +8,9 @@ import logging
 
 import pytest
 
-from connector.logs import configure_logging
-from connector.metrics import JobMetrics
-from connector.progress import Progress
+from connector.observability.logging_setup import configure_logging
+from connector.observability.metrics import JobMetrics
+from connector.observability.progress import Progress
 
 
 class _Tty(io.StringIO):
@@ -41,11 +41,11 @@ def test_a_bar_on_a_terminal() -> None:
 def test_log_lines_elsewhere(caplog: pytest.LogCaptureFixture) -> None:
     progress = Progress(_metrics(), "auto", io.StringIO(), every_s=3600)
     assert progress.mode == "log"
-    with caplog.at_level(logging.INFO, logger="connector.progress"):
+    with caplog.at_level(logging.INFO, logger="connector.observability.progress"):
         progress.update()
         progress.update()  # within every_s: no second line
         progress.update(final=True)
-    lines = [r for r in caplog.records if r.name == "connector.progress"]
+    lines = [r for r in caplog.records if r.name == "connector.observability.progress"]
     assert len(lines) == 2
     assert lines[0].fields["progress"] == 0.25  # type: ignore[attr-defined]
 
@@ -54,11 +54,11 @@ def test_first_line_on_a_freshly_booted_machine(
     caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The monotonic clock starts near zero at boot: younger than every_s on a new machine.
-    monkeypatch.setattr("connector.progress.time.monotonic", lambda: 5.0)
+    monkeypatch.setattr("connector.observability.progress.time.monotonic", lambda: 5.0)
     progress = Progress(_metrics(), "log", io.StringIO(), every_s=3600)
-    with caplog.at_level(logging.INFO, logger="connector.progress"):
+    with caplog.at_level(logging.INFO, logger="connector.observability.progress"):
         progress.update()
-    assert [r.name for r in caplog.records] == ["connector.progress"]
+    assert [r.name for r in caplog.records] == ["connector.observability.progress"]
 
 
 def test_none_is_silent() -> None:

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.errors import BrokerError
-from connector.reader import KafkaSource, _Pending
+from connector.input.reader import KafkaSource, _Pending
 
 
 @dataclass

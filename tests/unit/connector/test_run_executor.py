@@ -7,7 +7,7 @@ import logging
 import pytest
 
 from connector.config import load_config
-from connector.run import _executor
+from connector.job.run import _executor
 from engine.errors import EngineError
 from engine.executors.base import AUTO_EPOCH_MAX, AUTO_EPOCH_MIN, auto_epoch_size
 from engine.executors.batch import BatchExecutor
@@ -18,7 +18,7 @@ def test_small_epochs_for_many_workers_are_warned_about(caplog: pytest.LogCaptur
     config = load_config(
         {"executor": "parallel", "workers": "16", "epoch_size": "100000"}, environ={}
     )
-    with caplog.at_level(logging.WARNING, logger="connector.run"):
+    with caplog.at_level(logging.WARNING, logger="connector.job.run"):
         executor = _executor(config)
     assert isinstance(executor, ParallelExecutor) and executor.workers == 16
     assert "each of 16 workers ~6250 events" in caplog.text
@@ -26,7 +26,7 @@ def test_small_epochs_for_many_workers_are_warned_about(caplog: pytest.LogCaptur
 
 
 def test_large_enough_epochs_and_one_worker_are_not(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="connector.run"):
+    with caplog.at_level(logging.WARNING, logger="connector.job.run"):
         _executor(
             load_config(
                 {"executor": "parallel", "workers": "2", "epoch_size": "250000"}, environ={}
@@ -56,11 +56,11 @@ def test_automatic_epochs_grow_with_workers_within_bounds(workers: int, expected
 def test_automatic_epochs_are_warned_about_only_past_the_cap_and_a_chosen_size_wins(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="connector.run"):
+    with caplog.at_level(logging.WARNING, logger="connector.job.run"):
         many = _executor(load_config({"workers": "32"}, environ={}))
     assert caplog.text == ""  # 2,000,000 over 32 workers: 62,500 each
     assert isinstance(many, ParallelExecutor) and many.epoch_size == AUTO_EPOCH_MAX
-    with caplog.at_level(logging.WARNING, logger="connector.run"):
+    with caplog.at_level(logging.WARNING, logger="connector.job.run"):
         _executor(load_config({"workers": "48"}, environ={}))
     assert "epoch_size 2000000 (automatic, capped) gives each of 48 workers ~41666" in caplog.text
     batch = _executor(load_config({"executor": "batch"}, environ={}))

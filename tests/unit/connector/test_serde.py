@@ -14,10 +14,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connector.avro import AvroSchema, confluent_header, encode_value, load_schema
 from connector.errors import BrokerError, ConfigError, SerdeError
-from connector.generate import decimal_keys
-from connector.serde import (
+from connector.serde.avro import AvroSchema, confluent_header, encode_value, load_schema
+from connector.serde.values import (
     DecodedBatch,
     RecordProblem,
     ValueFormat,
@@ -27,6 +26,7 @@ from connector.serde import (
 from engine.log import StringColumn
 from tests.budget import examples
 from tests.unit.connector.test_avro_decode import VALUES, Fields, assert_column, flat_fields
+from tooling.generate import decimal_keys
 
 MESSAGE = load_schema("social/Message")
 LONG_MIN, LONG_MAX = -(2**63), 2**63 - 1

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from connector.errors import SerdeError
-from connector.writer import KafkaSink, OutputTarget, ResumePoint, key_bytes
-from engine.hashing import java_partition
+from connector.kafka.partitioner import java_partition
+from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, key_bytes
 from engine.log import Epoch, Events
 from engine.output import ABSENT, OutputChunk
 

@@ -3,7 +3,7 @@
 The helpers below are shared by the test modules. The central one is :func:`check_restream_pod`:
 it takes a Job as Kubernetes would run it plus the restream config file it mounts, and checks
 the contract between them and the code: the container's arguments and environment go through
-the real CLI parser and config loader (:func:`connector.cli.build_parser`,
+the real CLI parser and config loader (:func:`connector.cli.app.build_parser`,
 :func:`connector.config.config_from_args`), and the pod's resources, ports, volumes and
 security context agree with the resulting settings and the image.
 """
@@ -20,10 +20,10 @@ from typing import Any
 import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 
-from connector.cli import build_parser
+from connector.cli.app import build_parser
 from connector.config import ENV_PREFIX, KAFKA_ENV_PREFIX, SETTINGS, RunConfig, config_from_args
-from connector.pipelines import BUILTIN_DEFAULTS
-from connector.position_syntax import parse_end, parse_start
+from connector.pipeline_loader import BUILTIN_DEFAULTS
+from connector.positions.syntax import parse_end, parse_start
 
 __all__ = [
     "CHART",

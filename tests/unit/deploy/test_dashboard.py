@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from connector.metrics import METRICS, JobMetrics
+from connector.observability.metrics import METRICS, JobMetrics
 from tests.unit.deploy import DEPLOY
 
 DASHBOARD: dict[str, Any] = json.loads((DEPLOY / "grafana" / "restream-dashboard.json").read_text())
@@ -99,7 +99,9 @@ def test_every_metric_name_is_exported_by_the_code() -> None:
     used = set().union(*(_metric_names(e) for e in _expressions()))
     assert len(used) >= 15
     for name in sorted(used):
-        assert _strip(name) in METRICS, f"{name}: connector.metrics.METRICS has no {_strip(name)}"
+        assert _strip(name) in METRICS, (
+            f"{name}: connector.observability.metrics.METRICS has no {_strip(name)}"
+        )
 
 
 def test_every_metric_name_is_spelled_as_scraped() -> None:

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.kafka.partitioner import java_partition, murmur2, partition_decimal_keys
 from engine.errors import EngineError
-from engine.hashing import java_partition, murmur2, partition_decimal_keys
 from tests.budget import examples
 
 # From org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Apache Kafka).
