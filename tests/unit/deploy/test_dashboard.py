@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from connector.observability.metrics import METRICS, JobMetrics
-from tests.unit.deploy import DEPLOY
+from tests.support.deploy import DEPLOY
 
 DASHBOARD: dict[str, Any] = json.loads((DEPLOY / "grafana" / "restream-dashboard.json").read_text())
 _SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy import CHART, DEPLOY, IMAGE_UID, REPO, load_documents
+from tests.support.deploy import CHART, DEPLOY, IMAGE_UID, REPO, load_documents
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,7 @@ from engine.examples.social.data import (
     stable_argsort,
 )
 from engine.examples.social.text import EMAIL_PATTERN, TextPools
-from tests.budget import examples
+from tests.support.budget import examples
 
 EMAIL = re.compile(EMAIL_PATTERN)
 DAY = 86_400_000

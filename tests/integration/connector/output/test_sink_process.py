@@ -26,8 +26,8 @@ from engine.executors.arena import default_shm_dir
 from engine.executors.base import RunStats
 from engine.log import Epoch, Events
 from engine.output import OutputChunk
-from tests.integration.conftest import NewTopic, ReadRange
-from tests.integration.procs import running
+from tests.support.broker import NewTopic, ReadRange
+from tests.support.procs import running
 from tooling.broker import LocalBroker
 
 _FIELDS = ("message_id", "ts", "sender", "recipient", "rules", "score", "spam", "sender_flagged")

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from connector.kafka.partitioner import java_partition, murmur2, partition_decimal_keys
 from engine.errors import EngineError
-from tests.budget import examples
+from tests.support.budget import examples
 
 # From org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Apache Kafka).
 KAFKA_VECTORS = {

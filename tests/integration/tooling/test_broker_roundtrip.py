@@ -23,8 +23,8 @@ from connector.errors import BrokerError, ConfigError
 from connector.kafka.producer import BulkProducer
 from connector.serde.avro import ValueFormat, decode_value, encode_columns, load_schema
 from engine.examples.social.data import SocialData, generate_social
-from tests.integration.conftest import NewTopic, ReadRange, ReadRecord
-from tests.integration.procs import running
+from tests.support.broker import NewTopic, ReadRange, ReadRecord
+from tests.support.procs import running
 from tooling.broker import LocalBroker, wait_for_broker
 from tooling.generate import write_social
 

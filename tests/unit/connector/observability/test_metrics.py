@@ -152,7 +152,7 @@ def test_push_failure_is_an_error_naming_the_gateway() -> None:
 def test_the_readme_documents_every_metric() -> None:
     from pathlib import Path
 
-    readme = (Path(__file__).parents[3] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).parents[4] / "README.md").read_text(encoding="utf-8")
     m = JobMetrics(job="j", pipeline="p", executor="serial")
     for family in m.registry.collect():
         scraped = family.name + ("_total" if family.type == "counter" else "")

@@ -23,7 +23,7 @@ from engine.examples.social.spam import build_spam_pipeline
 from engine.executors.serial import SerialExecutor
 from engine.output import collect
 from engine.planner import plan
-from tests.integration.conftest import ReadRange
+from tests.support.broker import ReadRange
 from tooling.broker import LocalBroker
 from tooling.generate import write_social
 

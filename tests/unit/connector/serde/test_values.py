@@ -24,8 +24,8 @@ from connector.serde.values import (
     value_encoder,
 )
 from engine.log import StringColumn
-from tests.budget import examples
-from tests.unit.connector.test_avro_decode import VALUES, Fields, assert_column, flat_fields
+from tests.support.avro_values import VALUES, Fields, assert_column, flat_fields
+from tests.support.budget import examples
 from tooling.generate import decimal_keys
 
 MESSAGE = load_schema("social/Message")

@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 
 from connector.serde.avro_bulk import BulkKind
 from connector.serde.avro_decode import (
-    COLUMN_DTYPES,
     AvroRows,
     FlatDecoder,
     _Batch,
@@ -26,24 +25,10 @@ from connector.serde.avro_decode import (
     string_column,
     varint_widths,
 )
-from engine.log import StringColumn
-from tests.budget import examples
+from tests.support.avro_values import INT_RANGE, VALUES, Fields, assert_column, flat_fields
+from tests.support.budget import examples
 
-KINDS: tuple[BulkKind, ...] = ("long", "int", "boolean", "float", "double", "string")
-INT_RANGE = (-(2**31), 2**31 - 1)
-LONG_RANGE = (-(2**63), 2**63 - 1)
-VALUES: dict[BulkKind, st.SearchStrategy[Any]] = {
-    "long": st.one_of(
-        st.integers(*LONG_RANGE), st.sampled_from([*LONG_RANGE, 0, -1, 2**62, -(2**62) - 1])
-    ),
-    "int": st.one_of(st.integers(*INT_RANGE), st.sampled_from([*INT_RANGE, 0, -1])),
-    "boolean": st.booleans(),
-    "float": st.floats(width=32),
-    "double": st.floats(),
-    "string": st.text(max_size=30),
-}
 MUTATIONS = ("none", "truncate", "append", "random", "overlong", "bool-byte", "junk10", "utf8")
-Fields = list[tuple[str, BulkKind]]
 
 
 def _schema(fields: Fields) -> dict[str, Any]:
@@ -108,23 +93,6 @@ def reference(schema: dict[str, Any], fields: Fields, body: bytes) -> dict[str, 
     return record
 
 
-def assert_column(column: Any, kind: BulkKind, expected: list[Any]) -> None:
-    """``column`` holds ``expected`` (fastavro's values) exactly; floats compared bit-wise."""
-    if kind == "string":
-        assert isinstance(column, StringColumn)
-        assert column.decode().tolist() == expected
-        assert len(set(column.values.tolist())) == len(column.values)  # a real dictionary
-        return
-    assert isinstance(column, np.ndarray)
-    assert column.dtype == COLUMN_DTYPES[kind]
-    want = np.array(expected, dtype=COLUMN_DTYPES[kind])
-    if kind in ("float", "double"):
-        bits = np.uint32 if kind == "float" else np.uint64
-        assert column.view(bits).tolist() == want.view(bits).tolist()
-    else:
-        assert column.tolist() == want.tolist()
-
-
 def check_against_fastavro(fields: Fields, bodies: list[bytes]) -> AvroRows:
     schema = _schema(fields)
     result = FlatDecoder(schema, [(n, k, k) for n, k in fields]).decode(bodies)
@@ -135,12 +103,6 @@ def check_against_fastavro(fields: Fields, bodies: list[bytes]) -> AvroRows:
     for name, kind in fields:
         assert_column(result.columns[name], kind, [r[name] for r in good])
     return result
-
-
-@st.composite
-def flat_fields(draw: st.DrawFn) -> Fields:
-    kinds = draw(st.lists(st.sampled_from(KINDS), min_size=1, max_size=6))
-    return [(f"f{i}", kind) for i, kind in enumerate(kinds)]
 
 
 @st.composite

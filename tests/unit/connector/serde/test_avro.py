@@ -28,7 +28,7 @@ from connector.serde.avro import (
     schema_dir_candidates,
     schemas_dir,
 )
-from tests.budget import examples
+from tests.support.budget import examples
 
 LONGS = st.integers(-(2**63), 2**63 - 1)
 INTS = st.integers(-(2**31), 2**31 - 1)
@@ -295,7 +295,7 @@ def test_without_override_the_repository_schemas_come_before_the_installed_ones(
 ) -> None:
     monkeypatch.delenv(SCHEMAS_DIR_ENV, raising=False)
     repo, installed = schema_dir_candidates()
-    assert repo == Path(__file__).resolve().parents[3] / "schemas"
+    assert repo == Path(__file__).resolve().parents[4] / "schemas"
     assert installed.parts[-3:] == ("share", "restream", "schemas")
     assert schemas_dir() == repo
 

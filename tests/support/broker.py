@@ -1,5 +1,8 @@
 """Fixtures for tests against a real broker (resolved as DESIGN.md section 6 says).
 
+Registered for the whole suite by ``pytest_plugins`` in ``tests/conftest.py``; a test that
+never asks for them starts no broker.
+
 - ``broker``: the session's :class:`LocalBroker`, started on first use, stopped at the end
   (also when tests fail or the run is interrupted).
 - ``new_topic(partitions=N, config=...)``: creates a uuid-named topic and returns its name.
@@ -22,8 +25,10 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
 from connector.kafka.producer import TopicSpec, bulk_producer_config, create_topics
-from tests.conftest import SESSION_BROKER
 from tooling.broker import LocalBroker
+
+# Set by the session broker fixture; read by the terminal summary in tests/conftest.py.
+SESSION_BROKER = pytest.StashKey[LocalBroker]()
 
 TANSU_SKIP_REASON = (
     "needs Apache Kafka behaviour that Tansu 0.6.0 lacks (DESIGN.md section 6: watermarks and "

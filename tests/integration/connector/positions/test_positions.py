@@ -28,7 +28,7 @@ from connector.positions.ranges import (
     resolve,
 )
 from connector.positions.table import describe_ranges
-from tests.integration.conftest import NewTopic, ReadRange
+from tests.support.broker import NewTopic, ReadRange
 from tooling.broker import LocalBroker
 
 T0 = 1_759_276_800_000  # 2025-10-01T00:00:00Z

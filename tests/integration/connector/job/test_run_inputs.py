@@ -22,7 +22,7 @@ from connector.input.dead_letters import BadRecordError
 from connector.job.run import run_job
 from connector.serde.avro import confluent_header, encode_value, load_schema
 from connector.serde.schema_registry import register_value_schema, registry_client
-from tests.integration.conftest import NewTopic, ReadRange
+from tests.support.broker import NewTopic, ReadRange
 from tooling.broker import LocalBroker
 
 MESSAGE = load_schema("social/Message")
