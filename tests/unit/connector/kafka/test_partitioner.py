@@ -1,4 +1,5 @@
-"""Kafka's default partitioner hash: known vectors and the vectorised form against the scalar."""
+"""Kafka's default partitioner hash: known vectors, the vectorised form against the scalar, and
+the social generator's copy in the engine against this one."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from hypothesis import strategies as st
 
 from connector.kafka.partitioner import java_partition, murmur2, partition_decimal_keys
 from engine.errors import EngineError
+from engine.examples.social import partitioning as generator_copy
 from tests.support.budget import examples
 
 # From org.apache.kafka.common.utils.UtilsTest#testMurmur2 (Apache Kafka).
@@ -94,3 +96,21 @@ def test_decimal_keys_match_scalar(values: list[int], partitions: int) -> None:
 def test_decimal_keys_match_scalar_small_ids(values: list[int]) -> None:
     got = partition_decimal_keys(np.array(values, dtype=np.int64), 4)
     assert got.tolist() == [java_partition(str(v).encode(), 4) for v in values]
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(INT64, max_size=60), st.integers(min_value=1, max_value=64))
+def test_the_generators_copy_places_keys_as_this_one(values: list[int], partitions: int) -> None:
+    """engine/examples/social/partitioning.py copies the decimal-key partitioner (the engine
+    may not import the connector); it must place every key where this one does."""
+    keys = np.array(values, dtype=np.int64)
+    got = generator_copy.partition_decimal_keys(keys, partitions)
+    assert got.dtype == np.int32
+    assert got.tolist() == partition_decimal_keys(keys, partitions).tolist()
+
+
+def test_the_generators_copy_on_a_data_set_sized_key_range() -> None:
+    users = np.arange(200_000, dtype=np.int64)
+    for partitions in (1, 4, 7):
+        want = partition_decimal_keys(users, partitions)
+        assert np.array_equal(generator_copy.partition_decimal_keys(users, partitions), want)
