@@ -23,7 +23,7 @@ lint: $(STAMP)
 	$(PY) -m ruff check .
 
 typecheck: $(STAMP)
-	$(PY) -m mypy engine connector
+	$(PY) -m mypy engine connector tooling
 
 unit: $(STAMP)
 	$(PY) -m pytest tests/unit

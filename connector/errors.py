@@ -40,4 +40,4 @@ class SerdeError(ConnectorError):
 
 
 class SinkError(ConnectorError):
-    """The sink process (see :mod:`connector.sinkproc`) failed or died."""
+    """The sink process (see :mod:`connector.output.sink_process`) failed or died."""

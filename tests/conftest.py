@@ -1,6 +1,7 @@
 """Suite-wide pytest hooks: which broker the integration tests use, and their marker.
 
-The broker itself is a session fixture in ``tests/integration/conftest.py``, started only when
+Shared helpers live in ``tests/support/``; those that are fixtures are plugins, registered
+below. The broker itself is a session fixture (``tests/support/broker.py``), started only when
 an integration test first asks for it; the header names the broker that will run and the
 terminal summary names the one that ran, with its address.
 """
@@ -15,16 +16,17 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from connector.broker import BOOTSTRAP_ENV, LocalBroker, resolve_broker_kind
-from tests.budget import THOROUGH
+from tests.support.budget import THOROUGH
+from tooling.broker import BOOTSTRAP_ENV, resolve_broker_kind
 
-# Property tests without an explicit count: 100 examples in CI, 10 at a prompt (tests/budget.py).
+pytest_plugins = ["tests.support.broker"]
+
+# Property tests without an explicit count: 100 examples in CI, 10 at a prompt
+# (tests/support/budget.py).
 settings.register_profile("thorough", max_examples=100)
 settings.register_profile("quick", max_examples=10)
 settings.load_profile("thorough" if THOROUGH else "quick")
 
-# Set by the session broker fixture; read by the terminal summary.
-SESSION_BROKER = pytest.StashKey[LocalBroker]()
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
 
 
@@ -59,6 +61,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """Name the broker that ran, its address and how long it took to start."""
+    # Imported here, not at the top: pytest must import the plugin itself (pytest_plugins) to
+    # rewrite its asserts.
+    from tests.support.broker import SESSION_BROKER
+
     broker = terminalreporter.config.stash.get(SESSION_BROKER, None)
     if broker is None:
         terminalreporter.write_line("broker: no test needed the session broker; none started")

@@ -1,4 +1,4 @@
-"""``engine`` must import without Kafka, Prometheus or the connector (DESIGN.md section 7)."""
+"""``engine`` must import without Kafka, Prometheus, the connector or the tooling (DESIGN.md §7)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-BLOCKED = ("confluent_kafka", "prometheus_client", "connector")
+BLOCKED = ("confluent_kafka", "prometheus_client", "connector", "tooling")
 
 
 def _is_engine(name: str) -> bool:

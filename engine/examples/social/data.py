@@ -23,8 +23,8 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.errors import EngineError, LogError
+from engine.examples.social.partitioning import partition_decimal_keys
 from engine.examples.social.text import TextPools
-from engine.hashing import partition_decimal_keys
 
 __all__ = [
     "FRIENDSHIPS_TOPIC",

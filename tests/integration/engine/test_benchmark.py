@@ -14,7 +14,7 @@ import pytest
 
 from engine.benchmark import run_engine_bench
 from engine.procmem import child_pids
-from tests.integration.procs import cmdline, running
+from tests.support.procs import cmdline, running
 
 
 def test_runs_are_interleaved_round_by_round_and_agree() -> None:

@@ -25,7 +25,7 @@ from engine.log import InMemorySource, TopicTable
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline
 from engine.planner import plan
-from tests.unit.engine.checkpoints import (
+from tests.support.checkpoints import (
     EpochSink,
     FromPosition,
     MemoryStore,
@@ -35,7 +35,7 @@ from tests.unit.engine.checkpoints import (
     spam_with_timers,
     table_of,
 )
-from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+from tests.support.engine_logs import LogSpec, logs, pipelines
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -101,7 +101,7 @@ from engine.checkpoint import EngineSnapshot
 from engine.executors.parallel import ParallelExecutor
 from engine.output import canonical_bytes
 from engine.planner import plan
-from tests.unit.engine.checkpoints import EpochSink, FromPosition, spam_with_timers
+from tests.support.checkpoints import EpochSink, FromPosition, spam_with_timers
 from tests.integration.engine.test_checkpoint_parallel import _social
 
 snap = EngineSnapshot.from_bytes(Path(sys.argv[1]).read_bytes())

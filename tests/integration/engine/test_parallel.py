@@ -24,8 +24,8 @@ from engine.log import InMemorySource, TopicTable
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
-from tests.integration.procs import running
-from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+from tests.support.engine_logs import LogSpec, logs, pipelines
+from tests.support.procs import running
 from tests.unit.engine.executors.test_window_followers import families
 
 

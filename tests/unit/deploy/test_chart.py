@@ -19,8 +19,8 @@ from hypothesis import strategies as st
 
 from connector.config import SETTINGS, ExecutorName, RunConfig
 from connector.errors import ConfigError
-from connector.position_syntax import parse_end, parse_start
-from tests.unit.deploy import (
+from connector.positions.syntax import parse_end, parse_start
+from tests.support.deploy import (
     CHART,
     CHART_VALUES,
     CI_VALUES,

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from connector.config import RunConfig
-from tests.unit.deploy import (
+from tests.support.deploy import (
     CHART,
     CHART_VALUES,
     CI_VALUES,

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from connector.metrics import METRICS, JobMetrics
-from tests.unit.deploy import DEPLOY
+from connector.observability.metrics import METRICS, JobMetrics
+from tests.support.deploy import DEPLOY
 
 DASHBOARD: dict[str, Any] = json.loads((DEPLOY / "grafana" / "restream-dashboard.json").read_text())
 _SUFFIXES = ("_total", "_bucket", "_sum", "_count", "_created")
@@ -99,7 +99,9 @@ def test_every_metric_name_is_exported_by_the_code() -> None:
     used = set().union(*(_metric_names(e) for e in _expressions()))
     assert len(used) >= 15
     for name in sorted(used):
-        assert _strip(name) in METRICS, f"{name}: connector.metrics.METRICS has no {_strip(name)}"
+        assert _strip(name) in METRICS, (
+            f"{name}: connector.observability.metrics.METRICS has no {_strip(name)}"
+        )
 
 
 def test_every_metric_name_is_spelled_as_scraped() -> None:

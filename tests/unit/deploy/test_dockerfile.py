@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.deploy import CHART, DEPLOY, IMAGE_UID, REPO, load_documents
+from tests.support.deploy import CHART, DEPLOY, IMAGE_UID, REPO, load_documents
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,7 +173,7 @@ def _ignored(path: str) -> bool:
 
 def test_dockerignore_matcher() -> None:
     assert _ignored(".git/config")
-    assert not _ignored("connector/cli.py")
+    assert not _ignored("connector/cli/app.py")
     assert _ignored("connector/__pycache__/cli.cpython-311.pyc")
 
 
@@ -220,7 +220,7 @@ def test_dockerignore_keeps_everything_the_build_copies() -> None:
 
 
 def test_copied_schemas_are_installed_as_package_data() -> None:
-    """The image finds schemas under sys.prefix/share/restream/schemas (connector.avro)."""
+    """The image finds schemas under sys.prefix/share/restream/schemas (connector.serde.avro)."""
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"share/restream/schemas/social" = ["schemas/social/*.avsc"]' in pyproject
     assert Path(REPO / "schemas" / "social").is_dir()

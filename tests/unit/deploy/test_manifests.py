@@ -11,7 +11,7 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 
 from connector.errors import ConfigError
-from tests.unit.deploy import (
+from tests.support.deploy import (
     DEPLOY,
     KUBERNETES_VERSION,
     check_restream_pod,

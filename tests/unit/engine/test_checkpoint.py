@@ -30,8 +30,8 @@ from engine.log import Epoch, InMemorySource, StringColumn, TopicTable, merge_lo
 from engine.output import collect
 from engine.pipeline import Pipeline, Record, Update
 from engine.planner import plan
-from tests.budget import examples
-from tests.unit.engine.checkpoints import (
+from tests.support.budget import examples
+from tests.support.checkpoints import (
     EpochSink,
     FromPosition,
     MemoryStore,
@@ -41,7 +41,7 @@ from tests.unit.engine.checkpoints import (
     spam_with_timers,
     table_of,
 )
-from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+from tests.support.engine_logs import LogSpec, logs, pipelines
 from tests.unit.engine.test_merge import GenPartition, chunked_source
 from tests.unit.engine.test_merge import logs as merge_logs
 

@@ -21,7 +21,7 @@ from engine.log import (
     merge_log,
     take_column,
 )
-from tests.budget import examples
+from tests.support.budget import examples
 
 texts = st.lists(st.text(max_size=6), max_size=40)
 

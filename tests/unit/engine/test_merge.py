@@ -26,7 +26,7 @@ from engine.log import (
     merge_log,
 )
 from engine.merge import merge_epochs
-from tests.budget import examples
+from tests.support.budget import examples
 
 WORDS = ("a", "bb", "ham", "spam@x.io", "")
 

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from connector.kafka.partitioner import java_partition
 from engine.errors import EngineError, LogError
 from engine.examples.social.data import (
     FRIENDSHIP_KIND,
@@ -25,8 +26,7 @@ from engine.examples.social.data import (
     stable_argsort,
 )
 from engine.examples.social.text import EMAIL_PATTERN, TextPools
-from engine.hashing import java_partition
-from tests.budget import examples
+from tests.support.budget import examples
 
 EMAIL = re.compile(EMAIL_PATTERN)
 DAY = 86_400_000

@@ -14,7 +14,7 @@ from engine.executors.batch import BatchExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import collect
 from engine.planner import plan
-from tests.budget import size
+from tests.support.budget import size
 
 
 def _columns(chunks: list) -> dict[str, list]:  # type: ignore[type-arg]

@@ -16,7 +16,7 @@ from engine.examples.social.data import SocialData, generate_social
 from engine.examples.social.handwritten import ScoreColumns, spam_scores_handwritten
 from engine.examples.social.text import EMAIL_PATTERN, email_flags
 from engine.examples.social.wholelog import spam_scores_wholelog
-from tests.budget import examples, size
+from tests.support.budget import examples, size
 from tests.unit.engine.examples.test_social_data import FriendshipRow, MessageRow, build_social
 
 MINUTE = 60_000

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from engine.errors import EngineError
 from engine.executors.arena import ReceivedObjects, RunDir, SentObjects, load, store
-from tests.budget import examples
+from tests.support.budget import examples
 
 
 def _strings(tag: int, n: int = 2000) -> np.ndarray:

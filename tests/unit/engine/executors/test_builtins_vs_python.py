@@ -19,8 +19,8 @@ from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from engine.windows import Hopping, Sliding, Tumbling, Window
-from tests.budget import examples
-from tests.unit.engine.executors.logs import LogSpec, logs
+from tests.support.budget import examples
+from tests.support.engine_logs import LogSpec, logs
 
 WINDOWS: list[Window | None] = [None, Sliding(1), Sliding(9), Tumbling(10), Hopping(12, 4)]
 KINDS = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last", "distinct"]

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from engine.executors.columns import Columns, Keyed, Part, assemble
 from engine.log import Events, StringColumn
-from tests.budget import examples
+from tests.support.budget import examples
 
 
 @settings(max_examples=examples(300), deadline=None)

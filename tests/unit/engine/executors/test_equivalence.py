@@ -11,8 +11,8 @@ from engine.executors.serial import SerialExecutor
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline
 from engine.planner import plan
-from tests.budget import examples
-from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+from tests.support.budget import examples
+from tests.support.engine_logs import LogSpec, logs, pipelines
 
 
 def run(

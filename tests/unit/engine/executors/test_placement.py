@@ -27,8 +27,8 @@ from engine.log import merge_log
 from engine.output import OutputChunk, canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
-from tests.budget import examples
-from tests.unit.engine.executors.logs import LogSpec, logs, pipelines
+from tests.support.budget import examples
+from tests.support.engine_logs import LogSpec, logs, pipelines
 
 
 def test_spam_exchanges_only_the_pair_lookups() -> None:

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from engine.executors.sharding import Shard, owner_of_int, owner_of_key, owners_of_ids
 from engine.keys import KeyCodec, Unordered
-from tests.budget import examples
+from tests.support.budget import examples
 
 _I64 = st.integers(-(2**63), 2**63 - 1)
 

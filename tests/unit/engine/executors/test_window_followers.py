@@ -17,9 +17,9 @@ from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from engine.state.windowed import WindowedTable
 from engine.windows import Hopping, Sliding
-from tests.budget import examples
-from tests.unit.engine.checkpoints import check_resumes, every
-from tests.unit.engine.executors.logs import LogSpec, logs
+from tests.support.budget import examples
+from tests.support.checkpoints import check_resumes, every
+from tests.support.engine_logs import LogSpec, logs
 
 WINDOWED_KINDS = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last"]
 

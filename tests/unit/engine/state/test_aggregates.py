@@ -24,7 +24,7 @@ from engine.state.aggregates import AggregateSpec, make_scalar, make_vector
 from engine.state.clock import EpochClock, ScalarBounded, VectorBounded
 from engine.state.spec import ReadsLatest
 from engine.windows import Hopping, Sliding, Window, hopping_bounds
-from tests.budget import examples
+from tests.support.budget import examples
 
 # ------------------------------------------------------------------------- the reference
 

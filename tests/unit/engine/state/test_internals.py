@@ -20,7 +20,7 @@ from engine.state.segscan import _packed_extreme_scan, segment_extreme_scan, seg
 from engine.state.spec import AggregateSpec
 from engine.state.windowed import WindowedTable
 from engine.windows import Sliding
-from tests.budget import examples
+from tests.support.budget import examples
 
 _KEYS = st.one_of(st.integers(0, 50), st.integers(-(2**63), 2**63 - 1))
 

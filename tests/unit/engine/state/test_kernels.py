@@ -25,7 +25,7 @@ from engine.state.winkernels import (
     POS_LAST,
     epoch_window,
 )
-from tests.budget import examples
+from tests.support.budget import examples
 
 
 def _time_order(tk: np.ndarray, seg_start: np.ndarray, seg_len: np.ndarray) -> tuple:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from engine.state.packing import pack_order, radix_order, sort_pairs
-from tests.budget import examples
+from tests.support.budget import examples
 
 
 @settings(max_examples=examples(150), deadline=None)

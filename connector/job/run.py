@@ -1,0 +1,536 @@
+"""``restream run``: one backtest, from stored offsets to serial-equivalent output topics.
+
+The order of work is what makes failures cheap and output clean:
+
+1. settings: pipeline, inputs, schemas, outputs are resolved and checked (exit 2 on error);
+2. positions: the offset ranges are resolved, logged and published as metrics (exit 2 for
+   ranges that cannot be read) -- nothing has been written yet;
+3. output topics: created if missing, refused if they hold another job's records, and
+   resume points found if they hold this job's (see :mod:`connector.output.topics`);
+4. the replay: :class:`~connector.input.reader.KafkaSource` -> executor ->
+   :class:`~connector.output.sink_process.SinkProcess` (a
+   :class:`~connector.output.sink.KafkaSink` in a child process, so that writing overlaps
+   reading), with metrics and progress after every epoch;
+   the output is flushed before success is declared;
+5. metrics are pushed to the Pushgateway, if one is configured, whatever the outcome.
+
+With ``checkpoint_dir``, a job pins its settings and ranges in a manifest before step 3 and
+snapshots its state every few epochs (:mod:`connector.job.checkpoints`), each snapshot written
+once the output before it is delivered, while the run goes on; a restarted job with the
+same id resumes from the newest snapshot and skips the output records (and dead letters) that
+the crashed attempt already wrote. Guarantees: every reader of the output topics sees each
+record exactly once, in serial order per partition, once the job has finished; while a
+restarted job catches up, no record is duplicated either, because the skipping happens before
+producing. SIGTERM makes the run snapshot after the next epoch and stop (exit 1, so the Job
+restarts it); a second SIGTERM stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from connector.config import RunConfig
+from connector.errors import ConfigError, ConnectorError
+from connector.input.dead_letters import BadRecords
+from connector.input.reader import KafkaSource, TopicInput
+from connector.job.checkpoints import FileCheckpoints, Manifest, fingerprint, resume_ranges
+from connector.kafka.producer import BulkProducer
+from connector.observability.metrics import JobMetrics, MetricsServer
+from connector.observability.progress import Progress
+from connector.output.sink import OutputTarget, output_producer_settings
+from connector.output.sink_process import SinkProcess, SinkSettings
+from connector.output.topics import OutputTopic, dead_lettered_offsets, prepare_outputs
+from connector.pipeline_loader import BUILTIN_DEFAULTS, PipelineDefaults, load_pipeline
+from connector.positions.ranges import (
+    KafkaOffsets,
+    PartitionRange,
+    ResolvedRanges,
+    parse_end,
+    parse_start,
+    resolve,
+)
+from connector.runtime.gcpolicy import replay_collection
+from connector.serde.avro import AvroSchema, load_schema, load_schema_file
+from connector.serde.schema_registry import registry_client
+from connector.serde.values import value_decoder, value_encoder
+from engine.executors.base import Executor, RunStats, auto_epoch_size
+from engine.planner import Plan, plan
+
+__all__ = ["JobPlan", "RunReport", "build_job", "resolve_ranges", "run_job"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """What a finished run did."""
+
+    job: str
+    events: int
+    outputs: dict[str, int]
+    skipped: dict[str, int]
+    bad_records: dict[str, int]
+    wall_seconds: float
+    event_time_span_s: float
+    stats: RunStats
+    resumed_from: int | None = None
+    checkpoints: int = 0
+    checkpoint_seconds: float = 0.0
+    checkpoint_bytes: int = 0
+    #: Seconds from the call of run_job to the first output record produced (not skipped).
+    first_output_s: float | None = None
+
+    @property
+    def events_per_second(self) -> float:
+        """Events processed per wall-clock second."""
+        return self.events / self.wall_seconds if self.wall_seconds else 0.0
+
+    @property
+    def replay_speedup(self) -> float:
+        """Event-time span processed divided by wall time."""
+        return self.event_time_span_s / self.wall_seconds if self.wall_seconds else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class JobPlan:
+    """Everything resolved from the settings before touching a broker."""
+
+    config: RunConfig
+    job: str
+    plan: Plan
+    inputs: tuple[tuple[str, str], ...]
+    schemas: Mapping[str, AvroSchema]
+    outputs: tuple[tuple[str, str, AvroSchema], ...]  # stream, topic, schema
+    dead_letter_topic: str
+    key_format: str
+    client: dict[str, Any] = field(repr=False)
+
+
+def _schema(ref: str, setting: str) -> AvroSchema:
+    try:
+        if ref.endswith(".avsc") or (os.sep in ref and os.path.exists(ref)):
+            return load_schema_file(ref)
+        return load_schema(ref)
+    except (OSError, ConnectorError, ValueError) as exc:
+        raise ConfigError(setting, f"cannot load schema {ref!r}: {exc}") from exc
+
+
+def build_job(config: RunConfig) -> JobPlan:
+    """Resolve the pipeline, inputs, schemas and outputs; every problem is a ConfigError."""
+    if not config.job_id:
+        raise ConfigError("job_id (--job-id, RESTREAM_JOB_ID)", "is required")
+    client = config.client_config()
+    pipeline = load_pipeline(config.pipeline, field="pipeline (--pipeline, RESTREAM_PIPELINE)")
+    job_plan = plan(pipeline)
+    defaults = BUILTIN_DEFAULTS.get(config.pipeline, PipelineDefaults())
+    inputs = config.inputs or defaults.inputs
+    setting = "inputs (--inputs, RESTREAM_INPUTS)"
+    if not inputs:
+        raise ConfigError(setting, "give at least one input topic as TOPIC=KIND")
+    kinds = set(job_plan.kinds())
+    for topic, kind in inputs:
+        if kind not in kinds:
+            raise ConfigError(
+                setting,
+                f"{topic}={kind}: the pipeline has no operator on event kind {kind!r}; its "
+                f"kinds are {sorted(kinds)}",
+            )
+    schemas: dict[str, AvroSchema] = {}
+    for kind in sorted({k for _, k in inputs}):
+        ref = config.schemas.get(kind) or defaults.schemas.get(kind)
+        if not ref:
+            raise ConfigError(
+                "schemas (--schemas, RESTREAM_SCHEMAS)",
+                f"no schema for event kind {kind!r}; give {kind}=NAME or {kind}=path.avsc",
+            )
+        schemas[kind] = _schema(ref, "schemas (--schemas, RESTREAM_SCHEMAS)")
+    outputs = []
+    for stream, out in pipeline.outputs.items():
+        topic = config.outputs.get(stream) or f"{config.job_id}.{stream}"
+        ref = config.output_schemas.get(stream) or defaults.output_schemas.get(stream)
+        if not ref:
+            raise ConfigError(
+                "output_schemas (--output-schemas, RESTREAM_OUTPUT_SCHEMAS)",
+                f"no schema for output stream {stream!r}; give {stream}=NAME or {stream}=path.avsc",
+            )
+        schema = _schema(ref, "output_schemas (--output-schemas, RESTREAM_OUTPUT_SCHEMAS)")
+        names = [f["name"] for f in schema.raw["fields"]]
+        lacking = [n for n in names if n not in out.fields]
+        if lacking:
+            raise ConfigError(
+                "output_schemas (--output-schemas, RESTREAM_OUTPUT_SCHEMAS)",
+                f"schema {schema.name} of stream {stream!r} has fields {lacking} that the "
+                f"pipeline does not emit (it emits {list(out.fields)})",
+            )
+        outputs.append((stream, topic, schema))
+    unknown = sorted(set(config.outputs) - set(pipeline.outputs))
+    if unknown:
+        raise ConfigError(
+            "outputs (--outputs, RESTREAM_OUTPUTS)",
+            f"the pipeline has no output streams {unknown}; it has {sorted(pipeline.outputs)}",
+        )
+    return JobPlan(
+        config=config,
+        job=config.job_id,
+        plan=job_plan,
+        inputs=tuple(inputs),
+        schemas=schemas,
+        outputs=tuple(outputs),
+        dead_letter_topic=config.dead_letter_topic or f"{config.job_id}.dead-letter",
+        key_format=config.key_format or defaults.key_format,
+        client=client,
+    )
+
+
+def resolve_ranges(config: RunConfig, topics: list[str]) -> ResolvedRanges:
+    """The offset ranges that ``start`` and ``end`` select on ``topics``."""
+    start = parse_start(config.start, topics=topics, field="start (--start, RESTREAM_START)")
+    end = parse_end(config.end, topics=topics, field="end (--end, RESTREAM_END)")
+    with KafkaOffsets(config.client_config()) as client:
+        return resolve(topics, start, end, client)
+
+
+#: Events of an epoch per parallel worker below which per-epoch costs dominate.
+_SHARE_FLOOR = 50_000
+
+
+def _workers(config: RunConfig) -> int:
+    if config.executor != "parallel":
+        return 1
+    return config.workers or os.cpu_count() or 1
+
+
+def _epoch_size(config: RunConfig) -> int:
+    """The run's epoch size: ``epoch_size``, or when 0 the engine's choice for its workers."""
+    return config.epoch_size or auto_epoch_size(_workers(config))
+
+
+def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
+    """The settings that decide a job's output, as hashed into its checkpoint manifest."""
+    c = job.config
+    return {
+        "pipeline": c.pipeline,
+        "plan": job.plan.describe(),
+        "inputs": [list(i) for i in job.inputs],
+        "schemas": {k: s.text for k, s in sorted(job.schemas.items())},
+        "value_format": c.value_format,
+        "key_format": job.key_format,
+        "outputs": [[stream, topic, schema.text] for stream, topic, schema in job.outputs],
+        "output_format": c.output_format,
+        "dead_letter_topic": job.dead_letter_topic,
+        "start": c.start,
+        "end": c.end,
+        "executor": c.executor,
+        "workers": _workers(c),
+        "epoch_size": _epoch_size(c),
+    }
+
+
+class Terminated(ConnectorError):  # noqa: N818 - a condition
+    """SIGTERM arrived and the run stopped without a checkpoint."""
+
+
+def _executor(config: RunConfig) -> Executor:
+    if config.executor == "serial":
+        from engine.executors.serial import SerialExecutor
+
+        return SerialExecutor(epoch_size=_epoch_size(config))
+    if config.executor == "batch":
+        from engine.executors.batch import BatchExecutor
+
+        return BatchExecutor(epoch_size=_epoch_size(config))
+    from engine.executors.parallel import ParallelExecutor
+
+    workers = _workers(config)
+    size = _epoch_size(config)
+    # The automatic size gives 125,000 a worker up to its cap of 2,000,000 (16 workers), so
+    # from 41 workers on it is too small as well.
+    if workers > 1 and size < _SHARE_FLOOR * workers:
+        logger.warning(
+            "epoch_size %s%s gives each of %s workers ~%s events an epoch; every epoch costs "
+            "each worker a fixed ~25 ms (2 workers on 2M spam events: 4.2 s at 50,000, 3.0 s "
+            "at 200,000), so set epoch_size to at least %s if memory allows (two epochs in "
+            "flight)",
+            size,
+            "" if config.epoch_size else " (automatic, capped)",
+            workers,
+            size // workers,
+            _SHARE_FLOOR * workers,
+        )
+    logger.info("parallel executor: %s workers, epochs of %s events", workers, size)
+    return ParallelExecutor(workers=workers, epoch_size=size)
+
+
+class _Producers:
+    """The run's producers: the sink process's (settings only) and, created on first use,
+    one here for dead letters.
+
+    Lazily, because the parallel executor forks its workers when the run starts, and a Kafka
+    client must not exist across a fork.
+    """
+
+    def __init__(self, config: RunConfig, metrics: JobMetrics) -> None:
+        self.bootstrap = config.bootstrap_servers or ""
+        #: Output producer settings, without a callback (the sink process adds its own).
+        self.overrides = {
+            **config.kafka,
+            **output_producer_settings(),
+            "delivery.timeout.ms": config.broker_timeout * 1000,
+        }
+        self._error_cb = _broker_errors(metrics, "producer")
+        self.producer: BulkProducer | None = None
+        self.sink: SinkProcess | None = None
+
+    def __call__(self) -> BulkProducer:
+        if self.producer is None:
+            self.producer = BulkProducer(
+                self.bootstrap, {**self.overrides, "error_cb": self._error_cb}
+            )
+        return self.producer
+
+    def flush(self) -> None:
+        """Wait until everything written so far, output and dead letters, is delivered
+        (BrokerError if not; what the sink process raised if it failed)."""
+        if self.sink is not None:
+            self.sink.flush()
+        if self.producer is not None:
+            self.producer.flush()
+
+    def flush_then(self, then: Callable[[], None]) -> None:
+        """Have everything written so far delivered, then call ``then()``, without waiting
+        for the sink process (see :meth:`SinkProcess.flush_then`)."""
+
+        def delivered() -> None:
+            if self.producer is not None:
+                self.producer.flush()  # dead letters: few, and written here
+            then()
+
+        if self.sink is None:
+            delivered()
+        else:
+            self.sink.flush_then(delivered)
+
+
+def _broker_errors(metrics: JobMetrics, client: str) -> Any:
+    def on_error(error: Any) -> None:
+        metrics.broker_error(client)
+        logger.warning("%s: %s (retrying)", client, error)
+
+    return on_error
+
+
+def _ranges(
+    job: JobPlan, store: FileCheckpoints | None, parts: dict[str, Any]
+) -> tuple[PartitionRange, ...]:
+    """The job's ranges: from its manifest when restarted, else resolved now (and pinned)."""
+    fp = fingerprint(parts)
+    manifest = store.manifest(fp, parts) if store is not None else None
+    if manifest is not None:
+        logger.info("job %s restarted: using the ranges pinned at its first start", job.job)
+        return manifest.ranges
+    ranges = resolve_ranges(job.config, [t for t, _ in job.inputs]).ranges
+    if store is not None:
+        store.write_manifest(Manifest(job.job, fp, parts, tuple(ranges)))
+    return tuple(ranges)
+
+
+def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
+    """Run one backtest to the end (see the module docstring); raise on any failure."""
+    job_started = time.monotonic()
+    job = build_job(config)
+    registry = registry_client(config)
+    metrics = JobMetrics(job=job.job, pipeline=config.pipeline, executor=config.executor)
+    producers = _Producers(config, metrics)
+    store = (
+        FileCheckpoints(
+            config.checkpoint_dir,
+            job=job.job,
+            every_epochs=config.checkpoint_every_epochs,
+            every_seconds=config.checkpoint_every_seconds,
+            keep=config.checkpoint_keep,
+            before_save=producers.flush,
+            # A checkpoint need not stop the run while the sink process drains: its snapshot
+            # is written once the output before it is delivered.
+            flush_then=producers.flush_then,
+            metrics=metrics,
+        )
+        if config.checkpoint_dir
+        else None
+    )
+    ranges = _ranges(job, store, fingerprint_parts(job))
+    logger.info(
+        "input ranges: %d records in %d partitions",
+        sum(r.records for r in ranges),
+        len(ranges),
+        extra={
+            "fields": {"ranges": [f"{r.topic}/{r.partition}:[{r.start},{r.end})" for r in ranges]}
+        },
+    )
+    metrics.set_ranges((r.topic, r.partition, r.start, r.end) for r in ranges)
+    snapshot = store.latest() if store is not None else None
+    todo = resume_ranges(ranges, snapshot)
+    if snapshot is not None:
+        metrics.resumed(
+            snapshot.position.seq, sum(a.start - b.start for a, b in zip(todo, ranges, strict=True))
+        )
+    server: MetricsServer | None = None
+    if config.metrics_port:
+        server = metrics.serve(config.metrics_port, config.metrics_host)
+    stats = RunStats(config.executor)
+    success = False
+    restore_signal = _on_sigterm(store)
+    try:
+        by_topic = ResolvedRanges(ranges).by_topic()
+        partitions = config.output_partitions or max(
+            (len(parts) for parts in by_topic.values()), default=1
+        )
+        out_topics = [
+            OutputTopic(topic, partitions, "outputs (--outputs, RESTREAM_OUTPUTS)")
+            for _, topic, _ in job.outputs
+        ]
+        resume, counts = prepare_outputs(
+            job.client,
+            out_topics,
+            dead_letter=OutputTopic(
+                job.dead_letter_topic,
+                1,
+                "dead_letter_topic (--dead-letter-topic, RESTREAM_DEAD_LETTER_TOPIC)",
+            ),
+            job=job.job,
+            replication_factor=config.output_replication_factor,
+        )
+        bad = BadRecords(
+            config.on_bad_record,
+            job=job.job,
+            topic=job.dead_letter_topic,
+            producer=producers,
+            metrics=metrics,
+            already=dead_lettered_offsets(job.client, job.dead_letter_topic, job.job)
+            if resume or snapshot is not None
+            else None,
+        )
+        inputs = {
+            topic: TopicInput(
+                topic,
+                kind,
+                value_decoder(
+                    config.value_format,
+                    job.schemas[kind],
+                    key_format=job.key_format,  # type: ignore[arg-type]
+                    registry=registry,
+                ),
+            )
+            for topic, kind in job.inputs
+        }
+        targets = {
+            stream: OutputTarget(
+                stream,
+                topic,
+                counts[topic],
+                tuple(f["name"] for f in schema.raw["fields"]),
+                value_encoder(
+                    config.output_format,
+                    schema,
+                    schema_id=_output_schema_id(registry, topic, schema, config),
+                ),
+            )
+            for stream, topic, schema in job.outputs
+        }
+        progress = Progress(metrics, config.progress, out)
+        # Before any Kafka client of the run exists here, so that the child can be forked.
+        sink = producers.sink = SinkProcess(
+            SinkSettings(producers.bootstrap, producers.overrides, targets, job.job, resume),
+            metrics=metrics,
+            stats=stats,
+            on_epoch=lambda _epoch: progress.update(),
+            # Its producer gives up on a lost broker after broker_timeout; a report is due
+            # well within that plus an epoch's work.
+            timeout_s=config.broker_timeout + 180,
+        )
+        source = KafkaSource(
+            {**job.client, "error_cb": _broker_errors(metrics, "consumer")},
+            todo,
+            inputs,
+            bad,
+            job=job.job,
+            metrics=metrics,
+            stall_timeout_s=config.broker_timeout,
+        )
+        metrics.start_clock()
+        started = time.monotonic()
+        executor = _executor(config)
+        with replay_collection():
+            executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
+            producers.flush()
+        wall = time.monotonic() - started
+        for topic, n in sink.skipped.items():
+            metrics.output_skipped(topic, n)
+        metrics.finish(success=True, seconds=stats.seconds)
+        progress.update(final=True)
+        success = True
+        snap = metrics.snapshot()
+        return RunReport(
+            job=job.job,
+            events=stats.events,
+            outputs=dict(sink.written),
+            skipped=dict(sink.skipped),
+            bad_records=dict(bad.counts),
+            wall_seconds=wall,
+            event_time_span_s=snap.event_time_span_s,
+            stats=stats,
+            resumed_from=None if snapshot is None else snapshot.position.seq,
+            checkpoints=0 if store is None else store.saved,
+            checkpoint_seconds=0.0 if store is None else store.seconds,
+            checkpoint_bytes=0 if store is None else store.last_bytes,
+            first_output_s=None
+            if sink.first_write_at is None
+            else sink.first_write_at - job_started,
+        )
+    finally:
+        restore_signal()
+        if producers.sink is not None:
+            producers.sink.close()
+        if not success:
+            metrics.finish(success=False, seconds=stats.seconds)
+        if config.pushgateway:
+            try:
+                metrics.push(config.pushgateway, job=job.job)
+            except ConnectorError as exc:
+                # The replay's outcome stands; a lost push must not make the Job run again.
+                logger.error("%s", exc)
+        if server is not None:
+            server.close()
+
+
+def _on_sigterm(store: FileCheckpoints | None) -> Any:
+    """Handle SIGTERM for the run (main thread only); returns the undo function."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    asked: list[int] = []
+
+    def on_term(signum: int, frame: object) -> None:
+        if store is None or asked:
+            raise Terminated("stopped by SIGTERM; run the job again to start over or resume")
+        asked.append(signum)
+        logger.warning("SIGTERM: checkpointing after the next epoch, then stopping")
+        store.request_stop()
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    return lambda: signal.signal(signal.SIGTERM, previous)
+
+
+def _output_schema_id(
+    registry: Any, topic: str, schema: AvroSchema, config: RunConfig
+) -> int | None:
+    if config.output_format != "avro-confluent":
+        return None
+    from connector.serde.schema_registry import register_value_schema
+
+    return register_value_schema(registry, topic, schema)

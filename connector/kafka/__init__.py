@@ -1,0 +1,32 @@
+"""The Kafka clients: asking about offsets, producing in bulk, placing keys like Java does.
+
+Everything here talks to a broker (or computes what a broker would), and nothing here knows
+about jobs, serde or the engine's log::
+
+    offsets.py      OffsetsClient, the read-only seam for watermarks, offsets for a time and
+                    groups' committed offsets; KafkaOffsets implements it (admin API only)
+    producer.py     BulkProducer (no retries: a write is exact or an error), topic creation,
+                    a topic's record bounds
+    partitioner.py  Kafka's murmur2 partitioner, scalar and vectorised over integer keys
+
+Reading the log lives in :mod:`connector.input` (it needs positions, serde and dead letters).
+"""
+
+from __future__ import annotations
+
+from connector.kafka.offsets import KafkaOffsets, OffsetsClient, PartitionKey
+from connector.kafka.partitioner import java_partition, murmur2, partition_decimal_keys
+from connector.kafka.producer import BulkProducer, Header, TopicSpec, create_topics
+
+__all__ = [
+    "BulkProducer",
+    "Header",
+    "KafkaOffsets",
+    "OffsetsClient",
+    "PartitionKey",
+    "TopicSpec",
+    "create_topics",
+    "java_partition",
+    "murmur2",
+    "partition_decimal_keys",
+]

@@ -1,0 +1,31 @@
+"""The output side of a job: output topics, the sink that writes them, the sink process.
+
+::
+
+    topics.py        before a run: create missing output topics, refuse another job's,
+                     find this job's resume points (its last ``restream.seq`` per partition)
+    sink.py          KafkaSink: an epoch's output chunks encoded, keyed (murmur2, like the
+                     Java client) and produced with ``restream.*`` headers, in serial order
+    sink_process.py  SinkProcess: a KafkaSink in a child process fed through ``/dev/shm``,
+                     at most one epoch behind the coordinator
+
+The engine's side of output (chunks, the serial ``seq``) is :mod:`engine.output`.
+"""
+
+from __future__ import annotations
+
+from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, output_producer_settings
+from connector.output.sink_process import SinkProcess, SinkSettings
+from connector.output.topics import OutputTopic, dead_lettered_offsets, prepare_outputs
+
+__all__ = [
+    "KafkaSink",
+    "OutputTarget",
+    "OutputTopic",
+    "ResumePoint",
+    "SinkProcess",
+    "SinkSettings",
+    "dead_lettered_offsets",
+    "output_producer_settings",
+    "prepare_outputs",
+]

@@ -1,0 +1,417 @@
+"""The output sink in a process of its own, so that writing overlaps reading.
+
+In one process the coordinator of a replay reads and decodes the input (epoch e+1) and
+writes the output (epoch e-1) one after the other, under one GIL: the Kafka client costs a
+few µs a record either way, and writing was two thirds of a 10M-event run. :class:`SinkProcess`
+is the engine's :class:`~engine.output.Sink` for ``restream run``: it hands each epoch's
+output chunks, and the coordinates of the epoch's events, to a child process that runs a
+:class:`~connector.output.sink.KafkaSink` with its own producer, and returns at once.
+
+Order and bounds. The child writes epochs in the order it receives them, so every output
+partition still receives its records in serial order. At most ``max_pending`` epochs are
+handed on and not yet written; :meth:`SinkProcess.write` waits beyond that (back-pressure,
+bounded memory). :meth:`SinkProcess.flush` returns once everything handed on is written
+and delivered; :meth:`SinkProcess.flush_then` asks for the same without waiting and calls
+back when it is done, which is how a checkpoint's snapshot waits for the output before it
+(a restart skips that output, so it must be delivered) while the run goes on.
+
+Failure. An exception in the child comes back and is raised by the next call of the
+parent (the same type for the connector's errors, else :class:`~connector.errors.SinkError`
+with its text, the child's traceback logged); a child that dies raises SinkError with its
+exit code, and one that sends nothing for ``timeout_s`` while the parent waits (it reports
+every epoch, and its producer gives up on a lost broker after ``broker_timeout``) is killed
+and raises SinkError. The child dies with the thread that started it (Linux
+``PR_SET_PDEATHSIG``) and when its pipe closes: it keeps no copy of the parent's ends.
+
+Moving the data. The chunks and coordinates go as a file in a run directory on ``/dev/shm``
+(:mod:`engine.executors.arena`: pickle 5, arrays out of band), so that the parent's hand-off
+is a memory copy and the pipe carries only small messages: a large pickle through the pipe
+would make the parent wait on the child's reads, which take the GIL chunk by chunk while the
+child's main thread produces. The directory goes at :meth:`SinkProcess.close`; one left by
+a killed parent is swept by the next run.
+
+Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush",)``, ``("stop",)``.
+Child to parent: ``("written", index, written, skipped, first_write_at, broker_errors,
+seconds)`` per epoch, ``("flushed", broker_errors)``, ``("failed", exception or None, text,
+traceback or None)``. The child's
+seconds of encoding and producing are added to the run's times as ``write`` (the
+executor's ``sink`` is the coordinator's hand-off, waits for a busy child included).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from connector.errors import ConnectorError, SinkError
+from connector.kafka.producer import BulkProducer
+from connector.observability.metrics import JobMetrics
+from connector.output.sink import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
+from connector.runtime import failpoints
+from connector.runtime.gcpolicy import replay_collection
+from connector.runtime.processes import die_with_parent, process_context
+from engine.executors.arena import RunDir, load, store
+from engine.executors.base import RunStats
+from engine.log import Epoch
+from engine.output import OutputChunk
+
+__all__ = ["SinkProcess", "SinkSettings"]
+
+logger = logging.getLogger(__name__)
+
+#: Epochs handed to the child and not yet written. One lets the coordinator hand on epoch e
+#: while the child writes e-1; each more would hold another epoch's output in /dev/shm
+#: (about 100 bytes a record, with the coordinates) for a stage that is already the slower.
+DEFAULT_MAX_PENDING = 1
+#: Seconds the parent waits for a report before it declares the child stuck.
+DEFAULT_TIMEOUT_S = 300.0
+_POLL_S = 0.2
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSettings:
+    """What the child needs to build its :class:`KafkaSink` (pickled when not forked)."""
+
+    bootstrap: str
+    producer_overrides: Mapping[str, Any]
+    targets: Mapping[str, OutputTarget]
+    job: str
+    resume: Mapping[tuple[str, int], ResumePoint]
+
+
+class SinkProcess:
+    """A :class:`~engine.output.Sink` that writes through a child process; see the module
+    docstring. Use it as a context manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        *,
+        metrics: JobMetrics | None = None,
+        stats: RunStats | None = None,
+        on_epoch: Callable[[Epoch], None] | None = None,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        self._timeout_s = timeout_s
+        self._metrics = metrics
+        self._stats = stats
+        self._on_epoch = on_epoch
+        self._max_pending = max_pending
+        self._pending: list[int] = []  # epochs handed on, not yet reported written
+        # Per flush asked and not yet answered, in order: what to call when it is (None for
+        # the one flush() waits for).
+        self._after_flush: deque[Callable[[], None] | None] = deque()
+        #: Records written (queued to the child's producer) and skipped, per topic.
+        self.written: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        #: time.monotonic() (system-wide) when the child handed its first record on.
+        self.first_write_at: float | None = None
+        self._dir = RunDir.create()
+        context = process_context()
+        self._to_child_r, self._to_child = context.Pipe(duplex=False)
+        self._from_child, self._from_child_w = context.Pipe(duplex=False)
+        forked = context.get_start_method() == "fork"
+        self._process = context.Process(  # type: ignore[attr-defined]
+            target=sink_main,
+            args=(
+                settings,
+                self._to_child_r,
+                self._from_child_w,
+                (self._to_child, self._from_child),
+                os.getpid() if forked else None,
+            ),
+            name="restream-sink",
+            daemon=True,
+        )
+        try:
+            self._process.start()
+        except BaseException:
+            self._close_ends()
+            raise
+        finally:
+            self._to_child_r.close()
+            self._from_child_w.close()
+        self._closed = False
+        logger.debug("sink process %s started (%s)", self._process.pid, context.get_start_method())
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id."""
+        return self._process.pid  # type: ignore[no-any-return]
+
+    def __enter__(self) -> SinkProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
+        """Hand one epoch's output to the child (see :class:`engine.output.Sink`)."""
+        self._collect(block=False)
+        coords = Coordinates(epoch) if any(len(c) for c in chunks) else None
+        path = self._dir.file(f"out{epoch.index}")
+        try:
+            store(path, (list(chunks), coords))
+        except OSError as exc:
+            raise SinkError(
+                f"cannot hand epoch {epoch.index}'s output to the sink process through "
+                f"{self._dir.path}: {exc}; give /dev/shm more room (shmSizeLimit in the Helm "
+                "chart) or use smaller epochs (epoch_size)"
+            ) from exc
+        self._send(("epoch", epoch.index, str(path)), epoch.index)
+        self._pending.append(epoch.index)
+        while len(self._pending) > self._max_pending:
+            self._collect(block=True)
+        epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
+
+    def flush(self) -> None:
+        """Wait until every record handed on is delivered (raises what the child raised)."""
+        self._send(("flush",), None)
+        self._after_flush.append(None)
+        while True:
+            if self._collect(block=True) == "flushed":
+                return
+
+    def flush_then(self, then: Callable[[], None]) -> None:
+        """Have every record handed on so far delivered, and call ``then()`` once it is,
+        without waiting: from a later :meth:`write` or :meth:`flush` (in the order asked)."""
+        self._send(("flush",), None)
+        self._after_flush.append(then)
+
+    def close(self) -> None:
+        """Stop the child: at once if records are pending (a failed run), else when it has
+        nothing left to do. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._pending:
+            with contextlib.suppress(OSError):
+                self._to_child.send(("stop",))
+            self._process.join(10.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._close_ends()
+
+    def _close_ends(self) -> None:
+        self._to_child.close()
+        self._from_child.close()
+        self._dir.remove()
+
+    # ------------------------------------------------------------------ internals
+
+    def _send(self, message: tuple[Any, ...], epoch: int | None) -> None:
+        try:
+            self._to_child.send(message)
+        except OSError:
+            # The child is gone; it may have said why before it went.
+            self._collect(block=True)
+            raise self._died(epoch) from None
+
+    def _collect(self, *, block: bool) -> str | None:
+        """Take the child's reports: all that are waiting, or (``block``) at least one.
+        Returns the kind of the last report taken."""
+        kind: str | None = None
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            if not self._from_child.poll(_POLL_S if block and kind is None else 0):
+                if not block or kind is not None:
+                    return kind
+                if not self._process.is_alive():
+                    if self._from_child.poll(0):
+                        continue  # its last words arrived as it exited
+                    raise self._died(self._pending[0] if self._pending else None)
+                if time.monotonic() > deadline:
+                    raise self._stuck()
+                continue
+            try:
+                report = self._from_child.recv()
+            except EOFError:
+                self._process.join(1.0)
+                raise self._died(self._pending[0] if self._pending else None) from None
+            kind = str(report[0])
+            if kind == "written":
+                self._written(*report[1:])
+            elif kind == "flushed":
+                self._broker_errors(report[1])
+                then = self._after_flush.popleft()
+                if then is None:
+                    return kind
+                then()
+                kind = "flushed-then"
+            elif kind == "failed":
+                self._pending.clear()
+                exc, text, trace = report[1], report[2], report[3]
+                if isinstance(exc, ConnectorError):
+                    raise exc
+                logger.error("the sink process failed:\n%s", trace)
+                raise SinkError(f"the sink process failed: {text}")
+
+    def _written(
+        self,
+        index: int,
+        written: Mapping[str, int],
+        skipped: Mapping[str, int],
+        first_write_at: float | None,
+        broker_errors: int,
+        seconds: float,
+    ) -> None:
+        assert self._pending and self._pending[0] == index, (self._pending, index)
+        self._pending.pop(0)
+        for topic, n in written.items():
+            self.written[topic] = self.written.get(topic, 0) + n
+            if self._metrics is not None:
+                self._metrics.records_written(topic, n)
+        for topic, n in skipped.items():
+            self.skipped[topic] = self.skipped.get(topic, 0) + n
+        if self.first_write_at is None:
+            self.first_write_at = first_write_at
+        if self._stats is not None:
+            self._stats.add_time("write", seconds)
+        self._broker_errors(broker_errors)
+
+    def _broker_errors(self, count: int) -> None:
+        if self._metrics is not None:
+            for _ in range(count):
+                self._metrics.broker_error("producer")
+
+    def _stuck(self) -> SinkError:
+        pid = self._process.pid
+        self._process.kill()
+        self._process.join()
+        return SinkError(
+            f"the sink process {pid} sent nothing for {self._timeout_s:.0f} s and was stopped; "
+            "its output since the last flush may be partly written: run the job again"
+        )
+
+    def _died(self, epoch: int | None) -> SinkError:
+        self._process.join(1.0)
+        code = self._process.exitcode
+        where = f" while writing epoch {epoch}" if epoch is not None else ""
+        return SinkError(
+            f"the sink process {self._process.pid} exited with code {code}{where}; its output "
+            "since the last flush may be partly written: run the job again (with a checkpoint "
+            "directory it resumes and skips what is already there)"
+        )
+
+
+# ---------------------------------------------------------------------- the child
+
+
+class _BrokerErrors:
+    """The child producer's error callback: log and count (the parent counts them too)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, error: Any) -> None:
+        self.count += 1
+        logger.warning("producer: %s (retrying)", error)
+
+
+def sink_main(
+    settings: SinkSettings,
+    inbox: Connection,
+    outbox: Connection,
+    parent_ends: tuple[Connection, ...],
+    parent: int | None,
+) -> None:
+    """The child: write what arrives, report each epoch, until told to stop (or the parent
+    is gone). ``parent_ends`` are the parent's ends of the pipes, closed here so that the
+    child sees its inbox close when the parent dies; ``parent`` its pid when forked."""
+    # Ctrl-C and SIGTERM reach the whole process group; the parent decides (a SIGTERM makes
+    # it flush and checkpoint through this process) and stops this one when it is done.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent(parent)
+    for end in parent_ends:
+        end.close()
+    try:
+        # Three header tuples, a list and two byte strings per record: see
+        # connector.runtime.gcpolicy.
+        with replay_collection():
+            _serve(settings, inbox, outbox)
+    except Exception as exc:  # reported to the parent, which raises it there
+        trace = None
+        payload: BaseException | None = None
+        if isinstance(exc, ConnectorError):
+            try:  # sent as itself if it survives the trip
+                pickle.loads(pickle.dumps(exc))
+                payload = exc
+            except Exception:
+                trace = traceback.format_exc()
+        else:
+            trace = traceback.format_exc()
+        with contextlib.suppress(OSError):
+            outbox.send(("failed", payload, f"{type(exc).__name__}: {exc}", trace))
+    finally:
+        outbox.close()
+
+
+def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> None:
+    errors = _BrokerErrors()
+    producer: BulkProducer | None = None
+
+    def make_producer() -> BulkProducer:
+        nonlocal producer
+        if producer is None:
+            producer = BulkProducer(
+                settings.bootstrap, {**settings.producer_overrides, "error_cb": errors}
+            )
+        return producer
+
+    sink = KafkaSink(make_producer, settings.targets, job=settings.job, resume=settings.resume)
+    reported = 0  # broker errors already counted in a report
+    while True:
+        try:
+            message = inbox.recv()
+        except EOFError:
+            return  # the parent is gone
+        if message[0] == "stop":
+            return
+        if message[0] == "flush":
+            if producer is not None:
+                producer.flush()
+            outbox.send(("flushed", errors.count - reported))
+            reported = errors.count
+            continue
+        _, index, path = message
+        started = time.perf_counter()
+        chunks, coords = load(Path(path))
+        Path(path).unlink()  # the mapping stays readable
+        before_w, before_s = dict(sink.written), dict(sink.skipped)
+        sink.produce(chunks, coords)
+        del chunks, coords  # their /dev/shm pages go with the mapping, not with the next epoch
+        failpoints.hit("sink.epoch")
+        outbox.send(
+            (
+                "written",
+                index,
+                _delta(sink.written, before_w),
+                _delta(sink.skipped, before_s),
+                sink.first_write_at,
+                errors.count - reported,
+                time.perf_counter() - started,
+            )
+        )
+        reported = errors.count
+
+
+def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
+    return {k: n - before.get(k, 0) for k, n in now.items() if n != before.get(k, 0)}

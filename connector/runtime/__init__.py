@@ -1,0 +1,32 @@
+"""How restream's processes behave: child processes, the garbage collector, fail points.
+
+Shared by the job (the coordinator) and the sink process, which is why it is not in
+:mod:`connector.job`::
+
+    processes.py  fork or forkserver, whichever is safe next to librdkafka's threads;
+                  children that die with their parent; run_in_processes
+    gcpolicy.py   replay_collection: full collections 100x rarer during a replay
+    failpoints.py named places where a fault-injection test makes the process SIGKILL itself
+                  (``RESTREAM_FAILPOINTS``); a dict lookup when unset
+"""
+
+from __future__ import annotations
+
+from connector.runtime import failpoints
+from connector.runtime.gcpolicy import REPLAY_THRESHOLDS, replay_collection
+from connector.runtime.processes import (
+    die_with_parent,
+    kafka_client_threads,
+    process_context,
+    run_in_processes,
+)
+
+__all__ = [
+    "REPLAY_THRESHOLDS",
+    "die_with_parent",
+    "failpoints",
+    "kafka_client_threads",
+    "process_context",
+    "replay_collection",
+    "run_in_processes",
+]

@@ -1,0 +1,444 @@
+"""Crash-safe replay: killed, cut off and evicted jobs finish with output identical to an
+uninterrupted run's (same records, order and partitions; no duplicates, no losses).
+
+Each scenario runs `restream run` as a subprocess (the CLI a Kubernetes Job runs) over the same
+500k+ events, with checkpoints, kills or disturbs it, restarts it with the same job id until it
+exits 0, and compares every output partition and the dead-letter topic with the reference run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from engine.examples.social.data import generate_social
+from engine.executors.arena import default_shm_dir
+from tooling.broker import LocalBroker
+from tooling.generate import write_social
+from tooling.tansu import TANSU_CLUSTER_ID, tansu_binary, wait_for_broker
+
+pytestmark = pytest.mark.slow
+
+EVENTS = 520_000
+PARTITIONS = 3
+Records = dict[int, list[tuple[bytes | None, bytes | None, bytes | None]]]
+
+
+def _env(
+    bootstrap: str, topics: tuple[str, str], job: str, ckpt: Path, **extra: str
+) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RESTREAM_")}
+    env.update(
+        RESTREAM_JOB_ID=job,
+        RESTREAM_BOOTSTRAP_SERVERS=bootstrap,
+        RESTREAM_INPUTS=f"{topics[0]}=message,{topics[1]}=friendship",
+        RESTREAM_WORKERS="2",
+        RESTREAM_EPOCH_SIZE="25000",
+        RESTREAM_CHECKPOINT_DIR=str(ckpt),
+        RESTREAM_CHECKPOINT_EVERY_EPOCHS="3",
+        RESTREAM_PROGRESS="none",
+        RESTREAM_LOG_FORMAT="json",
+    )
+    env.update(extra)
+    return env
+
+
+def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "connector.cli", "run"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,  # a process group: SIGKILL takes the workers too, like a pod
+    )
+
+
+def _finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[int, str]:
+    out, _ = proc.communicate(timeout=timeout)
+    return proc.returncode, out.decode(errors="replace")
+
+
+def read_all(bootstrap: str, topic: str) -> Records:
+    """Every record of ``topic`` to the end of each partition: (key, value, seq header)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"restream-test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "fetch.queue.backoff.ms": 1,
+        }
+    )
+    out: Records = {}
+    try:
+        metadata = consumer.list_topics(topic, timeout=10)
+        partitions = sorted(metadata.topics[topic].partitions)
+        out = {p: [] for p in partitions}
+        live = set(partitions)
+        consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+        deadline = time.monotonic() + 120
+        while live and time.monotonic() < deadline:
+            for m in consumer.consume(10_000, timeout=0.1):
+                error = m.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        live.discard(m.partition() or 0)
+                    continue
+                seq = dict(m.headers() or []).get("restream.seq")
+                out[m.partition() or 0].append((m.key(), m.value(), seq))  # type: ignore[arg-type]
+        assert not live, f"{topic}: partitions {sorted(live)} never reached their end"
+    finally:
+        consumer.close()
+    return out
+
+
+class Data:
+    def __init__(self, broker: LocalBroker) -> None:
+        self.data = generate_social(
+            users=20_000, events=EVENTS, days=10, seed=3, partitions=PARTITIONS
+        )
+        self.topics = self.write(broker.bootstrap)
+
+    def write(self, bootstrap: str) -> tuple[str, str]:
+        prefix = f"crash-{uuid.uuid4().hex[:8]}"
+        topics = (f"{prefix}.messages", f"{prefix}.friendships")
+        write_social(
+            self.data,
+            bootstrap=bootstrap,
+            messages_topic=topics[0],
+            friendships_topic=topics[1],
+            partitions=PARTITIONS,
+        )
+        return topics
+
+
+@pytest.fixture(scope="module")
+def data(broker: LocalBroker) -> Data:
+    return Data(broker)
+
+
+@pytest.fixture(scope="module")
+def reference(broker: LocalBroker, data: Data, tmp_path_factory: pytest.TempPathFactory) -> Records:
+    job = f"ref-{uuid.uuid4().hex[:8]}"
+    env = _env(broker.bootstrap, data.topics, job, tmp_path_factory.mktemp("ref"))
+    code, out = _finish(_start(env))
+    assert code == 0, out
+    records = read_all(broker.bootstrap, f"{job}.scores")
+    assert sum(map(len, records.values())) == len(data.data.messages)
+    return records
+
+
+def _assert_same(got: Records, reference: Records) -> None:
+    assert set(got) == set(reference)
+    for p in reference:
+        assert len(got[p]) == len(reference[p]), f"partition {p}: {len(got[p])} records"
+        assert got[p] == reference[p], f"partition {p} differs"
+
+
+def _checkpoints(ckpt: Path, job: str) -> list[Path]:
+    return sorted((ckpt / job).glob("ckpt-*.snap"))
+
+
+def _wait_for_output(
+    proc: subprocess.Popen[bytes], bootstrap: str, topic: str, timeout: float = 120
+) -> None:
+    """Return once ``topic`` holds a record, so a disturbance lands mid-run however fast the
+    machine is (a fixed delay can come after a fast machine has finished)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"w-{uuid.uuid4().hex}"})
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, "the job ended before writing any output"
+            topics = consumer.list_topics(timeout=5).topics
+            if topic in topics:
+                partitions = topics[topic].partitions
+                ends = (
+                    consumer.get_watermark_offsets(TopicPartition(topic, p), 5) for p in partitions
+                )
+                if any(high > 0 for _low, high in ends):
+                    return
+            time.sleep(0.05)
+    finally:
+        consumer.close()
+    pytest.fail(f"no output in {topic} after {timeout} s")
+
+
+def _wait_for_new_checkpoint(
+    proc: subprocess.Popen[bytes], ckpt: Path, job: str, after: Path | None, timeout: float = 120
+) -> Path | None:
+    """The first snapshot newer than ``after`` written by ``proc``; None if it exited first."""
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and time.monotonic() < deadline:
+        newest = _checkpoints(ckpt, job)[-1:] or [None]
+        if newest[0] is not None and (after is None or newest[0].name > after.name):
+            return newest[0]
+        time.sleep(0.02)
+    return None
+
+
+def test_sigkill_at_random_points_then_resume(
+    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
+) -> None:
+    # Each kill lands a random moment after the attempt's first new checkpoint: the attempt has
+    # made progress (a fixed delay is too late on a fast machine, where a resumed job finishes
+    # before it), and the kill falls anywhere between, or inside, the next checkpoints. With 21
+    # epochs and a checkpoint every 3, three kills leave at least 12 epochs to the end.
+    job = f"kill-{uuid.uuid4().hex[:8]}"
+    env = _env(broker.bootstrap, data.topics, job, tmp_path)
+    rng = random.Random(1234)
+    kills = 0
+    newest: Path | None = None
+    for _attempt in range(8):
+        proc = _start(env)
+        if kills < 3:
+            newest = _wait_for_new_checkpoint(proc, tmp_path, job, newest)
+            time.sleep(rng.uniform(0.0, 0.6))
+            if newest is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(30)
+                kills += 1
+                continue
+        code, out = _finish(proc)
+        assert code == 0, out
+        break
+    else:
+        pytest.fail("the job never finished")
+    assert kills == 3, f"the job finished after {kills} kills: it outran the kill points"
+    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+
+
+@pytest.mark.parametrize(
+    "failpoint", ["checkpoint.write:2", "checkpoint.flushed:2", "sink.epoch:7"]
+)
+def test_killed_inside_a_checkpoint_or_between_produce_and_checkpoint(
+    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path, failpoint: str
+) -> None:
+    job = f"fp-{uuid.uuid4().hex[:8]}"
+    crash = _env(broker.bootstrap, data.topics, job, tmp_path, RESTREAM_FAILPOINTS=failpoint)
+    code, out = _finish(_start(crash))
+    assert code == -signal.SIGKILL, out
+    code, out = _finish(_start(_env(broker.bootstrap, data.topics, job, tmp_path)))
+    assert code == 0, out
+    assert '"resumed"' in out or "resuming from checkpoint" in out
+    if failpoint.startswith("sink.epoch"):
+        # Killed after producing past its checkpoint: the restart must skip those records.
+        assert "records already in the output not written again" in out, out
+    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+
+
+def test_sigterm_checkpoints_and_stops_then_resumes(
+    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
+) -> None:
+    job = f"term-{uuid.uuid4().hex[:8]}"
+    env = _env(
+        broker.bootstrap, data.topics, job, tmp_path, RESTREAM_CHECKPOINT_EVERY_EPOCHS="1000"
+    )
+    proc = _start(env)
+    _wait_for_output(proc, broker.bootstrap, f"{job}.scores")
+    proc.send_signal(signal.SIGTERM)  # the main process only, as the kubelet does
+    code, out = _finish(proc, timeout=60)
+    assert code == 1, out
+    assert "stopped on request after a checkpoint" in out
+    assert len(_checkpoints(tmp_path, job)) == 1
+    code, out = _finish(_start(env))
+    assert code == 0, out
+    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+
+
+def test_ctrl_c_stops_every_process_of_the_run_and_leaves_nothing(
+    broker: LocalBroker, data: Data, tmp_path: Path
+) -> None:
+    job = f"int-{uuid.uuid4().hex[:8]}"
+    proc = _start(_env(broker.bootstrap, data.topics, job, tmp_path))
+    _wait_for_output(proc, broker.bootstrap, f"{job}.scores")
+    # Everything the run started: two workers and the sink process, all in its group.
+    members = _group_members(proc.pid)
+    assert len(members) >= 3, members
+    os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does to the foreground group
+    code, out = _finish(proc, timeout=30)
+    assert code == 1 and "restream: interrupted" in out, out
+    deadline = time.monotonic() + 10
+    while _group_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _group_members(proc.pid), "processes of the run outlived it"
+    assert not list(default_shm_dir().glob(f"restream-{proc.pid}-*")), "run files left behind"
+
+
+def _group_members(group: int) -> list[int]:
+    """Live (not zombie) processes of a process group."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(entry.name))
+    return members
+
+
+def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
+    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
+) -> None:
+    job = f"dmg-{uuid.uuid4().hex[:8]}"
+    env = _env(broker.bootstrap, data.topics, job, tmp_path, RESTREAM_CHECKPOINT_EVERY_EPOCHS="2")
+    code, out = _finish(_start({**env, "RESTREAM_FAILPOINTS": "sink.epoch:9"}))
+    assert code == -signal.SIGKILL, out
+    snaps = _checkpoints(tmp_path, job)
+    assert len(snaps) == 2
+    snaps[-1].write_bytes(snaps[-1].read_bytes()[:1000])  # truncated
+    code, out = _finish(_start(env))
+    assert code == 0, out
+    assert "skipping checkpoint" in out
+    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+
+
+def test_a_checkpoint_of_other_settings_is_refused(
+    broker: LocalBroker, data: Data, tmp_path: Path
+) -> None:
+    job = f"fpr-{uuid.uuid4().hex[:8]}"
+    env = _env(broker.bootstrap, data.topics, job, tmp_path)
+    code, out = _finish(_start({**env, "RESTREAM_FAILPOINTS": "sink.epoch:4"}))
+    assert code == -signal.SIGKILL, out
+    code, out = _finish(_start({**env, "RESTREAM_EPOCH_SIZE": "30000"}))
+    assert code == 2, out
+    assert "different settings (changed: epoch_size was 25000, now 30000)" in out
+
+
+class Proxy:
+    """A TCP proxy that can drop every connection and refuse new ones for a while."""
+
+    def __init__(self, listen: int, target: int) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", listen))
+        self.conns: list[socket.socket] = []
+        self.down = threading.Event()
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            if self.down.is_set():
+                client.close()
+                continue
+            try:
+                upstream = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    def _pipe(self, a: socket.socket, b: socket.socket) -> None:
+        try:
+            while chunk := a.recv(65536):
+                b.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+
+    def cut(self) -> None:
+        self.down.set()
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def restore(self) -> None:
+        self.down.clear()
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def proxied() -> Iterator[tuple[str, Proxy]]:
+    """A Tansu broker that advertises the proxy's address, and the proxy."""
+    broker_port, proxy_port = _free_port(), _free_port()
+    command = [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        f"tcp://127.0.0.1:{broker_port}",
+        "--advertised-listener-url",
+        f"tcp://127.0.0.1:{proxy_port}",
+        "--storage-engine",
+        "memory://tansu/",
+        "--cluster-id",
+        TANSU_CLUSTER_ID,
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proxy = Proxy(proxy_port, broker_port)
+    try:
+        wait_for_broker(f"127.0.0.1:{proxy_port}", 30)
+        yield f"127.0.0.1:{proxy_port}", proxy
+    finally:
+        proxy.close()
+        process.terminate()
+        process.wait(10)
+
+
+def test_broker_connection_cut_and_restored_mid_run(
+    proxied: tuple[str, Proxy], data: Data, reference: Records, tmp_path: Path
+) -> None:
+    bootstrap, proxy = proxied
+    topics = data.write(bootstrap)
+    job = f"cut-{uuid.uuid4().hex[:8]}"
+    proc = _start(_env(bootstrap, topics, job, tmp_path))
+    _wait_for_output(proc, bootstrap, f"{job}.scores")
+    for _ in range(2):
+        proxy.cut()
+        time.sleep(3)
+        proxy.restore()
+        time.sleep(2.5)
+    code, out = _finish(proc)
+    assert code == 0, out
+    _assert_same(read_all(bootstrap, f"{job}.scores"), reference)
+
+
+def test_a_broker_that_stays_away_fails_the_job_after_the_deadline(
+    proxied: tuple[str, Proxy], data: Data, tmp_path: Path
+) -> None:
+    bootstrap, proxy = proxied
+    topics = data.write(bootstrap)
+    job = f"gone-{uuid.uuid4().hex[:8]}"
+    proc = _start(_env(bootstrap, topics, job, tmp_path, RESTREAM_BROKER_TIMEOUT="8"))
+    _wait_for_output(proc, bootstrap, f"{job}.scores")
+    proxy.cut()
+    began = time.monotonic()
+    code, out = _finish(proc, timeout=120)
+    assert code == 1, out
+    assert time.monotonic() - began < 60

@@ -1,0 +1,172 @@
+"""`restream run` end to end: topics in, the spam backtest, output equal to the oracle's."""
+
+from __future__ import annotations
+
+import gc
+import io
+import uuid
+
+import fastavro
+import numpy as np
+import pytest
+
+import connector.job.run as run_module
+from connector.config import RunConfig
+from connector.errors import ConfigError
+from connector.job.run import run_job
+from connector.kafka.partitioner import java_partition
+from connector.runtime.gcpolicy import REPLAY_THRESHOLDS
+from connector.serde.avro import load_schema
+from engine.examples.social.data import SocialData, generate_social
+from engine.examples.social.source import social_source
+from engine.examples.social.spam import build_spam_pipeline
+from engine.executors.serial import SerialExecutor
+from engine.output import collect
+from engine.planner import plan
+from tests.support.broker import ReadRange
+from tooling.broker import LocalBroker
+from tooling.generate import write_social
+
+PARTITIONS = 3
+
+
+def _ends(data: SocialData, topics: tuple[str, str]) -> str:
+    parts = []
+    for topic, column in (
+        (topics[0], data.messages.partition),
+        (topics[1], data.friendships.partition),
+    ):
+        for p, n in enumerate(np.bincount(column, minlength=PARTITIONS).tolist()):
+            parts.append(f"{topic}/{p}={n}")
+    return "offsets:" + ",".join(parts)
+
+
+def _expected(
+    data: SocialData, topics: tuple[str, str]
+) -> dict[int, list[tuple[bytes, bytes, bytes]]]:
+    """The serial oracle's output, encoded independently: per partition (key, value, seq)."""
+    sink = collect()
+    source = social_source(data, messages_topic=topics[0], friendships_topic=topics[1])
+    SerialExecutor().run(plan(build_spam_pipeline()), source, sink)
+    schema = load_schema("social/SpamScore")
+    out: dict[int, list[tuple[bytes, bytes, bytes]]] = {p: [] for p in range(PARTITIONS)}
+    for chunk in sink.chunks:
+        for seq, (key, record) in zip(chunk.seq.tolist(), chunk.records(), strict=True):
+            buf = io.BytesIO()
+            fastavro.schemaless_writer(buf, schema.parsed, record)
+            key_bytes = str(key).encode()
+            out[java_partition(key_bytes, PARTITIONS)].append(
+                (key_bytes, buf.getvalue(), str(seq).encode())
+            )
+    return out
+
+
+@pytest.fixture(scope="module")
+def social() -> SocialData:
+    return generate_social(users=800, events=12_000, days=4, seed=7, partitions=PARTITIONS)
+
+
+def _write(broker: LocalBroker, data: SocialData) -> tuple[str, str]:
+    prefix = f"restream-test-{uuid.uuid4().hex[:10]}"
+    topics = (f"{prefix}.messages", f"{prefix}.friendships")
+    write_social(
+        data,
+        bootstrap=broker.bootstrap,
+        messages_topic=topics[0],
+        friendships_topic=topics[1],
+        partitions=PARTITIONS,
+    )
+    return topics
+
+
+def _config(
+    broker: LocalBroker, data: SocialData, topics: tuple[str, str], **kw: object
+) -> RunConfig:
+    values: dict[str, object] = {
+        "job_id": f"job-{uuid.uuid4().hex[:10]}",
+        "bootstrap_servers": broker.bootstrap,
+        "inputs": ((topics[0], "message"), (topics[1], "friendship")),
+        "end": _ends(data, topics),
+        "workers": 2,
+        "epoch_size": 2_000,
+        "progress": "none",
+    }
+    values.update(kw)
+    return RunConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("executor", ["parallel", "batch"])
+def test_spam_backtest_output_topic_equals_the_serial_oracle(
+    broker: LocalBroker, social: SocialData, read_range: ReadRange, executor: str
+) -> None:
+    topics = _write(broker, social)
+    config = _config(broker, social, topics, executor=executor)
+    report = run_job(config, out=io.StringIO())
+    output = f"{config.job_id}.scores"
+    expected = _expected(social, topics)
+    total = sum(len(v) for v in expected.values())
+    assert report.events == len(social.messages) + len(social.friendships)
+    assert report.outputs == {output: total}
+    assert report.bad_records == {}
+    got = read_range(output, {p: (0, len(expected[p])) for p in range(PARTITIONS)})
+    for p in range(PARTITIONS):
+        records = [r for r in got if r.partition == p]
+        assert [(r.key, r.value, dict(r.headers)["restream.seq"]) for r in records] == expected[p]
+        for r in records:
+            headers = dict(r.headers)
+            assert headers["restream.job"] == config.job_id.encode()
+            source_topic, _, rest = bytes(headers["restream.source"] or b"").decode().partition("/")
+            assert source_topic == topics[0] and "@" in rest
+
+
+def test_refuses_an_output_topic_holding_another_jobs_records(
+    broker: LocalBroker, social: SocialData
+) -> None:
+    topics = _write(broker, social)
+    first = _config(broker, social, topics, executor="batch")
+    run_job(first, out=io.StringIO())
+    second = _config(
+        broker, social, topics, executor="batch", outputs={"scores": f"{first.job_id}.scores"}
+    )
+    with pytest.raises(ConfigError, match=f"written by job '{first.job_id}'"):
+        run_job(second, out=io.StringIO())
+
+
+def test_rerun_of_the_same_job_skips_what_is_written(
+    broker: LocalBroker, social: SocialData, read_range: ReadRange
+) -> None:
+    topics = _write(broker, social)
+    config = _config(broker, social, topics, executor="batch")
+    first = run_job(config, out=io.StringIO())
+    again = run_job(config, out=io.StringIO())
+    output = f"{config.job_id}.scores"
+    assert again.outputs.get(output, 0) == 0
+    assert again.skipped == first.outputs
+    expected = _expected(social, topics)
+    got = read_range(output, {p: (0, len(expected[p])) for p in range(PARTITIONS)})
+    assert len(got) == sum(len(v) for v in expected.values())
+
+
+def test_the_executor_runs_with_the_replay_collector_thresholds(
+    broker: LocalBroker, social: SocialData, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+    make = run_module._executor
+
+    def recording(config: RunConfig) -> object:
+        executor = make(config)
+        run = executor.run
+
+        def run_and_record(*args: object, **kwargs: object) -> object:
+            seen.append(gc.get_threshold())
+            return run(*args, **kwargs)  # type: ignore[arg-type]
+
+        executor.run = run_and_record  # type: ignore[method-assign,assignment]
+        return executor
+
+    monkeypatch.setattr(run_module, "_executor", recording)
+    before = gc.get_threshold()
+    topics = _write(broker, social)
+    run_job(_config(broker, social, topics, executor="batch"), out=io.StringIO())
+    assert seen == [REPLAY_THRESHOLDS]
+    assert gc.get_threshold() == before

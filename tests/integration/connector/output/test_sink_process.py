@@ -1,0 +1,336 @@
+"""The sink process: same records as the sink in process, errors and deaths reach the parent,
+nothing outlives it (starts processes, writes to the session broker)."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from connector.errors import SerdeError, SinkError
+from connector.kafka.producer import BulkProducer
+from connector.observability.metrics import JobMetrics
+from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, output_producer_settings
+from connector.output.sink_process import SinkProcess, SinkSettings
+from connector.serde.avro import load_schema
+from connector.serde.values import value_encoder
+from engine.executors.arena import default_shm_dir
+from engine.executors.base import RunStats
+from engine.log import Epoch, Events
+from engine.output import OutputChunk
+from tests.support.broker import NewTopic, ReadRange
+from tests.support.procs import running
+from tooling.broker import LocalBroker
+
+_FIELDS = ("message_id", "ts", "sender", "recipient", "rules", "score", "spam", "sender_flagged")
+
+
+def _epoch(index: int, n: int) -> Epoch:
+    seq_start = index * n
+    seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
+    events = Events(
+        kind="message",
+        seq=seq,
+        ts=1_700_000_000_000 + seq * 7,
+        topic=np.zeros(n, dtype=np.int16),
+        partition=(seq % 3).astype(np.int32),
+        offset=seq // 3,
+        columns={},
+    )
+    return Epoch(
+        index=index,
+        seq_start=seq_start,
+        seq_end=seq_start + n,
+        ts=events.ts,
+        kind=np.zeros(n, dtype=np.int8),
+        kinds=("message",),
+        topics=("messages",),
+        events={"message": events},
+    )
+
+
+def _chunk(epoch: Epoch, rows: int, fields: tuple[str, ...] = _FIELDS) -> OutputChunk:
+    """``rows`` records from the first events of ``epoch`` (every third event skipped)."""
+    seq = np.arange(epoch.seq_start, epoch.seq_end, dtype=np.int64)
+    seq = seq[seq % 3 != 2][:rows]
+    sender = (seq * 7919) % 97
+    columns = {
+        "message_id": seq * 10,
+        "ts": 1_700_000_000_000 + seq * 7,
+        "sender": sender,
+        "recipient": (seq * 31) % 89,
+        "rules": (seq % 32).astype(np.int32),
+        "score": (seq % 50).astype(np.int32),
+        "spam": seq % 5 == 0,
+        "sender_flagged": seq % 11,
+    }
+    return OutputChunk("scores", seq, sender, {f: columns[f] for f in fields})
+
+
+def _target(topic: str) -> OutputTarget:
+    encoder = value_encoder("avro", load_schema("social/SpamScore"))
+    return OutputTarget("scores", topic, 3, _FIELDS, encoder)
+
+
+def _settings(
+    broker: LocalBroker, topic: str, resume: dict[tuple[str, int], ResumePoint] | None = None
+) -> SinkSettings:
+    return SinkSettings(
+        broker.bootstrap,
+        output_producer_settings(),
+        {"scores": _target(topic)},
+        "job-1",
+        resume or {},
+    )
+
+
+@contextlib.contextmanager
+def _checked_sink(broker: LocalBroker, topic: str, **kw: Any) -> Iterator[tuple[SinkProcess, int]]:
+    """A sink process whose child must be gone, and its run directory removed, afterwards."""
+    before = _run_dirs()
+    sink = SinkProcess(_settings(broker, topic), **kw)
+    pid = sink.pid
+    assert pid is not None
+    try:
+        yield sink, pid
+    finally:
+        sink.close()
+    assert not running(pid)
+    assert _run_dirs() == before
+
+
+def _run_dirs() -> set[Path]:
+    return set(default_shm_dir().glob(f"restream-{os.getpid()}-*"))
+
+
+def test_writes_what_the_sink_in_process_writes(
+    broker: LocalBroker, new_topic: NewTopic, read_range: ReadRange
+) -> None:
+    inline_topic, child_topic = new_topic(partitions=3), new_topic(partitions=3)
+    # Resume inside partition 1 of epoch 1: both sinks must skip the same records.
+    resume = {(child_topic, 1): ResumePoint(seq=1_010, count=1)}
+    epochs = [(_epoch(i, 1_000), 600 if i != 2 else 0) for i in range(4)]
+
+    producer = _CountingProducer(broker.bootstrap)
+    inline = KafkaSink(
+        lambda: producer,
+        {"scores": _target(inline_topic)},
+        job="job-1",
+        resume={(inline_topic, 1): ResumePoint(seq=1_010, count=1)},
+    )
+    for epoch, rows in epochs:
+        inline.write([_chunk(epoch, rows)] if rows else [], epoch)
+    producer.flush()
+
+    stats = RunStats("parallel")
+    metrics = JobMetrics(job="job-1", pipeline="spam", executor="parallel")
+    seen: list[int] = []
+    with SinkProcess(
+        _settings(broker, child_topic, resume),
+        metrics=metrics,
+        stats=stats,
+        on_epoch=lambda e: seen.append(e.index),
+    ) as sink:
+        for epoch, rows in epochs:
+            sink.write([_chunk(epoch, rows)] if rows else [], epoch)
+        sink.flush()
+        assert sink.first_write_at is not None and sink.first_write_at <= time.monotonic()
+
+    assert seen == [0, 1, 2, 3]
+    assert sink.written == {child_topic: inline.written[inline_topic]}
+    assert (
+        sink.skipped == {child_topic: inline.skipped[inline_topic]}
+        and sink.skipped[child_topic] > 0
+    )
+    assert stats.seconds["write"] > 0
+    assert metrics.output.labels(child_topic)._value.get() == sink.written[child_topic]
+
+    # The inline producer's partitions say how many records each partition must hold.
+    counts = np.bincount(producer.partitions, minlength=3)
+    ranges = {p: (0, int(n)) for p, n in enumerate(counts) if n}
+
+    def records(topic: str) -> list[tuple[object, ...]]:
+        rows = read_range(topic, ranges)
+        return [(r.partition, r.key, r.value, r.timestamp, r.headers) for r in rows]
+
+    expected = records(inline_topic)
+    assert len(expected) == sum(inline.written.values()) == counts.sum()
+    assert records(child_topic) == expected
+
+
+class _CountingProducer(BulkProducer):
+    """A BulkProducer that remembers the partition of every record it queued."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(bootstrap, output_producer_settings())
+        self.partitions: list[int] = []
+
+    def produce(self, topic: str, values: Any, keys: Any, partitions: Any, *rest: Any) -> None:
+        self.partitions.extend(partitions)
+        super().produce(topic, values, keys, partitions, *rest)
+
+
+def test_an_error_in_the_child_is_raised_in_the_parent_with_its_type(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    with _checked_sink(broker, new_topic(partitions=3)) as (sink, _pid):
+        epoch = _epoch(0, 100)
+        # The child finds the missing field; the parent learns it at its next call.
+        sink.write([_chunk(epoch, 10, fields=_FIELDS[:-1])], epoch)
+        with pytest.raises(SerdeError, match="lacks fields \\['sender_flagged'\\]"):
+            sink.flush()
+
+
+def test_a_killed_child_fails_the_next_call_fast_and_leaves_nothing(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    with _checked_sink(broker, new_topic(partitions=3)) as (sink, pid):
+        epoch = _epoch(0, 1_000)
+        sink.write([_chunk(epoch, 500)], epoch)
+        os.kill(pid, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="exited with code -9"):
+            for index in range(1, 100):
+                later = _epoch(index, 1_000)
+                sink.write([_chunk(later, 500)], later)
+            sink.flush()
+        assert time.monotonic() - started < 10
+
+
+def test_close_with_epochs_pending_stops_the_child(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    with _checked_sink(broker, new_topic(partitions=3)) as (sink, _pid):
+        epoch = _epoch(0, 1_000)
+        sink.write([_chunk(epoch, 500)], epoch)
+        sink.close()
+        sink.close()  # idempotent
+
+
+def test_max_pending_must_be_positive(broker: LocalBroker) -> None:
+    with pytest.raises(ValueError, match="max_pending"):
+        SinkProcess(_settings(broker, "unused"), max_pending=0)
+
+
+def test_the_child_leaves_sigterm_and_ctrl_c_to_the_parent(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    # A SIGTERM to the process group must not cost the parent the flush of its checkpoint.
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        pid = sink.pid
+        assert pid is not None
+        sink.flush()  # answered: the child is in its loop, its handlers set
+        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, signal.SIGINT)
+        epoch = _epoch(0, 300)
+        sink.write([_chunk(epoch, 100)], epoch)
+        sink.flush()
+        assert sum(sink.written.values()) == 100
+
+
+def test_a_silent_child_is_stopped_after_the_timeout(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    with _checked_sink(broker, new_topic(partitions=3), timeout_s=1.0) as (sink, pid):
+        sink.flush()  # answered: the child is up
+        os.kill(pid, signal.SIGSTOP)  # alive, but never answers again
+        started = time.monotonic()
+        with pytest.raises(SinkError, match="sent nothing for 1 s"):
+            sink.flush()
+        assert time.monotonic() - started < 5
+
+
+def test_the_child_ends_when_the_parents_end_of_its_pipe_closes(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    # What a parent's death looks like to the child when PR_SET_PDEATHSIG is not there: it
+    # works only if the child closed the copies of the parent's ends that a fork gave it.
+    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
+    pid = sink.pid
+    assert pid is not None
+    sink.flush()
+    sink._to_child.close()
+    sink._process.join(10)
+    assert sink._process.exitcode == 0
+    sink._closed = True  # nothing left for close() to stop
+    sink._from_child.close()
+    sink._dir.remove()
+
+
+class _FailingEncoder:
+    """An encoder with a bug (not a connector error)."""
+
+    def encode(self, columns: Any) -> list[bytes]:
+        raise RuntimeError("boom in the encoder")
+
+
+def test_a_bug_in_the_child_is_a_sink_error_with_its_traceback_logged(
+    broker: LocalBroker, new_topic: NewTopic, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = OutputTarget("scores", new_topic(partitions=3), 3, _FIELDS, _FailingEncoder())  # type: ignore[arg-type]
+    settings = SinkSettings(
+        broker.bootstrap, output_producer_settings(), {"scores": target}, "job-1", {}
+    )
+    with SinkProcess(settings) as sink:
+        epoch = _epoch(0, 100)
+        sink.write([_chunk(epoch, 10)], epoch)
+        with (
+            caplog.at_level("ERROR", logger="connector.output.sink_process"),
+            pytest.raises(SinkError, match="RuntimeError: boom in the encoder"),
+        ):
+            sink.flush()
+    assert "Traceback (most recent call last)" in caplog.text
+    assert 'raise RuntimeError("boom in the encoder")' in caplog.text
+
+
+def test_flush_then_calls_back_in_order_without_making_the_caller_wait(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    done: list[int] = []
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        for index in range(4):
+            epoch = _epoch(index, 1_000)
+            sink.write([_chunk(epoch, 500)], epoch)
+            sink.flush_then(functools.partial(done.append, index))
+            # Asked, not answered: the call back comes from a later write or flush.
+            assert index not in done
+        sink.flush()
+        assert done == [0, 1, 2, 3]
+        assert sum(sink.written.values()) == 4 * 500
+
+
+def test_a_failing_child_runs_none_of_the_callbacks_still_pending(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    done: list[int] = []
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        epoch = _epoch(0, 100)
+        sink.write([_chunk(epoch, 10)], epoch)
+        sink.flush_then(lambda: done.append(0))
+        sink.flush()  # the first flush is answered: its callback ran
+        later = _epoch(1, 100)
+        sink.write([_chunk(later, 10, fields=_FIELDS[:-1])], later)  # fails in the child
+        sink.flush_then(lambda: done.append(1))  # a snapshot that must never be written
+        with pytest.raises(SerdeError):
+            sink.flush()
+    assert done == [0]
+
+
+def test_an_exception_in_a_callback_comes_out_of_the_next_call(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    def fail() -> None:
+        raise OSError("disk full while writing the snapshot")
+
+    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+        sink.flush_then(fail)
+        with pytest.raises(OSError, match="disk full"):
+            sink.flush()

@@ -1,0 +1,138 @@
+"""The command line: flags, their env vars, exit codes (no broker is started)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import time
+
+import pytest
+
+from connector.cli import app as cli
+from connector.errors import BrokerError
+
+
+def test_no_command_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main([]) == 2
+    out = capsys.readouterr().out
+    for command in ("broker", "generate", "demo"):
+        assert command in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith("restream ")
+
+
+def test_every_flag_shows_its_env_var(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["generate", "social", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for env in (
+        "USERS",
+        "EVENTS",
+        "DAYS",
+        "SEED",
+        "JITTER_MS",
+        "PARTITIONS",
+        "BOOTSTRAP",
+        "MESSAGES_TOPIC",
+        "FRIENDSHIPS_TOPIC",
+        "FORMAT",
+        "SCHEMA_REGISTRY",
+        "WORKERS",
+    ):
+        assert f"RESTREAM_{env}" in text
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    args = cli.build_parser().parse_args(argv)
+    cli._resolve_env_defaults(args)
+    return args
+
+
+def test_env_vars_fill_flags_that_were_not_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RESTREAM_USERS", "5")
+    monkeypatch.setenv("RESTREAM_FORMAT", "avro-confluent")
+    monkeypatch.setenv("RESTREAM_JITTER_MS", "250")
+    args = _parse(["generate", "social", "--users", "7"])
+    assert (args.users, args.format, args.jitter_ms, args.events) == (
+        7,
+        "avro-confluent",
+        250,
+        1_000_000,
+    )
+    assert _parse(["demo"]).users == 5
+
+
+@pytest.mark.parametrize(
+    ("env", "value"),
+    [("RESTREAM_USERS", "many"), ("RESTREAM_FORMAT", "json"), ("RESTREAM_KIND", "kafka")],
+)
+def test_bad_env_values_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], env: str, value: str
+) -> None:
+    monkeypatch.setenv(env, value)
+    command = ["broker"] if env == "RESTREAM_KIND" else ["generate", "social"]
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(command)
+    assert exit_info.value.code == 2
+    assert env in capsys.readouterr().err
+
+
+def test_an_unused_bad_env_var_does_not_break_other_commands(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("RESTREAM_JITTER_MS", "soon")  # only `generate social` has --jitter-ms
+    assert _parse(["demo"]).users == 100_000
+
+
+def test_generate_without_bootstrap_is_bad_configuration(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("RESTREAM_BOOTSTRAP", raising=False)
+    assert cli.main(["generate", "social"]) == 2
+    assert "--bootstrap" in capsys.readouterr().err
+
+
+def test_failures_exit_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tooling.generate
+
+    def fail(**kwargs: object) -> int:
+        raise BrokerError("the broker went away")
+
+    monkeypatch.setattr(tooling.generate, "generate_social_command", fail)
+    assert cli.main(["generate", "social", "--bootstrap", "h:1"]) == 1
+    assert "the broker went away" in capsys.readouterr().err
+
+
+def test_bad_generator_arguments_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["generate", "social", "--bootstrap", "h:1", "--users", "1"]) == 2
+    assert "users" in capsys.readouterr().err
+
+
+def test_sigterm_is_an_interrupt_for_the_demo_and_benches_then_restored() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(KeyboardInterrupt), cli._terminate_as_interrupt(True):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(5)  # the handler raises before this ends
+    assert signal.getsignal(signal.SIGTERM) is before
+    with cli._terminate_as_interrupt(False):
+        assert signal.getsignal(signal.SIGTERM) is before  # restream run keeps its own
+
+
+def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
+    cleaned = False
+    with pytest.raises(KeyboardInterrupt), cli._terminate_as_interrupt(True):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # ignored while cleaning up
+            cleaned = True
+    assert cleaned
