@@ -7,8 +7,8 @@ The built-in tables may run compiled loops (DESIGN.md section 2): plain ``@njit`
   ``NUMBA_CACHE_DIR``; on a read-only filesystem with neither writable it raises "no locator
   available" when a cached function is first compiled. This module picks the directory
   *before* numba is imported: ``NUMBA_CACHE_DIR`` when set and writable, else
-  ``$XDG_CACHE_HOME/restream/numba`` (``~/.cache/...``), else a directory in the system's
-  temporary folder; when none is writable, kernels compile without a cache (slower start,
+  ``$XDG_CACHE_HOME/restream/numba`` (``~/.cache/...``), else a directory in ``TMPDIR``
+  (the system's temporary folder when unset); when none is writable, kernels compile without a cache (slower start,
   same results), and :data:`CACHE_DIR` is None.
 - **Compile before forking.** :func:`warm_up` compiles every kernel (a call on tiny inputs
   of the exact argument types used later), so forked workers inherit the machine code instead
@@ -47,7 +47,9 @@ def _pick_cache_dir() -> str | None:
     home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
     candidates.append(os.path.join(home, "restream", "numba"))
     uid = os.getuid() if hasattr(os, "getuid") else 0
-    candidates.append(os.path.join(tempfile.gettempdir(), f"restream-numba-{uid}"))
+    # TMPDIR as given: gettempdir() would quietly fall back to /tmp when it is unwritable.
+    temp = os.environ.get("TMPDIR") or tempfile.gettempdir()
+    candidates.append(os.path.join(temp, f"restream-numba-{uid}"))
     for path in candidates:
         if _writable(path):
             if path != configured:

@@ -389,6 +389,14 @@ def test_config_keys_are_restream_settings() -> None:
         assert value in _BY_NAME[setting].choices
 
 
+def test_compiled_kernels_cache_on_the_tmp_empty_dir() -> None:
+    """NUMBA_CACHE_DIR lies on the /tmp emptyDir (the root filesystem is read-only)."""
+    job = TEMPLATES["job.yaml"]
+    assert re.search(r"name: NUMBA_CACHE_DIR\n\s+value: /tmp/\S+", job)
+    assert re.search(r"- name: tmp\n\s+mountPath: /tmp\n", job)
+    assert re.search(r"- name: tmp\n\s+emptyDir:", job)
+
+
 def test_template_environment_is_what_the_cli_reads() -> None:
     names = re.findall(r"name: (RESTREAM_\w+)", TEMPLATES["job.yaml"])
     assert set(names) == {

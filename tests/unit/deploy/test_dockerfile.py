@@ -224,3 +224,10 @@ def test_copied_schemas_are_installed_as_package_data() -> None:
     pyproject = (REPO / "pyproject.toml").read_text()
     assert '"share/restream/schemas/social" = ["schemas/social/*.avsc"]' in pyproject
     assert Path(REPO / "schemas" / "social").is_dir()
+
+
+def test_compiled_kernels_cache_under_the_writable_home() -> None:
+    """The image's only writable place is /tmp (HOME); numba's cache goes there too."""
+    env = " ".join(_all(FINAL, "ENV"))
+    assert "HOME=/tmp" in env
+    assert re.search(r"NUMBA_CACHE_DIR=/tmp/\S+", env)

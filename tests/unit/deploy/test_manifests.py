@@ -229,3 +229,19 @@ def test_the_pod_check_catches_a_broken_config(old: str, new: str) -> None:
     config_map["data"]["job.yaml"] = config_map["data"]["job.yaml"].replace(old, new)
     with pytest.raises((AssertionError, ConfigError)):
         check_restream_pod(_job(), config_maps)
+
+
+def test_compiled_kernels_cache_on_a_writable_empty_dir() -> None:
+    """The root filesystem is read-only: NUMBA_CACHE_DIR must lie on an emptyDir mount."""
+    pod = _job()["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    cache = env["NUMBA_CACHE_DIR"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    under = [
+        m["name"]
+        for m in container["volumeMounts"]
+        if cache.startswith(m["mountPath"].rstrip("/") + "/")
+    ]
+    assert under and all("emptyDir" in volumes[name] for name in under)

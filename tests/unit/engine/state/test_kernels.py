@@ -177,7 +177,7 @@ def test_cache_dir_falls_back_when_nothing_is_writable(monkeypatch: pytest.Monke
         unwritable = os.path.join(blocker.name, "sub")
         monkeypatch.setenv("NUMBA_CACHE_DIR", unwritable)
         monkeypatch.setenv("XDG_CACHE_HOME", unwritable)
-        monkeypatch.setattr(tempfile, "tempdir", unwritable)
+        monkeypatch.setenv("TMPDIR", unwritable)
         assert jit_module._pick_cache_dir() is None
 
 

@@ -1,0 +1,56 @@
+"""A job on a filesystem where nothing is writable still runs (compiling without a cache).
+
+numba raises "no locator available" when a function with ``cache=True`` is compiled and no
+cache directory can be written; :mod:`engine.state.jit` must notice first. This runs a real
+replay in a fresh interpreter whose NUMBA_CACHE_DIR, cache home and temporary folder are
+all paths below a regular file (never creatable, also for root).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+_SCRIPT = """
+import engine.state.jit as jit
+assert jit.CACHE_DIR is None, jit.CACHE_DIR
+from engine.examples.social.data import generate_social, SCENARIOS
+from engine.examples.social.source import social_source
+from engine.examples.social.spam import build_spam_pipeline
+from engine.executors.batch import BatchExecutor
+from engine.executors.serial import SerialExecutor
+from engine.output import collect
+from engine.planner import plan
+
+skew, jitter = SCENARIOS["skewed"]
+data = generate_social(users=50, events=3000, jitter_ms=jitter, skew=skew)
+p = plan(build_spam_pipeline())
+outs = []
+for ex in (SerialExecutor(epoch_size=500), BatchExecutor(epoch_size=500)):
+    sink = collect()
+    ex.run(p, social_source(data), sink)
+    outs.append([c.columns["score"].tolist() for c in sink.chunks])
+assert outs[0] == outs[1]
+print("ok", sum(len(c) for c in outs[1]))
+"""
+
+
+def test_a_replay_runs_with_no_writable_cache_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    nowhere = str(blocker / "sub")
+    env = dict(os.environ, NUMBA_CACHE_DIR=nowhere, XDG_CACHE_HOME=nowhere, TMPDIR=nowhere)
+    env["HOME"] = nowhere
+    done = subprocess.run(
+        [sys.executable, "-c", _SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("ok ")
+    assert "compiling without a cache" in done.stderr
