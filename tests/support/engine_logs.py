@@ -43,7 +43,10 @@ class LogSpec:
 
 @st.composite
 def logs(draw: st.DrawFn, max_rows: int = 40) -> LogSpec:
-    """Random logs: equal and backwards timestamps, empty partitions, hot or many keys."""
+    """Random logs: equal and backwards timestamps, empty partitions, hot or many keys; a
+    third of them shaped like production (:func:`skewed_logs`)."""
+    if draw(st.integers(0, 2)) == 0:
+        return draw(skewed_logs(max_rows=4 * max_rows))
     keys = draw(st.sampled_from([1, 3, 1_000_000]))
     partitions: dict[str, int] = {}
     rows: dict[str, list[tuple[int, int, int, int, int, str]]] = {}
@@ -65,6 +68,40 @@ def logs(draw: st.DrawFn, max_rows: int = 40) -> LogSpec:
                 max_size=n,
             )
         )
+    return LogSpec(partitions, rows)
+
+
+@st.composite
+def skewed_logs(draw: st.DrawFn, max_rows: int = 160) -> LogSpec:
+    """Logs shaped like production: one hot key with about 40% of the rows (in k1 and k2),
+    a clock of coarse resolution (runs of equal timestamps), and timestamps that go back by
+    up to a few windows' lengths within a partition."""
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    keys = draw(st.sampled_from([3, 50, 1_000_000]))
+    hot_share = draw(st.sampled_from([0.4, 0.9]))
+    run = draw(st.integers(1, 8))  # events per clock tick
+    back = draw(st.sampled_from([0, 5, 40]))  # how far timestamps jump back
+    partitions: dict[str, int] = {}
+    rows: dict[str, list[tuple[int, int, int, int, int, str]]] = {}
+    for kind in KINDS:
+        parts = draw(st.integers(1, 3))
+        partitions[kind] = parts
+        n = draw(st.integers(0, max_rows))
+        hot = rng.random((n, 2)) < hot_share
+        ids = np.where(hot, 7, rng.integers(0, keys, (n, 2)))
+        ts = np.arange(n) // run - rng.integers(0, back + 1, n)
+        rows[kind] = [
+            (
+                int(rng.integers(0, parts)),
+                int(ts[i]),
+                int(ids[i, 0]),
+                int(ids[i, 1]),
+                int(rng.integers(-4, 10)),
+                STRINGS[int(rng.integers(0, len(STRINGS)))],
+            )
+            for i in range(n)
+        ]
     return LogSpec(partitions, rows)
 
 
