@@ -8,8 +8,8 @@ The built-in tables may run compiled loops (DESIGN.md section 2): plain ``@njit`
   available" when a cached function is first compiled. This module picks the directory
   *before* numba is imported: ``NUMBA_CACHE_DIR`` when set and writable, else
   ``$XDG_CACHE_HOME/restream/numba`` (``~/.cache/...``), else a directory in ``TMPDIR``
-  (the system's temporary folder when unset); when none is writable, kernels compile without a cache (slower start,
-  same results), and :data:`CACHE_DIR` is None.
+  (the system's temporary folder when unset); when none is writable, kernels compile
+  without a cache (slower start, same results), and :data:`CACHE_DIR` is None.
 - **Compile before forking.** :func:`warm_up` compiles every kernel (a call on tiny inputs
   of the exact argument types used later), so forked workers inherit the machine code instead
   of each compiling it again; executors call it in the coordinator and report its time.
@@ -102,7 +102,7 @@ def warm_up() -> float:
         return 0.0
     started = time.perf_counter()
     # The kernels' modules register themselves on import.
-    from engine.state import winkernels  # noqa: F401
+    from engine.state import distinctkernel, rangeindex, winkernels  # noqa: F401
 
     for fn in _WARM_UPS:
         fn()

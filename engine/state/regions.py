@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from engine.state.packing import expand_ranges
+from engine.state.rangeindex import RangeIndex
 from engine.state.search import gallop_ranges, search_ranges
 from engine.state.segscan import grow, segment_cumsum, segment_extreme_scan
 
@@ -47,12 +48,16 @@ class Prefix:
 class RegionStore:
     """Records per slot, sorted by time key; see the module docstring."""
 
+    # Stores pickled before range indexes existed load without one.
+    index: RangeIndex | None = None
+
     def __init__(
         self,
         columns: dict[str, np.dtype],
         prefixes: tuple[Prefix, ...] = (),
         combine: dict[str, CombineOp] | None = None,
         unique: tuple[str, ...] = ("tk",),
+        index: RangeIndex | None = None,
     ) -> None:
         self.cols = {name: np.zeros(64, dtype=dtype) for name, dtype in columns.items()}
         for p in prefixes:
@@ -72,6 +77,17 @@ class RegionStore:
         # Compact once moved-out rows exceed both the floor and this share of the rows.
         self.compact_floor = 1 << 16
         self.compact_share = 0.5
+        self.index = index  # range arg-extreme over one column, kept in step with the rows
+
+    def range_best(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Per range [lo, hi) of store rows: the row whose indexed column is smallest
+        (largest), -1 for an empty range. Needs the store built with an ``index``."""
+        assert self.index is not None, "this store keeps no range index"
+        return self.index.query(self.cols[self.index.column], lo, hi)
+
+    def _indexed(self, rows: np.ndarray) -> None:
+        if self.index is not None:
+            self.index.update(self.cols[self.index.column], rows)
 
     def nbytes(self) -> int:
         per_slot = sum(a.nbytes for a in (self.start, self.length, self.cap, self.disp))
@@ -333,6 +349,7 @@ class RegionStore:
         dst = base[owner] + (src - self.start[slots][owner])
         for array in self.cols.values():
             array[dst] = array[src]
+        self._indexed(dst)
         self.garbage += int(self.cap[slots].sum())
         self.start[slots] = base
         self.cap[slots] = cap
@@ -353,6 +370,7 @@ class RegionStore:
         dst, owner = expand_ranges(self.start[u] + p, tail_len)
         for name, values in tail.items():
             self.cols[name][dst] = values
+        self._indexed(dst)
         seg_start = np.cumsum(tail_len) - tail_len
         live = tail_len > 0
         for spec in self.prefixes:
@@ -389,6 +407,8 @@ class RegionStore:
             fresh = np.zeros(max(64, top), dtype=array.dtype)
             fresh[dst] = array[src]
             self.cols[name] = fresh
+        if self.index is not None:
+            self.index.rebuild(self.cols[self.index.column])
         self.start = base
         self.cap = cap
         self.top = top

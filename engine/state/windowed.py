@@ -29,9 +29,10 @@ import numpy as np
 from engine.state.clock import NO_TIME, EpochClock
 from engine.state.epoch import EpochWrites, slots_of_reads
 from engine.state.keyindex import KeyIndex
-from engine.state.packing import expand_ranges, sort_pairs
+from engine.state.packing import sort_pairs
+from engine.state.rangeindex import RangeIndex
 from engine.state.regions import Prefix, RegionStore
-from engine.state.segscan import grow, segment_extreme_scan
+from engine.state.segscan import grow
 from engine.state.spec import AggregateSpec, float_from_order_keys, float_order_keys
 from engine.state.winkernels import (
     EXT_MAX,
@@ -42,7 +43,7 @@ from engine.state.winkernels import (
     POS_NONE,
     epoch_window,
 )
-from engine.state.wparts import EpochPart, TimeKeys, pick_extreme, time_ranks
+from engine.state.wparts import EpochPart, TimeKeys, time_ranks
 
 __all__ = ["WindowedTable"]
 
@@ -78,7 +79,24 @@ def _store_for(kind: str, sliding: bool) -> RegionStore:
         cols["wp"] = _I64
         cols.pop("fo", None)
         cols.pop("lo", None)
-    return RegionStore(cols, prefixes, None if sliding else combine)  # type: ignore[arg-type]
+    return RegionStore(
+        cols,
+        prefixes,
+        None if sliding else combine,  # type: ignore[arg-type]
+        index=_range_index(kind, sliding),
+    )
+
+
+def _range_index(kind: str, sliding: bool) -> RangeIndex | None:
+    """The history's range index of a kind that needs one: the record with the smallest or
+    largest value (min, max), or the first or last one written (first, last, since_last)."""
+    if kind in ("min", "max"):
+        return RangeIndex("k", largest=kind == "max")
+    if kind == "first":
+        return RangeIndex("o" if sliding else "fo", largest=False)
+    if kind in ("last", "since_last"):
+        return RangeIndex("o" if sliding else "lo", largest=True)
+    return None
 
 
 def _ordered_per_slot(gslots: np.ndarray, gtk: np.ndarray) -> bool:
@@ -530,7 +548,8 @@ class WindowedTable:
         out[from_start] = self._store.cols["pk"][start[from_start] + hb[from_start] - 1]
         middle = np.flatnonzero(present & (ha > 0))
         if len(middle):
-            out[middle] = self._range_extreme(slots[middle], ha[middle], hb[middle], largest)
+            best = self._range_best(start[middle] + ha[middle], start[middle] + hb[middle])
+            out[middle] = self._store.cols["k"][best]
         if mem is not None and len(lanes):
             hit = mem.count > 0
             out[lanes] = np.where(hit, pick(out[lanes], mem.ext), out[lanes])
@@ -540,39 +559,13 @@ class WindowedTable:
             return float_from_order_keys(out), present
         return out, present
 
-    def _range_extreme(
-        self, slots: np.ndarray, lo: np.ndarray, hi: np.ndarray, largest: bool
-    ) -> np.ndarray:
-        """Extreme key over records [lo, hi) of each lane's region (non-empty ranges).
-
-        Lanes of one slot usually share the range end (the region's end): over the union of
-        their ranges one reversed running extreme answers all of them; other lanes scan."""
-        pick = np.maximum if largest else np.minimum
-        keys = self._store.cols["k"]
-        start = self._store.start[slots]
-        runs = np.flatnonzero(np.diff(slots, prepend=-1) != 0)
-        size = np.diff(runs, append=len(slots))
-        run_of = np.repeat(np.arange(len(runs)), size)
-        low = np.minimum.reduceat(lo, runs)
-        high = np.maximum.reduceat(hi, runs)
-        at, owner = expand_ranges(start[runs] + low, high - low)
-        width = high - low
-        offset = np.cumsum(width) - width
-        # Running extreme from each position to its run's end: scan the reversed array.
-        rev_start = len(at) - offset[::-1] - width[::-1]
-        back = segment_extreme_scan(
-            keys[at][::-1], rev_start, len(runs) - 1 - owner[::-1], largest=largest
-        )[::-1]
-        out = np.empty(len(slots), dtype=np.int64)
-        tail = hi == high[run_of]
-        t = np.flatnonzero(tail)
-        out[t] = back[offset[run_of[t]] + lo[t] - low[run_of[t]]]
-        rest = np.flatnonzero(~tail)
-        if len(rest):
-            at, owner = expand_ranges(start[rest] + lo[rest], hi[rest] - lo[rest])
-            starts = np.flatnonzero(np.diff(owner, prepend=-1) != 0)
-            out[rest] = pick.reduceat(keys[at], starts)
-        return out
+    def _range_best(self, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+        """Per history range [lo, hi) of store rows: the row of its extreme by the store's
+        range index (-1 when empty); O(log n) each, however long the range."""
+        store = self._store
+        if store.index is None:  # a table restored from before the index existed
+            store.index = _range_index(self._kind, self._tk.sliding)
+        return store.range_best(lo, hi)
 
     def _positional(
         self,
@@ -586,19 +579,10 @@ class WindowedTable:
         r: np.ndarray,
     ) -> tuple[np.ndarray, np.ndarray]:
         first = self._kind == "first"
-        store = self._store
-        lo, hi = ha.copy(), hb.copy()
-        if self._tk.sliding:
-            width = 2 * store.disp[np.maximum(slots, 0)] + 1
-            if first:
-                hi = np.minimum(hb, ha + width)
-            else:
-                lo = np.maximum(ha, hb - width)
-        at, owner = expand_ranges(start + lo, hi - lo)
-        order_col = "o" if self._tk.sliding else ("fo" if first else "lo")
-        found, index = pick_extreme(m, owner, store.cols[order_col][at], largest=not first)
+        best = self._range_best(start + ha, start + hb)
+        found = best >= 0
         value_col = "fv" if first else "lv"
-        out = np.where(found, store.cols[value_col][at[index]] if len(at) else 0, 0)
+        out = np.where(found, self._store.cols[value_col][np.maximum(best, 0)], 0)
         present = found.copy()
         if mem is not None and len(lanes):
             hit = mem.count > 0
