@@ -28,7 +28,7 @@ from engine.state.packing import expand_ranges, sort_pairs
 from engine.state.regions import RegionStore
 from engine.state.search import search_ranges
 from engine.state.spec import AggregateSpec
-from engine.state.wparts import EpochGeometry, TimeKeys
+from engine.state.wparts import TimeKeys, time_order
 
 __all__ = ["DistinctWindowedTable"]
 
@@ -54,7 +54,6 @@ class DistinctWindowedTable:
         else:
             self._store = RegionStore({"tk": _I64, "v": _I64}, (), {}, ("tk", "v"))
         self._ep: EpochWrites | None = None
-        self._geo: EpochGeometry | None = None
         self._g: dict[str, np.ndarray] = {}
         self._by_time = np.zeros(0, dtype=np.int64)  # grouped positions, time order per segment
         self._seg_index = np.zeros(16, dtype=np.int64)
@@ -82,16 +81,14 @@ class DistinctWindowedTable:
         vids = self._values.register(np.asarray(values, dtype=np.int64))
         ep = self._ep = EpochWrites(slots, np.asarray(seqs, dtype=np.int64))
         tk = self._tk.of(np.asarray(ts, dtype=np.int64))
-        geo = self._geo = EpochGeometry(ep, tk)
         order = ep.order
-        self._g = {"tk": geo.gtk, "v": vids[order]}
-        if bool(geo.ordered.all()):
-            self._by_time = np.arange(ep.n, dtype=np.int64)
-        else:  # stable: write order among equal time keys
-            self._by_time = np.lexsort((geo.gtk, geo.seg))
+        gtk = tk[order]
+        self._g = {"tk": gtk, "v": vids[order]}
+        seg = ep.grouped_seg
+        self._by_time = time_order(ep, gtk)  # stable: write order among equal time keys
         # Time keys of each segment in time order, packed (segment, tk - segment min + 1) so
         # a batch of rank lookups is one sorted merge.
-        stk = self._stk = geo.gtk[self._by_time]
+        stk = self._stk = gtk[self._by_time]
         self._smin = stk[ep.seg_start]
         self._smax = stk[ep.seg_start + ep.seg_len - 1]
         spans = self._smax.view(np.uint64) - self._smin.view(np.uint64)
@@ -99,7 +96,7 @@ class DistinctWindowedTable:
         self._vb = span.bit_length()
         self._packed = self._vb + max(1, len(ep.seg_start).bit_length()) <= 62
         if self._packed:
-            self._cstk = (geo.seg << self._vb) + (stk - self._smin[geo.seg] + 1)
+            self._cstk = (seg << self._vb) + (stk - self._smin[seg] + 1)
         self._seg_index = np.full(max(16, self._index.n_slots), -1, dtype=np.int64)
         self._seg_index[ep.seg_slot] = np.arange(len(ep.seg_slot))
 
@@ -117,7 +114,7 @@ class DistinctWindowedTable:
         ep, clock = self._ep, self._clock
         if ep is not None and ep.n:
             self._store_epoch(ep)
-        self._ep = self._geo = None
+        self._ep = None
         self._clock = None
         if clock is not None:
             self._now = clock.end(self._now)
