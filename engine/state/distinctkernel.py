@@ -28,6 +28,10 @@ from engine.state.jit import jit, register_warm_up
 __all__ = ["distinct_in_ranges"]
 
 
+#: Groups of at most this many elements are counted range by range (O(elements) per read).
+_SMALL = 48
+
+
 @jit
 def _fen_add(tree: np.ndarray, n: int, i: int, w: int) -> None:
     k = i + 1
@@ -171,11 +175,26 @@ def _distinct_in_ranges(
 ) -> np.ndarray:
     out = np.zeros(qlo.shape[0], dtype=np.int64)
     groups = zoff.shape[0] - 1
+    top = 0
+    for z in range(zv.shape[0]):
+        top = max(top, zv[z] + 1)
+    stamp = np.full(top, -1, dtype=np.int64)  # per value: the last read that counted it
     for g in range(groups):
         z0, z1 = zoff[g], zoff[g + 1]
         q0, q1 = qoff[g], qoff[g + 1]
         nz, nq = z1 - z0, q1 - q0
         if nq == 0 or nz == 0:
+            continue
+        if nz <= _SMALL:
+            # A key with few elements in reach (most keys of a large key space): counting
+            # each range directly is cheaper than building the trees.
+            for q in range(q0, q1):
+                c = 0
+                for z in range(qlo[q], qhi[q]):
+                    if vt[z] <= qseen[q] and stamp[zv[z]] != q:
+                        stamp[zv[z]] = q
+                        c += 1
+                out[q] = c
             continue
         gv = zv[z0:z1]
         gt = vt[z0:z1]
