@@ -7,6 +7,7 @@ the Fenwick trees, the segment trees and every level of the CDQ merge are exerci
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 
@@ -237,3 +238,16 @@ def test_range_index_equals_brute_force(
             assert lo[i] <= got[i] < hi[i]
             pick = np.max if largest else np.min
             assert values[got[i]] == pick(values[lo[i] : hi[i]])
+
+
+def test_warm_up_compiles_once_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The executors call warm_up before forking; it logs its time once per process."""
+    monkeypatch.setattr(jit_module, "_warm", False)
+    with caplog.at_level(logging.INFO, logger="engine.state.jit"):
+        first = jit_module.warm_up()
+        again = jit_module.warm_up()
+    assert first > 0 and again == 0.0
+    lines = [r.getMessage() for r in caplog.records if r.name == "engine.state.jit"]
+    assert len(lines) == 1 and lines[0].startswith("compiled per-key kernels ready in")
