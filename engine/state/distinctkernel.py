@@ -30,6 +30,8 @@ __all__ = ["distinct_in_ranges"]
 
 #: Groups of at most this many elements are counted range by range (O(elements) per read).
 _SMALL = 48
+#: Events per block at the bottom of the divide and conquer, compared pair by pair.
+_BASE = 16
 
 
 @jit
@@ -114,7 +116,27 @@ def _cdq(
     tmp = np.empty(k_total, dtype=np.int64)
     for k in range(nz + 1):
         fen[k] = 0
-    width = 1
+    # Blocks of _BASE events: pairs within a block compared directly (cheaper than the
+    # Fenwick tree's log n per pair at this size), then each block sorted by (ex descending,
+    # updates first) for the merges above it.
+    for lo_block in range(0, k_total, _BASE):
+        hi_block = min(lo_block + _BASE, k_total)
+        for j in range(lo_block, hi_block):
+            if eq[j] < 0:
+                continue
+            for u in range(lo_block, j):
+                if eq[u] < 0 and ex[u] >= ex[j] and ey[u] < ey[j]:
+                    out[eq[j]] += ew[u]
+        for j in range(lo_block + 1, hi_block):
+            e = cur[j]
+            k = j - 1
+            while k >= lo_block and (
+                ex[cur[k]] < ex[e] or (ex[cur[k]] == ex[e] and eq[cur[k]] >= 0 and eq[e] < 0)
+            ):
+                cur[k + 1] = cur[k]
+                k -= 1
+            cur[k + 1] = e
+    width = _BASE
     while width < k_total:
         lo_block = 0
         while lo_block < k_total:
