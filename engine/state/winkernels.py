@@ -45,6 +45,45 @@ def _upper(sorted_tk: np.ndarray, lo: int, hi: int, x: int) -> int:
 
 
 @jit
+def _tree_set(tree: np.ndarray, leaves: int, at: int, value: int, smallest: bool) -> None:
+    """Set leaf ``at`` of a min (``smallest``) or max segment tree and fix its ancestors."""
+    k = leaves + at
+    tree[k] = value
+    k >>= 1
+    while k >= 1:
+        left, right = tree[2 * k], tree[2 * k + 1]
+        if smallest:
+            tree[k] = left if left < right else right
+        else:
+            tree[k] = left if left > right else right
+        k >>= 1
+
+
+@jit
+def _tree_best(
+    tree: np.ndarray, leaves: int, lo: int, hi: int, smallest: bool, identity: int
+) -> int:
+    """The smallest (largest) leaf value in [lo, hi), ``identity`` for none."""
+    best = identity
+    left = lo + leaves
+    right = hi + leaves
+    while left < right:
+        if left & 1:
+            x = tree[left]
+            if (smallest and x < best) or (not smallest and x > best):
+                best = x
+            left += 1
+        if right & 1:
+            right -= 1
+            x = tree[right]
+            if (smallest and x < best) or (not smallest and x > best):
+                best = x
+        left >>= 1
+        right >>= 1
+    return best
+
+
+@jit
 def _epoch_window(
     stk: np.ndarray,
     rank: np.ndarray,
@@ -150,27 +189,9 @@ def _epoch_window(
                         fen_s[k] += v
                     k += k & -k
                 if ext_mode != EXT_NONE:
-                    k = leaves + r
-                    tree_e[k] = v
-                    k >>= 1
-                    while k >= 1:
-                        left, right = tree_e[2 * k], tree_e[2 * k + 1]
-                        if ext_mode == EXT_MIN:
-                            tree_e[k] = left if left < right else right
-                        else:
-                            tree_e[k] = left if left > right else right
-                        k >>= 1
+                    _tree_set(tree_e, leaves, r, v, ext_mode == EXT_MIN)
                 if pos_mode != POS_NONE:
-                    k = leaves + r
-                    tree_p[k] = j
-                    k >>= 1
-                    while k >= 1:
-                        left, right = tree_p[2 * k], tree_p[2 * k + 1]
-                        if pos_mode == POS_FIRST:
-                            tree_p[k] = left if left < right else right
-                        else:
-                            tree_p[k] = left if left > right else right
-                        k >>= 1
+                    _tree_set(tree_p, leaves, r, j, pos_mode == POS_FIRST)
                 j += 1
             lo = _upper(stk, s0, s0 + size, lane_a[lane]) - s0
             hi = _upper(stk, s0, s0 + size, lane_b[lane]) - s0
@@ -190,48 +211,9 @@ def _epoch_window(
                 count[lane] = c
                 total[lane] = t
                 if c > 0 and ext_mode != EXT_NONE:
-                    best = ext_id
-                    left = lo + leaves
-                    right = hi + leaves
-                    while left < right:
-                        if left & 1:
-                            x = tree_e[left]
-                            if (ext_mode == EXT_MIN and x < best) or (
-                                ext_mode == EXT_MAX and x > best
-                            ):
-                                best = x
-                            left += 1
-                        if right & 1:
-                            right -= 1
-                            x = tree_e[right]
-                            if (ext_mode == EXT_MIN and x < best) or (
-                                ext_mode == EXT_MAX and x > best
-                            ):
-                                best = x
-                        left >>= 1
-                        right >>= 1
-                    ext[lane] = best
+                    ext[lane] = _tree_best(tree_e, leaves, lo, hi, ext_mode == EXT_MIN, ext_id)
                 if c > 0 and pos_mode != POS_NONE:
-                    best = pos_id
-                    left = lo + leaves
-                    right = hi + leaves
-                    while left < right:
-                        if left & 1:
-                            x = tree_p[left]
-                            if (pos_mode == POS_FIRST and x < best) or (
-                                pos_mode == POS_LAST and x > best
-                            ):
-                                best = x
-                            left += 1
-                        if right & 1:
-                            right -= 1
-                            x = tree_p[right]
-                            if (pos_mode == POS_FIRST and x < best) or (
-                                pos_mode == POS_LAST and x > best
-                            ):
-                                best = x
-                        left >>= 1
-                        right >>= 1
+                    best = _tree_best(tree_p, leaves, lo, hi, pos_mode == POS_FIRST, pos_id)
                     pos[lane] = s0 + best
             i += 1
     return count, total, ext, pos
