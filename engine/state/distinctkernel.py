@@ -15,7 +15,8 @@ elements become visible the sets change by events: element x appears (+1 at (x, 
 splits its neighbours p < x < s (+1 for the pair (p, s) leaving, -1 each for (p, x) and
 (x, s)). Each read sums the weights of the events before it with ``x >= lo`` and ``y < hi``:
 offline 2D dominance over time, answered by a sweep with a Fenwick tree for the events at
-time 0 (the history) and by CDQ divide and conquer for the rest. The neighbours of an
+time 0 (the history), by a sweep over time for the appearing elements, and by CDQ divide
+and conquer for the pair events. The neighbours of an
 appearing element come from a Fenwick tree over the elements ordered by (value, position).
 """
 
@@ -260,11 +261,15 @@ def _distinct_in_ranges(
         if ne > 0:
             epoch = epoch[:ne][np.argsort(gt[epoch[:ne]], kind="mergesort")]
             qorder = np.argsort(qseen[q0:q1], kind="mergesort")
-            kcap = 4 * ne + nq
+            kcap = 3 * ne + nq
             ex = np.empty(kcap, dtype=np.int64)
             ey = np.empty(kcap, dtype=np.int64)
             ew = np.empty(kcap, dtype=np.int64)
             eq = np.empty(kcap, dtype=np.int64)
+            # Epoch elements visible so far, by position: a read counts those in its range
+            # when it is reached (a sweep), so only the pair events need the divide and
+            # conquer.
+            shown = np.zeros(nz + 1, dtype=np.int64)
             k_total = 0
             t = 0
             for j in range(ne):
@@ -272,6 +277,7 @@ def _distinct_in_ranges(
                 while t < nq and qseen[q0 + qorder[t]] < gt[x]:
                     qi = qorder[t]
                     ex[k_total], ey[k_total], ew[k_total], eq[k_total] = lo[qi], hi[qi], 0, qi
+                    res[qi] += _fen_prefix(shown, hi[qi]) - _fen_prefix(shown, lo[qi])
                     k_total += 1
                     t += 1
                 u = where[x]
@@ -286,8 +292,7 @@ def _distinct_in_ranges(
                     sz = uo[_fen_kth(fen, nz, c + 1)]
                     if gv[sz] == gv[x]:
                         succ = sz
-                ex[k_total], ey[k_total], ew[k_total], eq[k_total] = x, x, 1, -1
-                k_total += 1
+                _fen_add(shown, nz, x, 1)
                 if pred >= 0:
                     ex[k_total], ey[k_total], ew[k_total], eq[k_total] = pred, x, -1, -1
                     k_total += 1
@@ -302,6 +307,7 @@ def _distinct_in_ranges(
             while t < nq:
                 qi = qorder[t]
                 ex[k_total], ey[k_total], ew[k_total], eq[k_total] = lo[qi], hi[qi], 0, qi
+                res[qi] += _fen_prefix(shown, hi[qi]) - _fen_prefix(shown, lo[qi])
                 k_total += 1
                 t += 1
             _cdq(ex, ey, ew, eq, k_total, res, fen, nz)
