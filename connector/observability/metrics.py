@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import push_to_gateway
 
+from connector.config import setting
 from connector.errors import ConfigError, ConnectorError
 from engine.executors.base import OPERATOR_PREFIX
 
@@ -362,13 +363,13 @@ class JobMetrics:
         self.success.set(1 if success else 0)
 
     # -- exposure -----------------------------------------------------------------------------
-    def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
+    def serve(self, port: int, host: str) -> MetricsServer:
         """Serve ``/metrics`` over HTTP on ``host:port`` (port 0: any free port)."""
         try:
             server, thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
             raise ConfigError(
-                "metrics_port (--metrics-port, RESTREAM_METRICS_PORT)",
+                setting("metrics_port").label,
                 f"cannot serve metrics on {host}:{port}: {exc}; choose a free port or 0 for off",
             ) from exc
         bound = int(server.server_address[1])
