@@ -18,7 +18,13 @@ Kafka client settings pass through to librdkafka unchanged (``security.protocol`
 appear in logs, metrics or error messages (:func:`redacted`).
 
 Validation happens here, before anything touches a broker, and every error names the setting
-in all three spellings so the user finds it wherever it was set.
+in all three spellings (:attr:`Setting.label`) so the user finds it wherever it was set.
+
+The table is the only place a setting's default, choices (from the ``Literal`` aliases below,
+which serde imports too), minimum and help are written: :class:`RunConfig`'s field defaults,
+the flags and their ``--help``, the YAML keys and the checks derive from it. ``job_id``,
+``bootstrap_servers`` and ``pipeline`` are ``required``: ``restream run`` exits 2 naming the
+one missing (:meth:`RunConfig.require`); there is no default pipeline.
 """
 
 from __future__ import annotations
