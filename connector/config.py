@@ -18,7 +18,13 @@ Kafka client settings pass through to librdkafka unchanged (``security.protocol`
 appear in logs, metrics or error messages (:func:`redacted`).
 
 Validation happens here, before anything touches a broker, and every error names the setting
-in all three spellings so the user finds it wherever it was set.
+in all three spellings (:attr:`Setting.label`) so the user finds it wherever it was set.
+
+The table is the only place a setting's default, choices (from the ``Literal`` aliases below,
+which serde imports too), minimum and help are written: :class:`RunConfig`'s field defaults,
+the flags and their ``--help``, the YAML keys and the checks derive from it. ``job_id``,
+``bootstrap_servers`` and ``pipeline`` are ``required``: ``restream run`` exits 2 naming the
+one missing (:meth:`RunConfig.require`); there is no default pipeline.
 """
 
 from __future__ import annotations
@@ -39,31 +45,48 @@ from connector.errors import ConfigError
 __all__ = [
     "ENV_PREFIX",
     "KAFKA_ENV_PREFIX",
+    "KEY_FORMATS",
     "SETTINGS",
+    "VALUE_FORMATS",
     "BadRecordPolicy",
     "ExecutorName",
     "KeyFormat",
     "LogFormat",
+    "LogLevel",
     "ProgressMode",
     "RunConfig",
     "Setting",
     "ValueFormat",
     "add_settings_arguments",
     "config_from_args",
+    "env_name",
     "is_secret_key",
     "load_config",
     "redacted",
+    "setting",
 ]
 
 ENV_PREFIX = "RESTREAM_"
 KAFKA_ENV_PREFIX = "RESTREAM_KAFKA_"
 
+
+def env_name(flag: str) -> str:
+    """The environment variable of a flag or setting, in every command: ``RESTREAM_<FLAG>``
+    (``--jitter-ms`` and ``jitter_ms`` -> ``RESTREAM_JITTER_MS``)."""
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+#: Formats of record values (``value_format``, ``output_format``); serde imports them from here.
 ValueFormat = Literal["avro", "avro-confluent", "json"]
+#: What input keys must be (``key_format``).
 KeyFormat = Literal["decimal", "string", "any"]
+VALUE_FORMATS: tuple[ValueFormat, ...] = get_args(ValueFormat)
+KEY_FORMATS: tuple[KeyFormat, ...] = get_args(KeyFormat)
 BadRecordPolicy = Literal["dead-letter", "fail"]
 ExecutorName = Literal["parallel", "batch", "serial"]
 ProgressMode = Literal["auto", "bar", "log", "none"]
 LogFormat = Literal["auto", "json", "text"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SettingKind = Literal["str", "int", "float", "choice", "list", "mapping"]
 
 _SECRET_WORDS = ("password", "secret", "token", "jaas", "user.info", "basic.auth", "key.pem")
@@ -81,6 +104,10 @@ class Setting:
     choices: tuple[str, ...] = ()
     secret: bool = False
     metavar: str | None = None
+    #: Smallest value an ``int`` setting accepts.
+    minimum: int | None = None
+    #: ``restream run`` refuses to start without it (exit 2 naming the setting).
+    required: bool = False
 
     @property
     def flag(self) -> str:
@@ -90,12 +117,44 @@ class Setting:
     @property
     def env(self) -> str:
         """The environment variable, ``RESTREAM_ON_BAD_RECORD``."""
-        return ENV_PREFIX + self.name.upper()
+        return env_name(self.name)
+
+    @property
+    def env_help(self) -> str:
+        """The environment variable as ``--help`` shows it (``RESTREAM_KAFKA_<KEY>``)."""
+        return KAFKA_ENV_PREFIX + "<KEY>" if self.name == "kafka" else self.env
 
     @property
     def label(self) -> str:
         """How error messages name the setting: ``start (--start, RESTREAM_START)``."""
-        return f"{self.name} ({self.flag}, {self.env})"
+        return f"{self.name} ({self.flag}, {self.env_help})"
+
+    def help_text(self) -> str:
+        """The ``--help`` line: the help, then env, choices, default, required, secret."""
+        notes = [f"env {self.env_help}"]
+        if self.choices:
+            notes.append("one of " + ", ".join(self.choices))
+        if self.default not in (None, "", ()):
+            notes.append(f"default {self.default}")
+        if self.required:
+            notes.append("required")
+        if self.secret:
+            notes.append("secret: never logged")
+        return f"{self.help} [{'; '.join(notes)}]"
+
+    def missing(self) -> ConfigError:
+        """The error for a required setting that was not given."""
+        return ConfigError(self.label, "is required")
+
+    def dataclass_default(self) -> Any:
+        """The default of :class:`RunConfig`'s field for this setting (``field(...)``)."""
+        if self.kind == "mapping":
+            # ``kafka`` holds secrets among other keys: never in a repr (summary() masks them).
+            shown = not self.secret and self.name != "kafka"
+            return field(default_factory=lambda: MappingProxyType({}), repr=shown)
+        if self.kind == "list":
+            return field(default=(), repr=not self.secret)
+        return field(default=self.default, repr=not self.secret)
 
 
 def _s(name: str, kind: SettingKind, help_text: str, default: Any = None, **kw: Any) -> Setting:
@@ -104,9 +163,25 @@ def _s(name: str, kind: SettingKind, help_text: str, default: Any = None, **kw: 
 
 #: Every setting, in the order ``--help`` shows them.
 SETTINGS: tuple[Setting, ...] = (
-    _s("job_id", "str", "name of this backtest; output topics and checkpoints belong to it"),
-    _s("bootstrap_servers", "str", "Kafka bootstrap servers, host:port[,host:port]"),
-    _s("pipeline", "str", "built-in pipeline name or package.module:attribute", "social-spam"),
+    _s(
+        "job_id",
+        "str",
+        "name of this backtest; output topics and checkpoints belong to it",
+        required=True,
+    ),
+    _s(
+        "bootstrap_servers",
+        "str",
+        "Kafka bootstrap servers, host:port[,host:port]",
+        required=True,
+    ),
+    _s(
+        "pipeline",
+        "str",
+        "the logic to replay: a built-in pipeline name (social-spam: the demo's spam rules) "
+        "or package.module:attribute",
+        required=True,
+    ),
     _s(
         "inputs",
         "list",
@@ -126,13 +201,13 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         "format of input values",
         "avro",
-        choices=get_args(ValueFormat),
+        choices=VALUE_FORMATS,
     ),
     _s(
         "key_format",
         "choice",
         "what input keys must be (others are bad records); default: the pipeline's",
-        choices=get_args(KeyFormat),
+        choices=KEY_FORMATS,
     ),
     _s(
         "schemas",
@@ -167,18 +242,20 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         "format of output values",
         "avro",
-        choices=get_args(ValueFormat),
+        choices=VALUE_FORMATS,
     ),
     _s(
         "output_partitions",
         "int",
         "partitions of output topics created by the job; default: the inputs' largest count",
+        minimum=1,
     ),
     _s(
         "output_replication_factor",
         "int",
         "replication factor of topics the job creates; -1: the broker's default",
         -1,
+        minimum=-1,
     ),
     _s("dead_letter_topic", "str", "topic for bad input records; default: JOB_ID.dead-letter"),
     _s(
@@ -189,29 +266,43 @@ SETTINGS: tuple[Setting, ...] = (
         choices=get_args(BadRecordPolicy),
     ),
     _s("executor", "choice", "how to run the pipeline", "parallel", choices=get_args(ExecutorName)),
-    _s("workers", "int", "worker processes of the parallel executor; 0: one per CPU", 0),
+    _s("workers", "int", "worker processes of the parallel executor; 0: one per CPU", 0, minimum=0),
     _s(
         "epoch_size",
         "int",
         "events per epoch (the unit of parallel work); 0: 125,000 per worker, within "
         "250,000..2,000,000",
         0,
+        minimum=0,
     ),
     _s(
         "checkpoint_dir",
         "str",
         "directory (a mounted volume) for checkpoints; a restarted job resumes from them",
     ),
-    _s("checkpoint_every_epochs", "int", "checkpoint after this many epochs", 10),
-    _s("checkpoint_every_seconds", "int", "or after this many seconds, whichever is first", 60),
-    _s("checkpoint_keep", "int", "checkpoints kept (older ones are deleted)", 2),
+    _s("checkpoint_every_epochs", "int", "checkpoint after this many epochs", 10, minimum=1),
+    _s(
+        "checkpoint_every_seconds",
+        "int",
+        "or after this many seconds, whichever is first",
+        60,
+        minimum=1,
+    ),
+    _s("checkpoint_keep", "int", "checkpoints kept (older ones are deleted)", 2, minimum=1),
     _s(
         "broker_timeout",
         "int",
         "seconds a broker may stay unreachable (retrying) before the job fails with exit 1",
         120,
+        minimum=1,
     ),
-    _s("metrics_port", "int", "serve Prometheus metrics on this port while running; 0: off", 0),
+    _s(
+        "metrics_port",
+        "int",
+        "serve Prometheus metrics on this TCP port (up to 65535) while running; 0: off",
+        0,
+        minimum=0,
+    ),
     _s("metrics_host", "str", "address the metrics server binds", "0.0.0.0"),
     _s("pushgateway", "str", "push final metrics to this Prometheus Pushgateway URL"),
     _s(
@@ -233,7 +324,7 @@ SETTINGS: tuple[Setting, ...] = (
         "choice",
         "log level",
         "INFO",
-        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        choices=get_args(LogLevel),
     ),
     _s(
         "kafka",
@@ -246,58 +337,76 @@ SETTINGS: tuple[Setting, ...] = (
 _BY_NAME = {s.name: s for s in SETTINGS}
 
 
+def setting(name: str) -> Setting:
+    """The row of :data:`SETTINGS` called ``name`` (``setting("start").label`` in messages)."""
+    return _BY_NAME[name]
+
+
+def _default(name: str) -> Any:
+    """:class:`RunConfig`'s default for a setting: the table's, never restated."""
+    return _BY_NAME[name].dataclass_default()
+
+
 @dataclass(frozen=True, slots=True)
 class RunConfig:
     """A validated job configuration (see the module docstring for where each value comes from).
 
-    ``None`` means "not given": the run fills it from the pipeline's profile or the job id.
+    One field per row of :data:`SETTINGS`, in its order, whose default is the row's (the
+    annotations are the types; choices come from the same ``Literal`` aliases as the rows').
+    ``None`` means "not given": the run fills it from the pipeline's profile or the job id, or
+    refuses to start for a ``required`` setting (:meth:`require`).
     """
 
-    job_id: str | None = None
-    bootstrap_servers: str | None = None
-    pipeline: str = "social-spam"
-    inputs: tuple[tuple[str, str], ...] = ()
-    start: str = "earliest"
-    end: str = "latest"
-    value_format: ValueFormat = "avro"
-    key_format: KeyFormat | None = None
-    schemas: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    schema_registry_url: str | None = None
-    schema_registry_basic_auth: str | None = field(default=None, repr=False)
-    schema_registry_ca_location: str | None = None
-    schema_registry_cert_location: str | None = None
-    schema_registry_key_location: str | None = None
-    outputs: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    output_schemas: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
-    output_format: ValueFormat = "avro"
-    output_partitions: int | None = None
-    output_replication_factor: int = -1
-    dead_letter_topic: str | None = None
-    on_bad_record: BadRecordPolicy = "dead-letter"
-    executor: ExecutorName = "parallel"
-    workers: int = 0
-    epoch_size: int = 0
-    checkpoint_dir: str | None = None
-    checkpoint_every_epochs: int = 10
-    checkpoint_every_seconds: int = 60
-    checkpoint_keep: int = 2
-    broker_timeout: int = 120
-    metrics_port: int = 0
-    metrics_host: str = "0.0.0.0"
-    pushgateway: str | None = None
-    progress: ProgressMode = "auto"
-    log_format: LogFormat = "auto"
-    log_level: str = "INFO"
-    kafka: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), repr=False)
+    job_id: str | None = _default("job_id")
+    bootstrap_servers: str | None = _default("bootstrap_servers")
+    pipeline: str | None = _default("pipeline")
+    inputs: tuple[tuple[str, str], ...] = _default("inputs")
+    start: str = _default("start")
+    end: str = _default("end")
+    value_format: ValueFormat = _default("value_format")
+    key_format: KeyFormat | None = _default("key_format")
+    schemas: Mapping[str, str] = _default("schemas")
+    schema_registry_url: str | None = _default("schema_registry_url")
+    schema_registry_basic_auth: str | None = _default("schema_registry_basic_auth")
+    schema_registry_ca_location: str | None = _default("schema_registry_ca_location")
+    schema_registry_cert_location: str | None = _default("schema_registry_cert_location")
+    schema_registry_key_location: str | None = _default("schema_registry_key_location")
+    outputs: Mapping[str, str] = _default("outputs")
+    output_schemas: Mapping[str, str] = _default("output_schemas")
+    output_format: ValueFormat = _default("output_format")
+    output_partitions: int | None = _default("output_partitions")
+    output_replication_factor: int = _default("output_replication_factor")
+    dead_letter_topic: str | None = _default("dead_letter_topic")
+    on_bad_record: BadRecordPolicy = _default("on_bad_record")
+    executor: ExecutorName = _default("executor")
+    workers: int = _default("workers")
+    epoch_size: int = _default("epoch_size")
+    checkpoint_dir: str | None = _default("checkpoint_dir")
+    checkpoint_every_epochs: int = _default("checkpoint_every_epochs")
+    checkpoint_every_seconds: int = _default("checkpoint_every_seconds")
+    checkpoint_keep: int = _default("checkpoint_keep")
+    broker_timeout: int = _default("broker_timeout")
+    metrics_port: int = _default("metrics_port")
+    metrics_host: str = _default("metrics_host")
+    pushgateway: str | None = _default("pushgateway")
+    progress: ProgressMode = _default("progress")
+    log_format: LogFormat = _default("log_format")
+    log_level: LogLevel = _default("log_level")
+    kafka: Mapping[str, str] = _default("kafka")
 
     def __post_init__(self) -> None:
         _validate(self)
 
+    def require(self, name: str) -> Any:
+        """The value of a setting that must be given; ConfigError naming it otherwise."""
+        value = getattr(self, name)
+        if value is None or value == "":
+            raise _BY_NAME[name].missing()
+        return value
+
     def client_config(self) -> dict[str, Any]:
         """librdkafka settings shared by every client of the job."""
-        if not self.bootstrap_servers:
-            raise ConfigError(_BY_NAME["bootstrap_servers"].label, "is required")
-        return {**self.kafka, "bootstrap.servers": self.bootstrap_servers}
+        return {**self.kafka, "bootstrap.servers": self.require("bootstrap_servers")}
 
     def summary(self) -> dict[str, Any]:
         """The settings as a dict with secrets masked (for logs and ``--dry-run``)."""
@@ -335,24 +444,15 @@ def _validate(c: RunConfig) -> None:
             f"{c.job_id!r} must be 1-200 letters, digits, '.', '_' or '-', starting with a "
             "letter or digit (it names topics and checkpoint files)",
         )
-    for name in ("workers", "epoch_size", "metrics_port"):
-        if getattr(c, name) < 0:
-            raise bad(name, f"must be >= 0, got {getattr(c, name)}")
+    for s in SETTINGS:
+        value = getattr(c, s.name)
+        if s.minimum is not None and value is not None and value < s.minimum:
+            raise bad(s.name, f"must be >= {s.minimum}, got {value}")
     if c.metrics_port > 65535:
         raise bad("metrics_port", f"must be a TCP port (0-65535), got {c.metrics_port}")
-    for name in (
-        "checkpoint_every_epochs",
-        "checkpoint_every_seconds",
-        "checkpoint_keep",
-        "broker_timeout",
-    ):
-        if getattr(c, name) < 1:
-            raise bad(name, f"must be >= 1, got {getattr(c, name)}")
     if c.checkpoint_dir is not None and c.executor == "serial":
         raise bad("checkpoint_dir", "the serial executor cannot checkpoint; use batch or parallel")
-    if c.output_partitions is not None and c.output_partitions < 1:
-        raise bad("output_partitions", f"must be >= 1, got {c.output_partitions}")
-    if c.output_replication_factor == 0 or c.output_replication_factor < -1:
+    if c.output_replication_factor == 0:
         raise bad(
             "output_replication_factor", f"must be -1 or >= 1, got {c.output_replication_factor}"
         )
@@ -509,10 +609,7 @@ def add_settings_arguments(
     for s in SETTINGS:
         if only is not None and s.name not in only:
             continue
-        shown = f"; default {s.default}" if s.default not in (None, "") else ""
-        env = f"{KAFKA_ENV_PREFIX}<KEY>" if s.name == "kafka" else s.env
-        secret = "; secret: never logged" if s.secret else ""
-        help_text = f"{s.help} [env {env}{shown}{secret}]"
+        help_text = s.help_text()
         if s.kind in ("list", "mapping"):
             parser.add_argument(
                 s.flag, dest=s.name, action="append", metavar=s.metavar, help=help_text

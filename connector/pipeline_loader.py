@@ -12,11 +12,21 @@ from connector.errors import ConfigError
 from engine.examples.social.spam import build_spam_pipeline
 from engine.pipeline import Pipeline
 
-__all__ = ["BUILTIN_DEFAULTS", "BUILTIN_PIPELINES", "PipelineDefaults", "load_pipeline"]
+__all__ = [
+    "BUILTIN_DEFAULTS",
+    "BUILTIN_PIPELINES",
+    "SOCIAL_SPAM",
+    "PipelineDefaults",
+    "load_pipeline",
+]
+
+#: The demo's spam rules over the reference social data set (the demo, benches and tests name
+#: it; it is not a default: ``restream run`` requires a ``pipeline``).
+SOCIAL_SPAM = "social-spam"
 
 #: Pipelines that ship with restream, by name.
 BUILTIN_PIPELINES: dict[str, Callable[[], Pipeline]] = {
-    "social-spam": build_spam_pipeline,
+    SOCIAL_SPAM: build_spam_pipeline,
 }
 
 
@@ -32,7 +42,7 @@ class PipelineDefaults:
 
 #: Defaults of the built-in pipelines (a user's own pipeline gets its settings from the job).
 BUILTIN_DEFAULTS: dict[str, PipelineDefaults] = {
-    "social-spam": PipelineDefaults(
+    SOCIAL_SPAM: PipelineDefaults(
         inputs=(("social.messages", "message"), ("social.friendships", "friendship")),
         schemas=MappingProxyType({"message": "social/Message", "friendship": "social/Friendship"}),
         output_schemas=MappingProxyType({"scores": "social/SpamScore"}),

@@ -26,9 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from connector.config import RunConfig
+from connector.config import RunConfig, setting
 from connector.errors import ConnectorError
 from connector.job.run import RunReport, run_job
+from connector.pipeline_loader import SOCIAL_SPAM
 from connector.runtime.failpoints import ENV as FAILPOINTS_ENV
 from engine.examples.social.data import generate_social
 from tooling.dataset import broker_for, unique_prefix, write_social_topics
@@ -79,6 +80,7 @@ class CheckpointResult:
 def _config(bootstrap: str, inputs: tuple[tuple[str, str], ...], **kw: Any) -> RunConfig:
     return RunConfig(
         job_id=unique_prefix("ckpt"),
+        pipeline=SOCIAL_SPAM,
         bootstrap_servers=bootstrap,
         inputs=inputs,
         progress="none",
@@ -92,7 +94,7 @@ def _environment(config: RunConfig) -> dict[str, str]:
         if value is None or name == "kafka" or isinstance(value, dict):
             continue
         text = ",".join(f"{t}={k}" for t, k in value) if name == "inputs" else str(value)
-        env[f"RESTREAM_{name.upper()}"] = text
+        env[setting(name).env] = text
     return env
 
 

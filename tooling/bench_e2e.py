@@ -31,6 +31,7 @@ from connector.input.reader import consumer_config
 from connector.job.run import RunReport, run_job
 from connector.kafka.producer import BulkProducer
 from connector.output.sink import output_producer_settings
+from connector.pipeline_loader import SOCIAL_SPAM
 from engine.examples.social.data import Skew, generate_social
 from engine.executors.base import OPERATOR_PREFIX
 from tooling.dataset import broker_for, unique_prefix, write_social_topics
@@ -190,6 +191,7 @@ def _e2e_pass(
 ) -> RunReport:
     config = RunConfig(
         job_id=unique_prefix("bench"),
+        pipeline=SOCIAL_SPAM,
         bootstrap_servers=bootstrap,
         inputs=inputs,
         workers=workers,

@@ -27,6 +27,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from connector.config import RunConfig
 from connector.errors import BrokerError, ConfigError
 from connector.job.run import RunReport, run_job
+from connector.pipeline_loader import SOCIAL_SPAM
 from connector.serde.avro import load_schema
 from connector.serde.values import value_decoder
 from engine.errors import EngineError
@@ -83,6 +84,7 @@ def run_demo(
             say("", f"{topic}: {len(ts):,} records, {_span(ts)}")
         config = RunConfig(
             job_id=job,
+            pipeline=SOCIAL_SPAM,
             bootstrap_servers=broker.bootstrap,
             inputs=written.inputs,
             start="earliest",

@@ -17,12 +17,13 @@ from typing import Any, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from connector.config import ValueFormat
 from connector.errors import ConfigError
 from connector.kafka.producer import BulkProducer, TopicSpec, create_topics, topic_record_bounds
 from connector.runtime.processes import run_in_processes
 from connector.serde.avro import (
+    AVRO_FORMATS,
     Utf8Column,
-    ValueFormat,
     confluent_header,
     encode_columns,
     load_schema,
@@ -123,9 +124,9 @@ def write_social(
     dominates, so this helps when a core is idle and hurts when other work keeps the cores
     busy; one process is the default.
     """
-    if value_format not in ("avro", "avro-confluent"):
+    if value_format not in AVRO_FORMATS:
         raise ConfigError(
-            "format", f"unknown value format {value_format!r}; use avro or avro-confluent"
+            "format", f"unknown value format {value_format!r}; use one of {AVRO_FORMATS}"
         )
     if value_format == "avro-confluent" and not schema_registry:
         raise ConfigError("schema-registry", "format avro-confluent needs a schema registry URL")

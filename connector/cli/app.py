@@ -1,7 +1,8 @@
 """The ``restream`` command line.
 
 Every flag also reads an environment variable ``RESTREAM_<FLAG>`` (``--jitter-ms`` reads
-``RESTREAM_JITTER_MS``); the flag wins. Exit codes: 0 success, 2 bad configuration, 1 failure.
+``RESTREAM_JITTER_MS``, in every command that has it; :mod:`connector.cli.options`); the flag
+wins. Exit codes: 0 success, 2 bad configuration, 1 failure.
 Each subcommand's logic lives in its own module; this file only maps flags to calls.
 """
 
@@ -14,75 +15,16 @@ import signal
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, replace
-from typing import Any, TypeVar
+from dataclasses import replace
+from typing import Any, get_args
 
 from connector import __version__
+from connector.cli.options import option as _option
+from connector.cli.options import resolve_env_defaults
 from connector.errors import ConfigError, ConnectorError
 from engine.errors import EngineError
 
-__all__ = ["build_parser", "env_default", "main"]
-
-T = TypeVar("T")
-_ENV_PREFIX = "RESTREAM_"
-
-
-def env_default(name: str, default: str) -> str:
-    """The value of ``RESTREAM_<NAME>``, or ``default`` when it is unset or empty."""
-    return os.environ.get(_ENV_PREFIX + name, "") or default
-
-
-@dataclass(frozen=True, slots=True)
-class _EnvDefault:
-    """The default of a flag not given: resolved from its env var after parsing."""
-
-    parser: argparse.ArgumentParser
-    flag: str
-    env: str
-    convert: Callable[[str], Any]
-    default: Any
-    choices: Sequence[Any] | None
-
-    def resolve(self) -> Any:
-        raw = os.environ.get(self.env, "")
-        if not raw:
-            return self.default
-        try:
-            value = self.convert(raw)
-        except ValueError:
-            self.parser.error(f"{self.env}={raw!r} is not a valid {self.flag} value")
-        if self.choices is not None and value not in self.choices:
-            self.parser.error(
-                f"{self.env}={raw!r}: choose from {', '.join(map(str, self.choices))}"
-            )
-        return value
-
-
-def _option(
-    parser: argparse.ArgumentParser,
-    flag: str,
-    convert: Callable[[str], T],
-    default: T | None,
-    help_text: str,
-    *,
-    choices: Sequence[T] | None = None,
-) -> None:
-    """Add ``--flag`` whose default comes from ``RESTREAM_FLAG`` (shown in --help)."""
-    env = _ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
-    shown = "" if default is None else f"; default {default}"
-    parser.add_argument(
-        flag,
-        type=convert,
-        default=_EnvDefault(parser, flag, env, convert, default, choices),
-        choices=choices,
-        help=f"{help_text} [env {env}{shown}]",
-    )
-
-
-def _resolve_env_defaults(args: argparse.Namespace) -> None:
-    for name, value in vars(args).items():
-        if isinstance(value, _EnvDefault):
-            setattr(args, name, value.resolve())
+__all__ = ["build_parser", "main"]
 
 
 def _data_set_options(parser: argparse.ArgumentParser) -> None:
@@ -93,33 +35,11 @@ def _data_set_options(parser: argparse.ArgumentParser) -> None:
     _option(parser, "--partitions", int, 4, "partitions of each topic")
 
 
-def _data_shape_options(parser: argparse.ArgumentParser) -> None:
-    """How far the generated data departs from the friendly default (hot keys, disorder)."""
-    _option(
-        parser,
-        "--scenario",
-        str,
-        "uniform",
-        "data-set shape: uniform, or skewed (one user sends 40%% of the messages, 30 users "
-        "another 30%%, a 1-minute clock, up to 3 h of backwards jitter); the flags below "
-        "override its settings",
-        choices=["uniform", "skewed"],
-    )
-    _option(
-        parser,
-        "--jitter-ms",
-        int,
-        None,
-        "shift record timestamps back by up to this much (default: the scenario's)",
-    )
-    _option(parser, "--hot-share", float, None, "share of messages sent by one hot user")
-    _option(parser, "--heavy-share", float, None, "share of messages sent by a heavy group")
-    _option(parser, "--heavy-users", int, None, "users in the heavy group")
-    _option(parser, "--clock-ms", int, None, "timestamp resolution (60000: a minute clock)")
-
-
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser with one subcommand per job."""
+    from connector.cli import engine_commands  # the engine without Kafka: plan and benchmark
+    from connector.config import ExecutorName, add_settings_arguments
+
     parser = argparse.ArgumentParser(
         prog="restream",
         description="Replay Kafka topics through stateful logic, serial-equivalent and fast.",
@@ -146,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate the social network and write it to two topics, printing the rate.",
     )
     _data_set_options(social)
-    _data_shape_options(social)
+    engine_commands.data_shape_options(social)
     _option(social, "--bootstrap", str, None, "Kafka bootstrap servers, host:port (required)")
     _option(social, "--messages-topic", str, "social.messages", "topic for messages")
     _option(social, "--friendships-topic", str, "social.friendships", "topic for friendships")
@@ -164,8 +84,6 @@ def build_parser() -> argparse.ArgumentParser:
     _option(demo, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
     _option(demo, "--workers", int, 0, "worker processes of the parallel executor; 0: per CPU")
     demo.set_defaults(handler=_demo, interrupt_on_term=True)
-
-    from connector.config import add_settings_arguments
 
     run = commands.add_parser(
         "run",
@@ -188,22 +106,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_settings_arguments(positions)
     positions.set_defaults(handler=_positions)
 
-    from connector.cli import engine_commands  # the engine without Kafka: plan and benchmark
-
     plan = commands.add_parser("plan", help="print the phases the planner assigns a pipeline")
-    engine_commands.add_plan_arguments(plan, env_default)
+    engine_commands.add_plan_arguments(plan)
     plan.set_defaults(handler=engine_commands.show_plan)
     bench = commands.add_parser("bench", help="benchmarks")
     benches = bench.add_subparsers(dest="bench", metavar="TARGET", required=True)
     bench_engine = benches.add_parser(
         "engine", help="the executors on a generated log, against hand-written baselines"
     )
-    engine_commands.add_bench_engine_arguments(bench_engine, env_default)
+    engine_commands.add_bench_engine_arguments(bench_engine)
     bench_engine.set_defaults(handler=engine_commands.bench_engine, interrupt_on_term=True)
     bench_lateness = benches.add_parser(
         "lateness", help="windowed state and speed with and without an allowed lateness"
     )
-    engine_commands.add_bench_lateness_arguments(bench_lateness, env_default)
+    engine_commands.add_bench_lateness_arguments(bench_lateness)
     bench_lateness.set_defaults(handler=engine_commands.bench_lateness, interrupt_on_term=True)
     bench_e2e = benches.add_parser(
         "e2e",
@@ -212,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
         "produce-only pass and `restream run` with the spam backtest (medians of --repeat).",
     )
     _data_set_options(bench_e2e)
-    _data_shape_options(bench_e2e)
+    engine_commands.data_shape_options(bench_e2e)
     _option(bench_e2e, "--repeat", int, 3, "repetitions of each measurement")
     _option(bench_e2e, "--workers", int, 0, "worker processes; 0: one per CPU")
     _option(
@@ -221,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
         str,
         "parallel",
         "executor of the e2e pass",
-        choices=["parallel", "batch", "serial"],
+        choices=get_args(ExecutorName),
     )
     _option(bench_e2e, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
     bench_e2e.set_defaults(handler=_bench_e2e, interrupt_on_term=True)
@@ -370,8 +286,12 @@ def _positions(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.job_id is None:
         config = replace(config, job_id="positions")
-    job = build_job(config)
-    ranges = resolve_ranges(config, [t for t, _ in job.inputs])
+    if config.inputs and config.pipeline is None:
+        # Explicit inputs are all it reads; the pipeline, when given, also checks their kinds.
+        topics = [t for t, _ in config.inputs]
+    else:
+        topics = [t for t, _ in build_job(config).inputs]
+    ranges = resolve_ranges(config, topics)
     with KafkaOffsets(config.client_config()) as client:
         print(describe_ranges(ranges, client))
     return 0
@@ -410,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    _resolve_env_defaults(args)
+    resolve_env_defaults(args)
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()

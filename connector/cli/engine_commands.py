@@ -6,8 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
+from connector.cli.options import option
+from connector.config import setting
+from connector.errors import ConfigError
 from connector.pipeline_loader import load_pipeline
 from engine.benchmark import (
     IMPLEMENTATIONS,
@@ -25,95 +27,82 @@ __all__ = [
     "add_plan_arguments",
     "bench_engine",
     "bench_lateness",
+    "data_shape_options",
     "parse_latenesses",
     "show_plan",
 ]
 
 
-def add_plan_arguments(parser: argparse.ArgumentParser, env: Any) -> None:
-    """Arguments of ``restream plan``."""
-    parser.add_argument(
+def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``restream plan``: the pipeline, required like ``restream run``'s."""
+    option(
+        parser,
         "pipeline",
-        nargs="?",
-        default=env("PIPELINE", "social-spam"),
-        help="pipeline name or package.module:attribute "
-        "(env RESTREAM_PIPELINE; default social-spam)",
+        str,
+        None,
+        "pipeline name (social-spam: the demo's spam rules) or package.module:attribute; required",
     )
 
 
 def show_plan(args: argparse.Namespace) -> int:
     """Print the phases of a pipeline."""
-    print(plan(load_pipeline(args.pipeline)).describe())
+    label = f"pipeline (PIPELINE, {setting('pipeline').env})"
+    if not args.pipeline:
+        raise ConfigError(label, "is required")
+    print(plan(load_pipeline(args.pipeline, field=label)).describe())
     return 0
 
 
-def add_bench_engine_arguments(parser: argparse.ArgumentParser, env: Any) -> None:
-    """Arguments of ``restream bench engine``."""
-    parser.add_argument(
-        "--events",
-        type=int,
-        default=int(env("BENCH_EVENTS", "1000000")),
-        help="events in the generated log (env RESTREAM_BENCH_EVENTS)",
-    )
-    parser.add_argument(
-        "--users",
-        type=int,
-        default=int(env("BENCH_USERS", "100000")),
-        help="users (env RESTREAM_BENCH_USERS)",
-    )
-    parser.add_argument(
-        "--days",
-        type=int,
-        default=int(env("BENCH_DAYS", "30")),
-        help="days of event time (env RESTREAM_BENCH_DAYS)",
-    )
-    parser.add_argument(
+def data_shape_options(parser: argparse.ArgumentParser) -> None:
+    """How far the generated data departs from the friendly default (hot keys, disorder):
+    the same flags, variables and defaults in ``generate social`` and every bench."""
+    option(
+        parser,
         "--scenario",
+        str,
+        "uniform",
+        "data-set shape: uniform, or skewed (one user sends 40%% of the messages, 30 users "
+        "another 30%%, a 1-minute clock, up to 3 h of backwards jitter); the flags below "
+        "override its settings",
         choices=sorted(SCENARIOS),
-        default=env("BENCH_SCENARIO", "uniform"),
-        help="data-set shape: uniform, or skewed (one user sends 40%% of the messages, 30 "
-        "users another 30%%, a 1-minute clock, up to 3 h of backwards jitter); the flags below "
-        "override its settings (env RESTREAM_BENCH_SCENARIO; default uniform)",
     )
-    for flag, convert, text in (
-        ("--jitter-ms", int, "backwards timestamp jitter, ms"),
-        ("--hot-share", float, "share of messages sent by one hot user"),
-        ("--heavy-share", float, "share of messages sent by a heavy-hitter group"),
-        ("--heavy-users", int, "users in the heavy-hitter group"),
-        ("--clock-ms", int, "timestamp resolution, ms (60000: a minute clock)"),
-    ):
-        name = "BENCH_" + flag[2:].upper().replace("-", "_")
-        raw = env(name, "")
-        parser.add_argument(
-            flag,
-            type=convert,
-            default=convert(raw) if raw else None,
-            help=f"{text} (env RESTREAM_{name}; default: the scenario's)",
-        )
-    parser.add_argument(
+    option(
+        parser,
+        "--jitter-ms",
+        int,
+        None,
+        "shift record timestamps back by up to this much (default: the scenario's)",
+    )
+    option(parser, "--hot-share", float, None, "share of messages sent by one hot user")
+    option(parser, "--heavy-share", float, None, "share of messages sent by a heavy group")
+    option(parser, "--heavy-users", int, None, "users in the heavy group")
+    option(parser, "--clock-ms", int, None, "timestamp resolution (60000: a minute clock)")
+
+
+def add_bench_engine_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``restream bench engine``."""
+    option(parser, "--events", int, 1_000_000, "events in the generated log")
+    option(parser, "--users", int, 100_000, "users")
+    option(parser, "--days", int, 30, "days of event time")
+    data_shape_options(parser)
+    option(
+        parser,
         "--epoch-size",
-        type=int,
-        default=int(env("EPOCH_SIZE", "0")),
-        help="events per epoch; 0: each executor's default, 125,000 per worker within "
-        "250,000..2,000,000 (env RESTREAM_EPOCH_SIZE)",
+        int,
+        0,
+        "events per epoch; 0: each executor's default, 125,000 per worker within "
+        "250,000..2,000,000",
     )
-    parser.add_argument(
-        "--repeat",
-        type=int,
-        default=int(env("BENCH_REPEAT", "3")),
-        help="runs per implementation; the median is reported (env RESTREAM_BENCH_REPEAT)",
-    )
-    parser.add_argument(
+    option(parser, "--repeat", int, 3, "runs per implementation; the median is reported")
+    option(
+        parser,
         "--only",
-        default=env("BENCH_ONLY", ",".join(IMPLEMENTATIONS)),
-        help=f"comma-separated implementations: {','.join(IMPLEMENTATIONS)}, or "
-        "parallel-wN for N workers (env RESTREAM_BENCH_ONLY)",
+        str,
+        ",".join(IMPLEMENTATIONS),
+        f"comma-separated implementations: {','.join(IMPLEMENTATIONS)}, or "
+        "parallel-wN for N workers",
     )
-    parser.add_argument(
-        "--json",
-        default=env("BENCH_JSON", "bench-engine.json"),
-        help="where to write the JSON report (env RESTREAM_BENCH_JSON)",
-    )
+    option(parser, "--json", str, "bench-engine.json", "where to write the JSON report")
 
 
 def bench_engine(args: argparse.Namespace) -> int:
@@ -264,26 +253,19 @@ def _mib(value: float | None) -> str:
     return "-" if value is None else f"{value:,.0f}"
 
 
-def add_bench_lateness_arguments(parser: argparse.ArgumentParser, env: Any) -> None:
+def add_bench_lateness_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``restream bench lateness``."""
-    for flag, name, default, text in (
-        ("--events", "EVENTS", "2000000", "events in the generated log"),
-        ("--users", "USERS", "20000", "users"),
-        ("--days", "DAYS", "30", "days of event time"),
-        ("--jitter-ms", "JITTER_MS", "60000", "backwards timestamp jitter of the data set"),
-        ("--repeat", "REPEAT", "3", "runs per setting; the median time is reported"),
-    ):
-        parser.add_argument(
-            flag,
-            type=int,
-            default=int(env(f"BENCH_{name}", default)),
-            help=f"{text} (env RESTREAM_BENCH_{name}; default {default})",
-        )
-    parser.add_argument(
+    option(parser, "--events", int, 2_000_000, "events in the generated log")
+    option(parser, "--users", int, 20_000, "users")
+    option(parser, "--days", int, 30, "days of event time")
+    option(parser, "--jitter-ms", int, 60_000, "backwards timestamp jitter of the data set")
+    option(parser, "--repeat", int, 3, "runs per setting; the median time is reported")
+    option(
+        parser,
         "--lateness",
-        default=env("BENCH_LATENESS", "none,300000,0"),
-        help="comma-separated allowed lateness settings in ms, 'none' for no bound "
-        "(env RESTREAM_BENCH_LATENESS; default none,300000,0)",
+        str,
+        "none,300000,0",
+        "comma-separated allowed lateness settings in ms, 'none' for no bound",
     )
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connector.config import setting
 from connector.errors import ConfigError, ConnectorError
 from connector.observability.metrics import JobMetrics
 from connector.positions.ranges import PartitionRange
@@ -46,7 +47,7 @@ __all__ = ["FileCheckpoints", "Manifest", "Stopped", "fingerprint"]
 
 logger = logging.getLogger(__name__)
 
-_SETTING = "checkpoint_dir (--checkpoint-dir, RESTREAM_CHECKPOINT_DIR)"
+_SETTING = setting("checkpoint_dir").label
 
 
 class Stopped(ConnectorError):  # noqa: N818 - it is a condition, not an error of the user

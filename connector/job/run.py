@@ -36,7 +36,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from connector.config import RunConfig
+from connector.config import RunConfig, setting
 from connector.errors import ConfigError, ConnectorError
 from connector.input.dead_letters import BadRecords
 from connector.input.reader import KafkaSource, TopicInput
@@ -113,32 +113,32 @@ class JobPlan:
     client: dict[str, Any] = field(repr=False)
 
 
-def _schema(ref: str, setting: str) -> AvroSchema:
+def _schema(ref: str, label: str) -> AvroSchema:
     try:
         if ref.endswith(".avsc") or (os.sep in ref and os.path.exists(ref)):
             return load_schema_file(ref)
         return load_schema(ref)
     except (OSError, ConnectorError, ValueError) as exc:
-        raise ConfigError(setting, f"cannot load schema {ref!r}: {exc}") from exc
+        raise ConfigError(label, f"cannot load schema {ref!r}: {exc}") from exc
 
 
 def build_job(config: RunConfig) -> JobPlan:
     """Resolve the pipeline, inputs, schemas and outputs; every problem is a ConfigError."""
-    if not config.job_id:
-        raise ConfigError("job_id (--job-id, RESTREAM_JOB_ID)", "is required")
+    job_id: str = config.require("job_id")
     client = config.client_config()
-    pipeline = load_pipeline(config.pipeline, field="pipeline (--pipeline, RESTREAM_PIPELINE)")
+    pipeline_name: str = config.require("pipeline")
+    pipeline = load_pipeline(pipeline_name, field=setting("pipeline").label)
     job_plan = plan(pipeline)
-    defaults = BUILTIN_DEFAULTS.get(config.pipeline, PipelineDefaults())
+    defaults = BUILTIN_DEFAULTS.get(pipeline_name, PipelineDefaults())
     inputs = config.inputs or defaults.inputs
-    setting = "inputs (--inputs, RESTREAM_INPUTS)"
+    inputs_label = setting("inputs").label
     if not inputs:
-        raise ConfigError(setting, "give at least one input topic as TOPIC=KIND")
+        raise ConfigError(inputs_label, "give at least one input topic as TOPIC=KIND")
     kinds = set(job_plan.kinds())
     for topic, kind in inputs:
         if kind not in kinds:
             raise ConfigError(
-                setting,
+                inputs_label,
                 f"{topic}={kind}: the pipeline has no operator on event kind {kind!r}; its "
                 f"kinds are {sorted(kinds)}",
             )
@@ -147,25 +147,25 @@ def build_job(config: RunConfig) -> JobPlan:
         ref = config.schemas.get(kind) or defaults.schemas.get(kind)
         if not ref:
             raise ConfigError(
-                "schemas (--schemas, RESTREAM_SCHEMAS)",
+                setting("schemas").label,
                 f"no schema for event kind {kind!r}; give {kind}=NAME or {kind}=path.avsc",
             )
-        schemas[kind] = _schema(ref, "schemas (--schemas, RESTREAM_SCHEMAS)")
+        schemas[kind] = _schema(ref, setting("schemas").label)
     outputs = []
     for stream, out in pipeline.outputs.items():
-        topic = config.outputs.get(stream) or f"{config.job_id}.{stream}"
+        topic = config.outputs.get(stream) or f"{job_id}.{stream}"
         ref = config.output_schemas.get(stream) or defaults.output_schemas.get(stream)
         if not ref:
             raise ConfigError(
-                "output_schemas (--output-schemas, RESTREAM_OUTPUT_SCHEMAS)",
+                setting("output_schemas").label,
                 f"no schema for output stream {stream!r}; give {stream}=NAME or {stream}=path.avsc",
             )
-        schema = _schema(ref, "output_schemas (--output-schemas, RESTREAM_OUTPUT_SCHEMAS)")
+        schema = _schema(ref, setting("output_schemas").label)
         names = [f["name"] for f in schema.raw["fields"]]
         lacking = [n for n in names if n not in out.fields]
         if lacking:
             raise ConfigError(
-                "output_schemas (--output-schemas, RESTREAM_OUTPUT_SCHEMAS)",
+                setting("output_schemas").label,
                 f"schema {schema.name} of stream {stream!r} has fields {lacking} that the "
                 f"pipeline does not emit (it emits {list(out.fields)})",
             )
@@ -173,17 +173,17 @@ def build_job(config: RunConfig) -> JobPlan:
     unknown = sorted(set(config.outputs) - set(pipeline.outputs))
     if unknown:
         raise ConfigError(
-            "outputs (--outputs, RESTREAM_OUTPUTS)",
+            setting("outputs").label,
             f"the pipeline has no output streams {unknown}; it has {sorted(pipeline.outputs)}",
         )
     return JobPlan(
         config=config,
-        job=config.job_id,
+        job=job_id,
         plan=job_plan,
         inputs=tuple(inputs),
         schemas=schemas,
         outputs=tuple(outputs),
-        dead_letter_topic=config.dead_letter_topic or f"{config.job_id}.dead-letter",
+        dead_letter_topic=config.dead_letter_topic or f"{job_id}.dead-letter",
         key_format=config.key_format or defaults.key_format,
         client=client,
     )
@@ -191,8 +191,8 @@ def build_job(config: RunConfig) -> JobPlan:
 
 def resolve_ranges(config: RunConfig, topics: list[str]) -> ResolvedRanges:
     """The offset ranges that ``start`` and ``end`` select on ``topics``."""
-    start = parse_start(config.start, topics=topics, field="start (--start, RESTREAM_START)")
-    end = parse_end(config.end, topics=topics, field="end (--end, RESTREAM_END)")
+    start = parse_start(config.start, topics=topics, field=setting("start").label)
+    end = parse_end(config.end, topics=topics, field=setting("end").label)
     with KafkaOffsets(config.client_config()) as client:
         return resolve(topics, start, end, client)
 
@@ -346,7 +346,7 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
     job_started = time.monotonic()
     job = build_job(config)
     registry = registry_client(config)
-    metrics = JobMetrics(job=job.job, pipeline=config.pipeline, executor=config.executor)
+    metrics = JobMetrics(job=job.job, pipeline=config.require("pipeline"), executor=config.executor)
     producers = _Producers(config, metrics)
     store = (
         FileCheckpoints(
@@ -392,8 +392,7 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             (len(parts) for parts in by_topic.values()), default=1
         )
         out_topics = [
-            OutputTopic(topic, partitions, "outputs (--outputs, RESTREAM_OUTPUTS)")
-            for _, topic, _ in job.outputs
+            OutputTopic(topic, partitions, setting("outputs").label) for _, topic, _ in job.outputs
         ]
         resume, counts = prepare_outputs(
             job.client,
@@ -401,7 +400,7 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             dead_letter=OutputTopic(
                 job.dead_letter_topic,
                 1,
-                "dead_letter_topic (--dead-letter-topic, RESTREAM_DEAD_LETTER_TOPIC)",
+                setting("dead_letter_topic").label,
             ),
             job=job.job,
             replication_factor=config.output_replication_factor,

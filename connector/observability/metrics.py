@@ -21,6 +21,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import push_to_gateway
 
+from connector.config import setting
 from connector.errors import ConfigError, ConnectorError
 from engine.executors.base import OPERATOR_PREFIX
 
@@ -99,109 +100,52 @@ class JobMetrics:
     def __init__(self, *, job: str, pipeline: str, executor: str) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        p = ["topic", "partition"]
-        self.info = Gauge(
-            "restream_job_info",
-            METRICS["restream_job_info"],
-            ["job", "pipeline", "executor"],
-            registry=r,
-        )
+        p = ("topic", "partition")
+
+        def gauge(name: str, *labels: str) -> Gauge:
+            return Gauge(name, METRICS[name], labels, registry=r)
+
+        def counter(name: str, *labels: str) -> Counter:
+            return Counter(name, METRICS[name], labels, registry=r)
+
+        def histogram(name: str, buckets: tuple[float, ...]) -> Histogram:
+            return Histogram(name, METRICS[name], buckets=buckets, registry=r)
+
+        self.info = gauge("restream_job_info", "job", "pipeline", "executor")
         self.info.labels(job, pipeline, executor).set(1)
-        self.range_start = Gauge(
-            "restream_range_start_offset", METRICS["restream_range_start_offset"], p, registry=r
+        self.range_start = gauge("restream_range_start_offset", *p)
+        self.range_end = gauge("restream_range_end_offset", *p)
+        self.range_records = gauge("restream_range_records")
+        self.read = counter("restream_events_read", "topic")
+        self.processed = counter("restream_events_processed")
+        self.output = counter("restream_output_records", "topic")
+        self.bad = counter("restream_bad_records", "reason")
+        self.dead_letters = counter("restream_dead_letter_records", "reason")
+        self.lag = gauge("restream_partition_lag_records", *p)
+        self.watermark = gauge("restream_watermark_timestamp_seconds")
+        self.span = gauge("restream_event_time_processed_seconds")
+        self.speedup = gauge("restream_replay_speedup")
+        self.rate = gauge("restream_events_per_second")
+        self.progress = gauge("restream_progress_ratio")
+        self.eta = gauge("restream_eta_seconds")
+        self.elapsed = gauge("restream_elapsed_seconds")
+        self.epochs = counter("restream_epochs")
+        self.epoch_seconds = histogram(
+            "restream_epoch_duration_seconds", (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
         )
-        self.range_end = Gauge(
-            "restream_range_end_offset", METRICS["restream_range_end_offset"], p, registry=r
-        )
-        self.range_records = Gauge(
-            "restream_range_records", METRICS["restream_range_records"], registry=r
-        )
-        self.read = Counter(
-            "restream_events_read", METRICS["restream_events_read"], ["topic"], registry=r
-        )
-        self.processed = Counter(
-            "restream_events_processed", METRICS["restream_events_processed"], registry=r
-        )
-        self.output = Counter(
-            "restream_output_records", METRICS["restream_output_records"], ["topic"], registry=r
-        )
-        self.bad = Counter(
-            "restream_bad_records", METRICS["restream_bad_records"], ["reason"], registry=r
-        )
-        self.dead_letters = Counter(
-            "restream_dead_letter_records",
-            METRICS["restream_dead_letter_records"],
-            ["reason"],
-            registry=r,
-        )
-        self.lag = Gauge(
-            "restream_partition_lag_records",
-            METRICS["restream_partition_lag_records"],
-            p,
-            registry=r,
-        )
-        self.watermark = Gauge(
-            "restream_watermark_timestamp_seconds",
-            METRICS["restream_watermark_timestamp_seconds"],
-            registry=r,
-        )
-        self.span = Gauge(
-            "restream_event_time_processed_seconds",
-            METRICS["restream_event_time_processed_seconds"],
-            registry=r,
-        )
-        self.speedup = Gauge(
-            "restream_replay_speedup", METRICS["restream_replay_speedup"], registry=r
-        )
-        self.rate = Gauge(
-            "restream_events_per_second", METRICS["restream_events_per_second"], registry=r
-        )
-        self.progress = Gauge(
-            "restream_progress_ratio", METRICS["restream_progress_ratio"], registry=r
-        )
-        self.eta = Gauge("restream_eta_seconds", METRICS["restream_eta_seconds"], registry=r)
-        self.elapsed = Gauge(
-            "restream_elapsed_seconds", METRICS["restream_elapsed_seconds"], registry=r
-        )
-        self.epochs = Counter("restream_epochs", METRICS["restream_epochs"], registry=r)
-        self.epoch_seconds = Histogram(
-            "restream_epoch_duration_seconds",
-            METRICS["restream_epoch_duration_seconds"],
-            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
-            registry=r,
-        )
-        self.phase_seconds = Counter(
-            "restream_phase_seconds", METRICS["restream_phase_seconds"], ["phase"], registry=r
-        )
-        self.success = Gauge("restream_job_success", METRICS["restream_job_success"], registry=r)
-        self.checkpoints = Counter(
-            "restream_checkpoints", METRICS["restream_checkpoints"], registry=r
-        )
-        self.checkpoint_seconds = Histogram(
+        self.phase_seconds = counter("restream_phase_seconds", "phase")
+        self.success = gauge("restream_job_success")
+        self.checkpoints = counter("restream_checkpoints")
+        self.checkpoint_seconds = histogram(
             "restream_checkpoint_duration_seconds",
-            METRICS["restream_checkpoint_duration_seconds"],
-            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-            registry=r,
+            (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
-        self.checkpoint_bytes = Gauge(
-            "restream_checkpoint_bytes", METRICS["restream_checkpoint_bytes"], registry=r
-        )
-        self.damaged = Counter(
-            "restream_checkpoints_damaged", METRICS["restream_checkpoints_damaged"], registry=r
-        )
-        self.resumes = Counter("restream_resumes", METRICS["restream_resumes"], registry=r)
-        self.resumed_from = Gauge(
-            "restream_resumed_from_seq", METRICS["restream_resumed_from_seq"], registry=r
-        )
-        self.skipped = Counter(
-            "restream_output_skipped_records",
-            METRICS["restream_output_skipped_records"],
-            ["topic"],
-            registry=r,
-        )
-        self.broker_errors = Counter(
-            "restream_broker_errors", METRICS["restream_broker_errors"], ["client"], registry=r
-        )
+        self.checkpoint_bytes = gauge("restream_checkpoint_bytes")
+        self.damaged = counter("restream_checkpoints_damaged")
+        self.resumes = counter("restream_resumes")
+        self.resumed_from = gauge("restream_resumed_from_seq")
+        self.skipped = counter("restream_output_skipped_records", "topic")
+        self.broker_errors = counter("restream_broker_errors", "client")
         self._started = time.monotonic()
         self._last_epoch = self._started
         self._total = 0
@@ -362,13 +306,13 @@ class JobMetrics:
         self.success.set(1 if success else 0)
 
     # -- exposure -----------------------------------------------------------------------------
-    def serve(self, port: int, host: str = "0.0.0.0") -> MetricsServer:
+    def serve(self, port: int, host: str) -> MetricsServer:
         """Serve ``/metrics`` over HTTP on ``host:port`` (port 0: any free port)."""
         try:
             server, thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as exc:
             raise ConfigError(
-                "metrics_port (--metrics-port, RESTREAM_METRICS_PORT)",
+                setting("metrics_port").label,
                 f"cannot serve metrics on {host}:{port}: {exc}; choose a free port or 0 for off",
             ) from exc
         bound = int(server.server_address[1])

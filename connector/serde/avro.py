@@ -25,22 +25,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import fastavro
 
+from connector.config import ValueFormat
 from connector.errors import BrokerError, ConfigError, SerdeError
 from connector.serde.avro_bulk import BULK_KINDS, BulkKind, EncodedBatch, Utf8Column, encode_fields
 
 __all__ = [
+    "AVRO_FORMATS",
     "CONFLUENT_MAGIC",
     "SCHEMAS_DIR_ENV",
-    "VALUE_FORMATS",
     "AvroSchema",
     "DecodedValue",
     "EncodedBatch",
     "Utf8Column",
-    "ValueFormat",
     "confluent_header",
     "decode_value",
     "encode_columns",
@@ -53,8 +53,8 @@ __all__ = [
     "without_logical_types",
 ]
 
-ValueFormat = Literal["avro", "avro-confluent"]
-VALUE_FORMATS: tuple[ValueFormat, ...] = ("avro", "avro-confluent")
+#: The value formats that are Avro (plain or Confluent-framed), the ones this module frames.
+AVRO_FORMATS: tuple[ValueFormat, ...] = ("avro", "avro-confluent")
 SCHEMAS_DIR_ENV = "RESTREAM_SCHEMAS_DIR"
 CONFLUENT_MAGIC = 0
 _CONFLUENT_HEADER_LEN = 5
@@ -166,7 +166,7 @@ def _prefix(fmt: ValueFormat, schema_id: int | None) -> bytes:
         if schema_id is None:
             raise ConfigError("schema_id", "format avro-confluent needs a schema id")
         return confluent_header(schema_id)
-    raise ConfigError("format", f"unknown value format {fmt!r}; use one of {VALUE_FORMATS}")
+    raise ConfigError("format", f"unknown value format {fmt!r}; use one of {AVRO_FORMATS}")
 
 
 def encode_value(
@@ -197,7 +197,7 @@ def decode_value(schema: AvroSchema, data: bytes, fmt: ValueFormat = "avro") -> 
         schema_id = int.from_bytes(data[1:_CONFLUENT_HEADER_LEN], "big")
         body = body[_CONFLUENT_HEADER_LEN:]
     elif fmt != "avro":
-        raise ConfigError("format", f"unknown value format {fmt!r}; use one of {VALUE_FORMATS}")
+        raise ConfigError("format", f"unknown value format {fmt!r}; use one of {AVRO_FORMATS}")
     stream = io.BytesIO(body)
     try:
         record = fastavro.schemaless_reader(stream, schema.raw)

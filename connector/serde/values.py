@@ -32,6 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from connector.config import KEY_FORMATS, VALUE_FORMATS, KeyFormat, ValueFormat
 from connector.errors import BrokerError, ConfigError, SerdeError
 from connector.serde.avro import AvroSchema, confluent_header, encode_columns
 from connector.serde.avro_bulk import BULK_KINDS, BulkKind
@@ -62,10 +63,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 BadReason = Literal["undecodable", "unknown-schema-id", "null-value", "wrong-key-type"]
-KeyFormat = Literal["decimal", "string", "any"]
-ValueFormat = Literal["avro", "avro-confluent", "json"]
-KEY_FORMATS: tuple[KeyFormat, ...] = ("decimal", "string", "any")
-VALUE_FORMATS: tuple[ValueFormat, ...] = ("avro", "avro-confluent", "json")
 
 _HEADER_LEN = 5
 _LONGEST_SAFE_DECIMAL = 18  # digits that always fit in an int64

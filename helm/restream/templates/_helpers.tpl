@@ -105,7 +105,7 @@ Secrets are not here: they reach the container as environment variables from the
 {{- $config := dict }}
 {{- $_ := set $config "job_id" (include "restream.jobId" .) }}
 {{- $_ = set $config "bootstrap_servers" (required "kafka.bootstrapServers is required: the Kafka bootstrap servers, host:port[,host:port]" $v.kafka.bootstrapServers) }}
-{{- $_ = set $config "pipeline" $v.pipeline }}
+{{- $_ = set $config "pipeline" (required "pipeline is required: a built-in pipeline (social-spam) or package.module:attribute" $v.pipeline) }}
 {{- with $v.inputs }}{{ $_ = set $config "inputs" . }}{{ end }}
 {{- $_ = set $config "start" $v.start }}
 {{- $_ = set $config "end" $v.end }}

@@ -21,7 +21,8 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 
 from connector.errors import BrokerError, ConfigError
 from connector.kafka.producer import BulkProducer
-from connector.serde.avro import ValueFormat, decode_value, encode_columns, load_schema
+from connector.serde import ValueFormat
+from connector.serde.avro import decode_value, encode_columns, load_schema
 from engine.examples.social.data import SocialData, generate_social
 from tests.support.broker import NewTopic, ReadRange, ReadRecord
 from tests.support.procs import running

@@ -153,3 +153,51 @@ def test_every_setting_has_three_spellings_and_help() -> None:
         assert s.flag in text
         assert (s.env if s.name != "kafka" else "RESTREAM_KAFKA_<KEY>") in text
         assert s.name in RunConfig.__dataclass_fields__
+
+
+def test_run_config_is_the_table() -> None:
+    """One field per setting, in the table's order, with the table's default; a choice
+    setting's field is typed with the same Literal its choices come from."""
+    import dataclasses
+    import typing
+
+    hints = typing.get_type_hints(RunConfig)
+    config = RunConfig()
+    assert [f.name for f in dataclasses.fields(RunConfig)] == [s.name for s in SETTINGS]
+    for s in SETTINGS:
+        value = getattr(config, s.name)
+        if s.kind == "list":
+            assert value == ()
+        elif s.kind == "mapping":
+            assert dict(value) == {}
+        else:
+            assert value == s.default, s.name
+        if s.kind == "choice":
+            hint = hints[s.name]
+            if typing.get_origin(hint) is not typing.Literal:  # Optional[Literal[...]]
+                (hint,) = [a for a in typing.get_args(hint) if a is not type(None)]
+            assert typing.get_args(hint) == s.choices, s.name
+
+
+def test_help_shows_env_choices_and_default_from_the_table() -> None:
+    parser = argparse.ArgumentParser()
+    add_settings_arguments(parser)
+    text = " ".join(parser.format_help().split())
+    assert "[env RESTREAM_VALUE_FORMAT; one of avro, avro-confluent, json; default avro]" in text
+    assert "[env RESTREAM_PIPELINE; required]" in text
+    assert "[env RESTREAM_WORKERS; default 0]" in text
+
+
+def test_required_settings_are_named_when_missing() -> None:
+    config = parse([])
+    for name in ("job_id", "pipeline", "bootstrap_servers"):
+        with pytest.raises(ConfigError, match=rf"{name} \(--{name.replace('_', '-')}, "):
+            config.require(name)
+    assert parse(["--pipeline", "p"]).require("pipeline") == "p"
+
+
+def test_bad_env_values_name_the_variable() -> None:
+    with pytest.raises(ConfigError, match=r"workers \(--workers, RESTREAM_WORKERS\)"):
+        parse([], {"RESTREAM_WORKERS": "many"})
+    with pytest.raises(ConfigError, match="RESTREAM_EXECUTOR"):
+        parse([], {"RESTREAM_EXECUTOR": "ray"})

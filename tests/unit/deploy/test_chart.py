@@ -230,6 +230,28 @@ OWN_DEFAULTS = {
 }
 
 
+#: Required settings that the chart fills when the value is empty, and how.
+FILLED_BY_THE_CHART = {"job_id": "the release name"}
+
+
+def test_required_settings_are_required_at_install() -> None:
+    """A setting restream requires has an empty chart default, and the chart either fails
+    the install without it (``required``) or fills it."""
+    helpers = TEMPLATES["_helpers.tpl"]
+    for value, name in SETTING_OF_VALUE.items():
+        if not _BY_NAME[name].required:
+            continue
+        assert _lookup(VALUES, value) == "", value
+        if name in FILLED_BY_THE_CHART:
+            continue
+        assert re.search(
+            rf'set \$config "{name}" \(required "{re.escape(value)} is required', helpers
+        ), value
+        assert (
+            "(required)" in VALUES_TEXT.split(f"{value.split('.')[-1]}:")[0].rsplit("# --", 1)[-1]
+        )
+
+
 def test_defaults_agree_with_the_cli() -> None:
     for value, setting in SETTING_OF_VALUE.items():
         default = _BY_NAME[setting].default

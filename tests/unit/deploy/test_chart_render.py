@@ -159,6 +159,14 @@ def test_install_needs_the_bootstrap_servers() -> None:
     assert "kafka.bootstrapServers is required" in result.stderr
 
 
+def test_install_needs_a_pipeline() -> None:
+    """restream has no default pipeline (the demo's is not a product default), nor the chart."""
+    bootstrap = "kafka.bootstrapServers=kafka:9092"
+    result = _helm("template", RELEASE, str(CHART), "--set", bootstrap)
+    assert result.returncode != 0
+    assert "pipeline is required" in result.stderr
+
+
 @pytest.mark.parametrize(
     "bad",
     [

@@ -43,6 +43,7 @@ def _env(
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESTREAM_")}
     env.update(
         RESTREAM_JOB_ID=job,
+        RESTREAM_PIPELINE="social-spam",
         RESTREAM_BOOTSTRAP_SERVERS=bootstrap,
         RESTREAM_INPUTS=f"{topics[0]}=message,{topics[1]}=friendship",
         RESTREAM_WORKERS="2",

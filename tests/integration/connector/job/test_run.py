@@ -85,6 +85,7 @@ def _config(
     values: dict[str, object] = {
         "job_id": f"job-{uuid.uuid4().hex[:10]}",
         "bootstrap_servers": broker.bootstrap,
+        "pipeline": "social-spam",
         "inputs": ((topics[0], "message"), (topics[1], "friendship")),
         "end": _ends(data, topics),
         "workers": 2,

@@ -38,6 +38,7 @@ def _config(broker: LocalBroker, topic: str, **kw: Any) -> RunConfig:
     values: dict[str, Any] = {
         "job_id": f"job-{uuid.uuid4().hex[:10]}",
         "bootstrap_servers": broker.bootstrap,
+        "pipeline": "social-spam",
         "inputs": ((topic, "message"),),
         "executor": "batch",
         "epoch_size": 50,
@@ -244,6 +245,8 @@ def test_cli_exit_codes_and_messages(
     _produce(producer, topic, [(0, b"5", _message(0, 5)), (0, b"5", b"junk")])
     base = [
         "run",
+        "--pipeline",
+        "social-spam",
         "--bootstrap-servers",
         broker.bootstrap,
         "--executor",

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from connector.cli import app as cli
+from connector.cli.options import resolve_env_defaults
 from connector.errors import BrokerError
 
 
@@ -50,7 +51,7 @@ def test_every_flag_shows_its_env_var(capsys: pytest.CaptureFixture[str]) -> Non
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     args = cli.build_parser().parse_args(argv)
-    cli._resolve_env_defaults(args)
+    resolve_env_defaults(args)
     return args
 
 
@@ -81,6 +82,92 @@ def test_bad_env_values_exit_2_naming_the_variable(
         cli.main(command)
     assert exit_info.value.code == 2
     assert env in capsys.readouterr().err
+
+
+_SHARED_FLAGS = {
+    "jitter_ms": "RESTREAM_JITTER_MS",
+    "scenario": "RESTREAM_SCENARIO",
+    "hot_share": "RESTREAM_HOT_SHARE",
+    "heavy_share": "RESTREAM_HEAVY_SHARE",
+    "heavy_users": "RESTREAM_HEAVY_USERS",
+    "clock_ms": "RESTREAM_CLOCK_MS",
+    "events": "RESTREAM_EVENTS",
+    "users": "RESTREAM_USERS",
+    "days": "RESTREAM_DAYS",
+    "repeat": "RESTREAM_REPEAT",
+    "epoch_size": "RESTREAM_EPOCH_SIZE",
+}
+_VALUES = {"scenario": "skewed", "hot_share": "0.25", "heavy_share": "0.125"}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["generate", "social"],
+        ["demo"],
+        ["bench", "engine"],
+        ["bench", "lateness"],
+        ["bench", "e2e"],
+        ["bench", "checkpoint"],
+    ],
+    ids=" ".join,
+)
+def test_the_same_flag_reads_the_same_variable_in_every_command(
+    monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    for name, env in _SHARED_FLAGS.items():
+        monkeypatch.setenv(env, _VALUES.get(name, "7"))
+    args = _parse(command)
+    for name in _SHARED_FLAGS:
+        if hasattr(args, name):
+            assert str(getattr(args, name)) == _VALUES.get(name, "7"), name
+
+
+@pytest.mark.parametrize(
+    ("command", "env"),
+    [
+        (["bench", "engine"], "RESTREAM_EVENTS"),
+        (["bench", "engine"], "RESTREAM_JITTER_MS"),
+        (["bench", "engine"], "RESTREAM_SCENARIO"),
+        (["bench", "lateness"], "RESTREAM_REPEAT"),
+        (["bench", "e2e"], "RESTREAM_EXECUTOR"),
+    ],
+)
+def test_bad_env_values_of_the_benches_exit_2_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    command: list[str],
+    env: str,
+) -> None:
+    monkeypatch.setenv(env, "soon")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(command)
+    assert exit_info.value.code == 2
+    assert env in capsys.readouterr().err
+
+
+def test_every_bench_flag_shows_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    for command in (["bench", "engine"], ["bench", "lateness"], ["plan"]):
+        # every flag's help ends in [env RESTREAM_<FLAG>...]; no command has its own prefix
+        with pytest.raises(SystemExit):
+            cli.main([*command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert "BENCH_" not in text
+        assert "[env RESTREAM_" in text
+
+
+def test_run_and_plan_require_a_pipeline(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("RESTREAM_PIPELINE", raising=False)
+    assert cli.main(["run", "--job-id", "j", "--bootstrap-servers", "127.0.0.1:1"]) == 2
+    assert "pipeline (--pipeline, RESTREAM_PIPELINE): is required" in capsys.readouterr().err
+    assert cli.main(["plan"]) == 2
+    assert "RESTREAM_PIPELINE" in capsys.readouterr().err
+    assert cli.main(["plan", "social-spam"]) == 0
+    assert "phase 0" in capsys.readouterr().out
+    monkeypatch.setenv("RESTREAM_PIPELINE", "social-spam")
+    assert cli.main(["plan"]) == 0
 
 
 def test_an_unused_bad_env_var_does_not_break_other_commands(
