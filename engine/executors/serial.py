@@ -19,7 +19,8 @@ from engine.errors import CheckpointError, EngineError, ExecutionError, Undeclar
 from engine.events import Event
 from engine.executors.base import RunStats, auto_epoch_size
 from engine.keys import key_function
-from engine.log import Epoch, Source, StringColumn, merge_log
+from engine.log import Epoch, Source, StringColumn
+from engine.merge import merge_log
 from engine.output import OutputChunk, Sink
 from engine.pipeline import Builtin, Derive, Emit, Lookup, Record, TableRef, Update
 from engine.planner import Plan, PlannedOperator

@@ -8,13 +8,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.checkpoint import CheckpointStore, EngineSnapshot, LogPosition
+from engine.checkpoint import CheckpointStore, EngineSnapshot
 from engine.examples.social import build_spam_pipeline
 from engine.executors.base import RunStats
 from engine.log import Epoch, PartitionBatch, PartitionSpec, Source, take_column
 from engine.output import OutputChunk, Sink, canonical_bytes
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
+from engine.positions import LogPosition
 
 MINUTE = 60_000
 WORDS = ("ham", "spam", "eggs", "x@y.z", "")

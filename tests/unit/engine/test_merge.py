@@ -23,9 +23,8 @@ from engine.log import (
     PartitionBatch,
     PartitionSpec,
     StringColumn,
-    merge_log,
 )
-from engine.merge import merge_epochs
+from engine.merge import merge_log
 from tests.support.budget import examples
 
 WORDS = ("a", "bb", "ham", "spam@x.io", "")
@@ -343,7 +342,7 @@ def test_finished_partitions_do_not_hold_back_the_others() -> None:
     items = [batch_of(a, 0, 2, final=True)]
     items += [batch_of(b, i, i + 10, final=i == 990) for i in range(0, 1000, 10)]
     source = ListSource([a.spec, b.spec], items)
-    first = next(merge_epochs(source, epoch_size=10))
+    first = next(merge_log(source, epoch_size=10))
     assert first.ts.tolist() == [0, 0, 1, 1, 2, 3, 4, 5, 6, 7]
     assert source.pulled <= 3
 
