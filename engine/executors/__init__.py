@@ -10,4 +10,29 @@ The map of this folder:
 - ``worker.py`` a parallel worker's loop and messages; ``placement.py`` which worker runs
   what and which columns cross; ``sharding.py`` which worker owns a key; ``arena.py``
   shared-memory transport; ``snapshot.py`` pickled state for checkpoints.
+- ``factory.py`` :func:`make_executor`: an executor by name (``serial``, ``batch``,
+  ``parallel``), for callers that choose one at run time.
+
+This package exports the executors, their protocol and the factory; the other modules are
+the executors' internals.
 """
+
+from __future__ import annotations
+
+from engine.executors.base import Executor, RunStats, auto_epoch_size
+from engine.executors.batch import BatchExecutor
+from engine.executors.factory import EXECUTOR_NAMES, ExecutorName, make_executor
+from engine.executors.parallel import ParallelExecutor
+from engine.executors.serial import SerialExecutor
+
+__all__ = [
+    "BatchExecutor",
+    "EXECUTOR_NAMES",
+    "Executor",
+    "ExecutorName",
+    "ParallelExecutor",
+    "RunStats",
+    "SerialExecutor",
+    "auto_epoch_size",
+    "make_executor",
+]
