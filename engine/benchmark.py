@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.executors.worker import die_with_parent
+from engine.parentdeath import die_with_parent
 from engine.procmem import PeakPss
 
 __all__ = ["IMPLEMENTATIONS", "BenchResult", "Measurement", "run_engine_bench", "score_digest"]
