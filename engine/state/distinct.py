@@ -38,7 +38,8 @@ _I64 = np.dtype(np.int64)
 class DistinctWindowedTable:
     """The vectorised table for a windowed distinct count."""
 
-    # Class-level defaults, so that tables pickled before lateness existed still load.
+    # Class-level defaults, for format-4 snapshots taken before allowed lateness (1a94ee3,
+    # after format 4 came in with 37616c9): they load as unbounded tables.
     _lateness: int | None = None
     _now = int(NO_TIME)
     _clock: EpochClock | None = None

@@ -48,7 +48,8 @@ class Prefix:
 class RegionStore:
     """Records per slot, sorted by time key; see the module docstring."""
 
-    # Stores pickled before range indexes existed load without one.
+    # Format-4 snapshots taken before range indexes existed (d25da5c) lack it; the windowed
+    # table attaches one on first use, so the class default stays.
     index: RangeIndex | None = None
 
     def __init__(

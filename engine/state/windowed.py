@@ -115,14 +115,17 @@ class WindowedTable:
     length (the lower-edge search hints and the epoch's own-time answers).
     """
 
-    # Class-level defaults, so that tables pickled before followers existed still load.
+    # Class-level defaults. Set lazily (by follow(), by bounded tables, per epoch), so every
+    # table, fresh or restored, reads these until then:
     _follows = False
     _hint: np.ndarray | None = None
-    _lateness: int | None = None
     _keep_back: int | None = None
+    _front_floor: np.ndarray | None = None
+    # Set by __init__ since allowed lateness (1a94ee3), which came after state format 4
+    # (37616c9): format-4 snapshots taken in between load without them, as unbounded tables.
+    _lateness: int | None = None
     _now = int(NO_TIME)
     _clock: EpochClock | None = None
-    _front_floor: np.ndarray | None = None
 
     def __init__(self, spec: AggregateSpec) -> None:
         assert spec.window is not None and spec.kind != "distinct"
