@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 
 from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
-from engine.events import Event
+from engine.events import Event, events_from_columns
 from engine.executors.base import OPERATOR_PREFIX, RunStats
 from engine.executors.columns import (
     Columns,
@@ -613,33 +613,13 @@ class EpochRuntime:
 
     def _events(self, epoch: Epoch, op: Operator, c: Columns, rows: Rows = None) -> Iterable[Event]:
         ev = c.events if rows is None else c.events.take(np.arange(len(c))[rows])
-        names = list(ev.columns)
-        lists = [c.take(n, rows).tolist() for n in names]
-        derived = {k: _python_values(c.take(k, rows)) for k in c.derived_names()}
-        allowed = frozenset(x.name for x in op.inputs)
-        topics = epoch.topics
-        for i, (seq, ts, tp, part, off) in enumerate(
-            zip(
-                ev.seq.tolist(),
-                ev.ts.tolist(),
-                ev.topic.tolist(),
-                ev.partition.tolist(),
-                ev.offset.tolist(),
-                strict=True,
-            )
-        ):
-            e = Event(
-                ev.kind,
-                seq,
-                ts,
-                topics[tp],
-                part,
-                off,
-                {n: col[i] for n, col in zip(names, lists, strict=True)},
-            )
-            e._derived = {k: v[i] for k, v in derived.items()}
-            e._allowed = allowed
-            yield e
+        return events_from_columns(
+            ev,
+            epoch.topics,
+            {n: c.take(n, rows).tolist() for n in ev.columns},
+            {k: _python_values(c.take(k, rows)) for k in c.derived_names()},
+            frozenset(x.name for x in op.inputs),
+        )
 
     def _view(
         self,
