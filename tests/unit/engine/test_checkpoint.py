@@ -39,8 +39,8 @@ from tests.support.checkpoints import (
     table_of,
 )
 from tests.support.engine_logs import LogSpec, logs, pipelines
-from tests.unit.engine.test_merge import GenPartition, chunked_source
-from tests.unit.engine.test_merge import logs as merge_logs
+from tests.support.partition_logs import GenPartition, chunked_source
+from tests.support.partition_logs import logs as merge_logs
 
 # -- the merge ------------------------------------------------------------------------------
 

@@ -17,7 +17,7 @@ from engine.examples.social.handwritten import ScoreColumns, spam_scores_handwri
 from engine.examples.social.text import EMAIL_PATTERN, email_flags
 from engine.examples.social.wholelog import spam_scores_wholelog
 from tests.support.budget import examples, size
-from tests.unit.engine.examples.test_social_data import FriendshipRow, MessageRow, build_social
+from tests.support.social import FriendshipRow, MessageRow, build_social
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
