@@ -19,7 +19,7 @@ from hypothesis import settings
 from tests.support.budget import examples
 from tooling.broker import BOOTSTRAP_ENV, resolve_broker_kind
 
-pytest_plugins = ["tests.support.broker"]
+pytest_plugins = ["tests.support.broker", "tests.support.executors"]
 
 # Property tests without an explicit count get the same budget as an explicit
 # ``examples(100)`` (tests/support/budget.py, the one knob): 100 in CI, 10 at a prompt.

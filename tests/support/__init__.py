@@ -6,6 +6,8 @@
                      tenth at a prompt; ``examples(n)`` and ``size(thorough, quick)``
     broker.py        fixtures: the session broker, ``new_topic``, ``producer``,
                      ``read_range`` (a pytest plugin, registered in tests/conftest.py)
+    executors.py     the ``executor`` fixture: every executor in turn (a pytest plugin,
+                     registered in tests/conftest.py)
     procs.py         what /proc says about processes a test started
     checkpoints.py   engine checkpoint helpers: epoch sinks, resuming from a position
     engine_logs.py   hypothesis strategies for logs and pipelines the executors must agree on,
