@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.benchmark import SCORE_FIELDS, score_digest
+from engine.benchmark import score_digest
 from engine.examples.social.data import generate_social
 from engine.examples.social.handwritten import spam_scores_handwritten
 from engine.examples.social.source import social_source
-from engine.examples.social.spam import build_spam_pipeline
+from engine.examples.social.spam import SCORE_FIELDS, build_spam_pipeline
 from engine.examples.social.wholelog import spam_scores_wholelog
 from engine.executors.batch import BatchExecutor
 from engine.executors.parallel import ParallelExecutor
