@@ -25,21 +25,12 @@ from typing import Any
 
 import numpy as np
 
-from engine.executors.worker import die_with_parent
+from engine.examples.social.spam import SCORE_FIELDS
+from engine.parentdeath import die_with_parent
 from engine.procmem import PeakPss
 
 __all__ = ["IMPLEMENTATIONS", "BenchResult", "Measurement", "run_engine_bench", "score_digest"]
 
-SCORE_FIELDS = (
-    "message_id",
-    "ts",
-    "sender",
-    "recipient",
-    "rules",
-    "score",
-    "spam",
-    "sender_flagged",
-)
 IMPLEMENTATIONS = ("handwritten", "wholelog", "serial", "batch", "parallel-w1", "parallel-w2")
 
 

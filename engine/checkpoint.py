@@ -4,9 +4,10 @@ A run that dies at 80% must be able to restart and finish with output identical 
 uninterrupted run. The log is deterministic (DESIGN.md section 1), so a checkpoint taken at the
 end of an epoch needs only:
 
-* the :class:`LogPosition`: the next ``seq`` and epoch index, and per partition the offset after
-  its last record in the log so far and the running maximum of its timestamps (the merge key's
-  first part), so that the merge of the rest continues exactly where it stood;
+* the :class:`~engine.positions.LogPosition`: the next ``seq`` and epoch index, and per
+  partition the offset after its last record in the log so far and the running maximum of its
+  timestamps (the merge key's first part), so that the merge of the rest continues exactly
+  where it stood;
 * the executor's state: one opaque blob per worker (see
   :meth:`engine.executors.runtime.EpochRuntime.snapshot`).
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 import json
 import struct
 import zlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
@@ -31,12 +31,11 @@ import numpy as np
 
 from engine.errors import CheckpointError
 from engine.log import Epoch
+from engine.positions import LogPosition, PartitionPosition
 
 __all__ = [
     "CheckpointStore",
     "EngineSnapshot",
-    "LogPosition",
-    "PartitionPosition",
     "PositionTracker",
     "check_resume",
 ]
@@ -45,30 +44,6 @@ _MAGIC = b"RESTREAM-SNAPSHOT"
 _VERSION = 1
 _HEAD = struct.Struct("<HII")  # version, crc32 of the rest, metadata length
 _LENGTH = struct.Struct("<Q")
-
-
-@dataclass(frozen=True, slots=True)
-class PartitionPosition:
-    """Where one partition stands in the checkpointed prefix of the log.
-
-    ``next_offset`` is the offset after its last record in the prefix (the source resumes
-    there); ``max_ts`` is the greatest timestamp among its records in the prefix (the running
-    maximum that orders its later records in the merge). Only partitions with at least one
-    record in the prefix have a position.
-    """
-
-    next_offset: int
-    max_ts: int
-
-
-@dataclass(frozen=True, slots=True)
-class LogPosition:
-    """The end of a checkpointed prefix of the log: the next ``seq`` and epoch index, and
-    every partition that contributed to the prefix, keyed by ``(topic, partition)``."""
-
-    seq: int
-    epoch: int
-    partitions: Mapping[tuple[str, int], PartitionPosition]
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -9,12 +9,13 @@ parallel executor does not keep.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from engine.errors import UndeclaredReadError
+from engine.log import Events
 
-__all__ = ["Event", "View"]
+__all__ = ["Event", "View", "events_from_columns"]
 
 
 class Event:
@@ -33,7 +34,11 @@ class Event:
         partition: int,
         offset: int,
         fields: Mapping[str, Any],
+        derived: dict[str, Any] | None = None,
+        allowed: frozenset[str] = frozenset(),
     ) -> None:
+        """``derived``: the event's derived columns so far (the executor may :meth:`derive`
+        more); ``allowed``: those the operator about to run declared (see :meth:`allow`)."""
         self.__dict__.update(fields)
         self.kind = kind
         self.seq = seq
@@ -42,8 +47,16 @@ class Event:
         self.partition = partition
         self.offset = offset
         self._fields = fields
-        self._derived: dict[str, Any] = {}
-        self._allowed: frozenset[str] = frozenset()
+        self._derived: dict[str, Any] = {} if derived is None else derived
+        self._allowed: frozenset[str] = allowed
+
+    def allow(self, names: frozenset[str]) -> None:
+        """Let the operator about to run read these derived columns (its declared inputs)."""
+        self._allowed = names
+
+    def derive(self, name: str, value: Any) -> None:
+        """Set the derived column ``name`` (computed before any operator that reads it)."""
+        self._derived[name] = value
 
     def __getattr__(self, name: str) -> Any:
         # Only called for names that are not fields or metadata: the derived columns.
@@ -69,6 +82,42 @@ class Event:
         return (
             f"Event({self.kind} seq={self.seq} ts={self.ts} "
             f"{self.topic}/{self.partition}@{self.offset} {dict(self._fields)!r})"
+        )
+
+
+def events_from_columns(
+    ev: Events,
+    topics: Sequence[str],
+    fields: Mapping[str, Sequence[Any]],
+    derived: Mapping[str, Sequence[Any]] | None = None,
+    allowed: frozenset[str] = frozenset(),
+) -> Iterator[Event]:
+    """The rows of ``ev`` as :class:`Event` s, in their order: ``fields`` and ``derived``
+    hold each column's values as Python objects, one per row; ``topics`` names the topic
+    ids; ``allowed`` are the derived columns the reading operator declared."""
+    names = list(fields)
+    lists = list(fields.values())
+    kind = ev.kind
+    for i, (seq, ts, tp, part, off) in enumerate(
+        zip(
+            ev.seq.tolist(),
+            ev.ts.tolist(),
+            ev.topic.tolist(),
+            ev.partition.tolist(),
+            ev.offset.tolist(),
+            strict=True,
+        )
+    ):
+        yield Event(
+            kind,
+            seq,
+            ts,
+            topics[tp],
+            part,
+            off,
+            {n: col[i] for n, col in zip(names, lists, strict=True)},
+            None if derived is None else {k: v[i] for k, v in derived.items()},
+            allowed,
         )
 
 

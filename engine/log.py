@@ -1,23 +1,21 @@
 """The log's data: columnar partition batches, the Source protocol, an in-memory source, epochs.
 
 A :class:`Source` delivers each partition's records as :class:`PartitionBatch` es (numpy arrays
-per field, strings dictionary-encoded as :class:`StringColumn`). :func:`merge_log` merges them
-into the log (DESIGN.md section 1) and cuts it into :class:`Epoch` s of :class:`Events`.
+per field, strings dictionary-encoded as :class:`StringColumn`).
+:func:`engine.merge.merge_log` merges them into the log (DESIGN.md section 1) and cuts it into
+:class:`Epoch` s of :class:`Events`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.errors import LogError
-
-if TYPE_CHECKING:
-    from engine.checkpoint import LogPosition
 
 __all__ = [
     "Column",
@@ -30,7 +28,6 @@ __all__ = [
     "StringColumn",
     "TopicTable",
     "concat_columns",
-    "merge_log",
     "take_column",
 ]
 
@@ -362,18 +359,3 @@ class Epoch:
 
     def __len__(self) -> int:
         return self.seq_end - self.seq_start
-
-
-def merge_log(
-    source: Source, *, epoch_size: int, start: LogPosition | None = None
-) -> Iterator[Epoch]:
-    """Merge the source's partitions into the log and cut it into epochs of ``epoch_size``.
-
-    Streaming: batches are pulled only as needed and records are emitted as soon as no unread
-    record can precede them. See :mod:`engine.merge` for the algorithm. ``start`` resumes a
-    merge at a checkpoint's position (see :func:`engine.merge.merge_epochs`).
-    """
-    # engine.merge builds on the types above, so it is imported here, not at the top.
-    from engine.merge import merge_epochs
-
-    return merge_epochs(source, epoch_size=epoch_size, start=start)

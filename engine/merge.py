@@ -24,7 +24,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from engine.checkpoint import LogPosition
 from engine.errors import LogError
 from engine.log import (
     Column,
@@ -37,8 +36,9 @@ from engine.log import (
     concat_columns,
     take_column,
 )
+from engine.positions import LogPosition
 
-__all__ = ["merge_epochs"]
+__all__ = ["merge_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -48,10 +48,13 @@ _MAX_KINDS = int(np.iinfo(np.int8).max) + 1
 _MAX_TOPICS = int(np.iinfo(np.int16).max) + 1
 
 
-def merge_epochs(
+def merge_log(
     source: Source, *, epoch_size: int, start: LogPosition | None = None
 ) -> Iterator[Epoch]:
     """Merge the source into the log and yield its epochs of ``epoch_size`` events.
+
+    Streaming: batches are pulled only as needed and records are emitted as soon as no unread
+    record can precede them (see the module docstring for the algorithm).
 
     ``epoch_size`` must be >= 1; the last epoch may be shorter and an empty log has no epochs.
     Raises :class:`LogError` (naming topic, partition and offset) on malformed input.

@@ -20,9 +20,10 @@ declarations; reading anything undeclared raises :class:`~engine.errors.Undeclar
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, TypeAlias
+from typing import Any, ClassVar, Literal, Protocol, TypeAlias
 
 import numpy as np
 
@@ -171,6 +172,103 @@ def _kinds(on: str | Sequence[str], where: str) -> tuple[str, ...]:
     return kinds
 
 
+class _CountShortcut(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        on: str | Sequence[str],
+        key: KeySpec,
+        where: str | ColumnRef | None = None,
+        window: Window | None = None,
+    ) -> TableRef: ...
+
+
+class _SumShortcut(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        on: str | Sequence[str],
+        key: KeySpec,
+        value: str | ColumnRef,
+        where: str | ColumnRef | None = None,
+        window: Window | None = None,
+        dtype: Literal["int64", "float64"] = "int64",
+    ) -> TableRef: ...
+
+
+class _ValueShortcut(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        on: str | Sequence[str],
+        key: KeySpec,
+        value: str | ColumnRef,
+        where: str | ColumnRef | None = None,
+        window: Window | None = None,
+        dtype: Literal["int64", "float64"] = "int64",
+        default: Any = None,
+    ) -> TableRef: ...
+
+
+class _PairShortcut(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        on: str | Sequence[str],
+        key: KeySpec,
+        value: str | ColumnRef,
+        where: str | ColumnRef | None = None,
+        window: Window | None = None,
+    ) -> TableRef: ...
+
+
+class _SinceShortcut(Protocol):
+    def __call__(
+        self,
+        name: str,
+        *,
+        on: str | Sequence[str],
+        key: KeySpec,
+        where: str | ColumnRef | None = None,
+        window: Window | None = None,
+        default: Any = None,
+    ) -> TableRef: ...
+
+
+def _fixed_default(kind: AggregateKind, dtype: str | None) -> Any:
+    """The value of a key without events, for the kinds whose shortcut takes no ``default``."""
+    if kind == "ratio":
+        return (0, 0)
+    return 0.0 if dtype == "float64" else 0
+
+
+def _shortcut(kind: AggregateKind, shape: type, doc: str) -> Any:
+    """``Pipeline.<kind>``: :meth:`Pipeline.builtin` of ``kind`` with the arguments that
+    ``shape``'s ``__call__`` takes (checked as a call with that signature would be); kinds
+    without a ``default`` argument get :func:`_fixed_default`."""
+    signature = inspect.signature(shape.__call__)
+
+    def shortcut(self: Pipeline, *args: Any, **kwargs: Any) -> TableRef:
+        bound = signature.bind(self, *args, **kwargs)
+        bound.apply_defaults()
+        arguments = dict(bound.arguments)
+        del arguments["self"]
+        name = arguments.pop("name")
+        if "default" not in arguments:
+            arguments["default"] = _fixed_default(kind, arguments.get("dtype"))
+        return self.builtin(name, kind, **arguments)
+
+    shortcut.__name__ = kind
+    shortcut.__qualname__ = f"Pipeline.{kind}"
+    shortcut.__doc__ = doc
+    shortcut.__signature__ = signature  # type: ignore[attr-defined]
+    return shortcut
+
+
 @dataclass
 class Pipeline:
     """A backtest: tables, derived columns and operators, declared in order."""
@@ -302,194 +400,38 @@ class Pipeline:
         self.operators.append(Builtin(opname, kinds, ref, key, value, where, inputs))
         return ref
 
-    def count(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-    ) -> TableRef:
-        """Number of events per key (that satisfy ``where``), optionally windowed."""
-        return self.builtin(name, "count", on=on, key=key, where=where, window=window, default=0)
-
-    def sum(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        value: str | ColumnRef,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-        dtype: Literal["int64", "float64"] = "int64",
-    ) -> TableRef:
-        """Sum of ``value`` per key."""
-        return self.builtin(
-            name,
-            "sum",
-            on=on,
-            key=key,
-            value=value,
-            where=where,
-            window=window,
-            dtype=dtype,
-            default=0 if dtype == "int64" else 0.0,
-        )
-
-    def min(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        value: str | ColumnRef,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-        dtype: Literal["int64", "float64"] = "int64",
-        default: Any = None,
-    ) -> TableRef:
-        """Smallest ``value`` per key; ``default`` when the key has none."""
-        return self.builtin(
-            name,
-            "min",
-            on=on,
-            key=key,
-            value=value,
-            where=where,
-            window=window,
-            dtype=dtype,
-            default=default,
-        )
-
-    def max(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        value: str | ColumnRef,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-        dtype: Literal["int64", "float64"] = "int64",
-        default: Any = None,
-    ) -> TableRef:
-        """Greatest ``value`` per key; ``default`` when the key has none."""
-        return self.builtin(
-            name,
-            "max",
-            on=on,
-            key=key,
-            value=value,
-            where=where,
-            window=window,
-            dtype=dtype,
-            default=default,
-        )
-
-    def first(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        value: str | ColumnRef,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-        dtype: Literal["int64", "float64"] = "int64",
-        default: Any = None,
-    ) -> TableRef:
-        """The earliest ``value`` per key in log order."""
-        return self.builtin(
-            name,
-            "first",
-            on=on,
-            key=key,
-            value=value,
-            where=where,
-            window=window,
-            dtype=dtype,
-            default=default,
-        )
-
-    def last(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        value: str | ColumnRef,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-        dtype: Literal["int64", "float64"] = "int64",
-        default: Any = None,
-    ) -> TableRef:
-        """The latest ``value`` per key in log order."""
-        return self.builtin(
-            name,
-            "last",
-            on=on,
-            key=key,
-            value=value,
-            where=where,
-            window=window,
-            dtype=dtype,
-            default=default,
-        )
-
-    def ratio(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        value: str | ColumnRef,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-    ) -> TableRef:
-        """The pair ``(hits, total)`` per key: events whose boolean ``value`` is true, all."""
-        return self.builtin(
-            name,
-            "ratio",
-            on=on,
-            key=key,
-            value=value,
-            where=where,
-            window=window,
-            dtype="bool",
-            default=(0, 0),
-        )
-
-    def since_last(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-        default: Any = None,
-    ) -> TableRef:
-        """Reader's time minus the time of the key's latest event in log order."""
-        return self.builtin(
-            name, "since_last", on=on, key=key, where=where, window=window, default=default
-        )
-
-    def distinct(
-        self,
-        name: str,
-        *,
-        on: str | Sequence[str],
-        key: KeySpec,
-        value: str | ColumnRef,
-        where: str | ColumnRef | None = None,
-        window: Window | None = None,
-    ) -> TableRef:
-        """Exact number of distinct integer ``value``s per key."""
-        return self.builtin(
-            name, "distinct", on=on, key=key, value=value, where=where, window=window, default=0
-        )
+    # The shortcuts: one built-in kind each, typed by their shape (see _shortcut below).
+    count: ClassVar[_CountShortcut] = _shortcut(
+        "count",
+        _CountShortcut,
+        "Number of events per key (that satisfy ``where``), optionally windowed.",
+    )
+    sum: ClassVar[_SumShortcut] = _shortcut("sum", _SumShortcut, "Sum of ``value`` per key.")
+    min: ClassVar[_ValueShortcut] = _shortcut(
+        "min", _ValueShortcut, "Smallest ``value`` per key; ``default`` when the key has none."
+    )
+    max: ClassVar[_ValueShortcut] = _shortcut(
+        "max", _ValueShortcut, "Greatest ``value`` per key; ``default`` when the key has none."
+    )
+    first: ClassVar[_ValueShortcut] = _shortcut(
+        "first", _ValueShortcut, "The earliest ``value`` per key in log order."
+    )
+    last: ClassVar[_ValueShortcut] = _shortcut(
+        "last", _ValueShortcut, "The latest ``value`` per key in log order."
+    )
+    ratio: ClassVar[_PairShortcut] = _shortcut(
+        "ratio",
+        _PairShortcut,
+        "The pair ``(hits, total)`` per key: events whose boolean ``value`` is true, all.",
+    )
+    since_last: ClassVar[_SinceShortcut] = _shortcut(
+        "since_last",
+        _SinceShortcut,
+        "Reader's time minus the time of the key's latest event in log order.",
+    )
+    distinct: ClassVar[_PairShortcut] = _shortcut(
+        "distinct", _PairShortcut, "Exact number of distinct integer ``value``s per key."
+    )
 
     def lookup(
         self,

@@ -16,16 +16,15 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.support.budget import THOROUGH
+from tests.support.budget import examples
 from tooling.broker import BOOTSTRAP_ENV, resolve_broker_kind
 
-pytest_plugins = ["tests.support.broker"]
+pytest_plugins = ["tests.support.broker", "tests.support.executors"]
 
-# Property tests without an explicit count: 100 examples in CI, 10 at a prompt
-# (tests/support/budget.py).
-settings.register_profile("thorough", max_examples=100)
-settings.register_profile("quick", max_examples=10)
-settings.load_profile("thorough" if THOROUGH else "quick")
+# Property tests without an explicit count get the same budget as an explicit
+# ``examples(100)`` (tests/support/budget.py, the one knob): 100 in CI, 10 at a prompt.
+settings.register_profile("restream", max_examples=examples(100))
+settings.load_profile("restream")
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
 

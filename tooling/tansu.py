@@ -10,16 +10,13 @@ unless ``keep_log`` asks for a named one.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import importlib.resources
 import logging
 import os
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +25,7 @@ from typing import IO
 from confluent_kafka.admin import AdminClient
 
 from connector.errors import BrokerError, ConfigError
+from engine.parentdeath import die_with_parent_preexec
 
 __all__ = ["TANSU_CLUSTER_ID", "TansuProcess", "tansu_binary", "tansu_command", "wait_for_broker"]
 
@@ -40,7 +38,6 @@ _PORT_ATTEMPTS = 3
 _STOP_GRACE_S = 0.5
 # Environment variables Tansu reads that must not leak in from the caller's shell.
 _ENV_SCRUB = ("SCHEMA_REGISTRY", "OTEL_EXPORTER_OTLP_ENDPOINT", "STORAGE_ENGINE")
-_PR_SET_PDEATHSIG = 1
 
 
 def tansu_binary() -> Path:
@@ -183,7 +180,7 @@ class TansuProcess:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # its own process group: stopped as a whole, not by Ctrl-C
-            preexec_fn=_die_with_parent(),  # noqa: PLW1509  (prctl only; no locks taken)
+            preexec_fn=die_with_parent_preexec(),  # noqa: PLW1509  (prctl only; no locks taken)
         )
         logger.debug("started Tansu pid %s on port %s", self._process.pid, port)
 
@@ -221,28 +218,3 @@ class TansuProcess:
 def _signal_group(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(process.pid, sig)
-
-
-def _die_with_parent() -> Callable[[], None] | None:
-    """A ``preexec_fn`` that makes Linux SIGKILL the child when this thread's process dies.
-
-    PR_SET_PDEATHSIG follows the thread that forked, so it is set only from the main thread
-    (which lives as long as the interpreter).
-    """
-    if (
-        not sys.platform.startswith("linux")
-        or threading.current_thread() is not threading.main_thread()
-    ):
-        return None
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    parent = os.getpid()
-
-    def setup() -> None:
-        prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return setup

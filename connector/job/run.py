@@ -60,6 +60,7 @@ from connector.runtime.gcpolicy import replay_collection
 from connector.serde.avro import AvroSchema, load_schema, load_schema_file
 from connector.serde.schema_registry import registry_client
 from connector.serde.values import value_decoder, value_encoder
+from engine.executors import make_executor
 from engine.executors.base import Executor, RunStats, auto_epoch_size
 from engine.planner import Plan, plan
 
@@ -238,16 +239,8 @@ class Terminated(ConnectorError):  # noqa: N818 - a condition
 
 
 def _executor(config: RunConfig) -> Executor:
-    if config.executor == "serial":
-        from engine.executors.serial import SerialExecutor
-
-        return SerialExecutor(epoch_size=_epoch_size(config))
-    if config.executor == "batch":
-        from engine.executors.batch import BatchExecutor
-
-        return BatchExecutor(epoch_size=_epoch_size(config))
-    from engine.executors.parallel import ParallelExecutor
-
+    if config.executor != "parallel":
+        return make_executor(config.executor, epoch_size=_epoch_size(config))
     workers = _workers(config)
     size = _epoch_size(config)
     # The automatic size gives 125,000 a worker up to its cap of 2,000,000 (16 workers), so
@@ -265,7 +258,7 @@ def _executor(config: RunConfig) -> Executor:
             _SHARE_FLOOR * workers,
         )
     logger.info("parallel executor: %s workers, epochs of %s events", workers, size)
-    return ParallelExecutor(workers=workers, epoch_size=size)
+    return make_executor("parallel", workers=workers, epoch_size=size)
 
 
 class _Producers:

@@ -6,8 +6,34 @@ The map of this folder:
 - ``serial.py`` the oracle: one event at a time; ``batch.py`` one process, epoch by epoch;
   ``parallel.py`` a coordinator and W forked worker processes.
 - ``runtime.py`` one epoch through every phase (shared by batch and the parallel workers);
-  ``columns.py`` an epoch's columns as the runtime sees them and the parts workers swap.
+  ``columns.py`` an epoch's columns as the runtime sees them and the parts workers swap;
+  ``followers.py`` which windowed tables share a leader's history.
 - ``worker.py`` a parallel worker's loop and messages; ``placement.py`` which worker runs
   what and which columns cross; ``sharding.py`` which worker owns a key; ``arena.py``
   shared-memory transport; ``snapshot.py`` pickled state for checkpoints.
+- ``factory.py`` :func:`make_executor`: an executor by name (``serial``, ``batch``,
+  ``parallel``), for callers that choose one at run time.
+
+This package exports the executors, their protocol and the factory; the other modules are
+the executors' internals.
 """
+
+from __future__ import annotations
+
+from engine.executors.base import Executor, RunStats, auto_epoch_size
+from engine.executors.batch import BatchExecutor
+from engine.executors.factory import EXECUTOR_NAMES, ExecutorName, make_executor
+from engine.executors.parallel import ParallelExecutor
+from engine.executors.serial import SerialExecutor
+
+__all__ = [
+    "BatchExecutor",
+    "EXECUTOR_NAMES",
+    "Executor",
+    "ExecutorName",
+    "ParallelExecutor",
+    "RunStats",
+    "SerialExecutor",
+    "auto_epoch_size",
+    "make_executor",
+]

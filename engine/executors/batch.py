@@ -17,7 +17,8 @@ from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, 
 from engine.errors import LogError
 from engine.executors.base import RunStats, auto_epoch_size
 from engine.executors.runtime import EpochRuntime
-from engine.log import Source, merge_log
+from engine.log import Source
+from engine.merge import merge_log
 from engine.output import Sink
 from engine.planner import Plan
 from engine.state.jit import warm_up

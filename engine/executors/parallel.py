@@ -71,7 +71,8 @@ from engine.executors.worker import (
     SnapshotTask,
     worker_main,
 )
-from engine.log import Epoch, Source, merge_log
+from engine.log import Epoch, Source
+from engine.merge import merge_log
 from engine.output import OutputChunk, Sink, absent_column
 from engine.planner import Plan
 from engine.state.jit import warm_up

@@ -19,7 +19,7 @@ from typing import Any, BinaryIO, cast
 import numpy as np
 
 from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
-from engine.events import Event
+from engine.events import Event, events_from_columns
 from engine.executors.base import OPERATOR_PREFIX, RunStats
 from engine.executors.columns import (
     Columns,
@@ -30,6 +30,7 @@ from engine.executors.columns import (
     assemble,
     count_rows,
 )
+from engine.executors.followers import find_followers, link_followers, windowed
 from engine.executors.placement import Placement, place
 from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
 from engine.executors.snapshot import PlanObjects, dump_state, load_state
@@ -52,7 +53,6 @@ from engine.state.aggregates import VectorTable, make_vector
 from engine.state.clock import EpochClock, VectorBounded
 from engine.state.pytables import VersionedTable
 from engine.state.spec import ReadsLatest
-from engine.state.windowed import WindowedTable
 
 __all__ = ["Columns", "EpochRuntime", "Exchange", "Part"]
 
@@ -130,8 +130,8 @@ class EpochRuntime:
         self._bounded = self._bounded_tables()
         # Windowed tables that share the history of an identically written one: follower ->
         # leader. Their writes are skipped; the leader's are theirs.
-        self._leaders = _followers(plan, self.vector, self.replicated)
-        self._link_followers()
+        self._leaders = find_followers(plan, self.vector, self.replicated)
+        link_followers(self.vector, self._leaders)
         # Timers whose firing event is not known yet (after the end of the last epoch).
         self._pending: list[_Timer] = []
         # This epoch's writes of each built-in table (for reads that need no search).
@@ -195,7 +195,7 @@ class EpochRuntime:
         self.value_codecs = state["value_codecs"]
         self._pending = state["pending"]
         self._bounded = self._bounded_tables()
-        self._link_followers()
+        link_followers(self.vector, self._leaders)
 
     def _bounded_tables(self) -> list[VectorBounded]:
         """Tables with an allowed lateness: each epoch they get its stream-time clock."""
@@ -204,10 +204,6 @@ class EpochRuntime:
             for name, ref in self.plan.pipeline.tables.items()
             if ref.builtin is not None and ref.builtin.lateness is not None
         ]
-
-    def _link_followers(self) -> None:
-        for follower, leader in self._leaders.items():
-            _windowed(self.vector, follower).follow(_windowed(self.vector, leader))
 
     def _plan_objects(self) -> PlanObjects:
         if self._objects is None:
@@ -257,8 +253,8 @@ class EpochRuntime:
             for follower, leader in self._leaders.items():
                 if leader in builtin_writes:
                     self._writes[follower] = list(self._writes[leader])
-                    lead = _windowed(self.vector, leader)
-                    _windowed(self.vector, follower).follow_epoch(lead)
+                    lead = windowed(self.vector, leader)
+                    windowed(self.vector, follower).follow_epoch(lead)
             for name, writers in python_groups.items():
                 self._run_updates(epoch, name, writers, cols)
             # Every worker sees the same epoch and plan, so all skip the same exchanges.
@@ -613,33 +609,13 @@ class EpochRuntime:
 
     def _events(self, epoch: Epoch, op: Operator, c: Columns, rows: Rows = None) -> Iterable[Event]:
         ev = c.events if rows is None else c.events.take(np.arange(len(c))[rows])
-        names = list(ev.columns)
-        lists = [c.take(n, rows).tolist() for n in names]
-        derived = {k: _python_values(c.take(k, rows)) for k in c.derived_names()}
-        allowed = frozenset(x.name for x in op.inputs)
-        topics = epoch.topics
-        for i, (seq, ts, tp, part, off) in enumerate(
-            zip(
-                ev.seq.tolist(),
-                ev.ts.tolist(),
-                ev.topic.tolist(),
-                ev.partition.tolist(),
-                ev.offset.tolist(),
-                strict=True,
-            )
-        ):
-            e = Event(
-                ev.kind,
-                seq,
-                ts,
-                topics[tp],
-                part,
-                off,
-                {n: col[i] for n, col in zip(names, lists, strict=True)},
-            )
-            e._derived = {k: v[i] for k, v in derived.items()}
-            e._allowed = allowed
-            yield e
+        return events_from_columns(
+            ev,
+            epoch.topics,
+            {n: c.take(n, rows).tolist() for n in ev.columns},
+            {k: _python_values(c.take(k, rows)) for k in c.derived_names()},
+            frozenset(x.name for x in op.inputs),
+        )
 
     def _view(
         self,
@@ -700,42 +676,6 @@ class _View:
             raise EngineError(f"operator {self._op.name!r}: only update merges can schedule")
         order = (self._event.seq, self._op.index, len(self.scheduled))
         self.scheduled.append(_Timer(-1, int(at), order, self._table.name, self._key, fn))
-
-
-def _followers(
-    plan: Plan, vector: Mapping[str, VectorTable], replicated: frozenset[str]
-) -> dict[str, str]:
-    """Windowed tables that can share another's history: follower -> leader (the first
-    declared of those with the same kind and exactly the same writes: kinds, key, value,
-    condition and phase of every writer, and the same partitioning)."""
-    writers: dict[str, list[tuple[Any, ...]]] = {}
-    for planned in plan.operators:
-        op = planned.op
-        if isinstance(op, Builtin):
-            value = None if op.value is None else _name(op.value)
-            where = None if op.where is None else _name(op.where)
-            writers.setdefault(op.table.name, []).append(
-                (planned.phase, op.kinds, op.key, value, where)
-            )
-    leaders: dict[tuple[Any, ...], list[str]] = {}
-    out: dict[str, str] = {}
-    for name, table in vector.items():
-        if not isinstance(table, WindowedTable) or name not in writers:
-            continue
-        signature = (tuple(writers[name]), name in replicated)
-        candidates = leaders.setdefault(signature, [])
-        leader = next((c for c in candidates if table.can_follow(_windowed(vector, c))), None)
-        if leader is None:
-            candidates.append(name)
-        else:
-            out[name] = leader
-    return out
-
-
-def _windowed(vector: Mapping[str, VectorTable], name: str) -> WindowedTable:
-    table = vector[name]
-    assert isinstance(table, WindowedTable)
-    return table
 
 
 def _exchanges(

@@ -16,10 +16,11 @@ from typing import Any, cast
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot
 from engine.errors import CheckpointError, EngineError, ExecutionError, UndeclaredReadError
-from engine.events import Event
+from engine.events import Event, events_from_columns
 from engine.executors.base import RunStats, auto_epoch_size
 from engine.keys import key_function
-from engine.log import Epoch, Source, StringColumn, merge_log
+from engine.log import Epoch, Source, StringColumn
+from engine.merge import merge_log
 from engine.output import OutputChunk, Sink
 from engine.pipeline import Builtin, Derive, Emit, Lookup, Record, TableRef, Update
 from engine.planner import Plan, PlannedOperator
@@ -43,27 +44,15 @@ class _Timer:
 def iter_events(epoch: Epoch) -> list[Event]:
     """The events of an epoch as Python objects, in ``seq`` order."""
     out: list[Event | None] = [None] * len(epoch)
-    for kind, ev in epoch.events.items():
+    for ev in epoch.events.values():
         if len(ev) == 0:
             continue
-        names = list(ev.columns)
-        cols = []
-        for n in names:
-            c = ev.columns[n]
-            cols.append(c.decode().tolist() if isinstance(c, StringColumn) else c.tolist())
-        topics = epoch.topics
-        for i, (seq, ts, tp, part, off) in enumerate(
-            zip(
-                ev.seq.tolist(),
-                ev.ts.tolist(),
-                ev.topic.tolist(),
-                ev.partition.tolist(),
-                ev.offset.tolist(),
-                strict=True,
-            )
-        ):
-            fields = {n: c[i] for n, c in zip(names, cols, strict=True)}
-            out[seq - epoch.seq_start] = Event(kind, seq, ts, topics[tp], part, off, fields)
+        fields = {
+            n: c.decode().tolist() if isinstance(c, StringColumn) else c.tolist()
+            for n, c in ev.columns.items()
+        }
+        for event in events_from_columns(ev, epoch.topics, fields):
+            out[event.seq - epoch.seq_start] = event
     assert all(e is not None for e in out)
     return out  # type: ignore[return-value]
 
@@ -212,7 +201,7 @@ class SerialExecutor:
                     for table in state.bounded:
                         table.set_stream_time(event.ts)
                 for planned, allowed, step in kind_steps:
-                    event._allowed = allowed
+                    event.allow(allowed)
                     try:
                         step(event, outputs)
                     except (ExecutionError, UndeclaredReadError):
@@ -262,8 +251,9 @@ def _step(state: _State, planned: PlannedOperator) -> Step:
         lookup, lookup_key = op, key_function(op.key)
 
         def look(event: Event, _out: Outputs) -> None:
-            event._derived[lookup.column.name] = state.read(
-                lookup.table, lookup_key(event), event, lookup.before, lookup.default
+            event.derive(
+                lookup.column.name,
+                state.read(lookup.table, lookup_key(event), event, lookup.before, lookup.default),
             )
 
         return look
@@ -271,7 +261,7 @@ def _step(state: _State, planned: PlannedOperator) -> Step:
         derive = op
 
         def compute(event: Event, _out: Outputs) -> None:
-            event._derived[derive.column.name] = derive.fn(event, _View(state, planned, event))
+            event.derive(derive.column.name, derive.fn(event, _View(state, planned, event)))
 
         return compute
     assert isinstance(op, Emit)

@@ -11,8 +11,6 @@ the worker exits.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
 import resource
 import signal
 import threading
@@ -30,6 +28,7 @@ from engine.executors.columns import Part
 from engine.executors.runtime import EpochRuntime
 from engine.executors.sharding import Shard
 from engine.log import Epoch
+from engine.parentdeath import die_with_parent
 from engine.planner import Plan
 
 __all__ = [
@@ -40,11 +39,8 @@ __all__ = [
     "RestoreTask",
     "Saved",
     "SnapshotTask",
-    "die_with_parent",
     "worker_main",
 ]
-
-_PR_SET_PDEATHSIG = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,24 +127,6 @@ class _ShmExchange:
             out.extend(load(self.run_dir.file(f"x{self.round}-w{w}")))
         self.round += 1
         return out
-
-
-def die_with_parent(parent: int | None = None) -> None:
-    """On Linux, have the kernel SIGKILL this process when its parent dies: a worker when the
-    coordinator does, a benchmark's measuring process when the bench does.
-
-    A parent killed with SIGKILL (an OOM kill, a test) cannot stop its children; without
-    this they would linger until their next read of a closed pipe, or go on computing.
-    ``parent`` is the parent's pid as the parent saw it (pass it when the child starts
-    slowly, as a spawned interpreter does); by default, the parent at the time of the call.
-    If that process is gone already, this one exits at once.
-    """
-    parent = os.getppid() if parent is None else parent
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os._exit(1)
 
 
 def worker_main(

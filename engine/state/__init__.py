@@ -11,7 +11,7 @@ The map of this folder:
 - Per-key history: ``regions.py`` (records of a key kept sorted by time in one region of
   arrays), ``rangeindex.py`` (a segment tree over its rows for range extremes),
   ``keyindex.py`` (int64 keys to dense slots), ``clock.py`` (stream time for tables with an
-  allowed lateness).
+  allowed lateness), ``colnames.py`` (the names of the records' columns).
 - One epoch's writes: ``epoch.py`` (grouped by key; which of them a read sees) and
   ``wparts.py`` (time keys, time order per key).
 - Compiled per-key kernels (numba): ``winkernels.py`` (window reads among an epoch's

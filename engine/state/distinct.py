@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from engine.state.clock import NO_TIME, EpochClock
+from engine.state.colnames import TIME_KEY, VALUE
 from engine.state.distinctkernel import distinct_in_ranges
 from engine.state.epoch import EpochWrites
 from engine.state.keyindex import KeyIndex
@@ -38,7 +39,8 @@ _I64 = np.dtype(np.int64)
 class DistinctWindowedTable:
     """The vectorised table for a windowed distinct count."""
 
-    # Class-level defaults, so that tables pickled before lateness existed still load.
+    # Class-level defaults, for format-4 snapshots taken before allowed lateness (1a94ee3,
+    # after format 4 came in with 37616c9): they load as unbounded tables.
     _lateness: int | None = None
     _now = int(NO_TIME)
     _clock: EpochClock | None = None
@@ -50,9 +52,9 @@ class DistinctWindowedTable:
         self._index = KeyIndex()
         self._values = KeyIndex()
         if self._tk.sliding:
-            self._store = RegionStore({"tk": _I64, "v": _I64})
+            self._store = RegionStore({TIME_KEY: _I64, VALUE: _I64})
         else:
-            self._store = RegionStore({"tk": _I64, "v": _I64}, (), {}, ("tk", "v"))
+            self._store = RegionStore({TIME_KEY: _I64, VALUE: _I64}, (), {}, (TIME_KEY, VALUE))
         self._ep: EpochWrites | None = None
         self._g: dict[str, np.ndarray] = {}
         self._by_time = np.zeros(0, dtype=np.int64)  # grouped positions, time order per segment
@@ -83,7 +85,7 @@ class DistinctWindowedTable:
         tk = self._tk.of(np.asarray(ts, dtype=np.int64))
         order = ep.order
         gtk = tk[order]
-        self._g = {"tk": gtk, "v": vids[order]}
+        self._g = {TIME_KEY: gtk, VALUE: vids[order]}
         seg = ep.grouped_seg
         self._by_time = time_order(ep, gtk)  # stable: write order among equal time keys
         # Time keys of each segment in time order, packed (segment, tk - segment min + 1) so
@@ -126,21 +128,21 @@ class DistinctWindowedTable:
     def _store_epoch(self, ep: EpochWrites) -> None:
         g = self._g
         slots = ep.slots[ep.order][self._by_time]
-        recs = {name: g[name][self._by_time] for name in ("tk", "v")}
+        recs = {name: g[name][self._by_time] for name in (TIME_KEY, VALUE)}
         floor = self._floor(ep.seqs)
         if floor is not None:
             # Writes already below their horizon: no read can see them again.
-            keep = recs["tk"] > floor[ep.order][self._by_time]
+            keep = recs[TIME_KEY] > floor[ep.order][self._by_time]
             slots = slots[keep]
             recs = {name: column[keep] for name, column in recs.items()}
         if self._tk.sliding:
             self._store.add(slots, recs)
             return
-        o = np.lexsort((recs["v"], recs["tk"], slots))
-        slots, tk, v = slots[o], recs["tk"][o], recs["v"][o]
+        o = np.lexsort((recs[VALUE], recs[TIME_KEY], slots))
+        slots, tk, v = slots[o], recs[TIME_KEY][o], recs[VALUE][o]
         keep = np.ones(len(o), dtype=bool)
         keep[1:] = (slots[1:] != slots[:-1]) | (tk[1:] != tk[:-1]) | (v[1:] != v[:-1])
-        self._store.add(slots[keep], {"tk": tk[keep], "v": v[keep]})
+        self._store.add(slots[keep], {TIME_KEY: tk[keep], VALUE: v[keep]})
 
     def state_nbytes(self) -> int:
         return self._store.nbytes() + self._index.nbytes() + self._values.nbytes()
@@ -233,15 +235,15 @@ class DistinctWindowedTable:
         hstart = store.start[gslot] + hmin
         at, own = expand_ranges(hstart, hlen)
         dst = zstart[own] + (at - hstart[own])
-        ztk[dst] = store.cols["tk"][at]
-        zv[dst] = store.cols["v"][at]
+        ztk[dst] = store.cols[TIME_KEY][at]
+        zv[dst] = store.cols[VALUE][at]
         if ep is not None and ep.n:
             base = np.where(gseg >= 0, ep.seg_start[np.maximum(gseg, 0)], 0) + emin
             at, own = expand_ranges(base, elen)
             grouped = self._by_time[at]
             dst = zstart[own] + hlen[own] + (at - base[own])
-            ztk[dst] = self._g["tk"][grouped]
-            zv[dst] = self._g["v"][grouped]
+            ztk[dst] = self._g[TIME_KEY][grouped]
+            zv[dst] = self._g[VALUE][grouped]
             zrank[dst] = ep.rank[ep.order[grouped]]
         zgroup = np.repeat(np.arange(len(first)), hlen + elen)
         if total > 1:

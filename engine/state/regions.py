@@ -25,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 
+from engine.state.colnames import ORDER, TIME_KEY, WRITE_POS
 from engine.state.packing import expand_ranges
 from engine.state.rangeindex import RangeIndex
 from engine.state.search import gallop_ranges, search_ranges
@@ -48,7 +49,8 @@ class Prefix:
 class RegionStore:
     """Records per slot, sorted by time key; see the module docstring."""
 
-    # Stores pickled before range indexes existed load without one.
+    # Format-4 snapshots taken before range indexes existed (d25da5c) lack it; the windowed
+    # table attaches one on first use, so the class default stays.
     index: RangeIndex | None = None
 
     def __init__(
@@ -56,7 +58,7 @@ class RegionStore:
         columns: dict[str, np.dtype],
         prefixes: tuple[Prefix, ...] = (),
         combine: dict[str, CombineOp] | None = None,
-        unique: tuple[str, ...] = ("tk",),
+        unique: tuple[str, ...] = (TIME_KEY,),
         index: RangeIndex | None = None,
     ) -> None:
         self.cols = {name: np.zeros(64, dtype=dtype) for name, dtype in columns.items()}
@@ -161,7 +163,7 @@ class RegionStore:
         hint: np.ndarray,
         hinted: bool = False,
     ) -> np.ndarray:
-        tk = self.cols["tk"]
+        tk = self.cols[TIME_KEY]
         out: np.ndarray
         runs = np.flatnonzero(np.diff(slots, prepend=-1) != 0)
         size = np.diff(runs, append=len(slots))
@@ -228,12 +230,12 @@ class RegionStore:
         derived = {p.name for p in self.prefixes}
         recs = {name: col[at] for name, col in self.cols.items() if name not in derived}
         slots = u[owner]
-        if "wp" in recs:
-            by_write = np.lexsort((recs["o"], slots))
+        if WRITE_POS in recs:
+            by_write = np.lexsort((recs[ORDER], slots))
             first = np.cumsum(keep) - keep
             wp = np.empty(len(slots), dtype=np.int64)
             wp[by_write] = np.arange(len(slots)) - first[owner[by_write]]
-            recs["wp"] = wp
+            recs[WRITE_POS] = wp
         self.length[u] = 0
         self.disp[u] = 0
         self.hint[u] = 0
@@ -257,8 +259,8 @@ class RegionStore:
         cnt = np.diff(firsts, append=len(slots))
         self.ensure_slots(int(u[-1]) + 1)
         old = self.length[u]
-        tk = self.cols["tk"]
-        new_first = recs["tk"][firsts]
+        tk = self.cols[TIME_KEY]
+        new_first = recs[TIME_KEY][firsts]
         last_old = self.tmax[u]
         if self.combine is None:
             fast = (old == 0) | (last_old <= new_first)
@@ -279,7 +281,7 @@ class RegionStore:
         tail_len = np.bincount(tail_group, minlength=len(u))
         self._write(u, p, tail_len, tail, tail_group)
         self.length[u] = p + tail_len
-        tk = self.cols["tk"]
+        tk = self.cols[TIME_KEY]
         self.tmin[u] = tk[self.start[u]]
         self.tmax[u] = tk[self.start[u] + self.length[u] - 1]
         if self.garbage > max(self.compact_floor, self.top * self.compact_share):
@@ -299,7 +301,7 @@ class RegionStore:
         tail = {n: np.concatenate([self.cols[n][at], recs[n]]) for n in names}
         tail_group = np.concatenate([owner, group])
         if self.combine is None:
-            keys = ["tk", "o"] if "o" in tail else ["tk"]
+            keys = [TIME_KEY, ORDER] if ORDER in tail else [TIME_KEY]
         else:
             keys = list(self.unique)
         # lexsort is stable: an old record stays before a new one with the same keys.
@@ -389,8 +391,8 @@ class RegionStore:
                 first = seg_start[live]
                 vals[first] = pick(vals[first], base[live])
                 column[dst] = segment_extreme_scan(vals, seg_start, owner, largest=spec.op == "max")
-        if "wp" in tail:
-            offset = (dst - self.start[u][owner]) - tail["wp"]
+        if WRITE_POS in tail:
+            offset = (dst - self.start[u][owner]) - tail[WRITE_POS]
             worst = np.zeros(len(u), dtype=np.int64)
             np.maximum.at(worst, owner, np.abs(offset))
             self.disp[u] = np.maximum(self.disp[u], worst)

@@ -27,6 +27,22 @@ from typing import Any
 import numpy as np
 
 from engine.state.clock import NO_TIME, EpochClock
+from engine.state.colnames import (
+    COUNT,
+    EXTREME,
+    FIRST_ORDER,
+    FIRST_VALUE,
+    LAST_ORDER,
+    LAST_VALUE,
+    ORDER,
+    PREFIX_COUNT,
+    PREFIX_EXTREME,
+    PREFIX_VALUE,
+    TIME_KEY,
+    VALUE,
+    WRITE_POS,
+    WRITE_TS,
+)
 from engine.state.epoch import EpochWrites, slots_of_reads
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import sort_pairs
@@ -53,32 +69,32 @@ _I64 = np.dtype(np.int64)
 def _store_for(kind: str, sliding: bool) -> RegionStore:
     """Record columns per kind. A sliding record is one write: its count is implicit (a
     range's count is its length) and only first/last need the write order."""
-    cols: dict[str, np.dtype] = {"tk": _I64}
+    cols: dict[str, np.dtype] = {TIME_KEY: _I64}
     prefixes: tuple[Prefix, ...] = ()
     combine: dict[str, str] = {}
     if kind in ("count", "ratio") and not sliding:
-        cols["n"] = _I64
-        prefixes += (Prefix("cn", "n", "sum"),)
-        combine["n"] = "sum"
+        cols[COUNT] = _I64
+        prefixes += (Prefix(PREFIX_COUNT, COUNT, "sum"),)
+        combine[COUNT] = "sum"
     if kind in ("ratio", "sum"):
-        cols["v"] = _I64
-        prefixes += (Prefix("cv", "v", "sum"),)
-        combine["v"] = "sum"
+        cols[VALUE] = _I64
+        prefixes += (Prefix(PREFIX_VALUE, VALUE, "sum"),)
+        combine[VALUE] = "sum"
     if kind in ("min", "max"):
-        cols["k"] = _I64
-        prefixes += (Prefix("pk", "k", kind),)  # type: ignore[arg-type]
-        combine["k"] = kind
+        cols[EXTREME] = _I64
+        prefixes += (Prefix(PREFIX_EXTREME, EXTREME, kind),)  # type: ignore[arg-type]
+        combine[EXTREME] = kind
     if kind == "first":
-        cols.update({"fo": _I64, "fv": _I64})
-        combine.update({"fo": "first", "fv": "first"})
+        cols.update({FIRST_ORDER: _I64, FIRST_VALUE: _I64})
+        combine.update({FIRST_ORDER: "first", FIRST_VALUE: "first"})
     if kind in ("last", "since_last"):
-        cols.update({"lo": _I64, "lv": _I64})
-        combine.update({"lo": "last", "lv": "last"})
+        cols.update({LAST_ORDER: _I64, LAST_VALUE: _I64})
+        combine.update({LAST_ORDER: "last", LAST_VALUE: "last"})
     if sliding and kind in ("first", "last", "since_last"):
-        cols["o"] = _I64
-        cols["wp"] = _I64
-        cols.pop("fo", None)
-        cols.pop("lo", None)
+        cols[ORDER] = _I64
+        cols[WRITE_POS] = _I64
+        cols.pop(FIRST_ORDER, None)
+        cols.pop(LAST_ORDER, None)
     return RegionStore(
         cols,
         prefixes,
@@ -91,11 +107,11 @@ def _range_index(kind: str, sliding: bool) -> RangeIndex | None:
     """The history's range index of a kind that needs one: the record with the smallest or
     largest value (min, max), or the first or last one written (first, last, since_last)."""
     if kind in ("min", "max"):
-        return RangeIndex("k", largest=kind == "max")
+        return RangeIndex(EXTREME, largest=kind == "max")
     if kind == "first":
-        return RangeIndex("o" if sliding else "fo", largest=False)
+        return RangeIndex(ORDER if sliding else FIRST_ORDER, largest=False)
     if kind in ("last", "since_last"):
-        return RangeIndex("o" if sliding else "lo", largest=True)
+        return RangeIndex(ORDER if sliding else LAST_ORDER, largest=True)
     return None
 
 
@@ -115,14 +131,17 @@ class WindowedTable:
     length (the lower-edge search hints and the epoch's own-time answers).
     """
 
-    # Class-level defaults, so that tables pickled before followers existed still load.
+    # Class-level defaults. Set lazily (by follow(), by bounded tables, per epoch), so every
+    # table, fresh or restored, reads these until then:
     _follows = False
     _hint: np.ndarray | None = None
-    _lateness: int | None = None
     _keep_back: int | None = None
+    _front_floor: np.ndarray | None = None
+    # Set by __init__ since allowed lateness (1a94ee3), which came after state format 4
+    # (37616c9): format-4 snapshots taken in between load without them, as unbounded tables.
+    _lateness: int | None = None
     _now = int(NO_TIME)
     _clock: EpochClock | None = None
-    _front_floor: np.ndarray | None = None
 
     def __init__(self, spec: AggregateSpec) -> None:
         assert spec.window is not None and spec.kind != "distinct"
@@ -227,13 +246,13 @@ class WindowedTable:
         order = ep.order
         gtk = tk[order]
         self._stk, self._rank = time_ranks(ep, gtk)
-        g: dict[str, np.ndarray] = {"tk": gtk}
+        g: dict[str, np.ndarray] = {TIME_KEY: gtk}
         kind = self._kind
         if kind == "since_last":
-            g["ts"] = ts[order]
+            g[WRITE_TS] = ts[order]
         if kind in ("first", "last", "since_last"):
-            g["o"] = self._order + order
-            g["wp"] = (self._writes[slots] + ep.rank)[order]
+            g[ORDER] = self._order + order
+            g[WRITE_POS] = (self._writes[slots] + ep.rank)[order]
         self._order += ep.n
         if kind in ("sum", "ratio", "min", "max", "first", "last"):
             vals = np.asarray(values, dtype=self._dtype)
@@ -241,9 +260,9 @@ class WindowedTable:
                 raw = vals.view(np.int64) if self._dtype.kind == "f" else vals.astype(np.int64)
                 if kind in ("min", "max") and self._dtype.kind == "f":
                     raw = float_order_keys(vals)
-                g["v"] = raw[order]
+                g[VALUE] = raw[order]
             else:
-                g["v"] = vals.astype(np.int64)[order]
+                g[VALUE] = vals.astype(np.int64)[order]
         self._g = g
         self._ts = ts
         self._front = None
@@ -359,7 +378,7 @@ class WindowedTable:
         kind = self._kind
         if ep is not None and len(lanes):
             w = latest[lanes]
-            gv = self._g.get("ts" if kind == "since_last" else "v")
+            gv = self._g.get(WRITE_TS if kind == "since_last" else VALUE)
             count, total, ext, pos = epoch_window(
                 self._stk,
                 self._rank,
@@ -414,39 +433,39 @@ class WindowedTable:
         gslots = ep.slots[ep.order]
         kind = self._kind
         floor = None if clock is None else self._store_floor(clock.at(ep.seqs, self._now))
-        if floor is not None and bool((g["tk"] <= floor[ep.order]).any()):
+        if floor is not None and bool((g[TIME_KEY] <= floor[ep.order]).any()):
             # Writes already below the group's horizon: no read can see them again.
-            keep = np.flatnonzero(g["tk"] > floor[ep.order])
+            keep = np.flatnonzero(g[TIME_KEY] > floor[ep.order])
             g = {name: column[keep] for name, column in g.items()}
             gslots = gslots[keep]
-            if "wp" in g:  # write positions among the kept records only
+            if WRITE_POS in g:  # write positions among the kept records only
                 first = np.flatnonzero(np.diff(gslots, prepend=-1) != 0)
                 size = np.diff(first, append=len(gslots))
                 rank = np.arange(len(gslots)) - np.repeat(first, size)
-                g["wp"] = self._writes[gslots] + rank
+                g[WRITE_POS] = self._writes[gslots] + rank
             kept = np.bincount(gslots, minlength=len(self._writes))
             self._writes += kept[: len(self._writes)]
             if len(gslots) == 0:
                 return
         else:
             self._writes[ep.seg_slot] += ep.seg_len
-        recs: dict[str, np.ndarray] = {"tk": g["tk"]}
+        recs: dict[str, np.ndarray] = {TIME_KEY: g[TIME_KEY]}
         if self._tk.sliding:
             cols = self._store.cols
-            if "o" in cols:
-                recs["o"] = g["o"]
-                recs["wp"] = g["wp"]
-            if "v" in cols:
-                recs["v"] = g["v"]
-            if "k" in cols:
-                recs["k"] = g["v"]
-            if "fv" in cols:
-                recs["fv"] = g["v"]
-            if "lv" in cols:
-                recs["lv"] = g["ts" if kind == "since_last" else "v"]
+            if ORDER in cols:
+                recs[ORDER] = g[ORDER]
+                recs[WRITE_POS] = g[WRITE_POS]
+            if VALUE in cols:
+                recs[VALUE] = g[VALUE]
+            if EXTREME in cols:
+                recs[EXTREME] = g[VALUE]
+            if FIRST_VALUE in cols:
+                recs[FIRST_VALUE] = g[VALUE]
+            if LAST_VALUE in cols:
+                recs[LAST_VALUE] = g[WRITE_TS if kind == "since_last" else VALUE]
             # Within a slot: by time key, then write order (grouped order is write order).
-            if not _ordered_per_slot(gslots, g["tk"]):
-                o = np.lexsort((g["tk"], gslots))  # stable: write order on ties
+            if not _ordered_per_slot(gslots, g[TIME_KEY]):
+                o = np.lexsort((g[TIME_KEY], gslots))  # stable: write order on ties
                 recs = {k: v[o] for k, v in recs.items()}
                 gslots = gslots[o]
             self._store.add(gslots, recs)
@@ -464,28 +483,28 @@ class WindowedTable:
         self, gslots: np.ndarray, g: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One record per (slot, pane) of the epoch's writes."""
-        o = np.lexsort((g["tk"], gslots))  # stable: write order within a pane
-        slots, tk = gslots[o], g["tk"][o]
+        o = np.lexsort((g[TIME_KEY], gslots))  # stable: write order within a pane
+        slots, tk = gslots[o], g[TIME_KEY][o]
         n = len(o)
         new = np.empty(n, dtype=bool)
         new[:1] = True
         new[1:] = (slots[1:] != slots[:-1]) | (tk[1:] != tk[:-1])
         starts = np.flatnonzero(new)
         ends = np.append(starts[1:], n) - 1
-        recs: dict[str, np.ndarray] = {"tk": tk[starts]}
+        recs: dict[str, np.ndarray] = {TIME_KEY: tk[starts]}
         kind = self._kind
         if kind in ("count", "ratio"):
-            recs["n"] = np.diff(np.append(starts, n))
+            recs[COUNT] = np.diff(np.append(starts, n))
         if kind in ("ratio", "sum"):
-            recs["v"] = np.add.reduceat(g["v"][o], starts)
+            recs[VALUE] = np.add.reduceat(g[VALUE][o], starts)
         if kind in ("min", "max"):
             pick = np.minimum if kind == "min" else np.maximum
-            recs["k"] = pick.reduceat(g["v"][o], starts)
+            recs[EXTREME] = pick.reduceat(g[VALUE][o], starts)
         if kind == "first":
-            recs.update(fo=g["o"][o][starts], fv=g["v"][o][starts])
+            recs.update({FIRST_ORDER: g[ORDER][o][starts], FIRST_VALUE: g[VALUE][o][starts]})
         if kind in ("last", "since_last"):
-            src = g["v"] if kind == "last" else g["ts"]
-            recs.update(lo=g["o"][o][ends], lv=src[o][ends])
+            src = g[VALUE] if kind == "last" else g[WRITE_TS]
+            recs.update({LAST_ORDER: g[ORDER][o][ends], LAST_VALUE: src[o][ends]})
         return slots[starts], recs
 
     # ------------------------------------------------------------------ aggregates
@@ -509,14 +528,16 @@ class WindowedTable:
         if kind == "count" and self._tk.sliding:
             main = hb - ha
         else:
-            name = "cn" if kind == "count" else "cv"
+            name = PREFIX_COUNT if kind == "count" else PREFIX_VALUE
             main = self._prefix(name, start, hb) - self._prefix(name, start, ha)
         total = None
         if kind == "ratio":
             if self._tk.sliding:
                 total = hb - ha
             else:
-                total = self._prefix("cn", start, hb) - self._prefix("cn", start, ha)
+                total = self._prefix(PREFIX_COUNT, start, hb) - self._prefix(
+                    PREFIX_COUNT, start, ha
+                )
         if mem is not None and len(lanes):
             if kind == "count":
                 main[lanes] += mem.count
@@ -545,11 +566,11 @@ class WindowedTable:
         present = hb > ha
         out = np.full(m, identity, dtype=np.int64)
         from_start = np.flatnonzero(present & (ha == 0))
-        out[from_start] = self._store.cols["pk"][start[from_start] + hb[from_start] - 1]
+        out[from_start] = self._store.cols[PREFIX_EXTREME][start[from_start] + hb[from_start] - 1]
         middle = np.flatnonzero(present & (ha > 0))
         if len(middle):
             best = self._range_best(start[middle] + ha[middle], start[middle] + hb[middle])
-            out[middle] = self._store.cols["k"][best]
+            out[middle] = self._store.cols[EXTREME][best]
         if mem is not None and len(lanes):
             hit = mem.count > 0
             out[lanes] = np.where(hit, pick(out[lanes], mem.ext), out[lanes])
@@ -581,12 +602,12 @@ class WindowedTable:
         first = self._kind == "first"
         best = self._range_best(start + ha, start + hb)
         found = best >= 0
-        value_col = "fv" if first else "lv"
+        value_col = FIRST_VALUE if first else LAST_VALUE
         out = np.where(found, self._store.cols[value_col][np.maximum(best, 0)], 0)
         present = found.copy()
         if mem is not None and len(lanes):
             hit = mem.count > 0
-            src = self._g["ts" if self._kind == "since_last" else "v"]
+            src = self._g[WRITE_TS if self._kind == "since_last" else VALUE]
             value = src[np.where(hit, mem.pos, 0)]
             take = hit & ~found[lanes] if first else hit
             out[lanes] = np.where(take, value, out[lanes])

@@ -8,13 +8,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from engine.checkpoint import CheckpointStore, EngineSnapshot, LogPosition
-from engine.examples.social import build_spam_pipeline
+from engine.checkpoint import CheckpointStore, EngineSnapshot
+from engine.examples.social import build_spam_pipeline, generate_social, social_source
 from engine.executors.base import RunStats
 from engine.log import Epoch, PartitionBatch, PartitionSpec, Source, take_column
 from engine.output import OutputChunk, Sink, canonical_bytes
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
+from engine.positions import LogPosition
 
 MINUTE = 60_000
 WORDS = ("ham", "spam", "eggs", "x@y.z", "")
@@ -244,3 +245,9 @@ def table_of(parts: Sequence[Sequence[int]], keys: int = 2) -> dict[str, Any]:
         # a word that first shows up late, so that codecs intern it after a checkpoint
         "s": [WORDS[min(i % 5, i // 3) % len(WORDS)] for i in range(n)],
     }
+
+
+def small_social(n: int = 6_000) -> Any:
+    """A maker of sources over a small social data set (with timestamp jitter), ``n`` events."""
+    data = generate_social(users=300, events=n, days=3, seed=5, jitter_ms=20_000)
+    return lambda: social_source(data, batch_size=500)

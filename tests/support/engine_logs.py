@@ -292,3 +292,67 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
             ],
         )
     return p
+
+
+WINDOWED_KINDS = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last"]
+
+
+@st.composite
+def families(draw: st.DrawFn) -> tuple[Pipeline, int]:
+    """A pipeline with several tables of one kind fed the same writes, windows of different
+    lengths (and maybe a hopping one, which cannot share), read back by both event kinds.
+    Returns it with the number of followers the runtime should link."""
+    p = Pipeline("family")
+    agg = draw(st.sampled_from(WINDOWED_KINDS))
+    key = draw(st.sampled_from(["k1", ("k1", "k2"), Unordered("k1", "k2")]))
+    flag = p.derive(
+        "flag",
+        on="a",
+        dtype="bool",
+        fn=lambda e, _v: e.v % 2 == 0,
+        batch_fn=lambda c: c["v"] % 2 == 0,
+    )
+    value: Any = None
+    if agg in ("sum", "min", "max", "first", "last"):
+        value = "v"
+    elif agg == "ratio":
+        value = flag
+    where = flag if draw(st.booleans()) else None
+    lengths = draw(st.lists(st.sampled_from([1, 3, 7, 25, 60]), min_size=2, max_size=4))
+    # Mixed allowed lateness: a leader keeps what its laxest follower needs, and keeps
+    # everything if one of them keeps everything.
+    late = st.sampled_from([None, None, 0, 4, 30])
+    windows: list[Any] = [Sliding(n, draw(late)) for n in lengths]
+    if draw(st.booleans()):
+        windows.insert(draw(st.integers(0, len(windows))), Hopping(12, 4, draw(late)))
+    looked = {"a": [], "b": []}  # type: dict[str, list[Any]]
+    for i, window in enumerate(windows):
+        table = p.builtin(
+            f"t{i}", agg, on="a", key=key, value=value, where=where, window=window, default=None
+        )
+        for reader in draw(st.sets(st.sampled_from(["a", "b"]), min_size=1)):
+            col = p.lookup(
+                f"look{i}{reader}",
+                on=reader,
+                table=table,
+                key=draw(
+                    st.sampled_from(["k1", ("k2", "k1"), ("k1", "k2"), Unordered("k2", "k1")])
+                ),
+                before=draw(st.booleans()),
+                default=-1,
+                dtype="object",
+            )
+            looked[reader].append(col)
+    for reader, cols in looked.items():
+        if cols:
+            names = [c.name for c in cols]
+            p.emit(
+                f"emit_{reader}",
+                on=reader,
+                output=p.output(f"out_{reader}", key="k1"),
+                inputs=cols,
+                fn=lambda e, _v, names=names: [
+                    Record(e.k1, {n: repr(getattr(e, n)) for n in names})
+                ],
+            )
+    return p, len([w for w in windows if isinstance(w, Sliding)]) - 1

@@ -14,7 +14,7 @@ from engine.examples.social.data import (
 )
 from engine.examples.social.handwritten import ScoreColumns, spam_scores_handwritten
 from engine.examples.social.source import social_source
-from engine.examples.social.spam import build_spam_pipeline
+from engine.examples.social.spam import SCORE_FIELDS, build_spam_pipeline
 from engine.examples.social.wholelog import spam_scores_wholelog
 
 __all__ = [
@@ -22,6 +22,7 @@ __all__ = [
     "MESSAGES_TOPIC",
     "FriendshipColumns",
     "MessageColumns",
+    "SCORE_FIELDS",
     "ScoreColumns",
     "SocialData",
     "SocialSummary",

@@ -22,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from engine.examples.social.data import FRIENDSHIPS_TOPIC, MESSAGES_TOPIC, SocialData
+from engine.examples.social.spam import SCORE_FIELDS
 from engine.examples.social.text import EMAIL_PATTERN
 
 __all__ = ["ScoreColumns", "spam_scores_handwritten"]
@@ -52,18 +53,8 @@ class ScoreColumns:
 
     def records(self) -> list[Record]:
         """The SpamScore records as dicts of Python ints and bools, in log order."""
-        names = (
-            "message_id",
-            "ts",
-            "sender",
-            "recipient",
-            "rules",
-            "score",
-            "spam",
-            "sender_flagged",
-        )
-        columns = [getattr(self, name).tolist() for name in names]
-        return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        columns = [getattr(self, name).tolist() for name in SCORE_FIELDS]
+        return [dict(zip(SCORE_FIELDS, row, strict=True)) for row in zip(*columns, strict=True)]
 
 
 class _Sender:

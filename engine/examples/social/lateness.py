@@ -21,7 +21,7 @@ import numpy as np
 from engine.examples.social.data import SocialData
 from engine.examples.social.source import social_source
 from engine.executors.runtime import EpochRuntime
-from engine.log import merge_log
+from engine.merge import merge_log
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from engine.windows import Sliding, Tumbling

@@ -34,7 +34,7 @@ from engine.keys import Unordered
 from engine.pipeline import Pipeline, Record
 from engine.windows import Sliding
 
-__all__ = ["EMAIL", "build_spam_pipeline", "has_email", "has_email_batch"]
+__all__ = ["EMAIL", "SCORE_FIELDS", "build_spam_pipeline", "has_email", "has_email_batch"]
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -43,6 +43,19 @@ DAY = 24 * HOUR
 NEVER = -(2**62)
 
 EMAIL = re.compile(EMAIL_PATTERN)
+
+#: The fields of a SpamScore record (the pipeline's output), in the order of
+#: ``schemas/social/SpamScore.avsc``; the references and the benches use the same.
+SCORE_FIELDS = (
+    "message_id",
+    "ts",
+    "sender",
+    "recipient",
+    "rules",
+    "score",
+    "spam",
+    "sender_flagged",
+)
 
 
 def has_email(content: str) -> bool:
@@ -194,16 +207,7 @@ def build_spam_pipeline(
     out = p.output(
         output,
         key="sender",
-        fields=(
-            "message_id",
-            "ts",
-            "sender",
-            "recipient",
-            "rules",
-            "score",
-            "spam",
-            "sender_flagged",
-        ),
+        fields=SCORE_FIELDS,
     )
     p.emit(
         "spam_score",

@@ -18,13 +18,13 @@ from hypothesis import strategies as st
 
 from engine.checkpoint import EngineSnapshot
 from engine.errors import CheckpointError
-from engine.examples.social import generate_social, social_source
 from engine.executors.batch import BatchExecutor
 from engine.executors.parallel import ParallelExecutor
 from engine.log import InMemorySource, TopicTable
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline
 from engine.planner import plan
+from tests.support.budget import examples
 from tests.support.checkpoints import (
     EpochSink,
     FromPosition,
@@ -32,6 +32,7 @@ from tests.support.checkpoints import (
     check_resumes,
     every,
     order_revealing,
+    small_social,
     spam_with_timers,
     table_of,
 )
@@ -44,18 +45,13 @@ def _parallel(workers: int, size: int) -> Any:
     return lambda: ParallelExecutor(workers=workers, epoch_size=size)
 
 
-def _social(n: int = 6_000) -> Any:
-    data = generate_social(users=300, events=n, days=3, seed=5, jitter_ms=20_000)
-    return lambda: social_source(data, batch_size=500)
-
-
 def _order_source(parts: list[list[int]]) -> Any:
     return lambda: InMemorySource.from_tables(
         TopicTable("t", "a", table_of(parts), len(parts)), batch_size=2
     )
 
 
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(12), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pipeline=pipelines(),
     log=logs(max_rows=25),
@@ -72,7 +68,7 @@ def test_parallel_resumed_from_any_checkpoint_gives_the_same_bytes(
 @pytest.mark.parametrize("workers", [1, 2, 3])
 def test_social_spam_with_windows_and_timers_resumes_byte_for_byte(workers: int) -> None:
     saved = check_resumes(
-        _parallel(workers, 1_000), spam_with_timers, _social(), every(2), chain=workers == 2
+        _parallel(workers, 1_000), spam_with_timers, small_social(), every(2), chain=workers == 2
     )
     assert [s.position.epoch for s in saved] == [2, 4, 6]
     assert all(len(s.states) == workers and s.executor == "parallel" for s in saved)
@@ -101,13 +97,13 @@ from engine.checkpoint import EngineSnapshot
 from engine.executors.parallel import ParallelExecutor
 from engine.output import canonical_bytes
 from engine.planner import plan
-from tests.support.checkpoints import EpochSink, FromPosition, spam_with_timers
-from tests.integration.engine.test_checkpoint_parallel import _social
+from tests.support.checkpoints import EpochSink, FromPosition, small_social, spam_with_timers
 
 snap = EngineSnapshot.from_bytes(Path(sys.argv[1]).read_bytes())
 sink = EpochSink()
 executor = ParallelExecutor(workers=snap.workers, epoch_size=snap.epoch_size)
-executor.run(plan(spam_with_timers()), FromPosition(_social()(), snap.position), sink, resume=snap)
+source = FromPosition(small_social()(), snap.position)
+executor.run(plan(spam_with_timers()), source, sink, resume=snap)
 out = canonical_bytes(sink.chunks())
 Path(sys.argv[2]).write_bytes(repr(sorted(out.items())).encode())
 """
@@ -117,10 +113,12 @@ def test_a_fresh_interpreter_resumes_a_checkpoint(tmp_path: Path) -> None:
     # Another process, another hash seed: the plan is rebuilt from code, the timers' lambdas
     # made inside a merge come back from their pickled code.
     plain = EpochSink()
-    ParallelExecutor(workers=2, epoch_size=1_000).run(plan(spam_with_timers()), _social()(), plain)
+    ParallelExecutor(workers=2, epoch_size=1_000).run(
+        plan(spam_with_timers()), small_social()(), plain
+    )
     store, sink = MemoryStore(lambda e: e.index == 2), EpochSink()
     ParallelExecutor(workers=2, epoch_size=1_000).run(
-        plan(spam_with_timers()), _social()(), sink, checkpoints=store
+        plan(spam_with_timers()), small_social()(), sink, checkpoints=store
     )
     (snap,) = store.saved
     (tmp_path / "snap").write_bytes(snap.to_bytes())

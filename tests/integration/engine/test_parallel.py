@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -20,13 +19,13 @@ from hypothesis import strategies as st
 from engine.errors import EngineError, ExecutionError
 from engine.executors.parallel import ParallelExecutor
 from engine.executors.serial import SerialExecutor
-from engine.log import InMemorySource, TopicTable
 from engine.output import canonical_bytes, collect
-from engine.pipeline import Pipeline, Record
+from engine.pipeline import Pipeline
 from engine.planner import plan
-from tests.support.engine_logs import LogSpec, logs, pipelines
+from tests.support.budget import examples
+from tests.support.engine_logs import LogSpec, families, logs, pipelines
 from tests.support.procs import running
-from tests.unit.engine.executors.test_window_followers import families
+from tests.support.slow_runs import fragile_pipeline, slow_log
 
 
 def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
@@ -35,7 +34,7 @@ def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
     return canonical_bytes(sink.chunks)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(30), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     pipeline=pipelines(),
     log=logs(),
@@ -48,40 +47,6 @@ def test_parallel_equals_serial_on_random_pipelines(
     expected = _bytes(SerialExecutor(), pipeline, log)
     got = _bytes(ParallelExecutor(workers=workers, epoch_size=epoch_size), pipeline, log)
     assert got == expected
-
-
-def _slow_log(n: int = 200_000) -> InMemorySource:
-    rng = np.random.default_rng(1)
-    table = TopicTable(
-        "t",
-        "a",
-        {
-            "partition": rng.integers(0, 2, n),
-            "ts": np.arange(n, dtype=np.int64),
-            "k1": rng.integers(0, 1000, n),
-        },
-    )
-    return InMemorySource.from_tables(table, batch_size=4096)
-
-
-def _pipeline(fail_at: int | None = None, sleep: float = 0.0) -> Pipeline:
-    p = Pipeline("fragile")
-    total = p.table("total", default=0)
-
-    def merge(old: int, e: Any, _view: Any) -> int:
-        if e.seq == fail_at:
-            raise ValueError("bad event")
-        if sleep:
-            time.sleep(sleep)
-        return old + 1
-
-    p.update("total", on="a", table=total, key="k1", merge=merge)
-    seen = p.lookup("seen", on="a", table=total, key="k1")
-    out = p.output("o", key="k1")
-    p.emit(
-        "show", on="a", output=out, inputs=[seen], fn=lambda e, _v: [Record(e.k1, {"n": e.seen})]
-    )
-    return p
 
 
 def _no_leftovers(executor: ParallelExecutor) -> None:
@@ -99,7 +64,7 @@ def _no_leftovers(executor: ParallelExecutor) -> None:
 def test_worker_error_fails_the_run_with_the_seq() -> None:
     executor = ParallelExecutor(workers=2, epoch_size=1000)
     with pytest.raises(ExecutionError) as err:
-        executor.run(plan(_pipeline(fail_at=12_345)), _slow_log(20_000), collect())
+        executor.run(plan(fragile_pipeline(fail_at=12_345)), slow_log(20_000), collect())
     assert err.value.seq == 12_345
     assert "ValueError: bad event" in str(err.value)
     assert "seq 12345" in str(err.value)
@@ -122,7 +87,7 @@ def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind(victim: int) -> N
     with pytest.raises(
         ExecutionError, match=rf"worker {victim} was killed by SIGKILL while processing"
     ):
-        executor.run(plan(_pipeline(sleep=0.0001)), _slow_log(), collect())
+        executor.run(plan(fragile_pipeline(sleep=0.0001)), slow_log(), collect())
     assert killed and time.monotonic() - killed[0] < 5.0
     _no_leftovers(executor)
 
@@ -130,7 +95,7 @@ def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind(victim: int) -> N
 def test_run_directory_is_removed_after_success() -> None:
     executor = ParallelExecutor(workers=2, epoch_size=1000)
     sink = collect()
-    executor.run(plan(_pipeline()), _slow_log(5_000), sink)
+    executor.run(plan(fragile_pipeline()), slow_log(5_000), sink)
     assert sum(len(c) for c in sink.chunks) == 5_000
     assert len(executor.peak_rss) == 3
     _no_leftovers(executor)
@@ -177,7 +142,7 @@ def test_workers_die_with_a_sigkilled_coordinator() -> None:
 
 
 _INTERRUPTED = """
-from tests.integration.engine.test_parallel import _pipeline, _slow_log
+from tests.support.slow_runs import fragile_pipeline, slow_log
 from engine.executors.parallel import ParallelExecutor
 from engine.planner import plan
 
@@ -191,7 +156,7 @@ class Sink:
             print(" ".join(map(str, self.executor.worker_pids)), self.executor.run_dir, flush=True)
 
 executor = ParallelExecutor(workers=2, epoch_size=500)
-executor.run(plan(_pipeline(sleep=0.001)), _slow_log(200_000), Sink(executor))
+executor.run(plan(fragile_pipeline(sleep=0.001)), slow_log(200_000), Sink(executor))
 """
 
 
@@ -232,7 +197,7 @@ def test_the_coordinator_runs_behind_its_workers_and_the_caller_keeps_its_priori
             seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, tid)))
 
     ParallelExecutor(workers=2, epoch_size=1000, coordinator_nice=5).run(
-        plan(_pipeline()), _slow_log(3_000), Sink()
+        plan(fragile_pipeline()), slow_log(3_000), Sink()
     )
     assert seen and {name for name, _ in seen} == {"restream-coordinator"}
     assert {nice for _, nice in seen} == {min(caller + 5, 19)}
@@ -244,7 +209,7 @@ def test_the_coordinator_runs_behind_its_workers_and_the_caller_keeps_its_priori
             plain.append(threading.current_thread().name)
 
     ParallelExecutor(workers=2, epoch_size=1000, coordinator_nice=0).run(
-        plan(_pipeline()), _slow_log(3_000), Here()
+        plan(fragile_pipeline()), slow_log(3_000), Here()
     )
     assert set(plain) == {threading.current_thread().name}
 
@@ -256,16 +221,16 @@ def test_coordinator_nice_is_validated(nice: int) -> None:
 
 
 def test_workers_started_ahead_run_the_next_run_of_their_plan() -> None:
-    pipeline = plan(_pipeline())
+    pipeline = plan(fragile_pipeline())
     expected = collect()
-    SerialExecutor(epoch_size=1000).run(pipeline, _slow_log(20_000), expected)
+    SerialExecutor(epoch_size=1000).run(pipeline, slow_log(20_000), expected)
     with ParallelExecutor(workers=2, epoch_size=1000) as executor:
         executor.start(pipeline)
         started = list(executor.worker_pids)
         with pytest.raises(EngineError, match="already started"):
             executor.start(pipeline)
         got = collect()
-        executor.run(pipeline, _slow_log(20_000), got)
+        executor.run(pipeline, slow_log(20_000), got)
     assert executor.worker_pids == started
     assert canonical_bytes(got.chunks) == canonical_bytes(expected.chunks)
     _no_leftovers(executor)
@@ -273,9 +238,9 @@ def test_workers_started_ahead_run_the_next_run_of_their_plan() -> None:
 
 def test_workers_started_for_another_plan_are_replaced() -> None:
     executor = ParallelExecutor(workers=2, epoch_size=1000)
-    executor.start(plan(_pipeline()))
+    executor.start(plan(fragile_pipeline()))
     stale = list(executor.worker_pids)
-    executor.run(plan(_pipeline()), _slow_log(5_000), collect())
+    executor.run(plan(fragile_pipeline()), slow_log(5_000), collect())
     assert not set(stale) & set(executor.worker_pids)
     for pid in stale:
         status = Path(f"/proc/{pid}/status")
@@ -285,14 +250,14 @@ def test_workers_started_for_another_plan_are_replaced() -> None:
 
 def test_close_stops_workers_that_no_run_used() -> None:
     executor = ParallelExecutor(workers=3)
-    executor.start(plan(_pipeline()))
+    executor.start(plan(fragile_pipeline()))
     assert executor.run_dir is not None and executor.run_dir.exists()
     executor.close()
     executor.close()  # idempotent
     _no_leftovers(executor)
 
 
-@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(15), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(family=families(), log=logs(), workers=st.sampled_from([2, 3]))
 def test_parallel_followers_equal_serial(
     family: tuple[Pipeline, int], log: LogSpec, workers: int

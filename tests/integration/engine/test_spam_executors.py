@@ -12,17 +12,18 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine.benchmark import SCORE_FIELDS, score_digest
+from engine.benchmark import score_digest
 from engine.examples.social.data import SCENARIOS, generate_social
 from engine.examples.social.handwritten import spam_scores_handwritten
 from engine.examples.social.source import social_source
-from engine.examples.social.spam import build_spam_pipeline
+from engine.examples.social.spam import SCORE_FIELDS, build_spam_pipeline
 from engine.examples.social.wholelog import spam_scores_wholelog
 from engine.executors.batch import BatchExecutor
 from engine.executors.parallel import ParallelExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import collect
 from engine.planner import plan
+from tests.support.executors import ExecutorMaker
 
 
 def _digest_of_run(executor: Any, data: Any) -> str:
@@ -39,12 +40,26 @@ def _digest_of_scores(scores: Any) -> str:
     return score_digest({name: getattr(scores, name) for name in SCORE_FIELDS})
 
 
-@pytest.mark.parametrize("workers", [1, 2, 3])
-def test_all_executors_equal_the_oracle(workers: int) -> None:
+@pytest.fixture(scope="module")
+def small() -> tuple[Any, str]:
+    """A small social data set and the serial oracle's digest of its scores."""
     data = generate_social(users=2_000, events=40_000, days=10, seed=3, jitter_ms=3_000)
-    oracle = _digest_of_run(SerialExecutor(), data)
+    return data, _digest_of_run(SerialExecutor(), data)
+
+
+def test_every_executor_equals_the_oracle(executor: ExecutorMaker, small: tuple[Any, str]) -> None:
+    data, oracle = small
+    assert _digest_of_run(executor(epoch_size=5_000), data) == oracle
+
+
+def test_three_workers_and_another_epoch_size_equal_the_oracle(small: tuple[Any, str]) -> None:
+    data, oracle = small
     assert _digest_of_run(BatchExecutor(epoch_size=7_000), data) == oracle
-    assert _digest_of_run(ParallelExecutor(workers=workers, epoch_size=5_000), data) == oracle
+    assert _digest_of_run(ParallelExecutor(workers=3, epoch_size=5_000), data) == oracle
+
+
+def test_both_baselines_equal_the_oracle(small: tuple[Any, str]) -> None:
+    data, oracle = small
     assert _digest_of_scores(spam_scores_handwritten(data)) == oracle
     assert _digest_of_scores(spam_scores_wholelog(data)) == oracle
 

@@ -14,22 +14,19 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.checkpoint import (
-    EngineSnapshot,
-    LogPosition,
-    PartitionPosition,
-    PositionTracker,
-)
+from engine.checkpoint import EngineSnapshot, PositionTracker
 from engine.errors import CheckpointError, LogError
 from engine.examples.social import generate_social, social_source
 from engine.executors.batch import BatchExecutor
 from engine.executors.runtime import EpochRuntime
 from engine.executors.serial import SerialExecutor
 from engine.executors.sharding import Shard
-from engine.log import Epoch, InMemorySource, StringColumn, TopicTable, merge_log
+from engine.log import Epoch, InMemorySource, StringColumn, TopicTable
+from engine.merge import merge_log
 from engine.output import collect
 from engine.pipeline import Pipeline, Record, Update
 from engine.planner import plan
+from engine.positions import LogPosition, PartitionPosition
 from tests.support.budget import examples
 from tests.support.checkpoints import (
     EpochSink,
@@ -42,8 +39,8 @@ from tests.support.checkpoints import (
     table_of,
 )
 from tests.support.engine_logs import LogSpec, logs, pipelines
-from tests.unit.engine.test_merge import GenPartition, chunked_source
-from tests.unit.engine.test_merge import logs as merge_logs
+from tests.support.partition_logs import GenPartition, chunked_source
+from tests.support.partition_logs import logs as merge_logs
 
 # -- the merge ------------------------------------------------------------------------------
 

@@ -18,9 +18,9 @@ from engine.log import (
     StringColumn,
     TopicTable,
     concat_columns,
-    merge_log,
     take_column,
 )
+from engine.merge import merge_log
 from tests.support.budget import examples
 
 texts = st.lists(st.text(max_size=6), max_size=40)

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import heapq
-import itertools
 import random
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from operator import itemgetter
 from typing import Any
 
@@ -23,23 +21,16 @@ from engine.log import (
     PartitionBatch,
     PartitionSpec,
     StringColumn,
-    merge_log,
 )
-from engine.merge import merge_epochs
+from engine.merge import merge_log
 from tests.support.budget import examples
-
-WORDS = ("a", "bb", "ham", "spam@x.io", "")
-
-
-@dataclass(frozen=True)
-class GenPartition:
-    """One partition of a generated log; ``uid`` is a payload unique over the whole log."""
-
-    spec: PartitionSpec
-    offsets: list[int]
-    ts: list[int]
-    uid: list[int]
-    word: list[str]
+from tests.support.partition_logs import (
+    GenPartition,
+    ListSource,
+    batch_of,
+    chunked_source,
+    logs,
+)
 
 
 def array(column: Column) -> np.ndarray[Any, Any]:
@@ -62,104 +53,6 @@ def heap_merge(parts: Sequence[GenPartition]) -> list[tuple[str, int, int]]:
         if j + 1 < len(p.offsets):
             heapq.heappush(heap, (p.ts[j + 1], topic, partition, p.offsets[j + 1], i, j + 1))
     return out
-
-
-def columns_of(p: GenPartition, lo: int, hi: int, shared: bool) -> dict[str, Column]:
-    """Payload of rows lo..hi: kind 'msg' has uid and a string; kind 'edge' has uid and a float."""
-    uid = np.array(p.uid[lo:hi], dtype=np.int64)
-    if p.spec.kind == "edge":
-        return {"uid": uid, "weight": uid.astype(np.float64) / 4}
-    if shared:
-        # one dictionary for all batches, as a decoder with a fixed dictionary would give
-        values = np.array(WORDS, dtype=object)
-        codes = np.array([WORDS.index(w) for w in p.word[lo:hi]], dtype=np.int32)
-        return {"uid": uid, "word": StringColumn(codes, values)}
-    return {"uid": uid, "word": StringColumn.encode(p.word[lo:hi])}
-
-
-@dataclass
-class ListSource:
-    """A source that replays a fixed list of batches and records how many were pulled."""
-
-    specs: list[PartitionSpec]
-    items: list[PartitionBatch]
-    pulled: int = 0
-
-    def partitions(self) -> list[PartitionSpec]:
-        return self.specs
-
-    def batches(self) -> Iterator[PartitionBatch]:
-        for item in self.items:
-            self.pulled += 1
-            yield item
-
-
-def chunked_source(parts: Sequence[GenPartition], rnd: random.Random) -> ListSource:
-    """Cut each partition at random points and interleave the pieces at random."""
-    queues: list[list[PartitionBatch]] = []
-    for p in parts:
-        n = len(p.offsets)
-        cuts = sorted(rnd.sample(range(1, n), rnd.randint(0, n - 1))) if n > 1 else []
-        bounds = [0, *cuts, n]
-        marker = n == 0 or rnd.random() < 0.3  # end with a separate empty final batch
-        shared = rnd.random() < 0.5
-        batches = []
-        for k, (lo, hi) in enumerate(itertools.pairwise(bounds)):
-            if lo == hi:
-                continue
-            last = k == len(bounds) - 2
-            batches.append(batch_of(p, lo, hi, final=last and not marker, shared=shared))
-        if marker:
-            # a fixed choice per partition: the columns of a kind that has no records at all
-            # are known only if some batch names them
-            bare = p.spec.partition % 4 == 2
-            batches.append(batch_of(p, n, n, final=True, shared=shared, bare=bare))
-        queues.append(batches)
-    order = [i for i, q in enumerate(queues) for _ in q]
-    rnd.shuffle(order)
-    positions = [0] * len(queues)
-    items = []
-    for i in order:
-        items.append(queues[i][positions[i]])
-        positions[i] += 1
-    specs = [p.spec for p in parts]
-    rnd.shuffle(specs)
-    return ListSource(specs, items)
-
-
-def batch_of(
-    p: GenPartition, lo: int, hi: int, *, final: bool, shared: bool = True, bare: bool = False
-) -> PartitionBatch:
-    return PartitionBatch(
-        p.spec.topic,
-        p.spec.partition,
-        p.spec.kind,
-        np.array(p.offsets[lo:hi], dtype=np.int64),
-        np.array(p.ts[lo:hi], dtype=np.int64),
-        {} if bare else columns_of(p, lo, hi, shared),
-        final=final,
-    )
-
-
-@st.composite
-def logs(draw: st.DrawFn) -> list[GenPartition]:
-    """Random logs: 1-3 topics (a kind may span topics), 1-4 partitions each, small ts ranges."""
-    topics = draw(st.lists(st.sampled_from("xyz"), min_size=1, max_size=3, unique=True))
-    ts_span = draw(st.sampled_from([1, 3, 50]))  # 1: all equal; 3: many ties
-    parts: list[GenPartition] = []
-    uid = itertools.count()
-    for topic in topics:
-        kind = draw(st.sampled_from(["msg", "edge"]))
-        for partition in range(draw(st.integers(1, 4))):
-            n = draw(st.integers(0, 25))
-            gaps = draw(st.lists(st.integers(1, 3), min_size=n, max_size=n))
-            start = draw(st.integers(0, 5))
-            offsets = list(itertools.accumulate(gaps, initial=start))[1:]
-            ts = draw(st.lists(st.integers(0, ts_span), min_size=n, max_size=n))
-            words = draw(st.lists(st.sampled_from(WORDS), min_size=n, max_size=n))
-            spec = PartitionSpec(topic, partition * 2, kind)  # partition numbers with gaps
-            parts.append(GenPartition(spec, offsets, ts, [next(uid) for _ in ts], words))
-    return parts
 
 
 def flatten(epochs: Sequence[Epoch]) -> list[tuple[object, ...]]:
@@ -343,7 +236,7 @@ def test_finished_partitions_do_not_hold_back_the_others() -> None:
     items = [batch_of(a, 0, 2, final=True)]
     items += [batch_of(b, i, i + 10, final=i == 990) for i in range(0, 1000, 10)]
     source = ListSource([a.spec, b.spec], items)
-    first = next(merge_epochs(source, epoch_size=10))
+    first = next(merge_log(source, epoch_size=10))
     assert first.ts.tolist() == [0, 0, 1, 1, 2, 3, 4, 5, 6, 7]
     assert source.pulled <= 3
 

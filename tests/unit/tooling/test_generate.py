@@ -20,18 +20,19 @@ from connector.errors import BrokerError, ConfigError
 from connector.runtime.processes import kafka_client_threads, process_context
 from connector.serde.avro import load_schema, register_schema
 from engine.examples.social.data import FriendshipColumns, SocialData, generate_social
+from tests.support.budget import examples
 from tooling.generate import _DecimalKeys, decimal_keys, write_social
 
 INT64 = st.integers(-(2**63), 2**63 - 1)
 
 
-@settings(deadline=None)  # timing varies on a loaded 2-core machine
+@settings(max_examples=examples(100), deadline=None)  # timing varies on a loaded 2-core machine
 @given(values=st.lists(INT64, max_size=50))
 def test_keys_are_utf8_decimal_text(values: list[int]) -> None:
     assert decimal_keys(np.array(values, dtype=np.int64)) == [str(v).encode() for v in values]
 
 
-@settings(deadline=None)  # timing varies on a loaded 2-core machine
+@settings(max_examples=examples(100), deadline=None)  # timing varies on a loaded 2-core machine
 @given(values=st.lists(st.integers(-50, 10_000), max_size=200), data=st.data())
 def test_key_table_slices_match_decimal_keys(values: list[int], data: st.DataObject) -> None:
     column = np.array(values, dtype=np.int64)

@@ -22,6 +22,7 @@ from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, output_p
 from connector.output.sink_process import SinkProcess, SinkSettings
 from connector.serde.avro import load_schema
 from connector.serde.values import value_encoder
+from engine.examples.social.spam import SCORE_FIELDS
 from engine.executors.arena import default_shm_dir
 from engine.executors.base import RunStats
 from engine.log import Epoch, Events
@@ -30,7 +31,7 @@ from tests.support.broker import NewTopic, ReadRange
 from tests.support.procs import running
 from tooling.broker import LocalBroker
 
-_FIELDS = ("message_id", "ts", "sender", "recipient", "rules", "score", "spam", "sender_flagged")
+_FIELDS = SCORE_FIELDS
 
 
 def _epoch(index: int, n: int) -> Epoch:

@@ -11,8 +11,9 @@ from connector.errors import ConfigError, ConnectorError
 from connector.job import checkpoints
 from connector.job.checkpoints import FileCheckpoints, Manifest, Stopped, fingerprint, resume_ranges
 from connector.positions.ranges import PartitionRange
-from engine.checkpoint import EngineSnapshot, LogPosition, PartitionPosition
+from engine.checkpoint import EngineSnapshot
 from engine.log import Epoch
+from engine.positions import LogPosition, PartitionPosition
 
 
 def _snapshot(seq: int, epoch: int = 1) -> EngineSnapshot:

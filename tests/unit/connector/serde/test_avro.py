@@ -87,7 +87,7 @@ message_rows = st.lists(
 )
 
 
-@settings(deadline=None)  # timing varies on a loaded 2-core machine
+@settings(max_examples=examples(100), deadline=None)  # timing varies on a loaded 2-core machine
 @given(rows=message_rows, prefix=st.binary(max_size=6))
 def test_bulk_messages_equal_fastavro_record_by_record(
     rows: list[dict[str, Any]], prefix: bytes
@@ -98,7 +98,7 @@ def test_bulk_messages_equal_fastavro_record_by_record(
     assert len(batch) == len(rows)
 
 
-@settings(deadline=None)  # timing varies on a loaded 2-core machine
+@settings(max_examples=examples(100), deadline=None)  # timing varies on a loaded 2-core machine
 @given(
     rows=st.lists(
         st.fixed_dictionaries(
@@ -158,7 +158,7 @@ def test_bulk_encoder_handles_every_supported_type(
     ]
 
 
-@settings(deadline=None)  # timing varies on a loaded 2-core machine
+@settings(max_examples=examples(100), deadline=None)  # timing varies on a loaded 2-core machine
 @given(strings=st.lists(TEXT, max_size=30), data=st.data())
 def test_utf8_columns_encode_like_python_strings(strings: list[str], data: st.DataObject) -> None:
     schema = load_schema("social/Message")
@@ -226,7 +226,7 @@ def test_float_overflow_is_an_error_not_infinity(tmp_path: Path) -> None:
         encode_columns(schema, {"f": [1e300]})
 
 
-@settings(deadline=None)  # timing varies on a loaded 2-core machine
+@settings(max_examples=examples(100), deadline=None)  # timing varies on a loaded 2-core machine
 @given(
     record=st.fixed_dictionaries({"ts": LONGS, "user_a": LONGS, "user_b": LONGS}),
     schema_id=st.integers(0, 2**32 - 1),

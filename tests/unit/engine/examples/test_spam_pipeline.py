@@ -5,11 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine.benchmark import SCORE_FIELDS
 from engine.examples.social.data import generate_social
 from engine.examples.social.handwritten import spam_scores_handwritten
 from engine.examples.social.source import social_source
-from engine.examples.social.spam import build_spam_pipeline, has_email, has_email_batch
+from engine.examples.social.spam import (
+    SCORE_FIELDS,
+    build_spam_pipeline,
+    has_email,
+    has_email_batch,
+)
 from engine.executors.batch import BatchExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import collect
@@ -68,3 +72,16 @@ def test_email_detection_batch_equals_regex() -> None:
         "a b@c.d",
     ]
     assert has_email_batch(np.array(texts, dtype=object)).tolist() == [has_email(t) for t in texts]
+
+
+def test_score_fields_are_the_schema_s_and_the_reference_columns() -> None:
+    import dataclasses
+    import json
+    from pathlib import Path
+
+    from engine.examples.social.handwritten import ScoreColumns
+
+    avsc = Path(__file__).resolve().parents[4] / "schemas" / "social" / "SpamScore.avsc"
+    schema = json.loads(avsc.read_text(encoding="utf-8"))
+    assert tuple(f["name"] for f in schema["fields"]) == SCORE_FIELDS
+    assert tuple(f.name for f in dataclasses.fields(ScoreColumns)) == SCORE_FIELDS

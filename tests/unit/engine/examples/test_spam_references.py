@@ -14,10 +14,11 @@ from hypothesis import strategies as st
 from engine.errors import LogError
 from engine.examples.social.data import SocialData, generate_social
 from engine.examples.social.handwritten import ScoreColumns, spam_scores_handwritten
+from engine.examples.social.spam import SCORE_FIELDS
 from engine.examples.social.text import EMAIL_PATTERN, email_flags
 from engine.examples.social.wholelog import spam_scores_wholelog
 from tests.support.budget import examples, size
-from tests.unit.engine.examples.test_social_data import FriendshipRow, MessageRow, build_social
+from tests.support.social import FriendshipRow, MessageRow, build_social
 
 MINUTE = 60_000
 HOUR = 60 * MINUTE
@@ -31,16 +32,7 @@ def both(data: SocialData) -> ScoreColumns:
     hand = spam_scores_handwritten(data)
     whole = spam_scores_wholelog(data)
     assert whole.records() == hand.records()
-    for name in (
-        "message_id",
-        "ts",
-        "sender",
-        "recipient",
-        "rules",
-        "score",
-        "spam",
-        "sender_flagged",
-    ):
+    for name in SCORE_FIELDS:
         assert getattr(whole, name).dtype == getattr(hand, name).dtype, name
     return hand
 

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from engine.executors import Executor
 from engine.executors.batch import BatchExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import canonical_bytes, collect
@@ -13,11 +14,10 @@ from engine.pipeline import Pipeline
 from engine.planner import plan
 from tests.support.budget import examples
 from tests.support.engine_logs import LogSpec, logs, pipelines
+from tests.support.executors import ExecutorMaker
 
 
-def run(
-    executor: SerialExecutor | BatchExecutor, pipeline: Pipeline, log: LogSpec
-) -> dict[str, bytes]:
+def run(executor: Executor, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
     sink = collect()
     executor.run(plan(pipeline), log.source(), sink)
     return canonical_bytes(sink.chunks)
@@ -25,11 +25,11 @@ def run(
 
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pipeline=pipelines(), log=logs(), epoch_size=st.sampled_from([1, 2, 5, 17, 10_000]))
-def test_batch_equals_serial_on_random_pipelines(
-    pipeline: Pipeline, log: LogSpec, epoch_size: int
+def test_every_executor_equals_serial_on_random_pipelines(
+    executor: ExecutorMaker, pipeline: Pipeline, log: LogSpec, epoch_size: int
 ) -> None:
     expected = run(SerialExecutor(), pipeline, log)
-    assert run(BatchExecutor(epoch_size=epoch_size), pipeline, log) == expected
+    assert run(executor(epoch_size=epoch_size), pipeline, log) == expected
 
 
 @settings(max_examples=examples(40), deadline=None)

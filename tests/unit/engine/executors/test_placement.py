@@ -23,7 +23,7 @@ from engine.executors.runtime import EpochRuntime
 from engine.executors.serial import SerialExecutor
 from engine.executors.sharding import Shard
 from engine.keys import Unordered
-from engine.log import merge_log
+from engine.merge import merge_log
 from engine.output import OutputChunk, canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan

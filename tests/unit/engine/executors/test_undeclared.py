@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from engine.errors import ExecutionError, UndeclaredReadError
-from engine.executors.batch import BatchExecutor
-from engine.executors.serial import SerialExecutor
 from engine.log import InMemorySource, TopicTable
 from engine.output import collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
+from tests.support.executors import ExecutorMaker
 
 
 def _source() -> InMemorySource:
@@ -29,8 +28,7 @@ def _count(old: int, _e: Any, _v: Any) -> int:
     return old + 1
 
 
-@pytest.mark.parametrize("executor", [SerialExecutor(), BatchExecutor(epoch_size=2)])
-def test_undeclared_table_read_names_the_table(executor: Any) -> None:
+def test_undeclared_table_read_names_the_table(executor: ExecutorMaker) -> None:
     p = Pipeline("sneaky")
     seen = p.table("seen", default=0)
     p.update("count", on="a", table=seen, key="k", merge=_count)
@@ -39,11 +37,10 @@ def test_undeclared_table_read_names_the_table(executor: Any) -> None:
         "peek", on="a", output=out, fn=lambda e, view: [Record(e.k, {"n": view.get("seen", e.k)})]
     )
     with pytest.raises(UndeclaredReadError, match=r"'peek' read table 'seen' without declaring"):
-        executor.run(plan(p), _source(), collect())
+        executor(epoch_size=2).run(plan(p), _source(), collect())
 
 
-@pytest.mark.parametrize("executor", [SerialExecutor(), BatchExecutor(epoch_size=2)])
-def test_undeclared_column_read_names_the_column(executor: Any) -> None:
+def test_undeclared_column_read_names_the_column(executor: ExecutorMaker) -> None:
     p = Pipeline("sneaky")
     n = p.count("n", on="a", key="k")
     looked = p.lookup("n_now", on="a", table=n, key="k")
@@ -58,11 +55,10 @@ def test_undeclared_column_read_names_the_column(executor: Any) -> None:
         fn=lambda e, _v: [Record(e.k, {"n": e.n_now})],
     )
     with pytest.raises(UndeclaredReadError, match=r"column 'n_now' was read but not declared"):
-        executor.run(plan(p), _source(), collect())
+        executor(epoch_size=2).run(plan(p), _source(), collect())
 
 
-@pytest.mark.parametrize("executor", [SerialExecutor(), BatchExecutor(epoch_size=2)])
-def test_reading_a_column_not_yet_derived_says_to_declare_it(executor: Any) -> None:
+def test_reading_a_column_not_yet_derived_says_to_declare_it(executor: ExecutorMaker) -> None:
     p = Pipeline("sneaky")
     n = p.count("n", on="a", key="k")
     p.lookup("n_now", on="a", table=n, key="k")
@@ -70,4 +66,4 @@ def test_reading_a_column_not_yet_derived_says_to_declare_it(executor: Any) -> N
     # No inputs: planned in the first phase, before the lookup has run.
     p.emit("too_early", on="a", output=out, fn=lambda e, _v: [Record(e.k, {"n": e.n_now})])
     with pytest.raises(ExecutionError, match=r"declare it in the operator's `inputs`"):
-        executor.run(plan(p), _source(), collect())
+        executor(epoch_size=2).run(plan(p), _source(), collect())

@@ -1,0 +1,41 @@
+"""An executor by name, for callers (the connector's ``executor`` setting) that choose one at
+run time instead of importing its class."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+from engine.errors import EngineError
+from engine.executors.base import Executor
+from engine.executors.batch import BatchExecutor
+from engine.executors.parallel import ParallelExecutor
+from engine.executors.serial import SerialExecutor
+
+__all__ = ["EXECUTOR_NAMES", "ExecutorName", "make_executor"]
+
+#: The executors :func:`make_executor` builds: the oracle, one process epoch by epoch, and a
+#: coordinator with worker processes.
+ExecutorName = Literal["serial", "batch", "parallel"]
+EXECUTOR_NAMES: tuple[ExecutorName, ...] = get_args(ExecutorName)
+
+
+def make_executor(
+    name: ExecutorName, *, workers: int | None = None, epoch_size: int | None = None
+) -> Executor:
+    """The executor called ``name``, with ``epoch_size`` events an epoch (default: the
+    :func:`~engine.executors.base.auto_epoch_size` of its workers).
+
+    ``workers`` is the parallel executor's process count (default: the CPU count); serial and
+    batch run in the calling process, so for them it must be 1 or left out.
+    """
+    if name == "parallel":
+        return ParallelExecutor(workers=workers, epoch_size=epoch_size)
+    if name not in EXECUTOR_NAMES:
+        raise EngineError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTOR_NAMES)}")
+    if workers not in (None, 1):
+        raise EngineError(
+            f"the {name} executor runs in one process; workers must be 1, got {workers}"
+        )
+    if name == "serial":
+        return SerialExecutor(epoch_size=epoch_size)
+    return BatchExecutor(epoch_size=epoch_size)

@@ -1,0 +1,48 @@
+"""A log and a pipeline for the parallel executor's failure and lifecycle tests, also imported by
+the scripts those tests run in a fresh interpreter."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from engine.log import InMemorySource, TopicTable
+from engine.pipeline import Pipeline, Record
+
+
+def slow_log(n: int = 200_000) -> InMemorySource:
+    """``n`` events of kind ``a`` on two partitions, 1,000 keys, one per millisecond."""
+    rng = np.random.default_rng(1)
+    table = TopicTable(
+        "t",
+        "a",
+        {
+            "partition": rng.integers(0, 2, n),
+            "ts": np.arange(n, dtype=np.int64),
+            "k1": rng.integers(0, 1000, n),
+        },
+    )
+    return InMemorySource.from_tables(table, batch_size=4096)
+
+
+def fragile_pipeline(fail_at: int | None = None, sleep: float = 0.0) -> Pipeline:
+    """A running count per key that raises at seq ``fail_at`` and sleeps ``sleep`` s an event."""
+    p = Pipeline("fragile")
+    total = p.table("total", default=0)
+
+    def merge(old: int, e: Any, _view: Any) -> int:
+        if e.seq == fail_at:
+            raise ValueError("bad event")
+        if sleep:
+            time.sleep(sleep)
+        return old + 1
+
+    p.update("total", on="a", table=total, key="k1", merge=merge)
+    seen = p.lookup("seen", on="a", table=total, key="k1")
+    out = p.output("o", key="k1")
+    p.emit(
+        "show", on="a", output=out, inputs=[seen], fn=lambda e, _v: [Record(e.k1, {"n": e.seen})]
+    )
+    return p

@@ -1,0 +1,42 @@
+"""engine.executors.make_executor: an executor by name."""
+
+from __future__ import annotations
+
+from typing import get_args
+
+import pytest
+
+from connector.config import ExecutorName as SettingExecutorName
+from engine.errors import EngineError
+from engine.executors import (
+    EXECUTOR_NAMES,
+    BatchExecutor,
+    ParallelExecutor,
+    SerialExecutor,
+    auto_epoch_size,
+    make_executor,
+)
+
+
+def test_each_name_gives_its_executor() -> None:
+    assert type(make_executor("serial", epoch_size=7)) is SerialExecutor
+    assert type(make_executor("batch", workers=1)) is BatchExecutor
+    parallel = make_executor("parallel", workers=3, epoch_size=9)
+    assert isinstance(parallel, ParallelExecutor)
+    assert (parallel.workers, parallel.epoch_size) == (3, 9)
+
+
+def test_defaults_are_the_executors_own() -> None:
+    assert make_executor("serial").epoch_size == auto_epoch_size(1)  # type: ignore[attr-defined]
+    assert make_executor("batch", epoch_size=5).epoch_size == 5  # type: ignore[attr-defined]
+
+
+def test_one_process_executors_refuse_workers_and_unknown_names_are_refused() -> None:
+    with pytest.raises(EngineError, match="one process"):
+        make_executor("batch", workers=2)
+    with pytest.raises(EngineError, match="unknown executor 'ray'"):
+        make_executor("ray", workers=2)  # type: ignore[arg-type]
+
+
+def test_the_connector_setting_offers_exactly_these_executors() -> None:
+    assert sorted(get_args(SettingExecutorName)) == sorted(EXECUTOR_NAMES)
