@@ -60,11 +60,12 @@ from connector.observability.metrics import JobMetrics
 from connector.output.sink import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import replay_collection
-from connector.runtime.processes import die_with_parent, process_context
+from connector.runtime.processes import process_context
 from engine.executors.arena import RunDir, load, store
 from engine.executors.base import RunStats
 from engine.log import Epoch
 from engine.output import OutputChunk
+from engine.parentdeath import die_with_parent
 
 __all__ = ["SinkProcess", "SinkSettings"]
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import REPLAY_THRESHOLDS, replay_collection
 from connector.runtime.processes import (
-    die_with_parent,
     kafka_client_threads,
     process_context,
     run_in_processes,
@@ -23,7 +22,6 @@ from connector.runtime.processes import (
 
 __all__ = [
     "REPLAY_THRESHOLDS",
-    "die_with_parent",
     "failpoints",
     "kafka_client_threads",
     "process_context",

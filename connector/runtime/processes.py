@@ -8,23 +8,18 @@ that raises or dies makes :func:`run_in_processes` raise; the others are stopped
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
 import os
-import signal
-import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
 
 from connector.errors import BrokerError
 
-__all__ = ["die_with_parent", "kafka_client_threads", "process_context", "run_in_processes"]
+__all__ = ["kafka_client_threads", "process_context", "run_in_processes"]
 
-_PR_SET_PDEATHSIG = 1
 
 R = TypeVar("R")
 
@@ -43,23 +38,6 @@ def kafka_client_threads() -> bool:
         except OSError:
             continue  # the thread ended meanwhile
     return False
-
-
-def die_with_parent(parent: int | None) -> None:
-    """In a child process: have Linux SIGKILL it when the thread that started it ends.
-
-    ``parent`` is the pid of the process that forked it, taken before the fork (None when a
-    forkserver did): if that process is already gone (the child was re-parented), the child
-    exits at once. A parent killed with SIGKILL cannot stop its children; this makes the
-    kernel do it. Elsewhere than Linux it does nothing (the child then ends when its pipe
-    closes).
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL))
-    if parent is not None and os.getppid() != parent:  # it died before prctl took effect
-        os._exit(1)
 
 
 def process_context() -> multiprocessing.context.BaseContext:
