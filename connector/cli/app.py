@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from typing import Any, get_args
+from typing import get_args
 
 from connector import __version__
 from connector.cli.options import option as _option
@@ -171,30 +171,8 @@ def _broker(args: argparse.Namespace) -> int:
     return serve(args.kind, out=sys.stdout)
 
 
-def _data_shape(args: argparse.Namespace) -> tuple[Any, int]:
-    """``(Skew, jitter_ms)`` from the data-shape flags; exit 2 naming a bad one."""
-    from engine.examples.social.data import resolve_scenario
-
-    skew, jitter = resolve_scenario(
-        args.scenario,
-        jitter_ms=args.jitter_ms,
-        hot_share=args.hot_share,
-        heavy_share=args.heavy_share,
-        heavy_users=args.heavy_users,
-        clock_ms=args.clock_ms,
-    )
-    problems = skew.problems(args.users)
-    if jitter < 0:
-        problems.append(f"jitter_ms must be >= 0, got {jitter}")
-    if problems:
-        raise ConfigError(
-            "--scenario/--hot-share/--heavy-share/--heavy-users/--clock-ms/--jitter-ms",
-            "; ".join(problems),
-        )
-    return skew, jitter
-
-
 def _generate_social(args: argparse.Namespace) -> int:
+    from connector.cli import engine_commands
     from tooling.generate import generate_social_command
 
     if not args.bootstrap:
@@ -206,7 +184,7 @@ def _generate_social(args: argparse.Namespace) -> int:
         events=args.events,
         days=args.days,
         seed=args.seed,
-        shape=_data_shape(args),
+        shape=engine_commands.data_shape(args),
         partitions=args.partitions,
         bootstrap=args.bootstrap,
         messages_topic=args.messages_topic,
@@ -234,12 +212,13 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _bench_e2e(args: argparse.Namespace) -> int:
+    from connector.cli import engine_commands
     from tooling.bench_e2e import bench_e2e_command
 
     for name in ("events", "users", "days", "partitions", "repeat"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name}", "must be >= 1")
-    return bench_e2e_command(args, sys.stdout, _data_shape(args))
+    return bench_e2e_command(args, sys.stdout, engine_commands.data_shape(args))
 
 
 def _bench_checkpoint(args: argparse.Namespace) -> int:

@@ -17,7 +17,7 @@ from engine.benchmark import (
     run_engine_bench,
     valid_implementation,
 )
-from engine.examples.social.data import SCENARIOS, resolve_scenario
+from engine.examples.social.data import SCENARIOS, Skew, resolve_scenario
 from engine.executors.base import OPERATOR_PREFIX
 from engine.planner import plan
 
@@ -27,6 +27,7 @@ __all__ = [
     "add_plan_arguments",
     "bench_engine",
     "bench_lateness",
+    "data_shape",
     "data_shape_options",
     "parse_latenesses",
     "show_plan",
@@ -51,6 +52,28 @@ def show_plan(args: argparse.Namespace) -> int:
         raise ConfigError(label, "is required")
     print(plan(load_pipeline(args.pipeline, field=label)).describe())
     return 0
+
+
+def data_shape(args: argparse.Namespace) -> tuple[Skew, int]:
+    """``(skew, jitter_ms)`` from the flags of :func:`data_shape_options`; a bad value is a
+    :class:`ConfigError` (exit 2) naming the flags."""
+    skew, jitter = resolve_scenario(
+        args.scenario,
+        jitter_ms=args.jitter_ms,
+        hot_share=args.hot_share,
+        heavy_share=args.heavy_share,
+        heavy_users=args.heavy_users,
+        clock_ms=args.clock_ms,
+    )
+    problems = skew.problems(args.users)
+    if jitter < 0:
+        problems.append(f"jitter_ms must be >= 0, got {jitter}")
+    if problems:
+        raise ConfigError(
+            "--scenario/--hot-share/--heavy-share/--heavy-users/--clock-ms/--jitter-ms",
+            "; ".join(problems),
+        )
+    return skew, jitter
 
 
 def data_shape_options(parser: argparse.ArgumentParser) -> None:
@@ -123,18 +146,7 @@ def bench_engine(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             print(f"restream: --{name.replace('_', '-')} must be >= 1", file=sys.stderr)
             return 2
-    skew, jitter_ms = resolve_scenario(
-        args.scenario,
-        jitter_ms=args.jitter_ms,
-        hot_share=args.hot_share,
-        heavy_share=args.heavy_share,
-        heavy_users=args.heavy_users,
-        clock_ms=args.clock_ms,
-    )
-    problems = skew.problems(args.users) + ([] if jitter_ms >= 0 else ["jitter_ms must be >= 0"])
-    if problems:
-        print(f"restream: bench engine: {'; '.join(problems)}", file=sys.stderr)
-        return 2
+    skew, jitter_ms = data_shape(args)
     result = run_engine_bench(
         events=args.events,
         users=args.users,

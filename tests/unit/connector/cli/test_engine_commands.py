@@ -136,3 +136,21 @@ def test_the_bench_pipeline_equals_the_serial_oracle(lateness: int) -> None:
         executor.run(the_plan, social_source(data), sink)
         outputs.append(canonical_bytes(sink.chunks))
     assert outputs[0] == outputs[1]
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["bench", "engine", "--hot-share", "2"], "hot_share must be in [0, 1]"),
+        (["bench", "engine", "--heavy-share", "0.3", "--heavy-users", "0"], "heavy_users >= 1"),
+        (["bench", "e2e", "--jitter-ms", "-1"], "jitter_ms must be >= 0"),
+        (["generate", "social", "--bootstrap", "x:1", "--clock-ms", "0"], "clock_ms must be >= 1"),
+    ],
+)
+def test_bad_data_shapes_exit_2_naming_the_flags(
+    args: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rejected before any data is generated or any broker is started."""
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--hot-share" in err and named in err
