@@ -1,4 +1,4 @@
-"""Batched searches and range reductions over per-key sorted ranges of one array."""
+"""Batched searches over per-key sorted ranges of one array."""
 
 from __future__ import annotations
 
@@ -6,9 +6,7 @@ from typing import Literal
 
 import numpy as np
 
-from engine.state.packing import expand_ranges
-
-__all__ = ["range_reduce", "search_ranges", "sparse_table", "sparse_table_query"]
+__all__ = ["gallop_ranges", "search_ranges"]
 
 
 def search_ranges(
@@ -38,52 +36,6 @@ def search_ranges(
         hi[active] = right
         active = active[left < right]
     return lo
-
-
-def range_reduce(
-    ufunc: np.ufunc, values: np.ndarray, starts: np.ndarray, lengths: np.ndarray, empty: object
-) -> np.ndarray:
-    """``ufunc.reduce(values[s : s + n])`` for each range, ``empty`` for empty ranges."""
-    out = np.full(len(starts), empty, dtype=values.dtype)
-    keep = np.flatnonzero(lengths > 0)
-    if len(keep) == 0:
-        return out
-    at, _ = expand_ranges(starts[keep], lengths[keep])
-    offsets = np.cumsum(lengths[keep]) - lengths[keep]
-    out[keep] = ufunc.reduceat(values[at], offsets)
-    return out
-
-
-def sparse_table(values: np.ndarray, ufunc: np.ufunc) -> list[np.ndarray]:
-    """Level k holds ``ufunc`` over ``values[i : i + 2**k]`` (for idempotent ufuncs)."""
-    levels = [values]
-    span = 1
-    while 2 * span <= len(values):
-        prev = levels[-1]
-        levels.append(ufunc(prev[: len(prev) - span], prev[span:]))
-        span *= 2
-    return levels
-
-
-def sparse_table_query(
-    levels: list[np.ndarray], ufunc: np.ufunc, lo: np.ndarray, hi: np.ndarray
-) -> np.ndarray:
-    """``ufunc`` over ``values[lo:hi]`` per lane; every range must be non-empty."""
-    length = hi - lo
-    k = np.zeros(len(lo), dtype=np.int64)
-    if len(lo):
-        k = np.floor(np.log2(np.maximum(length, 1))).astype(np.int64)
-        # Guard the float log against rounding at exact powers of two.
-        k -= (np.left_shift(1, k) > length).astype(np.int64)
-        k += (np.left_shift(1, k + 1) <= length).astype(np.int64)
-    out = np.empty(len(lo), dtype=levels[0].dtype)
-    for level in np.unique(k):
-        lanes = np.flatnonzero(k == level)
-        table = levels[int(level)]
-        a = table[lo[lanes]]
-        b = table[hi[lanes] - (1 << int(level))]
-        out[lanes] = ufunc(a, b)
-    return out
 
 
 def gallop_ranges(

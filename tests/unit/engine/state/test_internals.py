@@ -15,7 +15,7 @@ from engine.state.epoch import EpochWrites
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, pack_order, sort_pairs
 from engine.state.regions import Prefix, RegionStore
-from engine.state.search import gallop_ranges, search_ranges, sparse_table, sparse_table_query
+from engine.state.search import gallop_ranges, search_ranges
 from engine.state.segscan import _packed_extreme_scan, segment_extreme_scan, segment_float_sums
 from engine.state.spec import AggregateSpec
 from engine.state.windowed import WindowedTable
@@ -95,18 +95,6 @@ def test_searches_match_bisect(values: list[int], lanes: list[tuple[int, int, in
         want = [fn(values, int(v), int(a), int(b)) for a, b, v in zip(lo, hi, x, strict=True)]
         assert search_ranges(arr, lo, hi, x, side).tolist() == want  # type: ignore[arg-type]
         assert gallop_ranges(arr, lo, hi, hint, x, side).tolist() == want  # type: ignore[arg-type]
-
-
-@settings(max_examples=examples(200), deadline=None)
-@given(st.lists(st.integers(-5, 5), min_size=1, max_size=60), st.data())
-def test_sparse_table_range_min(values: list[int], data: st.DataObject) -> None:
-    arr = np.array(values, dtype=np.int64)
-    levels = sparse_table(arr, np.minimum)
-    n = len(values)
-    lo = data.draw(st.lists(st.integers(0, n - 1), min_size=1, max_size=10))
-    hi = [data.draw(st.integers(a + 1, n)) for a in lo]
-    got = sparse_table_query(levels, np.minimum, np.array(lo), np.array(hi))
-    assert got.tolist() == [min(values[a:b]) for a, b in zip(lo, hi, strict=True)]
 
 
 def _bits(x: float) -> int:
