@@ -33,7 +33,12 @@ def wrap_int64(value: int) -> int:
     return (value - _I64_MIN) % _I64_SPAN + _I64_MIN
 
 
-def _coercer(dtype: str) -> Callable[[Any], Any]:
+def _coercer(dtype: str, kind: str) -> Callable[[Any], Any]:
+    if kind == "distinct":
+        # Only equality matters; the vectorised tables count a string column's dictionary
+        # codes, so strings (and bytes) are values as they are, numbers still int64 ones.
+        as_int = _coercer(dtype, "count")
+        return lambda value: value if isinstance(value, str | bytes) else as_int(value)
     if dtype == "float64":
         return float
     if dtype == "bool":
@@ -123,7 +128,7 @@ class _Fold:
 class _UnwindowedScalar:
     def __init__(self, spec: AggregateSpec) -> None:
         self._fold = _Fold(spec)
-        self._coerce = _coercer(spec.dtype)
+        self._coerce = _coercer(spec.dtype, spec.kind)
         self._needs_value = spec.kind not in ("count", "since_last")
         self._keys: dict[Hashable, _Entry] = {}
 
@@ -162,7 +167,7 @@ class _WindowedScalar:
         assert spec.window is not None
         self._kind = spec.kind
         self._window = spec.window
-        self._coerce = _coercer(spec.dtype)
+        self._coerce = _coercer(spec.dtype, spec.kind)
         self._needs_value = spec.kind not in ("count", "since_last")
         self._key = _order_key(spec.dtype)
         self._prefix = spec.kind in ("sum", "ratio")

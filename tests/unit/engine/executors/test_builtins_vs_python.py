@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.errors import ExecutionError
 from engine.executors.batch import BatchExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import canonical_bytes, collect
@@ -63,9 +64,9 @@ def by_definition(
     return r - m[-1][0]
 
 
-def pair(kind: str, window: Window | None, before: bool) -> Pipeline:
+def pair(kind: str, window: Window | None, before: bool, field: str | None = None) -> Pipeline:
     p = Pipeline(f"{kind}-{window}")
-    value: Any = {"count": None, "since_last": None, "distinct": "k2"}.get(kind, "v")
+    value: Any = field or {"count": None, "since_last": None, "distinct": "k2"}.get(kind, "v")
     if kind == "ratio":
         value = p.derive(
             "odd",
@@ -133,3 +134,37 @@ def test_builtin_equals_python_merge(
     batch = collect()
     BatchExecutor(epoch_size=epoch_size).run(plan(p), log.source(), batch)
     assert canonical_bytes(batch.chunks) == canonical_bytes(sink.chunks)
+
+
+@pytest.mark.parametrize("window", WINDOWS, ids=str)
+@settings(max_examples=examples(12), deadline=None)
+@given(log=logs(), before=st.booleans(), epoch_size=st.sampled_from([1, 4, 1000]))
+def test_distinct_of_strings_equals_python_merge(
+    window: Window | None, log: LogSpec, before: bool, epoch_size: int
+) -> None:
+    """Distinct values of a string field: the oracle takes them as they are (it once failed
+    with ``int()``), the vectorised tables count their dictionary codes."""
+    p = pair("distinct", window, before, field="s")
+    sink = collect()
+    SerialExecutor().run(plan(p), log.source(), sink)
+    for chunk in sink.chunks:
+        for _, value in chunk.records():
+            assert value["builtin"] == value["python"]
+    batch = collect()
+    BatchExecutor(epoch_size=epoch_size).run(plan(p), log.source(), batch)
+    assert canonical_bytes(batch.chunks) == canonical_bytes(sink.chunks)
+
+
+@pytest.mark.parametrize("kind", ["sum", "min", "max", "first", "last"])
+def test_numeric_kinds_refuse_strings_alike_in_every_executor(kind: str) -> None:
+    """A numeric table over a string field fails the same way in the oracle and in batch,
+    naming the operator; no executor quietly aggregates dictionary codes."""
+    p = Pipeline(kind)
+    table = p.builtin("t", kind, on="a", key="k1", value="s")  # type: ignore[arg-type]
+    got = p.lookup("got", on="a", table=table, key="k1")
+    out = p.output("o", key="k1")
+    p.emit("show", on="a", output=out, inputs=[got], fn=lambda e, _v: [Record(e.k1, {})])
+    spec = LogSpec({k: 1 for k in ("a", "b")}, {"a": [(0, 1, 0, 0, 0, "x")], "b": []})
+    for executor in (SerialExecutor(), BatchExecutor()):
+        with pytest.raises(ExecutionError, match="operator 't' raised ValueError"):
+            executor.run(plan(p), spec.source(), collect())
