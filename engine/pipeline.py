@@ -280,6 +280,11 @@ class Pipeline:
     columns: dict[tuple[str, str], ColumnRef] = field(default_factory=dict)
     outputs: dict[str, Output] = field(default_factory=dict)
 
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The event kinds its operators subscribe to, sorted: each needs an input."""
+        return tuple(sorted({kind for op in self.operators for kind in op.kinds}))
+
     # -- declarations -------------------------------------------------------------------
 
     def _new_operator_name(self, name: str) -> str:
