@@ -51,6 +51,12 @@ AUTO_EPOCH_MIN = 250_000
 #: Largest automatic epoch (16 workers' worth): two epochs are in flight, so memory for
 #: in-flight columns grows with the epoch, not with the share.
 AUTO_EPOCH_MAX = 2_000_000
+#: A run of known length gets at least this many epochs, so that reading, computing and
+#: writing overlap (epochs are the unit of pipelining): a 200,000-event replay through Kafka
+#: as one epoch took twice as long as in epochs of 20,000-50,000.
+AUTO_EPOCHS_AT_LEAST = 8
+#: ... but no epoch smaller than this: every epoch costs each worker a fixed ~25 ms.
+AUTO_EPOCH_SMALL = 20_000
 
 
 @dataclass(slots=True)
@@ -83,16 +89,23 @@ class RunStats:
         self.seconds[what] = self.seconds.get(what, 0.0) + seconds
 
 
-def auto_epoch_size(workers: int) -> int:
+def auto_epoch_size(workers: int, events: int | None = None) -> int:
     """The epoch size an executor with ``workers`` worker processes uses when none is given:
-    :data:`AUTO_EPOCH_PER_WORKER` each, within :data:`AUTO_EPOCH_MIN`..:data:`AUTO_EPOCH_MAX`.
+    :data:`AUTO_EPOCH_PER_WORKER` each, within :data:`AUTO_EPOCH_MIN`..:data:`AUTO_EPOCH_MAX`;
+    for a run of (at most) ``events`` events, when known, small enough for
+    :data:`AUTO_EPOCHS_AT_LEAST` epochs, but at least :data:`AUTO_EPOCH_SMALL`.
 
     Epoch size never changes output (every executor equals the serial one at any size); it
     trades memory and output latency for throughput.
     """
     if workers < 1:
         raise EngineError(f"workers must be >= 1, got {workers}")
-    return min(AUTO_EPOCH_MAX, max(AUTO_EPOCH_MIN, AUTO_EPOCH_PER_WORKER * workers))
+    size = min(AUTO_EPOCH_MAX, max(AUTO_EPOCH_MIN, AUTO_EPOCH_PER_WORKER * workers))
+    if events is not None:
+        if events < 0:
+            raise EngineError(f"events must be >= 0, got {events}")
+        size = min(size, max(AUTO_EPOCH_SMALL, -(-events // AUTO_EPOCHS_AT_LEAST)))
+    return size
 
 
 class Executor(Protocol):

@@ -40,3 +40,22 @@ def test_one_process_executors_refuse_workers_and_unknown_names_are_refused() ->
 
 def test_the_connector_setting_offers_exactly_these_executors() -> None:
     assert sorted(get_args(SettingExecutorName)) == sorted(EXECUTOR_NAMES)
+
+
+@pytest.mark.parametrize(
+    ("workers", "events", "expected"),
+    [
+        (1, 200_000, 25_000),  # eight epochs, so reading, computing and writing overlap
+        (2, 100_000, 20_000),  # not below the smallest automatic epoch
+        (1, 0, 20_000),
+        (2, 10_000_000, 250_000),  # long runs: the per-worker size
+        (64, 10**9, 2_000_000),
+    ],
+)
+def test_automatic_epochs_of_a_known_length_run(workers: int, events: int, expected: int) -> None:
+    assert auto_epoch_size(workers, events) == expected
+
+
+def test_automatic_epochs_need_a_count_of_events() -> None:
+    with pytest.raises(EngineError, match="events must be >= 0"):
+        auto_epoch_size(1, -1)
