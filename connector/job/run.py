@@ -61,7 +61,7 @@ from connector.serde.avro import AvroSchema, load_schema, load_schema_file
 from connector.serde.schema_registry import registry_client
 from connector.serde.values import value_decoder, value_encoder
 from engine.executors import make_executor
-from engine.executors.base import Executor, RunStats, auto_epoch_size
+from engine.executors.base import AUTO_EPOCHS_AT_LEAST, Executor, RunStats, auto_epoch_size
 from engine.planner import Plan, plan
 
 __all__ = ["JobPlan", "RunReport", "build_job", "resolve_ranges", "run_job"]
@@ -208,9 +208,10 @@ def _workers(config: RunConfig) -> int:
     return config.workers or os.cpu_count() or 1
 
 
-def _epoch_size(config: RunConfig) -> int:
-    """The run's epoch size: ``epoch_size``, or when 0 the engine's choice for its workers."""
-    return config.epoch_size or auto_epoch_size(_workers(config))
+def _epoch_size(config: RunConfig, events: int | None = None) -> int:
+    """The run's epoch size: ``epoch_size``, or when 0 the engine's choice for its workers
+    and (when known) the ``events`` left to replay."""
+    return config.epoch_size or auto_epoch_size(_workers(config), events)
 
 
 def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
@@ -238,14 +239,24 @@ class Terminated(ConnectorError):  # noqa: N818 - a condition
     """SIGTERM arrived and the run stopped without a checkpoint."""
 
 
-def _executor(config: RunConfig) -> Executor:
+def _executor(config: RunConfig, events: int | None = None) -> Executor:
+    """The run's executor; ``events``: how many are left to replay, when known (a short run
+    gets smaller automatic epochs, so that reading, computing and writing overlap)."""
+    size = _epoch_size(config, events)
+    if size < _epoch_size(config):
+        logger.info(
+            "epochs of %s events: at least %s epochs for the %s events to replay",
+            size,
+            AUTO_EPOCHS_AT_LEAST,
+            events,
+        )
     if config.executor != "parallel":
-        return make_executor(config.executor, epoch_size=_epoch_size(config))
+        return make_executor(config.executor, epoch_size=size)
     workers = _workers(config)
-    size = _epoch_size(config)
     # The automatic size gives 125,000 a worker up to its cap of 2,000,000 (16 workers), so
-    # from 41 workers on it is too small as well.
-    if workers > 1 and size < _SHARE_FLOOR * workers:
+    # from 41 workers on it is too small as well. A size cut for a short run is not warned
+    # about: there, the overlap of epochs is worth more than large ones.
+    if workers > 1 and size < _SHARE_FLOOR * workers and size == _epoch_size(config):
         logger.warning(
             "epoch_size %s%s gives each of %s workers ~%s events an epoch; every epoch costs "
             "each worker a fixed ~25 ms (2 workers on 2M spam events: 4.2 s at 50,000, 3.0 s "
@@ -457,7 +468,7 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
         )
         metrics.start_clock()
         started = time.monotonic()
-        executor = _executor(config)
+        executor = _executor(config, sum(r.records for r in todo))
         with replay_collection():
             executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
             producers.flush()

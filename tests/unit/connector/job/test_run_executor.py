@@ -72,3 +72,18 @@ def test_automatic_epochs_are_warned_about_only_past_the_cap_and_a_chosen_size_w
 def test_auto_epoch_size_needs_a_worker() -> None:
     with pytest.raises(EngineError, match="workers must be >= 1"):
         auto_epoch_size(0)
+
+
+def test_a_short_run_gets_eight_epochs_without_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="connector.job.run"):
+        executor = _executor(load_config({"workers": "2"}, environ={}), 200_000)
+    assert isinstance(executor, ParallelExecutor) and executor.epoch_size == 25_000
+    assert "at least 8 epochs for the 200000 events to replay" in caplog.text
+    assert "set epoch_size to at least" not in caplog.text  # the advice would be wrong here
+    # A long run keeps the per-worker size, a chosen size wins whatever the length.
+    long_run = _executor(load_config({"workers": "2"}, environ={}), 10_000_000)
+    assert isinstance(long_run, ParallelExecutor) and long_run.epoch_size == 250_000
+    chosen = _executor(load_config({"executor": "batch", "epoch_size": "777"}, environ={}), 10)
+    assert isinstance(chosen, BatchExecutor) and chosen.epoch_size == 777
