@@ -240,12 +240,13 @@ class Terminated(ConnectorError):  # noqa: N818 - a condition
 
 
 def _executor(config: RunConfig, events: int | None = None) -> Executor:
-    """The run's executor; ``events``: how many are left to replay, when known (a short run
-    gets smaller automatic epochs, so that reading, computing and writing overlap)."""
+    """The run's executor; ``events``: how many the job replays (its whole range, so that a
+    resume picks the same size), when known: a short run gets smaller automatic epochs, so
+    that reading, computing and writing overlap."""
     size = _epoch_size(config, events)
     if size < _epoch_size(config):
         logger.info(
-            "epochs of %s events: at least %s epochs for the %s events to replay",
+            "epochs of %s events: at least %s epochs for the job's %s events",
             size,
             AUTO_EPOCHS_AT_LEAST,
             events,
@@ -468,7 +469,8 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
         )
         metrics.start_clock()
         started = time.monotonic()
-        executor = _executor(config, sum(r.records for r in todo))
+        # The whole range, not what is left: a resume must choose the size it was taken with.
+        executor = _executor(config, sum(r.records for r in ranges))
         with replay_collection():
             executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
             producers.flush()

@@ -80,7 +80,7 @@ def test_a_short_run_gets_eight_epochs_without_a_warning(
     with caplog.at_level(logging.INFO, logger="connector.job.run"):
         executor = _executor(load_config({"workers": "2"}, environ={}), 200_000)
     assert isinstance(executor, ParallelExecutor) and executor.epoch_size == 25_000
-    assert "at least 8 epochs for the 200000 events to replay" in caplog.text
+    assert "at least 8 epochs for the job's 200000 events" in caplog.text
     assert "set epoch_size to at least" not in caplog.text  # the advice would be wrong here
     # A long run keeps the per-worker size, a chosen size wins whatever the length.
     long_run = _executor(load_config({"workers": "2"}, environ={}), 10_000_000)
