@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser with one subcommand per job."""
     from connector.cli import engine_commands  # the engine without Kafka: plan and benchmark
     from connector.config import ExecutorName, add_settings_arguments
+    from tooling.load import FILE_FORMATS
 
     parser = argparse.ArgumentParser(
         prog="restream",
@@ -74,6 +75,37 @@ def build_parser() -> argparse.ArgumentParser:
     _option(social, "--schema-registry", str, None, "Schema Registry URL (format avro-confluent)")
     _option(social, "--workers", int, 1, "writer processes (help only when cores are idle)")
     social.set_defaults(handler=_generate_social)
+
+    load = commands.add_parser(
+        "load",
+        help="write a JSON-lines, CSV or Parquet file to a topic, one record per row",
+        description="Bring your own data to a broker (the local one of `restream broker`, "
+        "say): each row becomes a JSON record, keyed by --key, timestamped by --timestamp. "
+        "The last record of each partition is written in a batch of its own, so that "
+        "`--end latest` reads every record also on the embedded broker.",
+        epilog="Exit codes: 0 done, 2 bad input or configuration, 1 failure.",
+    )
+    load.add_argument("file", metavar="FILE", help="the file to load")
+    _option(load, "--bootstrap", str, None, "Kafka bootstrap servers, host:port (required)")
+    _option(load, "--topic", str, None, "the topic to write (created when missing; required)")
+    _option(
+        load,
+        "--timestamp",
+        str,
+        None,
+        "column with each row's time: epoch ms or ISO-8601 (required)",
+    )
+    _option(load, "--key", str, None, "column whose value (as text) keys each record")
+    _option(load, "--partitions", int, 1, "partitions of a topic created by the load")
+    _option(
+        load,
+        "--format",
+        str,
+        None,
+        "file format (default: from the suffix)",
+        choices=list[str](FILE_FORMATS),
+    )
+    load.set_defaults(handler=_load)
 
     demo = commands.add_parser(
         "demo",
@@ -192,6 +224,24 @@ def _generate_social(args: argparse.Namespace) -> int:
         value_format=args.format,
         schema_registry=args.schema_registry,
         workers=args.workers,
+        out=sys.stdout,
+    )
+
+
+def _load(args: argparse.Namespace) -> int:
+    from tooling.load import load_command
+
+    for flag in ("topic", "timestamp"):
+        if not getattr(args, flag):
+            raise ConfigError(f"--{flag}", f"set it or RESTREAM_{flag.upper()}")
+    return load_command(
+        path=args.file,
+        bootstrap=args.bootstrap,
+        topic=args.topic,
+        timestamp=args.timestamp,
+        key=args.key,
+        partitions=args.partitions,
+        file_format=args.format,
         out=sys.stdout,
     )
 

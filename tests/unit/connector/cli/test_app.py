@@ -6,6 +6,7 @@ import argparse
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
@@ -223,3 +224,24 @@ def test_a_second_sigterm_does_not_cut_the_cleanup_short() -> None:
             os.kill(os.getpid(), signal.SIGTERM)  # ignored while cleaning up
             cleaned = True
     assert cleaned
+
+
+@pytest.mark.parametrize(
+    ("argv", "named"),
+    [
+        (["load", "pay.csv", "--timestamp", "ts", "--bootstrap", "b:9092"], "--topic"),
+        (["load", "pay.csv", "--topic", "t", "--bootstrap", "b:9092"], "--timestamp"),
+        (["load", "pay.csv", "--topic", "t", "--timestamp", "ts"], "--bootstrap"),
+        (
+            ["load", "pay.txt", "--topic", "t", "--timestamp", "ts", "--bootstrap", "b:9"],
+            "--format",
+        ),
+    ],
+)
+def test_load_without_what_it_needs_exits_2_naming_it(
+    argv: list[str], named: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "pay.txt").write_text("ts\n1\n")
+    argv = [str(tmp_path / a) if a.startswith("pay.") else a for a in argv]
+    assert cli.main(argv) == 2
+    assert named in capsys.readouterr().err
