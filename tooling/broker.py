@@ -240,6 +240,16 @@ def local_broker(
         yield broker
 
 
+#: What a user of the embedded broker needs to know (DESIGN.md section 6), printed at start.
+TANSU_DIFFERENCES = (
+    "note: this broker (Tansu) reports a partition's end as the first offset of its last "
+    "record batch + 1, so `--end latest` misses the rest of that batch on topics written by "
+    "ordinary producers; write them with `restream load` or `restream generate` (last record "
+    "of each partition in its own batch) and `latest` is exact. It also answers `ts:` "
+    "positions only at batch starts and shows aborted transactional records."
+)
+
+
 def serve(kind: BrokerKind, *, out: TextIO) -> int:
     """Run a broker in the foreground until Ctrl-C or SIGTERM (``restream broker``).
 
@@ -259,6 +269,8 @@ def serve(kind: BrokerKind, *, out: TextIO) -> int:
             print(f"log: {log_path}", file=out)
             print(f"bootstrap: {broker.bootstrap}", file=out)
             print(f"tests use it with: export {BOOTSTRAP_ENV}={broker.bootstrap}", file=out)
+            if not broker.supports_apache_kafka_semantics:
+                print(TANSU_DIFFERENCES, file=out)
             print("Ctrl-C stops it.", file=out, flush=True)
             while broker.alive():
                 time.sleep(0.2)

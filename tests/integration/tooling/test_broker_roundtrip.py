@@ -344,8 +344,11 @@ def test_restream_broker_serves_until_interrupted() -> None:
     child = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert child.stdout is not None
-        lines = [child.stdout.readline() for _ in range(5)]
+        lines = [child.stdout.readline() for _ in range(6)]
         assert lines[0].startswith("tansu at 127.0.0.1:")
+        # What differs from Kafka, said where a user starts it.
+        assert "`--end latest` misses the rest of that batch" in lines[4]
+        assert lines[5].startswith("Ctrl-C stops it.")
         log = Path(lines[1].removeprefix("log: ").strip())
         bootstrap = lines[2].removeprefix("bootstrap: ").strip()
         assert wait_for_broker(bootstrap, 10) == "tansu-restream"
