@@ -292,24 +292,33 @@ def test_region_store_matches_sorted_lists(
         assert got == want
 
 
-class _CrowdedIndex(KeyIndex):
-    """Every key's home is one of the last three cells: placement must wrap around."""
+def _keys_homed_at_the_end(count: int, bits: int) -> np.ndarray:
+    """Wide keys whose home cells (in a table of ``2**bits`` cells) are its last three."""
+    probe = KeyIndex()
+    probe._bits = bits
+    found: list[np.ndarray] = []
+    rng = np.random.default_rng(5)
+    while sum(len(f) for f in found) < count:
+        candidates = rng.integers(2**40, 2**50, 200_000, dtype=np.int64)
+        found.append(candidates[probe._hash(candidates) >= (1 << bits) - 3])
+    keys = np.unique(np.concatenate(found))[:count]
+    assert len(keys) == count
+    return keys
 
-    __slots__ = ()
 
-    def _hash(self, keys: np.ndarray) -> np.ndarray:
-        return np.asarray((1 << self._bits) - 3 + keys % 3, dtype=np.int64)
-
-
-def test_key_index_resize_places_keys_that_run_past_the_end_of_the_table() -> None:
-    index = _CrowdedIndex()
-    keys = np.arange(2**40, 2**40 + 300, dtype=np.int64)
-    first = index.register(keys[:100])  # the switch to hashing places these in order
-    index._resize(index._bits)  # and again, in cell order, over a crowded end
+def test_key_index_places_keys_that_run_past_the_end_of_the_table() -> None:
+    """Keys crowding the last cells wrap around to the start: in the compiled probe that
+    registers them, in the lookups, and in a resize's placement in cell order."""
+    keys = _keys_homed_at_the_end(300, bits=10)
+    index = KeyIndex()
+    first = index.register(keys[:100])  # switches to hashing: a table of 2**10 cells
+    assert index._bits == 10 and first.tolist() == list(range(100))
+    assert index.lookup(keys[:100]).tolist() == first.tolist()
+    index._resize(index._bits)  # the same keys again, placed in cell order
     assert index.lookup(keys[:100]).tolist() == first.tolist()
     more = index.register(keys)  # probing from the end, around to the start
     assert more[:100].tolist() == first.tolist()
-    assert sorted(more.tolist()) == list(range(300))
+    assert more.tolist() == list(range(300))  # new keys: next slots, in order of appearance
     assert index.lookup(np.array([2**41], dtype=np.int64)).tolist() == [-1]
 
 
