@@ -178,8 +178,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "pipeline",
         "str",
-        "the logic to replay: a built-in pipeline name (social-spam: the demo's spam rules) "
-        "or package.module:attribute",
+        "the logic to replay: a built-in pipeline name (social-spam: the demo's spam rules), "
+        "path/to/file.py:ATTRIBUTE or package.module:ATTRIBUTE (from the working directory); "
+        "the attribute is a Pipeline or a function returning one",
         required=True,
     ),
     _s(
@@ -615,7 +616,9 @@ def add_settings_arguments(
                 s.flag, dest=s.name, action="append", metavar=s.metavar, help=help_text
             )
         else:
-            parser.add_argument(s.flag, dest=s.name, metavar=s.metavar, help=help_text)
+            # A choice shows its values in the usage line too: --executor {parallel,batch,serial}.
+            metavar = s.metavar or ("{" + ",".join(s.choices) + "}" if s.choices else None)
+            parser.add_argument(s.flag, dest=s.name, metavar=metavar, help=help_text)
 
 
 def config_from_args(
