@@ -44,18 +44,21 @@ from connector.serde.avro_decode import (
     string_column,
 )
 from engine.log import Column, StringColumn, concat_columns, take_column
+from engine.output import ABSENT
 
 __all__ = [
     "KEY_FORMATS",
     "VALUE_FORMATS",
     "BadReason",
     "DecodedBatch",
+    "JsonRecordEncoder",
     "KeyFormat",
     "RecordProblem",
     "SchemaRegistry",
     "ValueDecoder",
     "ValueEncoder",
     "ValueFormat",
+    "check_schema",
     "value_decoder",
     "value_encoder",
 ]
@@ -472,6 +475,17 @@ def value_decoder(
     return ValueDecoder(fmt, schema, key_format, outputs, registry)
 
 
+def check_schema(schema: AvroSchema, label: str) -> None:
+    """ConfigError labelled ``label`` unless ``schema`` can be read into and written from
+    columns (a flat record of simple fields, defaults of their type): checked with the
+    settings, before a run creates or writes anything."""
+    try:
+        _schema_fields(schema)
+        _defaults(schema)
+    except ConfigError as exc:
+        raise ConfigError(label, exc.message) from None
+
+
 def _schema_fields(schema: AvroSchema) -> list[tuple[str, BulkKind]]:
     fields: list[tuple[str, BulkKind]] = []
     for field in schema.raw["fields"]:
@@ -576,6 +590,65 @@ def _json_cells(name: str, kind: BulkKind, column: npt.NDArray[Any]) -> list[Any
         if not isinstance(item, str):
             raise SerdeError(f"field {name!r}: expected str values, got {type(item).__name__}")
     return items  # type: ignore[no-any-return]
+
+
+class JsonRecordEncoder:
+    """Encodes output columns as JSON objects without a schema (``--output-format json`` and
+    no output schema): the values are the records' own, as JSON has them.
+
+    ``fields`` are the fields every record must carry, in this order (``p.output(...,
+    fields=...)``); empty means each record's own fields, in the order the stream first
+    emitted them, a field the record lacks left out (a column cell :data:`ABSENT`).
+    Integers stay integers and floats round-trip exactly (``repr``); NaN and infinities,
+    bytes and other values JSON cannot hold are a SerdeError naming the field.
+    """
+
+    def __init__(self, fields: Sequence[str] = ()):
+        self.fields = tuple(fields)
+
+    def encode(self, columns: Mapping[str, npt.NDArray[Any] | StringColumn]) -> list[bytes]:
+        """One value per row (see the class docstring)."""
+        names = list(self.fields or columns)
+        missing = [name for name in names if name not in columns]
+        if missing:
+            raise SerdeError(f"no column for field(s) {', '.join(missing)}")
+        cells = [_python_values(columns[name]) for name in names]
+        rows = len(cells[0]) if cells else 0
+        out: list[bytes] = []
+        for row in range(rows):
+            record = {
+                name: cell[row]
+                for name, cell in zip(names, cells, strict=True)
+                if cell[row] is not ABSENT
+            }
+            try:
+                text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                bad = next((n for n, v in record.items() if not _json_safe(v)), "?")
+                raise SerdeError(
+                    f"field {bad!r} holds {record.get(bad)!r}, which JSON cannot hold ({exc}); "
+                    "emit ints, floats (finite), strings, booleans, None, lists or dicts"
+                ) from None
+            out.append(text.encode())
+        return out
+
+
+def _python_values(column: npt.NDArray[Any] | StringColumn) -> list[Any]:
+    """A column's cells as Python values (numpy scalars in object columns too)."""
+    if isinstance(column, StringColumn):
+        return column.decode().tolist()  # type: ignore[no-any-return]
+    values: list[Any] = np.asarray(column).tolist()
+    if column.dtype == np.object_:
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return values
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def value_encoder(
