@@ -58,6 +58,8 @@ from connector.positions.ranges import (
 )
 from connector.runtime.gcpolicy import replay_collection
 from connector.serde.avro import AvroSchema, load_schema, load_schema_file
+from connector.serde.avro_decode import field_kind
+from connector.serde.event_time import EVENT_TIME_KINDS
 from connector.serde.schema_registry import registry_client
 from connector.serde.values import (
     JsonRecordEncoder,
@@ -171,6 +173,7 @@ def build_job(config: RunConfig, *, schemas: bool = True) -> JobPlan:
             )
         value_schemas[kind] = _schema(ref, setting("schemas").label)
         check_schema(value_schemas[kind], setting("schemas").label)
+    _check_event_time(config, {k for _, k in inputs}, value_schemas)
     outputs: list[tuple[str, str, AvroSchema | None]] = []
     for stream, out in pipeline.outputs.items():
         topic = config.outputs.get(stream) or f"{job_id}.{stream}"
@@ -216,6 +219,33 @@ def build_job(config: RunConfig, *, schemas: bool = True) -> JobPlan:
     )
 
 
+def _check_event_time(
+    config: RunConfig, kinds: set[str], schemas: Mapping[str, AvroSchema]
+) -> None:
+    """Each ``event_time`` kind is an input kind whose schema has the field, of a type that
+    holds a time (checked when the schemas are known)."""
+    label = setting("event_time").label
+    for kind, name in sorted(config.event_time.items()):
+        if kind not in kinds:
+            raise ConfigError(label, f"{kind}={name}: no input topic is of event kind {kind!r}")
+        schema = schemas.get(kind)
+        if schema is None:
+            continue
+        types = {f["name"]: field_kind(f["type"]) for f in schema.raw["fields"]}
+        if name not in types:
+            raise ConfigError(
+                label,
+                f"{kind}={name}: schema {schema.name} has no field {name!r}; it has "
+                f"{sorted(types)}",
+            )
+        if types[name] not in EVENT_TIME_KINDS:
+            raise ConfigError(
+                label,
+                f"{kind}={name}: field {name!r} of {schema.name} is {types[name] or 'not flat'}; "
+                f"an event time is {' or '.join(EVENT_TIME_KINDS)} (epoch ms or ISO-8601 text)",
+            )
+
+
 def resolve_ranges(config: RunConfig, topics: list[str]) -> ResolvedRanges:
     """The offset ranges that ``start`` and ``end`` select on ``topics``."""
     start = parse_start(config.start, topics=topics, field=setting("start").label)
@@ -248,6 +278,8 @@ def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
         "inputs": [list(i) for i in job.inputs],
         "schemas": {k: s.text for k, s in sorted(job.schemas.items())},
         "value_format": c.value_format,
+        # Only when set, so that older manifests (without it) still match.
+        **({"event_time": dict(sorted(c.event_time.items()))} if c.event_time else {}),
         "key_format": job.key_format,
         "outputs": [
             [stream, topic, schema.text if schema else _declared_fields(job, stream)]
@@ -476,8 +508,12 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
                     config.value_format,
                     job.schemas[kind],
                     key_format=job.key_format,  # type: ignore[arg-type]
+                    # The value's "ts" is dropped (the record timestamp is the event time)
+                    # unless it is the event time.
+                    exclude=() if config.event_time.get(kind) == "ts" else ("ts",),
                     registry=registry,
                 ),
+                config.event_time.get(kind),
             )
             for topic, kind in job.inputs
         }

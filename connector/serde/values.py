@@ -12,8 +12,9 @@ every bad record with its reason, so that the reader can dead-letter it or fail 
 * ``undecodable``: anything else (bad framing, a body that fastavro would reject or leave bytes
   of, a writer schema that cannot be read as the reader's, JSON of the wrong shape).
 
-Columns are the schema's fields except ``exclude`` (the event time is the Kafka timestamp, so
-the value's ``ts`` is dropped), typed long: int64, int: int32, boolean: bool, float: float32,
+Columns are the schema's fields except ``exclude`` (by default the value's ``ts``: the event
+time is the Kafka timestamp unless ``--event-time`` names a field, see
+:mod:`connector.serde.event_time`), typed long: int64, int: int32, boolean: bool, float: float32,
 double: float64, string: StringColumn. Avro values are decoded in bulk by
 :mod:`connector.serde.avro_decode`, exactly as fastavro decodes them one at a time.
 :func:`value_encoder` does the reverse for output topics.

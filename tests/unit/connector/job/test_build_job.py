@@ -126,3 +126,19 @@ def test_a_schema_that_cannot_be_columns_is_a_setting_error(folder: Path) -> Non
     assert "field 'tags' of Flag has type" in info.value.message
     with pytest.raises(ConfigError, match="RESTREAM_SCHEMAS"):
         build_job(_config(schemas={"payment": "Nested.avsc", "chargeback": "Payment.avsc"}))
+
+
+def test_event_time_fields_are_checked_with_the_settings(folder: Path) -> None:
+    build_job(_config(event_time={"payment": "ts"}))
+    for given, expected in [
+        ({"refund": "ts"}, "refund=ts: no input topic is of event kind 'refund'"),
+        ({"payment": "when"}, "payment=when: schema Payment has no field 'when'; it has"),
+    ]:
+        with pytest.raises(ConfigError) as info:
+            build_job(_config(event_time=given))
+        assert info.value.field == "event_time (--event-time, RESTREAM_EVENT_TIME)"
+        assert expected in info.value.message
+    assert fingerprint_parts(build_job(_config(event_time={"payment": "ts"})))["event_time"] == {
+        "payment": "ts"
+    }
+    assert "event_time" not in fingerprint_parts(build_job(_config()))
