@@ -178,8 +178,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s(
         "pipeline",
         "str",
-        "the logic to replay: a built-in pipeline name (social-spam: the demo's spam rules) "
-        "or package.module:attribute",
+        "the logic to replay: a built-in pipeline name (social-spam: the demo's spam rules), "
+        "path/to/file.py:ATTRIBUTE or package.module:ATTRIBUTE (from the working directory); "
+        "the attribute is a Pipeline or a function returning one",
         required=True,
     ),
     _s(
@@ -214,6 +215,14 @@ SETTINGS: tuple[Setting, ...] = (
         "mapping",
         "Avro schema of each event kind: KIND=NAME (under schemas/) or KIND=path.avsc",
         metavar="KIND=SCHEMA",
+    ),
+    _s(
+        "event_time",
+        "mapping",
+        "event time of a kind from a value field, KIND=FIELD (epoch ms, or ISO-8601 text; UTC "
+        "without an offset), instead of the Kafka record timestamp (the default); it orders "
+        "the log, feeds the windows and is the output records' timestamp",
+        metavar="KIND=FIELD",
     ),
     _s("schema_registry_url", "str", "Schema Registry URL (formats avro-confluent)"),
     _s(
@@ -366,6 +375,7 @@ class RunConfig:
     value_format: ValueFormat = _default("value_format")
     key_format: KeyFormat | None = _default("key_format")
     schemas: Mapping[str, str] = _default("schemas")
+    event_time: Mapping[str, str] = _default("event_time")
     schema_registry_url: str | None = _default("schema_registry_url")
     schema_registry_basic_auth: str | None = _default("schema_registry_basic_auth")
     schema_registry_ca_location: str | None = _default("schema_registry_ca_location")
@@ -462,6 +472,9 @@ def _validate(c: RunConfig) -> None:
     for topic, kind in c.inputs:
         if not topic or not kind:
             raise bad("inputs", f"{topic}={kind} needs both a topic and an event kind")
+    for kind, name in c.event_time.items():
+        if not name:
+            raise bad("event_time", f"{kind}= needs a field name: KIND=FIELD")
     fmts = (c.value_format, c.output_format)
     if "avro-confluent" in fmts and not c.schema_registry_url:
         raise bad("schema_registry_url", "is required with the avro-confluent format")
@@ -615,7 +628,9 @@ def add_settings_arguments(
                 s.flag, dest=s.name, action="append", metavar=s.metavar, help=help_text
             )
         else:
-            parser.add_argument(s.flag, dest=s.name, metavar=s.metavar, help=help_text)
+            # A choice shows its values in the usage line too: --executor {parallel,batch,serial}.
+            metavar = s.metavar or ("{" + ",".join(s.choices) + "}" if s.choices else None)
+            parser.add_argument(s.flag, dest=s.name, metavar=metavar, help=help_text)
 
 
 def config_from_args(

@@ -319,7 +319,7 @@ def _positions(args: argparse.Namespace) -> int:
         # Explicit inputs are all it reads; the pipeline, when given, also checks their kinds.
         topics = [t for t, _ in config.inputs]
     else:
-        topics = [t for t, _ in build_job(config).inputs]
+        topics = [t for t, _ in build_job(config, schemas=False).inputs]
     ranges = resolve_ranges(config, topics)
     with KafkaOffsets(config.client_config()) as client:
         print(describe_ranges(ranges, client))

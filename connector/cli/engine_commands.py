@@ -41,7 +41,8 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         "pipeline",
         str,
         None,
-        "pipeline name (social-spam: the demo's spam rules) or package.module:attribute; required",
+        "pipeline name (social-spam: the demo's spam rules), path/to/file.py:ATTRIBUTE or "
+        "package.module:ATTRIBUTE (from the working directory); required",
     )
 
 

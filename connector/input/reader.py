@@ -32,6 +32,7 @@ from connector.errors import BrokerError
 from connector.input.dead_letters import BadRecords
 from connector.observability.metrics import JobMetrics
 from connector.positions.ranges import PartitionRange
+from connector.serde.event_time import event_times
 from connector.serde.values import RecordProblem, ValueDecoder
 from engine.log import PartitionBatch, PartitionSpec, take_column
 
@@ -50,6 +51,8 @@ class TopicInput:
     topic: str
     kind: str
     decoder: ValueDecoder
+    #: The value field that holds the event time (``--event-time``); None: the record timestamp.
+    event_time: str | None = None
 
 
 def consumer_config(client: Mapping[str, Any], job: str) -> dict[str, Any]:
@@ -250,26 +253,41 @@ class KafkaSource:
         spec = self._inputs[topic]
         n = len(messages)
         offsets = np.fromiter((m.offset() for m in messages), dtype=np.int64, count=n)
-        stamps = [m.timestamp() for m in messages]
-        ts = np.fromiter((t for _, t in stamps), dtype=np.int64, count=n)
         decoded = spec.decoder.decode([m.value() for m in messages], [m.key() for m in messages])
         problems = list(decoded.problems)
         good = decoded.good
-        no_ts = [i for i, (kind, _) in enumerate(stamps) if kind == _NO_TIMESTAMP]
-        if no_ts:
+        if spec.event_time is None:
+            stamps = [m.timestamp() for m in messages]
+            ts = np.fromiter((t for _, t in stamps), dtype=np.int64, count=n)
+            lacking = {
+                i: "record has no timestamp"
+                for i, (kind, _) in enumerate(stamps)
+                if kind == _NO_TIMESTAMP
+            }
+        else:
+            # The decoder's columns hold the good rows only: the event times are theirs.
+            good_ts, why = event_times(decoded.columns[spec.event_time], spec.event_time)
+            ts = np.zeros(n, dtype=np.int64)
+            ts[good] = good_ts
+            rows = np.flatnonzero(good)
+            lacking = {int(rows[local]): detail for local, detail in why.items()}
+        if lacking:
             good = good.copy()
-            for i in no_ts:
+            for i, detail in lacking.items():
                 if good[i]:
                     good[i] = False
-                    problems.append(RecordProblem(i, "undecodable", "record has no timestamp"))
+                    problems.append(RecordProblem(i, "undecodable", detail))
             problems.sort(key=lambda p: p.row)
         for problem in problems:
             self._bad.handle(messages[problem.row], problem)
         columns = decoded.columns
-        if no_ts:
+        if lacking:
             # The decoder kept rows that lack a timestamp: drop them from its columns too.
             keep = good[decoded.good]
             columns = {name: take_column(col, keep) for name, col in columns.items()}
+        if spec.event_time == "ts":
+            # "ts" is the event's own time, not a field beside it.
+            columns = {name: col for name, col in columns.items() if name != "ts"}
         if problems:
             offsets, ts = offsets[good], ts[good]
         return PartitionBatch(topic, partition, spec.kind, offsets, ts, columns, final)

@@ -58,8 +58,15 @@ from connector.positions.ranges import (
 )
 from connector.runtime.gcpolicy import replay_collection
 from connector.serde.avro import AvroSchema, load_schema, load_schema_file
+from connector.serde.avro_decode import field_kind
+from connector.serde.event_time import EVENT_TIME_KINDS
 from connector.serde.schema_registry import registry_client
-from connector.serde.values import value_decoder, value_encoder
+from connector.serde.values import (
+    JsonRecordEncoder,
+    check_schema,
+    value_decoder,
+    value_encoder,
+)
 from engine.executors import make_executor
 from engine.executors.base import AUTO_EPOCHS_AT_LEAST, Executor, RunStats, auto_epoch_size
 from engine.planner import Plan, plan
@@ -108,7 +115,8 @@ class JobPlan:
     plan: Plan
     inputs: tuple[tuple[str, str], ...]
     schemas: Mapping[str, AvroSchema]
-    outputs: tuple[tuple[str, str, AvroSchema], ...]  # stream, topic, schema
+    #: stream, topic, schema; no schema: JSON of the fields the pipeline declares or emits.
+    outputs: tuple[tuple[str, str, AvroSchema | None], ...]
     dead_letter_topic: str
     key_format: str
     client: dict[str, Any] = field(repr=False)
@@ -123,8 +131,11 @@ def _schema(ref: str, label: str) -> AvroSchema:
         raise ConfigError(label, f"cannot load schema {ref!r}: {exc}") from exc
 
 
-def build_job(config: RunConfig) -> JobPlan:
-    """Resolve the pipeline, inputs, schemas and outputs; every problem is a ConfigError."""
+def build_job(config: RunConfig, *, schemas: bool = True) -> JobPlan:
+    """Resolve the pipeline, inputs, schemas and outputs; every problem is a ConfigError.
+
+    ``schemas=False`` (``restream positions``, which reads nothing) skips the value schemas.
+    """
     job_id: str = config.require("job_id")
     client = config.client_config()
     pipeline_name: str = config.require("pipeline")
@@ -143,32 +154,50 @@ def build_job(config: RunConfig) -> JobPlan:
                 f"{topic}={kind}: the pipeline has no operator on event kind {kind!r}; its "
                 f"kinds are {sorted(kinds)}",
             )
-    schemas: dict[str, AvroSchema] = {}
-    for kind in sorted({k for _, k in inputs}):
+    unfed = sorted(kinds - {kind for _, kind in inputs})
+    if unfed:
+        # Its operators would see no events: every count of that kind 0, silently.
+        raise ConfigError(
+            inputs_label,
+            f"no input topic is of event kind {', '.join(map(repr, unfed))}, which the "
+            f"pipeline's operators read; add {' and '.join(f'TOPIC={k}' for k in unfed)} "
+            f"(--inputs TOPIC={unfed[0]})",
+        )
+    value_schemas: dict[str, AvroSchema] = {}
+    for kind in sorted({k for _, k in inputs}) if schemas else ():
         ref = config.schemas.get(kind) or defaults.schemas.get(kind)
         if not ref:
             raise ConfigError(
                 setting("schemas").label,
                 f"no schema for event kind {kind!r}; give {kind}=NAME or {kind}=path.avsc",
             )
-        schemas[kind] = _schema(ref, setting("schemas").label)
-    outputs = []
+        value_schemas[kind] = _schema(ref, setting("schemas").label)
+        check_schema(value_schemas[kind], setting("schemas").label)
+    _check_event_time(config, {k for _, k in inputs}, value_schemas)
+    outputs: list[tuple[str, str, AvroSchema | None]] = []
     for stream, out in pipeline.outputs.items():
         topic = config.outputs.get(stream) or f"{job_id}.{stream}"
         ref = config.output_schemas.get(stream) or defaults.output_schemas.get(stream)
         if not ref:
+            if config.output_format == "json" or not schemas:
+                outputs.append((stream, topic, None))
+                continue
             raise ConfigError(
                 setting("output_schemas").label,
-                f"no schema for output stream {stream!r}; give {stream}=NAME or {stream}=path.avsc",
+                f"no schema for output stream {stream!r}; give {stream}=NAME or "
+                f"{stream}=path.avsc, or write JSON without one (--output-format json)",
             )
         schema = _schema(ref, setting("output_schemas").label)
+        check_schema(schema, setting("output_schemas").label)
         names = [f["name"] for f in schema.raw["fields"]]
-        lacking = [n for n in names if n not in out.fields]
+        # Only declared fields can be checked here; otherwise each record is checked as it
+        # is written (a record that lacks a schema field fails the job with its seq).
+        lacking = [n for n in names if n not in out.fields] if out.fields else []
         if lacking:
             raise ConfigError(
                 setting("output_schemas").label,
-                f"schema {schema.name} of stream {stream!r} has fields {lacking} that the "
-                f"pipeline does not emit (it emits {list(out.fields)})",
+                f"schema {schema.name} of stream {stream!r} has fields {lacking} that "
+                f"p.output({stream!r}, fields=...) does not list (it lists {list(out.fields)})",
             )
         outputs.append((stream, topic, schema))
     unknown = sorted(set(config.outputs) - set(pipeline.outputs))
@@ -182,12 +211,39 @@ def build_job(config: RunConfig) -> JobPlan:
         job=job_id,
         plan=job_plan,
         inputs=tuple(inputs),
-        schemas=schemas,
+        schemas=value_schemas,
         outputs=tuple(outputs),
         dead_letter_topic=config.dead_letter_topic or f"{job_id}.dead-letter",
         key_format=config.key_format or defaults.key_format,
         client=client,
     )
+
+
+def _check_event_time(
+    config: RunConfig, kinds: set[str], schemas: Mapping[str, AvroSchema]
+) -> None:
+    """Each ``event_time`` kind is an input kind whose schema has the field, of a type that
+    holds a time (checked when the schemas are known)."""
+    label = setting("event_time").label
+    for kind, name in sorted(config.event_time.items()):
+        if kind not in kinds:
+            raise ConfigError(label, f"{kind}={name}: no input topic is of event kind {kind!r}")
+        schema = schemas.get(kind)
+        if schema is None:
+            continue
+        types = {f["name"]: field_kind(f["type"]) for f in schema.raw["fields"]}
+        if name not in types:
+            raise ConfigError(
+                label,
+                f"{kind}={name}: schema {schema.name} has no field {name!r}; it has "
+                f"{sorted(types)}",
+            )
+        if types[name] not in EVENT_TIME_KINDS:
+            raise ConfigError(
+                label,
+                f"{kind}={name}: field {name!r} of {schema.name} is {types[name] or 'not flat'}; "
+                f"an event time is {' or '.join(EVENT_TIME_KINDS)} (epoch ms or ISO-8601 text)",
+            )
 
 
 def resolve_ranges(config: RunConfig, topics: list[str]) -> ResolvedRanges:
@@ -223,8 +279,13 @@ def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
         "inputs": [list(i) for i in job.inputs],
         "schemas": {k: s.text for k, s in sorted(job.schemas.items())},
         "value_format": c.value_format,
+        # Only when set, so that older manifests (without it) still match.
+        **({"event_time": dict(sorted(c.event_time.items()))} if c.event_time else {}),
         "key_format": job.key_format,
-        "outputs": [[stream, topic, schema.text] for stream, topic, schema in job.outputs],
+        "outputs": [
+            [stream, topic, schema.text if schema else _declared_fields(job, stream)]
+            for stream, topic, schema in job.outputs
+        ],
         "output_format": c.output_format,
         "dead_letter_topic": job.dead_letter_topic,
         "start": c.start,
@@ -233,6 +294,37 @@ def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
         "workers": _workers(c),
         "epoch_size": _epoch_size(c),
     }
+
+
+def _declared_fields(job: JobPlan, stream: str) -> list[str]:
+    """The fields ``p.output(stream, fields=...)`` lists ([]: each record's own)."""
+    return list(job.plan.pipeline.outputs[stream].fields)
+
+
+def _output_target(
+    job: JobPlan,
+    stream: str,
+    topic: str,
+    schema: AvroSchema | None,
+    partitions: int,
+    registry: Any,
+) -> OutputTarget:
+    config = job.config
+    if schema is None:
+        # JSON without a schema: the declared fields in their order, or each record's own.
+        fields = tuple(_declared_fields(job, stream))
+        return OutputTarget(stream, topic, partitions, fields, JsonRecordEncoder(fields))
+    return OutputTarget(
+        stream,
+        topic,
+        partitions,
+        tuple(f["name"] for f in schema.raw["fields"]),
+        value_encoder(
+            config.output_format,
+            schema,
+            schema_id=_output_schema_id(registry, topic, schema, config),
+        ),
+    )
 
 
 class Terminated(ConnectorError):  # noqa: N818 - a condition
@@ -428,23 +520,17 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
                     config.value_format,
                     job.schemas[kind],
                     key_format=job.key_format,  # type: ignore[arg-type]
+                    # The value's "ts" is dropped (the record timestamp is the event time)
+                    # unless it is the event time.
+                    exclude=() if config.event_time.get(kind) == "ts" else ("ts",),
                     registry=registry,
                 ),
+                config.event_time.get(kind),
             )
             for topic, kind in job.inputs
         }
         targets = {
-            stream: OutputTarget(
-                stream,
-                topic,
-                counts[topic],
-                tuple(f["name"] for f in schema.raw["fields"]),
-                value_encoder(
-                    config.output_format,
-                    schema,
-                    schema_id=_output_schema_id(registry, topic, schema, config),
-                ),
-            )
+            stream: _output_target(job, stream, topic, schema, counts[topic], registry)
             for stream, topic, schema in job.outputs
         }
         progress = Progress(metrics, config.progress, out)

@@ -31,7 +31,7 @@ from connector.kafka.partitioner import java_partition, partition_decimal_keys
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics
 from connector.runtime import failpoints
-from connector.serde.values import ValueEncoder
+from connector.serde.values import JsonRecordEncoder, ValueEncoder
 from engine.executors.base import RunStats
 from engine.log import Epoch
 from engine.output import ABSENT, OutputChunk
@@ -73,8 +73,9 @@ class OutputTarget:
     stream: str
     topic: str
     partitions: int
+    #: Fields every record must carry; empty: each record's own (JSON without a schema).
     fields: tuple[str, ...]
-    encoder: ValueEncoder
+    encoder: ValueEncoder | JsonRecordEncoder
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,7 +161,7 @@ class KafkaSink:
                 f"output stream {chunk.output!r} lacks fields {missing} of its schema; emit "
                 "them or choose a schema that matches the pipeline's output"
             )
-        columns = {f: chunk.columns[f] for f in target.fields}
+        columns = {f: chunk.columns[f] for f in target.fields or chunk.columns}
         if keep is not None:
             rows = np.flatnonzero(keep)
             skipped = len(seq) - len(rows)
@@ -170,8 +171,9 @@ class KafkaSink:
             columns = {f: c[rows] for f, c in columns.items()}
             keys = [keys[i] for i in rows.tolist()]
             partitions, seq = partitions[rows], seq[rows]
-        # After the resume skip: records written before the restart are not judged again.
-        _check_present(chunk.output, seq, columns)
+        if target.fields:
+            # After the resume skip: records written before the restart are not judged again.
+            _check_present(chunk.output, seq, columns)
         values = target.encoder.encode(columns)
         index = seq - coords.seq_start
         # Built with C-level loops (zip, map): per-record Python code here cost ~3 µs a record.

@@ -154,6 +154,10 @@ def prepare_outputs(
     metadata = admin.list_topics(timeout=_TIMEOUT_S)
     every = [*topics, *([dead_letter] if dead_letter is not None else [])]
     missing = [t for t in every if t.topic not in metadata.topics]
+    existing = [t for t in every if t not in missing]
+    # Existing topics are checked first: a refusal (another job's records) leaves nothing
+    # created behind, not even the dead-letter topic.
+    points = _resume_points(client, existing, metadata, dead_letter, job) if existing else {}
     if missing:
         create_topics(
             client,
@@ -164,9 +168,19 @@ def prepare_outputs(
         )
         metadata = admin.list_topics(timeout=_TIMEOUT_S)
     counts = {t.topic: len(metadata.topics[t.topic].partitions) for t in topics}
-    existing = [t for t in every if t not in missing]
-    if not existing:
-        return {}, counts
+    if points:
+        logger.info("resuming job %s: %d output partitions already hold records", job, len(points))
+    return points, counts
+
+
+def _resume_points(
+    client: Mapping[str, Any],
+    existing: Sequence[OutputTopic],
+    metadata: Any,
+    dead_letter: OutputTopic | None,
+    job: str,
+) -> dict[tuple[str, int], ResumePoint]:
+    """Resume points of the existing output topics; ConfigError if one holds other records."""
     consumer = Consumer(
         {
             **client,
@@ -195,9 +209,7 @@ def prepare_outputs(
                     points[(t.topic, partition)] = point
     finally:
         consumer.close()
-    if points:
-        logger.info("resuming job %s: %d output partitions already hold records", job, len(points))
-    return points, counts
+    return points
 
 
 def dead_lettered_offsets(

@@ -12,8 +12,9 @@ every bad record with its reason, so that the reader can dead-letter it or fail 
 * ``undecodable``: anything else (bad framing, a body that fastavro would reject or leave bytes
   of, a writer schema that cannot be read as the reader's, JSON of the wrong shape).
 
-Columns are the schema's fields except ``exclude`` (the event time is the Kafka timestamp, so
-the value's ``ts`` is dropped), typed long: int64, int: int32, boolean: bool, float: float32,
+Columns are the schema's fields except ``exclude`` (by default the value's ``ts``: the event
+time is the Kafka timestamp unless ``--event-time`` names a field, see
+:mod:`connector.serde.event_time`), typed long: int64, int: int32, boolean: bool, float: float32,
 double: float64, string: StringColumn. Avro values are decoded in bulk by
 :mod:`connector.serde.avro_decode`, exactly as fastavro decodes them one at a time.
 :func:`value_encoder` does the reverse for output topics.
@@ -44,18 +45,21 @@ from connector.serde.avro_decode import (
     string_column,
 )
 from engine.log import Column, StringColumn, concat_columns, take_column
+from engine.output import ABSENT
 
 __all__ = [
     "KEY_FORMATS",
     "VALUE_FORMATS",
     "BadReason",
     "DecodedBatch",
+    "JsonRecordEncoder",
     "KeyFormat",
     "RecordProblem",
     "SchemaRegistry",
     "ValueDecoder",
     "ValueEncoder",
     "ValueFormat",
+    "check_schema",
     "value_decoder",
     "value_encoder",
 ]
@@ -472,6 +476,17 @@ def value_decoder(
     return ValueDecoder(fmt, schema, key_format, outputs, registry)
 
 
+def check_schema(schema: AvroSchema, label: str) -> None:
+    """ConfigError labelled ``label`` unless ``schema`` can be read into and written from
+    columns (a flat record of simple fields, defaults of their type): checked with the
+    settings, before a run creates or writes anything."""
+    try:
+        _schema_fields(schema)
+        _defaults(schema)
+    except ConfigError as exc:
+        raise ConfigError(label, exc.message) from None
+
+
 def _schema_fields(schema: AvroSchema) -> list[tuple[str, BulkKind]]:
     fields: list[tuple[str, BulkKind]] = []
     for field in schema.raw["fields"]:
@@ -576,6 +591,65 @@ def _json_cells(name: str, kind: BulkKind, column: npt.NDArray[Any]) -> list[Any
         if not isinstance(item, str):
             raise SerdeError(f"field {name!r}: expected str values, got {type(item).__name__}")
     return items  # type: ignore[no-any-return]
+
+
+class JsonRecordEncoder:
+    """Encodes output columns as JSON objects without a schema (``--output-format json`` and
+    no output schema): the values are the records' own, as JSON has them.
+
+    ``fields`` are the fields every record must carry, in this order (``p.output(...,
+    fields=...)``); empty means each record's own fields, in the order the stream first
+    emitted them, a field the record lacks left out (a column cell :data:`ABSENT`).
+    Integers stay integers and floats round-trip exactly (``repr``); NaN and infinities,
+    bytes and other values JSON cannot hold are a SerdeError naming the field.
+    """
+
+    def __init__(self, fields: Sequence[str] = ()):
+        self.fields = tuple(fields)
+
+    def encode(self, columns: Mapping[str, npt.NDArray[Any] | StringColumn]) -> list[bytes]:
+        """One value per row (see the class docstring)."""
+        names = list(self.fields or columns)
+        missing = [name for name in names if name not in columns]
+        if missing:
+            raise SerdeError(f"no column for field(s) {', '.join(missing)}")
+        cells = [_python_values(columns[name]) for name in names]
+        rows = len(cells[0]) if cells else 0
+        out: list[bytes] = []
+        for row in range(rows):
+            record = {
+                name: cell[row]
+                for name, cell in zip(names, cells, strict=True)
+                if cell[row] is not ABSENT
+            }
+            try:
+                text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+            except (TypeError, ValueError) as exc:
+                bad = next((n for n, v in record.items() if not _json_safe(v)), "?")
+                raise SerdeError(
+                    f"field {bad!r} holds {record.get(bad)!r}, which JSON cannot hold ({exc}); "
+                    "emit ints, floats (finite), strings, booleans, None, lists or dicts"
+                ) from None
+            out.append(text.encode())
+        return out
+
+
+def _python_values(column: npt.NDArray[Any] | StringColumn) -> list[Any]:
+    """A column's cells as Python values (numpy scalars in object columns too)."""
+    if isinstance(column, StringColumn):
+        return column.decode().tolist()  # type: ignore[no-any-return]
+    values: list[Any] = np.asarray(column).tolist()
+    if column.dtype == np.object_:
+        values = [v.item() if isinstance(v, np.generic) else v for v in values]
+    return values
+
+
+def _json_safe(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def value_encoder(

@@ -47,6 +47,7 @@ SETTING_OF_VALUE = {
     "valueFormat": "value_format",
     "keyFormat": "key_format",
     "schemas": "schemas",
+    "eventTime": "event_time",
     "schemaRegistry.url": "schema_registry_url",
     "schemaRegistry.caFile": "schema_registry_ca_location",
     "schemaRegistry.certFile": "schema_registry_cert_location",

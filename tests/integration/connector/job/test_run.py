@@ -9,6 +9,7 @@ import uuid
 import fastavro
 import numpy as np
 import pytest
+from confluent_kafka.admin import AdminClient
 
 import connector.job.run as run_module
 from connector.config import RunConfig
@@ -131,6 +132,9 @@ def test_refuses_an_output_topic_holding_another_jobs_records(
     )
     with pytest.raises(ConfigError, match=f"written by job '{first.job_id}'"):
         run_job(second, out=io.StringIO())
+    # Refused before anything was created: not even its dead-letter topic.
+    topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
+    assert f"{second.job_id}.dead-letter" not in topics
 
 
 def test_rerun_of_the_same_job_skips_what_is_written(

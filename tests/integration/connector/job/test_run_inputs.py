@@ -20,6 +20,7 @@ from connector.cli.app import main
 from connector.config import RunConfig
 from connector.input.dead_letters import BadRecordError
 from connector.job.run import run_job
+from connector.kafka.producer import TopicSpec, create_topics
 from connector.serde.avro import confluent_header, encode_value, load_schema
 from connector.serde.schema_registry import register_value_schema, registry_client
 from tests.support.broker import NewTopic, ReadRange
@@ -34,12 +35,21 @@ def _message(i: int, sender: int) -> bytes:
     return encode_value(MESSAGE, record)
 
 
-def _config(broker: LocalBroker, topic: str, **kw: Any) -> RunConfig:
+@pytest.fixture(scope="module")
+def no_friendships(broker: LocalBroker) -> str:
+    """An empty topic for the spam rules' friendship kind (a kind without an input topic is
+    refused); these tests are about messages."""
+    name = f"restream-test-{uuid.uuid4().hex[:12]}"
+    create_topics(broker.bootstrap, [TopicSpec(name, 1)])
+    return name
+
+
+def _config(broker: LocalBroker, topic: str, friendships: str, **kw: Any) -> RunConfig:
     values: dict[str, Any] = {
         "job_id": f"job-{uuid.uuid4().hex[:10]}",
         "bootstrap_servers": broker.bootstrap,
         "pipeline": "social-spam",
-        "inputs": ((topic, "message"),),
+        "inputs": ((topic, "message"), (friendships, "friendship")),
         "executor": "batch",
         "epoch_size": 50,
         "progress": "none",
@@ -58,7 +68,11 @@ def _produce(
 
 
 def test_each_kind_of_bad_record_is_dead_lettered_with_its_reason(
-    broker: LocalBroker, new_topic: NewTopic, producer: Producer, read_range: ReadRange
+    broker: LocalBroker,
+    new_topic: NewTopic,
+    producer: Producer,
+    read_range: ReadRange,
+    no_friendships: str,
 ) -> None:
     topic = new_topic(partitions=2)
     rows: list[tuple[int, bytes | None, bytes | None]] = [
@@ -69,7 +83,7 @@ def test_each_kind_of_bad_record_is_dead_lettered_with_its_reason(
         (1, b"6", _message(4, 6)),
     ]
     _produce(producer, topic, rows)
-    config = _config(broker, topic)
+    config = _config(broker, topic, no_friendships)
     report = run_job(config, out=io.StringIO())
     assert report.events == 2
     assert report.bad_records == {"undecodable": 1, "null-value": 1, "wrong-key-type": 1}
@@ -85,20 +99,26 @@ def test_each_kind_of_bad_record_is_dead_lettered_with_its_reason(
 
 
 def test_fail_policy_stops_with_the_records_coordinates(
-    broker: LocalBroker, new_topic: NewTopic, producer: Producer
+    broker: LocalBroker, new_topic: NewTopic, producer: Producer, no_friendships: str
 ) -> None:
     topic = new_topic(partitions=1)
     _produce(producer, topic, [(0, b"5", _message(0, 5)), (0, b"5", b"garbage")])
     with pytest.raises(BadRecordError, match=f"{topic}/0@1 \\(undecodable\\)"):
-        run_job(_config(broker, topic, on_bad_record="fail"), out=io.StringIO())
+        run_job(_config(broker, topic, no_friendships, on_bad_record="fail"), out=io.StringIO())
 
 
 def test_unknown_schema_ids_are_dead_lettered(
-    broker: LocalBroker, new_topic: NewTopic, producer: Producer, read_range: ReadRange
+    broker: LocalBroker,
+    new_topic: NewTopic,
+    producer: Producer,
+    read_range: ReadRange,
+    no_friendships: str,
 ) -> None:
     topic = new_topic(partitions=1)
     url = f"mock://{uuid.uuid4().hex}"
-    config = _config(broker, topic, value_format="avro-confluent", schema_registry_url=url)
+    config = _config(
+        broker, topic, no_friendships, value_format="avro-confluent", schema_registry_url=url
+    )
     schema_id = register_value_schema(registry_client(config), topic, MESSAGE)
     good = confluent_header(schema_id) + _message(0, 5)
     unknown = confluent_header(schema_id + 1000) + _message(1, 5)
@@ -111,17 +131,24 @@ def test_unknown_schema_ids_are_dead_lettered(
 
 
 def test_group_start_reads_from_committed_offsets_and_leaves_the_group_alone(
-    broker: LocalBroker, new_topic: NewTopic, producer: Producer
+    broker: LocalBroker, new_topic: NewTopic, producer: Producer, no_friendships: str
 ) -> None:
     topic = new_topic(partitions=2)
     _produce(producer, topic, [(i % 2, b"7", _message(i, 7)) for i in range(10)])
     group = f"app-{uuid.uuid4().hex[:8]}"
     committer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": group})
     committer.commit(
-        offsets=[TopicPartition(topic, 0, 3), TopicPartition(topic, 1, 1)], asynchronous=False
+        offsets=[
+            TopicPartition(topic, 0, 3),
+            TopicPartition(topic, 1, 1),
+            TopicPartition(no_friendships, 0, 0),
+        ],
+        asynchronous=False,
     )
     committer.close()
-    report = run_job(_config(broker, topic, start=f"group:{group}"), out=io.StringIO())
+    report = run_job(
+        _config(broker, topic, no_friendships, start=f"group:{group}"), out=io.StringIO()
+    )
     assert report.events == (5 - 3) + (5 - 1)
     admin = AdminClient({"bootstrap.servers": broker.bootstrap})
     request = ConsumerGroupTopicPartitions(
@@ -134,12 +161,17 @@ def test_group_start_reads_from_committed_offsets_and_leaves_the_group_alone(
 
 
 def test_empty_partitions_and_several_topics(
-    broker: LocalBroker, new_topic: NewTopic, producer: Producer
+    broker: LocalBroker, new_topic: NewTopic, producer: Producer, no_friendships: str
 ) -> None:
     messages = new_topic(partitions=3)
     more = new_topic(partitions=2)
     _produce(producer, messages, [(1, b"7", _message(i, 7)) for i in range(4)])
-    config = _config(broker, messages, inputs=((messages, "message"), (more, "message")))
+    config = _config(
+        broker,
+        messages,
+        no_friendships,
+        inputs=((messages, "message"), (more, "message"), (no_friendships, "friendship")),
+    )
     report = run_job(config, out=io.StringIO())
     assert report.events == 4
     assert report.outputs == {f"{config.job_id}.scores": 4}
@@ -185,7 +217,7 @@ def _free_port() -> int:
 
 
 def test_metrics_move_while_running_and_are_pushed_at_the_end(
-    broker: LocalBroker, new_topic: NewTopic, producer: Producer, gateway: str
+    broker: LocalBroker, new_topic: NewTopic, producer: Producer, gateway: str, no_friendships: str
 ) -> None:
     topic = new_topic(partitions=1)
     producer.produce(topic, value=_message(0, 1), key=b"1", partition=0, timestamp=T0)
@@ -206,6 +238,7 @@ def test_metrics_move_while_running_and_are_pushed_at_the_end(
     config = _config(
         broker,
         topic,
+        no_friendships,
         metrics_port=port,
         metrics_host="127.0.0.1",
         pushgateway=gateway,
@@ -239,7 +272,11 @@ def test_metrics_move_while_running_and_are_pushed_at_the_end(
 
 
 def test_cli_exit_codes_and_messages(
-    broker: LocalBroker, new_topic: NewTopic, producer: Producer, capsys: pytest.CaptureFixture[str]
+    broker: LocalBroker,
+    new_topic: NewTopic,
+    producer: Producer,
+    capsys: pytest.CaptureFixture[str],
+    no_friendships: str,
 ) -> None:
     topic = new_topic(partitions=1)
     _produce(producer, topic, [(0, b"5", _message(0, 5)), (0, b"5", b"junk")])
@@ -253,12 +290,26 @@ def test_cli_exit_codes_and_messages(
         "batch",
         "--progress",
         "none",
+        "--inputs",
+        f"{no_friendships}=friendship",
     ]
+    # Forgetting the input of one of the pipeline's kinds: refused, naming it, nothing created.
+    forgot = f"f{uuid.uuid4().hex[:6]}"
+    assert main([*base[:-2], "--job-id", forgot, "--inputs", f"{topic}=message"]) == 2
+    assert "no input topic is of event kind 'friendship'" in capsys.readouterr().err
+    topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
+    assert not [t for t in topics if t.startswith(forgot)]
     missing = f"no-such-{uuid.uuid4().hex[:6]}"
     assert main([*base, "--job-id", "a1", "--inputs", f"{missing}=message"]) == 2
     assert missing in capsys.readouterr().err
     assert (
-        main([*base, "--job-id", "a2", "--inputs", f"{topic}=message", "--end", "offsets:0=99"])
+        main(
+            [
+                *base,
+                *("--job-id", "a2", "--inputs", f"{topic}=message"),
+                *("--end", f"offsets:{topic}/0=99,{no_friendships}/0=0"),
+            ]
+        )
         == 2
     )
     err = capsys.readouterr().err

@@ -245,3 +245,22 @@ def test_load_without_what_it_needs_exits_2_naming_it(
     argv = [str(tmp_path / a) if a.startswith("pay.") else a for a in argv]
     assert cli.main(argv) == 2
     assert named in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["run", "positions"])
+def test_help_lists_the_choices_of_every_choice_setting(
+    command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from connector.config import SETTINGS
+
+    monkeypatch.setenv("COLUMNS", "400")  # no line break inside avro-confluent
+    with pytest.raises(SystemExit):
+        cli.main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    choice_settings = [s for s in SETTINGS if s.kind == "choice"]
+    assert {"executor", "value_format", "on_bad_record"} <= {s.name for s in choice_settings}
+    for s in choice_settings:
+        assert s.choices, s.name
+        # In the usage line and in the flag's help, from the table's choices.
+        assert f"{s.flag} {{{','.join(s.choices)}}}" in text
+        assert "one of " + ", ".join(s.choices) in text

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError
@@ -10,7 +12,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.errors import BrokerError
-from connector.input.reader import KafkaSource, _Pending
+from connector.input.reader import KafkaSource, TopicInput, _Pending
+from connector.serde.avro import load_schema_file
+from connector.serde.values import value_decoder
 
 
 @dataclass
@@ -94,3 +98,65 @@ def test_runs_match_record_by_record(runs: list[tuple[int, int]], ends_list: lis
         want = list(range(min(next_offset[p], ends_list[p])))
         assert [m.o for m in pending[("t", p)].messages] == want
         assert pending[("t", p)].done == (next_offset[p] >= ends_list[p])
+
+
+@dataclass
+class _Record:
+    """A consumed record: what ``KafkaSource._decode`` reads of a message."""
+
+    o: int
+    v: bytes
+    ts: int = 0
+
+    def offset(self) -> int:
+        return self.o
+
+    def value(self) -> bytes:
+        return self.v
+
+    def key(self) -> bytes:
+        return b"k"
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.ts)  # TIMESTAMP_CREATE_TIME
+
+
+class _Bad:
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, str, str]] = []
+
+    def handle(self, message: _Record, problem: object) -> None:
+        self.seen.append((message.o, problem.reason, problem.detail))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("field", ["at", "ts"])
+def test_event_time_from_a_field_bad_times_are_bad_records(field: str, tmp_path: Path) -> None:
+    fields = [{"name": "card", "type": "string"}, {"name": field, "type": "string"}]
+    path = tmp_path / "Payment.avsc"
+    path.write_text(json.dumps({"type": "record", "name": "Payment", "fields": fields}))
+    schema = load_schema_file(path)
+    exclude = () if field == "ts" else ("ts",)
+    spec = TopicInput("t", "payment", value_decoder("json", schema, exclude=exclude), field)
+    source = KafkaSource.__new__(KafkaSource)
+    source._inputs = {"t": spec}
+    source._bad = _Bad()  # type: ignore[assignment]
+    rows = [
+        {"card": "a", field: "2026-10-01T12:00:00Z"},
+        {"card": "b", field: "yesterday"},
+        {"card": "c"},
+        {"card": "d", field: "1700000000000"},
+    ]
+    messages = [_Record(i, json.dumps(r).encode(), ts=99) for i, r in enumerate(rows)]
+    batch = source._decode(("t", 0), messages, final=True)  # type: ignore[arg-type]
+    assert batch.offsets.tolist() == [0, 3]
+    assert batch.ts.tolist() == [1_790_856_000_000, 1_700_000_000_000]  # not the record's 99
+    assert sorted(batch.columns) == (["card"] if field == "ts" else ["at", "card"])
+    assert source._bad.seen == [  # type: ignore[attr-defined]
+        (
+            1,
+            "undecodable",
+            f"event-time field {field!r}: 'yesterday' is neither epoch "
+            "milliseconds nor an ISO-8601 date-time",
+        ),
+        (2, "undecodable", f"field {field!r} is missing"),
+    ]

@@ -182,3 +182,17 @@ def test_source_headers_name_each_records_own_topic_partition_and_offset() -> No
         for s in out_seq.tolist()
     ]
     assert [dict(r[5])["restream.source"] for r in producer.rows] == expected
+
+
+def test_json_without_a_schema_writes_each_records_own_fields() -> None:
+    from connector.serde.values import JsonRecordEncoder
+
+    producer = _Producer()
+    target = OutputTarget("s", "out", 3, (), JsonRecordEncoder())
+    sink = KafkaSink(lambda: producer, {"s": target}, job="j1")  # type: ignore[arg-type]
+    # One record lacks "b" (records of one stream may carry different fields).
+    chunk = OutputChunk.from_records(
+        "s", [0, 1], [(7, {"a": 1, "b": 0.1}), (8, {"a": np.int64(2), "c": "x"})]
+    )
+    sink.write([chunk], _epoch(0, 2))
+    assert [r[1] for r in producer.rows] == [b'{"a":1,"b":0.1}', b'{"a":2,"c":"x"}']

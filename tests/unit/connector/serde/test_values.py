@@ -565,3 +565,32 @@ def test_json_skips_excluded_fields() -> None:
 
 def test_problem_values_compare_by_content() -> None:
     assert RecordProblem(1, "null-value", "x") == RecordProblem(1, "null-value", "x")
+
+
+def test_json_without_a_schema_keeps_values_exact_and_refuses_what_json_cannot_hold() -> None:
+    from connector.serde.values import JsonRecordEncoder
+    from engine.log import StringColumn
+    from engine.output import ABSENT
+
+    floats = np.array([0.1, 1e300, -0.0], dtype=np.float64)
+    columns = {
+        "n": np.array([1, 2**62, -3], dtype=np.int64),
+        "x": floats,
+        "s": StringColumn.encode(["a", "é", "c"]),
+        "o": np.array([True, None, ABSENT], dtype=object),
+    }
+    values = JsonRecordEncoder(("s", "n", "x", "o")).encode(columns)
+    rows = [json.loads(v) for v in values]
+    assert rows == [
+        {"s": "a", "n": 1, "x": 0.1, "o": True},
+        {"s": "é", "n": 2**62, "x": 1e300, "o": None},
+        {"s": "c", "n": -3, "x": -0.0},
+    ]
+    assert [r["x"] for r in rows] == floats.tolist()  # floats round-trip bit for bit
+    assert list(rows[0]) == ["s", "n", "x", "o"]  # the declared order
+    for bad in (float("nan"), b"bytes"):
+        column = np.array([bad], dtype=object)
+        with pytest.raises(SerdeError, match=r"field 'v' holds .*which JSON cannot hold"):
+            JsonRecordEncoder().encode({"v": column})
+    with pytest.raises(SerdeError, match="no column for field"):
+        JsonRecordEncoder(("missing",)).encode({"v": np.array([1])})
