@@ -158,8 +158,8 @@ def test_the_executor_runs_with_the_replay_collector_thresholds(
     seen: list[tuple[int, int, int]] = []
     make = run_module._executor
 
-    def recording(config: RunConfig) -> object:
-        executor = make(config)
+    def recording(config: RunConfig, events: int | None = None) -> object:
+        executor = make(config, events)
         run = executor.run
 
         def run_and_record(*args: object, **kwargs: object) -> object:
