@@ -102,7 +102,16 @@ def _timestamps(frame: pl.DataFrame, column: str) -> np.ndarray:
         raise ConfigError(
             "--timestamp", f"column {column!r} is not epoch milliseconds or ISO-8601: {exc}"
         ) from exc
-    return np.asarray(series.cast(pl.Int64).to_numpy(), dtype=np.int64)
+    ts = np.asarray(series.cast(pl.Int64).to_numpy(), dtype=np.int64)
+    if len(ts) and ts.min() < 1:
+        # Kafka has no negative timestamps, and its clients take 0 (and -1) as "now".
+        row = int(np.argmin(ts))
+        raise ConfigError(
+            "--timestamp",
+            f"column {column!r} is {ts[row]} in row {row}: Kafka record timestamps start at "
+            "1 (1970-01-01T00:00:00.001Z); clients write 0 and below as the current time",
+        )
+    return ts
 
 
 def _keys(frame: pl.DataFrame, column: str | None) -> list[bytes | None]:

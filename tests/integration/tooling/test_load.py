@@ -80,6 +80,10 @@ def test_bad_input_is_refused_naming_the_flag(broker: LocalBroker, tmp_path: Pat
         load_file(path, bootstrap=broker.bootstrap, topic=topic, timestamp="card")
     with pytest.raises(ConfigError, match=r"--format: cannot tell the format"):
         load_file(tmp_path / "p.txt", bootstrap=broker.bootstrap, topic=topic, timestamp="when")
+    early = tmp_path / "early.jsonl"
+    early.write_text('{"ts": 5}\n{"ts": 0}\n')
+    with pytest.raises(ConfigError, match=r"--timestamp: column 'ts' is 0 in row 1: Kafka record"):
+        load_file(early, bootstrap=broker.bootstrap, topic=topic, timestamp="ts")
     load_file(path, bootstrap=broker.bootstrap, topic=topic, timestamp="when")
     with pytest.raises(ConfigError, match=r"--topic: .* already holds records"):
         load_file(path, bootstrap=broker.bootstrap, topic=topic, timestamp="when")
