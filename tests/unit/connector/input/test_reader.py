@@ -1,4 +1,5 @@
-"""The bounded reader's bookkeeping: runs, end offsets, gaps and end-of-partition events."""
+"""The bounded reader's bookkeeping: runs, end offsets, gaps and end-of-partition events;
+what it counts as a bad record besides the decoder's problems."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from confluent_kafka import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connector.config import BadRecordLimit
 from connector.errors import BrokerError
-from connector.input.reader import KafkaSource, _Pending
+from connector.input.dead_letters import EVENT_TIME_RANGE, BadRecords
+from connector.input.reader import KafkaSource, TopicInput, _Pending
+from connector.serde.avro import encode_value, load_schema
+from connector.serde.values import value_decoder
 
 
 @dataclass
@@ -94,3 +99,66 @@ def test_runs_match_record_by_record(runs: list[tuple[int, int]], ends_list: lis
         want = list(range(min(next_offset[p], ends_list[p])))
         assert [m.o for m in pending[("t", p)].messages] == want
         assert pending[("t", p)].done == (next_offset[p] >= ends_list[p])
+
+
+@dataclass
+class _Record:
+    """A consumed record as the decoding step reads it."""
+
+    o: int
+    ts: int
+    value_: bytes | None
+    key_: bytes | None = b"5"
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self.o
+
+    def value(self) -> bytes | None:
+        return self.value_
+
+    def key(self) -> bytes | None:
+        return self.key_
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self.ts)
+
+    def headers(self) -> None:
+        return None
+
+
+def test_event_times_outside_1970_to_2200_are_bad_records() -> None:
+    schema = load_schema("social/Message")
+
+    def message(i: int) -> bytes:
+        return encode_value(
+            schema, {"message_id": i, "ts": 0, "sender": 5, "recipient": 1, "content": "hi"}
+        )
+
+    source = KafkaSource.__new__(KafkaSource)
+    source._inputs = {
+        "in": TopicInput("in", "message", value_decoder("avro", schema, key_format="decimal"))
+    }
+    bad = BadRecords("fail", job="j", topic=None, producer=None, limit=BadRecordLimit(count=9))
+    handled: list[tuple[int, str, str]] = []  # what the policy was handed, in order
+    bad.handle = lambda m, p: handled.append((m.offset(), p.reason, p.detail))  # type: ignore[method-assign]
+    source._bad = bad
+    lo, hi = EVENT_TIME_RANGE
+    stamps = [lo, -1_000, hi - 1, hi, 253_402_300_799_000, 1_700_000_000_000]
+    records = [_Record(i, ts, message(i)) for i, ts in enumerate(stamps)]
+    batch = source._decode(("in", 0), records, final=True)  # type: ignore[arg-type]
+    assert batch.offsets.tolist() == [0, 2, 5]
+    assert batch.ts.tolist() == [lo, hi - 1, 1_700_000_000_000]
+    assert batch.columns["message_id"].tolist() == [0, 2, 5]  # type: ignore[union-attr]
+    assert [(o, r) for o, r, _ in handled] == [
+        (1, "bad-timestamp"),
+        (3, "bad-timestamp"),
+        (4, "bad-timestamp"),
+    ]
+    assert "before 1970-01-01" in handled[0][2] and "2200-01-01" in handled[1][2]
+    assert bad.records_read == 6
