@@ -198,6 +198,10 @@ class DeadLetterProducer(Protocol):
         """Queue one record."""
         ...
 
+    def flush(self, timeout_s: float = 120.0) -> None:
+        """Wait until every queued record is delivered (ConnectorError if not)."""
+        ...
+
 
 class BadRecords:
     """Applies the bad-record policy; see the module docstring."""
@@ -255,7 +259,14 @@ class BadRecords:
             return
         share = 100 * self.total / self.records_read if self.records_read else 100.0
         reasons = ", ".join(f"{n} {r}" for r, n in sorted(self.counts.items()))
-        where = f"; they are in {self.topic}" if self.policy == "dead-letter" else ""
+        where = ""
+        if self.policy == "dead-letter" and self._producer is not None:
+            # The job stops here: deliver what was dead-lettered, for the reader to inspect.
+            try:
+                self._producer().flush(30.0)
+                where = f"; they are in {self.topic}"
+            except ConnectorError as exc:
+                logger.error("dead letters of %s not all delivered: %s", self.topic, exc)
         raise BadRecordLimitError(
             f"{self.total} bad records of {self.records_read} read ({share:.1f}%: {reasons}) "
             f"exceed {setting('max_bad_records').label} {limit}{where}; check the input "

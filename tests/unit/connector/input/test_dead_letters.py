@@ -55,6 +55,7 @@ class _Msg:
 
 @dataclass
 class _Producer:
+    flushed: int = 0
     records: list[
         tuple[str, bytes | None, bytes | None, list[tuple[str, bytes | None]], int | None]
     ] = field(default_factory=list)
@@ -68,6 +69,9 @@ class _Producer:
         timestamp: int | None = None,
     ) -> None:
         self.records.append((topic, value, key, list(headers or []), timestamp))
+
+    def flush(self, timeout_s: float = 120.0) -> None:
+        self.flushed += 1
 
 
 def _size(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]]) -> int:
@@ -131,7 +135,8 @@ def test_a_huge_key_is_cut_too_and_huge_headers_are_dropped() -> None:
 
 
 def test_past_a_count_of_bad_records_the_job_stops_naming_count_and_limit() -> None:
-    bad = _bad(_Producer(), limit="2")
+    producer = _Producer()
+    bad = _bad(producer, limit="2")
     for i in range(2):
         bad.handle(_Msg(b"?", offset_=i), UNDECODABLE)  # type: ignore[arg-type]
     bad.read(10)
@@ -142,6 +147,7 @@ def test_past_a_count_of_bad_records_the_job_stops_naming_count_and_limit() -> N
     assert "3 bad records of 20 read" in message
     assert "max_bad_records (--max-bad-records, RESTREAM_MAX_BAD_RECORDS) 2" in message
     assert "1 null-value, 2 undecodable" in message and "j.dead-letter" in message
+    assert producer.flushed == 1  # what was dead-lettered is delivered before the job stops
 
 
 def test_a_job_whose_records_are_all_bad_fails_at_the_end_however_small() -> None:
