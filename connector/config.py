@@ -48,6 +48,7 @@ __all__ = [
     "KEY_FORMATS",
     "SETTINGS",
     "VALUE_FORMATS",
+    "BadRecordLimit",
     "BadRecordPolicy",
     "ExecutorName",
     "KeyFormat",
@@ -274,6 +275,14 @@ SETTINGS: tuple[Setting, ...] = (
         "dead-letter",
         choices=get_args(BadRecordPolicy),
     ),
+    _s(
+        "max_bad_records",
+        "str",
+        "fail the job (exit 1) once more input records than this are bad: a count N, or a "
+        "share P% of the records read (checked from 10,000 records on and at the end)",
+        "50%",
+        metavar="N|P%",
+    ),
     _s("executor", "choice", "how to run the pipeline", "parallel", choices=get_args(ExecutorName)),
     _s("workers", "int", "worker processes of the parallel executor; 0: one per CPU", 0, minimum=0),
     _s(
@@ -388,6 +397,7 @@ class RunConfig:
     output_replication_factor: int = _default("output_replication_factor")
     dead_letter_topic: str | None = _default("dead_letter_topic")
     on_bad_record: BadRecordPolicy = _default("on_bad_record")
+    max_bad_records: str = _default("max_bad_records")
     executor: ExecutorName = _default("executor")
     workers: int = _default("workers")
     epoch_size: int = _default("epoch_size")
@@ -433,6 +443,47 @@ class RunConfig:
         return out
 
 
+_BAD_LIMIT = re.compile(r"^\s*(\d+)\s*$|^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+@dataclass(frozen=True, slots=True)
+class BadRecordLimit:
+    """``max_bad_records``: at most ``count`` bad records, or at most ``percent`` % of the
+    records read (``100%`` never fails)."""
+
+    count: int | None = None
+    percent: float | None = None
+
+    #: A share is judged only from this many records read on (and always at the end), so
+    #: that a burst of bad records at the start of a long job does not stop it.
+    MIN_RECORDS_FOR_SHARE = 10_000
+
+    @classmethod
+    def parse(cls, text: str) -> BadRecordLimit:
+        """``"N"`` or ``"P%"``; ValueError saying what is wrong otherwise."""
+        m = _BAD_LIMIT.match(text)
+        if m is None:
+            raise ValueError(f"{text!r} is not a count N (e.g. 1000) or a share P% (e.g. 5%)")
+        if m.group(1) is not None:
+            return cls(count=int(m.group(1)))
+        percent = float(m.group(2))
+        if percent > 100:
+            raise ValueError(f"{text!r} is a share above 100%")
+        return cls(percent=percent)
+
+    def exceeded(self, bad: int, read: int, *, final: bool) -> bool:
+        """Whether ``bad`` of ``read`` records break the limit (``final``: the whole input)."""
+        if self.count is not None:
+            return bad > self.count
+        assert self.percent is not None
+        if not final and read < self.MIN_RECORDS_FOR_SHARE:
+            return False
+        return read > 0 and bad * 100 > self.percent * read
+
+    def __str__(self) -> str:
+        return str(self.count) if self.count is not None else f"{self.percent:g}%"
+
+
 def is_secret_key(key: str) -> bool:
     """Whether a Kafka client setting holds a secret (its value is never shown)."""
     lowered = key.lower()
@@ -462,6 +513,10 @@ def _validate(c: RunConfig) -> None:
         raise bad("metrics_port", f"must be a TCP port (0-65535), got {c.metrics_port}")
     if c.checkpoint_dir is not None and c.executor == "serial":
         raise bad("checkpoint_dir", "the serial executor cannot checkpoint; use batch or parallel")
+    try:
+        BadRecordLimit.parse(c.max_bad_records)
+    except ValueError as exc:
+        raise bad("max_bad_records", str(exc)) from None
     if c.output_replication_factor == 0:
         raise bad(
             "output_replication_factor", f"must be -1 or >= 1, got {c.output_replication_factor}"
@@ -622,7 +677,7 @@ def add_settings_arguments(
     for s in SETTINGS:
         if only is not None and s.name not in only:
             continue
-        help_text = s.help_text()
+        help_text = s.help_text().replace("%", "%%")  # argparse %-formats help
         if s.kind in ("list", "mapping"):
             parser.add_argument(
                 s.flag, dest=s.name, action="append", metavar=s.metavar, help=help_text

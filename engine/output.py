@@ -12,6 +12,7 @@ worker count and batching never change a record).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
@@ -125,12 +126,36 @@ def collect() -> _Collector:
 def canonical_bytes(chunks: Iterable[OutputChunk]) -> dict[str, bytes]:
     """Per output stream, a byte string that is equal iff the records are identical.
 
-    ``repr`` of Python ints, bools, strings and floats is exact (floats round-trip), and
-    tells ``True`` from ``1`` and ``-0.0`` from ``0.0``.
+    A record is its ``seq`` (which event produced it: the sink writes it in the
+    ``restream.seq`` header and a restart skips by it), its key and its fields. Floats are
+    their exact IEEE-754 bits (``repr`` would print every NaN alike and hide a payload);
+    ints, bools, strings and the rest are their ``repr``, which tells ``True`` from ``1``.
     """
     out: dict[str, list[str]] = {}
     for chunk in chunks:
         lines = out.setdefault(chunk.output, [])
-        for key, value in chunk.records():
-            lines.append(repr((key, sorted(value.items()))))
+        seqs = chunk.seq.tolist()
+        for seq, (key, value) in zip(seqs, chunk.records(), strict=True):
+            fields = ",".join(f"{name!r}:{_canonical(v)}" for name, v in sorted(value.items()))
+            lines.append(f"{seq}|{_canonical(key)}|{fields}")
     return {name: "\n".join(lines).encode() for name, lines in out.items()}
+
+
+def _canonical(value: Any) -> str:
+    """Exact text of one value: floats (numpy's too) by their bits, containers item by item."""
+    if isinstance(value, (bool, np.bool_)):
+        return repr(bool(value))
+    if isinstance(value, np.floating) and not isinstance(value, np.float64):
+        # float32 and the like widen to a double exactly, NaN payload included.
+        value = float(value)
+    if isinstance(value, float):
+        return "f" + struct.pack(">d", value).hex()
+    if isinstance(value, np.integer):
+        return repr(int(value))
+    if isinstance(value, (tuple, list)):
+        inner = ",".join(_canonical(v) for v in value)
+        return f"{type(value).__name__}[{inner}]"
+    if isinstance(value, dict):
+        items = sorted((repr(k), _canonical(v)) for k, v in value.items())
+        return "dict{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
+    return repr(value)

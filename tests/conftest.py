@@ -16,15 +16,17 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from tests.support.budget import examples
+from tests.support.hypothesis_profiles import PROFILE, session_seed, suite_settings
 from tooling.broker import BOOTSTRAP_ENV, resolve_broker_kind
 
 pytest_plugins = ["tests.support.broker", "tests.support.executors"]
 
-# Property tests without an explicit count get the same budget as an explicit
-# ``examples(100)`` (tests/support/budget.py, the one knob): 100 in CI, 10 at a prompt.
-settings.register_profile("restream", max_examples=examples(100))
-settings.load_profile("restream")
+# Hypothesis has loaded its derandomized ``ci`` profile if it saw CI set; the suite's profile
+# varies the examples there too (tests/support/hypothesis_profiles.py).
+_CI = settings.get_current_profile_name() == "ci"
+settings.register_profile(PROFILE, suite_settings(ci=_CI))
+settings.load_profile(PROFILE)
+_SEED_KEY = pytest.StashKey[str]()
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
 
@@ -39,8 +41,39 @@ def _root_logging_restored() -> Iterator[None]:
     root.setLevel(level)
 
 
-def pytest_report_header(config: pytest.Config) -> str:
-    """Say which broker integration tests will use, before any starts."""
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    """In CI, force one fresh seed on every property test (before Hypothesis' plugin reads
+    ``--hypothesis-seed``), so that a failure can be replayed; see hypothesis_profiles."""
+    given = config.getoption("hypothesis_seed", None)
+    seed = session_seed(given, ci=_CI)
+    if seed is not None:
+        config.option.hypothesis_seed = str(seed)
+        given = str(seed)
+    if given is not None:
+        config.stash[_SEED_KEY] = given
+
+
+def _hypothesis_line(config: pytest.Config) -> str:
+    seed = config.stash.get(_SEED_KEY, None)
+    if seed is None:
+        return (
+            f"hypothesis: profile {PROFILE!r}, random examples per test; failures are replayed "
+            "first from the example database (.hypothesis/)"
+        )
+    return (
+        f"hypothesis: profile {PROFILE!r}, seed {seed}; replay these examples with "
+        f"--hypothesis-seed={seed} (and RESTREAM_THOROUGH=1 for CI's counts)"
+    )
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    """Say how property tests draw examples, and which broker integration tests will use,
+    before any starts."""
+    return [_hypothesis_line(config), _broker_line()]
+
+
+def _broker_line() -> str:
     kind = resolve_broker_kind()
     if kind == "external":
         return f"broker: external cluster at {os.environ[BOOTSTRAP_ENV]} ({BOOTSTRAP_ENV})"
@@ -59,7 +92,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Name the broker that ran, its address and how long it took to start."""
+    """Name the broker that ran, its address and how long it took to start; repeat the
+    Hypothesis seed where a failure's reader looks."""
+    terminalreporter.write_line(_hypothesis_line(terminalreporter.config))
     # Imported here, not at the top: pytest must import the plugin itself (pytest_plugins) to
     # rewrite its asserts.
     from tests.support.broker import SESSION_BROKER

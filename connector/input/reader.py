@@ -11,7 +11,10 @@ part of the log.
 
 Records that cannot be used go to :class:`~connector.input.dead_letters.BadRecords`
 (dead-lettered or fatal, by policy); the batch then carries only the good rows, with their
-own offsets.
+own offsets. Besides what the decoder rejects, a record is bad when it has no timestamp
+(``undecodable``) or when its timestamp, the event time, is before 1970-01-01 or not before
+2200-01-01 (``bad-timestamp``): such a time is a producer's bug, and one of them would make
+every event-time figure of the job (replay speed, windows, watermark) absurd.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connector.errors import BrokerError
-from connector.input.dead_letters import BadRecords
+from connector.input.dead_letters import EVENT_TIME_RANGE, BadRecords
 from connector.observability.metrics import JobMetrics
 from connector.positions.ranges import PartitionRange
 from connector.serde.event_time import event_times
@@ -160,6 +163,8 @@ class KafkaSource:
                         consumer.pause([TopicPartition(*key)])
         finally:
             consumer.close()
+        # Every range is read: judge the share of bad records over the whole input.
+        self._bad.finish()
 
     def _sort_in(
         self,
@@ -271,18 +276,28 @@ class KafkaSource:
             ts[good] = good_ts
             rows = np.flatnonzero(good)
             lacking = {int(rows[local]): detail for local, detail in why.items()}
-        if lacking:
+        lo, hi = EVENT_TIME_RANGE
+        out_of_range = [
+            i for i in np.flatnonzero((ts < lo) | (ts >= hi)).tolist() if i not in lacking
+        ]
+        if lacking or out_of_range:
             good = good.copy()
             for i, detail in lacking.items():
                 if good[i]:
                     good[i] = False
                     problems.append(RecordProblem(i, "undecodable", detail))
+            for i in out_of_range:
+                if good[i]:
+                    good[i] = False
+                    problems.append(RecordProblem(i, "bad-timestamp", _time_detail(int(ts[i]))))
             problems.sort(key=lambda p: p.row)
         for problem in problems:
             self._bad.handle(messages[problem.row], problem)
+        self._bad.read(n)
         columns = decoded.columns
-        if lacking:
-            # The decoder kept rows that lack a timestamp: drop them from its columns too.
+        if lacking or out_of_range:
+            # The decoder kept rows whose timestamp is missing or bad: drop them from its
+            # columns too.
             keep = good[decoded.good]
             columns = {name: take_column(col, keep) for name, col in columns.items()}
         if spec.event_time == "ts":
@@ -291,3 +306,10 @@ class KafkaSource:
         if problems:
             offsets, ts = offsets[good], ts[good]
         return PartitionBatch(topic, partition, spec.kind, offsets, ts, columns, final)
+
+
+def _time_detail(ms: int) -> str:
+    """Why an event time is out of range, for the dead letter's ``restream.detail``."""
+    lo, hi = EVENT_TIME_RANGE
+    when = "before 1970-01-01" if ms < lo else "not before 2200-01-01"
+    return f"event time {ms} ms is {when}; accepted: [{lo}, {hi}) ms since the epoch"

@@ -36,9 +36,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
-from connector.config import RunConfig, setting
+from connector.config import BadRecordLimit, RunConfig, setting
 from connector.errors import ConfigError, ConnectorError
-from connector.input.dead_letters import BadRecords
+from connector.input.dead_letters import BadRecords, dead_letter_limit
 from connector.input.reader import KafkaSource, TopicInput
 from connector.job.checkpoints import FileCheckpoints, Manifest, fingerprint, resume_ranges
 from connector.kafka.producer import BulkProducer
@@ -511,6 +511,8 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             already=dead_lettered_offsets(job.client, job.dead_letter_topic, job.job)
             if resume or snapshot is not None
             else None,
+            limit=BadRecordLimit.parse(config.max_bad_records),
+            max_bytes=dead_letter_limit(job.client, job.dead_letter_topic, producers.overrides),
         )
         inputs = {
             topic: TopicInput(

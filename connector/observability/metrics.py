@@ -2,7 +2,7 @@
 
 Each job owns a private registry (no global state, so tests and several jobs in one process
 don't collide). Labels stay bounded: topics and partitions of the job's own ranges, phases of
-its plan, the four bad-record reasons. :data:`METRICS` lists every exported name with its help
+its plan, the five bad-record reasons. :data:`METRICS` lists every exported name with its help
 text; the README's metrics table and the Grafana dashboard use exactly these names.
 
 The headline gauge is ``restream_replay_speedup``: event time processed (last minus first

@@ -66,7 +66,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-BadReason = Literal["undecodable", "unknown-schema-id", "null-value", "wrong-key-type"]
+#: Why a record is bad; ``bad-timestamp`` is the reader's (event time out of range).
+BadReason = Literal[
+    "undecodable", "unknown-schema-id", "null-value", "wrong-key-type", "bad-timestamp"
+]
 
 _HEADER_LEN = 5
 _LONGEST_SAFE_DECIMAL = 18  # digits that always fit in an int64

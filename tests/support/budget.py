@@ -2,8 +2,9 @@
 
 ``make test`` (and so CI) sets ``RESTREAM_THOROUGH=1``: every property test runs the number of
 examples written at its decorator. A plain ``pytest tests/unit`` runs a tenth of them (at
-least 5), so the edit-test loop stays under a minute; failures found either way are kept in
-Hypothesis' example database and replayed first.
+least 5), so the edit-test loop stays under a minute. Examples are random in every run, CI
+included (tests/support/hypothesis_profiles.py): at a prompt, failures are kept in Hypothesis'
+example database and replayed first; a CI run (a fresh clone, no database) prints its seed.
 """
 
 from __future__ import annotations

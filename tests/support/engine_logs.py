@@ -356,3 +356,124 @@ def families(draw: st.DrawFn) -> tuple[Pipeline, int]:
                 ],
             )
     return p, len([w for w in windows if isinstance(w, Sliding)]) - 1
+
+
+# -- fixed logs and pipelines at the edges, pinned with @example ------------------------------
+
+
+def edge_log() -> LogSpec:
+    """A log on the edges of :data:`WINDOWS`: events exactly a window's length apart (7, 10,
+    12, 25 after 0; 10 and 20 start tumbling windows), equal timestamps within a partition,
+    across partitions and across topics (ties broken by topic, partition, offset), a
+    timestamp going back (25 after 30) and one at a timer's exact due time (``ts + 10``)."""
+    a = [
+        (0, 0, 1, 2, 3, "x"),
+        (1, 0, 1, 1, -4, "y"),
+        (0, 7, 1, 2, 0, ""),
+        (1, 7, 1, 2, 9, "x"),
+        (0, 10, 1, 1, 5, "mail@host.org"),
+        (0, 12, 2, 1, 1, "x"),
+        (0, 12, 1, 2, 2, "x"),
+        (1, 12, 1, 2, -1, "y"),
+        (0, 20, 1, 1, 4, ""),
+        (0, 30, 1, 2, 6, "x"),
+        (0, 25, 1, 2, 7, "y"),
+        (1, 25, 2, 1, 8, "x"),
+        (1, 26, 1, 1, 0, "y"),
+        (0, 37, 1, 2, 2, ""),
+    ]
+    b = [
+        (0, 0, 1, 2, 1, "x"),
+        (1, 7, 1, 1, 2, "y"),
+        (0, 12, 1, 2, -2, "x"),
+        (1, 12, 2, 1, 3, ""),
+        (0, 22, 1, 2, 4, "x"),
+        (0, 37, 1, 1, 5, "y"),
+    ]
+    return LogSpec({"a": 2, "b": 2}, {"a": a, "b": b})
+
+
+def edge_pipeline() -> Pipeline:
+    """Every window shape of :data:`WINDOWS` at the lengths :func:`edge_log` sits on, a
+    Python merge with a timer, lookups before and after each event's own writes from both
+    kinds, and two records an event (their order and ``seq`` both matter)."""
+    p = Pipeline("edges")
+    tables = [
+        p.builtin("count_s7", "count", on="a", key="k1", window=Sliding(7), default=None),
+        p.builtin("sum_s25", "sum", on="a", key="k1", value="v", window=Sliding(25), default=None),
+        p.builtin("count_s1", "count", on="a", key="k1", window=Sliding(1), default=None),
+        p.builtin("max_t10", "max", on="a", key="k1", value="v", window=Tumbling(10)),
+        p.builtin("count_h12", "count", on="a", key="k1", window=Hopping(12, 4), default=None),
+        p.builtin("last_s7l0", "last", on="a", key="k1", value="v", window=Sliding(7, lateness=0)),
+        p.builtin("distinct_b", "distinct", on="b", key="k1", value="k2", window=Sliding(12)),
+    ]
+    live = p.table("live", default=0)
+
+    def add(old: int, e: Any, view: Any) -> int:
+        delta: int = e.v
+        view.schedule(e.ts + 10, lambda o: o - delta)
+        return old + delta
+
+    p.update("live_v", on=KINDS, table=live, key="k1", merge=add)
+    tables.append(live)
+    for kind in KINDS:
+        cols = [
+            p.lookup(
+                f"{t.name}_{kind}_{'before' if before else 'after'}",
+                on=kind,
+                table=t,
+                key="k1",
+                before=before,
+                default=-1,
+                dtype="object",
+            )
+            for t in tables
+            for before in (False, True)
+        ]
+        names = tuple(c.name for c in cols)
+        p.emit(
+            f"emit_{kind}",
+            on=kind,
+            output=p.output(f"out_{kind}", key="k1"),
+            inputs=cols,
+            fn=lambda e, _v, names=names: [
+                Record(e.k1, {n: repr(getattr(e, n)) for n in names}),
+                Record(e.k2, {"ts": e.ts, "v": e.v}),
+            ],
+        )
+    return p
+
+
+def edge_family() -> tuple[Pipeline, int]:
+    """Like :func:`families`: sliding counts of 1, 7 and 25 (one leader, two followers) and a
+    hopping one that cannot share, read from both kinds, before and after."""
+    p = Pipeline("edge-family")
+    names: dict[str, list[ColumnRef]] = {k: [] for k in KINDS}
+    windows: list[Sliding | Hopping] = [Sliding(7), Sliding(1), Hopping(12, 4), Sliding(25, 0)]
+    for i, window in enumerate(windows):
+        table = p.builtin(f"t{i}", "count", on="a", key="k1", window=window, default=None)
+        for reader in KINDS:
+            for before in (False, True):
+                names[reader].append(
+                    p.lookup(
+                        f"look{i}{reader}{int(before)}",
+                        on=reader,
+                        table=table,
+                        key="k1",
+                        before=before,
+                        default=-1,
+                        dtype="object",
+                    )
+                )
+    for reader, cols in names.items():
+        fields = tuple(c.name for c in cols)
+        p.emit(
+            f"emit_{reader}",
+            on=reader,
+            output=p.output(f"out_{reader}", key="k1"),
+            inputs=cols,
+            fn=lambda e, _v, fields=fields: [
+                Record(e.k1, {n: repr(getattr(e, n)) for n in fields})
+            ],
+        )
+    return p, 2

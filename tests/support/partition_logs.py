@@ -128,3 +128,26 @@ def logs(draw: st.DrawFn) -> list[GenPartition]:
             spec = PartitionSpec(topic, partition * 2, kind)  # partition numbers with gaps
             parts.append(GenPartition(spec, offsets, ts, [next(uid) for _ in ts], words))
     return parts
+
+
+def tied_partitions() -> list[GenPartition]:
+    """A log of ties: equal timestamps across topics (a kind spanning two of them), across
+    partitions with numbering gaps and within a partition, with one partition going back in
+    time and one empty; the merge must order them by (topic, partition, offset)."""
+    uid = itertools.count()
+
+    def part(
+        topic: str, partition: int, kind: str, offsets: list[int], ts: list[int]
+    ) -> GenPartition:
+        uids = [next(uid) for _ in offsets]
+        words = [WORDS[o % len(WORDS)] for o in offsets]
+        return GenPartition(PartitionSpec(topic, partition, kind), offsets, ts, uids, words)
+
+    return [
+        part("y", 2, "msg", [3, 4, 6, 7], [5, 5, 5, 9]),
+        part("x", 2, "msg", [0, 1, 2], [5, 5, 4]),  # goes back: 4 after 5
+        part("x", 0, "msg", [10, 11, 13], [4, 5, 5]),
+        part("z", 0, "edge", [0, 1], [5, 5]),
+        part("y", 0, "msg", [], []),
+        part("z", 4, "edge", [7], [4]),
+    ]

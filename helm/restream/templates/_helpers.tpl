@@ -124,6 +124,7 @@ Secrets are not here: they reach the container as environment variables from the
 {{- $_ = set $config "output_replication_factor" (int $v.outputReplicationFactor) }}
 {{- with $v.deadLetterTopic }}{{ $_ = set $config "dead_letter_topic" . }}{{ end }}
 {{- $_ = set $config "on_bad_record" $v.onBadRecord }}
+{{- $_ = set $config "max_bad_records" $v.maxBadRecords }}
 {{- $_ = set $config "executor" $v.executor }}
 {{- $_ = set $config "workers" (int $v.workers) }}
 {{- $_ = set $config "epoch_size" (int $v.epochSize) }}

@@ -9,6 +9,7 @@ import pytest
 
 from connector.config import (
     SETTINGS,
+    BadRecordLimit,
     RunConfig,
     add_settings_arguments,
     config_from_args,
@@ -84,6 +85,9 @@ def test_lists_and_mappings_from_every_source(tmp_path: Path) -> None:
         ([], {"RESTREAM_WORKERS": "-1"}, "RESTREAM_WORKERS", "must be >= 0"),
         (["--epoch-size", "-5"], {}, "epoch_size", "must be >= 0"),
         (["--on-bad-record", "drop"], {}, "on_bad_record", "dead-letter, fail"),
+        (["--max-bad-records", "many"], {}, "max_bad_records", "a count N"),
+        ([], {"RESTREAM_MAX_BAD_RECORDS": "-3"}, "RESTREAM_MAX_BAD_RECORDS", "a count N"),
+        (["--max-bad-records", "150%"], {}, "--max-bad-records", "above 100%"),
         (["--value-format", "protobuf"], {}, "value_format", "avro, avro-confluent, json"),
         (["--job-id", "bad id!"], {}, "job_id", "letters, digits"),
         (["--metrics-port", "70000"], {}, "metrics_port", "TCP port"),
@@ -201,3 +205,27 @@ def test_bad_env_values_name_the_variable() -> None:
         parse([], {"RESTREAM_WORKERS": "many"})
     with pytest.raises(ConfigError, match="RESTREAM_EXECUTOR"):
         parse([], {"RESTREAM_EXECUTOR": "ray"})
+
+
+def test_max_bad_records_takes_a_count_or_a_share_and_defaults_to_half() -> None:
+    assert RunConfig().max_bad_records == "50%"
+    assert BadRecordLimit.parse("50%") == BadRecordLimit(percent=50.0)
+    assert BadRecordLimit.parse(" 2.5 % ") == BadRecordLimit(percent=2.5)
+    assert BadRecordLimit.parse("0") == BadRecordLimit(count=0)
+    assert parse(["--max-bad-records", "1000"]).max_bad_records == "1000"
+    assert parse([], {"RESTREAM_MAX_BAD_RECORDS": "5%"}).max_bad_records == "5%"
+
+
+def test_a_bad_record_limit_judges_a_share_from_enough_records_or_at_the_end() -> None:
+    half = BadRecordLimit.parse("50%")
+    few = BadRecordLimit.MIN_RECORDS_FOR_SHARE - 1
+    assert not half.exceeded(few, few, final=False)  # too early to judge a share
+    assert half.exceeded(few, few, final=True)  # but all bad at the end fails
+    assert half.exceeded(3, 3, final=True)  # however small the job
+    assert not half.exceeded(5, 10, final=True)  # exactly the share is allowed
+    assert half.exceeded(5001, 10_000, final=False)
+    assert not half.exceeded(0, 0, final=True)  # nothing read, nothing bad
+    assert not BadRecordLimit.parse("100%").exceeded(10, 10, final=True)
+    count = BadRecordLimit.parse("2")
+    assert not count.exceeded(2, 2, final=False) and count.exceeded(3, 10**9, final=False)
+    assert str(half) == "50%" and str(count) == "2"

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import LogError
@@ -30,6 +30,7 @@ from tests.support.partition_logs import (
     batch_of,
     chunked_source,
     logs,
+    tied_partitions,
 )
 
 
@@ -119,6 +120,9 @@ def check_epochs(epochs: Sequence[Epoch], parts: Sequence[GenPartition], size: i
 
 @settings(max_examples=examples(200), deadline=None)
 @given(parts=logs(), seed=st.integers(0, 2**32 - 1), size=st.integers(1, 120))
+@example(parts=tied_partitions(), seed=0, size=1)
+@example(parts=tied_partitions(), seed=1, size=4)
+@example(parts=tied_partitions(), seed=2, size=120)
 def test_merge_equals_heapq_merge(parts: list[GenPartition], seed: int, size: int) -> None:
     source = chunked_source(parts, random.Random(seed))
     check_epochs(list(merge_log(source, epoch_size=size)), parts, size)
@@ -143,6 +147,7 @@ def signature(epochs: Sequence[Epoch]) -> list[object]:
 @given(
     parts=logs(), seeds=st.tuples(st.integers(0, 999), st.integers(0, 999)), size=st.integers(1, 40)
 )
+@example(parts=tied_partitions(), seeds=(0, 1), size=3)
 def test_chunking_and_interleaving_do_not_change_epochs(
     parts: list[GenPartition], seeds: tuple[int, int], size: int
 ) -> None:

@@ -1,4 +1,5 @@
-"""The bounded reader's bookkeeping: runs, end offsets, gaps and end-of-partition events."""
+"""The bounded reader's bookkeeping: runs, end offsets, gaps and end-of-partition events;
+what it counts as a bad record besides the decoder's problems."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ from confluent_kafka import KafkaError
 from hypothesis import given
 from hypothesis import strategies as st
 
+from connector.config import BadRecordLimit
 from connector.errors import BrokerError
+from connector.input.dead_letters import EVENT_TIME_RANGE, BadRecords
 from connector.input.reader import KafkaSource, TopicInput, _Pending
-from connector.serde.avro import load_schema_file
+from connector.serde.avro import encode_value, load_schema, load_schema_file
 from connector.serde.values import value_decoder
 
 
@@ -102,23 +105,65 @@ def test_runs_match_record_by_record(runs: list[tuple[int, int]], ends_list: lis
 
 @dataclass
 class _Record:
-    """A consumed record: what ``KafkaSource._decode`` reads of a message."""
+    """A consumed record as the decoding step reads it."""
 
     o: int
-    v: bytes
-    ts: int = 0
+    ts: int
+    value_: bytes | None
+    key_: bytes | None = b"5"
+
+    def topic(self) -> str:
+        return "in"
+
+    def partition(self) -> int:
+        return 0
 
     def offset(self) -> int:
         return self.o
 
-    def value(self) -> bytes:
-        return self.v
+    def value(self) -> bytes | None:
+        return self.value_
 
-    def key(self) -> bytes:
-        return b"k"
+    def key(self) -> bytes | None:
+        return self.key_
 
     def timestamp(self) -> tuple[int, int]:
-        return (1, self.ts)  # TIMESTAMP_CREATE_TIME
+        return (1, self.ts)
+
+    def headers(self) -> None:
+        return None
+
+
+def test_event_times_outside_1970_to_2200_are_bad_records() -> None:
+    schema = load_schema("social/Message")
+
+    def message(i: int) -> bytes:
+        return encode_value(
+            schema, {"message_id": i, "ts": 0, "sender": 5, "recipient": 1, "content": "hi"}
+        )
+
+    source = KafkaSource.__new__(KafkaSource)
+    source._inputs = {
+        "in": TopicInput("in", "message", value_decoder("avro", schema, key_format="decimal"))
+    }
+    bad = BadRecords("fail", job="j", topic=None, producer=None, limit=BadRecordLimit(count=9))
+    handled: list[tuple[int, str, str]] = []  # what the policy was handed, in order
+    bad.handle = lambda m, p: handled.append((m.offset(), p.reason, p.detail))  # type: ignore[method-assign]
+    source._bad = bad
+    lo, hi = EVENT_TIME_RANGE
+    stamps = [lo, -1_000, hi - 1, hi, 253_402_300_799_000, 1_700_000_000_000]
+    records = [_Record(i, ts, message(i)) for i, ts in enumerate(stamps)]
+    batch = source._decode(("in", 0), records, final=True)  # type: ignore[arg-type]
+    assert batch.offsets.tolist() == [0, 2, 5]
+    assert batch.ts.tolist() == [lo, hi - 1, 1_700_000_000_000]
+    assert batch.columns["message_id"].tolist() == [0, 2, 5]  # type: ignore[union-attr]
+    assert [(o, r) for o, r, _ in handled] == [
+        (1, "bad-timestamp"),
+        (3, "bad-timestamp"),
+        (4, "bad-timestamp"),
+    ]
+    assert "before 1970-01-01" in handled[0][2] and "2200-01-01" in handled[1][2]
+    assert bad.records_read == 6
 
 
 class _Bad:
@@ -127,6 +172,9 @@ class _Bad:
 
     def handle(self, message: _Record, problem: object) -> None:
         self.seen.append((message.o, problem.reason, problem.detail))  # type: ignore[attr-defined]
+
+    def read(self, records: int) -> None:
+        """Counted by the real policy (for its limit); nothing to count here."""
 
 
 @pytest.mark.parametrize("field", ["at", "ts"])
@@ -146,7 +194,7 @@ def test_event_time_from_a_field_bad_times_are_bad_records(field: str, tmp_path:
         {"card": "c"},
         {"card": "d", field: "1700000000000"},
     ]
-    messages = [_Record(i, json.dumps(r).encode(), ts=99) for i, r in enumerate(rows)]
+    messages = [_Record(i, 99, json.dumps(r).encode(), b"k") for i, r in enumerate(rows)]
     batch = source._decode(("t", 0), messages, final=True)  # type: ignore[arg-type]
     assert batch.offsets.tolist() == [0, 3]
     assert batch.ts.tolist() == [1_790_856_000_000, 1_700_000_000_000]  # not the record's 99

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ExecutionError
@@ -21,7 +21,7 @@ from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from engine.windows import Hopping, Sliding, Tumbling, Window
 from tests.support.budget import examples
-from tests.support.engine_logs import LogSpec, logs
+from tests.support.engine_logs import LogSpec, edge_log, logs
 
 WINDOWS: list[Window | None] = [None, Sliding(1), Sliding(9), Tumbling(10), Hopping(12, 4)]
 KINDS = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last", "distinct"]
@@ -121,6 +121,8 @@ def pair(kind: str, window: Window | None, before: bool, field: str | None = Non
 @pytest.mark.parametrize("kind", KINDS)
 @settings(max_examples=examples(12), deadline=None)
 @given(log=logs(), before=st.booleans(), epoch_size=st.sampled_from([1, 4, 1000]))
+@example(log=edge_log(), before=False, epoch_size=1)
+@example(log=edge_log(), before=True, epoch_size=4)
 def test_builtin_equals_python_merge(
     kind: str, window: Window | None, log: LogSpec, before: bool, epoch_size: int
 ) -> None:

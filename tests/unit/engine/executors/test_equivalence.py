@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.executors import Executor
@@ -13,7 +13,7 @@ from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline
 from engine.planner import plan
 from tests.support.budget import examples
-from tests.support.engine_logs import LogSpec, logs, pipelines
+from tests.support.engine_logs import LogSpec, edge_log, edge_pipeline, logs, pipelines
 from tests.support.executors import ExecutorMaker
 
 
@@ -25,6 +25,9 @@ def run(executor: Executor, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes
 
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pipeline=pipelines(), log=logs(), epoch_size=st.sampled_from([1, 2, 5, 17, 10_000]))
+@example(pipeline=edge_pipeline(), log=edge_log(), epoch_size=1)
+@example(pipeline=edge_pipeline(), log=edge_log(), epoch_size=5)
+@example(pipeline=edge_pipeline(), log=edge_log(), epoch_size=10_000)
 def test_every_executor_equals_serial_on_random_pipelines(
     executor: ExecutorMaker, pipeline: Pipeline, log: LogSpec, epoch_size: int
 ) -> None:
@@ -34,6 +37,7 @@ def test_every_executor_equals_serial_on_random_pipelines(
 
 @settings(max_examples=examples(40), deadline=None)
 @given(pipeline=pipelines(), log=logs(max_rows=25))
+@example(pipeline=edge_pipeline(), log=edge_log())
 def test_serial_output_does_not_depend_on_its_epoch_size(pipeline: Pipeline, log: LogSpec) -> None:
     assert run(SerialExecutor(epoch_size=1), pipeline, log) == run(
         SerialExecutor(epoch_size=1000), pipeline, log

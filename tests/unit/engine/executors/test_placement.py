@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.examples.social.spam import build_spam_pipeline
@@ -28,7 +28,7 @@ from engine.output import OutputChunk, canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from tests.support.budget import examples
-from tests.support.engine_logs import LogSpec, logs, pipelines
+from tests.support.engine_logs import LogSpec, edge_log, edge_pipeline, logs, pipelines
 
 
 def test_spam_exchanges_only_the_pair_lookups() -> None:
@@ -129,6 +129,8 @@ def _serial_bytes(pipeline: Pipeline, log: LogSpec) -> Any:
     workers=st.sampled_from([2, 3]),
     epoch_size=st.sampled_from([1, 3, 1000]),
 )
+@example(pipeline=edge_pipeline(), log=edge_log(), workers=2, epoch_size=1)
+@example(pipeline=edge_pipeline(), log=edge_log(), workers=3, epoch_size=3)
 def test_sharded_runtimes_equal_serial_on_random_pipelines(
     pipeline: Pipeline, log: LogSpec, workers: int, epoch_size: int
 ) -> None:

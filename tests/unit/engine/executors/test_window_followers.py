@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from engine.executors.batch import BatchExecutor
@@ -18,7 +18,7 @@ from engine.state.windowed import WindowedTable
 from engine.windows import Hopping, Sliding
 from tests.support.budget import examples
 from tests.support.checkpoints import check_resumes, every
-from tests.support.engine_logs import LogSpec, families, logs
+from tests.support.engine_logs import LogSpec, edge_family, edge_log, families, logs
 
 
 def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
@@ -29,6 +29,8 @@ def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
 
 @settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(family=families(), log=logs(), epoch_size=st.sampled_from([1, 3, 10, 10_000]))
+@example(family=edge_family(), log=edge_log(), epoch_size=1)
+@example(family=edge_family(), log=edge_log(), epoch_size=3)
 def test_followers_answer_like_tables_of_their_own(
     family: tuple[Pipeline, int], log: LogSpec, epoch_size: int
 ) -> None:
@@ -57,6 +59,7 @@ def test_tables_with_different_writes_do_not_share() -> None:
 
 @settings(max_examples=examples(40), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(family=families(), log=logs(), k=st.sampled_from([1, 2]))
+@example(family=edge_family(), log=edge_log(), k=1)
 def test_followers_resume_from_any_checkpoint(
     family: tuple[Pipeline, int], log: LogSpec, k: int
 ) -> None:
