@@ -135,6 +135,7 @@ def test_a_job_whose_records_are_all_bad_fails(
     broker: LocalBroker, new_topic: NewTopic, producer: Producer, capsys: pytest.CaptureFixture[str]
 ) -> None:
     topic = new_topic(partitions=1)
+    friendships = new_topic(partitions=1)  # empty: every kind the pipeline reads needs a topic
     for i in range(4):
         producer.produce(topic, b"\xff garbage", b"5", partition=0, timestamp=1_700_000_000_000 + i)
         producer.flush(10)
@@ -142,7 +143,7 @@ def test_a_job_whose_records_are_all_bad_fails(
         job_id=f"job-{uuid.uuid4().hex[:10]}",
         bootstrap_servers=broker.bootstrap,
         pipeline="social-spam",
-        inputs=((topic, "message"),),
+        inputs=((topic, "message"), (friendships, "friendship")),
         executor="batch",
         progress="none",
     )
@@ -151,7 +152,8 @@ def test_a_job_whose_records_are_all_bad_fails(
     ):
         run_job(config, out=io.StringIO())
     base = ["run", "--bootstrap-servers", broker.bootstrap, "--pipeline", "social-spam"]
-    base += ["--inputs", f"{topic}=message", "--executor", "batch", "--progress", "none"]
+    base += ["--inputs", f"{topic}=message", "--inputs", f"{friendships}=friendship"]
+    base += ["--executor", "batch", "--progress", "none"]
     assert main([*base, "--job-id", f"j{uuid.uuid4().hex[:6]}"]) == 1
     err = capsys.readouterr().err
     assert "4 bad records of 4 read" in err and "--max-bad-records" in err and "50%" in err
