@@ -26,6 +26,7 @@ from typing import Literal
 import numpy as np
 
 from engine.state.colnames import ORDER, TIME_KEY, WRITE_POS
+from engine.state.jit import jit, register_warm_up
 from engine.state.packing import expand_ranges
 from engine.state.rangeindex import RangeIndex
 from engine.state.search import gallop_ranges, search_ranges
@@ -35,6 +36,94 @@ __all__ = ["Prefix", "RegionStore"]
 
 CombineOp = Literal["sum", "min", "max", "first", "last"]
 _I64 = np.iinfo(np.int64)
+
+
+@jit
+def _gallop_right(tk: np.ndarray, lo: int, hi: int, h: int, x: int) -> int:
+    """The first index in ``[lo, hi)`` with ``tk > x`` (or ``hi``), searched from ``h``:
+    probes h, h +- 1, +- 3, +- 7, ... before bisecting (about 2 log2 of the distance)."""
+    h = min(max(h, lo), hi)
+    if h > lo and tk[h - 1] > x:  # the answer is at most h - 1
+        right = h - 1
+        left = lo
+        step = 1
+        while right - step >= lo:
+            probe = right - step
+            if tk[probe] > x:
+                right = probe
+                step *= 2
+            else:
+                left = probe + 1
+                break
+    else:  # the answer is at least h
+        left = h
+        right = hi
+        step = 1
+        while left + step - 1 < hi:
+            probe = left + step - 1
+            if tk[probe] > x:
+                right = probe
+                break
+            left = probe + 1
+            step *= 2
+    while left < right:
+        mid = (left + right) >> 1
+        if tk[mid] <= x:
+            left = mid + 1
+        else:
+            right = mid
+    return left
+
+
+@jit
+def _rank2(
+    tk: np.ndarray,
+    start: np.ndarray,
+    length: np.ndarray,
+    tmin: np.ndarray,
+    tmax: np.ndarray,
+    hint: np.ndarray,
+    slots: np.ndarray,
+    a: np.ndarray,
+    b: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`RegionStore.rank2` lane by lane: ``a``'s rank galloping from the slot's hint
+    (then the hint moves there), ``b``'s from ``a``'s."""
+    m = len(slots)
+    ra = np.zeros(m, dtype=np.int64)
+    rb = np.zeros(m, dtype=np.int64)
+    for i in range(m):
+        s = slots[i]
+        if s < 0:
+            continue
+        n = length[s]
+        if n == 0:
+            continue
+        st = start[s]
+        x = a[i]
+        if x >= tmax[s]:
+            r = n
+        elif x < tmin[s]:
+            r = 0
+        else:
+            r = _gallop_right(tk, st, st + n, st + hint[s], x) - st
+            hint[s] = r
+        ra[i] = r
+        y = b[i]
+        if y >= tmax[s]:
+            q = n
+        elif y < tmin[s]:
+            q = 0
+        else:
+            q = _gallop_right(tk, st, st + n, st + r, y) - st
+        rb[i] = max(q, r)
+    return ra, rb
+
+
+@register_warm_up
+def _warm() -> None:
+    one = np.zeros(1, dtype=np.int64)
+    _rank2(one, one, one + 1, one, one + 1, one, one, one, one)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,21 +228,20 @@ class RegionStore:
         ``hints`` (per slot, updated) is where each slot's lower edge fell last time; readers
         with different window lengths over one store keep their own (default: the store's).
         """
-        known = slots >= 0
-        at = np.maximum(slots, 0)
-        n = np.where(known, self.length[at], 0)
-        first, last = self.tmin[at], self.tmax[at]
-        out = []
-        for x, hinted in ((a, True), (b, False)):
-            everything = x >= last
-            rank = np.where(everything, n, 0)
-            todo = np.flatnonzero((n > 0) & ~everything & (x >= first))
-            if len(todo):
-                rank[todo] = self._rank_runs(
-                    at[todo], x[todo], "right", self.hint if hints is None else hints, hinted
-                )
-            out.append(rank)
-        return out[0], np.maximum(out[1], out[0])
+        hint = self.hint if hints is None else hints
+        # A compiled loop: the vectorised version (grouping lanes into runs per slot, a
+        # galloping search per run, a merge for runs of several lanes) took 0.4 us a read.
+        return _rank2(
+            self.cols[TIME_KEY],
+            self.start,
+            self.length,
+            self.tmin,
+            self.tmax,
+            hint,
+            np.ascontiguousarray(slots, dtype=np.int64),
+            np.ascontiguousarray(a, dtype=np.int64),
+            np.ascontiguousarray(b, dtype=np.int64),
+        )
 
     def _rank_runs(
         self,

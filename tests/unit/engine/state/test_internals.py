@@ -282,6 +282,26 @@ def test_region_store_matches_sorted_lists(
                     store.cols["pv"][base : base + n].tolist()
                     == np.minimum.accumulate([v for _, v in recs]).tolist()
                 )
+        # Windows (a, b]: in lane order, hints carried over from earlier batches (the store's
+        # own, and stale or wild ones: a hint may only change the speed).
+        lanes = [
+            (s, a, a + w) for s in range(-1, 8) for a in (-31, -5, 0, 12, 30) for w in (0, 7, 99)
+        ]
+        ws = np.array([lane[0] for lane in lanes], dtype=np.int64)
+        wa = np.array([lane[1] for lane in lanes], dtype=np.int64)
+        wb = np.array([lane[2] for lane in lanes], dtype=np.int64)
+        tks = {slot: [t for t, _ in recs] for slot, recs in model.items()}
+        want_a = [bisect.bisect_right(tks.get(s, []), a) for s, a, _ in lanes]
+        want_b = [
+            max(bisect.bisect_right(tks.get(s, []), b), r)
+            for (s, _, b), r in zip(lanes, want_a, strict=True)
+        ]
+        wild = np.array([0, 3, 10**6, -5, 1, 40, 7, 2] * (len(store.hint) // 8 + 1))[
+            : len(store.hint)
+        ]
+        for hints in (None, wild.astype(np.int64)):
+            ra, rb = store.rank2(ws, wa, wb, hints)
+            assert ra.tolist() == want_a and rb.tolist() == want_b
         probe_slots = np.array([s for s in range(8) for _ in range(3)], dtype=np.int64)
         probe_x = np.array([x for _ in range(8) for x in (-31, 0, 12)], dtype=np.int64)
         got = store.rank(probe_slots, probe_x, "right").tolist()
