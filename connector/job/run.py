@@ -520,14 +520,7 @@ def _run_job(
         progress = Progress(metrics, config.progress, out)
         # Before any Kafka client of the run exists here, so that the child can be forked.
         sink = producers.sink = SinkProcess(
-            SinkSettings(
-                producers.bootstrap,
-                producers.overrides,
-                targets,
-                job.job,
-                resume,
-                heartbeat_s=min(1.0, config.stall_timeout / 4),
-            ),
+            SinkSettings(producers.bootstrap, producers.overrides, targets, job.job, resume),
             metrics=metrics,
             stats=stats,
             on_epoch=lambda _epoch: progress.update(),

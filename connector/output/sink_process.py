@@ -56,7 +56,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -98,7 +98,7 @@ class SinkSettings:
     targets: Mapping[str, OutputTarget]
     job: str
     resume: Mapping[tuple[str, int], ResumePoint]
-    #: Seconds between the child's heartbeats.
+    #: Seconds between the child's heartbeats (at most a quarter of the parent's timeout).
     heartbeat_s: float = 1.0
 
 
@@ -121,10 +121,8 @@ class SinkProcess:
             raise ValueError(f"max_pending must be at least 1, not {max_pending}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
-        if settings.heartbeat_s >= timeout_s:
-            raise ValueError(
-                f"heartbeat_s ({settings.heartbeat_s}) must be shorter than timeout_s ({timeout_s})"
-            )
+        # Several heartbeats within the timeout, so that one late beat is no stall.
+        settings = replace(settings, heartbeat_s=min(settings.heartbeat_s, timeout_s / 4))
         self._timeout_s = timeout_s
         self._busy_limit_s = busy_limit_s
         self._metrics = metrics
