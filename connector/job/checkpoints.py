@@ -156,7 +156,7 @@ class FileCheckpoints:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(_SETTING, f"cannot create {self.directory}: {exc}") from exc
+            raise _volume_error(exc, self.directory, "the job's checkpoint directory") from exc
         if not os.access(self.directory, os.W_OK):
             raise ConfigError(
                 _SETTING,
@@ -231,7 +231,7 @@ class FileCheckpoints:
         try:
             _write_atomically(self.manifest_path, [manifest.to_json().encode()])
         except OSError as exc:
-            raise _volume_error(exc, self.manifest_path, "the job's manifest") from exc
+            raise _volume_error(exc, self.directory, "the job's manifest") from exc
 
     # -- snapshots --------------------------------------------------------------------------
     def _snapshots(self) -> list[Path]:
@@ -305,7 +305,7 @@ class FileCheckpoints:
             size = _write_atomically(path, snapshot.pieces(), "checkpoint.write")
         except OSError as exc:
             raise _volume_error(
-                exc, path, f"checkpoint {path.name} ({snapshot.nbytes:,} bytes of state)"
+                exc, self.directory, f"checkpoint {path.name} ({snapshot.nbytes:,} bytes of state)"
             ) from exc
         for old in self._snapshots()[self.keep :]:
             old.unlink(missing_ok=True)
@@ -328,12 +328,13 @@ class FileCheckpoints:
         self._stop = True
 
 
-def _volume_error(exc: OSError, path: Path, what: str) -> ConnectorError:
-    """The error for a failed write of ``what`` to ``path``: a full volume (exit 1: room may
-    come), a read-only or forbidden one (exit 2: a setting or a mount to fix), or another."""
+def _volume_error(exc: OSError, where: Path, what: str) -> ConnectorError:
+    """The error for a failed write of ``what`` in directory ``where``: a full volume (exit
+    1: room may come), a read-only or forbidden one (exit 2: a setting or a mount to fix), or
+    another."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return ConnectorError(
-            f"cannot write {what} to {path.parent}: its volume is full ({exc.strerror}); make "
+            f"cannot write {what} to {where}: its volume is full ({exc.strerror}); make "
             "room on checkpoint_dir's volume (each snapshot is about the size of the job's "
             "state; checkpoint_keep of them are kept, plus the one being written) or point "
             f"{_SETTING} elsewhere"
@@ -341,7 +342,7 @@ def _volume_error(exc: OSError, path: Path, what: str) -> ConnectorError:
     if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
         return ConfigError(
             _SETTING,
-            f"cannot write {what} to {path.parent}: "
+            f"cannot write {what} to {where}: "
             + (
                 "the volume is mounted read-only"
                 if exc.errno == errno.EROFS
@@ -350,7 +351,7 @@ def _volume_error(exc: OSError, path: Path, what: str) -> ConnectorError:
             + "; checkpoints need a writable directory: mount it read-write, fix its "
             "permissions, or point checkpoint_dir elsewhere",
         )
-    return ConnectorError(f"cannot write {what} to {path.parent}: {exc}")
+    return ConnectorError(f"cannot write {what} to {where}: {exc}")
 
 
 def resume_ranges(

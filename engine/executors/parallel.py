@@ -191,6 +191,7 @@ class ParallelExecutor:
                 pool.procs.append(proc)
                 pool.watched.append(Watched(proc.pid))
                 pool.progress.append((-1, -1))
+                log.debug("worker %d started: pid %d", w, proc.pid)
         except BaseException:
             self._shutdown(pool.procs, pool.conns, barrier)
             run_dir.remove()

@@ -261,9 +261,7 @@ def test_a_stopped_child_is_stopped_after_the_timeout(
         assert time.monotonic() - started < 5
 
 
-def test_a_busy_child_that_heartbeats_is_no_stall(
-    broker: LocalBroker, new_topic: NewTopic
-) -> None:
+def test_a_busy_child_that_heartbeats_is_no_stall(broker: LocalBroker, new_topic: NewTopic) -> None:
     """Silence, not a long step, trips the watchdog: writing an epoch that takes the child
     longer than the timeout is fine while its heartbeats come."""
     topic = new_topic(partitions=3)
