@@ -156,7 +156,9 @@ class FileCheckpoints:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _volume_error(exc, self.directory, "the job's checkpoint directory") from exc
+            if exc.errno in _VOLUME_ERRNOS:
+                raise _volume_error(exc, self.directory, "the job's checkpoint directory") from exc
+            raise ConfigError(_SETTING, f"cannot create {self.directory}: {exc}") from exc
         if not os.access(self.directory, os.W_OK):
             raise ConfigError(
                 _SETTING,
@@ -326,6 +328,10 @@ class FileCheckpoints:
     def request_stop(self) -> None:
         """Snapshot after the next epoch, then stop the run with :class:`Stopped`."""
         self._stop = True
+
+
+#: Errors of the volume rather than of the path: full, read-only, forbidden.
+_VOLUME_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 def _volume_error(exc: OSError, where: Path, what: str) -> ConnectorError:

@@ -138,7 +138,7 @@ class _Pushgateway:
         bodies = self.bodies = []  # type: list[str]
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_PUT(self) -> None:  # noqa: N802 - the http.server API
+            def do_PUT(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 bodies.append(self.rfile.read(length).decode())
                 self.send_response(200)
