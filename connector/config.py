@@ -315,6 +315,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     _s(
+        "stall_timeout",
+        "int",
+        "seconds a process of the run (a worker, the sink process, the reader) may make no "
+        "progress while the run waits for it; then the job fails with exit 1 naming it",
+        300,
+        minimum=1,
+    ),
+    _s(
         "metrics_port",
         "int",
         "serve Prometheus metrics on this TCP port (up to 65535) while running; 0: off",
@@ -406,6 +414,7 @@ class RunConfig:
     checkpoint_every_seconds: int = _default("checkpoint_every_seconds")
     checkpoint_keep: int = _default("checkpoint_keep")
     broker_timeout: int = _default("broker_timeout")
+    stall_timeout: int = _default("stall_timeout")
     metrics_port: int = _default("metrics_port")
     metrics_host: str = _default("metrics_host")
     pushgateway: str | None = _default("pushgateway")

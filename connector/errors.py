@@ -6,7 +6,9 @@
     ├── ConfigError        bad configuration or arguments; the CLI exits with code 2
     ├── BrokerError        the broker could not be started, reached, or behaved unexpectedly
     ├── SerdeError         a record could not be encoded or decoded
-    └── SinkError          the process writing the output failed or died
+    ├── SinkError          the process writing the output failed or died
+    └── WatchdogError      a process of the run (a worker, the sink, the reader) made no
+                           progress for ``stall_timeout``
 
 Messages name the field, topic, partition or offset concerned and say what to do.
 """
@@ -41,3 +43,15 @@ class SerdeError(ConnectorError):
 
 class SinkError(ConnectorError):
     """The sink process (see :mod:`connector.output.sink_process`) failed or died."""
+
+
+class WatchdogError(ConnectorError):
+    """A process of the run made no progress for ``stall_timeout`` seconds while the run
+    waited for it; ``process`` is ``"worker"``, ``"sink"`` or ``"reader"``."""
+
+    def __init__(self, message: str, *, process: str):
+        super().__init__(message)
+        self.process = process
+
+    def __reduce__(self) -> tuple[type[WatchdogError], tuple[str], dict[str, str]]:
+        return (type(self), (str(self),), {"process": self.process})

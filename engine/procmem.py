@@ -8,15 +8,22 @@ proportional set size (PSS) divides each shared page among the processes that ma
 summed over a process tree counts every page once, like a container's memory accounting does.
 The kernel keeps no peak PSS, so :class:`PeakPss` samples it from a thread; a peak shorter
 than the interval can be missed. Linux only: elsewhere it reports ``None``.
+
+It also keeps what a watchdog needs to explain a child's death or silence after the fact
+(:class:`Watched`): a dead process's ``/proc`` entry is gone, so its peak RSS (``VmHWM``) is
+sampled while it lives, and its scheduler state says whether it is stopped (SIGSTOP) or
+running. :func:`oom_kills` reads the cgroup's count of OOM kills, where the cgroup shows it.
 """
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 from types import TracebackType
 
-__all__ = ["PeakPss", "child_pids", "tree_pss"]
+__all__ = ["PeakPss", "Watched", "child_pids", "oom_kills", "process_state", "tree_pss"]
 
 _PROC = Path("/proc")
 
@@ -97,3 +104,130 @@ class PeakPss:
     def _sample(self) -> None:
         while not self._stop.wait(self.interval):
             self._record()
+
+
+#: ``/proc/PID/stat`` states, as a watchdog reports them.
+_STATES = {
+    "R": "running",
+    "S": "sleeping",
+    "D": "in uninterruptible I/O",
+    "T": "stopped (SIGSTOP?)",
+    "t": "stopped by a debugger",
+    "Z": "exited (a zombie)",
+}
+
+
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name, or None if it is gone."""
+    try:
+        text = (_PROC / str(pid) / "stat").read_text()
+    except OSError:
+        return None
+    return text[text.rfind(")") + 2 :].split()
+
+
+def process_state(pid: int) -> str | None:
+    """How the kernel sees ``pid`` now ("running", "stopped (SIGSTOP?)", ...), or None."""
+    fields = _stat_fields(pid)
+    if not fields:
+        return None
+    return _STATES.get(fields[0], fields[0])
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time of ``pid``, seconds."""
+    fields = _stat_fields(pid)
+    if fields is None or len(fields) < 13:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _vm_hwm(pid: int) -> int | None:
+    """Peak resident set size of ``pid`` (``VmHWM``), bytes."""
+    try:
+        text = (_PROC / str(pid) / "status").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return None
+
+
+def oom_kills() -> int | None:
+    """OOM kills in this process's cgroup so far (cgroup v2 ``memory.events``), or None."""
+    try:
+        lines = (_PROC / "self" / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        if line.startswith("0::"):
+            path = Path("/sys/fs/cgroup") / line[3:].strip().lstrip("/") / "memory.events"
+            try:
+                events = path.read_text()
+            except OSError:
+                return None
+            for entry in events.splitlines():
+                name, _, value = entry.partition(" ")
+                if name == "oom_kill":
+                    return int(value)
+    return None
+
+
+class Watched:
+    """What a parent knows of a child process beyond its exit code: its last sampled peak
+    RSS and CPU time, and the cgroup's OOM kills since watching began.
+
+    Call :meth:`sample` whenever the child shows a sign of life (cheap: two small ``/proc``
+    reads); after its death :meth:`death` words its exit code with what was sampled.
+    """
+
+    def __init__(self, pid: int | None) -> None:
+        self.pid = pid
+        self.peak_rss: int | None = None
+        self.cpu_s: float | None = None
+        self._oom_before = oom_kills()
+        self.sample()
+
+    def sample(self) -> None:
+        """Record the child's peak RSS and CPU time now (kept if it is gone)."""
+        if self.pid is None:
+            return
+        peak = _vm_hwm(self.pid)
+        if peak is not None:
+            self.peak_rss = peak
+        cpu = _cpu_seconds(self.pid)
+        if cpu is not None:
+            self.cpu_s = cpu
+
+    def death(self, exitcode: int) -> str:
+        """``"was killed by SIGKILL (out of memory? ...)"`` or ``"exited with code 3"``."""
+        if exitcode >= 0:
+            return f"exited with code {exitcode}"
+        try:
+            name = signal.Signals(-exitcode).name
+        except ValueError:
+            name = f"signal {-exitcode}"
+        if exitcode != -signal.SIGKILL:
+            return f"was killed by {name}"
+        notes = []
+        if self.peak_rss is not None:
+            notes.append(f"its peak RSS was at least {self.peak_rss / 2**20:,.0f} MiB")
+        now = oom_kills()
+        if now is not None and self._oom_before is not None and now > self._oom_before:
+            notes.append(f"the OOM killer ran {now - self._oom_before} time(s) in this cgroup")
+        return f"was killed by SIGKILL (out of memory? {'; '.join(notes) or 'no memory figures'})"
+
+    def stall(self) -> str:
+        """What the child is doing now, and its CPU time since its last :meth:`sample` (a
+        stopped or blocked child uses none; a child in an endless loop uses it all)."""
+        if self.pid is None:
+            return "its state is unknown"
+        state = process_state(self.pid)
+        before = self.cpu_s
+        self.sample()
+        if state is None:
+            return "it is gone"
+        if before is None or self.cpu_s is None:
+            return f"it is {state}"
+        return f"it is {state}, {self.cpu_s - before:.1f} s of CPU since its last sign of life"

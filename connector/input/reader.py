@@ -20,10 +20,11 @@ every event-time figure of the job (replay speed, windows, watermark) absurd.
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from bisect import bisect_left
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from connector.errors import BrokerError
+from connector.errors import BrokerError, WatchdogError
 from connector.input.dead_letters import EVENT_TIME_RANGE, BadRecords
 from connector.observability.metrics import JobMetrics
 from connector.positions.ranges import PartitionRange
@@ -104,7 +105,11 @@ class KafkaSource:
         metrics: JobMetrics | None = None,
         batch_records: int = 50_000,
         stall_timeout_s: float = 120.0,
+        reading: Callable[[], tuple[int, int] | None] | None = None,
     ) -> None:
+        """``stall_timeout_s``: how long reading may bring no record before it fails with
+        :class:`~connector.errors.WatchdogError`; ``reading()``: the index and first ``seq``
+        of the epoch being read, for that error's message."""
         missing = sorted({r.topic for r in ranges} - set(inputs))
         if missing:
             raise BrokerError(f"no input settings for topics {missing}")
@@ -116,6 +121,7 @@ class KafkaSource:
         self._metrics = metrics
         self._batch_records = batch_records
         self._stall_timeout_s = stall_timeout_s
+        self._reading = reading
         #: Records handed to the engine and bad records, per (topic, partition).
         self.read_counts: dict[tuple[str, int], int] = {}
 
@@ -147,12 +153,7 @@ class KafkaSource:
                 if messages:
                     last_progress = time.monotonic()
                 elif time.monotonic() - last_progress > self._stall_timeout_s:
-                    raise BrokerError(
-                        f"no records for {self._stall_timeout_s:.0f} s while partitions "
-                        f"{sorted(live)} are short of their end offsets "
-                        f"({ {k: (pending[k].next_offset, ends[k]) for k in sorted(live)} }); "
-                        "is the broker reachable, or is a transaction still open?"
-                    )
+                    raise self._stalled(live, pending, ends)
                 touched = self._sort_in(messages, pending, ends, live)
                 for key in sorted(touched):
                     state = pending[key]
@@ -165,6 +166,26 @@ class KafkaSource:
             consumer.close()
         # Every range is read: judge the share of bad records over the whole input.
         self._bad.finish()
+
+    def _stalled(
+        self,
+        live: set[tuple[str, int]],
+        pending: Mapping[tuple[str, int], _Pending],
+        ends: Mapping[tuple[str, int], int],
+    ) -> WatchdogError:
+        at = self._reading() if self._reading is not None else None
+        where = "" if at is None else f" reading epoch {at[0]} (from seq {at[1]})"
+        short = ", ".join(
+            f"{t}/{p} at offset {pending[(t, p)].next_offset} of {ends[(t, p)]}"
+            for t, p in sorted(live)
+        )
+        return WatchdogError(
+            f"the reader (in the coordinator, pid {os.getpid()}) made no progress for "
+            f"{self._stall_timeout_s:.0f} s{where}: no records arrived while partitions are "
+            f"short of their end offsets ({short}); is the broker reachable, or is a "
+            "transaction on them still open (a read_committed reader waits for it)?",
+            process="reader",
+        )
 
     def _sort_in(
         self,

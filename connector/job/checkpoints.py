@@ -24,6 +24,7 @@ becomes due, and once its snapshot is saved :class:`Stopped` ends the run.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -155,9 +156,15 @@ class FileCheckpoints:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
+            if exc.errno in _VOLUME_ERRNOS:
+                raise _volume_error(exc, self.directory, "the job's checkpoint directory") from exc
             raise ConfigError(_SETTING, f"cannot create {self.directory}: {exc}") from exc
         if not os.access(self.directory, os.W_OK):
-            raise ConfigError(_SETTING, f"{self.directory} is not writable")
+            raise ConfigError(
+                _SETTING,
+                f"{self.directory} is not writable (a read-only volume, or no permission): "
+                "mount it read-write, fix its permissions, or point checkpoint_dir elsewhere",
+            )
         for torn in self.directory.glob("*.tmp"):
             # A write that a crash interrupted before its rename: never a valid checkpoint.
             logger.info("removing %s, left by an interrupted checkpoint write", torn)
@@ -223,7 +230,10 @@ class FileCheckpoints:
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Pin the job's settings and ranges (before any output is written)."""
-        _write_atomically(self.manifest_path, [manifest.to_json().encode()])
+        try:
+            _write_atomically(self.manifest_path, [manifest.to_json().encode()])
+        except OSError as exc:
+            raise _volume_error(exc, self.directory, "the job's manifest") from exc
 
     # -- snapshots --------------------------------------------------------------------------
     def _snapshots(self) -> list[Path]:
@@ -296,11 +306,8 @@ class FileCheckpoints:
         try:
             size = _write_atomically(path, snapshot.pieces(), "checkpoint.write")
         except OSError as exc:
-            raise ConnectorError(
-                f"cannot write checkpoint {path} ({snapshot.nbytes:,} bytes of state): {exc}; "
-                "make room on checkpoint_dir's volume (each snapshot is about this size; "
-                "checkpoint_keep of them are kept, plus the one being written) or point it "
-                "elsewhere"
+            raise _volume_error(
+                exc, self.directory, f"checkpoint {path.name} ({snapshot.nbytes:,} bytes of state)"
             ) from exc
         for old in self._snapshots()[self.keep :]:
             old.unlink(missing_ok=True)
@@ -321,6 +328,36 @@ class FileCheckpoints:
     def request_stop(self) -> None:
         """Snapshot after the next epoch, then stop the run with :class:`Stopped`."""
         self._stop = True
+
+
+#: Errors of the volume rather than of the path: full, read-only, forbidden.
+_VOLUME_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _volume_error(exc: OSError, where: Path, what: str) -> ConnectorError:
+    """The error for a failed write of ``what`` in directory ``where``: a full volume (exit
+    1: room may come), a read-only or forbidden one (exit 2: a setting or a mount to fix), or
+    another."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ConnectorError(
+            f"cannot write {what} to {where}: its volume is full ({exc.strerror}); make "
+            "room on checkpoint_dir's volume (each snapshot is about the size of the job's "
+            "state; checkpoint_keep of them are kept, plus the one being written) or point "
+            f"{_SETTING} elsewhere"
+        )
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return ConfigError(
+            _SETTING,
+            f"cannot write {what} to {where}: "
+            + (
+                "the volume is mounted read-only"
+                if exc.errno == errno.EROFS
+                else f"permission denied ({exc.strerror})"
+            )
+            + "; checkpoints need a writable directory: mount it read-write, fix its "
+            "permissions, or point checkpoint_dir elsewhere",
+        )
+    return ConnectorError(f"cannot write {what} to {where}: {exc}")
 
 
 def resume_ranges(

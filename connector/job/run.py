@@ -12,7 +12,16 @@ The order of work is what makes failures cheap and output clean:
    :class:`~connector.output.sink.KafkaSink` in a child process, so that writing overlaps
    reading), with metrics and progress after every epoch;
    the output is flushed before success is declared;
-5. metrics are pushed to the Pushgateway, if one is configured, whatever the outcome.
+5. metrics are pushed to the Pushgateway, if one is configured, whatever the outcome (a job
+   that fails before replaying, bad settings included, pushes ``restream_job_success 0``).
+
+Never hang: every wait of the run has a deadline (``stall_timeout``: the parallel executor's
+waits for its workers, the sink process's reports and heartbeats, the reader's records),
+measured from the last sign of progress; a stall fails the job with exit 1 naming the
+process, its pid, the epoch and its ``seq`` range, and counts in ``restream_stalls_total``.
+At start, shared-memory run directories of dead runs are swept (their size logged), and a
+restarted job checks that its pinned input topics still exist before it creates or reads
+any output topic.
 
 With ``checkpoint_dir``, a job pins its settings and ranges in a manifest before step 3 and
 snapshots its state every few epochs (:mod:`connector.job.checkpoints`), each snapshot written
@@ -32,15 +41,18 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from confluent_kafka import KafkaException
+
 from connector.config import BadRecordLimit, RunConfig, setting
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import BrokerError, ConfigError, ConnectorError, WatchdogError
 from connector.input.dead_letters import BadRecords, dead_letter_limit
 from connector.input.reader import KafkaSource, TopicInput
 from connector.job.checkpoints import FileCheckpoints, Manifest, fingerprint, resume_ranges
+from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics, MetricsServer
 from connector.observability.progress import Progress
@@ -49,7 +61,6 @@ from connector.output.sink_process import SinkProcess, SinkSettings
 from connector.output.topics import OutputTopic, dead_lettered_offsets, prepare_outputs
 from connector.pipeline_loader import BUILTIN_DEFAULTS, PipelineDefaults, load_pipeline
 from connector.positions.ranges import (
-    KafkaOffsets,
     PartitionRange,
     ResolvedRanges,
     parse_end,
@@ -67,7 +78,9 @@ from connector.serde.values import (
     value_decoder,
     value_encoder,
 )
+from engine.errors import StallError
 from engine.executors import make_executor
+from engine.executors.arena import sweep_stale
 from engine.executors.base import AUTO_EPOCHS_AT_LEAST, Executor, RunStats, auto_epoch_size
 from engine.planner import Plan, plan
 
@@ -250,7 +263,8 @@ def resolve_ranges(config: RunConfig, topics: list[str]) -> ResolvedRanges:
     """The offset ranges that ``start`` and ``end`` select on ``topics``."""
     start = parse_start(config.start, topics=topics, field=setting("start").label)
     end = parse_end(config.end, topics=topics, field=setting("end").label)
-    with KafkaOffsets(config.client_config()) as client:
+    # Every request within broker_timeout: an unreachable broker fails start-up in time.
+    with KafkaOffsets(config.client_config(), timeout_s=config.broker_timeout) as client:
         return resolve(topics, start, end, client)
 
 
@@ -362,7 +376,9 @@ def _executor(config: RunConfig, events: int | None = None) -> Executor:
             _SHARE_FLOOR * workers,
         )
     logger.info("parallel executor: %s workers, epochs of %s events", workers, size)
-    return make_executor("parallel", workers=workers, epoch_size=size)
+    return make_executor(
+        "parallel", workers=workers, epoch_size=size, stall_timeout=config.stall_timeout
+    )
 
 
 class _Producers:
@@ -425,25 +441,92 @@ def _broker_errors(metrics: JobMetrics, client: str) -> Any:
 
 def _ranges(
     job: JobPlan, store: FileCheckpoints | None, parts: dict[str, Any]
-) -> tuple[PartitionRange, ...]:
-    """The job's ranges: from its manifest when restarted, else resolved now (and pinned)."""
+) -> tuple[tuple[PartitionRange, ...], bool]:
+    """The job's ranges: from its manifest when restarted, else resolved now (and pinned);
+    and whether they came from the manifest."""
     fp = fingerprint(parts)
     manifest = store.manifest(fp, parts) if store is not None else None
     if manifest is not None:
         logger.info("job %s restarted: using the ranges pinned at its first start", job.job)
-        return manifest.ranges
+        return manifest.ranges, True
     ranges = resolve_ranges(job.config, [t for t, _ in job.inputs]).ranges
     if store is not None:
         store.write_manifest(Manifest(job.job, fp, parts, tuple(ranges)))
-    return tuple(ranges)
+    return tuple(ranges), False
 
 
 def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
     """Run one backtest to the end (see the module docstring); raise on any failure."""
     job_started = time.monotonic()
+    job_id: str = config.require("job_id")
+    metrics = JobMetrics(job=job_id, pipeline=config.pipeline or "", executor=config.executor)
+    stats = RunStats(config.executor)
+    success = False
+    try:
+        report = _run_job(config, out, metrics, stats, job_started)
+        success = True
+        return report
+    except StallError as exc:
+        metrics.stalled("worker")
+        raise WatchdogError(
+            f"{exc} (if a phase of an epoch legitimately takes that long, raise "
+            f"{setting('stall_timeout').label})",
+            process="worker",
+        ) from exc
+    except WatchdogError as exc:
+        metrics.stalled(exc.process)
+        raise
+    except KafkaException as exc:
+        # A client call that gave up (the broker went away between two steps of start-up).
+        raise BrokerError(f"the broker did not answer: {exc.args[0] if exc.args else exc}") from exc
+    finally:
+        if not success:
+            metrics.finish(success=False, seconds=stats.seconds)
+        if config.pushgateway:
+            try:
+                metrics.push(config.pushgateway, job=job_id)
+            except ConnectorError as exc:
+                # The replay's outcome stands; a lost push must not make the Job run again.
+                logger.error("%s", exc)
+
+
+def _check_inputs(job: JobPlan, ranges: Sequence[PartitionRange], restarted: bool) -> None:
+    """Every input topic and partition of ``ranges`` exists (ConfigError naming the missing
+    ones otherwise): before any output topic is created or read, so that a wiped cluster or a
+    deleted topic is not mistaken for a slow broker."""
+    with KafkaOffsets(job.client, timeout_s=job.config.broker_timeout) as client:
+        try:
+            found = client.partitions(sorted({r.topic for r in ranges}))
+        except ConfigError as exc:
+            why = (
+                f"; job {job.job} restarted from its checkpoints, which pin offset ranges on "
+                "them: was the cluster wiped, or were they deleted? Recreate them with the same "
+                "records, or start over with a new job id"
+                if restarted
+                else ""
+            )
+            raise ConfigError(setting("inputs").label, f"{exc.message}{why}") from exc
+    gone = [f"{r.topic}/{r.partition}" for r in ranges if r.partition not in found[r.topic]]
+    if gone:
+        raise ConfigError(
+            setting("inputs").label,
+            f"input partitions {gone} do not exist any more"
+            + (
+                f"; job {job.job}'s checkpoints pin offset ranges on them: recreate the topics "
+                "with the same records, or start over with a new job id"
+                if restarted
+                else ""
+            ),
+        )
+
+
+def _run_job(
+    config: RunConfig, out: TextIO, metrics: JobMetrics, stats: RunStats, job_started: float
+) -> RunReport:
+    # A coordinator killed (out of memory) leaves its shared-memory files: reclaim them first.
+    sweep_stale()
     job = build_job(config)
     registry = registry_client(config)
-    metrics = JobMetrics(job=job.job, pipeline=config.require("pipeline"), executor=config.executor)
     producers = _Producers(config, metrics)
     store = (
         FileCheckpoints(
@@ -461,7 +544,8 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
         if config.checkpoint_dir
         else None
     )
-    ranges = _ranges(job, store, fingerprint_parts(job))
+    ranges, restarted = _ranges(job, store, fingerprint_parts(job))
+    _check_inputs(job, ranges, restarted)
     logger.info(
         "input ranges: %d records in %d partitions",
         sum(r.records for r in ranges),
@@ -480,8 +564,6 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
     server: MetricsServer | None = None
     if config.metrics_port:
         server = metrics.serve(config.metrics_port, config.metrics_host)
-    stats = RunStats(config.executor)
-    success = False
     restore_signal = _on_sigterm(store)
     try:
         by_topic = ResolvedRanges(ranges).by_topic()
@@ -542,9 +624,10 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             metrics=metrics,
             stats=stats,
             on_epoch=lambda _epoch: progress.update(),
-            # Its producer gives up on a lost broker after broker_timeout; a report is due
-            # well within that plus an epoch's work.
-            timeout_s=config.broker_timeout + 180,
+            timeout_s=config.stall_timeout,
+            # Its producer gives up on a lost broker after broker_timeout: no step of its
+            # lasts much longer.
+            busy_limit_s=config.broker_timeout + config.stall_timeout,
         )
         source = KafkaSource(
             {**job.client, "error_cb": _broker_errors(metrics, "consumer")},
@@ -553,7 +636,9 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             bad,
             job=job.job,
             metrics=metrics,
-            stall_timeout_s=config.broker_timeout,
+            # No records for broker_timeout: the broker is gone; for stall_timeout: stuck.
+            stall_timeout_s=min(config.broker_timeout, config.stall_timeout),
+            reading=lambda: stats.reading,
         )
         metrics.start_clock()
         started = time.monotonic()
@@ -567,7 +652,6 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
             metrics.output_skipped(topic, n)
         metrics.finish(success=True, seconds=stats.seconds)
         progress.update(final=True)
-        success = True
         snap = metrics.snapshot()
         return RunReport(
             job=job.job,
@@ -590,14 +674,6 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
         restore_signal()
         if producers.sink is not None:
             producers.sink.close()
-        if not success:
-            metrics.finish(success=False, seconds=stats.seconds)
-        if config.pushgateway:
-            try:
-                metrics.push(config.pushgateway, job=job.job)
-            except ConnectorError as exc:
-                # The replay's outcome stands; a lost push must not make the Job run again.
-                logger.error("%s", exc)
         if server is not None:
             server.close()
 

@@ -6,7 +6,8 @@ its plan, the five bad-record reasons. :data:`METRICS` lists every exported name
 text; the README's metrics table and the Grafana dashboard use exactly these names.
 
 The headline gauge is ``restream_replay_speedup``: event time processed (last minus first
-event timestamp seen) divided by wall time since the replay started.
+event timestamp seen, among those from 1970 to 2200: :func:`event_time_bounds`) divided by
+wall time since the replay started.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 from prometheus_client.exposition import push_to_gateway
 
@@ -25,7 +28,15 @@ from connector.config import setting
 from connector.errors import ConfigError, ConnectorError
 from engine.executors.base import OPERATOR_PREFIX
 
-__all__ = ["METRICS", "JobMetrics", "MetricsServer", "PartitionKey", "Snapshot"]
+__all__ = [
+    "METRICS",
+    "SANE_EVENT_TIME_MS",
+    "JobMetrics",
+    "MetricsServer",
+    "PartitionKey",
+    "Snapshot",
+    "event_time_bounds",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +74,21 @@ METRICS: Mapping[str, str] = {
     "restream_resumed_from_seq": "The seq this run resumed at (0 for a fresh start).",
     "restream_output_skipped_records": "Output records not written again: already in the topic.",
     "restream_broker_errors": "Broker connection errors and timeouts seen (the client retries).",
+    "restream_stalls": "Processes that made no progress for stall_timeout (worker, sink, reader).",
 }
+
+#: Event times (ms) that count towards the replay speed: 1970 up to 2200. A record stamped
+#: -1 or in the year 9999 would stretch the event-time span by centuries.
+SANE_EVENT_TIME_MS = (0, 7_258_118_400_000)
+
+
+def event_time_bounds(ts: npt.NDArray[np.int64]) -> tuple[int | None, int | None]:
+    """The least and greatest of ``ts`` within :data:`SANE_EVENT_TIME_MS` (None if none)."""
+    lo, hi = SANE_EVENT_TIME_MS
+    sane = ts[(ts >= lo) & (ts < hi)] if len(ts) else ts
+    if not len(sane):
+        return None, None
+    return int(sane.min()), int(sane.max())
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +171,7 @@ class JobMetrics:
         self.resumed_from = gauge("restream_resumed_from_seq")
         self.skipped = counter("restream_output_skipped_records", "topic")
         self.broker_errors = counter("restream_broker_errors", "client")
+        self.stalls = counter("restream_stalls", "process")
         self._started = time.monotonic()
         self._last_epoch = self._started
         self._total = 0
@@ -221,6 +247,10 @@ class JobMetrics:
         """A Kafka client reported a (retried) connection error or timeout."""
         self.broker_errors.labels(client).inc()
 
+    def stalled(self, process: str) -> None:
+        """A process of the run (``worker``, ``sink`` or ``reader``) made no progress."""
+        self.stalls.labels(process).inc()
+
     def records_written(self, topic: str, count: int) -> None:
         """``count`` records were handed to the producer for ``topic``."""
         self.output.labels(topic).inc(count)
@@ -235,9 +265,10 @@ class JobMetrics:
         self._last_epoch = now
         self._processed += events
         self.processed.inc(events)
-        if first_ts is not None:
+        lo, hi = SANE_EVENT_TIME_MS
+        if first_ts is not None and lo <= first_ts < hi:
             self._first_ts = first_ts if self._first_ts is None else min(self._first_ts, first_ts)
-        if last_ts is not None:
+        if last_ts is not None and lo <= last_ts < hi:
             self._last_ts = last_ts if self._last_ts is None else max(self._last_ts, last_ts)
         self._add_phase_seconds(seconds)
         self._refresh(now)

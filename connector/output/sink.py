@@ -29,7 +29,7 @@ import numpy.typing as npt
 from connector.errors import SerdeError
 from connector.kafka.partitioner import java_partition, partition_decimal_keys
 from connector.kafka.producer import BulkProducer
-from connector.observability.metrics import JobMetrics
+from connector.observability.metrics import JobMetrics, event_time_bounds
 from connector.runtime import failpoints
 from connector.serde.values import JsonRecordEncoder, ValueEncoder
 from engine.executors.base import RunStats
@@ -234,8 +234,7 @@ def epoch_done(
 ) -> None:
     """An epoch's output was handed on: epoch metrics and the progress callback."""
     if metrics is not None:
-        first = int(epoch.ts.min()) if len(epoch) else None
-        last = int(epoch.ts.max()) if len(epoch) else None
+        first, last = event_time_bounds(epoch.ts)
         metrics.epoch_done(len(epoch), first, last, stats.seconds if stats is not None else {})
     if on_epoch is not None:
         on_epoch(epoch)

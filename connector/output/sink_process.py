@@ -18,10 +18,16 @@ back when it is done, which is how a checkpoint's snapshot waits for the output 
 Failure. An exception in the child comes back and is raised by the next call of the
 parent (the same type for the connector's errors, else :class:`~connector.errors.SinkError`
 with its text, the child's traceback logged); a child that dies raises SinkError with its
-exit code, and one that sends nothing for ``timeout_s`` while the parent waits (it reports
-every epoch, and its producer gives up on a lost broker after ``broker_timeout``) is killed
-and raises SinkError. The child dies with the thread that started it (Linux
-``PR_SET_PDEATHSIG``) and when its pipe closes: it keeps no copy of the parent's ends.
+exit code (a SIGKILL is reported as a possible out-of-memory kill, with the child's peak RSS
+as last sampled). The watchdog: besides its reports, the child sends a heartbeat every
+``heartbeat_s`` from a thread of its own, saying how long its main thread has been inside
+one step (writing an epoch, flushing); a child that sends nothing for ``timeout_s`` while
+the parent waits (stopped, frozen), or whose step lasts longer than ``busy_limit_s`` (its
+producer gives up on a lost broker after ``broker_timeout``, so a step never legitimately
+lasts much longer), is killed and raises :class:`~connector.errors.WatchdogError` naming its
+pid, state, and the epoch and ``seq`` range it was writing. The child dies with the thread
+that started it (Linux ``PR_SET_PDEATHSIG``) and when its pipe closes: it keeps no copy of
+the parent's ends.
 
 Moving the data. The chunks and coordinates go as a file in a run directory on ``/dev/shm``
 (:mod:`engine.executors.arena`: pickle 5, arrays out of band), so that the parent's hand-off
@@ -33,7 +39,7 @@ a killed parent is swept by the next run.
 Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush",)``, ``("stop",)``.
 Child to parent: ``("written", index, written, skipped, first_write_at, broker_errors,
 seconds)`` per epoch, ``("flushed", broker_errors)``, ``("failed", exception or None, text,
-traceback or None)``. The child's
+traceback or None)``, and ``("alive", busy_seconds)`` heartbeats. The child's
 seconds of encoding and producing are added to the run's times as ``write`` (the
 executor's ``sink`` is the coordinator's hand-off, waits for a busy child included).
 """
@@ -45,27 +51,30 @@ import logging
 import os
 import pickle
 import signal
+import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from connector.errors import ConnectorError, SinkError
+from connector.errors import ConnectorError, SinkError, WatchdogError
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics
 from connector.output.sink import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import replay_collection
 from connector.runtime.processes import process_context
+from engine.errors import EngineError
 from engine.executors.arena import RunDir, load, store
 from engine.executors.base import RunStats
 from engine.log import Epoch
 from engine.output import OutputChunk
 from engine.parentdeath import die_with_parent
+from engine.procmem import Watched
 
 __all__ = ["SinkProcess", "SinkSettings"]
 
@@ -89,6 +98,8 @@ class SinkSettings:
     targets: Mapping[str, OutputTarget]
     job: str
     resume: Mapping[tuple[str, int], ResumePoint]
+    #: Seconds between the child's heartbeats (at most a quarter of the parent's timeout).
+    heartbeat_s: float = 1.0
 
 
 class SinkProcess:
@@ -104,17 +115,22 @@ class SinkProcess:
         on_epoch: Callable[[Epoch], None] | None = None,
         max_pending: int = DEFAULT_MAX_PENDING,
         timeout_s: float = DEFAULT_TIMEOUT_S,
+        busy_limit_s: float | None = None,
     ) -> None:
         if max_pending < 1:
             raise ValueError(f"max_pending must be at least 1, not {max_pending}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        # Several heartbeats within the timeout, so that one late beat is no stall.
+        settings = replace(settings, heartbeat_s=min(settings.heartbeat_s, timeout_s / 4))
         self._timeout_s = timeout_s
+        self._busy_limit_s = busy_limit_s
         self._metrics = metrics
         self._stats = stats
         self._on_epoch = on_epoch
         self._max_pending = max_pending
-        self._pending: list[int] = []  # epochs handed on, not yet reported written
+        # Epochs handed on, not yet reported written: (index, seq_start, seq_end).
+        self._pending: list[tuple[int, int, int]] = []
         # Per flush asked and not yet answered, in order: what to call when it is (None for
         # the one flush() waits for).
         self._after_flush: deque[Callable[[], None] | None] = deque()
@@ -149,6 +165,7 @@ class SinkProcess:
             self._to_child_r.close()
             self._from_child_w.close()
         self._closed = False
+        self._watched = Watched(self._process.pid)
         logger.debug("sink process %s started (%s)", self._process.pid, context.get_start_method())
 
     @property
@@ -169,14 +186,14 @@ class SinkProcess:
         path = self._dir.file(f"out{epoch.index}")
         try:
             store(path, (list(chunks), coords))
-        except OSError as exc:
+        except (OSError, EngineError) as exc:
             raise SinkError(
                 f"cannot hand epoch {epoch.index}'s output to the sink process through "
                 f"{self._dir.path}: {exc}; give /dev/shm more room (shmSizeLimit in the Helm "
                 "chart) or use smaller epochs (epoch_size)"
             ) from exc
         self._send(("epoch", epoch.index, str(path)), epoch.index)
-        self._pending.append(epoch.index)
+        self._pending.append((epoch.index, epoch.seq_start, epoch.seq_end))
         while len(self._pending) > self._max_pending:
             self._collect(block=True)
         epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
@@ -227,9 +244,9 @@ class SinkProcess:
 
     def _collect(self, *, block: bool) -> str | None:
         """Take the child's reports: all that are waiting, or (``block``) at least one.
-        Returns the kind of the last report taken."""
+        Returns the kind of the last report taken (heartbeats are no reports)."""
         kind: str | None = None
-        deadline = time.monotonic() + self._timeout_s
+        heard = time.monotonic()  # the start of the wait, or the child's last message
         while True:
             if not self._from_child.poll(_POLL_S if block and kind is None else 0):
                 if not block or kind is not None:
@@ -237,15 +254,22 @@ class SinkProcess:
                 if not self._process.is_alive():
                     if self._from_child.poll(0):
                         continue  # its last words arrived as it exited
-                    raise self._died(self._pending[0] if self._pending else None)
-                if time.monotonic() > deadline:
-                    raise self._stuck()
+                    raise self._died(self._pending[0][0] if self._pending else None)
+                if time.monotonic() - heard > self._timeout_s:
+                    raise self._stuck(None)
                 continue
             try:
                 report = self._from_child.recv()
             except EOFError:
                 self._process.join(1.0)
-                raise self._died(self._pending[0] if self._pending else None) from None
+                raise self._died(self._pending[0][0] if self._pending else None) from None
+            heard = time.monotonic()
+            self._watched.sample()
+            if report[0] == "alive":
+                busy = float(report[1])
+                if self._busy_limit_s is not None and busy > self._busy_limit_s:
+                    raise self._stuck(busy)
+                continue
             kind = str(report[0])
             if kind == "written":
                 self._written(*report[1:])
@@ -273,7 +297,7 @@ class SinkProcess:
         broker_errors: int,
         seconds: float,
     ) -> None:
-        assert self._pending and self._pending[0] == index, (self._pending, index)
+        assert self._pending and self._pending[0][0] == index, (self._pending, index)
         self._pending.pop(0)
         for topic, n in written.items():
             self.written[topic] = self.written.get(topic, 0) + n
@@ -292,21 +316,40 @@ class SinkProcess:
             for _ in range(count):
                 self._metrics.broker_error("producer")
 
-    def _stuck(self) -> SinkError:
+    def _stuck(self, busy: float | None) -> WatchdogError:
         pid = self._process.pid
+        state = self._watched.stall()
         self._process.kill()
         self._process.join()
-        return SinkError(
-            f"the sink process {pid} sent nothing for {self._timeout_s:.0f} s and was stopped; "
-            "its output since the last flush may be partly written: run the job again"
+        if self._pending:
+            index, first, end = self._pending[0]
+            where = f" while writing epoch {index} (seq {first}..{end - 1})"
+        else:
+            where = " while flushing" if self._after_flush else ""
+        if busy is None:
+            what = f"made no progress for {self._timeout_s:.0f} s{where}: {state}"
+        else:
+            what = (
+                f"has been inside one step for {busy:.0f} s{where} (the limit is "
+                f"{self._busy_limit_s:.0f} s: broker_timeout plus stall_timeout)"
+            )
+        return WatchdogError(
+            f"the sink process (pid {pid}) {what}; it was stopped, and its output since "
+            "the last flush may be partly written: run the job again (with a checkpoint "
+            "directory it resumes and skips what is already there)",
+            process="sink",
         )
 
     def _died(self, epoch: int | None) -> SinkError:
         self._process.join(1.0)
         code = self._process.exitcode
-        where = f" while writing epoch {epoch}" if epoch is not None else ""
+        how = f"exited with code {code}" if code is None else self._watched.death(code)
+        where = ""
+        for index, first, end in self._pending:
+            if index == epoch:
+                where = f" while writing epoch {index} (seq {first}..{end - 1})"
         return SinkError(
-            f"the sink process {self._process.pid} exited with code {code}{where}; its output "
+            f"the sink process (pid {self._process.pid}) {how}{where}; its output "
             "since the last flush may be partly written: run the job again (with a checkpoint "
             "directory it resumes and skips what is already there)"
         )
@@ -343,11 +386,16 @@ def sink_main(
     die_with_parent(parent)
     for end in parent_ends:
         end.close()
+    mailbox = _Mailbox(outbox)
+    beat = threading.Thread(
+        target=mailbox.beat, args=(settings.heartbeat_s,), name="restream-heartbeat", daemon=True
+    )
+    beat.start()
     try:
         # Three header tuples, a list and two byte strings per record: see
         # connector.runtime.gcpolicy.
         with replay_collection():
-            _serve(settings, inbox, outbox)
+            _serve(settings, inbox, mailbox)
     except Exception as exc:  # reported to the parent, which raises it there
         trace = None
         payload: BaseException | None = None
@@ -360,12 +408,59 @@ def sink_main(
         else:
             trace = traceback.format_exc()
         with contextlib.suppress(OSError):
-            outbox.send(("failed", payload, f"{type(exc).__name__}: {exc}", trace))
+            mailbox.send(("failed", payload, f"{type(exc).__name__}: {exc}", trace))
     finally:
-        outbox.close()
+        mailbox.close()
 
 
-def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> None:
+class _Mailbox:
+    """The child's end of the pipe to the parent, shared by the main thread (reports) and
+    the heartbeat thread; the main thread marks the steps it takes (:meth:`step`)."""
+
+    def __init__(self, outbox: Connection) -> None:
+        self._outbox = outbox
+        self._lock = threading.Lock()
+        self._closed = threading.Event()
+        #: time.monotonic() when the main thread began its current step; None while idle.
+        self.busy_since: float | None = None
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        """Send a report (from the main thread)."""
+        with self._lock:
+            self._outbox.send(message)
+
+    def step(self, busy: bool) -> None:
+        """The main thread begins (``busy``) or ends a step."""
+        self.busy_since = time.monotonic() if busy else None
+
+    def beat(self, interval: float) -> None:
+        """The heartbeat thread: ``("alive", seconds in the current step)`` every
+        ``interval`` until closed. A stopped process sends none, nor a frozen one."""
+        while not self._closed.wait(interval):
+            since = self.busy_since
+            busy = 0.0 if since is None else time.monotonic() - since
+            try:
+                with self._lock:
+                    if self._closed.is_set():
+                        return
+                    self._outbox.send(("alive", busy))
+            except OSError:
+                return
+
+    def close(self) -> None:
+        """End the heartbeats and close the pipe."""
+        self._closed.set()
+        # A heartbeat blocked on a full pipe (a parent that no longer reads) must not keep
+        # the process from ending.
+        locked = self._lock.acquire(timeout=1.0)
+        try:
+            self._outbox.close()
+        finally:
+            if locked:
+                self._lock.release()
+
+
+def _serve(settings: SinkSettings, inbox: Connection, outbox: _Mailbox) -> None:
     errors = _BrokerErrors()
     producer: BulkProducer | None = None
 
@@ -386,10 +481,12 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> Non
             return  # the parent is gone
         if message[0] == "stop":
             return
+        outbox.step(busy=True)
         if message[0] == "flush":
             if producer is not None:
                 producer.flush()
             outbox.send(("flushed", errors.count - reported))
+            outbox.step(busy=False)
             reported = errors.count
             continue
         _, index, path = message
@@ -411,6 +508,7 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> Non
                 time.perf_counter() - started,
             )
         )
+        outbox.step(busy=False)
         reported = errors.count
 
 

@@ -14,14 +14,20 @@ loads a name once and keeps it while the coordinator may still refer to it (both
 ``keep`` most recent names, so they agree on which those are).
 
 Everything a run creates lives in its run directory, which the coordinator removes at the end,
-also when a worker was killed; directories left by a coordinator that was itself killed are
-swept at the next run (their owning process is gone).
+also when a worker was killed; directories left by a coordinator that was itself killed (an
+OOM kill) are swept, and their size logged, when the next run creates its own: a directory
+names its owner's pid, and its ``owner`` file that process's start time, so a directory whose
+pid now belongs to another process (a restarted container's coordinator gets the same low
+pid) is recognised as dead too. A full or unwritable directory is a
+:class:`~engine.errors.SharedMemoryError` that says so.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
+import logging
 import mmap
 import os
 import pickle
@@ -36,13 +42,24 @@ from typing import Any
 
 import numpy as np
 
-from engine.errors import EngineError
+from engine.errors import EngineError, SharedMemoryError
 
-__all__ = ["ReceivedObjects", "RunDir", "SentObjects", "default_shm_dir", "load", "store"]
+__all__ = [
+    "ReceivedObjects",
+    "RunDir",
+    "SentObjects",
+    "default_shm_dir",
+    "load",
+    "store",
+    "sweep_stale",
+]
+
+logger = logging.getLogger(__name__)
 
 _HEADER = struct.Struct("<QQ")  # pickle length, buffer count
 _ALIGN = 64
 _NAME = re.compile(r"^restream-(\d+)-[0-9a-f]{12}$")
+_OWNER = "owner"
 
 
 def default_shm_dir() -> Path:
@@ -63,7 +80,12 @@ class RunDir:
         base = base or default_shm_dir()
         sweep_stale(base)
         path = base / f"restream-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        path.mkdir(mode=0o700)
+        try:
+            path.mkdir(mode=0o700)
+            (path / _OWNER).write_text(f"{os.getpid()} {_start_time(os.getpid())}\n")
+        except OSError as exc:
+            shutil.rmtree(path, ignore_errors=True)
+            raise _shm_error(exc, path, "a run directory") from exc
         return cls(path)
 
     def file(self, name: str) -> Path:
@@ -75,22 +97,85 @@ class RunDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-def sweep_stale(base: Path) -> None:
-    """Remove run directories whose coordinator process no longer exists."""
+def _start_time(pid: int) -> str:
+    """When ``pid`` started (clock ticks since boot, ``/proc/PID/stat``), or "" if unknown."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    fields = text[text.rfind(")") + 2 :].split()
+    return fields[19] if len(fields) > 19 else ""
+
+
+def _owner_dead(entry: Path, pid: int) -> bool:
+    """Whether the process that made run directory ``entry`` is gone."""
+    try:
+        recorded = (entry / _OWNER).read_text().split()
+    except OSError:
+        recorded = []
+    if len(recorded) == 2 and recorded[0] == str(pid):
+        now = _start_time(pid)
+        if now and now != recorded[1]:
+            return True  # the pid was reused: its maker is gone
+        if now:
+            return False
+    if pid == os.getpid():
+        return False  # ours, and made before it recorded its owner
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _size(path: Path) -> int:
+    """Bytes held by the files under ``path``."""
+    total = 0
+    with contextlib.suppress(OSError):
+        for root, _dirs, files in os.walk(path):
+            for name in files:
+                with contextlib.suppress(OSError):
+                    total += os.lstat(os.path.join(root, name)).st_blocks * 512
+    return total
+
+
+def sweep_stale(base: Path | None = None) -> int:
+    """Remove the run directories under ``base`` (default: :func:`default_shm_dir`) whose
+    maker is dead, logging what they held; return the bytes freed."""
+    base = base or default_shm_dir()
+    count = freed = 0
     with contextlib.suppress(OSError):
         for entry in base.iterdir():
             m = _NAME.match(entry.name)
-            if m is None or not entry.is_dir():
+            if m is None or not entry.is_dir() or not _owner_dead(entry, int(m.group(1))):
                 continue
-            pid = int(m.group(1))
-            if pid == os.getpid():
-                continue
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                shutil.rmtree(entry, ignore_errors=True)
-            except PermissionError:
-                continue
+            size = _size(entry)
+            shutil.rmtree(entry, ignore_errors=True)
+            if not entry.exists():
+                count += 1
+                freed += size
+    if count:
+        logger.warning(
+            "removed %d run director%s of dead runs (a killed coordinator's) from %s: %.1f MiB",
+            count,
+            "y" if count == 1 else "ies",
+            base,
+            freed / 2**20,
+        )
+    return freed
+
+
+def _shm_error(exc: OSError, path: Path, what: str) -> SharedMemoryError:
+    where = path.parent if path.name.startswith("restream-") else path.parent.parent
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SharedMemoryError(
+            f"no room for {what} in {where} ({exc.strerror}): the run passes epochs and "
+            f"output between its processes through this memory-backed directory; give it "
+            f"more room (a larger /dev/shm) or use smaller epochs"
+        )
+    return SharedMemoryError(f"cannot write {what} to {where}: {exc}")
 
 
 #: Object arrays at least this long are sent once by :class:`SentObjects`.
@@ -203,17 +288,22 @@ def store(path: Path, obj: Any, sent: SentObjects | None = None) -> int:
         payload = out.getvalue()
     raws = [b.raw() for b in buffers]
     tmp = path.with_suffix(".tmp")
-    with open(tmp, "wb") as f:
-        f.write(_HEADER.pack(len(payload), len(raws)))
-        f.write(struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws)))
-        f.write(payload)
-        for raw in raws:
-            pad = -f.tell() % _ALIGN
-            if pad:
-                f.write(b"\0" * pad)
-            f.write(raw)
-        size = f.tell()
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(_HEADER.pack(len(payload), len(raws)))
+            f.write(struct.pack(f"<{len(raws)}Q", *(r.nbytes for r in raws)))
+            f.write(payload)
+            for raw in raws:
+                pad = -f.tell() % _ALIGN
+                if pad:
+                    f.write(b"\0" * pad)
+                f.write(raw)
+            size = f.tell()
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)  # a full directory should not stay fuller
+        total = sum(r.nbytes for r in raws) + len(payload)
+        raise _shm_error(exc, path, f"{path.name} ({total:,} bytes)") from exc
     return size
 
 

@@ -73,6 +73,9 @@ class RunStats:
     #: Seconds spent per activity ("read", "phase 0", "phase 1", ..., "sink", "compile"), and
     #: per operator within the phases (keys that start with :data:`OPERATOR_PREFIX`).
     seconds: dict[str, float] = field(default_factory=dict)
+    #: While the executor reads its next epoch from the source: that epoch's index and first
+    #: ``seq`` (a source that stalls can say where the log stands); None otherwise.
+    reading: tuple[int, int] | None = None
 
     def count_epoch(self, epoch: Epoch, chunks: Sequence[OutputChunk]) -> None:
         """Account for one finished epoch and the output it produced."""

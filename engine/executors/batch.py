@@ -65,12 +65,16 @@ class BatchExecutor:
             start = resume.position
         tracker = PositionTracker(start) if checkpoints is not None else None
         epochs = merge_log(source, epoch_size=self.epoch_size, start=start)
+        following = (0, 0) if start is None else (start.epoch, start.seq)
         while True:
             t0 = time.perf_counter()
+            stats.reading = following
             epoch = next(epochs, None)
+            stats.reading = None
             stats.add_time("read", time.perf_counter() - t0)
             if epoch is None:
                 break
+            following = (epoch.index + 1, epoch.seq_end)
             due = checkpoints is not None and checkpoints.due(epoch)
             chunks = runtime.process(epoch, stats)
             t0 = time.perf_counter()

@@ -20,16 +20,23 @@ EXECUTOR_NAMES: tuple[ExecutorName, ...] = get_args(ExecutorName)
 
 
 def make_executor(
-    name: ExecutorName, *, workers: int | None = None, epoch_size: int | None = None
+    name: ExecutorName,
+    *,
+    workers: int | None = None,
+    epoch_size: int | None = None,
+    stall_timeout: float | None = None,
 ) -> Executor:
     """The executor called ``name``, with ``epoch_size`` events an epoch (default: the
     :func:`~engine.executors.base.auto_epoch_size` of its workers).
 
     ``workers`` is the parallel executor's process count (default: the CPU count); serial and
     batch run in the calling process, so for them it must be 1 or left out.
+    ``stall_timeout`` is the parallel executor's watchdog (seconds a worker may stay silent
+    while the coordinator waits for it; None: no limit); serial and batch wait for no other
+    process, so they take none.
     """
     if name == "parallel":
-        return ParallelExecutor(workers=workers, epoch_size=epoch_size)
+        return ParallelExecutor(workers=workers, epoch_size=epoch_size, stall_timeout=stall_timeout)
     if name not in EXECUTOR_NAMES:
         raise EngineError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTOR_NAMES)}")
     if workers not in (None, 1):

@@ -19,9 +19,15 @@ How a run goes (DESIGN.md §3):
   records of one event come from one worker, in order) and hands the sink serial order.
 
 Failure: a worker that raises reports its error and the event ``seq``; a worker that dies is
-noticed through its process sentinel. Either way the coordinator breaks the barrier, stops the
-other workers and raises :class:`~engine.errors.ExecutionError` within seconds. The run
-directory is removed whatever happens.
+noticed through its process sentinel. Either way the coordinator stops the other workers and
+raises :class:`~engine.errors.ExecutionError` within seconds; a worker killed by SIGKILL is
+reported as a possible out-of-memory kill, with the peak RSS last sampled from ``/proc``.
+A worker that is alive but silent (stopped, hung) is caught by the watchdog: with
+``stall_timeout``, every wait of the coordinator for a worker gives up once that worker has
+sent nothing for that long (workers report each phase, so the clock measures silence, not an
+epoch's length) and raises :class:`~engine.errors.StallError` naming the worker that holds
+the others up, its pid, state, epoch and ``seq`` range. The run directory is removed whatever
+happens.
 
 Checkpoints (:mod:`engine.checkpoint`): the coordinator asks the store whether an epoch is
 due when it dispatches it, and then sends every worker a snapshot task right behind that epoch;
@@ -57,7 +63,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
-from engine.errors import CheckpointError, EngineError, ExecutionError, LogError
+from engine.errors import CheckpointError, EngineError, ExecutionError, LogError, StallError
 from engine.executors.arena import RunDir, SentObjects, load, store
 from engine.executors.base import RunStats, auto_epoch_size
 from engine.executors.snapshot import check_header, fingerprint
@@ -65,6 +71,7 @@ from engine.executors.worker import (
     Done,
     EpochTask,
     Failed,
+    Progress,
     Ready,
     RestoreTask,
     Saved,
@@ -75,6 +82,8 @@ from engine.log import Epoch, Source
 from engine.merge import merge_log
 from engine.output import OutputChunk, Sink, absent_column
 from engine.planner import Plan
+from engine.positions import LogPosition
+from engine.procmem import Watched, process_state
 from engine.state.jit import warm_up
 
 __all__ = ["ParallelExecutor"]
@@ -95,9 +104,12 @@ class ParallelExecutor:
         max_in_flight: int = 2,
         shm_dir: Path | None = None,
         coordinator_nice: int = 10,
+        stall_timeout: float | None = None,
     ) -> None:
         """``workers``: processes (default: the CPU count); ``epoch_size``: events per epoch
-        (default: :func:`~engine.executors.base.auto_epoch_size` of ``workers``)."""
+        (default: :func:`~engine.executors.base.auto_epoch_size` of ``workers``);
+        ``stall_timeout``: seconds a worker may stay silent while the coordinator waits for
+        it (None: no limit), see the module docstring."""
         workers = (os.cpu_count() or 1) if workers is None else workers
         if workers < 1:
             raise EngineError(f"workers must be >= 1, got {workers}")
@@ -108,6 +120,9 @@ class ParallelExecutor:
             raise EngineError(f"max_in_flight must be >= 1, got {max_in_flight}")
         if not 0 <= coordinator_nice <= 19:
             raise EngineError(f"coordinator_nice must be in 0..19, got {coordinator_nice}")
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise EngineError(f"stall_timeout must be > 0 seconds, got {stall_timeout}")
+        self.stall_timeout = stall_timeout
         self.workers = workers
         self.epoch_size = epoch_size
         self.max_in_flight = max_in_flight
@@ -160,7 +175,7 @@ class ParallelExecutor:
         ctx = mp.get_context("fork")
         run_dir = RunDir.create(self.shm_dir)
         barrier = ctx.Barrier(self.workers)
-        pool = _Workers(plan, run_dir, barrier, [], [])
+        pool = _Workers(plan, run_dir, barrier, [], [], [], [])
         try:
             for w in range(self.workers):
                 parent, child = ctx.Pipe()
@@ -174,6 +189,9 @@ class ParallelExecutor:
                 child.close()
                 pool.conns.append(parent)
                 pool.procs.append(proc)
+                pool.watched.append(Watched(proc.pid))
+                pool.progress.append((-1, -1))
+                log.debug("worker %d started: pid %d", w, proc.pid)
         except BaseException:
             self._shutdown(pool.procs, pool.conns, barrier)
             run_dir.remove()
@@ -230,10 +248,11 @@ class ParallelExecutor:
                 stats,
                 checkpoints,
                 PositionTracker(start) if checkpoints is not None else None,
+                start,
             )
             for conn in pool.conns:
                 conn.send(None)
-            peaks = [self._receive(pool.conns, pool.procs, w, None) for w in range(self.workers)]
+            peaks = [self._receive(pool, w, None) for w in range(self.workers)]
             clean = True
             self.peak_rss = [
                 resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
@@ -259,7 +278,7 @@ class ParallelExecutor:
             path.write_bytes(blob)
             pool.conns[w].send(RestoreTask(str(path)))
         for w in range(self.workers):
-            ready = self._receive(pool.conns, pool.procs, w, None)
+            ready = self._receive(pool, w, None)
             assert isinstance(ready, Ready)
             stats.add_time("restore", ready.seconds)
             pool.run_dir.file(f"restore-w{w}").unlink()
@@ -309,19 +328,25 @@ class ParallelExecutor:
         stats: RunStats,
         checkpoints: CheckpointStore | None,
         tracker: PositionTracker | None,
+        start: LogPosition | None,
     ) -> None:
-        run_dir, conns, procs = workers.run_dir, workers.conns, workers.procs
+        run_dir = workers.run_dir
         sent = SentObjects(run_dir)
+        # Where the next epoch starts, for reports of a source that stalls while it is read.
+        following = (0, 0) if start is None else (start.epoch, start.seq)
         in_flight: deque[tuple[Epoch, list[Path], bool]] = deque()
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.max_in_flight:
                 t0 = time.perf_counter()
+                stats.reading = following
                 epoch = next(epochs, None)
+                stats.reading = None
                 stats.add_time("read", time.perf_counter() - t0)
                 if epoch is None:
                     exhausted = True
                     break
+                following = (epoch.index + 1, epoch.seq_end)
                 due = checkpoints is not None and checkpoints.due(epoch)
                 t0 = time.perf_counter()
                 path = run_dir.file(f"epoch{epoch.index}")
@@ -340,7 +365,7 @@ class ParallelExecutor:
             epoch, files, due = in_flight.popleft()
             shares: list[list[OutputChunk]] = []
             for w in range(self.workers):
-                done = self._receive(conns, procs, w, epoch)
+                done = self._receive(workers, w, epoch)
                 assert isinstance(done, Done) and done.epoch == epoch.index
                 for what, secs in done.seconds.items():
                     stats.add_time(what, secs)
@@ -377,7 +402,7 @@ class ParallelExecutor:
         t0 = time.perf_counter()
         blobs: list[bytes] = []
         for w in range(self.workers):
-            saved = self._receive(workers.conns, workers.procs, w, epoch)
+            saved = self._receive(workers, w, epoch)
             assert isinstance(saved, Saved) and saved.epoch == epoch.index
             stats.add_time("snapshot", saved.seconds)
             path = Path(saved.path)
@@ -401,13 +426,15 @@ class ParallelExecutor:
                         if isinstance(reply, Failed):
                             _raise(reply)
             raise ExecutionError(
-                _death_message(w, workers.procs[w].exitcode or -9, epoch), seq=epoch.seq_start
+                _death_message(workers, w, workers.procs[w].exitcode or -9, epoch),
+                seq=epoch.seq_start,
             ) from None
 
-    def _receive(
-        self, conns: list[Connection], procs: list[Any], w: int, epoch: Epoch | None
-    ) -> Any:
-        """The next message of worker ``w``; fail fast if any worker fails or dies."""
+    def _receive(self, workers: _Workers, w: int, epoch: Epoch | None) -> Any:
+        """The next answer of worker ``w``; fail fast if any worker fails or dies, or (with a
+        ``stall_timeout``) if ``w`` stays silent that long."""
+        conns, procs = workers.conns, workers.procs
+        heard = time.monotonic()  # the start of the wait, or w's last sign of life
         while True:
             ready = wait([conns[w], *(p.sentinel for p in procs)], timeout=1.0)
             if conns[w] in ready:
@@ -417,11 +444,18 @@ class ParallelExecutor:
                     # Its end of the pipe closed without a word: the worker died.
                     procs[w].join(1.0)
                     raise ExecutionError(
-                        _death_message(w, procs[w].exitcode or -signal.SIGKILL, epoch),
+                        _death_message(workers, w, procs[w].exitcode or -signal.SIGKILL, epoch),
                         seq=None if epoch is None else epoch.seq_start,
                     ) from None
                 if isinstance(msg, Failed):
                     _raise(msg)
+                workers.watched[w].sample()
+                if isinstance(msg, Progress):
+                    workers.progress[w] = (msg.epoch, msg.phase)
+                    heard = time.monotonic()
+                    continue
+                if isinstance(msg, Done):
+                    workers.progress[w] = (msg.epoch, _ALL_PHASES)
                 return msg
             dead = [i for i, p in enumerate(procs) if p.exitcode not in (None, 0)]
             # Prefer a worker's own report of its error to the news that some worker exited.
@@ -442,9 +476,71 @@ class ParallelExecutor:
                         if isinstance(msg, Failed):
                             _raise(msg)
                 raise ExecutionError(
-                    _death_message(i, code, epoch),
+                    _death_message(workers, i, code, epoch),
                     seq=None if epoch is None else epoch.seq_start,
                 )
+            for watched in workers.watched:
+                watched.sample()
+            if self.stall_timeout is not None and time.monotonic() - heard > self.stall_timeout:
+                raise self._stalled(workers, w, epoch)
+
+    def _stalled(self, workers: _Workers, w: int, epoch: Epoch | None) -> StallError:
+        """The error for a wait on worker ``w`` that timed out: it names the worker that
+        holds the run up, which need not be ``w`` (``w`` may wait at a phase barrier for
+        it). A worker's own report of a failure, if one came meanwhile, is raised instead."""
+        for i, conn in enumerate(workers.conns):
+            with contextlib.suppress(EOFError, OSError):
+                while conn.poll():
+                    msg = conn.recv()
+                    if isinstance(msg, Failed):
+                        _raise(msg)
+                    if isinstance(msg, Progress):
+                        workers.progress[i] = (msg.epoch, msg.phase)
+                    elif isinstance(msg, Done):
+                        workers.progress[i] = (msg.epoch, _ALL_PHASES)
+        pids = [p.pid for p in workers.procs]
+        stopped = [i for i, pid in enumerate(pids) if (process_state(pid) or "").startswith("stop")]
+        if stopped:
+            culprit = stopped[0]
+        elif epoch is not None:
+            # The one furthest behind in this epoch holds the others at a barrier; among
+            # equals, one that is not asleep (waiting at the barrier) is the likelier.
+            behind = [
+                (
+                    workers.progress[i] if workers.progress[i][0] == epoch.index else (-1, -1),
+                    process_state(pids[i]) == "sleeping",
+                    i,
+                )
+                for i in range(self.workers)
+            ]
+            least = min(behind)
+            culprit = least[2] if least[0] < (epoch.index, _ALL_PHASES) else w
+        else:
+            culprit = w
+        done_epoch, phase = workers.progress[culprit]
+        if epoch is None:
+            where = "outside an epoch (restoring its snapshot, or stopping)"
+        elif done_epoch == epoch.index and phase != _ALL_PHASES:
+            where = f"after phase {phase}"
+        else:
+            where = "before its first phase"
+        span = (
+            ""
+            if epoch is None
+            else f" in epoch {epoch.index} (seq {epoch.seq_start}..{epoch.seq_end - 1})"
+        )
+        assert self.stall_timeout is not None
+        return StallError(
+            f"worker {culprit} (pid {pids[culprit]}) made no progress for "
+            f"{self.stall_timeout:.0f} s{span}, {where}: "
+            f"{workers.watched[culprit].stall()}; the run was stopped, its output is incomplete",
+            process=f"worker {culprit}",
+            pid=pids[culprit],
+            seconds=self.stall_timeout,
+            epoch=None if epoch is None else epoch.index,
+            seq_start=None if epoch is None else epoch.seq_start,
+            seq_end=None if epoch is None else epoch.seq_end,
+        )
 
     # The coordinator never calls barrier.abort(): a worker killed while holding the barrier's
     # internal lock would make it block forever. Terminating the workers ends their waits.
@@ -456,15 +552,13 @@ class ParallelExecutor:
             deadline = time.monotonic() + 5
             for proc in procs:
                 proc.join(max(0.0, deadline - time.monotonic()))
+        # Workers ignore SIGTERM (the run's to handle) and hold nothing that outlives them
+        # but the run directory, removed by the caller: SIGKILL, which also ends a stopped one.
         for proc in procs:
-            if proc.is_alive():
-                proc.terminate()
-        deadline = time.monotonic() + 5
-        for proc in procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
             if proc.is_alive():
                 proc.kill()
-                proc.join()
+        for proc in procs:
+            proc.join()
         for conn in conns:
             conn.close()
 
@@ -476,6 +570,14 @@ class _Workers:
     barrier: Any
     conns: list[Connection]
     procs: list[Any]
+    #: Per worker: its last sampled peak RSS and CPU time, for death and stall reports.
+    watched: list[Watched]
+    #: Per worker: the (epoch, phase) it last reported done (_ALL_PHASES: the whole epoch).
+    progress: list[tuple[int, int]]
+
+
+#: A worker's progress phase once it answered the epoch.
+_ALL_PHASES = 1 << 30
 
 
 def _raise(failed: Failed) -> NoReturn:
@@ -484,18 +586,17 @@ def _raise(failed: Failed) -> NoReturn:
     raise ExecutionError(failed.message, seq=failed.seq, operator=failed.operator)
 
 
-def _death_message(worker: int, exitcode: int, epoch: Epoch | None) -> str:
-    how = (
-        f"was killed by {signal.Signals(-exitcode).name}"
-        if exitcode < 0
-        else f"exited with code {exitcode}"
-    )
+def _death_message(workers: _Workers, worker: int, exitcode: int, epoch: Epoch | None) -> str:
+    how = workers.watched[worker].death(exitcode)
     where = (
         ""
         if epoch is None
         else f" while processing epoch {epoch.index} (seq {epoch.seq_start}..{epoch.seq_end - 1})"
     )
-    return f"worker {worker} {how}{where}; the run was stopped, its output is incomplete"
+    pid = workers.procs[worker].pid
+    return (
+        f"worker {worker} (pid {pid}) {how}{where}; the run was stopped, its output is incomplete"
+    )
 
 
 def _merge_shares(shares: list[list[OutputChunk]]) -> list[OutputChunk]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import heapq
 import io
 import time
-from collections.abc import Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, cast
 
@@ -212,8 +212,17 @@ class EpochRuntime:
 
     # -- epoch ----------------------------------------------------------------------------
 
-    def process(self, epoch: Epoch, stats: RunStats | None = None) -> list[OutputChunk]:
-        """Run every phase over ``epoch``; return its output, in serial order, per stream."""
+    def process(
+        self,
+        epoch: Epoch,
+        stats: RunStats | None = None,
+        *,
+        on_phase: Callable[[int], None] | None = None,
+    ) -> list[OutputChunk]:
+        """Run every phase over ``epoch``; return its output, in serial order, per stream.
+
+        ``on_phase(p)`` is called once phase ``p`` is done (a worker's sign of progress).
+        """
         cols = {kind: Columns(ev) for kind, ev in epoch.events.items()}
         emitted: dict[str, list[_Emitted]] = {}
         self._writes = {}
@@ -272,6 +281,8 @@ class EpochRuntime:
             assemble(parts, cols)
             if stats is not None:
                 stats.add_time(self._phase_names[phase], time.perf_counter() - started)
+            if on_phase is not None:
+                on_phase(phase)
         for name, table in self.vector.items():
             op_started = time.perf_counter()
             table.end_epoch()

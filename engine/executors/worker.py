@@ -4,8 +4,10 @@ The coordinator sends, in order: at most one :class:`RestoreTask` (start from a 
 before any epoch), :class:`EpochTask` s (an epoch to process), :class:`SnapshotTask` s
 (snapshot the state as of the end of the epoch before), and ``None`` (stop). The worker handles
 them strictly in order and answers each task: :class:`Ready`, :class:`Done`, :class:`Saved`,
-and on stop ``("peak", rss_bytes)``. Any failure is answered with :class:`Failed`, after which
-the worker exits.
+and on stop ``("peak", rss_bytes)``. While it processes an epoch it also sends a
+:class:`Progress` after each phase: the coordinator's watchdog measures a worker's silence
+from its last message. Any failure is answered with :class:`Failed`, after which the worker
+exits.
 """
 
 from __future__ import annotations
@@ -16,12 +18,13 @@ import signal
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from engine.errors import CheckpointError, ExecutionError
+from engine.errors import CheckpointError, EngineError, ExecutionError
 from engine.executors.arena import ReceivedObjects, RunDir, load, store
 from engine.executors.base import RunStats
 from engine.executors.columns import Part
@@ -35,6 +38,7 @@ __all__ = [
     "Done",
     "EpochTask",
     "Failed",
+    "Progress",
     "Ready",
     "RestoreTask",
     "Saved",
@@ -80,6 +84,14 @@ class Done:
     epoch: int
     path: str
     seconds: dict[str, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Phase ``phase`` of epoch ``epoch`` is done (not an answer: a sign of life)."""
+
+    epoch: int
+    phase: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,15 @@ class _ShmExchange:
         return out
 
 
+def _reporter(conn: Connection, epoch: int) -> Callable[[int], None]:
+    """``on_phase`` for the runtime: tell the coordinator each phase of ``epoch`` is done."""
+
+    def report(phase: int) -> None:
+        conn.send(Progress(epoch, phase))
+
+    return report
+
+
 def worker_main(
     index: int,
     count: int,
@@ -139,8 +160,12 @@ def worker_main(
 ) -> None:
     """Serve the coordinator's tasks until told to stop (the target of a worker process)."""
     die_with_parent()
-    # The coordinator decides when to stop; Ctrl-C reaches the whole process group.
+    # The coordinator decides when to stop (and kills a worker it gives up on): Ctrl-C and a
+    # SIGTERM sent to the whole process group are its to handle, never a fork's copy of its
+    # handlers (a service's SIGTERM handler would run here, log as the service and keep the
+    # worker alive).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     rd = RunDir(run_dir)
     shard = Shard(index, count)
     exchange = _ShmExchange(rd, shard, barrier)
@@ -172,7 +197,7 @@ def worker_main(
             current = epoch
             stats = RunStats("parallel")
             stats.add_time("move", time.perf_counter() - t0)
-            chunks = runtime.process(epoch, stats)
+            chunks = runtime.process(epoch, stats, on_phase=_reporter(conn, msg.epoch))
             t0 = time.perf_counter()
             out = rd.file(f"out{msg.epoch}-w{index}")
             store(out, chunks)
@@ -188,6 +213,10 @@ def worker_main(
     except CheckpointError as exc:
         failed = True
         conn.send(Failed(index, f"worker {index}: {exc}", None, None, checkpoint=True))
+    except EngineError as exc:  # the shared-memory directory is full, say
+        failed = True
+        seq = None if current is None else current.seq_start
+        conn.send(Failed(index, f"worker {index}: {exc}", seq, None))
     except BaseException as exc:
         failed = True
         seq = None if current is None else current.seq_start

@@ -6,6 +6,7 @@ These tests start worker processes (no broker).
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -16,11 +17,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import EngineError, ExecutionError
+from engine.errors import EngineError, ExecutionError, StallError
 from engine.executors.parallel import ParallelExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import canonical_bytes, collect
-from engine.pipeline import Pipeline
+from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from tests.support.budget import examples
 from tests.support.engine_logs import LogSpec, families, logs, pipelines
@@ -85,11 +86,77 @@ def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind(victim: int) -> N
 
     threading.Thread(target=kill_one, daemon=True).start()
     with pytest.raises(
-        ExecutionError, match=rf"worker {victim} was killed by SIGKILL while processing"
+        ExecutionError,
+        match=rf"worker {victim} \(pid \d+\) was killed by SIGKILL \(out of memory\? its peak "
+        r"RSS was at least [\d,]+ MiB.*\) while processing epoch \d+ \(seq \d+\.\.\d+\)",
     ):
         executor.run(plan(fragile_pipeline(sleep=0.0001)), slow_log(), collect())
     assert killed and time.monotonic() - killed[0] < 5.0
     _no_leftovers(executor)
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads process states from /proc")
+@pytest.mark.parametrize("victim", [0, 1])
+def test_a_stopped_worker_fails_the_run_within_the_stall_timeout(victim: int) -> None:
+    """SIGSTOP on one worker: the others wait for it at a phase barrier and the coordinator
+    for all of them; the watchdog names the stopped one, not the one it was waiting for."""
+    executor = ParallelExecutor(workers=2, epoch_size=500, stall_timeout=2.0)
+    stopped: list[float] = []
+
+    def stop_one() -> None:
+        while not executor.worker_pids:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        os.kill(executor.worker_pids[victim], signal.SIGSTOP)
+        stopped.append(time.monotonic())
+
+    threading.Thread(target=stop_one, daemon=True).start()
+    with pytest.raises(StallError) as err:
+        executor.run(plan(fragile_pipeline(sleep=0.0001)), slow_log(), collect())
+    took = time.monotonic() - stopped[0]
+    # The silence may have begun just before the stop (a phase in progress).
+    assert 1.0 <= took < 2.0 + 3.0, took
+    pid = executor.worker_pids[victim]
+    assert err.value.process == f"worker {victim}" and err.value.pid == pid
+    assert err.value.epoch is not None and err.value.seq_start is not None
+    assert re.search(
+        rf"^worker {victim} \(pid {pid}\) made no progress for 2 s in epoch {err.value.epoch} "
+        rf"\(seq {err.value.seq_start}\.\.{err.value.seq_end - 1}\), .*it is stopped \(SIGSTOP\?\)",
+        str(err.value),
+    ), str(err.value)
+    _no_leftovers(executor)
+
+
+def _chain(sleep: float) -> Pipeline:
+    """Three derived columns, each from the one before (so each in a phase of its own), that
+    sleep ``sleep`` s an event."""
+    p = Pipeline("chain")
+    prev: list[Any] = []
+    for i in range(3):
+
+        def fn(_e: Any, _v: Any, i: int = i) -> int:
+            time.sleep(sleep)
+            return i
+
+        prev = [p.derive(f"d{i}", on="a", fn=fn, dtype="int64", inputs=prev)]
+    out = p.output("o", key="k1")
+    p.emit("show", on="a", output=out, inputs=prev, fn=lambda e, _v: [Record(e.k1, {"n": e.d2})])
+    return p
+
+
+def test_workers_that_keep_reporting_are_no_stall() -> None:
+    """The watchdog measures silence, not work: a run whose epochs each take longer than the
+    stall timeout finishes, since every phase is a sign of life."""
+    pipeline = _chain(0.0002)
+    assert plan(pipeline).phases >= 3
+    serial, parallel = collect(), collect()
+    SerialExecutor().run(plan(pipeline), slow_log(8_000), serial)
+    # 2,000 rows a worker, phase and epoch at 0.2 ms: ~0.4 s a phase, ~1.2 s an epoch.
+    executor = ParallelExecutor(workers=2, epoch_size=4_000, stall_timeout=1.0)
+    started = time.perf_counter()
+    stats = executor.run(plan(pipeline), slow_log(8_000), parallel)
+    assert canonical_bytes(parallel.chunks) == canonical_bytes(serial.chunks)
+    assert stats.epochs == 2 and time.perf_counter() - started > 2.0
 
 
 def test_run_directory_is_removed_after_success() -> None:

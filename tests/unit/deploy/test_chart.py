@@ -68,6 +68,7 @@ SETTING_OF_VALUE = {
     "checkpoints.everySeconds": "checkpoint_every_seconds",
     "checkpoints.keep": "checkpoint_keep",
     "brokerTimeout": "broker_timeout",
+    "stallTimeout": "stall_timeout",
     "metrics.port": "metrics_port",
     "pushgateway": "pushgateway",
     "logLevel": "log_level",
@@ -206,6 +207,7 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("no checkpoint kept", {"checkpoints": {"keep": 0}}),
     ("checkpoint cadence as text", {"checkpoints": {"everySeconds": "60s"}}),
     ("a broker timeout of 0", {"brokerTimeout": 0}),
+    ("a stall timeout of 0", {"stallTimeout": 0}),
     ("a negative grace period", {"job": {"terminationGracePeriodSeconds": -1}}),
     (
         "checkpoints with the serial executor",
@@ -275,6 +277,7 @@ def test_defaults_agree_with_the_cli() -> None:
         "checkpoints.everySeconds",
         "checkpoints.keep",
         "brokerTimeout",
+        "stallTimeout",
     ],
 )
 def test_minimums_agree_with_the_cli(value: str) -> None:

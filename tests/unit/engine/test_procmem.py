@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import mmap
 import os
+import re
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -53,3 +55,26 @@ def test_a_process_without_proc_entries_reports_none() -> None:
     assert pss.peak_bytes is None
     assert tree_pss(gone) == 0
     assert sys.platform != "linux" or tree_pss(os.getpid()) > 0
+
+
+def test_a_watched_process_reports_its_state_and_a_sigkill_as_a_possible_oom_kill() -> None:
+    import os
+    import signal
+
+    from engine.procmem import Watched, process_state
+
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads /proc")
+    me = Watched(os.getpid())
+    assert me.peak_rss is not None and me.peak_rss > 0
+    assert process_state(os.getpid()) == "running"
+    assert me.stall().startswith("it is running, ")
+    assert re.fullmatch(
+        r"was killed by SIGKILL \(out of memory\? its peak RSS was at least [\d,]+ MiB.*\)",
+        me.death(-signal.SIGKILL),
+    )
+    assert me.death(-signal.SIGTERM) == "was killed by SIGTERM"
+    assert me.death(3) == "exited with code 3"
+    assert Watched(None).death(-signal.SIGKILL) == (
+        "was killed by SIGKILL (out of memory? no memory figures)"
+    )

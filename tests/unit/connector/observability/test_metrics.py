@@ -157,3 +157,30 @@ def test_the_readme_documents_every_metric() -> None:
     for family in m.registry.collect():
         scraped = family.name + ("_total" if family.type == "counter" else "")
         assert f"`{scraped}`" in readme, scraped
+
+
+def test_stalls_are_counted_per_process() -> None:
+    m = JobMetrics(job="j", pipeline="p", executor="parallel")
+    m.stalled("sink")
+    m.stalled("worker")
+    m.stalled("worker")
+    got = values(m)
+    assert got[("restream_stalls_total", (("process", "worker"),))] == 2
+    assert got[("restream_stalls_total", (("process", "sink"),))] == 1
+
+
+def test_replay_speed_ignores_event_times_outside_1970_to_2200() -> None:
+    """Records stamped -1 or in the year 9999 do not stretch the event-time span."""
+    import numpy as np
+
+    from connector.observability.metrics import event_time_bounds
+
+    year_9999 = 253_402_300_799_000
+    ts = np.array([-1, 1_700_000_000_000, year_9999, 1_700_000_600_000], dtype=np.int64)
+    assert event_time_bounds(ts) == (1_700_000_000_000, 1_700_000_600_000)
+    assert event_time_bounds(np.array([-1, year_9999], dtype=np.int64)) == (None, None)
+    m = JobMetrics(job="j", pipeline="p", executor="parallel")
+    m.start_clock()
+    m.epoch_done(4, -1, year_9999, {})
+    m.epoch_done(4, *event_time_bounds(ts), {})
+    assert m.snapshot().event_time_span_s == 600.0

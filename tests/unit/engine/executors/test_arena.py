@@ -186,3 +186,51 @@ def test_a_received_array_is_read_only(tmp_path: Path) -> None:
     pipe.drain()
     with pytest.raises(ValueError, match="read-only"):
         pipe.loaded[0][0][0] = "edited"
+
+
+def test_dead_runs_directories_are_swept_and_their_size_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    mine = RunDir.create(tmp_path)
+    # A dead pid (beyond pid_max), and our own pid recorded with another start time: a
+    # coordinator of a restarted container that got the same pid.
+    dead = tmp_path / "restream-4194399-0123456789ab"
+    reused = tmp_path / f"restream-{os.getpid()}-ba9876543210"
+    for d in (dead, reused):
+        d.mkdir()
+        (d / "epoch0").write_bytes(b"x" * 100_000)
+    (reused / "owner").write_text(f"{os.getpid()} 1\n")
+    other = tmp_path / "not-a-run-dir"
+    other.mkdir()
+    with caplog.at_level("WARNING", logger="engine.executors.arena"):
+        freed = RunDir.create(tmp_path)
+    assert not dead.exists() and not reused.exists()
+    assert mine.path.exists() and other.exists()
+    assert freed.path.exists() and freed.path != mine.path
+    assert any(
+        "removed 2 run directories of dead runs" in r.getMessage() and "MiB" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+def test_a_full_shared_memory_directory_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+    import os
+
+    from engine.errors import SharedMemoryError
+
+    run = RunDir.create(tmp_path)
+
+    def full(*_args: object) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("engine.executors.arena.os.replace", full)
+    with pytest.raises(
+        SharedMemoryError, match=r"no room for epoch3 \(.* bytes\) in .*give it more room"
+    ):
+        store(run.file("epoch3"), np.arange(10))
+    assert list(run.path.iterdir()) == [run.path / "owner"]  # no temporary file left
