@@ -4,7 +4,7 @@
 
     ConnectorError
     ├── ConfigError        bad configuration or arguments; the CLI exits with code 2
-    ├── RefusedError            the run may not go on (another run of the job is live); exit 2
+    ├── RefusedError       the run may not go on (another run of the job is live); exit 2
     ├── BrokerError        the broker could not be started, reached, or behaved unexpectedly
     ├── SerdeError         a record could not be encoded or decoded
     └── SinkError          the process writing the output failed or died

@@ -128,16 +128,42 @@ class RunIdentity:
     host: str
     pid: int
     started: str  # ISO-8601 UTC
+    #: The kernel boot and pid namespace the pid belongs to ('' if unknown).
+    machine: str = ""
 
     @classmethod
     def here(cls) -> RunIdentity:
         """This process, with a fresh run id."""
         now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
-        return cls(uuid.uuid4().hex[:12], socket.gethostname(), os.getpid(), now.isoformat())
+        return cls(
+            uuid.uuid4().hex[:12], socket.gethostname(), os.getpid(), now.isoformat(), _machine()
+        )
+
+    def gone(self) -> bool:
+        """Whether this run's process is known to be dead: it ran in this very kernel boot
+        and pid namespace, and its pid is free or a zombie. (A reused pid reads as alive: the
+        safe side.)"""
+        if not self.machine or self.machine != _machine():
+            return False
+        try:
+            with open(f"/proc/{self.pid}/stat", "rb") as stat:
+                return stat.read().rsplit(b")", 1)[-1].split()[0] == b"Z"
+        except FileNotFoundError:
+            return True
+        except OSError:
+            return False
 
     def describe(self) -> str:
         """``since 2026-...Z, started by host/pid (run abc)``."""
         return f"since {self.started}, started by {self.host}/{self.pid} (run {self.run})"
+
+
+def _machine() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as boot:
+            return f"{boot.read().strip()}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +185,7 @@ class LeaseRecord:
                 "host": self.who.host,
                 "pid": self.who.pid,
                 "started": self.who.started,
+                "machine": self.who.machine,
                 "expect": self.expect,
             },
             separators=(",", ":"),
@@ -173,7 +200,13 @@ class LeaseRecord:
             if kind not in ("claim", "renew", "release"):
                 return None
             expect = d.get("expect")
-            who = RunIdentity(str(d["run"]), str(d["host"]), int(d["pid"]), str(d["started"]))
+            who = RunIdentity(
+                str(d["run"]),
+                str(d["host"]),
+                int(d["pid"]),
+                str(d["started"]),
+                str(d.get("machine", "")),
+            )
             return cls(kind, who, None if expect is None else int(expect))
         except (ValueError, TypeError, KeyError, AttributeError):
             return None
@@ -265,9 +298,13 @@ def acquire(
     lease_s: float,
     io_timeout_s: float,
     clock: Callable[[], float] = time.monotonic,
+    gone: Callable[[RunIdentity], bool] = RunIdentity.gone,
 ) -> tuple[LeaseState, float]:
     """Take the job's lease; returns the state and the monotonic time the winning claim was
-    sent. Raises :class:`RefusedError` if another run is live (see the module docstring)."""
+    sent. Raises :class:`RefusedError` if another run is live (see the module docstring).
+
+    ``gone(holder)`` says whether the holder is known to be dead (a run killed on this very
+    machine): then the takeover needs no wait."""
     state = LeaseState()
     expect: int | None = None
     while True:
@@ -284,6 +321,14 @@ def acquire(
             raise _live(job, holder, topic, lease_s)
         watched = (holder.who.run, holder.last)
         since = clock()
+        if gone(holder.who):
+            logger.warning(
+                "job %s: the run %s that held the lease is gone from this machine; taking over",
+                job,
+                holder.who.describe(),
+            )
+            expect = holder.last
+            continue
         logger.info(
             "job %s: the lease is held by the run %s; taking it over unless that run shows a "
             "sign of life within %.0f s",
