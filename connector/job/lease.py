@@ -27,15 +27,21 @@ releases it once nothing of its own can still be delivered) is claimed at once.
 The holder must never write once a takeover may have happened. It writes only while its
 *gate* is open: until ``t + lease_timeout - delivery - margin``, where ``t`` is when it sent its
 last renewal that it read back as valid (a takeover comes no earlier than ``t +
-lease_timeout``), ``delivery`` the most time a record handed to its Kafka client can take to
-be delivered (the producers' ``delivery.timeout.ms``, which the run bounds by
+lease_timeout``), ``delivery`` the most time a record handed to its Kafka client may wait for
+the broker (the producers' ``delivery.timeout.ms``, which the run bounds by
 :func:`delivery_timeout_s`), and ``margin`` a twelfth of the lease for clock rates. So a
-record handed on while the gate is open has landed or failed before anyone can take over;
-one that a paused or cut-off process still holds in its client queue times out.
-Checks (:class:`LeaseGate`, shared memory read by the sink process and the dead-letter
-producer) cost a comparison per 1,024 records, and the sink process re-checks when it gets
-SIGCONT, before it hands on another record: a run stopped with SIGSTOP and continued after a
-takeover writes nothing more and fails with exit 2.
+record handed on while the gate is open has landed or failed before anyone can take over,
+also when the run is cut off from the broker or its coordinator hangs. Checks
+(:class:`LeaseGate`, shared memory read by the sink process and the dead-letter producer)
+cost a comparison per 1,024 records, and the sink process re-checks when it gets SIGCONT,
+before it queues another record; a run that lost its lease drops what its client still
+queues and fails with exit 2.
+
+Not covered: a process *frozen* while its Kafka client holds records (the sink process
+stopped with SIGSTOP, a frozen pod or VM) sends them when it thaws, before any check of
+ours can run (measured: librdkafka does not time them out first). Only the broker can
+refuse those, through a transactional producer's epoch (``transactional.id`` fencing);
+see the README's "Fencing" for why the output is not written in transactions.
 
 The lease's Kafka clients live in a keeper process (:class:`Lease`), so that the run's own
 process never holds librdkafka threads when it forks its workers; the keeper renews only

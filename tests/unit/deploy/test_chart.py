@@ -66,6 +66,8 @@ SETTING_OF_VALUE = {
     "checkpoints.everySeconds": "checkpoint_every_seconds",
     "checkpoints.keep": "checkpoint_keep",
     "brokerTimeout": "broker_timeout",
+    "leaseTimeout": "lease_timeout",
+    "leaseTopic": "lease_topic",
     "metrics.port": "metrics_port",
     "pushgateway": "pushgateway",
     "logLevel": "log_level",
