@@ -237,7 +237,9 @@ class BulkProducer:
             raise ConfigError(
                 "columns", f"values, keys, partitions, timestamps differ in length for {topic}"
             )
-        if self._gate is None:
+        if self._gate is None or n <= GATE_EVERY:
+            if self._gate is not None:
+                self._gate()
             self._produce_rows(topic, values, keys, partitions, timestamps, headers)
         else:
             for lo in range(0, n, GATE_EVERY):
