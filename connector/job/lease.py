@@ -563,7 +563,15 @@ class Lease:
         self._conn, child_end = context.Pipe()
         self._process = context.Process(  # type: ignore[attr-defined]
             target=keeper_main,
-            args=(settings, self.gate, child_end, self._conn, os.getpid()),
+            # A forkserver's child is not ours: it dies with the forkserver, and leaves when
+            # its pipe from this process closes.
+            args=(
+                settings,
+                self.gate,
+                child_end,
+                self._conn,
+                os.getpid() if context.get_start_method() == "fork" else None,
+            ),
             name="restream-lease",
             daemon=True,
         )
@@ -598,7 +606,14 @@ class Lease:
                     f"the lease keeper of job {self.settings.job} gave no answer "
                     f"(exit code {self._process.exitcode})"
                 )
-        kind, text = self._conn.recv()
+        try:
+            kind, text = self._conn.recv()
+        except EOFError:
+            self._process.join(1.0)
+            raise BrokerError(
+                f"the lease keeper of job {self.settings.job} exited with code "
+                f"{self._process.exitcode} before taking the lease"
+            ) from None
         if kind == "refused":
             raise RefusedError(text)
         if kind != "held":
@@ -638,7 +653,7 @@ def keeper_main(
     gate: LeaseGate,
     conn: Connection,
     parent_end: Connection,
-    parent: int,
+    parent: int | None,
 ) -> None:
     """The keeper process: take the lease, renew it while the run lives, release it."""
     from engine.parentdeath import die_with_parent
