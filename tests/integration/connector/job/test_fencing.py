@@ -211,9 +211,15 @@ def test_a_stopped_run_is_taken_over_and_fenced_when_it_continues(
     os.kill(frozen.pid, signal.SIGSTOP)
     try:
         stopped_at = time.monotonic()
+        # Its sink process writes the epoch it holds, then nothing comes.
+        before, settled = -1, time.monotonic()
+        while time.monotonic() - settled < 1.5:
+            now = _output_records(broker.bootstrap, topic)
+            if now != before:
+                before, settled = now, time.monotonic()
+            time.sleep(0.1)
         retry = _start(_env(broker.bootstrap, data.topics, job, tmp_path / "retry"))
-        # Continue the frozen run once the retry is writing again.
-        before = _output_records(broker.bootstrap, topic)
+        # Continue the stopped run once the retry is writing.
         deadline = time.monotonic() + 120
         while _output_records(broker.bootstrap, topic) <= before:
             assert retry.poll() is None, _finish(retry)[1]
