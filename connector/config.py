@@ -323,6 +323,18 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=1,
     ),
     _s(
+        "lease_timeout",
+        "int",
+        "seconds without a sign of life after which another run of the same job id takes "
+        "over its lease (a run renews it every sixth of this); half of it, at most "
+        "broker_timeout, is also the most an output record may wait for the broker",
+        60,
+        minimum=6,
+    ),
+    _s(
+        "lease_topic", "str", "topic holding the job's lease (one partition); default: JOB_ID.lease"
+    ),
+    _s(
         "metrics_port",
         "int",
         "serve Prometheus metrics on this TCP port (up to 65535) while running; 0: off",
@@ -415,6 +427,8 @@ class RunConfig:
     checkpoint_keep: int = _default("checkpoint_keep")
     broker_timeout: int = _default("broker_timeout")
     stall_timeout: int = _default("stall_timeout")
+    lease_timeout: int = _default("lease_timeout")
+    lease_topic: str | None = _default("lease_topic")
     metrics_port: int = _default("metrics_port")
     metrics_host: str = _default("metrics_host")
     pushgateway: str | None = _default("pushgateway")

@@ -4,6 +4,7 @@
 
     ConnectorError
     ├── ConfigError        bad configuration or arguments; the CLI exits with code 2
+    ├── RefusedError       the run may not go on (another run of the job is live); exit 2
     ├── BrokerError        the broker could not be started, reached, or behaved unexpectedly
     ├── SerdeError         a record could not be encoded or decoded
     ├── SinkError          the process writing the output failed or died
@@ -55,3 +56,8 @@ class WatchdogError(ConnectorError):
 
     def __reduce__(self) -> tuple[type[WatchdogError], tuple[str], dict[str, str]]:
         return (type(self), (str(self),), {"process": self.process})
+
+
+class RefusedError(ConnectorError):
+    """The run must not go on although nothing is misconfigured: another run of the same job
+    holds its lease (:mod:`connector.job.lease`). The CLI exits with code 2."""

@@ -21,7 +21,7 @@ from typing import get_args
 from connector import __version__
 from connector.cli.options import option as _option
 from connector.cli.options import resolve_env_defaults
-from connector.errors import ConfigError, ConnectorError
+from connector.errors import ConfigError, ConnectorError, RefusedError
 from engine.errors import EngineError
 
 __all__ = ["build_parser", "main"]
@@ -369,6 +369,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return handler(args)
     except ConfigError as exc:
         print(f"restream: bad configuration: {exc}", file=sys.stderr)
+        return 2
+    except RefusedError as exc:
+        print(f"restream: refused: {exc}", file=sys.stderr)
         return 2
     except (ConnectorError, EngineError) as exc:
         print(f"restream: failed: {exc}", file=sys.stderr)

@@ -36,6 +36,7 @@ restarts it); a second SIGTERM stops at once.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -48,10 +49,17 @@ from typing import Any, TextIO
 from confluent_kafka import KafkaException
 
 from connector.config import BadRecordLimit, RunConfig, setting
-from connector.errors import BrokerError, ConfigError, ConnectorError, WatchdogError
+from connector.errors import (
+    BrokerError,
+    ConfigError,
+    ConnectorError,
+    RefusedError,
+    WatchdogError,
+)
 from connector.input.dead_letters import BadRecords, dead_letter_limit
 from connector.input.reader import KafkaSource, TopicInput
 from connector.job.checkpoints import FileCheckpoints, Manifest, fingerprint, resume_ranges
+from connector.job.lease import KeeperSettings, Lease, RunIdentity, Timing, delivery_timeout_s
 from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics, MetricsServer
@@ -133,6 +141,7 @@ class JobPlan:
     dead_letter_topic: str
     key_format: str
     client: dict[str, Any] = field(repr=False)
+    lease_topic: str = ""
 
 
 def _schema(ref: str, label: str) -> AvroSchema:
@@ -219,6 +228,13 @@ def build_job(config: RunConfig, *, schemas: bool = True) -> JobPlan:
             setting("outputs").label,
             f"the pipeline has no output streams {unknown}; it has {sorted(pipeline.outputs)}",
         )
+    dead_letter_topic = config.dead_letter_topic or f"{job_id}.dead-letter"
+    lease_topic = config.lease_topic or f"{job_id}.lease"
+    if lease_topic in {topic for _, topic, _ in outputs} | {dead_letter_topic}:
+        raise ConfigError(
+            setting("lease_topic").label,
+            f"{lease_topic} is also an output or dead-letter topic of the job; choose another",
+        )
     return JobPlan(
         config=config,
         job=job_id,
@@ -226,9 +242,10 @@ def build_job(config: RunConfig, *, schemas: bool = True) -> JobPlan:
         inputs=tuple(inputs),
         schemas=value_schemas,
         outputs=tuple(outputs),
-        dead_letter_topic=config.dead_letter_topic or f"{job_id}.dead-letter",
+        dead_letter_topic=dead_letter_topic,
         key_format=config.key_format or defaults.key_format,
         client=client,
+        lease_topic=lease_topic,
     )
 
 
@@ -392,21 +409,34 @@ class _Producers:
     def __init__(self, config: RunConfig, metrics: JobMetrics) -> None:
         self.bootstrap = config.bootstrap_servers or ""
         #: Output producer settings, without a callback (the sink process adds its own).
+        #: A record may wait for the broker at most as long as the lease allows (see
+        #: connector.job.lease): what a paused run still holds times out before a takeover.
         self.overrides = {
             **config.kafka,
             **output_producer_settings(),
-            "delivery.timeout.ms": config.broker_timeout * 1000,
+            "delivery.timeout.ms": 1000
+            * delivery_timeout_s(config.lease_timeout, config.broker_timeout),
         }
         self._error_cb = _broker_errors(metrics, "producer")
         self.producer: BulkProducer | None = None
         self.sink: SinkProcess | None = None
+        #: The lease gate that every write passes (set once the lease is held).
+        self.gate: Callable[[], None] | None = None
 
     def __call__(self) -> BulkProducer:
         if self.producer is None:
             self.producer = BulkProducer(
-                self.bootstrap, {**self.overrides, "error_cb": self._error_cb}
+                self.bootstrap, {**self.overrides, "error_cb": self._error_cb}, gate=self.gate
             )
         return self.producer
+
+    def drop_queued(self) -> None:
+        """A failed run: deliver what the dead-letter producer holds within a few seconds,
+        else drop it, so that nothing of this run lands after its lease is released."""
+        if self.producer is not None:
+            with contextlib.suppress(ConnectorError):
+                self.producer.flush(5.0)
+            self.producer.purge()
 
     def flush(self) -> None:
         """Wait until everything written so far, output and dead letters, is delivered
@@ -453,6 +483,25 @@ def _ranges(
     if store is not None:
         store.write_manifest(Manifest(job.job, fp, parts, tuple(ranges)))
     return tuple(ranges), False
+
+
+def _take_lease(job: JobPlan) -> Lease:
+    """Hold the job's lease (exit 2 if another run of the job is live): before anything of
+    the job is written, the checkpoint manifest included."""
+    c = job.config
+    return Lease.take(
+        KeeperSettings(
+            client=dict(job.client),
+            job=job.job,
+            topic=job.lease_topic,
+            timing=Timing(
+                float(c.lease_timeout),
+                float(delivery_timeout_s(c.lease_timeout, c.broker_timeout)),
+            ),
+            broker_timeout_s=float(c.broker_timeout),
+            me=RunIdentity.here(),
+        )
+    )
 
 
 def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
@@ -527,7 +576,41 @@ def _run_job(
     sweep_stale()
     job = build_job(config)
     registry = registry_client(config)
+    lease = _take_lease(job)
+    try:
+        report = _run_holding(config, job, registry, lease, metrics, stats, job_started, out=out)
+    except BaseException as exc:
+        _release_after_failure(lease, exc)
+        raise
+    lease.release()  # RefusedError (exit 2) if another run took the job over meanwhile
+    return report
+
+
+def _release_after_failure(lease: Lease, exc: BaseException) -> None:
+    """Release the lease of a failed run (the sink process is stopped, dead letters are
+    delivered or dropped), so that a retry starts at once; a fenced run's error stands."""
+    try:
+        lease.release()
+    except RefusedError:
+        if not isinstance(exc, RefusedError):
+            logger.error("job %s: another run took the job over meanwhile", lease.settings.job)
+    except ConnectorError as error:
+        logger.warning("%s", error)
+
+
+def _run_holding(
+    config: RunConfig,
+    job: JobPlan,
+    registry: Any,
+    lease: Lease,
+    metrics: JobMetrics,
+    stats: RunStats,
+    job_started: float,
+    *,
+    out: TextIO,
+) -> RunReport:
     producers = _Producers(config, metrics)
+    producers.gate = lease.gate
     store = (
         FileCheckpoints(
             config.checkpoint_dir,
@@ -565,6 +648,7 @@ def _run_job(
     if config.metrics_port:
         server = metrics.serve(config.metrics_port, config.metrics_host)
     restore_signal = _on_sigterm(store)
+    failed = True
     try:
         by_topic = ResolvedRanges(ranges).by_topic()
         partitions = config.output_partitions or max(
@@ -620,7 +704,14 @@ def _run_job(
         progress = Progress(metrics, config.progress, out)
         # Before any Kafka client of the run exists here, so that the child can be forked.
         sink = producers.sink = SinkProcess(
-            SinkSettings(producers.bootstrap, producers.overrides, targets, job.job, resume),
+            SinkSettings(
+                producers.bootstrap,
+                producers.overrides,
+                targets,
+                job.job,
+                resume,
+                gate=lease.gate,
+            ),
             metrics=metrics,
             stats=stats,
             on_epoch=lambda _epoch: progress.update(),
@@ -651,6 +742,7 @@ def _run_job(
         for topic, n in sink.skipped.items():
             metrics.output_skipped(topic, n)
         metrics.finish(success=True, seconds=stats.seconds)
+        failed = False
         progress.update(final=True)
         snap = metrics.snapshot()
         return RunReport(
@@ -674,6 +766,9 @@ def _run_job(
         restore_signal()
         if producers.sink is not None:
             producers.sink.close()
+        if failed:
+            # Records still queued for a run that failed (or lost its lease) must not go out.
+            producers.drop_queued()
         if server is not None:
             server.close()
 

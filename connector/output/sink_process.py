@@ -61,7 +61,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from connector.errors import ConnectorError, SinkError, WatchdogError
+from connector.errors import ConnectorError, RefusedError, SinkError, WatchdogError
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics
 from connector.output.sink import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
@@ -100,6 +100,9 @@ class SinkSettings:
     resume: Mapping[tuple[str, int], ResumePoint]
     #: Seconds between the child's heartbeats (at most a quarter of the parent's timeout).
     heartbeat_s: float = 1.0
+    #: The run's lease gate (:class:`connector.job.lease.LeaseGate`): checked before records
+    #: are queued, and on SIGCONT, so a run that lost its lease writes nothing more.
+    gate: Callable[[], None] | None = None
 
 
 class SinkProcess:
@@ -383,6 +386,11 @@ def sink_main(
     # it flush and checkpoint through this process) and stops this one when it is done.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    gate = settings.gate
+    if gate is not None:
+        # Continued after SIGSTOP: ask the lease before the next record is queued (the
+        # handler runs between two records); it waits for a renewal or raises RefusedError.
+        signal.signal(signal.SIGCONT, lambda _signum, _frame: gate())
     die_with_parent(parent)
     for end in parent_ends:
         end.close()
@@ -468,10 +476,27 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: _Mailbox) -> None:
         nonlocal producer
         if producer is None:
             producer = BulkProducer(
-                settings.bootstrap, {**settings.producer_overrides, "error_cb": errors}
+                settings.bootstrap,
+                {**settings.producer_overrides, "error_cb": errors},
+                gate=settings.gate,
             )
         return producer
 
+    try:
+        _serve_with(settings, inbox, outbox, errors, make_producer)
+    except RefusedError:
+        if producer is not None:
+            producer.purge()  # queued records of a run that lost its lease must not land
+        raise
+
+
+def _serve_with(
+    settings: SinkSettings,
+    inbox: Connection,
+    outbox: _Mailbox,
+    errors: _BrokerErrors,
+    make_producer: Callable[[], BulkProducer],
+) -> None:
     sink = KafkaSink(make_producer, settings.targets, job=settings.job, resume=settings.resume)
     reported = 0  # broker errors already counted in a report
     while True:
@@ -483,8 +508,8 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: _Mailbox) -> None:
             return
         outbox.step(busy=True)
         if message[0] == "flush":
-            if producer is not None:
-                producer.flush()
+            if sink.written:  # else no producer was made
+                make_producer().flush()
             outbox.send(("flushed", errors.count - reported))
             outbox.step(busy=False)
             reported = errors.count

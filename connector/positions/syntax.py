@@ -15,7 +15,7 @@ Keywords are case-insensitive and spaces around entries are ignored. ``str(posit
 the canonical text, which parses back to an equal position: times print as UTC ISO-8601
 (with milliseconds when they are not 0), offsets as ``TOPIC/PARTITION=OFFSET`` sorted.
 
-Refused, with a ConfigError that says what to write instead:
+RefusedError, with a ConfigError that says what to write instead:
 
 - ``latest`` as a start and ``earliest`` as an end: such a replay reads nothing, and the
   likeliest cause is a consumer's ``auto.offset.reset`` habit, not a wish for an empty run.

@@ -137,6 +137,8 @@ Secrets are not here: they reach the container as environment variables from the
 {{- end }}
 {{- $_ = set $config "broker_timeout" (int $v.brokerTimeout) }}
 {{- $_ = set $config "stall_timeout" (int $v.stallTimeout) }}
+{{- $_ = set $config "lease_timeout" (int $v.leaseTimeout) }}
+{{- with $v.leaseTopic }}{{ $_ = set $config "lease_topic" . }}{{ end }}
 {{- $_ = set $config "metrics_port" (int $v.metrics.port) }}
 {{- with $v.pushgateway }}{{ $_ = set $config "pushgateway" . }}{{ end }}
 {{- $_ = set $config "progress" "log" }}

@@ -69,6 +69,8 @@ SETTING_OF_VALUE = {
     "checkpoints.keep": "checkpoint_keep",
     "brokerTimeout": "broker_timeout",
     "stallTimeout": "stall_timeout",
+    "leaseTimeout": "lease_timeout",
+    "leaseTopic": "lease_topic",
     "metrics.port": "metrics_port",
     "pushgateway": "pushgateway",
     "logLevel": "log_level",
