@@ -30,10 +30,13 @@ would make the parent wait on the child's reads, which take the GIL chunk by chu
 child's main thread produces. The directory goes at :meth:`SinkProcess.close`; one left by
 a killed parent is swept by the next run.
 
-Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush",)``, ``("stop",)``.
-Child to parent: ``("written", index, written, skipped, first_write_at, broker_errors,
-seconds)`` per epoch, ``("flushed", broker_errors)``, ``("failed", exception or None, text,
-traceback or None)``. The child's
+Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush", mark)``,
+``("stop",)``. Child to parent: ``("written", index, written, skipped, first_write_at,
+broker_errors, seconds)`` per epoch, ``("flushed", broker_errors, marks)``, ``("failed",
+exception or None, text, traceback or None)``. A flush with ``mark`` (a checkpoint's) also
+reads back the last record of every partition written since the last such flush and reports
+its :class:`~connector.output.verify.PartitionMark` (``marks``, else an empty dict); the
+parent keeps the newest per partition in :attr:`SinkProcess.marks`. The child's
 seconds of encoding and producing are added to the run's times as ``write`` (the
 executor's ``sink`` is the coordinator's hand-off, waits for a busy child included).
 """
@@ -58,6 +61,7 @@ from connector.errors import ConnectorError, SinkError
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics
 from connector.output.sink import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
+from connector.output.verify import OutputMarker, PartitionMark
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import replay_collection
 from connector.runtime.processes import process_context
@@ -89,6 +93,8 @@ class SinkSettings:
     targets: Mapping[str, OutputTarget]
     job: str
     resume: Mapping[tuple[str, int], ResumePoint]
+    #: Settings of the client that reads marks back (default: the bootstrap servers only).
+    client: Mapping[str, Any] | None = None
 
 
 class SinkProcess:
@@ -123,6 +129,8 @@ class SinkProcess:
         self.skipped: dict[str, int] = {}
         #: time.monotonic() (system-wide) when the child handed its first record on.
         self.first_write_at: float | None = None
+        #: Per partition written by this run, its newest mark (from flushes with ``mark``).
+        self.marks: dict[tuple[str, int], PartitionMark] = {}
         self._dir = RunDir.create()
         context = process_context()
         self._to_child_r, self._to_child = context.Pipe(duplex=False)
@@ -181,9 +189,10 @@ class SinkProcess:
             self._collect(block=True)
         epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
 
-    def flush(self) -> None:
-        """Wait until every record handed on is delivered (raises what the child raised)."""
-        self._send(("flush",), None)
+    def flush(self, *, mark: bool = False) -> None:
+        """Wait until every record handed on is delivered (raises what the child raised);
+        with ``mark``, :attr:`marks` then covers it."""
+        self._send(("flush", mark), None)
         self._after_flush.append(None)
         while True:
             if self._collect(block=True) == "flushed":
@@ -191,8 +200,9 @@ class SinkProcess:
 
     def flush_then(self, then: Callable[[], None]) -> None:
         """Have every record handed on so far delivered, and call ``then()`` once it is,
-        without waiting: from a later :meth:`write` or :meth:`flush` (in the order asked)."""
-        self._send(("flush",), None)
+        without waiting: from a later :meth:`write` or :meth:`flush` (in the order asked).
+        For a checkpoint: :attr:`marks` covers that output when ``then`` runs."""
+        self._send(("flush", True), None)
         self._after_flush.append(then)
 
     def close(self) -> None:
@@ -251,6 +261,7 @@ class SinkProcess:
                 self._written(*report[1:])
             elif kind == "flushed":
                 self._broker_errors(report[1])
+                self.marks.update(report[2])
                 then = self._after_flush.popleft()
                 if then is None:
                     return kind
@@ -378,18 +389,30 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: Connection) -> Non
         return producer
 
     sink = KafkaSink(make_producer, settings.targets, job=settings.job, resume=settings.resume)
+    marker = OutputMarker(
+        settings.client or {"bootstrap.servers": settings.bootstrap}, settings.job
+    )
+    marked: dict[tuple[str, int], int] = {}  # the seq each partition was last marked at
     reported = 0  # broker errors already counted in a report
     while True:
         try:
             message = inbox.recv()
         except EOFError:
+            marker.close()
             return  # the parent is gone
         if message[0] == "stop":
+            marker.close()
             return
         if message[0] == "flush":
             if producer is not None:
                 producer.flush()
-            outbox.send(("flushed", errors.count - reported))
+            marks: dict[tuple[str, int], PartitionMark] = {}
+            if message[1]:
+                # Only partitions written since their last mark: the others' marks stand.
+                changed = {k: s for k, s in sink.last_seq.items() if marked.get(k) != s}
+                marks = marker.mark(changed, changed)
+                marked.update(changed)
+            outbox.send(("flushed", errors.count - reported, marks))
             reported = errors.count
             continue
         _, index, path = message

@@ -147,8 +147,8 @@ def prepare_outputs(
     """Create missing topics and check existing ones (see the module docstring).
 
     Returns the resume points keyed by ``(topic, partition)`` (empty partitions have none)
-    and every output topic's partition count as it is now. The dead-letter topic is created
-    and checked for other jobs' records, but has no resume point.
+    and every topic's partition count as it is now (the dead-letter topic's too). The
+    dead-letter topic is created and checked for other jobs' records, but has no resume point.
     """
     admin = AdminClient(dict(client))
     metadata = admin.list_topics(timeout=_TIMEOUT_S)
@@ -163,7 +163,7 @@ def prepare_outputs(
             replication_factor=replication_factor,
         )
         metadata = admin.list_topics(timeout=_TIMEOUT_S)
-    counts = {t.topic: len(metadata.topics[t.topic].partitions) for t in topics}
+    counts = {t.topic: len(metadata.topics[t.topic].partitions) for t in every}
     existing = [t for t in every if t not in missing]
     if not existing:
         return {}, counts
