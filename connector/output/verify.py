@@ -50,7 +50,9 @@ __all__ = [
     "OutputMarks",
     "PartitionMark",
     "ReadRecord",
+    "check_marks",
     "delete_job_topics",
+    "last_records",
     "read_records",
     "verify_outputs",
 ]
