@@ -88,7 +88,7 @@ ExecutorName = Literal["parallel", "batch", "serial"]
 ProgressMode = Literal["auto", "bar", "log", "none"]
 LogFormat = Literal["auto", "json", "text"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
-SettingKind = Literal["str", "int", "float", "choice", "list", "mapping"]
+SettingKind = Literal["str", "int", "float", "choice", "list", "mapping", "bool"]
 
 _SECRET_WORDS = ("password", "secret", "token", "jaas", "user.info", "basic.auth", "key.pem")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
@@ -135,7 +135,7 @@ class Setting:
         notes = [f"env {self.env_help}"]
         if self.choices:
             notes.append("one of " + ", ".join(self.choices))
-        if self.default not in (None, "", ()):
+        if self.default not in (None, "", ()) and self.default is not False:
             notes.append(f"default {self.default}")
         if self.required:
             notes.append("required")
@@ -308,6 +308,14 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     _s("checkpoint_keep", "int", "checkpoints kept (older ones are deleted)", 2, minimum=1),
     _s(
+        "restart_from_scratch",
+        "bool",
+        "start the job over: delete its checkpoints and its output and dead-letter topics "
+        "(only if they hold nothing but this job's records), then run from the first record; "
+        "for a one-off run, not a standing setting",
+        False,
+    ),
+    _s(
         "broker_timeout",
         "int",
         "seconds a broker may stay unreachable (retrying) before the job fails with exit 1",
@@ -425,6 +433,7 @@ class RunConfig:
     checkpoint_every_epochs: int = _default("checkpoint_every_epochs")
     checkpoint_every_seconds: int = _default("checkpoint_every_seconds")
     checkpoint_keep: int = _default("checkpoint_keep")
+    restart_from_scratch: bool = _default("restart_from_scratch")
     broker_timeout: int = _default("broker_timeout")
     stall_timeout: int = _default("stall_timeout")
     lease_timeout: int = _default("lease_timeout")
@@ -576,8 +585,17 @@ def _pairs(setting: Setting, items: Sequence[str]) -> list[tuple[str, str]]:
     return out
 
 
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off", ""})
+
+
 def _from_text(setting: Setting, text: str) -> Any:
     """Convert a flag's or environment variable's text."""
+    if setting.kind == "bool":
+        lowered = text.strip().lower()
+        if lowered in _TRUE or lowered in _FALSE:
+            return lowered in _TRUE
+        raise ConfigError(setting.label, f"{text!r} is not true or false")
     if setting.kind == "int":
         try:
             return int(text)
@@ -605,6 +623,11 @@ def _from_yaml(setting: Setting, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(label, f"{value!r} is not an integer")
         return value
+    if setting.kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if not isinstance(value, str):
+            raise ConfigError(label, f"{value!r} is not true or false")
     if not isinstance(value, (str, int, float)) or isinstance(value, bool):
         raise ConfigError(label, f"{value!r} is not a string")
     return _from_text(setting, str(value))
@@ -704,6 +727,11 @@ def add_settings_arguments(
         if s.kind in ("list", "mapping"):
             parser.add_argument(
                 s.flag, dest=s.name, action="append", metavar=s.metavar, help=help_text
+            )
+        elif s.kind == "bool":
+            # A switch: given, it is true (its environment variable and YAML key take a value).
+            parser.add_argument(
+                s.flag, dest=s.name, action="store_const", const="true", help=help_text
             )
         else:
             # A choice shows its values in the usage line too: --executor {parallel,batch,serial}.

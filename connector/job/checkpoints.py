@@ -4,6 +4,10 @@ Layout under ``checkpoint_dir`` (a mounted volume in Kubernetes)::
 
     <checkpoint_dir>/<job_id>/manifest.json           fingerprint and resolved offset ranges
     <checkpoint_dir>/<job_id>/ckpt-<seq:020d>.snap    engine snapshots (newest = highest seq)
+    <checkpoint_dir>/<job_id>/ckpt-<seq:020d>.out.json  what the snapshot's output is: per
+                                                      output and dead-letter partition its
+                                                      last offset and seq (see
+                                                      connector.output.verify)
 
 The **manifest** is written once, before any output, and pins what the job is: the
 fingerprint of its settings (pipeline and plan, inputs, schemas, outputs, formats, epoch size,
@@ -17,6 +21,10 @@ a crash leaves either the old or the new file, never half of one. Before writing
 producer is flushed: everything the snapshot claims is done is in the output topics. A damaged
 snapshot (checksum) is skipped with a warning and the previous one used. Older snapshots
 beyond ``keep`` are deleted.
+
+Each snapshot's **output marks** are written (atomically) just before it, once the output it
+covers is delivered: a restart checks that the output topics still hold that output
+(:func:`connector.output.verify.verify_outputs`) before it skips any of it.
 
 The store is also where SIGTERM lands (:meth:`FileCheckpoints.request_stop`): the next epoch
 becomes due, and once its snapshot is saved :class:`Stopped` ends the run.
@@ -38,6 +46,7 @@ from typing import Any
 from connector.config import setting
 from connector.errors import ConfigError, ConnectorError
 from connector.observability.metrics import JobMetrics
+from connector.output.verify import OutputMarks
 from connector.positions.ranges import PartitionRange
 from connector.runtime import failpoints
 from engine.checkpoint import EngineSnapshot
@@ -151,6 +160,7 @@ class FileCheckpoints:
         before_save: Callable[[], None] = lambda: None,
         flush_then: Callable[[Callable[[], None]], None] | None = None,
         metrics: JobMetrics | None = None,
+        output_marks: Callable[[], OutputMarks] | None = None,
     ) -> None:
         self.directory = Path(root) / job
         try:
@@ -176,6 +186,9 @@ class FileCheckpoints:
         self._before_save = before_save
         self._flush_then = flush_then
         self._metrics = metrics
+        # Asked once the output before a snapshot is delivered (after before_save or inside
+        # flush_then), so what it returns is that output's.
+        self._output_marks = output_marks
         self._since_epochs = 0
         self._last_save = time.monotonic()
         self._stop = False
@@ -300,17 +313,59 @@ class FileCheckpoints:
                 f"job {self.job} again to resume"
             )
 
+    def _marks_path(self, seq: int) -> Path:
+        return self.directory / f"ckpt-{seq:020d}.out.json"
+
+    def output_marks(self, snapshot: EngineSnapshot) -> OutputMarks | None:
+        """The output marks written with ``snapshot``; None if it has none (a snapshot of a
+        restream from before output marks)."""
+        path = self._marks_path(snapshot.position.seq)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        try:
+            return OutputMarks.from_json(text)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ConnectorError(
+                f"the output marks {path} are damaged ({exc}); run job {self.job} with "
+                "--restart-from-scratch to start it over"
+            ) from exc
+
+    def discard(self) -> int:
+        """Delete the job's manifest, snapshots and marks (starting over); returns how many
+        snapshots went."""
+        snapshots = self._snapshots()
+        for path in [
+            *snapshots,
+            *self.directory.glob("ckpt-*.out.json"),
+            *self.directory.glob("*.tmp"),
+            self.manifest_path,
+        ]:
+            path.unlink(missing_ok=True)
+        return len(snapshots)
+
     def _write(self, snapshot: EngineSnapshot, started: float) -> None:
         failpoints.hit("checkpoint.flushed")
-        path = self.directory / f"ckpt-{snapshot.position.seq:020d}.snap"
+        seq = snapshot.position.seq
+        path = self.directory / f"ckpt-{seq:020d}.snap"
         try:
+            if self._output_marks is not None:
+                # Before the snapshot: a snapshot is never there without its marks.
+                marks = self._output_marks()
+                _write_atomically(self._marks_path(seq), [marks.to_json().encode()])
             size = _write_atomically(path, snapshot.pieces(), "checkpoint.write")
         except OSError as exc:
             raise _volume_error(
                 exc, self.directory, f"checkpoint {path.name} ({snapshot.nbytes:,} bytes of state)"
             ) from exc
-        for old in self._snapshots()[self.keep :]:
+        kept = self._snapshots()
+        for old in kept[self.keep :]:
             old.unlink(missing_ok=True)
+        names = {p.name.removesuffix(".snap") for p in kept[: self.keep]}
+        for marks_path in self.directory.glob("ckpt-*.out.json"):
+            if marks_path.name.removesuffix(".out.json") not in names:
+                marks_path.unlink(missing_ok=True)  # an old snapshot's, or an orphan of a crash
         seconds = time.monotonic() - started
         self.saved += 1
         self.seconds += seconds

@@ -27,7 +27,10 @@ With ``checkpoint_dir``, a job pins its settings and ranges in a manifest before
 snapshots its state every few epochs (:mod:`connector.job.checkpoints`), each snapshot written
 once the output before it is delivered, while the run goes on; a restarted job with the
 same id resumes from the newest snapshot and skips the output records (and dead letters) that
-the crashed attempt already wrote. Guarantees: every reader of the output topics sees each
+the crashed attempt already wrote, once it has checked that the output the snapshot covers is
+still there (:mod:`connector.output.verify`: a deleted or rewritten topic is refused with exit 2
+rather than resumed with a gap). ``restart_from_scratch`` deletes the job's checkpoints and
+topics first and runs it from the start. Guarantees: every reader of the output topics sees each
 record exactly once, in serial order per partition, once the job has finished; while a
 restarted job catches up, no record is duplicated either, because the skipping happens before
 producing. SIGTERM makes the run snapshot after the next epoch and stop (exit 1, so the Job
@@ -67,6 +70,13 @@ from connector.observability.progress import Progress
 from connector.output.sink import OutputTarget, output_producer_settings
 from connector.output.sink_process import SinkProcess, SinkSettings
 from connector.output.topics import OutputTopic, dead_lettered_offsets, prepare_outputs
+from connector.output.verify import (
+    OutputMarker,
+    OutputMarks,
+    PartitionMark,
+    delete_job_topics,
+    verify_outputs,
+)
 from connector.pipeline_loader import BUILTIN_DEFAULTS, PipelineDefaults, load_pipeline
 from connector.positions.ranges import (
     PartitionRange,
@@ -86,6 +96,7 @@ from connector.serde.values import (
     value_decoder,
     value_encoder,
 )
+from engine.checkpoint import EngineSnapshot
 from engine.errors import StallError
 from engine.executors import make_executor
 from engine.executors.arena import sweep_stale
@@ -438,11 +449,12 @@ class _Producers:
                 self.producer.flush(5.0)
             self.producer.purge()
 
-    def flush(self) -> None:
+    def flush(self, *, mark: bool = False) -> None:
         """Wait until everything written so far, output and dead letters, is delivered
-        (BrokerError if not; what the sink process raised if it failed)."""
+        (BrokerError if not; what the sink process raised if it failed); with ``mark`` (a
+        checkpoint's flush) the sink process's marks then cover it."""
         if self.sink is not None:
-            self.sink.flush()
+            self.sink.flush(mark=mark)
         if self.producer is not None:
             self.producer.flush()
 
@@ -459,6 +471,70 @@ class _Producers:
             delivered()
         else:
             self.sink.flush_then(delivered)
+
+
+class _Marks:
+    """A checkpoint's :class:`OutputMarks`, asked for once the output before it is delivered:
+    the resumed checkpoint's marks, updated with the sink process's and, where dead letters
+    were written since, the dead-letter topic's (read back here, where they are written)."""
+
+    def __init__(self, job: JobPlan, producers: _Producers) -> None:
+        self._job = job
+        self._producers = producers
+        #: The marks of the checkpoint the run resumed from (none for a fresh start).
+        self.resumed = OutputMarks()
+        self._dead_letters: dict[tuple[str, int], PartitionMark] = {}
+        self._marked = 0  # dead letters produced when last marked
+        self._marker: OutputMarker | None = None
+        #: Partition count of every output and dead-letter topic (set once they are ready).
+        self.topics: dict[str, int] = {}
+
+    def __call__(self) -> OutputMarks:
+        producer = self._producers.producer
+        if producer is not None and producer.produced != self._marked:
+            if self._marker is None:
+                self._marker = OutputMarker(self._job.client, self._job.job)
+            topic = self._job.dead_letter_topic
+            tps = [(topic, p) for p in range(self.topics.get(topic, 1))]
+            self._dead_letters.update(self._marker.mark(tps, {}))
+            self._marked = producer.produced
+        sink = self._producers.sink
+        return self.resumed.merged(
+            {**(sink.marks if sink is not None else {}), **self._dead_letters}, self.topics
+        )
+
+    def close(self) -> None:
+        """Close the dead-letter marker's clients."""
+        if self._marker is not None:
+            self._marker.close()
+
+
+def _start_over(job: JobPlan, store: FileCheckpoints | None) -> None:
+    """``restart_from_scratch``: delete the job's topics (only if they hold nothing but its
+    records) and checkpoints, so that the run writes everything from the first record."""
+    topics = [topic for _, topic, _ in job.outputs] + [job.dead_letter_topic]
+    deleted = delete_job_topics(job.client, topics, job=job.job)
+    snapshots = store.discard() if store is not None else 0
+    logger.warning(
+        "restart_from_scratch: job %s starts over; deleted topics %s and %d checkpoint(s)",
+        job.job,
+        ", ".join(deleted) or "(none existed)",
+        snapshots,
+    )
+
+
+def _resumed_marks(store: FileCheckpoints, snapshot: EngineSnapshot, job: JobPlan) -> OutputMarks:
+    """The marks of the snapshot a run resumes from; refused (exit 2) when it has none."""
+    marks = store.output_marks(snapshot)
+    if marks is None:
+        raise ConfigError(
+            setting("restart_from_scratch").label,
+            f"the checkpoint of job {job.job} at seq {snapshot.position.seq} does not record "
+            "what its output topics held (it was taken by an older restream), so the output "
+            "cannot be checked before resuming: finish the job with that version, run it "
+            "again with --restart-from-scratch, or use a new job id",
+        )
+    return marks
 
 
 def _broker_errors(metrics: JobMetrics, client: str) -> Any:
@@ -576,6 +652,14 @@ def _run_job(
     sweep_stale()
     job = build_job(config)
     registry = registry_client(config)
+    if config.checkpoint_dir and not config.restart_from_scratch:
+        # Settings that differ from the checkpoints' are refused before the lease is claimed:
+        # a configuration error writes nothing, on the broker either.
+        parts = fingerprint_parts(job)
+        pinned = FileCheckpoints(
+            config.checkpoint_dir, job=job.job, every_epochs=1, every_seconds=1
+        )
+        pinned.manifest(fingerprint(parts), parts)
     lease = _take_lease(job)
     try:
         report = _run_holding(config, job, registry, lease, metrics, stats, job_started, out=out)
@@ -611,6 +695,7 @@ def _run_holding(
 ) -> RunReport:
     producers = _Producers(config, metrics)
     producers.gate = lease.gate
+    marks = _Marks(job, producers)
     store = (
         FileCheckpoints(
             config.checkpoint_dir,
@@ -618,15 +703,18 @@ def _run_holding(
             every_epochs=config.checkpoint_every_epochs,
             every_seconds=config.checkpoint_every_seconds,
             keep=config.checkpoint_keep,
-            before_save=producers.flush,
+            before_save=lambda: producers.flush(mark=True),
             # A checkpoint need not stop the run while the sink process drains: its snapshot
             # is written once the output before it is delivered.
             flush_then=producers.flush_then,
             metrics=metrics,
+            output_marks=marks,
         )
         if config.checkpoint_dir
         else None
     )
+    if config.restart_from_scratch:
+        _start_over(job, store)
     ranges, restarted = _ranges(job, store, fingerprint_parts(job))
     _check_inputs(job, ranges, restarted)
     logger.info(
@@ -639,6 +727,8 @@ def _run_holding(
     )
     metrics.set_ranges((r.topic, r.partition, r.start, r.end) for r in ranges)
     snapshot = store.latest() if store is not None else None
+    if store is not None and snapshot is not None:
+        marks.resumed = _resumed_marks(store, snapshot, job)
     todo = resume_ranges(ranges, snapshot)
     if snapshot is not None:
         metrics.resumed(
@@ -657,6 +747,10 @@ def _run_holding(
         out_topics = [
             OutputTopic(topic, partitions, setting("outputs").label) for _, topic, _ in job.outputs
         ]
+        if snapshot is not None:
+            # Before any topic is created or any record skipped: a lost topic must not come
+            # back empty and be resumed into.
+            verify_outputs(job.client, marks.resumed, job=job.job, seq=snapshot.position.seq)
         resume, counts = prepare_outputs(
             job.client,
             out_topics,
@@ -668,6 +762,7 @@ def _run_holding(
             job=job.job,
             replication_factor=config.output_replication_factor,
         )
+        marks.topics = dict(counts)
         bad = BadRecords(
             config.on_bad_record,
             job=job.job,
@@ -711,6 +806,7 @@ def _run_holding(
                 job.job,
                 resume,
                 gate=lease.gate,
+                client=job.client,
             ),
             metrics=metrics,
             stats=stats,
@@ -764,6 +860,7 @@ def _run_holding(
         )
     finally:
         restore_signal()
+        marks.close()
         if producers.sink is not None:
             producers.sink.close()
         if failed:

@@ -130,6 +130,9 @@ class KafkaSink:
         self.skipped: dict[str, int] = {}
         #: time.monotonic() when the first record was handed to the producer.
         self.first_write_at: float | None = None
+        #: Per output partition written by this sink, the seq of the last record written
+        #: (what a checkpoint's mark must find there: connector.output.verify).
+        self.last_seq: dict[tuple[str, int], int] = {}
 
     def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
         """Encode and produce one epoch's output (see :class:`engine.output.Sink`)."""
@@ -190,6 +193,10 @@ class KafkaSink:
         self._producer().produce(
             target.topic, values, keys, partitions.tolist(), coords.ts[index].tolist(), headers
         )
+        # seq never decreases within a chunk: each partition's last row has its last seq.
+        found, last_in_reverse = np.unique(partitions[::-1], return_index=True)
+        for p, s in zip(found.tolist(), seq[len(seq) - 1 - last_in_reverse].tolist(), strict=True):
+            self.last_seq[(target.topic, p)] = s
         if self.first_write_at is None:
             self.first_write_at = time.monotonic()
         self.written[target.topic] = self.written.get(target.topic, 0) + len(values)

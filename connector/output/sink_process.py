@@ -36,10 +36,14 @@ would make the parent wait on the child's reads, which take the GIL chunk by chu
 child's main thread produces. The directory goes at :meth:`SinkProcess.close`; one left by
 a killed parent is swept by the next run.
 
-Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush",)``, ``("stop",)``.
-Child to parent: ``("written", index, written, skipped, first_write_at, broker_errors,
-seconds)`` per epoch, ``("flushed", broker_errors)``, ``("failed", exception or None, text,
-traceback or None)``, and ``("alive", busy_seconds)`` heartbeats. The child's
+Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush", mark)``,
+``("stop",)``. Child to parent: ``("written", index, written, skipped, first_write_at,
+broker_errors, seconds)`` per epoch, ``("flushed", broker_errors, marks)``, ``("failed",
+exception or None, text, traceback or None)``, and ``("alive", busy_seconds)`` heartbeats. A
+flush with ``mark`` (a checkpoint's) also reads back the last record of every partition
+written since the last such flush and reports its
+:class:`~connector.output.verify.PartitionMark` (``marks``, else an empty dict); the parent
+keeps the newest per partition in :attr:`SinkProcess.marks`. The child's
 seconds of encoding and producing are added to the run's times as ``write`` (the
 executor's ``sink`` is the coordinator's hand-off, waits for a busy child included).
 """
@@ -65,6 +69,7 @@ from connector.errors import ConnectorError, RefusedError, SinkError, WatchdogEr
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics
 from connector.output.sink import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
+from connector.output.verify import OutputMarker, PartitionMark
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import replay_collection
 from connector.runtime.processes import process_context
@@ -103,6 +108,8 @@ class SinkSettings:
     #: The run's lease gate (:class:`connector.job.lease.LeaseGate`): checked before records
     #: are queued, and on SIGCONT, so a run that lost its lease writes nothing more.
     gate: Callable[[], None] | None = None
+    #: Settings of the client that reads marks back (default: the bootstrap servers only).
+    client: Mapping[str, Any] | None = None
 
 
 class SinkProcess:
@@ -142,6 +149,8 @@ class SinkProcess:
         self.skipped: dict[str, int] = {}
         #: time.monotonic() (system-wide) when the child handed its first record on.
         self.first_write_at: float | None = None
+        #: Per partition written by this run, its newest mark (from flushes with ``mark``).
+        self.marks: dict[tuple[str, int], PartitionMark] = {}
         self._dir = RunDir.create()
         context = process_context()
         self._to_child_r, self._to_child = context.Pipe(duplex=False)
@@ -201,9 +210,10 @@ class SinkProcess:
             self._collect(block=True)
         epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
 
-    def flush(self) -> None:
-        """Wait until every record handed on is delivered (raises what the child raised)."""
-        self._send(("flush",), None)
+    def flush(self, *, mark: bool = False) -> None:
+        """Wait until every record handed on is delivered (raises what the child raised);
+        with ``mark``, :attr:`marks` then covers it."""
+        self._send(("flush", mark), None)
         self._after_flush.append(None)
         while True:
             if self._collect(block=True) == "flushed":
@@ -211,8 +221,9 @@ class SinkProcess:
 
     def flush_then(self, then: Callable[[], None]) -> None:
         """Have every record handed on so far delivered, and call ``then()`` once it is,
-        without waiting: from a later :meth:`write` or :meth:`flush` (in the order asked)."""
-        self._send(("flush",), None)
+        without waiting: from a later :meth:`write` or :meth:`flush` (in the order asked).
+        For a checkpoint: :attr:`marks` covers that output when ``then`` runs."""
+        self._send(("flush", True), None)
         self._after_flush.append(then)
 
     def close(self) -> None:
@@ -278,6 +289,7 @@ class SinkProcess:
                 self._written(*report[1:])
             elif kind == "flushed":
                 self._broker_errors(report[1])
+                self.marks.update(report[2])
                 then = self._after_flush.popleft()
                 if then is None:
                     return kind
@@ -498,19 +510,31 @@ def _serve_with(
     make_producer: Callable[[], BulkProducer],
 ) -> None:
     sink = KafkaSink(make_producer, settings.targets, job=settings.job, resume=settings.resume)
+    marker = OutputMarker(
+        settings.client or {"bootstrap.servers": settings.bootstrap}, settings.job
+    )
+    marked: dict[tuple[str, int], int] = {}  # the seq each partition was last marked at
     reported = 0  # broker errors already counted in a report
     while True:
         try:
             message = inbox.recv()
         except EOFError:
+            marker.close()
             return  # the parent is gone
         if message[0] == "stop":
+            marker.close()
             return
         outbox.step(busy=True)
         if message[0] == "flush":
             if sink.written:  # else no producer was made
                 make_producer().flush()
-            outbox.send(("flushed", errors.count - reported))
+            marks: dict[tuple[str, int], PartitionMark] = {}
+            if message[1]:
+                # Only partitions written since their last mark: the others' marks stand.
+                changed = {k: s for k, s in sink.last_seq.items() if marked.get(k) != s}
+                marks = marker.mark(changed, changed)
+                marked.update(changed)
+            outbox.send(("flushed", errors.count - reported, marks))
             outbox.step(busy=False)
             reported = errors.count
             continue

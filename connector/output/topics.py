@@ -147,8 +147,8 @@ def prepare_outputs(
     """Create missing topics and check existing ones (see the module docstring).
 
     Returns the resume points keyed by ``(topic, partition)`` (empty partitions have none)
-    and every output topic's partition count as it is now. The dead-letter topic is created
-    and checked for other jobs' records, but has no resume point.
+    and every topic's partition count as it is now (the dead-letter topic's too). The
+    dead-letter topic is created and checked for other jobs' records, but has no resume point.
     """
     admin = AdminClient(dict(client))
     metadata = admin.list_topics(timeout=_TIMEOUT_S)
@@ -167,7 +167,7 @@ def prepare_outputs(
             replication_factor=replication_factor,
         )
         metadata = admin.list_topics(timeout=_TIMEOUT_S)
-    counts = {t.topic: len(metadata.topics[t.topic].partitions) for t in topics}
+    counts = {t.topic: len(metadata.topics[t.topic].partitions) for t in every}
     if points:
         logger.info("resuming job %s: %d output partitions already hold records", job, len(points))
     return points, counts

@@ -16,6 +16,10 @@
     slow_runs.py     a long log and a fragile pipeline for the parallel executor's lifecycle
                      tests (and the scripts they run in a fresh interpreter)
     social.py        hand-built social data sets for the social example's tests
+    crash_data.py    the crash tests' input (bad records throughout) and pipeline (two
+                     records per message in one partition)
+    fake_kafka.py    a fake consumer over in-memory partitions, for resume points and
+                     output checks without a broker
     deploy.py        the chart, manifests and image under test, and the real CLI and config
                      loader they are checked against
 """

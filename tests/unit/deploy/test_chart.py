@@ -80,6 +80,7 @@ SETTING_OF_VALUE = {
 NOT_IN_CONFIG = {
     "schema_registry_basic_auth": "a secret: RESTREAM_SCHEMA_REGISTRY_BASIC_AUTH from the Secret",
     "metrics_host": "restream's default, every address, is what a pod needs",
+    "restart_from_scratch": "a one-off action: in a Job every retried pod would start over",
 }
 #: Settings the chart fixes for a Job: no TTY, logs collected as JSON lines.
 FIXED_IN_CONFIG = {"progress": "log", "log_format": "json"}

@@ -3,7 +3,14 @@ uninterrupted run's (same records, order and partitions; no duplicates, no losse
 
 Each scenario runs `restream run` as a subprocess (the CLI a Kubernetes Job runs) over the same
 500k+ events, with checkpoints, kills or disturbs it, restarts it with the same job id until it
-exits 0, and compares every output partition and the dead-letter topic with the reference run.
+exits 0, and compares every output partition and the dead-letter topic with the reference run,
+record by record (key, value, headers but the job id; dead letters per input partition, whose
+reads interleave differently from run to run). The input holds bad records throughout
+(dead-lettered as the run goes) and every message writes two records to one output partition
+(tests/support/crash_data.py), so a restart must skip within a seq.
+
+A checkpoint's output must still be there when the job resumes from it: a topic deleted
+between a kill and the restart is refused (exit 2) until ``--restart-from-scratch``.
 """
 
 from __future__ import annotations
@@ -23,27 +30,33 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from engine.examples.social.data import generate_social
 from engine.executors.arena import default_shm_dir
+from tests.support.crash_data import PIPELINE_ENV, RECORDS_PER_MESSAGE, write_with_bad_records
 from tooling.broker import LocalBroker
-from tooling.generate import write_social
 from tooling.tansu import TANSU_CLUSTER_ID, tansu_binary, wait_for_broker
 
 pytestmark = pytest.mark.slow
 
 EVENTS = 520_000
 PARTITIONS = 3
-Records = dict[int, list[tuple[bytes | None, bytes | None, bytes | None]]]
+#: A bad record after every this many messages of each input partition.
+BAD_EVERY = 2_000
+_ROOT = Path(__file__).resolve().parents[4]
+Record = tuple[bytes | None, bytes | None, tuple[tuple[str, bytes | None], ...]]
+Records = dict[int, list[Record]]
 
 
 def _env(
     bootstrap: str, topics: tuple[str, str], job: str, ckpt: Path, **extra: str
 ) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RESTREAM_")}
+    env.update(PIPELINE_ENV)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_ROOT), env.get("PYTHONPATH")]))
     env.update(
         RESTREAM_JOB_ID=job,
-        RESTREAM_PIPELINE="social-spam",
         RESTREAM_BOOTSTRAP_SERVERS=bootstrap,
         RESTREAM_INPUTS=f"{topics[0]}=message,{topics[1]}=friendship",
         RESTREAM_WORKERS="2",
@@ -57,9 +70,9 @@ def _env(
     return env
 
 
-def _start(env: dict[str, str]) -> subprocess.Popen[bytes]:
+def _start(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "connector.cli", "run"],
+        [sys.executable, "-m", "connector.cli", "run", *args],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -72,8 +85,16 @@ def _finish(proc: subprocess.Popen[bytes], timeout: float = 240) -> tuple[int, s
     return proc.returncode, out.decode(errors="replace")
 
 
+def _header(name: str, value: bytes | None) -> tuple[str, bytes | None]:
+    if name == "restream.source" and value is not None:
+        # Without the input topic's run-specific prefix: the proxied tests write their own.
+        return name, value.split(b".", 1)[-1]
+    return name, value
+
+
 def read_all(bootstrap: str, topic: str) -> Records:
-    """Every record of ``topic`` to the end of each partition: (key, value, seq header)."""
+    """Every record of ``topic`` to the end of each partition: key, value and headers but the
+    job id."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -98,8 +119,8 @@ def read_all(bootstrap: str, topic: str) -> Records:
                     if error.code() == KafkaError._PARTITION_EOF:
                         live.discard(m.partition() or 0)
                     continue
-                seq = dict(m.headers() or []).get("restream.seq")
-                out[m.partition() or 0].append((m.key(), m.value(), seq))  # type: ignore[arg-type]
+                headers = tuple(_header(k, v) for k, v in m.headers() or [] if k != "restream.job")
+                out[m.partition() or 0].append((m.key(), m.value(), headers))  # type: ignore[arg-type]
         assert not live, f"{topic}: partitions {sorted(live)} never reached their end"
     finally:
         consumer.close()
@@ -111,19 +132,24 @@ class Data:
         self.data = generate_social(
             users=20_000, events=EVENTS, days=10, seed=3, partitions=PARTITIONS
         )
+        self.bad = 0
         self.topics = self.write(broker.bootstrap)
 
     def write(self, bootstrap: str) -> tuple[str, str]:
         prefix = f"crash-{uuid.uuid4().hex[:8]}"
         topics = (f"{prefix}.messages", f"{prefix}.friendships")
-        write_social(
-            self.data,
-            bootstrap=bootstrap,
-            messages_topic=topics[0],
-            friendships_topic=topics[1],
-            partitions=PARTITIONS,
+        self.bad = write_with_bad_records(
+            self.data, bootstrap=bootstrap, topics=topics, partitions=PARTITIONS, every=BAD_EVERY
         )
         return topics
+
+
+class Output:
+    """A job's output topic and dead-letter topic, read back."""
+
+    def __init__(self, bootstrap: str, job: str) -> None:
+        self.scores = read_all(bootstrap, f"{job}.scores")
+        self.dead_letters = read_all(bootstrap, f"{job}.dead-letter")
 
 
 @pytest.fixture(scope="module")
@@ -132,21 +158,46 @@ def data(broker: LocalBroker) -> Data:
 
 
 @pytest.fixture(scope="module")
-def reference(broker: LocalBroker, data: Data, tmp_path_factory: pytest.TempPathFactory) -> Records:
+def reference(broker: LocalBroker, data: Data, tmp_path_factory: pytest.TempPathFactory) -> Output:
     job = f"ref-{uuid.uuid4().hex[:8]}"
     env = _env(broker.bootstrap, data.topics, job, tmp_path_factory.mktemp("ref"))
     code, out = _finish(_start(env))
     assert code == 0, out
-    records = read_all(broker.bootstrap, f"{job}.scores")
-    assert sum(map(len, records.values())) == len(data.data.messages)
-    return records
+    output = Output(broker.bootstrap, job)
+    scores = sum(map(len, output.scores.values()))
+    assert scores == RECORDS_PER_MESSAGE * len(data.data.messages)
+    assert sum(map(len, output.dead_letters.values())) == data.bad > 0
+    # Several records of one seq in a partition: a resume must skip part of a seq.
+    for records in output.scores.values():
+        seqs = [dict(h)["restream.seq"] for _k, _v, h in records]
+        assert len(set(seqs)) < len(seqs)
+    return output
 
 
-def _assert_same(got: Records, reference: Records) -> None:
-    assert set(got) == set(reference)
-    for p in reference:
-        assert len(got[p]) == len(reference[p]), f"partition {p}: {len(got[p])} records"
-        assert got[p] == reference[p], f"partition {p} differs"
+def _by_source(records: Records) -> dict[tuple[int, bytes], list[Record]]:
+    """Dead letters per (dead-letter partition, input partition), in order.
+
+    Dead letters are written in read order, and how the reads of different input partitions
+    interleave varies from run to run (and with every restart): only each input partition's
+    order is the same every time."""
+    out: dict[tuple[int, bytes], list[Record]] = {}
+    for p, rows in records.items():
+        for row in rows:
+            source = dict(row[2])["restream.source"] or b""
+            out.setdefault((p, source.rpartition(b"@")[0]), []).append(row)
+    return out
+
+
+def _assert_same(bootstrap: str, job: str, reference: Output) -> None:
+    got = Output(bootstrap, job)
+    for what, mine, theirs in (
+        ("scores", got.scores, reference.scores),
+        ("dead letters", _by_source(got.dead_letters), _by_source(reference.dead_letters)),
+    ):
+        assert set(mine) == set(theirs), what
+        for p in theirs:
+            assert len(mine[p]) == len(theirs[p]), f"{what} {p}: {len(mine[p])} records"
+            assert mine[p] == theirs[p], f"{what} partition {p} differs"
 
 
 def _checkpoints(ckpt: Path, job: str) -> list[Path]:
@@ -191,7 +242,7 @@ def _wait_for_new_checkpoint(
 
 
 def test_sigkill_at_random_points_then_resume(
-    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
+    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path
 ) -> None:
     # Each kill lands a random moment after the attempt's first new checkpoint: the attempt has
     # made progress (a fixed delay is too late on a fast machine, where a resumed job finishes
@@ -218,14 +269,14 @@ def test_sigkill_at_random_points_then_resume(
     else:
         pytest.fail("the job never finished")
     assert kills == 3, f"the job finished after {kills} kills: it outran the kill points"
-    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+    _assert_same(broker.bootstrap, job, reference)
 
 
 @pytest.mark.parametrize(
     "failpoint", ["checkpoint.write:2", "checkpoint.flushed:2", "sink.epoch:7"]
 )
 def test_killed_inside_a_checkpoint_or_between_produce_and_checkpoint(
-    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path, failpoint: str
+    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path, failpoint: str
 ) -> None:
     job = f"fp-{uuid.uuid4().hex[:8]}"
     crash = _env(broker.bootstrap, data.topics, job, tmp_path, RESTREAM_FAILPOINTS=failpoint)
@@ -237,11 +288,11 @@ def test_killed_inside_a_checkpoint_or_between_produce_and_checkpoint(
     if failpoint.startswith("sink.epoch"):
         # Killed after producing past its checkpoint: the restart must skip those records.
         assert "records already in the output not written again" in out, out
-    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+    _assert_same(broker.bootstrap, job, reference)
 
 
 def test_sigterm_checkpoints_and_stops_then_resumes(
-    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
+    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path
 ) -> None:
     job = f"term-{uuid.uuid4().hex[:8]}"
     env = _env(
@@ -256,7 +307,7 @@ def test_sigterm_checkpoints_and_stops_then_resumes(
     assert len(_checkpoints(tmp_path, job)) == 1
     code, out = _finish(_start(env))
     assert code == 0, out
-    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+    _assert_same(broker.bootstrap, job, reference)
 
 
 def test_ctrl_c_stops_every_process_of_the_run_and_leaves_nothing(
@@ -294,7 +345,7 @@ def _group_members(group: int) -> list[int]:
 
 
 def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
-    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
+    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path
 ) -> None:
     job = f"dmg-{uuid.uuid4().hex[:8]}"
     env = _env(broker.bootstrap, data.topics, job, tmp_path, RESTREAM_CHECKPOINT_EVERY_EPOCHS="2")
@@ -306,7 +357,7 @@ def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
     code, out = _finish(_start(env))
     assert code == 0, out
     assert "skipping checkpoint" in out
-    _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
+    _assert_same(broker.bootstrap, job, reference)
 
 
 def test_a_checkpoint_of_other_settings_is_refused(
@@ -319,6 +370,51 @@ def test_a_checkpoint_of_other_settings_is_refused(
     code, out = _finish(_start({**env, "RESTREAM_EPOCH_SIZE": "30000"}))
     assert code == 2, out
     assert "different settings (changed: epoch_size was 25000, now 30000)" in out
+
+
+def _delete_topic(bootstrap: str, topic: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.delete_topics([topic], operation_timeout=30)[topic].result(30)
+    deadline = time.monotonic() + 30
+    while topic in admin.list_topics(timeout=10).topics:
+        assert time.monotonic() < deadline, f"{topic} still listed after its deletion"
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("lost", ["scores", "dead-letter"])
+def test_a_topic_deleted_between_kill_and_restart_is_refused_until_started_over(
+    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path, lost: str
+) -> None:
+    job = f"lost-{uuid.uuid4().hex[:8]}"
+    env = _env(broker.bootstrap, data.topics, job, tmp_path)
+    proc = _start(env)
+    # Killed (the whole process group, like a pod) after its second checkpoint, whose output
+    # and dead letters are in the topics.
+    first = _wait_for_new_checkpoint(proc, tmp_path, job, None)
+    assert _wait_for_new_checkpoint(proc, tmp_path, job, first) is not None, "no 2nd checkpoint"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+    topic = f"{job}.{lost}"
+    _delete_topic(broker.bootstrap, topic)
+    for _rerun in range(2):  # a rerun is refused the same way: nothing was created or written
+        code, out = _finish(_start(env))
+        assert code == 2, out
+        assert f"job {job} cannot resume from its checkpoint at seq" in out, out
+        assert f"topic {topic} is missing; it held this job's records in partitions" in out, out
+        assert "--restart-from-scratch" in out and "new job id" in out, out
+        assert "Traceback" not in out, out
+        assert (
+            topic
+            not in AdminClient({"bootstrap.servers": broker.bootstrap})
+            .list_topics(timeout=10)
+            .topics
+        )
+    assert _checkpoints(tmp_path, job), "a refused restart must leave the checkpoints"
+    code, out = _finish(_start(env, "--restart-from-scratch"))
+    assert code == 0, out
+    assert "starts over; deleted topics" in out, out
+    assert "resuming from checkpoint" not in out, out
+    _assert_same(broker.bootstrap, job, reference)
 
 
 class Proxy:
@@ -413,7 +509,7 @@ def proxied() -> Iterator[tuple[str, Proxy]]:
 
 
 def test_broker_connection_cut_and_restored_mid_run(
-    proxied: tuple[str, Proxy], data: Data, reference: Records, tmp_path: Path
+    proxied: tuple[str, Proxy], data: Data, reference: Output, tmp_path: Path
 ) -> None:
     bootstrap, proxy = proxied
     topics = data.write(bootstrap)
@@ -427,7 +523,7 @@ def test_broker_connection_cut_and_restored_mid_run(
         time.sleep(2.5)
     code, out = _finish(proc)
     assert code == 0, out
-    _assert_same(read_all(bootstrap, f"{job}.scores"), reference)
+    _assert_same(bootstrap, job, reference)
 
 
 def test_a_broker_that_stays_away_fails_the_job_after_the_deadline(

@@ -1,0 +1,141 @@
+"""Resume points against a fake consumer: a run that died after writing part of its output,
+then resumed from an earlier checkpoint, ends with each output partition exactly as an
+uninterrupted run wrote it, also when one event writes several records to a partition and
+when more records than the tail window share one seq."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pytest
+
+from connector.errors import ConfigError
+from connector.kafka.partitioner import java_partition
+from connector.output.sink import KafkaSink, OutputTarget, ResumePoint
+from connector.output.topics import _TAIL_WINDOW, _resume_point
+from engine.log import Epoch, Events
+from engine.output import OutputChunk
+from tests.support.fake_kafka import FakeConsumer, StoredRecord, output_record
+
+JOB = "j1"
+PARTITIONS = 2
+Row = tuple[int, bytes, list[tuple[str, bytes]]]  # partition, value, headers
+
+
+class _Encoder:
+    def encode(self, columns: Mapping[str, np.ndarray]) -> list[bytes]:
+        return [str(v).encode() for v in columns["a"].tolist()]
+
+
+class _Producer:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def produce(
+        self,
+        topic: str,
+        values: Sequence[bytes],
+        keys: Sequence[bytes | None],
+        partitions: Sequence[int],
+        timestamps: Sequence[int],
+        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
+    ) -> None:
+        assert headers is not None
+        for value, p, h in zip(values, partitions, headers, strict=True):
+            self.rows.append((p, value, list(h)))
+
+
+def _epoch(seq_end: int) -> Epoch:
+    seq = np.arange(seq_end, dtype=np.int64)
+    events = Events(
+        kind="m",
+        seq=seq,
+        ts=1000 + seq,
+        topic=np.zeros(seq_end, dtype=np.int16),
+        partition=np.zeros(seq_end, dtype=np.int32),
+        offset=seq,
+        columns={},
+    )
+    return Epoch(
+        index=0,
+        seq_start=0,
+        seq_end=seq_end,
+        ts=events.ts,
+        kind=np.zeros(seq_end, dtype=np.int8),
+        kinds=("m",),
+        topics=("in",),
+        events={"m": events},
+    )
+
+
+def _run(seqs: list[int], keys: list[int], resume: dict[tuple[str, int], ResumePoint]) -> list[Row]:
+    """What a sink writes for one epoch's records (in serial order), skipping per ``resume``."""
+    producer = _Producer()
+    target = OutputTarget("s", "out", PARTITIONS, ("a",), _Encoder())  # type: ignore[arg-type]
+    sink = KafkaSink(lambda: producer, {"s": target}, job=JOB, resume=resume)  # type: ignore[arg-type]
+    chunk = OutputChunk(
+        "s", np.array(seqs, dtype=np.int64), np.array(keys), {"a": np.arange(len(seqs))}
+    )
+    sink.write([chunk], _epoch(max(seqs) + 1))
+    return producer.rows
+
+
+def _partitions(rows: list[Row]) -> dict[tuple[str, int], list[StoredRecord]]:
+    out: dict[tuple[str, int], list[StoredRecord]] = {("out", p): [] for p in range(PARTITIONS)}
+    for p, value, headers in rows:
+        records = out[("out", p)]
+        records.append(StoredRecord(len(records), (*headers, ("value", value))))
+    return out
+
+
+def _restart_after(seqs: list[int], keys: list[int], delivered: int) -> None:
+    """The first ``delivered`` records were written before the crash; the restart replays from
+    seq 0 (an early checkpoint) with the resume points found in the partitions' tails."""
+    full = _run(seqs, keys, {})
+    consumer = FakeConsumer(_partitions(full[:delivered]))
+    resume = {}
+    for (topic, p), records in consumer.partitions.items():
+        if records:
+            point = _resume_point(consumer, topic, p, 0, len(records), JOB, "outputs", False)
+            assert point is not None
+            resume[(topic, p)] = point
+    written = full[:delivered] + _run(seqs, keys, resume)
+    assert _partitions(written) == _partitions(full), f"after {delivered} records"
+
+
+def test_several_records_per_seq_resume_exactly_wherever_the_run_died() -> None:
+    # Keys 7 and 2 go to different partitions; each event writes 1 to 4 records, some of
+    # them to both partitions.
+    k7, k8 = 7, 2
+    assert java_partition(b"7", PARTITIONS) != java_partition(b"2", PARTITIONS)
+    seqs, keys = [], []
+    for s, (n7, n8) in enumerate([(1, 0), (3, 1), (2, 2), (0, 4), (4, 0), (1, 1), (2, 3)]):
+        seqs += [s] * (n7 + n8)
+        keys += [k7] * n7 + [k8] * n8
+    for delivered in range(len(seqs) + 1):
+        _restart_after(seqs, keys, delivered)
+
+
+@pytest.mark.parametrize("run", [_TAIL_WINDOW + 1, 3 * _TAIL_WINDOW, 5 * _TAIL_WINDOW])
+def test_a_tail_window_full_of_one_seq_is_widened(run: int) -> None:
+    # One event writes more records to a partition than the first tail read holds.
+    seqs = [0, 0, 1] + [2] * run + [3, 3]
+    keys = [7] * len(seqs)
+    for delivered in (3 + _TAIL_WINDOW, 3 + run - 1, 3 + run, 3 + run + 1):
+        _restart_after(seqs, keys, delivered)
+
+
+def test_a_partition_of_one_seq_from_its_first_offset_is_counted_whole() -> None:
+    records = [output_record(i, JOB, 5) for i in range(200)]
+    consumer = FakeConsumer({("out", 0): records})
+    assert _resume_point(consumer, "out", 0, 0, 200, JOB, "outputs", False) == ResumePoint(5, 200)
+    # The tail read started a little before the (possibly lagging) high watermark.
+    assert consumer.assigned[0] == ("out", 0, 200 - _TAIL_WINDOW)
+
+
+def test_a_tail_of_another_job_is_refused() -> None:
+    records = [output_record(0, JOB, 1), output_record(1, "other", 2)]
+    consumer = FakeConsumer({("out", 0): records})
+    with pytest.raises(ConfigError, match="written by job 'other'"):
+        _resume_point(consumer, "out", 0, 0, 2, JOB, "outputs", False)
