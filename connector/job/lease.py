@@ -71,7 +71,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any, Literal, Protocol
 
-from connector.errors import BrokerError, RefusedError
+from connector.errors import BrokerError, ConnectorError, RefusedError
 
 __all__ = [
     "Lease",
@@ -688,15 +688,30 @@ def keeper_main(
         with contextlib.suppress(OSError):
             conn.send(("refused", str(exc)))
     except Exception as exc:  # reported to the run, which raises it
-        logger.debug("lease keeper failed", exc_info=True)
-        gate.close(BROKEN, f"job {settings.job}: the lease keeper failed: {exc}")
+        from confluent_kafka import KafkaException
+
+        why = _why(exc, settings)
+        # A broker that does not answer is a condition, not a bug: no traceback for it.
+        expected = isinstance(exc, ConnectorError | KafkaException | TimeoutError)
+        logger.debug("lease keeper failed: %s", why, exc_info=not expected)
+        gate.close(BROKEN, f"job {settings.job}: the lease keeper failed: {why}")
         with contextlib.suppress(OSError):
-            conn.send(("failed", f"job {settings.job}: cannot take the lease: {exc}"))
+            conn.send(("failed", f"job {settings.job}: cannot take the lease: {why}"))
     finally:
         if io is not None:
             with contextlib.suppress(Exception):
                 io.close()
         conn.close()
+
+
+def _why(exc: Exception, settings: KeeperSettings) -> str:
+    """What went wrong, in words (a TimeoutError has none of its own)."""
+    if isinstance(exc, TimeoutError):
+        return (
+            f"the broker did not answer within {settings.broker_timeout_s:.0f} s (is it "
+            f"reachable?) while the lease topic {settings.topic} was set up"
+        )
+    return str(exc) or type(exc).__name__
 
 
 def _keep(

@@ -615,13 +615,15 @@ def run_job(config: RunConfig, *, out: TextIO) -> RunReport:
                 logger.error("%s", exc)
 
 
-def _check_inputs(job: JobPlan, ranges: Sequence[PartitionRange], restarted: bool) -> None:
-    """Every input topic and partition of ``ranges`` exists (ConfigError naming the missing
-    ones otherwise): before any output topic is created or read, so that a wiped cluster or a
-    deleted topic is not mistaken for a slow broker."""
+def _check_inputs(job: JobPlan, ranges: Sequence[PartitionRange] | None, restarted: bool) -> None:
+    """Every input topic (and partition of ``ranges``, when given) exists (ConfigError naming
+    the missing ones otherwise): before anything is created or written, so that a wiped
+    cluster or a deleted topic is not mistaken for a slow broker, and an unreachable broker
+    fails within ``broker_timeout`` naming what it could not do."""
+    topics = sorted({t for t, _ in job.inputs} if ranges is None else {r.topic for r in ranges})
     with KafkaOffsets(job.client, timeout_s=job.config.broker_timeout) as client:
         try:
-            found = client.partitions(sorted({r.topic for r in ranges}))
+            found = client.partitions(topics)
         except ConfigError as exc:
             why = (
                 f"; job {job.job} restarted from its checkpoints, which pin offset ranges on "
@@ -631,6 +633,8 @@ def _check_inputs(job: JobPlan, ranges: Sequence[PartitionRange], restarted: boo
                 else ""
             )
             raise ConfigError(setting("inputs").label, f"{exc.message}{why}") from exc
+    if ranges is None:
+        return
     gone = [f"{r.topic}/{r.partition}" for r in ranges if r.partition not in found[r.topic]]
     if gone:
         raise ConfigError(
@@ -652,6 +656,7 @@ def _run_job(
     sweep_stale()
     job = build_job(config)
     registry = registry_client(config)
+    restarted = False
     if config.checkpoint_dir and not config.restart_from_scratch:
         # Settings that differ from the checkpoints' are refused before the lease is claimed:
         # a configuration error writes nothing, on the broker either.
@@ -659,7 +664,9 @@ def _run_job(
         pinned = FileCheckpoints(
             config.checkpoint_dir, job=job.job, every_epochs=1, every_seconds=1
         )
-        pinned.manifest(fingerprint(parts), parts)
+        restarted = pinned.manifest(fingerprint(parts), parts) is not None
+    # The broker answers and the inputs exist, before the lease (a write) is claimed.
+    _check_inputs(job, None, restarted)
     lease = _take_lease(job)
     try:
         report = _run_holding(config, job, registry, lease, metrics, stats, job_started, out=out)

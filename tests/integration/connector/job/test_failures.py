@@ -263,6 +263,7 @@ def test_input_topics_gone_on_restart_are_named_before_outputs_are_created(
 
     listed = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
     assert f"{job.job}.scores" not in listed
+    assert f"{job.job}.lease" not in listed  # nor is the lease claimed (a write)
 
 
 def _unshare() -> tuple[str, ...]:
