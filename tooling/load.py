@@ -1,6 +1,7 @@
 """``restream load``: a user's own file (JSON lines, CSV or Parquet) into a Kafka topic.
 
-One record per row: the value is the row as a JSON object (every column, nulls as ``null``),
+One record per row: the value is the row as a JSON object (every column, nulls as ``null``;
+a JSON-lines file's lines as they are, so that values keep their exact types and text),
 the key the ``--key`` column's value as UTF-8 text (none without ``--key``), the record
 timestamp the ``--timestamp`` column (epoch milliseconds, or ISO-8601 text / a datetime
 column, read as UTC when it has no offset). Keyed rows go to the partition Kafka's default
@@ -14,6 +15,7 @@ section 6) then report the true end, so ``--end latest`` reads every loaded reco
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,10 +53,7 @@ class LoadReport:
     seconds: float
 
 
-def read_table(path: Path, file_format: FileFormat | None = None) -> pl.DataFrame:
-    """The file as a data frame; the format from ``file_format`` or the file's suffix."""
-    import polars as pl  # here: `restream --help` need not load it
-
+def _format_of(path: Path, file_format: FileFormat | None) -> FileFormat:
     fmt = file_format or _SUFFIXES.get(path.suffix.lower())
     if fmt is None:
         raise ConfigError(
@@ -62,6 +61,48 @@ def read_table(path: Path, file_format: FileFormat | None = None) -> pl.DataFram
             f"cannot tell the format of {path} from its suffix; pass one of "
             f"{', '.join(FILE_FORMATS)}",
         )
+    return fmt
+
+
+def _json_lines(path: Path, columns: list[str]) -> tuple[pl.DataFrame, list[bytes], list[str]]:
+    """A JSON-lines file's lines (the values, verbatim), a frame of those of ``columns`` that
+    some line has, and every field name seen. Reformatting the values would change what a
+    user wrote (polars makes a column of numbers and text all text)."""
+    import polars as pl
+
+    if not path.is_file():
+        raise ConfigError("FILE", f"{path} is not a readable file")
+    values: list[bytes] = []
+    picked: dict[str, list[object]] = {c: [] for c in columns}
+    seen: dict[str, None] = {}
+    for number, raw in enumerate(path.read_bytes().splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError as exc:
+            raise ConfigError("FILE", f"line {number} of {path} is not JSON: {exc}") from exc
+        if not isinstance(record, dict):
+            raise ConfigError(
+                "FILE", f"line {number} of {path} is a JSON {type(record).__name__}, not an object"
+            )
+        values.append(line)
+        seen.update(dict.fromkeys(record))
+        for c in columns:
+            picked[c].append(record.get(c))
+    try:
+        frame = pl.DataFrame({c: v for c, v in picked.items() if c in seen})
+    except (pl.exceptions.PolarsError, TypeError, ValueError) as exc:
+        raise ConfigError("FILE", f"{path}: column {columns} mixes types: {exc}") from exc
+    return frame, values, list(seen)
+
+
+def read_table(path: Path, file_format: FileFormat | None = None) -> pl.DataFrame:
+    """The file as a data frame; the format from ``file_format`` or the file's suffix."""
+    import polars as pl  # here: `restream --help` need not load it
+
+    fmt = _format_of(path, file_format)
     if not path.is_file():
         raise ConfigError("FILE", f"{path} is not a readable file")
     try:
@@ -74,13 +115,11 @@ def read_table(path: Path, file_format: FileFormat | None = None) -> pl.DataFram
         raise ConfigError("FILE", f"cannot read {path} as {fmt}: {exc}") from exc
 
 
-def _timestamps(frame: pl.DataFrame, column: str) -> np.ndarray:
+def _timestamps(frame: pl.DataFrame, column: str, names: list[str]) -> np.ndarray:
     import polars as pl
 
     if column not in frame.columns:
-        raise ConfigError(
-            "--timestamp", f"no column {column!r}; the file has {', '.join(frame.columns)}"
-        )
+        raise ConfigError("--timestamp", f"no column {column!r}; the file has {', '.join(names)}")
     series = frame[column]
     if series.null_count():
         row = int(np.flatnonzero(series.is_null().to_numpy())[0])
@@ -114,11 +153,13 @@ def _timestamps(frame: pl.DataFrame, column: str) -> np.ndarray:
     return ts
 
 
-def _keys(frame: pl.DataFrame, column: str | None) -> list[bytes | None]:
+def _keys(
+    frame: pl.DataFrame, column: str | None, names: list[str], rows: int
+) -> list[bytes | None]:
     if column is None:
-        return [None] * frame.height
+        return [None] * rows
     if column not in frame.columns:
-        raise ConfigError("--key", f"no column {column!r}; the file has {', '.join(frame.columns)}")
+        raise ConfigError("--key", f"no column {column!r}; the file has {', '.join(names)}")
     return [None if v is None else str(v).encode() for v in frame[column].to_list()]
 
 
@@ -145,10 +186,16 @@ def load_file(
     began = time.perf_counter()
     if partitions < 1:
         raise ConfigError("--partitions", f"{partitions}; use 1 or more")
-    frame = read_table(path, file_format)
-    ts = _timestamps(frame, timestamp)
-    keys = _keys(frame, key)
-    values = frame.write_ndjson().encode().splitlines() if frame.height else []
+    fmt = _format_of(path, file_format)
+    if fmt == "jsonl":
+        frame, values, names = _json_lines(path, [c for c in (timestamp, key) if c])
+        n_rows = len(values)
+    else:
+        frame = read_table(path, fmt)
+        values = frame.write_ndjson().encode().splitlines() if frame.height else []
+        names, n_rows = frame.columns, frame.height
+    ts = _timestamps(frame, timestamp, names)
+    keys = _keys(frame, key, names, n_rows)
     bounds = topic_record_bounds(bootstrap, topic)
     if bounds:
         holding = {p: hi - lo for p, (lo, hi) in bounds.items() if hi > lo}
@@ -162,18 +209,18 @@ def load_file(
     else:
         create_topics(bootstrap, [TopicSpec(topic, partitions)])
     if key is None:
-        part = np.arange(frame.height, dtype=np.int64) % partitions
+        part = np.arange(n_rows, dtype=np.int64) % partitions
     else:
         part = np.array(
             [0 if k is None else java_partition(k, partitions) for k in keys], dtype=np.int64
         )
-    last = np.zeros(frame.height, dtype=bool)
-    if frame.height:
+    last = np.zeros(n_rows, dtype=bool)
+    if n_rows:
         _, first_in_reverse = np.unique(part[::-1], return_index=True)
-        last[frame.height - 1 - first_in_reverse] = True
+        last[n_rows - 1 - first_in_reverse] = True
     producer = BulkProducer(bootstrap)
     for final in (False, True):
-        for start in range(0, frame.height, _CHUNK_ROWS):
+        for start in range(0, n_rows, _CHUNK_ROWS):
             rows = np.flatnonzero(last[start : start + _CHUNK_ROWS] == final) + start
             producer.produce(
                 topic,
@@ -183,7 +230,7 @@ def load_file(
                 ts[rows].tolist(),
             )
         producer.flush()
-    return LoadReport(topic, frame.height, partitions, time.perf_counter() - began)
+    return LoadReport(topic, n_rows, partitions, time.perf_counter() - began)
 
 
 def load_command(

@@ -46,7 +46,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaException
@@ -61,6 +61,7 @@ from connector.errors import (
 )
 from connector.input.dead_letters import BadRecords, dead_letter_limit
 from connector.input.reader import KafkaSource, TopicInput
+from connector.input.sample import first_values
 from connector.job.checkpoints import FileCheckpoints, Manifest, fingerprint, resume_ranges
 from connector.job.lease import KeeperSettings, Lease, RunIdentity, Timing, delivery_timeout_s
 from connector.kafka.offsets import KafkaOffsets
@@ -89,6 +90,7 @@ from connector.runtime.gcpolicy import replay_collection
 from connector.serde.avro import AvroSchema, load_schema, load_schema_file
 from connector.serde.avro_decode import field_kind
 from connector.serde.event_time import EVENT_TIME_KINDS
+from connector.serde.json_schema import SAMPLE_PER_PARTITION, infer_json_schema
 from connector.serde.schema_registry import registry_client
 from connector.serde.values import (
     JsonRecordEncoder,
@@ -200,9 +202,12 @@ def build_job(config: RunConfig, *, schemas: bool = True) -> JobPlan:
     for kind in sorted({k for _, k in inputs}) if schemas else ():
         ref = config.schemas.get(kind) or defaults.schemas.get(kind)
         if not ref:
+            if config.value_format == "json":
+                continue  # inferred from the start of its topics once the ranges are known
             raise ConfigError(
                 setting("schemas").label,
-                f"no schema for event kind {kind!r}; give {kind}=NAME or {kind}=path.avsc",
+                f"no schema for event kind {kind!r}; give {kind}=NAME or {kind}=path.avsc (JSON "
+                "values need none: their fields can be inferred)",
             )
         value_schemas[kind] = _schema(ref, setting("schemas").label)
         check_schema(value_schemas[kind], setting("schemas").label)
@@ -547,18 +552,50 @@ def _broker_errors(metrics: JobMetrics, client: str) -> Any:
 
 def _ranges(
     job: JobPlan, store: FileCheckpoints | None, parts: dict[str, Any]
-) -> tuple[tuple[PartitionRange, ...], bool]:
+) -> tuple[tuple[PartitionRange, ...], bool, dict[str, AvroSchema]]:
     """The job's ranges: from its manifest when restarted, else resolved now (and pinned);
-    and whether they came from the manifest."""
+    whether they came from the manifest; the JSON schemas inferred on a fresh start."""
     fp = fingerprint(parts)
     manifest = store.manifest(fp, parts) if store is not None else None
     if manifest is not None:
         logger.info("job %s restarted: using the ranges pinned at its first start", job.job)
-        return manifest.ranges, True
+        return manifest.ranges, True, {}
     ranges = resolve_ranges(job.config, [t for t, _ in job.inputs]).ranges
+    # Before the ranges are pinned: a sample that leaves a JSON field in doubt is a
+    # configuration error, and the run with an .avsc added must not meet a manifest.
+    inferred = inferred_schemas(job, ranges)
     if store is not None:
         store.write_manifest(Manifest(job.job, fp, parts, tuple(ranges)))
-    return tuple(ranges), False
+    return tuple(ranges), False, inferred
+
+
+def inferred_schemas(job: JobPlan, ranges: Sequence[PartitionRange]) -> dict[str, AvroSchema]:
+    """The schemas of the JSON input kinds given none, inferred from the first records of
+    each of their partitions' ranges (the same records on every resume: the ranges are
+    pinned); ConfigError naming the field when the sample leaves one in doubt."""
+    label = setting("schemas").label
+    found: dict[str, AvroSchema] = {}
+    for kind in sorted({k for _, k in job.inputs} - set(job.schemas)):
+        topics = {t for t, k in job.inputs if k == kind}
+        sample = first_values(
+            job.client,
+            [r for r in ranges if r.topic in topics],
+            job=job.job,
+            per_partition=SAMPLE_PER_PARTITION,
+            timeout_s=job.config.broker_timeout,
+        )
+        schema = found[kind] = infer_json_schema(kind, sample, label=label)
+        check_schema(schema, label)
+        logger.info(
+            "event kind %s: fields inferred from %d JSON records: %s (give %s=path.avsc to "
+            "fix them)",
+            kind,
+            len(sample),
+            ", ".join(f"{f['name']} {f['type']}" for f in schema.raw["fields"]),
+            kind,
+        )
+    _check_event_time(job.config, {k for _, k in job.inputs}, {**job.schemas, **found})
+    return found
 
 
 def _take_lease(job: JobPlan) -> Lease:
@@ -722,8 +759,12 @@ def _run_holding(
     )
     if config.restart_from_scratch:
         _start_over(job, store)
-    ranges, restarted = _ranges(job, store, fingerprint_parts(job))
+    ranges, restarted, inferred = _ranges(job, store, fingerprint_parts(job))
     _check_inputs(job, ranges, restarted)
+    if restarted:  # the same sample as at the first start: the ranges are pinned
+        inferred = inferred_schemas(job, ranges)
+    if inferred:
+        job = replace(job, schemas={**job.schemas, **inferred})
     logger.info(
         "input ranges: %d records in %d partitions",
         sum(r.records for r in ranges),

@@ -63,12 +63,15 @@ def test_epoch_millisecond_timestamps_and_no_key(
     broker: LocalBroker, read_range: ReadRange, tmp_path: Path
 ) -> None:
     path = tmp_path / "events.jsonl"
-    path.write_text("".join(json.dumps({"ts": 1000 + i, "x": i}) + "\n" for i in range(10)))
+    # Mixed types and float text stay as written: JSON lines are loaded verbatim.
+    lines = [json.dumps({"ts": 1000 + i, "x": i if i % 2 else f"{i}", "f": 1.0}) for i in range(10)]
+    path.write_text("\n".join(lines) + "\n\n")
     topic = f"restream-test-{uuid.uuid4().hex[:12]}"
     load_file(path, bootstrap=broker.bootstrap, topic=topic, timestamp="ts", partitions=2)
     records = read_range(topic, {0: (0, 5), 1: (0, 5)})  # round robin
     assert sorted(r.timestamp for r in records) == list(range(1000, 1010))
     assert all(r.key is None for r in records)
+    assert sorted(r.value or b"" for r in records) == sorted(line.encode() for line in lines)
 
 
 def test_bad_input_is_refused_naming_the_flag(broker: LocalBroker, tmp_path: Path) -> None:
