@@ -14,7 +14,7 @@ headers untouched, to the dead-letter topic, adding headers::
 A bad record too large for the dead-letter topic (a poison pill: megabytes of garbage) is
 written truncated to fit, never refused, adding for each part cut (``value``, ``key``)::
 
-    restream.truncated          value | key | key,value
+    restream.truncated          what was cut or dropped: value, key, headers (comma-separated)
     restream.value.size         the original value's size in bytes (decimal)
     restream.value.sha256       SHA-256 of the whole original value (hex)
     restream.key.size, restream.key.sha256       likewise, if the key was cut
@@ -59,11 +59,11 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported
 from connector.config import BadRecordLimit, BadRecordPolicy, setting
 from connector.errors import ConnectorError
 from connector.observability.metrics import JobMetrics
+from connector.serde.event_time import EVENT_TIME_RANGE
 from connector.serde.values import RecordProblem
 
 __all__ = [
     "CLIENT_MAX_MESSAGE_BYTES",
-    "EVENT_TIME_RANGE",
     "BadRecordError",
     "BadRecordLimitError",
     "BadRecords",
@@ -83,9 +83,6 @@ CLIENT_MAX_MESSAGE_BYTES = 1_000_000
 _FRAMING_BYTES = 1024
 #: Per header, its length fields, as librdkafka counts them.
 _HEADER_OVERHEAD = 8
-#: Event times accepted, in ms since the epoch: [1970-01-01, 2200-01-01). A record outside
-#: is bad (``bad-timestamp``, see :mod:`connector.input.reader`).
-EVENT_TIME_RANGE = (0, 7_258_118_400_000)
 
 
 class BadRecordError(ConnectorError):

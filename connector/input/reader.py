@@ -33,10 +33,10 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connector.errors import BrokerError, WatchdogError
-from connector.input.dead_letters import EVENT_TIME_RANGE, BadRecords
+from connector.input.dead_letters import BadRecords
 from connector.observability.metrics import JobMetrics
 from connector.positions.ranges import PartitionRange
-from connector.serde.event_time import event_times
+from connector.serde.event_time import EVENT_TIME_RANGE, event_times
 from connector.serde.values import RecordProblem, ValueDecoder
 from engine.log import PartitionBatch, PartitionSpec, take_column
 
@@ -332,5 +332,9 @@ class KafkaSource:
 def _time_detail(ms: int) -> str:
     """Why an event time is out of range, for the dead letter's ``restream.detail``."""
     lo, hi = EVENT_TIME_RANGE
-    when = "before 1970-01-01" if ms < lo else "not before 2200-01-01"
+    when = (
+        "before 1970-01-01 or at its first instant (Kafka writes 0 as the time of writing)"
+        if ms < lo
+        else "not before 2200-01-01"
+    )
     return f"event time {ms} ms is {when}; accepted: [{lo}, {hi}) ms since the epoch"

@@ -39,7 +39,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from engine.checkpoint import EngineSnapshot
 from engine.errors import CheckpointError
 from engine.log import Epoch
 
-__all__ = ["FileCheckpoints", "Manifest", "Stopped", "fingerprint"]
+__all__ = ["FileCheckpoints", "Manifest", "Stopped", "fingerprint", "read_manifest"]
 
 logger = logging.getLogger(__name__)
 
@@ -72,12 +72,14 @@ def fingerprint(parts: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """What a job is: its settings' fingerprint (and the parts hashed) and its offset ranges."""
+    """What a job is: its settings' fingerprint (and the parts hashed), its offset ranges,
+    and the schemas inferred for its JSON kinds at its first start (kind: schema text)."""
 
     job: str
     fingerprint: str
     parts: Mapping[str, Any]
     ranges: tuple[PartitionRange, ...]
+    inferred: Mapping[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         """The manifest file's text."""
@@ -89,6 +91,7 @@ class Manifest:
                 "ranges": [
                     [r.topic, r.partition, r.start, r.end, r.low, r.high] for r in self.ranges
                 ],
+                "inferred": dict(self.inferred),
             },
             indent=1,
             sort_keys=True,
@@ -103,7 +106,55 @@ class Manifest:
             PartitionRange(str(t), int(p), int(s), int(e), int(lo), int(hi))
             for t, p, s, e, lo, hi in data["ranges"]
         )
-        return cls(str(data["job"]), str(data["fingerprint"]), dict(data["parts"]), ranges)
+        # Manifests written before schemas were inferred have none.
+        inferred = {str(k): str(v) for k, v in data.get("inferred", {}).items()}
+        return cls(
+            str(data["job"]), str(data["fingerprint"]), dict(data["parts"]), ranges, inferred
+        )
+
+
+def read_manifest(
+    root: str | os.PathLike[str], job: str, expected: str, parts: Mapping[str, Any]
+) -> Manifest | None:
+    """Job ``job``'s manifest under ``root``, if one was written; refused (ConfigError) if
+    it is another job's or its fingerprint differs from ``expected``. Creates and deletes
+    nothing: a run asks before it holds the job's lease."""
+    directory = Path(root) / job
+    path = directory / "manifest.json"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(_SETTING, f"cannot read {path}: {exc}") from exc
+    try:
+        manifest = Manifest.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ConnectorError(
+            f"the checkpoint manifest {path} is damaged ({exc}); delete {directory} to start "
+            f"job {job} over"
+        ) from exc
+    if manifest.job != job:
+        raise ConfigError(
+            _SETTING,
+            f"{path} belongs to job {manifest.job!r}, not {job!r}; a job never resumes "
+            "another's checkpoints: point checkpoint_dir elsewhere or remove it",
+        )
+    if manifest.fingerprint != expected:
+        changed = sorted(
+            k
+            for k in set(parts) | set(manifest.parts)
+            if json.dumps(parts.get(k), default=str, sort_keys=True)
+            != json.dumps(manifest.parts.get(k), default=str, sort_keys=True)
+        )
+        what = ", ".join(_change(k, manifest.parts, parts) for k in changed) or "unknown"
+        raise ConfigError(
+            _SETTING,
+            f"{directory} holds checkpoints of job {job} with different settings "
+            f"(changed: {what}); restore those settings to resume, or use a new job id (or "
+            f"delete {directory} and the job's output topics) to start over",
+        )
+    return manifest
 
 
 def _write_atomically(path: Path, pieces: Sequence[bytes], failpoint: str | None = None) -> int:
@@ -207,39 +258,7 @@ class FileCheckpoints:
 
     def manifest(self, expected: str, parts: Mapping[str, Any]) -> Manifest | None:
         """The job's manifest, if one was written; refused if its fingerprint differs."""
-        try:
-            text = self.manifest_path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        try:
-            manifest = Manifest.from_json(text)
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ConnectorError(
-                f"the checkpoint manifest {self.manifest_path} is damaged ({exc}); delete "
-                f"{self.directory} to start job {self.job} over"
-            ) from exc
-        if manifest.job != self.job:
-            raise ConfigError(
-                _SETTING,
-                f"{self.manifest_path} belongs to job {manifest.job!r}, not {self.job!r}; a job "
-                "never resumes another's checkpoints: point checkpoint_dir elsewhere or remove it",
-            )
-        if manifest.fingerprint != expected:
-            changed = sorted(
-                k
-                for k in set(parts) | set(manifest.parts)
-                if json.dumps(parts.get(k), default=str, sort_keys=True)
-                != json.dumps(manifest.parts.get(k), default=str, sort_keys=True)
-            )
-            what = ", ".join(_change(k, manifest.parts, parts) for k in changed) or "unknown"
-            raise ConfigError(
-                _SETTING,
-                f"{self.directory} holds checkpoints of job {self.job} with different settings "
-                f"(changed: {what}); restore those settings to "
-                f"resume, or use a new job id (or delete {self.directory} and the job's output "
-                "topics) to start over",
-            )
-        return manifest
+        return read_manifest(self.directory.parent, self.job, expected, parts)
 
     def write_manifest(self, manifest: Manifest) -> None:
         """Pin the job's settings and ranges (before any output is written)."""

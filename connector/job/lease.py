@@ -663,7 +663,7 @@ def keeper_main(
     die_with_parent(parent)
     parent_end.close()
     timing = settings.timing
-    io_timeout = max(5.0, min(settings.broker_timeout_s, timing.lease_s))
+    io_timeout = _io_timeout(settings)
     io: KafkaLeaseIO | None = None
     try:
         io = KafkaLeaseIO(settings.client, settings.topic, settings.job, io_timeout)
@@ -704,6 +704,12 @@ def keeper_main(
         conn.close()
 
 
+def _io_timeout(settings: KeeperSettings) -> float:
+    """How long one request to the lease topic may take: the broker's patience, at most a
+    lease, and never so short that a slow broker looks dead."""
+    return max(5.0, min(settings.broker_timeout_s, settings.timing.lease_s))
+
+
 def _why(exc: Exception, settings: KeeperSettings) -> str:
     """What went wrong, in words (a TimeoutError has none of its own)."""
     if isinstance(exc, TimeoutError):
@@ -722,7 +728,7 @@ def _keep(
     conn: Connection,
 ) -> None:
     timing = settings.timing
-    io_timeout = max(5.0, min(settings.broker_timeout_s, timing.lease_s))
+    io_timeout = _io_timeout(settings)
     confirmed = time.monotonic()
     while True:
         try:

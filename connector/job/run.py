@@ -62,7 +62,13 @@ from connector.errors import (
 from connector.input.dead_letters import BadRecords, dead_letter_limit
 from connector.input.reader import KafkaSource, TopicInput
 from connector.input.sample import first_values
-from connector.job.checkpoints import FileCheckpoints, Manifest, fingerprint, resume_ranges
+from connector.job.checkpoints import (
+    FileCheckpoints,
+    Manifest,
+    fingerprint,
+    read_manifest,
+    resume_ranges,
+)
 from connector.job.lease import KeeperSettings, Lease, RunIdentity, Timing, delivery_timeout_s
 from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
@@ -90,7 +96,7 @@ from connector.runtime.gcpolicy import replay_collection
 from connector.serde.avro import AvroSchema, load_schema, load_schema_file
 from connector.serde.avro_decode import field_kind
 from connector.serde.event_time import EVENT_TIME_KINDS
-from connector.serde.json_schema import SAMPLE_PER_PARTITION, infer_json_schema
+from connector.serde.json_schema import SAMPLE_PER_PARTITION, infer_json_schema, inferred_schema
 from connector.serde.schema_registry import registry_client
 from connector.serde.values import (
     JsonRecordEncoder,
@@ -550,32 +556,54 @@ def _broker_errors(metrics: JobMetrics, client: str) -> Any:
     return on_error
 
 
-def _ranges(
-    job: JobPlan, store: FileCheckpoints | None, parts: dict[str, Any]
-) -> tuple[tuple[PartitionRange, ...], bool, dict[str, AvroSchema]]:
-    """The job's ranges: from its manifest when restarted, else resolved now (and pinned);
-    whether they came from the manifest; the JSON schemas inferred on a fresh start."""
-    fp = fingerprint(parts)
-    manifest = store.manifest(fp, parts) if store is not None else None
+@dataclass(frozen=True, slots=True)
+class _Pinned:
+    """What a run replays, settled before it holds the job's lease (by reading only): the
+    ranges and inferred JSON schemas of its manifest when restarted, else resolved now."""
+
+    parts: dict[str, Any]
+    ranges: tuple[PartitionRange, ...]
+    inferred: dict[str, AvroSchema]
+    restarted: bool
+
+    def manifest(self, job: str) -> Manifest:
+        """The manifest that pins this (written once the lease is held)."""
+        texts = {kind: schema.text for kind, schema in self.inferred.items()}
+        return Manifest(job, fingerprint(self.parts), self.parts, self.ranges, texts)
+
+
+def _pinned(job: JobPlan) -> _Pinned:
+    """The job's ranges and inferred schemas: from its manifest when restarted (a changed
+    setting is refused), else resolved now. Reads only: a refusal here (changed settings,
+    inputs gone, bad positions, a JSON field in doubt) writes nothing, not even the lease."""
+    config = job.config
+    parts = fingerprint_parts(job)
+    manifest = None
+    if config.checkpoint_dir and not config.restart_from_scratch:
+        manifest = read_manifest(config.checkpoint_dir, job.job, fingerprint(parts), parts)
+    # The broker answers and the inputs exist, named before anything else goes wrong.
+    _check_inputs(job, None, manifest is not None)
     if manifest is not None:
         logger.info("job %s restarted: using the ranges pinned at its first start", job.job)
-        return manifest.ranges, True, {}
-    ranges = resolve_ranges(job.config, [t for t, _ in job.inputs]).ranges
-    # Before the ranges are pinned: a sample that leaves a JSON field in doubt is a
-    # configuration error, and the run with an .avsc added must not meet a manifest.
-    inferred = inferred_schemas(job, ranges)
-    if store is not None:
-        store.write_manifest(Manifest(job.job, fp, parts, tuple(ranges)))
-    return tuple(ranges), False, inferred
+        _check_inputs(job, manifest.ranges, True)
+        # The schemas inferred at the first start: its sample may be gone (retention).
+        inferred = {kind: inferred_schema(text) for kind, text in manifest.inferred.items()}
+        if set(job.schemas) | set(inferred) != {k for _, k in job.inputs}:
+            inferred.update(inferred_schemas(job, manifest.ranges, skip=set(inferred)))
+        return _Pinned(parts, manifest.ranges, inferred, True)
+    ranges = tuple(resolve_ranges(config, [t for t, _ in job.inputs]).ranges)
+    return _Pinned(parts, ranges, inferred_schemas(job, ranges), False)
 
 
-def inferred_schemas(job: JobPlan, ranges: Sequence[PartitionRange]) -> dict[str, AvroSchema]:
+def inferred_schemas(
+    job: JobPlan, ranges: Sequence[PartitionRange], *, skip: set[str] | None = None
+) -> dict[str, AvroSchema]:
     """The schemas of the JSON input kinds given none, inferred from the first records of
     each of their partitions' ranges (the same records on every resume: the ranges are
     pinned); ConfigError naming the field when the sample leaves one in doubt."""
     label = setting("schemas").label
     found: dict[str, AvroSchema] = {}
-    for kind in sorted({k for _, k in job.inputs} - set(job.schemas)):
+    for kind in sorted({k for _, k in job.inputs} - set(job.schemas) - (skip or set())):
         topics = {t for t, k in job.inputs if k == kind}
         sample = first_values(
             job.client,
@@ -693,20 +721,14 @@ def _run_job(
     sweep_stale()
     job = build_job(config)
     registry = registry_client(config)
-    restarted = False
-    if config.checkpoint_dir and not config.restart_from_scratch:
-        # Settings that differ from the checkpoints' are refused before the lease is claimed:
-        # a configuration error writes nothing, on the broker either.
-        parts = fingerprint_parts(job)
-        pinned = FileCheckpoints(
-            config.checkpoint_dir, job=job.job, every_epochs=1, every_seconds=1
-        )
-        restarted = pinned.manifest(fingerprint(parts), parts) is not None
-    # The broker answers and the inputs exist, before the lease (a write) is claimed.
-    _check_inputs(job, None, restarted)
+    pinned = _pinned(job)
+    if pinned.inferred:
+        job = replace(job, schemas={**job.schemas, **pinned.inferred})
     lease = _take_lease(job)
     try:
-        report = _run_holding(config, job, registry, lease, metrics, stats, job_started, out=out)
+        report = _run_holding(
+            config, job, pinned, registry, lease, metrics, stats, job_started, out=out
+        )
     except BaseException as exc:
         _release_after_failure(lease, exc)
         raise
@@ -729,6 +751,7 @@ def _release_after_failure(lease: Lease, exc: BaseException) -> None:
 def _run_holding(
     config: RunConfig,
     job: JobPlan,
+    pinned: _Pinned,
     registry: Any,
     lease: Lease,
     metrics: JobMetrics,
@@ -759,12 +782,9 @@ def _run_holding(
     )
     if config.restart_from_scratch:
         _start_over(job, store)
-    ranges, restarted, inferred = _ranges(job, store, fingerprint_parts(job))
-    _check_inputs(job, ranges, restarted)
-    if restarted:  # the same sample as at the first start: the ranges are pinned
-        inferred = inferred_schemas(job, ranges)
-    if inferred:
-        job = replace(job, schemas={**job.schemas, **inferred})
+    ranges = pinned.ranges
+    if store is not None and not pinned.restarted:
+        store.write_manifest(pinned.manifest(job.job))
     logger.info(
         "input ranges: %d records in %d partitions",
         sum(r.records for r in ranges),

@@ -26,6 +26,7 @@ from prometheus_client.exposition import push_to_gateway
 
 from connector.config import setting
 from connector.errors import ConfigError, ConnectorError
+from connector.serde.event_time import EVENT_TIME_RANGE
 from engine.executors.base import OPERATOR_PREFIX
 
 __all__ = [
@@ -77,9 +78,9 @@ METRICS: Mapping[str, str] = {
     "restream_stalls": "Processes that made no progress for stall_timeout (worker, sink, reader).",
 }
 
-#: Event times (ms) that count towards the replay speed: 1970 up to 2200. A record stamped
-#: -1 or in the year 9999 would stretch the event-time span by centuries.
-SANE_EVENT_TIME_MS = (0, 7_258_118_400_000)
+#: Event times (ms) that count towards the replay speed (the reader dead-letters the others;
+#: other sources of epochs may not).
+SANE_EVENT_TIME_MS = EVENT_TIME_RANGE
 
 
 def event_time_bounds(ts: npt.NDArray[np.int64]) -> tuple[int | None, int | None]:

@@ -515,50 +515,51 @@ def _serve_with(
     )
     marked: dict[tuple[str, int], int] = {}  # the seq each partition was last marked at
     reported = 0  # broker errors already counted in a report
-    while True:
-        try:
-            message = inbox.recv()
-        except EOFError:
-            marker.close()
-            return  # the parent is gone
-        if message[0] == "stop":
-            marker.close()
-            return
-        outbox.step(busy=True)
-        if message[0] == "flush":
-            if sink.written:  # else no producer was made
-                make_producer().flush()
-            marks: dict[tuple[str, int], PartitionMark] = {}
-            if message[1]:
-                # Only partitions written since their last mark: the others' marks stand.
-                changed = {k: s for k, s in sink.last_seq.items() if marked.get(k) != s}
-                marks = marker.mark(changed, changed)
-                marked.update(changed)
-            outbox.send(("flushed", errors.count - reported, marks))
+    try:
+        while True:
+            try:
+                message = inbox.recv()
+            except EOFError:
+                return  # the parent is gone
+            if message[0] == "stop":
+                return
+            outbox.step(busy=True)
+            if message[0] == "flush":
+                if sink.written:  # else no producer was made
+                    make_producer().flush()
+                marks: dict[tuple[str, int], PartitionMark] = {}
+                if message[1]:
+                    # Only partitions written since their last mark: the others' marks stand.
+                    changed = {k: s for k, s in sink.last_seq.items() if marked.get(k) != s}
+                    marks = marker.mark(changed, changed)
+                    marked.update(changed)
+                outbox.send(("flushed", errors.count - reported, marks))
+                outbox.step(busy=False)
+                reported = errors.count
+                continue
+            _, index, path = message
+            started = time.perf_counter()
+            chunks, coords = load(Path(path))
+            Path(path).unlink()  # the mapping stays readable
+            before_w, before_s = dict(sink.written), dict(sink.skipped)
+            sink.produce(chunks, coords)
+            del chunks, coords  # their /dev/shm pages go with the mapping, not with the next epoch
+            failpoints.hit("sink.epoch")
+            outbox.send(
+                (
+                    "written",
+                    index,
+                    _delta(sink.written, before_w),
+                    _delta(sink.skipped, before_s),
+                    sink.first_write_at,
+                    errors.count - reported,
+                    time.perf_counter() - started,
+                )
+            )
             outbox.step(busy=False)
             reported = errors.count
-            continue
-        _, index, path = message
-        started = time.perf_counter()
-        chunks, coords = load(Path(path))
-        Path(path).unlink()  # the mapping stays readable
-        before_w, before_s = dict(sink.written), dict(sink.skipped)
-        sink.produce(chunks, coords)
-        del chunks, coords  # their /dev/shm pages go with the mapping, not with the next epoch
-        failpoints.hit("sink.epoch")
-        outbox.send(
-            (
-                "written",
-                index,
-                _delta(sink.written, before_w),
-                _delta(sink.skipped, before_s),
-                sink.first_write_at,
-                errors.count - reported,
-                time.perf_counter() - started,
-            )
-        )
-        outbox.step(busy=False)
-        reported = errors.count
+    finally:
+        marker.close()
 
 
 def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:

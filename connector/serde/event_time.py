@@ -15,7 +15,14 @@ import numpy.typing as npt
 
 from engine.log import Column, StringColumn
 
-__all__ = ["EVENT_TIME_KINDS", "event_times", "parse_event_time"]
+__all__ = ["EVENT_TIME_KINDS", "EVENT_TIME_RANGE", "event_times", "parse_event_time"]
+
+#: Event times accepted, in ms since the epoch: from 1970-01-01T00:00:00.001 up to (not
+#: including) 2200-01-01. A record outside is bad (``bad-timestamp``, see
+#: :mod:`connector.input.reader`): Kafka clients write a timestamp of 0 or below as the time
+#: of writing, so output records would not carry it, and a year-9999 time would stretch the
+#: replay's event-time span by centuries.
+EVENT_TIME_RANGE = (1, 7_258_118_400_000)
 
 #: Avro types an event-time field may have.
 EVENT_TIME_KINDS = ("long", "int", "string")

@@ -23,7 +23,7 @@ import fastavro
 from connector.errors import ConfigError
 from connector.serde.avro import AvroSchema
 
-__all__ = ["SAMPLE_PER_PARTITION", "infer_json_schema"]
+__all__ = ["SAMPLE_PER_PARTITION", "infer_json_schema", "inferred_schema"]
 
 #: Records sampled from the start of each partition's range.
 SAMPLE_PER_PARTITION = 1000
@@ -94,9 +94,14 @@ def infer_json_schema(kind: str, values: Iterable[bytes | None], *, label: str) 
                 f"give {kind}=path.avsc",
             )
         fields.append({"name": name, "type": max(known, key=_ORDER.__getitem__)})
-    source = {"type": "record", "name": _record_name(kind), "fields": fields}
-    text = json.dumps(source)
-    parsed = fastavro.parse_schema(source)
+    return inferred_schema(
+        json.dumps({"type": "record", "name": _record_name(kind), "fields": fields})
+    )
+
+
+def inferred_schema(text: str) -> AvroSchema:
+    """The schema of an inferred schema's text (as a job's manifest keeps it)."""
+    parsed = fastavro.parse_schema(json.loads(text))
     assert isinstance(parsed, dict)
     return AvroSchema(name=str(parsed["name"]), text=text, parsed=parsed, raw=parsed)
 

@@ -15,10 +15,11 @@ from confluent_kafka import Producer
 
 from connector.cli.app import main
 from connector.config import RunConfig
-from connector.input.dead_letters import EVENT_TIME_RANGE, BadRecordLimitError
+from connector.input.dead_letters import BadRecordLimitError
 from connector.job.run import run_job
 from connector.kafka.partitioner import java_partition
 from connector.serde.avro import encode_value, load_schema
+from connector.serde.event_time import EVENT_TIME_RANGE
 from engine.examples.social.data import SocialData, generate_social
 from engine.examples.social.source import social_source
 from engine.examples.social.spam import build_spam_pipeline

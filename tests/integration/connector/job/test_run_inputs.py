@@ -301,13 +301,14 @@ def test_cli_exit_codes_and_messages(
     topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
     assert not [t for t in topics if t.startswith(forgot)]
     missing = f"no-such-{uuid.uuid4().hex[:6]}"
-    assert main([*base, "--job-id", "a1", "--inputs", f"{missing}=message"]) == 2
+    a1, a2 = f"a1{uuid.uuid4().hex[:6]}", f"a2{uuid.uuid4().hex[:6]}"
+    assert main([*base, "--job-id", a1, "--inputs", f"{missing}=message"]) == 2
     assert missing in capsys.readouterr().err
     assert (
         main(
             [
                 *base,
-                *("--job-id", "a2", "--inputs", f"{topic}=message"),
+                *("--job-id", a2, "--inputs", f"{topic}=message"),
                 *("--end", f"offsets:{topic}/0=99,{no_friendships}/0=0"),
             ]
         )
@@ -315,6 +316,9 @@ def test_cli_exit_codes_and_messages(
     )
     err = capsys.readouterr().err
     assert f"{topic}/0" in err and "99" in err
+    # Refused before the lease (a write) was claimed: nothing of either job exists.
+    topics = AdminClient({"bootstrap.servers": broker.bootstrap}).list_topics(timeout=10).topics
+    assert not [t for t in topics if t.startswith((a1, a2))]
     assert main([*base, "--inputs", f"{topic}=message"]) == 2
     assert "job_id" in capsys.readouterr().err
     code = main(

@@ -10,11 +10,11 @@ import pytest
 
 from connector.config import BadRecordLimit
 from connector.input.dead_letters import (
-    EVENT_TIME_RANGE,
     BadRecordLimitError,
     BadRecords,
     fit_dead_letter,
 )
+from connector.serde.event_time import EVENT_TIME_RANGE
 from connector.serde.values import RecordProblem
 
 LIMIT = 1_000_000

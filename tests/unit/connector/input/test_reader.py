@@ -14,9 +14,10 @@ from hypothesis import strategies as st
 
 from connector.config import BadRecordLimit
 from connector.errors import BrokerError
-from connector.input.dead_letters import EVENT_TIME_RANGE, BadRecords
+from connector.input.dead_letters import BadRecords
 from connector.input.reader import KafkaSource, TopicInput, _Pending
 from connector.serde.avro import encode_value, load_schema, load_schema_file
+from connector.serde.event_time import EVENT_TIME_RANGE
 from connector.serde.values import value_decoder
 
 
@@ -151,9 +152,10 @@ def test_event_times_outside_1970_to_2200_are_bad_records() -> None:
     bad.handle = lambda m, p: handled.append((m.offset(), p.reason, p.detail))  # type: ignore[method-assign]
     source._bad = bad
     lo, hi = EVENT_TIME_RANGE
-    stamps = [lo, -1_000, hi - 1, hi, 253_402_300_799_000, 1_700_000_000_000]
+    stamps = [lo, -1_000, hi - 1, hi, 253_402_300_799_000, 1_700_000_000_000, 0]
     records = [_Record(i, ts, message(i)) for i, ts in enumerate(stamps)]
     batch = source._decode(("in", 0), records, final=True)  # type: ignore[arg-type]
+    assert lo == 1  # 0 is "now" to a Kafka producer: output records could not carry it
     assert batch.offsets.tolist() == [0, 2, 5]
     assert batch.ts.tolist() == [lo, hi - 1, 1_700_000_000_000]
     assert batch.columns["message_id"].tolist() == [0, 2, 5]  # type: ignore[union-attr]
@@ -161,9 +163,11 @@ def test_event_times_outside_1970_to_2200_are_bad_records() -> None:
         (1, "bad-timestamp"),
         (3, "bad-timestamp"),
         (4, "bad-timestamp"),
+        (6, "bad-timestamp"),
     ]
     assert "before 1970-01-01" in handled[0][2] and "2200-01-01" in handled[1][2]
-    assert bad.records_read == 6
+    assert "Kafka writes 0 as the time of writing" in handled[3][2]
+    assert bad.records_read == 7
 
 
 class _Bad:

@@ -223,3 +223,27 @@ def test_the_torn_write_fail_point_fires_for_an_empty_write(
     for pieces in ([], [b""], [b"", b""]):
         assert checkpoints._write_atomically(tmp_path / "x", pieces, "p") == 0
     assert seen == ["p", "p", "p"] and (tmp_path / "x").read_bytes() == b""
+
+
+def test_reading_a_manifest_before_the_lease_creates_and_deletes_nothing(tmp_path: Path) -> None:
+    """A run asks for its manifest before it holds the job's lease: another run's torn write
+    in progress (a .tmp file) and an absent directory stay as they are."""
+    parts = {"pipeline": "p"}
+    assert checkpoints.read_manifest(tmp_path, "j", fingerprint(parts), parts) is None
+    assert not (tmp_path / "j").exists()
+    store = _store(tmp_path)
+    store.write_manifest(Manifest("j", fingerprint(parts), parts, (), {"pay": '{"x": 1}'}))
+    torn = tmp_path / "j" / "ckpt-00000000000000000042.snap.tmp"
+    torn.write_bytes(b"half")
+    got = checkpoints.read_manifest(tmp_path, "j", fingerprint(parts), parts)
+    assert got is not None and got.inferred == {"pay": '{"x": 1}'}  # inferred schemas kept
+    assert torn.exists()
+    changed = {"pipeline": "q"}
+    with pytest.raises(ConfigError, match="changed: pipeline"):
+        checkpoints.read_manifest(tmp_path, "j", fingerprint(changed), changed)
+
+
+def test_manifests_written_before_schemas_were_inferred_still_load() -> None:
+    text = '{"fingerprint": "f", "job": "j", "parts": {}, "ranges": [["t", 0, 0, 5, 0, 5]]}'
+    manifest = Manifest.from_json(text)
+    assert manifest.inferred == {} and manifest.ranges[0].end == 5
