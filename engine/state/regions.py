@@ -217,7 +217,7 @@ class RegionStore:
         out = np.where(everything, n, 0)
         todo = np.flatnonzero((n > 0) & ~everything & ~nothing)
         if len(todo):
-            out[todo] = self._rank_runs(at[todo], x[todo], side, self.hint)
+            out[todo] = self._rank_runs(at[todo], x[todo], side)
         return out
 
     def rank2(
@@ -244,12 +244,7 @@ class RegionStore:
         )
 
     def _rank_runs(
-        self,
-        slots: np.ndarray,
-        x: np.ndarray,
-        side: Literal["left", "right"],
-        hint: np.ndarray,
-        hinted: bool = False,
+        self, slots: np.ndarray, x: np.ndarray, side: Literal["left", "right"]
     ) -> np.ndarray:
         tk = self.cols[TIME_KEY]
         out: np.ndarray
@@ -260,16 +255,10 @@ class RegionStore:
         end = st + self.length[slots[runs]]
         low = np.minimum.reduceat(x, runs)
         high = np.maximum.reduceat(x, runs)
-        if hinted:  # lower edges move forward with time: start from the last one
-            lo = gallop_ranges(tk, st, end, st + hint[slots[runs]], low, side)
-            last = np.append(runs[1:], len(slots)) - 1
-        else:
-            lo = search_ranges(tk, st, end, low, side)
+        lo = search_ranges(tk, st, end, low, side)
         out = lo[run_of] - st[run_of]
         multi = np.flatnonzero((size > 1) & (high > low))
         if len(multi) == 0:
-            if hinted:
-                hint[slots[runs]] = out[last]
             return out
         lo_m, low_m, st_m = lo[multi], low[multi], st[multi]
         hi_m = gallop_ranges(tk, lo_m, end[multi], lo_m, high[multi], side)
@@ -281,8 +270,6 @@ class RegionStore:
         r = rank_of[run_of[lanes]]
         if rb + max(1, len(multi).bit_length()) > 62:  # too wide to pack: search each lane
             out[lanes] = search_ranges(tk, lo_m[r], hi_m[r], x[lanes], side) - st_m[r]
-            if hinted:
-                hint[slots[runs]] = out[last]
             return out
         # Records between the run's extremes, packed as (run, tk - low + 1), merged with x.
         at, which = expand_ranges(lo_m, hi_m - lo_m)
@@ -291,8 +278,6 @@ class RegionStore:
         pos = np.searchsorted(elements, needles, side)
         offset = np.cumsum(hi_m - lo_m) - (hi_m - lo_m)
         out[lanes] = lo_m[r] - st_m[r] + pos - offset[r]
-        if hinted:
-            hint[slots[runs]] = out[last]
         return out
 
     # ------------------------------------------------------------------ expiry
