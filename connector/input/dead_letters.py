@@ -28,7 +28,9 @@ embedded Tansu broker describes no topic configs and has no limit, so there the 
 applies), less room for the record's framing.
 
 Dead letters all go to partition 0, in the order they were read: a dead-letter topic is small,
-and one partition keeps it in order and the same on every run.
+and one partition keeps each input partition's bad records in their offset order. Across input
+partitions the order is the reader's, which differs from run to run (a restart from a
+checkpoint included): compare dead letters per input partition (``restream.source``).
 
 A restarted job passes the offsets an earlier attempt already dead-lettered, so no dead letter
 is written twice.
