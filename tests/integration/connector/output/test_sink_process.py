@@ -261,19 +261,33 @@ def test_a_stopped_child_is_stopped_after_the_timeout(
         assert time.monotonic() - started < 5
 
 
+class _SlowEncoder:
+    """The real encoder after a few seconds' wait (as encoding a huge epoch would take): the
+    child's main thread is inside one step all that time, while its heartbeats go on."""
+
+    def __init__(self, seconds: float) -> None:
+        self._seconds = seconds
+        self._inner = value_encoder("avro", load_schema("social/SpamScore"))
+
+    def encode(self, columns: Any) -> list[bytes]:
+        time.sleep(self._seconds)
+        return self._inner.encode(columns)
+
+
 def test_a_busy_child_that_heartbeats_is_no_stall(broker: LocalBroker, new_topic: NewTopic) -> None:
-    """Silence, not a long step, trips the watchdog: writing an epoch that takes the child
-    longer than the timeout is fine while its heartbeats come."""
+    """Silence, not a long step, trips the watchdog: a step that takes the child three times
+    the timeout is fine while its heartbeats come (ten a timeout: room for a loaded machine)."""
     topic = new_topic(partitions=3)
-    settings = replace(_settings(broker, topic), heartbeat_s=0.1)
-    with SinkProcess(settings, timeout_s=0.5) as sink:
+    target = OutputTarget("scores", topic, 3, _FIELDS, _SlowEncoder(3.0))  # type: ignore[arg-type]
+    settings = replace(_settings(broker, topic), targets={"scores": target}, heartbeat_s=0.1)
+    with SinkProcess(settings, timeout_s=1.0) as sink:
         sink.flush()
-        epoch = _epoch(0, 600_000)
-        sink.write([_chunk(epoch, 400_000)], epoch)
+        epoch = _epoch(0, 3_000)
+        sink.write([_chunk(epoch, 2_000)], epoch)
         started = time.monotonic()
-        sink.flush()  # encoding and producing 400,000 records: seconds, in one step
-        assert time.monotonic() - started > 0.5, "the step was too short to prove anything"
-        assert sum(sink.written.values()) == 400_000
+        sink.flush()  # waits for the slow step
+        assert time.monotonic() - started > 2.0, "the step was too short to prove anything"
+        assert sum(sink.written.values()) == 2_000
 
 
 def test_the_child_ends_when_the_parents_end_of_its_pipe_closes(
