@@ -91,6 +91,10 @@ logger = logging.getLogger(__name__)
 DEFAULT_MAX_PENDING = 1
 #: Seconds the parent waits for a report before it declares the child stuck.
 DEFAULT_TIMEOUT_S = 300.0
+#: Until the child's first sign of life, it may take this long at least: started from a
+#: forkserver (the parent has Kafka client threads), it imports numpy, polars and the Kafka
+#: client first, seconds on a cold machine (no compiled bytecode yet).
+STARTUP_S = 60.0
 _POLL_S = 0.2
 
 
@@ -177,6 +181,7 @@ class SinkProcess:
             self._to_child_r.close()
             self._from_child_w.close()
         self._closed = False
+        self._started = False  # heard from the child yet
         self._watched = Watched(self._process.pid)
         logger.debug("sink process %s started (%s)", self._process.pid, context.get_start_method())
 
@@ -269,7 +274,8 @@ class SinkProcess:
                     if self._from_child.poll(0):
                         continue  # its last words arrived as it exited
                     raise self._died(self._pending[0][0] if self._pending else None)
-                if time.monotonic() - heard > self._timeout_s:
+                limit = self._timeout_s if self._started else max(self._timeout_s, STARTUP_S)
+                if time.monotonic() - heard > limit:
                     raise self._stuck(None)
                 continue
             try:
@@ -278,6 +284,7 @@ class SinkProcess:
                 self._process.join(1.0)
                 raise self._died(self._pending[0][0] if self._pending else None) from None
             heard = time.monotonic()
+            self._started = True
             self._watched.sample()
             if report[0] == "alive":
                 busy = float(report[1])
@@ -407,6 +414,7 @@ def sink_main(
     for end in parent_ends:
         end.close()
     mailbox = _Mailbox(outbox)
+    mailbox.send(("alive", 0.0))  # started: from now on the parent's timeout holds
     beat = threading.Thread(
         target=mailbox.beat, args=(settings.heartbeat_s,), name="restream-heartbeat", daemon=True
     )

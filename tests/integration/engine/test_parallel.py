@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -127,36 +128,47 @@ def test_a_stopped_worker_fails_the_run_within_the_stall_timeout(victim: int) ->
     _no_leftovers(executor)
 
 
-def _chain(sleep: float) -> Pipeline:
-    """Three derived columns, each from the one before (so each in a phase of its own), that
-    sleep ``sleep`` s an event."""
-    p = Pipeline("chain")
+def _slow_phases(phases: int, seconds: float) -> Pipeline:
+    """``phases`` derived columns, each from the one before (a phase each), whose vectorised
+    form sleeps ``seconds`` once per batch: a phase of a parallel worker takes that long
+    however loaded the machine (a sleep, not work), and the serial oracle (per event, no
+    sleep) stays quick."""
+    p = Pipeline("slow-phases")
     prev: list[Any] = []
-    for i in range(3):
+    for i in range(phases):
 
-        def fn(_e: Any, _v: Any, i: int = i) -> int:
-            time.sleep(sleep)
-            return i
+        def batch(c: Any, i: int = i) -> np.ndarray:
+            time.sleep(seconds)
+            return np.full(len(c["k1"]), i, dtype=np.int64)
 
-        prev = [p.derive(f"d{i}", on="a", fn=fn, dtype="int64", inputs=prev)]
+        prev = [
+            p.derive(
+                f"d{i}",
+                on="a",
+                fn=lambda _e, _v, i=i: i,
+                batch_fn=batch,
+                dtype="int64",
+                inputs=prev,
+            )
+        ]
     out = p.output("o", key="k1")
-    p.emit("show", on="a", output=out, inputs=prev, fn=lambda e, _v: [Record(e.k1, {"n": e.d2})])
+    p.emit("show", on="a", output=out, inputs=prev, fn=lambda e, _v: [Record(e.k1, {"n": e.d5})])
     return p
 
 
 def test_workers_that_keep_reporting_are_no_stall() -> None:
     """The watchdog measures silence, not work: a run whose epochs each take longer than the
     stall timeout finishes, since every phase is a sign of life."""
-    pipeline = _chain(0.0002)
-    assert plan(pipeline).phases >= 3
+    pipeline = _slow_phases(6, 0.5)
+    assert plan(pipeline).phases >= 6
     serial, parallel = collect(), collect()
-    SerialExecutor().run(plan(pipeline), slow_log(8_000), serial)
-    # 2,000 rows a worker, phase and epoch at 0.2 ms: ~0.4 s a phase, ~1.2 s an epoch.
-    executor = ParallelExecutor(workers=2, epoch_size=4_000, stall_timeout=1.0)
+    SerialExecutor().run(plan(pipeline), slow_log(4_000), serial)
+    # Phases of 0.5 s (a quarter of the timeout), epochs of 3 s (one and a half).
+    executor = ParallelExecutor(workers=2, epoch_size=2_000, stall_timeout=2.0)
     started = time.perf_counter()
-    stats = executor.run(plan(pipeline), slow_log(8_000), parallel)
+    stats = executor.run(plan(pipeline), slow_log(4_000), parallel)
     assert canonical_bytes(parallel.chunks) == canonical_bytes(serial.chunks)
-    assert stats.epochs == 2 and time.perf_counter() - started > 2.0
+    assert stats.epochs == 2 and time.perf_counter() - started > 2 * 2.0
 
 
 def test_run_directory_is_removed_after_success() -> None:
