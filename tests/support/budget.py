@@ -1,8 +1,8 @@
 """How hard the property tests try: thorough in CI, quick at a developer's prompt.
 
 ``make test`` (and so CI) sets ``RESTREAM_THOROUGH=1``: every property test runs the number of
-examples written at its decorator. A plain ``pytest tests/unit`` runs a tenth of them (at
-least 5), so the edit-test loop stays under a minute. Examples are random in every run, CI
+examples written at its decorator. A plain ``pytest tests/unit`` runs a twentieth of them (at
+least 3), so the edit-test loop stays under a minute. Examples are random in every run, CI
 included (tests/support/hypothesis_profiles.py): at a prompt, failures are kept in Hypothesis'
 example database and replayed first; a CI run (a fresh clone, no database) prints its seed.
 """
@@ -17,8 +17,8 @@ THOROUGH = os.environ.get("RESTREAM_THOROUGH", "") not in ("", "0")
 
 
 def examples(n: int) -> int:
-    """``n`` examples when thorough, else a tenth of them (at least 5)."""
-    return n if THOROUGH else max(5, n // 10)
+    """``n`` examples when thorough, else a twentieth of them (at least 3)."""
+    return n if THOROUGH else max(3, n // 20)
 
 
 def size(thorough: int, quick: int) -> int:

@@ -28,7 +28,7 @@ PROFILE = "restream"
 
 def suite_settings(*, ci: bool) -> settings:
     """The suite's profile. Property tests without an explicit count get the budget of an
-    explicit ``examples(100)``: 100 when thorough, 10 at a prompt."""
+    explicit ``examples(100)``: 100 when thorough, 5 at a prompt."""
     base = settings.get_profile("default")  # Hypothesis' own: random, with a database
     if not ci:
         return settings(base, max_examples=examples(100), derandomize=False)
