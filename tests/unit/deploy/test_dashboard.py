@@ -144,6 +144,7 @@ def test_every_query_selects_the_chosen_jobs() -> None:
         ("damaged checkpoints", "restream_checkpoints_damaged_total"),
         ("output skipped as already written", "restream_output_skipped_records_total"),
         ("broker errors retried", "restream_broker_errors_total"),
+        ("processes stopped by the watchdog", "restream_stalls_total"),
     ],
 )
 def test_dashboard_shows_what_the_issue_asks_for(what: str, metric: str) -> None:
