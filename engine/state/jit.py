@@ -102,7 +102,14 @@ def warm_up() -> float:
         return 0.0
     started = time.perf_counter()
     # The kernels' modules register themselves on import.
-    from engine.state import distinctkernel, keyindex, rangeindex, regions, winkernels  # noqa: F401
+    from engine.state import (  # noqa: F401
+        distinctkernel,
+        keyindex,
+        packing,
+        rangeindex,
+        regions,
+        winkernels,
+    )
 
     for fn in _WARM_UPS:
         fn()

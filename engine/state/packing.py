@@ -1,6 +1,7 @@
-"""Sorting helpers: pack small non-negative integers into one int64 so numpy's (fast) value
-sort can replace its (several times slower) argsort, radix passes for keys of up to 32 bits,
-plus range expansion.
+"""Sorting helpers: a compiled counting sort for keys from a small range (slots: dense
+integers), radix passes for keys of up to 32 bits, packing small non-negative integers into one
+int64 so numpy's (fast) value sort can replace its (several times slower) argsort, plus range
+expansion.
 
 Every helper falls back to ``np.argsort(kind="stable")`` / ``np.lexsort`` when the fields do not
 fit in 63 bits, so results never depend on the packing.
@@ -9,6 +10,8 @@ fit in 63 bits, so results never depend on the packing.
 from __future__ import annotations
 
 import numpy as np
+
+from engine.state.jit import jit, register_warm_up
 
 __all__ = ["bits_for", "expand_ranges", "pack_order", "radix_order", "sort_pairs"]
 
@@ -21,6 +24,33 @@ def bits_for(values: np.ndarray) -> int:
 #: Below this many keys a value sort is as fast as radix passes.
 _RADIX_MIN = 2048
 _RADIX_MAX_BITS = 32
+#: A counting sort's extra memory and time go with its key range: it is used when the range
+#: is at most this many times the number of keys (plus :data:`_COUNTING_SLACK`).
+_COUNTING_SPAN = 2
+_COUNTING_SLACK = 1 << 16
+
+
+@jit
+def _counting_order(keys: np.ndarray, low: int, span: int) -> np.ndarray:
+    """The stable argsort of ``keys`` (all in ``low .. low + span - 1``) by counting: one
+    histogram, its running sum, one scatter. Linear in keys plus range."""
+    n = len(keys)
+    at = np.zeros(span + 1, dtype=np.int64)
+    for i in range(n):
+        at[keys[i] - low + 1] += 1
+    for k in range(span):
+        at[k + 1] += at[k]
+    out = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        k = keys[i] - low
+        out[at[k]] = i
+        at[k] += 1
+    return out
+
+
+@register_warm_up
+def _warm() -> None:
+    _counting_order(np.zeros(1, dtype=np.int64), 0, 1)
 
 
 def radix_order(keys: np.ndarray, bits: int) -> np.ndarray:
@@ -47,10 +77,16 @@ def pack_order(keys: np.ndarray) -> np.ndarray:
     n = len(keys)
     if n == 0:
         return np.zeros(0, dtype=np.int64)
+    low = int(keys.min())
+    span = int(keys.max()) - low + 1
+    if n >= _RADIX_MIN and span <= _COUNTING_SPAN * n + _COUNTING_SLACK:
+        # Slots of an epoch's keys are such a range: 12x faster than the radix passes at
+        # 230,000 keys over 100,000 slots.
+        return _counting_order(np.ascontiguousarray(keys, dtype=np.int64), low, span)
     bits = bits_for(keys)
     # numpy's value sort of int64 is a plain introsort here (~50 ns a key at 100k keys), its
     # radix sort of uint16 is linear: two passes for 32-bit keys (slots) cost a third.
-    if n >= _RADIX_MIN and bits <= _RADIX_MAX_BITS and int(keys.min()) >= 0:
+    if n >= _RADIX_MIN and bits <= _RADIX_MAX_BITS and low >= 0:
         return radix_order(keys, bits)
     ib = max(1, (n - 1).bit_length())
     if bits + ib <= 63:
@@ -61,6 +97,10 @@ def pack_order(keys: np.ndarray) -> np.ndarray:
 
 def sort_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
     """A stable argsort by ``(first, second)``, both non-negative int64."""
+    if len(second) > 1 and bool((second[1:] >= second[:-1]).all()):
+        # Already in ``second`` order (reads in log order and their cutoffs): a stable sort
+        # by ``first`` alone keeps it, and ``first`` (slots) has a small range.
+        return pack_order(first)
     b2 = bits_for(second)
     if len(first) and bits_for(first) + b2 <= 62:
         return pack_order((first << b2) | second)

@@ -44,3 +44,39 @@ def test_sort_pairs_orders_by_first_then_second() -> None:
 def test_negative_keys_still_sort_stably() -> None:
     keys = np.tile(np.array([-3, -1, 2, 1, -3], dtype=np.int64), 1000)
     assert np.array_equal(pack_order(keys), np.argsort(keys, kind="stable"))
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    n=st.sampled_from([2048, 3000, 70_000]),
+    low=st.integers(-(2**40), 2**40),
+    span=st.integers(1, 200_000),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_keys_of_a_small_range_sort_stably_by_counting(
+    n: int, low: int, span: int, seed: int
+) -> None:
+    # Ranges up to twice the keys plus 65,536 take the counting sort, wider ones the others;
+    # both sides of that line, with offsets far from zero.
+    keys = np.random.default_rng(seed).integers(low, low + span, n).astype(np.int64)
+    assert np.array_equal(pack_order(keys), np.argsort(keys, kind="stable"))
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    n=st.integers(0, 5000),
+    slots=st.integers(1, 9000),
+    seed=st.integers(0, 2**32 - 1),
+    sorted_second=st.booleans(),
+)
+def test_sort_pairs_of_reads_in_log_order(
+    n: int, slots: int, seed: int, sorted_second: bool
+) -> None:
+    # Cutoffs of reads in log order never decrease, which lets the pair sort use the slots
+    # alone; unsorted ones must still be ordered by both.
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, slots, n).astype(np.int64)
+    second = rng.integers(0, 50, n).astype(np.int64)
+    if sorted_second:
+        second = np.sort(second)
+    assert np.array_equal(sort_pairs(first, second), np.lexsort((second, first)))
