@@ -61,6 +61,7 @@ from engine.executors.worker import Failed
 from engine.log import Epoch
 from engine.output import OutputChunk
 from engine.planner import Plan
+from engine.state.jit import warm_up
 
 __all__ = ["Placed", "RayWorker", "Share", "load_plan", "ship_plan"]
 
@@ -119,11 +120,13 @@ def _assigned(cell: types.CellType) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """Where an actor runs: its node's IP address and id, and its process id."""
+    """Where an actor runs: its node's IP address and id, its process id, and the seconds
+    it took to compile (or load) the kernels when it started."""
 
     ip: str
     node: str
     pid: int
+    compile_seconds: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,12 +144,15 @@ class RayWorker:
         import ray
 
         plan = load_plan(shipped)
+        # Kernels before the first epoch, as a parallel coordinator compiles them before it
+        # forks: on its own node an actor compiles them (or loads them from its cache).
+        compiled = warm_up()
         self.index = index
         self.count = count
         self.shard = Shard(index, count)
         context = ray.get_runtime_context()
         ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        self.placed = Placed(ip, context.get_node_id(), os.getpid())
+        self.placed = Placed(ip, context.get_node_id(), os.getpid(), compiled)
         # A single worker owns everything: nothing to swap.
         self.runtime = EpochRuntime(
             plan, shard=self.shard, exchange=self._exchange if count > 1 else None

@@ -124,7 +124,8 @@ class RayExecutor:
         self.peak_rss: list[int] = []
         #: Where the last run's actors ran, by worker.
         self.placed: list[Placed] = []
-        #: Always 0: actors compile (or load) kernels themselves, on their own nodes.
+        #: Seconds the slowest actor of the last start spent compiling (or loading) kernels
+        #: on its node before its first epoch.
         self.compile_seconds = 0.0
         self._pool: _Actors | None = None
         self._initialized_ray = False
@@ -170,6 +171,11 @@ class RayExecutor:
         self.close()
 
     # -- Ray --------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect this process to the Ray cluster now, if it is not connected yet (a run
+        does so itself; a caller that times runs connects first)."""
+        self._connect()
 
     def _connect(self) -> ModuleType:
         ray = import_ray()
@@ -234,6 +240,7 @@ class RayExecutor:
             raise
         pool.placed.extend(placed)
         self.placed = list(placed)
+        self.compile_seconds = max(p.compile_seconds for p in placed)
         nodes = sorted({p.node for p in placed})
         log.info(
             "ray executor: %d workers on %d nodes (%s)",
@@ -305,6 +312,8 @@ class RayExecutor:
             if pool is not None:
                 pool.stop()
             self._disconnect()
+        if self.compile_seconds:
+            stats.add_time("compile", self.compile_seconds)
         stats.wall_seconds = time.perf_counter() - started
         return stats
 
