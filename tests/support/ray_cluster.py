@@ -81,7 +81,9 @@ def _shm_entries() -> set[str]:
 
 
 def _start_node(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
+    # No token authentication: the driver here would need the token too, and a token file
+    # that a local ``ray.init()`` left in ~/.ray would otherwise switch it on.
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_AUTH_MODE="disabled")
     env.pop("RAY_ADDRESS", None)
     with log.open("wb") as out:
         return subprocess.Popen(
@@ -188,6 +190,7 @@ def ray_cluster() -> Iterator[RayCluster]:
             ray.shutdown()
         _stop(procs)
         shutil.rmtree(temp, ignore_errors=True)
-        # Other runs' (parallel executors') directories may come and go meanwhile.
-        new = {e for e in _shm_entries() - shm_before if not e.startswith("restream-")}
+        # Other runs' directories (parallel executors') and semaphores (multiprocessing's)
+        # may come and go meanwhile.
+        new = {e for e in _shm_entries() - shm_before if not e.startswith(("restream-", "sem."))}
         assert not new, f"the Ray cluster left /dev/shm entries: {sorted(new)}"
