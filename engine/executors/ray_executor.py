@@ -183,12 +183,18 @@ class RayExecutor:
             log.info("connecting to Ray at %s", self.address or "ray.init's default")
             # Actors' output would reach the driver's stderr unformatted (and break JSON
             # logs); their errors come back as answers instead.
-            ray.init(
-                address=self.address or None,
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-                configure_logging=False,
-            )
+            try:
+                ray.init(
+                    address=self.address or None,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                    configure_logging=False,
+                )
+            except Exception as exc:  # Ray's own: ConnectionError, RuntimeError, ...
+                raise ExecutionError(
+                    f"cannot connect to the Ray cluster at "
+                    f"{self.address or 'RAY_ADDRESS (or a new local one)'}: {_first_line(exc)}"
+                ) from exc
             self._initialized_ray = True
         return ray
 

@@ -128,6 +128,12 @@ def test_the_spam_backtest_equals_the_oracle(workers: int, spam_small: tuple[Any
     assert _spam_digest(_ray(workers, 5_000), data) == oracle
 
 
+def test_more_workers_than_the_cluster_can_place_fail_the_start_saying_so() -> None:
+    executor = RayExecutor(workers=5, epoch_size=1_000, start_timeout=2.0)
+    with pytest.raises(ExecutionError, match=r"cannot place 5 workers of 1 CPU each within 2 s"):
+        executor.run(plan(fragile_pipeline()), slow_log(100), collect())
+
+
 def test_an_actor_error_fails_the_run_naming_worker_node_and_seq() -> None:
     executor = _ray(2, 1_000)
     with pytest.raises(ExecutionError) as err:
