@@ -30,6 +30,7 @@ one missing (:meth:`RunConfig.require`); there is no default pipeline.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -84,13 +85,14 @@ KeyFormat = Literal["decimal", "string", "any"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = get_args(ValueFormat)
 KEY_FORMATS: tuple[KeyFormat, ...] = get_args(KeyFormat)
 BadRecordPolicy = Literal["dead-letter", "fail"]
-ExecutorName = Literal["parallel", "batch", "serial"]
+ExecutorName = Literal["parallel", "batch", "serial", "ray"]
 ProgressMode = Literal["auto", "bar", "log", "none"]
 LogFormat = Literal["auto", "json", "text"]
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 SettingKind = Literal["str", "int", "float", "choice", "list", "mapping", "bool"]
 
 _SECRET_WORDS = ("password", "secret", "token", "jaas", "user.info", "basic.auth", "key.pem")
+_RAY_ADDRESS = re.compile(r"auto|local|(ray://)?[^\s/:]+:\d{1,5}")
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
 
 
@@ -284,7 +286,22 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="N|P%",
     ),
     _s("executor", "choice", "how to run the pipeline", "parallel", choices=get_args(ExecutorName)),
-    _s("workers", "int", "worker processes of the parallel executor; 0: one per CPU", 0, minimum=0),
+    _s(
+        "workers",
+        "int",
+        "worker processes of the parallel executor (actors of the ray executor); 0: one per CPU "
+        "(of the Ray cluster)",
+        0,
+        minimum=0,
+    ),
+    _s(
+        "ray_address",
+        "str",
+        "the Ray cluster of the ray executor: HOST:PORT, ray://HOST:PORT, auto or local; "
+        "empty: ray.init's own choice (RAY_ADDRESS, else a cluster started for the run)",
+        "",
+        metavar="ADDRESS",
+    ),
     _s(
         "epoch_size",
         "int",
@@ -428,6 +445,7 @@ class RunConfig:
     max_bad_records: str = _default("max_bad_records")
     executor: ExecutorName = _default("executor")
     workers: int = _default("workers")
+    ray_address: str = _default("ray_address")
     epoch_size: int = _default("epoch_size")
     checkpoint_dir: str | None = _default("checkpoint_dir")
     checkpoint_every_epochs: int = _default("checkpoint_every_epochs")
@@ -544,7 +562,16 @@ def _validate(c: RunConfig) -> None:
     if c.metrics_port > 65535:
         raise bad("metrics_port", f"must be a TCP port (0-65535), got {c.metrics_port}")
     if c.checkpoint_dir is not None and c.executor == "serial":
-        raise bad("checkpoint_dir", "the serial executor cannot checkpoint; use batch or parallel")
+        raise bad(
+            "checkpoint_dir", "the serial executor cannot checkpoint; use batch, parallel or ray"
+        )
+    if c.ray_address and not _RAY_ADDRESS.fullmatch(c.ray_address):
+        raise bad(
+            "ray_address",
+            f"{c.ray_address!r} is not HOST:PORT, ray://HOST:PORT, auto or local",
+        )
+    if c.executor == "ray" and importlib.util.find_spec("ray") is None:
+        raise bad("executor", "the ray executor needs the ray package: pip install 'restream[ray]'")
     try:
         BadRecordLimit.parse(c.max_bad_records)
     except ValueError as exc:

@@ -141,11 +141,18 @@ def _chunks_to_columns(chunks: Sequence[Any]) -> dict[str, np.ndarray]:
 
 
 def valid_implementation(name: str) -> bool:
-    """Whether ``name`` is a known implementation (``parallel-wN`` for any N >= 1)."""
-    if name.startswith("parallel-w"):
-        n = name[len("parallel-w") :]
-        return n.isdigit() and int(n) >= 1
+    """Whether ``name`` is a known implementation (``parallel-wN`` or ``ray-wN`` for any
+    N >= 1)."""
+    for prefix in _WITH_WORKERS:
+        if name.startswith(prefix):
+            n = name[len(prefix) :]
+            return n.isdigit() and int(n) >= 1
     return name in IMPLEMENTATIONS
+
+
+#: Implementations with N workers, named PREFIX + N: the parallel executor's processes, and
+#: the ray executor's actors (on the cluster of ``RAY_ADDRESS``, else a local one).
+_WITH_WORKERS = ("parallel-w", "ray-w")
 
 
 def _run_one(
@@ -168,6 +175,13 @@ def _run_one(
     executor: Any = None
     if name.startswith("parallel-w"):
         executor = ParallelExecutor(workers=int(name[len("parallel-w") :]), epoch_size=epoch_size)
+    elif name.startswith("ray-w"):
+        from engine.executors.ray_executor import RayExecutor
+
+        executor = RayExecutor(workers=int(name[len("ray-w") :]), epoch_size=epoch_size)
+        # Connecting (or starting a local cluster) is the cluster's cost, not the run's.
+        executor.connect()
+    if executor is not None:
         # Workers start before the data set is loaded, as they do before a Kafka source
         # reads anything: forked later, each would map (and count in its RSS) the whole set.
         started = time.perf_counter()
@@ -198,10 +212,10 @@ def _run_one(
             seconds = time.perf_counter() - started + spawn_seconds
             phases = dict(stats.seconds)
             cols = _chunks_to_columns(sink.chunks)
-            if isinstance(executor, ParallelExecutor):
+            if name.startswith(_WITH_WORKERS):
                 workers_rss = sum(executor.peak_rss[1:])
     finally:
-        if isinstance(executor, ParallelExecutor):
+        if name.startswith(_WITH_WORKERS) and executor is not None:
             executor.close()  # workers started for a run that never came
     used = None if executor is None else executor.epoch_size
     return seconds, len(cols["message_id"]), score_digest(cols), phases, workers_rss, used

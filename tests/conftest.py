@@ -19,7 +19,7 @@ from hypothesis import settings
 from tests.support.hypothesis_profiles import PROFILE, session_seed, suite_settings
 from tooling.broker import BOOTSTRAP_ENV, resolve_broker_kind
 
-pytest_plugins = ["tests.support.broker", "tests.support.executors"]
+pytest_plugins = ["tests.support.broker", "tests.support.executors", "tests.support.ray_cluster"]
 
 # Hypothesis has loaded its derandomized ``ci`` profile if it saw CI set; the suite's profile
 # varies the examples there too (tests/support/hypothesis_profiles.py).

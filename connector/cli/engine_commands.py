@@ -124,7 +124,8 @@ def add_bench_engine_arguments(parser: argparse.ArgumentParser) -> None:
         str,
         ",".join(IMPLEMENTATIONS),
         f"comma-separated implementations: {','.join(IMPLEMENTATIONS)}, or "
-        "parallel-wN for N workers",
+        "parallel-wN for N workers, or ray-wN for N actors on the Ray cluster of RAY_ADDRESS "
+        "(else a local one; needs the ray extra)",
     )
     option(parser, "--json", str, "bench-engine.json", "where to write the JSON report")
 
@@ -136,10 +137,19 @@ def bench_engine(args: argparse.Namespace) -> int:
     if unknown or not only:
         print(
             f"restream: --only: unknown implementation(s) {unknown}; "
-            f"choose from {', '.join(IMPLEMENTATIONS)}",
+            f"choose from {', '.join(IMPLEMENTATIONS)}, parallel-wN or ray-wN",
             file=sys.stderr,
         )
         return 2
+    if any(name.startswith("ray-w") for name in only):
+        from engine.errors import EngineError
+        from engine.executors.ray_executor import import_ray
+
+        try:
+            import_ray()
+        except EngineError as exc:
+            print(f"restream: --only: {exc}", file=sys.stderr)
+            return 2
     if args.epoch_size < 0:
         print("restream: --epoch-size must be >= 0 (0: automatic)", file=sys.stderr)
         return 2

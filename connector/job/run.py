@@ -40,6 +40,7 @@ restarts it); a second SIGTERM stops at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -312,9 +313,21 @@ _SHARE_FLOOR = 50_000
 
 
 def _workers(config: RunConfig) -> int:
+    if config.executor == "ray":
+        return config.workers or _ray_cluster_cpus(config.ray_address)
     if config.executor != "parallel":
         return 1
     return config.workers or os.cpu_count() or 1
+
+
+@functools.cache
+def _ray_cluster_cpus(address: str) -> int:
+    """The CPUs of the Ray cluster at ``address`` (connecting this process to it; the ray
+    executor then finds it connected)."""
+    # Imported here: only a run on Ray loads Ray.
+    from engine.executors.ray_executor import RayExecutor
+
+    return RayExecutor(address=address).workers
 
 
 def _epoch_size(config: RunConfig, events: int | None = None) -> int:
@@ -396,7 +409,7 @@ def _executor(config: RunConfig, events: int | None = None) -> Executor:
             AUTO_EPOCHS_AT_LEAST,
             events,
         )
-    if config.executor != "parallel":
+    if config.executor not in ("parallel", "ray"):
         return make_executor(config.executor, epoch_size=size)
     workers = _workers(config)
     # The automatic size gives 125,000 a worker up to its cap of 2,000,000 (16 workers), so
@@ -414,9 +427,13 @@ def _executor(config: RunConfig, events: int | None = None) -> Executor:
             size // workers,
             _SHARE_FLOOR * workers,
         )
-    logger.info("parallel executor: %s workers, epochs of %s events", workers, size)
+    logger.info("%s executor: %s workers, epochs of %s events", config.executor, workers, size)
     return make_executor(
-        "parallel", workers=workers, epoch_size=size, stall_timeout=config.stall_timeout
+        config.executor,
+        workers=workers,
+        epoch_size=size,
+        stall_timeout=config.stall_timeout,
+        ray_address=config.ray_address,
     )
 
 

@@ -12,6 +12,7 @@ import multiprocessing
 import multiprocessing.context
 import multiprocessing.process
 import os
+import sys
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
@@ -40,10 +41,18 @@ def kafka_client_threads() -> bool:
     return False
 
 
+def ray_connected() -> bool:
+    """True if this process is a Ray driver (the ray executor connected it): Ray's client
+    threads and sockets must not be copied into a forked child either."""
+    ray = sys.modules.get("ray")
+    return ray is not None and bool(getattr(ray, "is_initialized", lambda: False)())
+
+
 def process_context() -> multiprocessing.context.BaseContext:
-    """fork if no Kafka client threads run in this process, else forkserver (or spawn)."""
+    """fork if no Kafka client threads run in this process and it is not connected to Ray,
+    else forkserver (or spawn)."""
     methods = multiprocessing.get_all_start_methods()
-    if "fork" in methods and not kafka_client_threads():
+    if "fork" in methods and not kafka_client_threads() and not ray_connected():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 

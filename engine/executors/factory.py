@@ -13,9 +13,9 @@ from engine.executors.serial import SerialExecutor
 
 __all__ = ["EXECUTOR_NAMES", "ExecutorName", "make_executor"]
 
-#: The executors :func:`make_executor` builds: the oracle, one process epoch by epoch, and a
-#: coordinator with worker processes.
-ExecutorName = Literal["serial", "batch", "parallel"]
+#: The executors :func:`make_executor` builds: the oracle, one process epoch by epoch, a
+#: coordinator with worker processes, and the same on the actors of a Ray cluster.
+ExecutorName = Literal["serial", "batch", "parallel", "ray"]
 EXECUTOR_NAMES: tuple[ExecutorName, ...] = get_args(ExecutorName)
 
 
@@ -25,18 +25,34 @@ def make_executor(
     workers: int | None = None,
     epoch_size: int | None = None,
     stall_timeout: float | None = None,
+    ray_address: str = "",
 ) -> Executor:
     """The executor called ``name``, with ``epoch_size`` events an epoch (default: the
     :func:`~engine.executors.base.auto_epoch_size` of its workers).
 
-    ``workers`` is the parallel executor's process count (default: the CPU count); serial and
-    batch run in the calling process, so for them it must be 1 or left out.
-    ``stall_timeout`` is the parallel executor's watchdog (seconds a worker may stay silent
-    while the coordinator waits for it; None: no limit); serial and batch wait for no other
-    process, so they take none.
+    ``workers`` is the parallel executor's process count (default: the CPU count), or the ray
+    executor's actor count (default: the Ray cluster's CPU count); serial and batch run in the
+    calling process, so for them it must be 1 or left out.
+    ``stall_timeout`` is the parallel and ray executors' watchdog (seconds a worker may stay
+    silent while the coordinator waits for it; None: no limit); serial and batch wait for no
+    other process, so they take none.
+    ``ray_address`` is the Ray cluster the ray executor connects to (``""``: ``ray.init``'s
+    own choice); the ray executor imports Ray only when it starts, and a missing ``ray``
+    package is an :class:`~engine.errors.EngineError` saying how to install it.
     """
     if name == "parallel":
         return ParallelExecutor(workers=workers, epoch_size=epoch_size, stall_timeout=stall_timeout)
+    if name == "ray":
+        # Imported here: the other executors (and ``import engine``) never load Ray's code.
+        from engine.executors.ray_executor import RayExecutor, import_ray
+
+        import_ray()  # fail now, not when the run starts, if the extra is not installed
+        return RayExecutor(
+            workers=workers,
+            epoch_size=epoch_size,
+            stall_timeout=stall_timeout,
+            address=ray_address,
+        )
     if name not in EXECUTOR_NAMES:
         raise EngineError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTOR_NAMES)}")
     if workers not in (None, 1):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -204,7 +206,23 @@ def test_bad_env_values_name_the_variable() -> None:
     with pytest.raises(ConfigError, match=r"workers \(--workers, RESTREAM_WORKERS\)"):
         parse([], {"RESTREAM_WORKERS": "many"})
     with pytest.raises(ConfigError, match="RESTREAM_EXECUTOR"):
-        parse([], {"RESTREAM_EXECUTOR": "ray"})
+        parse([], {"RESTREAM_EXECUTOR": "spark"})
+
+
+def test_ray_address_takes_a_cluster_address_and_defaults_to_ray_s_choice() -> None:
+    assert RunConfig().ray_address == ""
+    for good in ("10.0.0.5:6379", "ray://head.svc:10001", "auto", "local"):
+        assert parse(["--executor", "ray"], {"RESTREAM_RAY_ADDRESS": good}).ray_address == good
+    with pytest.raises(ConfigError, match=r"ray_address \(--ray-address, RESTREAM_RAY_ADDRESS\)"):
+        parse(["--ray-address", "http://head/"])
+
+
+def test_the_ray_executor_without_ray_installed_is_refused_saying_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # find_spec: not importable
+    with pytest.raises(ConfigError, match=re.escape("pip install 'restream[ray]'")):
+        parse(["--executor", "ray"])
 
 
 def test_max_bad_records_takes_a_count_or_a_share_and_defaults_to_half() -> None:

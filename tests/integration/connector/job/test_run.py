@@ -97,10 +97,17 @@ def _config(
     return RunConfig(**values)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("executor", ["parallel", "batch"])
+@pytest.mark.parametrize("executor", ["parallel", "batch", "ray"])
 def test_spam_backtest_output_topic_equals_the_serial_oracle(
-    broker: LocalBroker, social: SocialData, read_range: ReadRange, executor: str
+    broker: LocalBroker,
+    social: SocialData,
+    read_range: ReadRange,
+    executor: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    if executor == "ray":
+        # Two actors of one CPU, one on each node of the session's local cluster.
+        request.getfixturevalue("ray_cluster")
     topics = _write(broker, social)
     config = _config(broker, social, topics, executor=executor)
     report = run_job(config, out=io.StringIO())

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from typing import get_args
 
 import pytest
@@ -16,6 +18,7 @@ from engine.executors import (
     auto_epoch_size,
     make_executor,
 )
+from engine.executors.ray_executor import RayExecutor
 
 
 def test_each_name_gives_its_executor() -> None:
@@ -34,8 +37,23 @@ def test_defaults_are_the_executors_own() -> None:
 def test_one_process_executors_refuse_workers_and_unknown_names_are_refused() -> None:
     with pytest.raises(EngineError, match="one process"):
         make_executor("batch", workers=2)
-    with pytest.raises(EngineError, match="unknown executor 'ray'"):
-        make_executor("ray", workers=2)  # type: ignore[arg-type]
+    with pytest.raises(EngineError, match="unknown executor 'spark'"):
+        make_executor("spark", workers=2)  # type: ignore[arg-type]
+
+
+def test_ray_gives_the_ray_executor_without_connecting() -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    ray = make_executor("ray", workers=3, epoch_size=9, stall_timeout=5, ray_address="h:1")
+    assert isinstance(ray, RayExecutor)
+    assert (ray.workers, ray.epoch_size, ray.stall_timeout, ray.address) == (3, 9, 5, "h:1")
+
+
+def test_ray_without_the_ray_package_says_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    with pytest.raises(EngineError, match=re.escape("pip install 'restream[ray]'")):
+        make_executor("ray", workers=2)
 
 
 def test_the_connector_setting_offers_exactly_these_executors() -> None:

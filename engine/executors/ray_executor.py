@@ -1,0 +1,545 @@
+"""The Ray executor: the parallel executor's plan and workers, with the workers as Ray actors
+spread over the nodes of a Ray cluster (DESIGN.md §3, Scale-out).
+
+How a run goes:
+
+* The **driver** (this process, a Ray driver) is the coordinator: it merges the log into
+  epochs as the parallel coordinator does, puts each epoch into the object store once
+  (``ray.put``) and hands the reference to every actor; Ray copies it once to each node and
+  actors on a node read it without copying. At most ``max_in_flight`` epochs are in flight.
+* Each **actor** (:class:`~engine.executors.ray_actors.RayWorker`) hosts
+  ``EpochRuntime(plan, shard=Shard(i, W), exchange=...)`` exactly like a parallel worker, in
+  a placement group of one bundle per worker with the SPREAD strategy (actors go to
+  different nodes where the cluster has them). Between phases the actors swap their parts
+  through the object store, calling each other (see that module).
+* Output: each actor returns its share of an epoch's records; the driver merges the shares
+  by ``seq`` with the parallel executor's merge and hands the sink serial order.
+
+Failure: an actor that raises answers with the error (worker, node, ``seq``); an actor that
+dies is reported by Ray through its pending calls. Either way the driver kills the other
+actors and raises :class:`~engine.errors.ExecutionError` within seconds; actors are never
+restarted (``max_restarts=0``: a restart would lose the state). With ``stall_timeout``, a
+wait on the actors gives up once none of those it waits for finished a phase for that long
+(the driver polls each actor's progress every second) and raises
+:class:`~engine.errors.StallError` naming the actor that holds the others up.
+
+Checkpoints: when an epoch is due, the driver sends every actor a snapshot call right behind
+that epoch; the actors answer with their blobs through the object store, and the driver writes
+them with the log position through the :class:`~engine.checkpoint.CheckpointStore`, after the
+sink took the epoch. A resumed run hands each actor its blob before the first epoch.
+
+Ray is imported only here and in the actors, when a run starts: ``import engine`` never
+imports it, and a missing ``ray`` package is an :class:`~engine.errors.EngineError` that says
+how to install it.
+"""
+
+from __future__ import annotations
+
+import logging
+import resource
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, NoReturn
+
+from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
+from engine.errors import EngineError, ExecutionError, LogError, StallError
+from engine.executors.base import RunStats, auto_epoch_size
+from engine.executors.parallel import _merge_shares, _raise
+from engine.executors.ray_actors import Placed, RayWorker, Share, ship_plan
+from engine.executors.snapshot import check_header, fingerprint
+from engine.executors.worker import Failed
+from engine.log import Epoch, Source
+from engine.merge import merge_log
+from engine.output import OutputChunk, Sink
+from engine.planner import Plan
+from engine.positions import LogPosition
+
+__all__ = ["RAY_MISSING", "RayExecutor", "import_ray"]
+
+log = logging.getLogger(__name__)
+
+#: What to say when the ``ray`` package is not installed.
+RAY_MISSING = (
+    "the ray executor needs the ray package, which is not installed: pip install 'restream[ray]'"
+)
+
+#: Seconds between the driver's polls of the actors' progress while it waits for them.
+_POLL = 1.0
+
+
+def import_ray() -> ModuleType:
+    """The ``ray`` module, or an :class:`EngineError` saying how to install it."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise EngineError(RAY_MISSING) from exc
+    return ray
+
+
+class RayExecutor:
+    """MVPS across Ray actors: see the module docstring."""
+
+    name = "ray"
+
+    def __init__(
+        self,
+        *,
+        workers: int | None = None,
+        epoch_size: int | None = None,
+        max_in_flight: int = 2,
+        stall_timeout: float | None = None,
+        address: str = "",
+        worker_cpus: float = 1.0,
+        start_timeout: float = 120.0,
+    ) -> None:
+        """``workers``: actors (default: the cluster's CPUs divided by ``worker_cpus``, known
+        once connected); ``epoch_size``: events per epoch (default:
+        :func:`~engine.executors.base.auto_epoch_size` of the workers); ``stall_timeout``:
+        seconds the actors waited for may all make no progress (None: no limit);
+        ``address``: the Ray cluster (``""``: ``ray.init``'s own choice, ``RAY_ADDRESS`` or a
+        local cluster), used only if this process is not connected to Ray yet;
+        ``worker_cpus``: the CPUs each actor reserves; ``start_timeout``: seconds the
+        cluster may take to place and start the actors."""
+        if workers is not None and workers < 1:
+            raise EngineError(f"workers must be >= 1, got {workers}")
+        if epoch_size is not None and epoch_size < 1:
+            raise LogError(f"epoch_size must be >= 1, got {epoch_size}")
+        if max_in_flight < 1:
+            raise EngineError(f"max_in_flight must be >= 1, got {max_in_flight}")
+        if stall_timeout is not None and not stall_timeout > 0:
+            raise EngineError(f"stall_timeout must be > 0 seconds, got {stall_timeout}")
+        if not worker_cpus > 0:
+            raise EngineError(f"worker_cpus must be > 0, got {worker_cpus}")
+        self._workers = workers
+        self._epoch_size = epoch_size
+        self.max_in_flight = max_in_flight
+        self.stall_timeout = stall_timeout
+        self.address = address
+        self.worker_cpus = worker_cpus
+        self.start_timeout = start_timeout
+        #: Peak RSS of every process of the last run, bytes (driver first).
+        self.peak_rss: list[int] = []
+        #: Where the last run's actors ran, by worker.
+        self.placed: list[Placed] = []
+        #: Seconds the slowest actor of the last start spent compiling (or loading) kernels
+        #: on its node before its first epoch.
+        self.compile_seconds = 0.0
+        self._pool: _Actors | None = None
+        self._initialized_ray = False
+
+    @property
+    def workers(self) -> int:
+        """The actor count (connects to the cluster if it was left to the cluster's size)."""
+        if self._workers is None:
+            ray = self._connect()
+            cpus = float(ray.cluster_resources().get("CPU", 1.0))
+            self._workers = max(1, int(cpus // self.worker_cpus))
+        return self._workers
+
+    @property
+    def epoch_size(self) -> int:
+        """Events per epoch."""
+        return auto_epoch_size(self.workers) if self._epoch_size is None else self._epoch_size
+
+    @property
+    def worker_pids(self) -> list[int]:
+        """Process ids of the last run's actors (on their nodes)."""
+        return [p.pid for p in self.placed]
+
+    def start(self, plan: Plan) -> None:
+        """Place and start the actors for ``plan`` now; the next :meth:`run` of ``plan`` uses
+        them. Stop them with :meth:`close` if no run follows."""
+        if self._pool is not None:
+            raise EngineError("the workers are already started; run() or close() first")
+        self._pool = self._launch(plan)
+
+    def close(self) -> None:
+        """Stop actors started by :meth:`start` that no run has used, and disconnect from Ray
+        if this executor connected (a no-op otherwise)."""
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.stop()
+        self._disconnect()
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- Ray --------------------------------------------------------------------------------
+
+    def connect(self) -> None:
+        """Connect this process to the Ray cluster now, if it is not connected yet (a run
+        does so itself; a caller that times runs connects first)."""
+        self._connect()
+
+    def _connect(self) -> ModuleType:
+        ray = import_ray()
+        if not ray.is_initialized():
+            log.info("connecting to Ray at %s", self.address or "ray.init's default")
+            # Actors' output would reach the driver's stderr unformatted (and break JSON
+            # logs); their errors come back as answers instead.
+            try:
+                ray.init(
+                    address=self.address or None,
+                    log_to_driver=False,
+                    logging_level=logging.WARNING,
+                    configure_logging=False,
+                )
+            except Exception as exc:  # Ray's own: ConnectionError, RuntimeError, ...
+                raise ExecutionError(
+                    f"cannot connect to the Ray cluster at "
+                    f"{self.address or 'RAY_ADDRESS (or a new local one)'}: {_first_line(exc)}"
+                ) from exc
+            self._initialized_ray = True
+        return ray
+
+    def _disconnect(self) -> None:
+        if self._initialized_ray:
+            self._initialized_ray = False
+            import_ray().shutdown()
+
+    def _launch(self, plan: Plan) -> _Actors:
+        ray = self._connect()
+        from ray.util.placement_group import placement_group, remove_placement_group
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        workers = self.workers
+        group = placement_group([{"CPU": self.worker_cpus}] * workers, strategy="SPREAD")
+        ready, _ = ray.wait([group.ready()], timeout=self.start_timeout)
+        if not ready:
+            remove_placement_group(group)
+            resources = ray.cluster_resources()
+            raise ExecutionError(
+                f"the Ray cluster cannot place {workers} workers of {self.worker_cpus:g} CPU "
+                f"each within {self.start_timeout:.0f} s (it has "
+                f"{resources.get('CPU', 0):g} CPUs on {len(ray.nodes())} nodes); use fewer "
+                "workers or a larger cluster"
+            )
+        actor_class = ray.remote(RayWorker)
+        plan_ref = ray.put(ship_plan(plan))
+        actors = [
+            actor_class.options(
+                num_cpus=self.worker_cpus,
+                max_restarts=0,
+                max_task_retries=0,
+                # Epochs, snapshots and the restore waiting for their turn, plus peers'
+                # deliveries and the driver's progress polls (see ray_actors).
+                max_concurrency=2 * self.max_in_flight + 8,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    group, placement_group_bundle_index=w
+                ),
+            ).remote(w, workers, plan_ref)
+            for w in range(workers)
+        ]
+        pool = _Actors(ray, plan, group, actors, [], [(-1, -1)] * workers)
+        try:
+            placed = self._gather(
+                pool, [a.connect.remote(actors) for a in actors], None, self.start_timeout
+            )
+        except BaseException:
+            pool.stop()
+            raise
+        pool.placed.extend(placed)
+        self.placed = list(placed)
+        self.compile_seconds = max(p.compile_seconds for p in placed)
+        nodes = sorted({p.node for p in placed})
+        log.info(
+            "ray executor: %d workers on %d nodes (%s)",
+            workers,
+            len(nodes),
+            ", ".join(sorted({p.ip for p in placed})),
+        )
+        return pool
+
+    # -- a run ------------------------------------------------------------------------------
+
+    def run(
+        self,
+        plan: Plan,
+        source: Source,
+        sink: Sink,
+        *,
+        stats: RunStats | None = None,
+        checkpoints: CheckpointStore | None = None,
+        resume: EngineSnapshot | None = None,
+    ) -> RunStats:
+        """Run ``plan`` over ``source`` into ``sink`` on ``self.workers`` actors (those of
+        :meth:`start`, if it was called for this plan)."""
+        stats = RunStats(self.name) if stats is None else stats
+        started = time.perf_counter()
+        pool, self._pool = self._pool, None
+        try:
+            start = None
+            if resume is not None:
+                check_resume(
+                    resume, executor=self.name, workers=self.workers, epoch_size=self.epoch_size
+                )
+                digest = fingerprint(plan)
+                for w, blob in enumerate(resume.states):
+                    check_header(blob, digest, shard=w, shards=self.workers)
+                start = resume.position
+            if pool is not None and pool.plan is not plan:
+                pool.stop()
+                pool = None
+            if pool is None:
+                pool = self._launch(plan)
+            if resume is not None:
+                t0 = time.perf_counter()
+                ticket = pool.ticket()
+                refs = [
+                    a.restore.remote(ticket, b)
+                    for a, b in zip(pool.actors, resume.states, strict=True)
+                ]
+                for seconds in self._gather(pool, refs, None, self.stall_timeout):
+                    stats.add_time("restore", seconds)
+                stats.add_time("move", time.perf_counter() - t0)
+            self._drive(
+                merge_log(source, epoch_size=self.epoch_size, start=start),
+                pool,
+                sink,
+                stats,
+                checkpoints,
+                PositionTracker(start) if checkpoints is not None else None,
+                start,
+            )
+            peaks = self._gather(
+                pool, [a.peak.remote() for a in pool.actors], None, self.stall_timeout
+            )
+            self.peak_rss = [
+                resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+                *[int(p) for p in peaks],
+            ]
+        finally:
+            if pool is not None:
+                pool.stop()
+            self._disconnect()
+        if self.compile_seconds:
+            stats.add_time("compile", self.compile_seconds)
+        stats.wall_seconds = time.perf_counter() - started
+        return stats
+
+    def _drive(
+        self,
+        epochs: Iterator[Epoch],
+        pool: _Actors,
+        sink: Sink,
+        stats: RunStats,
+        checkpoints: CheckpointStore | None,
+        tracker: PositionTracker | None,
+        start: LogPosition | None,
+    ) -> None:
+        ray = pool.ray
+        following = (0, 0) if start is None else (start.epoch, start.seq)
+        in_flight: deque[tuple[Epoch, list[Any], list[Any] | None]] = deque()
+        exhausted = False
+        while True:
+            while not exhausted and len(in_flight) < self.max_in_flight:
+                t0 = time.perf_counter()
+                stats.reading = following
+                epoch = next(epochs, None)
+                stats.reading = None
+                stats.add_time("read", time.perf_counter() - t0)
+                if epoch is None:
+                    exhausted = True
+                    break
+                following = (epoch.index + 1, epoch.seq_end)
+                due = checkpoints is not None and checkpoints.due(epoch)
+                t0 = time.perf_counter()
+                ref = ray.put(epoch)
+                ticket = pool.ticket()
+                refs = [a.process.remote(ticket, ref) for a in pool.actors]
+                snaps = None
+                if due:
+                    # Right behind the epoch: each actor snapshots exactly at its end.
+                    ticket = pool.ticket()
+                    snaps = [a.snapshot.remote(ticket) for a in pool.actors]
+                stats.add_time("move", time.perf_counter() - t0)
+                in_flight.append((epoch, refs, snaps))
+            if not in_flight:
+                return
+            epoch, refs, snaps = in_flight.popleft()
+            shares: list[Share] = self._gather(pool, refs, epoch, self.stall_timeout)
+            for share in shares:
+                for what, secs in share.seconds.items():
+                    stats.add_time(what, secs)
+            t0 = time.perf_counter()
+            chunks: list[OutputChunk] = _merge_shares([s.chunks for s in shares])
+            stats.add_time("merge", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            sink.write(chunks, epoch)
+            stats.add_time("sink", time.perf_counter() - t0)
+            stats.count_epoch(epoch, chunks)
+            if tracker is not None and checkpoints is not None:
+                tracker.advance(epoch)
+                if snaps is not None:
+                    t0 = time.perf_counter()
+                    saved: list[tuple[bytes, float]] = self._gather(
+                        pool, snaps, epoch, self.stall_timeout
+                    )
+                    for _, secs in saved:
+                        stats.add_time("snapshot", secs)
+                    checkpoints.save(
+                        EngineSnapshot(
+                            tracker.position,
+                            self.name,
+                            self.workers,
+                            self.epoch_size,
+                            tuple(blob for blob, _ in saved),
+                        )
+                    )
+                    stats.add_time("checkpoint", time.perf_counter() - t0)
+
+    def _gather(
+        self, pool: _Actors, refs: list[Any], epoch: Epoch | None, timeout: float | None
+    ) -> list[Any]:
+        """The answers of all actors to one call each (``refs``, by worker), failing fast
+        if any actor fails or dies, or (with a ``timeout``) if none of those still busy
+        finished a phase for that long."""
+        ray = pool.ray
+        from ray.exceptions import RayActorError, RayError
+
+        pending: dict[Any, int] = {ref: w for w, ref in enumerate(refs)}
+        answers: list[Any] = [None] * len(refs)
+        heard = time.monotonic()  # the start of the wait, or the last progress of anyone
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL)
+            for ref in ready:
+                w = pending.pop(ref)
+                try:
+                    answer = ray.get(ref)
+                except RayActorError as exc:
+                    raise ExecutionError(
+                        _death_message(pool, w, epoch, exc),
+                        seq=None if epoch is None else epoch.seq_start,
+                    ) from None
+                except RayError as exc:
+                    raise ExecutionError(
+                        f"{_worker(pool, w)}: {_first_line(exc)}{_span(epoch)}; the run was "
+                        "stopped, its output is incomplete",
+                        seq=None if epoch is None else epoch.seq_start,
+                    ) from None
+                if isinstance(answer, Failed):
+                    _raise(answer)
+                answers[w] = answer
+            if ready or not pending:
+                continue
+            if self._polled_progress(pool, set(pending.values())):
+                heard = time.monotonic()
+            elif timeout is not None and time.monotonic() - heard > timeout:
+                _stalled(pool, sorted(pending.values()), epoch, timeout)
+        return answers
+
+    def _polled_progress(self, pool: _Actors, busy: set[int]) -> bool:
+        """Ask the busy actors how far they are; whether any went further since last asked
+        (an actor that does not answer within the poll, stopped say, did not)."""
+        ray = pool.ray
+        polls = {pool.actors[w].progress.remote(): w for w in busy}
+        ready, _ = ray.wait(list(polls), num_returns=len(polls), timeout=_POLL / 2)
+        moved = False
+        pool.silent = set(busy)
+        for ref in ready:
+            w = polls[ref]
+            try:
+                now = ray.get(ref)
+            except Exception:  # its death shows in the pending call, with the details
+                continue
+            pool.silent.discard(w)
+            if tuple(now) != pool.progress[w]:
+                pool.progress[w] = tuple(now)
+                moved = True
+        return moved
+
+
+@dataclass(slots=True)
+class _Actors:
+    ray: ModuleType
+    plan: Plan
+    group: Any
+    actors: list[Any]
+    placed: list[Placed]
+    #: Per worker: the (epoch, phase) it last reported done.
+    progress: list[tuple[int, ...]]
+    #: Workers that did not answer the last progress poll.
+    silent: set[int] | None = None
+    tickets: int = 0
+
+    def ticket(self) -> int:
+        """The next call's place in every actor's order (see ray_actors)."""
+        self.tickets += 1
+        return self.tickets - 1
+
+    def stop(self) -> None:
+        """Kill the actors and free their placement group (whatever state they are in)."""
+        from ray.util.placement_group import remove_placement_group
+
+        for actor in self.actors:
+            try:
+                self.ray.kill(actor, no_restart=True)
+            except Exception:  # already gone with its node
+                log.debug("actor already gone", exc_info=True)
+        try:
+            remove_placement_group(self.group)
+        except Exception:  # the cluster is gone
+            log.debug("placement group already gone", exc_info=True)
+
+
+def _worker(pool: _Actors, w: int) -> str:
+    if w < len(pool.placed):
+        p = pool.placed[w]
+        return f"worker {w} (node {p.ip}, pid {p.pid})"
+    return f"worker {w}"
+
+
+def _span(epoch: Epoch | None) -> str:
+    if epoch is None:
+        return ""
+    return f" while processing epoch {epoch.index} (seq {epoch.seq_start}..{epoch.seq_end - 1})"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _death_message(pool: _Actors, w: int, epoch: Epoch | None, exc: BaseException) -> str:
+    return (
+        f"{_worker(pool, w)} died{_span(epoch)} ({_first_line(exc)}); the run was stopped, "
+        "its output is incomplete"
+    )
+
+
+def _stalled(pool: _Actors, busy: list[int], epoch: Epoch | None, timeout: float) -> NoReturn:
+    """Raise the :class:`StallError` of a wait that timed out, naming the actor that holds
+    the others up: one that does not answer, else the one furthest behind."""
+    silent = sorted(pool.silent or ())
+    culprit = silent[0] if silent else min(busy, key=lambda w: (pool.progress[w], w))
+    done = pool.progress[culprit]
+    if epoch is None:
+        where = "outside an epoch (starting, restoring its snapshot, or stopping)"
+    elif done[0] == epoch.index and done[1] >= 0:
+        where = f"after phase {done[1]}"
+    else:
+        where = "before its first phase"
+    how = "it does not answer (stopped? its node unreachable?)" if silent else "it is busy"
+    span = (
+        ""
+        if epoch is None
+        else f" in epoch {epoch.index} (seq {epoch.seq_start}..{epoch.seq_end - 1})"
+    )
+    pid = pool.placed[culprit].pid if culprit < len(pool.placed) else None
+    raise StallError(
+        f"{_worker(pool, culprit)} made no progress for {timeout:.0f} s{span}, {where}: {how}; "
+        "the run was stopped, its output is incomplete",
+        process=f"worker {culprit}",
+        pid=pid,
+        seconds=timeout,
+        epoch=None if epoch is None else epoch.index,
+        seq_start=None if epoch is None else epoch.seq_start,
+        seq_end=None if epoch is None else epoch.seq_end,
+    )
