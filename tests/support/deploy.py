@@ -11,12 +11,15 @@ security context agree with the resulting settings and the image.
 from __future__ import annotations
 
 import copy
+import functools
 import re
+import shlex
 import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import yaml
 
@@ -32,7 +35,9 @@ __all__ = [
     "DEPLOY",
     "IMAGE_UID",
     "KUBERNETES_VERSION",
+    "RAYJOB_CRD",
     "REPO",
+    "check_ray_job",
     "check_restream_pod",
     "cli_problems",
     "env_problems",
@@ -40,6 +45,7 @@ __all__ = [
     "merge_values",
     "parse_quantity",
     "validate_kubernetes",
+    "validate_rayjob",
 ]
 
 REPO = Path(__file__).resolve().parents[2]
@@ -262,18 +268,14 @@ def _config_source(
     raise AssertionError(f"--config {path} is not a file of a mounted ConfigMap")
 
 
-def check_restream_pod(
-    job: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, Any]]
+def _run_config(
+    args: list[str],
+    container: Mapping[str, Any],
+    pod: Mapping[str, Any],
+    config_maps: Mapping[str, Mapping[str, Any]],
 ) -> RunConfig:
-    """Check a restream Job against the CLI and the image; return the config it runs with.
-
-    ``config_maps`` maps ConfigMap names to their manifests; the one the Job mounts at the
-    ``--config`` path provides the config file.
-    """
-    pod = job["spec"]["template"]["spec"]
-    container = _container(job)
-    args = list(container["args"])
-    assert "command" not in container, "the image's ENTRYPOINT (restream) must run"
+    """The settings ``restream ARGS`` runs with in ``container``: the arguments and the
+    environment through the real CLI parser, the config file from the mounted ConfigMap."""
     assert not cli_problems(args), cli_problems(args)
     assert args[0] == "run" and "--config" in args
     environ = _environ(container)
@@ -291,21 +293,22 @@ def check_restream_pod(
     topics = [t for t, _ in (config.inputs or BUILTIN_DEFAULTS[config.pipeline].inputs)]
     parse_start(config.start, topics=topics)
     parse_end(config.end, topics=topics)
+    return config
 
-    requests = container["resources"]["requests"]
-    if config.executor == "parallel":
-        assert config.workers >= 1, "set workers: restream's default counts the node's CPUs"
-        assert parse_quantity(requests["cpu"]) == config.workers, (
-            f"CPU request {requests['cpu']} does not match workers {config.workers}"
-        )
-    assert "memory" in requests
 
+def _check_metrics(
+    config: RunConfig, template: Mapping[str, Any], container: Mapping[str, Any]
+) -> None:
+    """The pod serves restream's metrics on the container port named metrics."""
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["metrics"] == config.metrics_port != 0
-    annotations = job["spec"]["template"]["metadata"].get("annotations", {})
+    annotations = template["metadata"].get("annotations", {})
     if "prometheus.io/port" in annotations:
         assert annotations["prometheus.io/port"] == str(config.metrics_port)
 
+
+def _check_mounted_files(config: RunConfig, container: Mapping[str, Any]) -> None:
+    """Every file the settings name lies on a volume of the container."""
     mounts = _mounted_paths(container)
     files = [
         config.kafka.get("ssl.ca.location"),
@@ -320,8 +323,169 @@ def check_restream_pod(
         if file:
             assert _under_a_mount(file, mounts), f"{file} is on no mounted volume"
 
+
+def _check_kernel_cache(pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
+    """The root filesystem is read-only: NUMBA_CACHE_DIR must lie on an emptyDir mount."""
+    env = {e["name"]: e.get("value") for e in container.get("env", [])}
+    cache = env.get("NUMBA_CACHE_DIR")
+    assert cache, "NUMBA_CACHE_DIR must be set: the image's default is not on this pod's volumes"
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    under = [
+        m["name"] for m in container["volumeMounts"] if _under_a_mount(cache, [m["mountPath"]])
+    ]
+    assert under and all("emptyDir" in volumes[name] for name in under), (
+        f"NUMBA_CACHE_DIR {cache} is not on a writable emptyDir"
+    )
+
+
+def check_restream_pod(
+    job: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, Any]]
+) -> RunConfig:
+    """Check a restream Job against the CLI and the image; return the config it runs with.
+
+    ``config_maps`` maps ConfigMap names to their manifests; the one the Job mounts at the
+    ``--config`` path provides the config file.
+    """
+    pod = job["spec"]["template"]["spec"]
+    container = _container(job)
+    args = list(container["args"])
+    assert "command" not in container, "the image's ENTRYPOINT (restream) must run"
+    config = _run_config(args, container, pod, config_maps)
+
+    requests = container["resources"]["requests"]
+    if config.executor == "parallel":
+        assert config.workers >= 1, "set workers: restream's default counts the node's CPUs"
+        assert parse_quantity(requests["cpu"]) == config.workers, (
+            f"CPU request {requests['cpu']} does not match workers {config.workers}"
+        )
+    assert "memory" in requests
+
+    _check_metrics(config, job["spec"]["template"], container)
+    _check_mounted_files(config, container)
     _check_security(pod, container)
     _check_job_policy(job)
     _check_volumes(pod, container)
     _check_checkpoints(config, pod, container)
+    return config
+
+
+#: The vendored RayJob CRD (tests/data/kuberay/README.md says where it comes from).
+RAYJOB_CRD = REPO / "tests" / "data" / "kuberay" / "ray.io_rayjobs.yaml"
+
+
+def _strict(schema: Any) -> Any:
+    """A CRD schema that refuses unknown fields, as the API server's strict field validation
+    (``kubectl apply --validate=strict``) does; the CRD itself only says which to prune."""
+    if isinstance(schema, list):
+        return [_strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {key: _strict(value) for key, value in schema.items()}
+    if (
+        "properties" in out
+        and "additionalProperties" not in out
+        and not out.get("x-kubernetes-preserve-unknown-fields")
+    ):
+        out["additionalProperties"] = False
+    return out
+
+
+@functools.cache
+def _rayjob_validator() -> jsonschema.Draft7Validator:
+    crd = yaml.load(RAYJOB_CRD.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1"]
+    assert version["served"] and version["storage"]
+    return jsonschema.Draft7Validator(_strict(version["schema"]["openAPIV3Schema"]))
+
+
+def validate_rayjob(doc: Mapping[str, Any]) -> None:
+    """Validate a RayJob against the vendored CRD's v1 schema, refusing unknown fields;
+    raises :class:`jsonschema.ValidationError` naming the first problem."""
+    assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayJob"
+    error = jsonschema.exceptions.best_match(_rayjob_validator().iter_errors(dict(doc)))
+    if error is not None:
+        raise error
+    # metadata is a bare object in the CRD: the API server checks it as ObjectMeta.
+    kubernetes_validate.validate(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": dict(doc["metadata"])},
+        KUBERNETES_VERSION,
+        strict=True,
+    )
+
+
+def _ray_pod(template: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod spec and the Ray container of a head or worker group's template, checked for
+    what every restream pod needs: the image's user, a read-only root, its volumes."""
+    pod: dict[str, Any] = template["spec"]
+    containers = pod["containers"]
+    # KubeRay runs Ray in the first container.
+    container: dict[str, Any] = containers[0]
+    assert container["name"] == "restream", "the Ray container (the first) must be restream"
+    assert "command" not in container and "args" not in container, (
+        "KubeRay sets the Ray container's command (ray start)"
+    )
+    environ = _environ(container)
+    assert not env_problems(environ), env_problems(environ)
+    _check_security(pod, container)
+    _check_volumes(pod, container)
+    _check_kernel_cache(pod, container)
+    requests = container["resources"]["requests"]
+    assert {"cpu", "memory"} <= set(requests), "Ray nodes need CPU and memory requests"
+    return pod, container
+
+
+def check_ray_job(
+    rayjob: Mapping[str, Any], config_maps: Mapping[str, Mapping[str, Any]]
+) -> RunConfig:
+    """Check a restream RayJob against its CRD, the CLI and the image; return the config its
+    driver runs with.
+
+    The entrypoint is the driver: ``restream run`` with executor ray on the head pod, whose
+    mounted ConfigMap (from ``config_maps``) provides the config file. The head holds the
+    checkpoint claim and serves the metrics; the worker groups have at least a CPU per
+    worker actor; the cluster is deleted when the job ends.
+    """
+    validate_rayjob(rayjob)
+    spec = rayjob["spec"]
+    assert spec["shutdownAfterJobFinishes"] is True, "a finished backtest must free its nodes"
+    assert spec.get("ttlSecondsAfterFinished", 0) >= 0
+    assert spec["backoffLimit"] >= 0 and spec["activeDeadlineSeconds"] > 0
+    assert spec.get("submissionMode", "K8sJobMode") == "K8sJobMode"
+    assert "clusterSelector" not in spec, "the RayJob creates its own cluster"
+    cluster = spec["rayClusterSpec"]
+    assert re.fullmatch(r"\d+\.\d+\.\d+", cluster["rayVersion"])
+    assert not cluster.get("enableInTreeAutoscaling"), "a fixed cluster: workers are placed once"
+
+    head = cluster["headGroupSpec"]
+    pod, container = _ray_pod(head["template"])
+    args = shlex.split(spec["entrypoint"])
+    assert args[0] == "restream", f"the entrypoint must run restream, not {args[0]}"
+    config = _run_config(args[1:], container, pod, config_maps)
+    assert config.executor == "ray", f"the RayJob's driver runs executor {config.executor}"
+    assert config.workers >= 1, "set workers: restream's default counts the driver's CPUs"
+    assert head["rayStartParams"].get("num-cpus") == "0", (
+        "no actors on the head: its CPUs are the driver's"
+    )
+    _check_metrics(config, head["template"], container)
+    _check_mounted_files(config, container)
+    # Without checkpoint_dir a retry starts over (still without duplicating output).
+    _check_checkpoints(config, pod, container)
+
+    slots = 0
+    for group in cluster["workerGroupSpecs"]:
+        assert group["replicas"] == group["minReplicas"] == group["maxReplicas"], (
+            f"worker group {group['groupName']}: a fixed number of worker pods"
+        )
+        _, worker = _ray_pod(group["template"])
+        cpus = group["rayStartParams"]["num-cpus"]
+        assert parse_quantity(worker["resources"]["requests"]["cpu"]) == parse_quantity(cpus), (
+            f"worker group {group['groupName']}: CPU request differs from num-cpus {cpus}"
+        )
+        slots += group["replicas"] * int(cpus)
+        # The reader and sink actors open the same files as the driver.
+        _check_mounted_files(config, worker)
+        assert _environ(worker) == _environ(container), "workers need the driver's environment"
+    assert config.workers <= slots, (
+        f"workers {config.workers} is more than the worker pods' {slots} CPUs"
+    )
     return config

@@ -81,12 +81,7 @@ NOT_IN_CONFIG = {
     "schema_registry_basic_auth": "a secret: RESTREAM_SCHEMA_REGISTRY_BASIC_AUTH from the Secret",
     "metrics_host": "restream's default, every address, is what a pod needs",
     "restart_from_scratch": "a one-off action: in a Job every retried pod would start over",
-    "ray_address": "the chart's Job runs the parallel executor; a Ray run is a KubeRay RayJob, "
-    "whose driver finds its cluster through RAY_ADDRESS",
-}
-#: Choices of a setting that the chart's Job does not offer, and why.
-NOT_IN_CHART_CHOICES = {
-    ("executor", "ray"): "the Job runs in one pod; on Ray a KubeRay RayJob runs the driver",
+    "ray_address": "a RayJob's driver runs on its cluster's head, where ray.init() finds it",
 }
 #: Settings the chart fixes for a Job: no TTY, logs collected as JSON lines.
 FIXED_IN_CONFIG = {"progress": "log", "log_format": "json"}
@@ -166,6 +161,9 @@ def test_example_values_cover_the_chart() -> None:
         "extraEnv",
         "resources.requests.cpu",
         "job.ttlSecondsAfterFinished",
+        "ray.workerReplicas",
+        "ray.workerCpus",
+        "ray.workerResources.requests.memory",
     ):
         assert any(u == key or u.startswith(key + ".") for u in used), key
 
@@ -218,6 +216,13 @@ BAD_VALUES: list[tuple[str, dict[str, Any]]] = [
     ("a broker timeout of 0", {"brokerTimeout": 0}),
     ("a stall timeout of 0", {"stallTimeout": 0}),
     ("a negative grace period", {"job": {"terminationGracePeriodSeconds": -1}}),
+    ("no Ray worker pods", {"ray": {"workerReplicas": 0}}),
+    ("a Ray version that is no version", {"ray": {"version": "latest"}}),
+    (
+        "a worker CPU request beside workerCpus",
+        {"ray": {"workerResources": {"requests": {"cpu": "2"}}}},
+    ),
+    ("a negative Ray cluster TTL", {"ray": {"ttlSecondsAfterFinished": -1}}),
     (
         "checkpoints with the serial executor",
         {"executor": "serial", "checkpoints": {"existingClaim": "restream-checkpoints"}},
@@ -235,8 +240,7 @@ def test_choices_agree_with_the_cli() -> None:
         choices = _BY_NAME[setting].choices
         if choices:
             allowed = set(_schema_at(value)["enum"]) - {""}
-            offered = {c for c in choices if (setting, c) not in NOT_IN_CHART_CHOICES}
-            assert allowed == offered, (value, allowed, choices)
+            assert allowed == set(choices), (value, allowed, choices)
 
 
 #: Values whose chart default differs from restream's default for the setting, and why.
@@ -304,7 +308,7 @@ def test_minimums_agree_with_the_cli(value: str) -> None:
     assert _errors(below)
 
 
-@pytest.mark.parametrize("executor", ["parallel", "batch", "serial"])
+@pytest.mark.parametrize("executor", ["parallel", "batch", "serial", "ray"])
 def test_checkpoint_executors_agree_with_the_cli(executor: ExecutorName) -> None:
     """restream refuses checkpoint_dir with the serial executor; so does the schema."""
     try:
@@ -428,16 +432,53 @@ def test_config_keys_are_restream_settings() -> None:
         assert value in _BY_NAME[setting].choices
 
 
-def test_compiled_kernels_cache_on_the_tmp_empty_dir() -> None:
-    """NUMBA_CACHE_DIR lies on the /tmp emptyDir (the root filesystem is read-only)."""
-    job = TEMPLATES["job.yaml"]
-    assert re.search(r"name: NUMBA_CACHE_DIR\n\s+value: /tmp/\S+", job)
-    assert re.search(r"- name: tmp\n\s+mountPath: /tmp\n", job)
-    assert re.search(r"- name: tmp\n\s+emptyDir:", job)
+@pytest.mark.parametrize("template", ["job.yaml", "_ray.tpl"])
+def test_compiled_kernels_cache_on_the_tmp_empty_dir(template: str) -> None:
+    """NUMBA_CACHE_DIR lies on the /tmp emptyDir (the root filesystem is read-only), in the
+    Job's pod and in every pod of the RayJob."""
+    text = TEMPLATES[template]
+    assert re.search(r"name: NUMBA_CACHE_DIR\n\s+value: /tmp/\S+", text)
+    assert re.search(r"- name: tmp\n\s+mountPath: /tmp\n", text)
+    assert re.search(r"- name: tmp\n\s+emptyDir:", text)
+    if template == "_ray.tpl":
+        rayjob = TEMPLATES["rayjob.yaml"]
+        # The head and the worker group each take the env, the mounts and the volumes.
+        for part in ("env", "volumeMounts", "volumes"):
+            assert len(re.findall(rf'include "restream\.ray\.{part}"', rayjob)) == 2, part
 
 
-def test_template_environment_is_what_the_cli_reads() -> None:
-    names = re.findall(r"name: (RESTREAM_\w+)", TEMPLATES["job.yaml"])
+def test_rayjob_replaces_the_job_with_executor_ray() -> None:
+    assert TEMPLATES["job.yaml"].startswith('{{- if ne .Values.executor "ray" }}\n')
+    assert TEMPLATES["rayjob.yaml"].startswith('{{- if eq .Values.executor "ray" }}\n')
+    for name in ("job.yaml", "rayjob.yaml"):
+        assert TEMPLATES[name].rstrip().endswith("{{- end }}")
+
+
+def test_rayjob_driver_and_its_checkpoints() -> None:
+    """The entrypoint runs the Job's command; the claim is mounted on the head pod (before
+    the worker groups) at checkpoints.mountPath; the cluster goes when the job ends."""
+    rayjob = TEMPLATES["rayjob.yaml"]
+    (entrypoint,) = re.findall(r"entrypoint: (.*)", rayjob)
+    (args_text,) = re.findall(r"args: (\[.*\])", TEMPLATES["job.yaml"])
+    assert entrypoint.split() == ["restream", *json.loads(args_text)]
+    assert not cli_problems(entrypoint.split()[1:])
+    assert "shutdownAfterJobFinishes: true" in rayjob
+    head, _, workers = rayjob.partition("workerGroupSpecs:")
+    mount = re.search(
+        r"\{\{- if \.Values\.checkpoints\.existingClaim \}\}\s*(#.*\n\s*)?- name: checkpoints\s*"
+        r"mountPath: \{\{ \.Values\.checkpoints\.mountPath \}\}",
+        head,
+    )
+    assert mount, "the claim must be mounted on the head at checkpoints.mountPath"
+    assert "claimName: {{ .Values.checkpoints.existingClaim }}" in head
+    assert "checkpoints" not in workers and "checkpoints" not in TEMPLATES["_ray.tpl"]
+    assert "containerPort: {{ .Values.metrics.port }}" in head
+    assert "metrics.port" not in workers
+
+
+@pytest.mark.parametrize("template", ["job.yaml", "_ray.tpl"])
+def test_template_environment_is_what_the_cli_reads(template: str) -> None:
+    names = re.findall(r"name: (RESTREAM_\w+)", TEMPLATES[template])
     assert set(names) == {
         "RESTREAM_KAFKA_SASL_USERNAME",
         "RESTREAM_KAFKA_SASL_PASSWORD",
@@ -460,9 +501,11 @@ def test_template_arguments_are_what_the_cli_accepts() -> None:
 def test_secret_keys_agree_between_templates() -> None:
     created = set(re.findall(r"^  ([a-z-]+): \{\{ \. \| b64enc", TEMPLATES["secret.yaml"], re.M))
     referenced = set(re.findall(r"key: ([a-z-]+)\n\s+optional: true", TEMPLATES["job.yaml"]))
+    in_ray = set(re.findall(r"key: ([a-z-]+)\n\s+optional: true", TEMPLATES["_ray.tpl"]))
     assert (
         created
         == referenced
+        == in_ray
         == {
             "kafka-sasl-username",
             "kafka-sasl-password",

@@ -19,6 +19,7 @@ from tests.support.deploy import (
     CHART_VALUES,
     CI_VALUES,
     KUBERNETES_VERSION,
+    check_ray_job,
     check_restream_pod,
     load_documents,
     merge_values,
@@ -61,27 +62,34 @@ def check_rendered(docs: Sequence[Mapping[str, Any]], overrides: Mapping[str, An
         by_kind.setdefault(doc["kind"], []).append(doc)
         assert doc["metadata"]["namespace"] == NAMESPACE
         assert doc["metadata"]["labels"]["app.kubernetes.io/instance"] == RELEASE
-        if doc["kind"] != "PodMonitor":  # a CRD: not in the Kubernetes schemas
+        if doc["kind"] not in ("PodMonitor", "RayJob"):  # CRDs: not in the Kubernetes schemas
             validate_kubernetes(doc)
-    (job,) = by_kind["Job"]
     config_maps = {c["metadata"]["name"]: c for c in by_kind["ConfigMap"]}
-    config = check_restream_pod(job, config_maps)
+    if values["executor"] == "ray":
+        assert "Job" not in by_kind, "executor ray renders a RayJob instead of the Job"
+        (rayjob,) = by_kind["RayJob"]
+        config = check_ray_job(rayjob, config_maps)  # validates it against the CRD, too
+        template = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+        _check_ray_values(rayjob, values)
+    else:
+        assert "RayJob" not in by_kind
+        (job,) = by_kind["Job"]
+        config = check_restream_pod(job, config_maps)
+        template = job["spec"]["template"]
+        _check_job_values(job, values)
 
-    pod = job["spec"]["template"]["spec"]
+    pod = template["spec"]
     container = pod["containers"][0]
     assert config.job_id == (values["jobId"] or RELEASE)
     assert config.bootstrap_servers == values["kafka"]["bootstrapServers"]
+    assert config.executor == values["executor"]
     assert config.workers == values["workers"]
     assert dict(config.inputs) == values["inputs"]
     assert (config.start, config.end) == (values["start"], values["end"])
     assert config.on_bad_record == values["onBadRecord"]
     assert config.pushgateway == (values["pushgateway"] or None)
-    cpu = values["resources"]["requests"].get("cpu", values["workers"])
-    assert parse_quantity(container["resources"]["requests"]["cpu"]) == parse_quantity(cpu)
     expected_image = f"{values['image']['repository']}:{values['image']['tag'] or '0.1.0'}"
     assert container["image"] == expected_image
-    assert job["spec"]["backoffLimit"] == values["job"]["backoffLimit"]
-    assert job["spec"]["podReplacementPolicy"] == "Failed"
     assert pod["terminationGracePeriodSeconds"] == values["job"]["terminationGracePeriodSeconds"]
     assert config.broker_timeout == values["brokerTimeout"]
     checkpoints = values["checkpoints"]
@@ -97,9 +105,6 @@ def check_rendered(docs: Sequence[Mapping[str, Any]], overrides: Mapping[str, An
     else:
         assert config.checkpoint_dir is None
         assert not any("persistentVolumeClaim" in v for v in pod["volumes"])
-    assert job["spec"].get("ttlSecondsAfterFinished") == values["job"].get(
-        "ttlSecondsAfterFinished"
-    )
 
     secret_name = values["credentials"]["existingSecret"] or None
     created = by_kind.get("Secret", [])
@@ -130,7 +135,10 @@ def check_rendered(docs: Sequence[Mapping[str, Any]], overrides: Mapping[str, An
     monitors = by_kind.get("PodMonitor", [])
     assert bool(monitors) == values["metrics"]["podMonitor"]["enabled"]
     for monitor in monitors:
-        labels = job["spec"]["template"]["metadata"]["labels"]
+        labels = dict(template["metadata"]["labels"])
+        if values["executor"] == "ray":
+            # KubeRay labels the head pod, whose driver serves the metrics.
+            labels["ray.io/node-type"] = "head"
         assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
         assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
         (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
@@ -139,6 +147,45 @@ def check_rendered(docs: Sequence[Mapping[str, Any]], overrides: Mapping[str, An
             {"action": "replace", "targetLabel": "job_id", "replacement": config.job_id}
         ]
     return config
+
+
+def _check_job_values(job: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """The Job's spec and resources, from the values."""
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    cpu = values["resources"]["requests"].get("cpu", values["workers"])
+    assert parse_quantity(container["resources"]["requests"]["cpu"]) == parse_quantity(cpu)
+    assert job["spec"]["backoffLimit"] == values["job"]["backoffLimit"]
+    assert job["spec"]["podReplacementPolicy"] == "Failed"
+    assert job["spec"].get("ttlSecondsAfterFinished") == values["job"].get(
+        "ttlSecondsAfterFinished"
+    )
+
+
+def _check_ray_values(rayjob: Mapping[str, Any], values: Mapping[str, Any]) -> None:
+    """The RayJob's spec, head and worker group, from the values."""
+    spec = rayjob["spec"]
+    ray = values["ray"]
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert spec["ttlSecondsAfterFinished"] == ray["ttlSecondsAfterFinished"]
+    assert spec["backoffLimit"] == values["job"]["backoffLimit"]
+    assert spec["activeDeadlineSeconds"] == values["job"]["activeDeadlineSeconds"]
+    cluster = spec["rayClusterSpec"]
+    assert cluster["rayVersion"] == ray["version"]
+    head = cluster["headGroupSpec"]["template"]["spec"]["containers"][0]
+    cpu = values["resources"]["requests"].get("cpu", 2)
+    assert parse_quantity(head["resources"]["requests"]["cpu"]) == parse_quantity(cpu)
+    (group,) = cluster["workerGroupSpecs"]
+    assert group["replicas"] == ray["workerReplicas"]
+    assert group["rayStartParams"] == {"num-cpus": str(ray["workerCpus"])}
+    worker = group["template"]["spec"]["containers"][0]
+    assert worker["image"] == head["image"]
+    requests = worker["resources"]["requests"]
+    assert parse_quantity(requests["cpu"]) == ray["workerCpus"]
+    for name, quantity in ray["workerResources"]["requests"].items():
+        assert parse_quantity(requests[name]) == parse_quantity(quantity)
+    worker_volumes = {v["name"] for v in group["template"]["spec"]["volumes"]}
+    assert ("tls" in worker_volumes) == bool(values["tlsSecret"])
+    assert ("schema-files" in worker_volumes) == bool(values["schemaFiles"])
 
 
 @pytest.mark.parametrize("path", CI_VALUES, ids=lambda p: Path(p).name)
@@ -216,3 +263,23 @@ def test_replacement_policy_only_where_kubernetes_has_it() -> None:
     (job,) = [d for d in load_documents(result.stdout) if d["kind"] == "Job"]
     assert "podReplacementPolicy" not in job["spec"]
     assert job["spec"]["podFailurePolicy"]["rules"]
+
+
+def test_executor_ray_renders_a_rayjob_instead_of_the_job() -> None:
+    minimal = CHART / "ci" / "minimal-values.yaml"
+    docs = render(minimal, "executor=ray")
+    overrides = merge_values(load_documents(minimal.read_text())[0], {"executor": "ray"})
+    config = check_rendered(docs, overrides)
+    assert config.executor == "ray"
+    assert config.checkpoint_dir is None  # no claim: a retry starts over
+
+
+def test_executor_ray_needs_a_worker_pod_cpu_per_worker_actor() -> None:
+    minimal = CHART / "ci" / "minimal-values.yaml"
+    sets = ["--set", "executor=ray", "--set", "workers=3"]  # 2 worker pods x 1 CPU
+    result = _helm("template", RELEASE, str(CHART), "--values", str(minimal), *sets)
+    assert result.returncode != 0
+    assert "workers (3) is more than ray.workerReplicas x ray.workerCpus (2)" in result.stderr
+    more = [*sets, "--set", "ray.workerCpus=2"]
+    result = _helm("template", RELEASE, str(CHART), "--values", str(minimal), *more)
+    assert result.returncode == 0, result.stderr

@@ -231,3 +231,13 @@ def test_compiled_kernels_cache_under_the_writable_home() -> None:
     env = " ".join(_all(FINAL, "ENV"))
     assert "HOME=/tmp" in env
     assert re.search(r"NUMBA_CACHE_DIR=/tmp/\S+", env)
+
+
+def test_extras_are_a_build_argument_off_by_default() -> None:
+    """`--build-arg EXTRAS=ray` installs restream[ray] for a Ray cluster; the default image
+    installs no extra, so it stays light."""
+    (extras,) = [a for a in _all(STAGES[0], "ARG") if a.startswith("EXTRAS")]
+    assert extras in ('EXTRAS=""', "EXTRAS=", "EXTRAS")
+    (install,) = [r for r in _all(STAGES[0], "RUN") if "install" in r]
+    # POSIX sh: "." without extras, ".[ray]" with EXTRAS=ray.
+    assert '".${EXTRAS:+[${EXTRAS}]}"' in install
