@@ -13,6 +13,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
+import yaml
 
 from connector.errors import ConfigError
 from tests.support.deploy import (
@@ -20,6 +21,7 @@ from tests.support.deploy import (
     RAYJOB_CRD,
     check_ray_job,
     load_documents,
+    rayjob_crd,
     validate_kubernetes,
     validate_rayjob,
 )
@@ -62,7 +64,7 @@ def test_vendored_crd_is_the_recorded_kuberay_release() -> None:
     (digest,) = re.findall(r"sha256 `([0-9a-f]{64})`", readme)
     assert hashlib.sha256(RAYJOB_CRD.read_bytes()).hexdigest() == digest
     assert re.search(r"KubeRay v\d+\.\d+\.\d+", readme)
-    crd = load_documents(RAYJOB_CRD.read_text())[0]
+    crd = rayjob_crd()
     assert crd["kind"] == "CustomResourceDefinition"
     assert crd["metadata"]["name"] == "rayjobs.ray.io"
 
@@ -315,3 +317,15 @@ def test_paths_in_the_comments_exist() -> None:
     text = (RAY / "rayjob.yaml").read_text()
     for path in re.findall(r"deploy/k8s/[\w./]+\.yaml", text):
         assert Path(DEPLOY.parent / path).is_file(), path
+
+
+def test_ray_version_is_the_release_line_of_the_ray_extra() -> None:
+    # KubeRay picks its probes by rayVersion: it must name the Ray the image installs.
+    pyproject = (DEPLOY.parent / "pyproject.toml").read_text()
+    extra = re.search(r'^ray = \["ray\[default\]>=(\d+\.\d+),<(\d+\.\d+)"\]$', pyproject, re.M)
+    assert extra is not None, "the ray extra is one release line: ray[default]>=X.Y,<X.Z"
+    low, high = extra.groups()
+    values = yaml.safe_load((DEPLOY.parent / "helm" / "restream" / "values.yaml").read_text())
+    for version in (_rayjob()["spec"]["rayClusterSpec"]["rayVersion"], values["ray"]["version"]):
+        assert version.startswith(f"{low}."), (version, extra[0])
+        assert tuple(map(int, version.split(".")[:2])) < tuple(map(int, high.split("."))), version
