@@ -36,7 +36,6 @@ __all__ = [
     "IMAGE_UID",
     "KUBERNETES_VERSION",
     "RAYJOB_CRD",
-    "rayjob_crd",
     "REPO",
     "check_ray_job",
     "check_restream_pod",
@@ -45,6 +44,7 @@ __all__ = [
     "load_documents",
     "merge_values",
     "parse_quantity",
+    "rayjob_crd",
     "validate_kubernetes",
     "validate_rayjob",
 ]
