@@ -18,6 +18,7 @@ from engine.keys import KeySpec
 from engine.log import Events, StringColumn
 from engine.pipeline import Operator
 from engine.state.packing import pack_order
+from engine.state.segscan import latest_marked
 
 __all__ = ["Columns", "Exchange", "Keyed", "Part", "Rows", "assemble", "count_rows"]
 
@@ -196,18 +197,7 @@ class Keyed:
         if written is None and not before:
             return np.arange(len(self.ids), dtype=np.int64)  # every row sees its own write
         order, start = self.grouped()
-        n = len(order)
-        pos = np.arange(n, dtype=np.int64)
-        marks = pos if written is None else np.where(written[order], pos, -1)
-        last = np.maximum.accumulate(marks) if n else marks
-        if before:
-            last = np.concatenate([[-1], last[:-1]]) if n else last
-        found = last >= start
-        row = order[np.maximum(last, 0)]
-        index = row if written is None else np.cumsum(written, dtype=np.int64)[row] - 1
-        out = np.empty(n, dtype=np.int64)
-        out[order] = np.where(found, index, -1)
-        return out
+        return latest_marked(order, start, written, before)
 
 
 def count_rows(rows: np.ndarray | slice | None, n: int) -> int:

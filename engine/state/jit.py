@@ -108,6 +108,7 @@ def warm_up() -> float:
         packing,
         rangeindex,
         regions,
+        segscan,
         winkernels,
     )
 

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["grow", "segment_cumsum", "segment_extreme_scan", "segment_float_sums"]
+from engine.state.jit import jit, register_warm_up
+
+__all__ = [
+    "grow",
+    "latest_marked",
+    "segment_cumsum",
+    "segment_extreme_scan",
+    "segment_float_sums",
+]
 
 # Segments up to this long are summed position by position across all of them at once; longer
 # ones get one np.add.accumulate each (few: a segment this long is a hot key).
@@ -27,6 +35,61 @@ def grow(array: np.ndarray, size: int, fill: object = 0) -> np.ndarray:
         out = np.full((cap, *array.shape[1:]), fill, dtype=array.dtype)
     out[: len(array)] = array
     return out
+
+
+def latest_marked(
+    order: np.ndarray, start: np.ndarray, marked: np.ndarray | None, before: bool
+) -> np.ndarray:
+    """Per row: the index among the marked rows (every row when ``marked`` is None) of the
+    last marked row of its group at or before it (strictly before it, with ``before``), or -1.
+
+    ``order`` lists the rows grouped, in row order within a group; ``start[i]`` is where the
+    group of position ``i`` of that order starts. One compiled pass (it was ten numpy passes).
+    """
+    every = marked is None
+    flags = np.zeros(0, dtype=np.bool_) if marked is None else np.asarray(marked, dtype=np.bool_)
+    return _latest_marked(
+        np.ascontiguousarray(order, dtype=np.int64),
+        np.ascontiguousarray(start, dtype=np.int64),
+        flags,
+        every,
+        before,
+    )
+
+
+@jit
+def _latest_marked(
+    order: np.ndarray, start: np.ndarray, marked: np.ndarray, every: bool, before: bool
+) -> np.ndarray:
+    n = len(order)
+    index = np.empty(n, dtype=np.int64)  # per row: its index among the marked rows, or -1
+    k = 0
+    for r in range(n):
+        if every or marked[r]:
+            index[r] = k
+            k += 1
+        else:
+            index[r] = -1
+    out = np.empty(n, dtype=np.int64)
+    last = -1
+    for i in range(n):
+        if start[i] == i:
+            last = -1
+        r = order[i]
+        if before:
+            out[r] = last
+        if index[r] >= 0:
+            last = index[r]
+        if not before:
+            out[r] = last
+    return out
+
+
+@register_warm_up
+def _warm() -> None:
+    one = np.zeros(1, dtype=np.int64)
+    _latest_marked(one, one, np.ones(1, dtype=np.bool_), False, True)
+    _latest_marked(one, one, np.zeros(0, dtype=np.bool_), True, False)
 
 
 def segment_cumsum(values: np.ndarray, seg_start: np.ndarray, seg_of: np.ndarray) -> np.ndarray:
