@@ -109,6 +109,7 @@ def warm_up() -> float:
         rangeindex,
         regions,
         segscan,
+        unwindowed,
         winkernels,
     )
 

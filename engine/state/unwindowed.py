@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.state.epoch import EpochWrites, slots_of_reads
+from engine.state.jit import jit, register_warm_up
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import pack_order
 from engine.state.segscan import (
@@ -34,6 +35,30 @@ def _take(array: np.ndarray, at: np.ndarray) -> np.ndarray:
         return np.zeros(len(at), dtype=array.dtype)
     out: np.ndarray = array[at]
     return out
+
+
+@jit
+def _additive_reads(
+    slots: np.ndarray, latest: np.ndarray, has: np.ndarray, carry: np.ndarray, version: np.ndarray
+) -> np.ndarray:
+    """Per read: the running value after its latest visible epoch write, else the value
+    carried from earlier epochs (0 for a key never written). One pass, no temporaries."""
+    out = np.zeros(len(slots), dtype=np.int64)
+    for i in range(len(slots)):
+        w = latest[i]
+        if w >= 0:
+            out[i] = version[w]
+        else:
+            s = slots[i]
+            if s >= 0 and has[s]:
+                out[i] = carry[s]
+    return out
+
+
+@register_warm_up
+def _warm() -> None:
+    one = np.zeros(1, dtype=np.int64)
+    _additive_reads(one, one, np.ones(1, dtype=np.bool_), one, one)
 
 
 class UnwindowedTable:
@@ -131,12 +156,20 @@ class UnwindowedTable:
     def _read_at(
         self, slots: np.ndarray, latest: np.ndarray, ts: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
+        kind = self._kind
+        everywhere = np.ones(len(slots), dtype=bool)
+        if kind in ("count", "distinct", "sum") and self._version.dtype == np.int64:
+            return _additive_reads(
+                np.ascontiguousarray(slots, dtype=np.int64),
+                np.ascontiguousarray(latest, dtype=np.int64),
+                self._has,
+                self._carry,
+                self._version,
+            ), everywhere
         at = np.maximum(slots, 0)
         has = (slots >= 0) & self._has[at]
         seen = latest >= 0
         w = np.maximum(latest, 0)
-        kind = self._kind
-        everywhere = np.ones(len(slots), dtype=bool)
         carried = np.where(has, self._carry[at], np.zeros(1, self._carry.dtype))
         if kind in ("count", "distinct", "sum"):
             return np.where(seen, _take(self._version, w), carried), everywhere
