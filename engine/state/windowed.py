@@ -57,7 +57,9 @@ from engine.state.winkernels import (
     POS_FIRST,
     POS_LAST,
     POS_NONE,
+    any_front,
     epoch_window,
+    front_answers,
 )
 from engine.state.wparts import EpochPart, TimeKeys, time_ranks
 
@@ -310,25 +312,17 @@ class WindowedTable:
         # wrote the key reads it) gets that write's answer, computed once per epoch. With a
         # lateness the two must also share the horizon (they may not: the stream time can
         # move on between two events with the same timestamp).
-        at = np.maximum(latest, 0)
-        front = (latest >= 0) & (self._ts[at] == r)
-        if not front.any():
+        latest = np.ascontiguousarray(latest, dtype=np.int64)
+        r = np.ascontiguousarray(r, dtype=np.int64)
+        if not any_front(latest, r, self._ts):
             return self._sorted_answer(slots, cut, latest, r, floor)
-        if self._front is None:
-            order = ep.order
-            wfloor = self._read_floor(ep.seqs)
-            self._front_floor = wfloor
-            values, present = self._answer(
-                ep.slots[order], order, self._ts[order], None if wfloor is None else wfloor[order]
-            )
-            self._front = (np.empty_like(values), np.empty(ep.n, dtype=bool))
-            self._front[0][order] = values
-            self._front[1][order] = present
-        if floor is not None:
-            assert self._front_floor is not None
-            front &= self._front_floor[at] == floor
-        values, present = self._front[0][at], self._front[1][at]
-        rest = np.flatnonzero(~front)
+        self._front_answers()
+        assert self._front is not None
+        if floor is None and self._front[0].dtype == np.int64 and self._front[0].ndim == 1:
+            # The usual case (a count, no lateness) in one compiled pass.
+            values, present, rest = front_answers(latest, r, self._ts, *self._front)
+        else:
+            values, present, rest = self._front_at(latest, r, floor)
         if len(rest):
             v, p = self._sorted_answer(
                 slots[rest],
@@ -340,6 +334,33 @@ class WindowedTable:
             values[rest] = v
             present[rest] = p
         return values, present
+
+    def _front_at(
+        self, latest: np.ndarray, r: np.ndarray, floor: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """:func:`front_answers` in numpy passes, for any value type and a lateness."""
+        assert self._front is not None
+        at = np.maximum(latest, 0)
+        front = (latest >= 0) & (self._ts[at] == r)
+        if floor is not None:
+            assert self._front_floor is not None
+            front &= self._front_floor[at] == floor
+        return self._front[0][at], self._front[1][at], np.flatnonzero(~front)
+
+    def _front_answers(self) -> None:
+        """Every epoch write's own answer (a read at its time that sees it last), once."""
+        if self._front is None:
+            ep = self._ep
+            assert ep is not None
+            order = ep.order
+            wfloor = self._read_floor(ep.seqs)
+            self._front_floor = wfloor
+            values, present = self._answer(
+                ep.slots[order], order, self._ts[order], None if wfloor is None else wfloor[order]
+            )
+            self._front = (np.empty_like(values), np.empty(ep.n, dtype=bool))
+            self._front[0][order] = values
+            self._front[1][order] = present
 
     def _sorted_answer(
         self,

@@ -23,7 +23,17 @@ import numpy as np
 
 from engine.state.jit import jit, register_warm_up
 
-__all__ = ["EXT_MAX", "EXT_MIN", "EXT_NONE", "POS_FIRST", "POS_LAST", "POS_NONE", "epoch_window"]
+__all__ = [
+    "EXT_MAX",
+    "EXT_MIN",
+    "EXT_NONE",
+    "POS_FIRST",
+    "POS_LAST",
+    "POS_NONE",
+    "any_front",
+    "epoch_window",
+    "front_answers",
+]
 
 EXT_NONE, EXT_MIN, EXT_MAX = 0, 1, 2
 POS_NONE, POS_FIRST, POS_LAST = 0, 1, 2
@@ -262,7 +272,47 @@ def epoch_window(
     return result
 
 
+@jit
+def any_front(latest: np.ndarray, r: np.ndarray, wts: np.ndarray) -> bool:
+    """Whether some read's latest visible write (``latest``, -1: none) is at the read's own
+    time ``r`` (write times ``wts``): then the writes' own answers serve those reads."""
+    for i in range(len(latest)):
+        w = latest[i]
+        if w >= 0 and wts[w] == r[i]:
+            return True
+    return False
+
+
+@jit
+def front_answers(
+    latest: np.ndarray,
+    r: np.ndarray,
+    wts: np.ndarray,
+    values: np.ndarray,
+    present: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For reads whose latest visible write is at their own time, that write's answer
+    (``values``, ``present``, per write); the indices of the other reads, whose answers are
+    left 0 / absent for the caller to fill."""
+    n = len(latest)
+    out = np.zeros(n, dtype=np.int64)
+    shown = np.zeros(n, dtype=np.bool_)
+    rest = np.empty(n, dtype=np.int64)
+    k = 0
+    for i in range(n):
+        w = latest[i]
+        if w >= 0 and wts[w] == r[i]:
+            out[i] = values[w]
+            shown[i] = present[w]
+        else:
+            rest[k] = i
+            k += 1
+    return out, shown, rest[:k]
+
+
 @register_warm_up
 def _warm() -> None:
     one = np.zeros(1, dtype=np.int64)
+    any_front(one, one, one)
+    front_answers(one, one, one, one, np.ones(1, dtype=np.bool_))
     epoch_window(one, one, one, one, one + 1, one, one + 1, one - 1, one, want_sum=True)
