@@ -284,7 +284,14 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="N|P%",
     ),
     _s("executor", "choice", "how to run the pipeline", "parallel", choices=get_args(ExecutorName)),
-    _s("workers", "int", "worker processes of the parallel executor; 0: one per CPU", 0, minimum=0),
+    _s(
+        "workers",
+        "int",
+        "worker processes of the parallel executor; 0: one per CPU the pod may use (its cgroup "
+        "CPU quota, rounded up, within its CPU affinity set)",
+        0,
+        minimum=0,
+    ),
     _s(
         "epoch_size",
         "int",

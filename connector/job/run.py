@@ -92,6 +92,7 @@ from connector.positions.ranges import (
     parse_start,
     resolve,
 )
+from connector.runtime.cpus import usable_cpus_here
 from connector.runtime.gcpolicy import replay_collection
 from connector.serde.avro import AvroSchema, load_schema, load_schema_file
 from connector.serde.avro_decode import field_kind
@@ -312,9 +313,11 @@ _SHARE_FLOOR = 50_000
 
 
 def _workers(config: RunConfig) -> int:
+    """The parallel executor's worker count: ``workers``, or when 0 one per CPU the pod may
+    use (its cgroup quota and affinity set, not the node's CPU count)."""
     if config.executor != "parallel":
         return 1
-    return config.workers or os.cpu_count() or 1
+    return config.workers or usable_cpus_here().count
 
 
 def _epoch_size(config: RunConfig, events: int | None = None) -> int:
@@ -414,7 +417,16 @@ def _executor(config: RunConfig, events: int | None = None) -> Executor:
             size // workers,
             _SHARE_FLOOR * workers,
         )
-    logger.info("parallel executor: %s workers, epochs of %s events", workers, size)
+    if config.workers:
+        logger.info("parallel executor: %s workers, epochs of %s events", workers, size)
+    else:
+        logger.info(
+            "parallel executor: %s workers (workers 0: one per usable CPU; %s), epochs of %s "
+            "events",
+            workers,
+            usable_cpus_here().source,
+            size,
+        )
     return make_executor(
         "parallel", workers=workers, epoch_size=size, stall_timeout=config.stall_timeout
     )
