@@ -40,6 +40,7 @@ restarts it); a second SIGTERM stops at once.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import logging
 import os
 import signal
@@ -50,6 +51,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from connector.config import BadRecordLimit, RunConfig, setting
 from connector.errors import (
@@ -63,9 +65,11 @@ from connector.input.dead_letters import BadRecords, dead_letter_limit
 from connector.input.reader import KafkaSource, TopicInput
 from connector.input.sample import first_values
 from connector.job.checkpoints import (
+    DoneMarker,
     FileCheckpoints,
     Manifest,
     fingerprint,
+    read_done,
     read_manifest,
     resume_ranges,
 )
@@ -135,6 +139,8 @@ class RunReport:
     checkpoint_bytes: int = 0
     #: Seconds from the call of run_job to the first output record produced (not skipped).
     first_output_s: float | None = None
+    #: The job had finished before this run, which replayed nothing: its done marker.
+    already_finished: DoneMarker | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -568,15 +574,57 @@ def _broker_errors(metrics: JobMetrics, client: str) -> Any:
     return on_error
 
 
+def _now() -> str:
+    """The time now, ISO-8601 in UTC to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _already_finished(
+    job: JobPlan, done: DoneMarker, metrics: JobMetrics, stats: RunStats, started: float
+) -> RunReport | None:
+    """A rerun of a finished job: the report of a run that replays nothing, once the output
+    topics are checked to hold what the job wrote (OutputLostError, exit 2, as a resume's
+    check, if not). None when a topic that held nothing is gone: the caller then resumes
+    from the last checkpoint as without the marker, which creates it again."""
+    verify_outputs(job.client, done.marks, job=job.job, seq=done.events)
+    admin = AdminClient(dict(job.client))
+    present = admin.list_topics(timeout=job.config.broker_timeout).topics
+    gone = sorted(t for t in done.marks.topics if t not in present)
+    if gone:
+        logger.warning(
+            "job %s finished at %s, but its output topics %s (which held no records) are "
+            "gone: resuming from its last checkpoint to create them again",
+            job.job,
+            done.finished_at,
+            ", ".join(gone),
+        )
+        return None
+    logger.info("%s", done.describe())
+    metrics.finish(success=True, seconds=stats.seconds)
+    return RunReport(
+        job=job.job,
+        events=0,
+        outputs={},
+        skipped={},
+        bad_records={},
+        wall_seconds=time.monotonic() - started,
+        event_time_span_s=0.0,
+        stats=stats,
+        already_finished=done,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Pinned:
     """What a run replays, settled before it holds the job's lease (by reading only): the
-    ranges and inferred JSON schemas of its manifest when restarted, else resolved now."""
+    ranges and inferred JSON schemas of its manifest when restarted, else resolved now;
+    ``done``: the job had finished (its done marker), nothing was checked or inferred."""
 
     parts: dict[str, Any]
     ranges: tuple[PartitionRange, ...]
     inferred: dict[str, AvroSchema]
     restarted: bool
+    done: DoneMarker | None = None
 
     def manifest(self, job: str) -> Manifest:
         """The manifest that pins this (written once the lease is held)."""
@@ -584,15 +632,21 @@ class _Pinned:
         return Manifest(job, fingerprint(self.parts), self.parts, self.ranges, texts)
 
 
-def _pinned(job: JobPlan) -> _Pinned:
+def _pinned(job: JobPlan, *, finished: bool = True) -> _Pinned:
     """The job's ranges and inferred schemas: from its manifest when restarted (a changed
     setting is refused), else resolved now. Reads only: a refusal here (changed settings,
-    inputs gone, bad positions, a JSON field in doubt) writes nothing, not even the lease."""
+    inputs gone, bad positions, a JSON field in doubt) writes nothing, not even the lease.
+    With ``finished``, a job that finished (its done marker) is returned as such at once,
+    its inputs unchecked: a finished job needs them no more (retention may have taken them)."""
     config = job.config
     parts = fingerprint_parts(job)
     manifest = None
     if config.checkpoint_dir and not config.restart_from_scratch:
         manifest = read_manifest(config.checkpoint_dir, job.job, fingerprint(parts), parts)
+    if manifest is not None and finished and config.checkpoint_dir:
+        done = read_done(config.checkpoint_dir, job.job, manifest.fingerprint)
+        if done is not None:
+            return _Pinned(parts, manifest.ranges, {}, True, done)
     # The broker answers and the inputs exist, named before anything else goes wrong.
     _check_inputs(job, None, manifest is not None)
     if manifest is not None:
@@ -734,6 +788,11 @@ def _run_job(
     job = build_job(config)
     registry = registry_client(config)
     pinned = _pinned(job)
+    if pinned.done is not None:
+        report = _already_finished(job, pinned.done, metrics, stats, job_started)
+        if report is not None:
+            return report
+        pinned = _pinned(job, finished=False)
     if pinned.inferred:
         job = replace(job, schemas={**job.schemas, **pinned.inferred})
     lease = _take_lease(job)
@@ -913,7 +972,18 @@ def _run_holding(
         executor = _executor(config, sum(r.records for r in ranges))
         with replay_collection():
             executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
-            producers.flush()
+            # With checkpoints, the last flush marks the output too: the done marker's.
+            producers.flush(mark=store is not None)
+        if store is not None:
+            store.write_done(
+                DoneMarker(
+                    job.job,
+                    fingerprint(pinned.parts),
+                    _now(),
+                    (0 if snapshot is None else snapshot.position.seq) + stats.events,
+                    marks(),
+                )
+            )
         wall = time.monotonic() - started
         for topic, n in sink.skipped.items():
             metrics.output_skipped(topic, n)
