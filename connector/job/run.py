@@ -30,10 +30,12 @@ same id resumes from the newest snapshot and skips the output records (and dead 
 the crashed attempt already wrote, once it has checked that the output the snapshot covers is
 still there (:mod:`connector.output.verify`: a deleted or rewritten topic is refused with exit 2
 rather than resumed with a gap). ``restart_from_scratch`` deletes the job's checkpoints and
-topics first and runs it from the start. Guarantees: every reader of the output topics sees each
-record exactly once, in serial order per partition, once the job has finished; while a
-restarted job catches up, no record is duplicated either, because the skipping happens before
-producing. SIGTERM makes the run snapshot after the next epoch and stop (exit 1, so the Job
+topics first and runs it from the start. A run that finishes writes a done marker beside its
+checkpoints; a rerun of the finished job (same settings) only checks that its output is still
+there and exits 0, replaying nothing and writing nothing (not even its lease). Guarantees:
+every reader of the output topics sees each record exactly once, in serial order per
+partition, once the job has finished; while a restarted job catches up, no record is
+duplicated either, because the skipping happens before producing. SIGTERM makes the run snapshot after the next epoch and stop (exit 1, so the Job
 restarts it); a second SIGTERM stops at once.
 """
 
