@@ -35,8 +35,9 @@ checkpoints; a rerun of the finished job (same settings) only checks that its ou
 there and exits 0, replaying nothing and writing nothing (not even its lease). Guarantees:
 every reader of the output topics sees each record exactly once, in serial order per
 partition, once the job has finished; while a restarted job catches up, no record is
-duplicated either, because the skipping happens before producing. SIGTERM makes the run snapshot after the next epoch and stop (exit 1, so the Job
-restarts it); a second SIGTERM stops at once.
+duplicated either, because the skipping happens before producing. SIGTERM makes the run
+snapshot after the next epoch and stop (exit 1, so the Job restarts it); a second SIGTERM
+stops at once.
 """
 
 from __future__ import annotations
