@@ -290,7 +290,8 @@ SETTINGS: tuple[Setting, ...] = (
         "workers",
         "int",
         "worker processes of the parallel executor (actors of the ray executor); 0: one per CPU "
-        "(of the Ray cluster)",
+        "the pod may use (its cgroup CPU quota, rounded up, within its CPU affinity set), or "
+        "for ray one per CPU of the Ray cluster",
         0,
         minimum=0,
     ),

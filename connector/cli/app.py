@@ -290,6 +290,9 @@ def _run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     configure_logging(config.log_format, config.log_level)
     report = run_job(config, out=sys.stderr)
+    if report.already_finished is not None:
+        print(f"restream: {report.already_finished.describe()}", file=sys.stdout)
+        return 0
     written = ", ".join(f"{n:,} to {t}" for t, n in sorted(report.outputs.items())) or "none"
     print(
         f"restream: job {report.job} done: {report.events:,} events in "

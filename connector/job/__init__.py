@@ -6,7 +6,8 @@
                     executor, sink process) -> metrics; build_job and resolve_ranges for
                     ``restream positions``
     checkpoints.py  the manifest (settings fingerprint, ranges of the first start) and the
-                    engine's snapshots on disk, written atomically; resuming from them
+                    engine's snapshots on disk, written atomically; resuming from them; the
+                    done marker of a finished job
 
 The engine's half of a checkpoint (the snapshot format) is :mod:`engine.checkpoint`; the
 pipeline a job runs comes from :mod:`connector.pipeline_loader`.

@@ -8,6 +8,9 @@ Layout under ``checkpoint_dir`` (a mounted volume in Kubernetes)::
                                                       output and dead-letter partition its
                                                       last offset and seq (see
                                                       connector.output.verify)
+    <checkpoint_dir>/<job_id>/done.json               written when the job finished: its
+                                                      fingerprint, when, how many events, and
+                                                      the final output marks
 
 The **manifest** is written once, before any output, and pins what the job is: the
 fingerprint of its settings (pipeline and plan, inputs, schemas, outputs, formats, epoch size,
@@ -25,6 +28,11 @@ beyond ``keep`` are deleted.
 Each snapshot's **output marks** are written (atomically) just before it, once the output it
 covers is delivered: a restart checks that the output topics still hold that output
 (:func:`connector.output.verify.verify_outputs`) before it skips any of it.
+
+The **done marker** is written once a run has replayed every range and its output is
+delivered and marked. A rerun of the same job (same fingerprint) that finds it replays
+nothing: it checks that the output topics still hold what the marker recorded and exits (see
+:func:`read_done`). A new manifest (a fresh start) removes it first, and so does starting over.
 
 The store is also where SIGTERM lands (:meth:`FileCheckpoints.request_stop`): the next epoch
 becomes due, and once its snapshot is saved :class:`Stopped` ends the run.
@@ -53,7 +61,15 @@ from engine.checkpoint import EngineSnapshot
 from engine.errors import CheckpointError
 from engine.log import Epoch
 
-__all__ = ["FileCheckpoints", "Manifest", "Stopped", "fingerprint", "read_manifest"]
+__all__ = [
+    "DoneMarker",
+    "FileCheckpoints",
+    "Manifest",
+    "Stopped",
+    "fingerprint",
+    "read_done",
+    "read_manifest",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -111,6 +127,93 @@ class Manifest:
         return cls(
             str(data["job"]), str(data["fingerprint"]), dict(data["parts"]), ranges, inferred
         )
+
+
+_DONE = "done.json"
+
+
+@dataclass(frozen=True, slots=True)
+class DoneMarker:
+    """A finished job: its fingerprint, when it finished (ISO-8601, UTC), the events its log
+    held, and the output marks of everything it wrote (:class:`OutputMarks`)."""
+
+    job: str
+    fingerprint: str
+    finished_at: str
+    events: int
+    marks: OutputMarks
+
+    def records(self) -> dict[str, int]:
+        """Records per output and dead-letter topic, from the marks (offsets of a topic
+        that holds only this job's records, written without transactions: one per record)."""
+        out = dict.fromkeys(sorted(self.marks.topics), 0)
+        for mark in self.marks.marks.values():
+            out[mark.topic] = out.get(mark.topic, 0) + mark.offset + 1 - mark.low
+        return out
+
+    def describe(self) -> str:
+        """The line a rerun of the finished job logs and prints."""
+        counts = [
+            f"{n:,}{' records' if i == 0 else ''} in {topic}"
+            for i, (topic, n) in enumerate(self.records().items())
+        ]
+        return (
+            f"job {self.job} already finished at {self.finished_at}: "
+            f"{', '.join(counts) or 'no output'} ({self.events:,} events replayed), nothing to do"
+        )
+
+    def to_json(self) -> str:
+        """The marker file's text."""
+        return json.dumps(
+            {
+                "job": self.job,
+                "fingerprint": self.fingerprint,
+                "finished_at": self.finished_at,
+                "events": self.events,
+                "marks": json.loads(self.marks.to_json()),
+            },
+            indent=1,
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> DoneMarker:
+        """Parse :meth:`to_json` (ValueError, KeyError or TypeError when malformed)."""
+        data = json.loads(text)
+        return cls(
+            str(data["job"]),
+            str(data["fingerprint"]),
+            str(data["finished_at"]),
+            int(data["events"]),
+            OutputMarks.from_json(json.dumps(data["marks"])),
+        )
+
+
+def read_done(root: str | os.PathLike[str], job: str, expected: str) -> DoneMarker | None:
+    """Job ``job``'s done marker under ``root`` when it finished with the fingerprint
+    ``expected`` (its manifest's, already checked against the settings); None otherwise. A
+    damaged marker, or one of other settings, is ignored with a warning: the job then
+    resumes from its checkpoints as it would without one."""
+    path = Path(root) / job / _DONE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise ConfigError(_SETTING, f"cannot read {path}: {exc}") from exc
+    try:
+        done = DoneMarker.from_json(text)
+    except (ValueError, KeyError, TypeError) as exc:
+        logger.warning("ignoring the damaged done marker %s (%s)", path, exc)
+        return None
+    if done.job != job or done.fingerprint != expected:
+        logger.warning(
+            "ignoring the done marker %s: it is of %s, not of job %s's manifest",
+            path,
+            f"job {done.job!r}" if done.job != job else "other settings",
+            job,
+        )
+        return None
+    return done
 
 
 def read_manifest(
@@ -261,11 +364,27 @@ class FileCheckpoints:
         return read_manifest(self.directory.parent, self.job, expected, parts)
 
     def write_manifest(self, manifest: Manifest) -> None:
-        """Pin the job's settings and ranges (before any output is written)."""
+        """Pin the job's settings and ranges (before any output is written). A done marker
+        left from before (a manifest deleted by hand) goes first: it is not this start's."""
         try:
+            self.done_path.unlink(missing_ok=True)
             _write_atomically(self.manifest_path, [manifest.to_json().encode()])
         except OSError as exc:
             raise _volume_error(exc, self.directory, "the job's manifest") from exc
+
+    # -- done marker ------------------------------------------------------------------------
+    @property
+    def done_path(self) -> Path:
+        """Where the job's done marker lives."""
+        return self.directory / _DONE
+
+    def write_done(self, done: DoneMarker) -> None:
+        """Record that the job finished (its output delivered and marked)."""
+        try:
+            _write_atomically(self.done_path, [done.to_json().encode()])
+        except OSError as exc:
+            raise _volume_error(exc, self.directory, "the job's done marker") from exc
+        logger.info("job %s finished: done marker %s written", self.job, self.done_path)
 
     # -- snapshots --------------------------------------------------------------------------
     def _snapshots(self) -> list[Path]:
@@ -352,13 +471,14 @@ class FileCheckpoints:
             ) from exc
 
     def discard(self) -> int:
-        """Delete the job's manifest, snapshots and marks (starting over); returns how many
-        snapshots went."""
+        """Delete the job's manifest, snapshots, marks and done marker (starting over);
+        returns how many snapshots went."""
         snapshots = self._snapshots()
         for path in [
             *snapshots,
             *self.directory.glob("ckpt-*.out.json"),
             *self.directory.glob("*.tmp"),
+            self.done_path,
             self.manifest_path,
         ]:
             path.unlink(missing_ok=True)

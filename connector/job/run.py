@@ -30,16 +30,20 @@ same id resumes from the newest snapshot and skips the output records (and dead 
 the crashed attempt already wrote, once it has checked that the output the snapshot covers is
 still there (:mod:`connector.output.verify`: a deleted or rewritten topic is refused with exit 2
 rather than resumed with a gap). ``restart_from_scratch`` deletes the job's checkpoints and
-topics first and runs it from the start. Guarantees: every reader of the output topics sees each
-record exactly once, in serial order per partition, once the job has finished; while a
-restarted job catches up, no record is duplicated either, because the skipping happens before
-producing. SIGTERM makes the run snapshot after the next epoch and stop (exit 1, so the Job
-restarts it); a second SIGTERM stops at once.
+topics first and runs it from the start. A run that finishes writes a done marker beside its
+checkpoints; a rerun of the finished job (same settings) only checks that its output is still
+there and exits 0, replaying nothing and writing nothing (not even its lease). Guarantees:
+every reader of the output topics sees each record exactly once, in serial order per
+partition, once the job has finished; while a restarted job catches up, no record is
+duplicated either, because the skipping happens before producing. SIGTERM makes the run
+snapshot after the next epoch and stop (exit 1, so the Job restarts it); a second SIGTERM
+stops at once.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import logging
 import os
@@ -51,6 +55,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient
 
 from connector.config import BadRecordLimit, RunConfig, setting
 from connector.errors import (
@@ -64,9 +69,11 @@ from connector.input.dead_letters import BadRecords, dead_letter_limit
 from connector.input.reader import KafkaSource, TopicInput
 from connector.input.sample import first_values
 from connector.job.checkpoints import (
+    DoneMarker,
     FileCheckpoints,
     Manifest,
     fingerprint,
+    read_done,
     read_manifest,
     resume_ranges,
 )
@@ -93,6 +100,7 @@ from connector.positions.ranges import (
     parse_start,
     resolve,
 )
+from connector.runtime.cpus import usable_cpus_here
 from connector.runtime.gcpolicy import replay_collection
 from connector.serde.avro import AvroSchema, load_schema, load_schema_file
 from connector.serde.avro_decode import field_kind
@@ -135,6 +143,8 @@ class RunReport:
     checkpoint_bytes: int = 0
     #: Seconds from the call of run_job to the first output record produced (not skipped).
     first_output_s: float | None = None
+    #: The job had finished before this run, which replayed nothing: its done marker.
+    already_finished: DoneMarker | None = None
 
     @property
     def events_per_second(self) -> float:
@@ -313,11 +323,14 @@ _SHARE_FLOOR = 50_000
 
 
 def _workers(config: RunConfig) -> int:
+    """The executor's worker count: ``workers``, or when 0 one per CPU the pod may use (its
+    cgroup quota and affinity set, not the node's CPU count) for parallel, one per CPU of
+    the Ray cluster for ray."""
     if config.executor == "ray":
         return config.workers or _ray_cluster_cpus(config.ray_address)
     if config.executor != "parallel":
         return 1
-    return config.workers or os.cpu_count() or 1
+    return config.workers or usable_cpus_here().count
 
 
 @functools.cache
@@ -427,7 +440,18 @@ def _executor(config: RunConfig, events: int | None = None) -> Executor:
             size // workers,
             _SHARE_FLOOR * workers,
         )
-    logger.info("%s executor: %s workers, epochs of %s events", config.executor, workers, size)
+    if config.workers:
+        logger.info("%s executor: %s workers, epochs of %s events", config.executor, workers, size)
+    else:
+        logger.info(
+            "%s executor: %s workers (workers 0: %s), epochs of %s events",
+            config.executor,
+            workers,
+            "one per CPU of the Ray cluster"
+            if config.executor == "ray"
+            else f"one per usable CPU; {usable_cpus_here().source}",
+            size,
+        )
     return make_executor(
         config.executor,
         workers=workers,
@@ -573,15 +597,57 @@ def _broker_errors(metrics: JobMetrics, client: str) -> Any:
     return on_error
 
 
+def _now() -> str:
+    """The time now, ISO-8601 in UTC to the second."""
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _already_finished(
+    job: JobPlan, done: DoneMarker, metrics: JobMetrics, stats: RunStats, started: float
+) -> RunReport | None:
+    """A rerun of a finished job: the report of a run that replays nothing, once the output
+    topics are checked to hold what the job wrote (OutputLostError, exit 2, as a resume's
+    check, if not). None when a topic that held nothing is gone: the caller then resumes
+    from the last checkpoint as without the marker, which creates it again."""
+    verify_outputs(job.client, done.marks, job=job.job, seq=done.events)
+    admin = AdminClient(dict(job.client))
+    present = admin.list_topics(timeout=job.config.broker_timeout).topics
+    gone = sorted(t for t in done.marks.topics if t not in present)
+    if gone:
+        logger.warning(
+            "job %s finished at %s, but its output topics %s (which held no records) are "
+            "gone: resuming from its last checkpoint to create them again",
+            job.job,
+            done.finished_at,
+            ", ".join(gone),
+        )
+        return None
+    logger.info("%s", done.describe())
+    metrics.finish(success=True, seconds=stats.seconds)
+    return RunReport(
+        job=job.job,
+        events=0,
+        outputs={},
+        skipped={},
+        bad_records={},
+        wall_seconds=time.monotonic() - started,
+        event_time_span_s=0.0,
+        stats=stats,
+        already_finished=done,
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class _Pinned:
     """What a run replays, settled before it holds the job's lease (by reading only): the
-    ranges and inferred JSON schemas of its manifest when restarted, else resolved now."""
+    ranges and inferred JSON schemas of its manifest when restarted, else resolved now;
+    ``done``: the job had finished (its done marker), nothing was checked or inferred."""
 
     parts: dict[str, Any]
     ranges: tuple[PartitionRange, ...]
     inferred: dict[str, AvroSchema]
     restarted: bool
+    done: DoneMarker | None = None
 
     def manifest(self, job: str) -> Manifest:
         """The manifest that pins this (written once the lease is held)."""
@@ -589,15 +655,21 @@ class _Pinned:
         return Manifest(job, fingerprint(self.parts), self.parts, self.ranges, texts)
 
 
-def _pinned(job: JobPlan) -> _Pinned:
+def _pinned(job: JobPlan, *, finished: bool = True) -> _Pinned:
     """The job's ranges and inferred schemas: from its manifest when restarted (a changed
     setting is refused), else resolved now. Reads only: a refusal here (changed settings,
-    inputs gone, bad positions, a JSON field in doubt) writes nothing, not even the lease."""
+    inputs gone, bad positions, a JSON field in doubt) writes nothing, not even the lease.
+    With ``finished``, a job that finished (its done marker) is returned as such at once,
+    its inputs unchecked: a finished job needs them no more (retention may have taken them)."""
     config = job.config
     parts = fingerprint_parts(job)
     manifest = None
     if config.checkpoint_dir and not config.restart_from_scratch:
         manifest = read_manifest(config.checkpoint_dir, job.job, fingerprint(parts), parts)
+    if manifest is not None and finished and config.checkpoint_dir:
+        done = read_done(config.checkpoint_dir, job.job, manifest.fingerprint)
+        if done is not None:
+            return _Pinned(parts, manifest.ranges, {}, True, done)
     # The broker answers and the inputs exist, named before anything else goes wrong.
     _check_inputs(job, None, manifest is not None)
     if manifest is not None:
@@ -739,6 +811,11 @@ def _run_job(
     job = build_job(config)
     registry = registry_client(config)
     pinned = _pinned(job)
+    if pinned.done is not None:
+        report = _already_finished(job, pinned.done, metrics, stats, job_started)
+        if report is not None:
+            return report
+        pinned = _pinned(job, finished=False)
     if pinned.inferred:
         job = replace(job, schemas={**job.schemas, **pinned.inferred})
     lease = _take_lease(job)
@@ -918,7 +995,18 @@ def _run_holding(
         executor = _executor(config, sum(r.records for r in ranges))
         with replay_collection():
             executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
-            producers.flush()
+            # With checkpoints, the last flush marks the output too: the done marker's.
+            producers.flush(mark=store is not None)
+        if store is not None:
+            store.write_done(
+                DoneMarker(
+                    job.job,
+                    fingerprint(pinned.parts),
+                    _now(),
+                    (0 if snapshot is None else snapshot.position.seq) + stats.events,
+                    marks(),
+                )
+            )
         wall = time.monotonic() - started
         for topic, n in sink.skipped.items():
             metrics.output_skipped(topic, n)

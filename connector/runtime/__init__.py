@@ -8,11 +8,14 @@ Shared by the job (the coordinator) and the sink process, which is why it is not
     gcpolicy.py   replay_collection: full collections 100x rarer during a replay
     failpoints.py named places where a fault-injection test makes the process SIGKILL itself
                   (``RESTREAM_FAILPOINTS``); a dict lookup when unset
+    cpus.py       the CPUs the process may use: the pod's cgroup quota and affinity set,
+                  not the node's CPU count (what ``workers: 0`` means)
 """
 
 from __future__ import annotations
 
 from connector.runtime import failpoints
+from connector.runtime.cpus import CpuBudget, usable_cpus, usable_cpus_here
 from connector.runtime.gcpolicy import REPLAY_THRESHOLDS, replay_collection
 from connector.runtime.processes import (
     kafka_client_threads,
@@ -22,9 +25,12 @@ from connector.runtime.processes import (
 
 __all__ = [
     "REPLAY_THRESHOLDS",
+    "CpuBudget",
     "failpoints",
     "kafka_client_threads",
     "process_context",
     "replay_collection",
     "run_in_processes",
+    "usable_cpus",
+    "usable_cpus_here",
 ]

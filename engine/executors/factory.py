@@ -30,9 +30,9 @@ def make_executor(
     """The executor called ``name``, with ``epoch_size`` events an epoch (default: the
     :func:`~engine.executors.base.auto_epoch_size` of its workers).
 
-    ``workers`` is the parallel executor's process count (default: the CPU count), or the ray
-    executor's actor count (default: the Ray cluster's CPU count); serial and batch run in the
-    calling process, so for them it must be 1 or left out.
+    ``workers`` is the parallel executor's process count (default: the CPUs in the process's
+    affinity set), or the ray executor's actor count (default: the Ray cluster's CPU count);
+    serial and batch run in the calling process, so for them it must be 1 or left out.
     ``stall_timeout`` is the parallel and ray executors' watchdog (seconds a worker may stay
     silent while the coordinator waits for it; None: no limit); serial and batch wait for no
     other process, so they take none.

@@ -106,11 +106,13 @@ class ParallelExecutor:
         coordinator_nice: int = 10,
         stall_timeout: float | None = None,
     ) -> None:
-        """``workers``: processes (default: the CPU count); ``epoch_size``: events per epoch
-        (default: :func:`~engine.executors.base.auto_epoch_size` of ``workers``);
+        """``workers``: processes (default: the CPUs this process may run on; the engine does
+        not read cgroup quotas, the connector passes its count of usable CPUs);
+        ``epoch_size``: events per epoch (default:
+        :func:`~engine.executors.base.auto_epoch_size` of ``workers``);
         ``stall_timeout``: seconds a worker may stay silent while the coordinator waits for
         it (None: no limit), see the module docstring."""
-        workers = (os.cpu_count() or 1) if workers is None else workers
+        workers = _affinity_cpus() if workers is None else workers
         if workers < 1:
             raise EngineError(f"workers must be >= 1, got {workers}")
         epoch_size = auto_epoch_size(workers) if epoch_size is None else epoch_size
@@ -636,3 +638,11 @@ def _concat(parts: list[np.ndarray]) -> np.ndarray:
             i += len(p)
         return out
     return np.concatenate(parts)
+
+
+def _affinity_cpus() -> int:
+    """The CPUs this process may run on (its affinity set), else the machine's count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not Linux
+        return os.cpu_count() or 1

@@ -180,6 +180,37 @@ class RegionStore:
         if self.index is not None:
             self.index.update(self.cols[self.index.column], rows)
 
+    def __getstate__(self) -> dict[str, object]:
+        """Pickled (checkpoints) with only what a later read can reach: each region's
+        records, back to back, without the spare room of regions, the rows that moved out
+        (up to half of the arrays until a compaction) or the arrays' unused tail (they grow
+        by doubling); about a third of the rows in a store that grew by appends.
+
+        A read never depends on where a region lies: ranks and hints are relative to the
+        region's start, and prefix columns are copied as they are, not recomputed (a float
+        running sum recomputed from another start could differ in its last bits). A restored
+        store gives every region exactly the room it fills: its next write moves it to the
+        end with room to grow, as any full region's does."""
+        state = dict(self.__dict__)
+        live = np.flatnonzero(self.length > 0)
+        length = self.length[live]
+        base = np.cumsum(length) - length
+        src, _owner = expand_ranges(self.start[live], length)
+        top = int(length.sum())
+        cols = {}
+        for name, array in self.cols.items():
+            # At least 64 rows, as a new or compacted store has: readers may look at row 0.
+            packed = np.zeros(max(64, top), dtype=array.dtype)
+            packed[:top] = array[src]
+            cols[name] = packed
+        state["cols"] = cols
+        start = np.zeros_like(self.start)
+        start[live] = base
+        cap = np.zeros_like(self.cap)
+        cap[live] = length
+        state.update(start=start, cap=cap, top=top, garbage=0)
+        return state
+
     def nbytes(self) -> int:
         per_slot = sum(a.nbytes for a in (self.start, self.length, self.cap, self.disp))
         per_slot += self.tmin.nbytes + self.tmax.nbytes
