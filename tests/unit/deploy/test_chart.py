@@ -245,7 +245,8 @@ def test_choices_agree_with_the_cli() -> None:
 
 #: Values whose chart default differs from restream's default for the setting, and why.
 OWN_DEFAULTS = {
-    "workers": "restream's 0 (one per CPU) counts the node's CPUs, not the pod's",
+    "workers": "the pod requests a CPU per worker, and a fixed count resumes anywhere (it is in "
+    "the checkpoint's fingerprint; restream's 0 follows the CPU limit, absent when none is set)",
     "metrics.port": "restream's 0 (off) would leave Prometheus nothing to scrape",
 }
 
