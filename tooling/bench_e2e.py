@@ -6,7 +6,8 @@ One run of the benchmark writes the social data set to a broker (embedded Tansu 
 - **consume ceiling**: a tuned consumer reads the same offset ranges, touching each record
   (topic, partition, offset, timestamp, key, value) as the reader does, decoding nothing;
 - **produce ceiling**: a producer writes as many records as the backtest outputs, with values
-  and headers of the same sizes, to a fresh topic;
+  and headers (those of the e2e run's ``output_headers`` mode) of the same sizes, to a fresh
+  topic;
 - **e2e**: ``restream run`` with the spam backtest (the parallel executor by default) into a
   fresh output topic, with the time per activity.
 
@@ -37,6 +38,7 @@ from connector.input.reader import consumer_config
 from connector.job.run import RunReport, run_job
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX
+from connector.output.headers import COMPACT
 from connector.output.sink import output_producer_settings
 from connector.pipeline_loader import SOCIAL_SPAM
 from engine.examples.social.data import Skew, generate_social
@@ -221,18 +223,26 @@ def _consume_pass(bootstrap: str, topics: Sequence[str], partitions: int, total:
     return time.perf_counter() - began
 
 
-def _produce_pass(bootstrap: str, count: int, partitions: int, value_size: int) -> float:
+def _produce_pass(
+    bootstrap: str, count: int, partitions: int, value_size: int, mode: OutputHeaders = "full"
+) -> float:
     topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
     from connector.kafka.producer import TopicSpec, create_topics
 
     create_topics(bootstrap, [TopicSpec(topic, partitions)])
     producer = BulkProducer(bootstrap, output_producer_settings())
     value = b"x" * value_size
-    header = [
-        ("restream.seq", b"123456"),
-        ("restream.source", b"social.messages/1@123456"),
-        ("restream.job", b"bench"),
-    ]
+    # The headers of the e2e run's mode, of the same sizes.
+    headers_of: dict[str, list[tuple[str, bytes]] | None] = {
+        "full": [
+            ("restream.seq", b"123456"),
+            ("restream.source", b"social.messages/1@123456"),
+            ("restream.job", b"bench"),
+        ],
+        "compact": [(COMPACT, b"\x00" * 5 + b"\x01\xe2\x40bench-0123abcd")],
+        "none": None,
+    }
+    header = headers_of[mode]
     began = time.perf_counter()
     chunk = 50_000
     for start in range(0, count, chunk):
@@ -243,7 +253,7 @@ def _produce_pass(bootstrap: str, count: int, partitions: int, value_size: int) 
             [str(i).encode() for i in range(start, start + n)],
             [i % partitions for i in range(start, start + n)],
             [1_700_000_000_000 + i for i in range(start, start + n)],
-            [header] * n,
+            None if header is None else [header] * n,
         )
     producer.flush()
     return time.perf_counter() - began
@@ -290,7 +300,9 @@ def run_e2e_bench(
                 _consume_pass(broker.bootstrap, topics, partitions, report.records)
             )
             result.produce_s.append(
-                _produce_pass(broker.bootstrap, result.outputs, partitions, value_size)
+                _produce_pass(
+                    broker.bootstrap, result.outputs, partitions, value_size, output_headers
+                )
             )
             run = _e2e_pass(broker.bootstrap, written.inputs, workers, executor, output_headers)
             result.e2e_s.append(run.wall_seconds)
