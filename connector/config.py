@@ -58,6 +58,7 @@ __all__ = [
     "ProgressMode",
     "RunConfig",
     "Setting",
+    "OutputHeaders",
     "ValueFormat",
     "add_settings_arguments",
     "config_from_args",
@@ -85,6 +86,8 @@ KeyFormat = Literal["decimal", "string", "any"]
 VALUE_FORMATS: tuple[ValueFormat, ...] = get_args(ValueFormat)
 KEY_FORMATS: tuple[KeyFormat, ...] = get_args(KeyFormat)
 BadRecordPolicy = Literal["dead-letter", "fail"]
+#: What ``restream.*`` headers output records carry (``output_headers``).
+OutputHeaders = Literal["full", "compact", "none"]
 ExecutorName = Literal["parallel", "batch", "serial", "ray"]
 ProgressMode = Literal["auto", "bar", "log", "none"]
 LogFormat = Literal["auto", "json", "text"]
@@ -255,6 +258,15 @@ SETTINGS: tuple[Setting, ...] = (
         "format of output values",
         "avro",
         choices=VALUE_FORMATS,
+    ),
+    _s(
+        "output_headers",
+        "choice",
+        "headers of output records: full (restream.seq, restream.source, restream.job), "
+        "compact (one 'restream' header: seq and job id), none (no headers; a resume then "
+        "needs the job's checkpoints)",
+        "full",
+        choices=get_args(OutputHeaders),
     ),
     _s(
         "output_partitions",
@@ -439,6 +451,7 @@ class RunConfig:
     outputs: Mapping[str, str] = _default("outputs")
     output_schemas: Mapping[str, str] = _default("output_schemas")
     output_format: ValueFormat = _default("output_format")
+    output_headers: OutputHeaders = _default("output_headers")
     output_partitions: int | None = _default("output_partitions")
     output_replication_factor: int = _default("output_replication_factor")
     dead_letter_topic: str | None = _default("dead_letter_topic")

@@ -6,37 +6,111 @@ One run of the benchmark writes the social data set to a broker (embedded Tansu 
 - **consume ceiling**: a tuned consumer reads the same offset ranges, touching each record
   (topic, partition, offset, timestamp, key, value) as the reader does, decoding nothing;
 - **produce ceiling**: a producer writes as many records as the backtest outputs, with values
-  and headers of the same sizes, to a fresh topic;
+  and headers (those of the e2e run's ``output_headers`` mode) of the same sizes, to a fresh
+  topic;
 - **e2e**: ``restream run`` with the spam backtest (the parallel executor by default) into a
   fresh output topic, with the time per activity.
 
-It prints medians and the ratio of the end-to-end rate to each ceiling.
+It prints medians and the ratio of the end-to-end rate to each ceiling, then where the last
+e2e run's time went, stage by stage and process by process, in µs per record (per input event
+for the coordinator's and the workers' stages, per output record for the sink process's):
+:meth:`E2EResult.stages`. ``--json FILE`` writes the same figures to a file
+(:meth:`E2EResult.to_json`).
 """
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from connector.config import ExecutorName, RunConfig
+from connector.config import ExecutorName, OutputHeaders, RunConfig
 from connector.errors import BrokerError
 from connector.input.reader import consumer_config
 from connector.job.run import RunReport, run_job
 from connector.kafka.producer import BulkProducer
+from connector.observability.metrics import STAGE_PREFIX
+from connector.output.headers import COMPACT
 from connector.output.sink import output_producer_settings
 from connector.pipeline_loader import SOCIAL_SPAM
 from engine.examples.social.data import Skew, generate_social
 from engine.executors.base import OPERATOR_PREFIX
 from tooling.dataset import broker_for, unique_prefix, write_social_topics
 
-__all__ = ["E2EResult", "run_e2e_bench"]
+__all__ = ["E2EResult", "Stage", "run_e2e_bench", "stages_of"]
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """Where part of a run's time went: a stage of one process (or kind of process)."""
+
+    process: str
+    stage: str
+    seconds: float
+    #: What the µs are per: "event" (input) or "record" (output).
+    per: str
+    us_per_record: float
+
+
+def stages_of(seconds: Mapping[str, float], events: int, outputs: int) -> list[Stage]:
+    """The stages of a run from its ``RunStats.seconds``: the coordinator's (consume, decode,
+    the log's merge with the rest of reading, hand-off to the workers, the merge of their
+    output, hand-off to the sink), the workers' (compute: the phases, summed over workers)
+    and the sink process's (load, keys and partitioning, resume skip, encode, headers,
+    produce calls, flush). Stages a run did not time are left out."""
+
+    def row(process: str, stage: str, spent: float, per: str) -> Stage:
+        count = events if per == "event" else outputs
+        return Stage(process, stage, spent, per, spent * 1e6 / count if count else 0.0)
+
+    rows: list[Stage] = []
+    consume = seconds.get(f"{STAGE_PREFIX}consume")
+    decode = seconds.get(f"{STAGE_PREFIX}decode")
+    read = seconds.get("read", 0.0)
+    if consume is not None and decode is not None:
+        rows.append(row("coordinator", "consume", consume, "event"))
+        rows.append(row("coordinator", "decode", decode, "event"))
+        rows.append(
+            row("coordinator", "merge (log) and rest of read", read - consume - decode, "event")
+        )
+    else:
+        rows.append(row("coordinator", "read", read, "event"))
+    for key, stage in (
+        ("move", "hand-off to workers (move, all processes)"),
+        ("merge", "merge of the workers' output"),
+        ("sink", "hand-off to the sink (waits included)"),
+    ):
+        if key in seconds:
+            rows.append(row("coordinator", stage, seconds[key], "event"))
+    phases = sum(v for k, v in seconds.items() if k.startswith("phase "))
+    rows.append(row("workers (summed)", "compute (phases)", phases, "event"))
+    if "exchange" in seconds:
+        rows.append(
+            row("workers (summed)", "exchange (within phases)", seconds["exchange"], "event")
+        )
+    for stage, label in (
+        ("load", "load (from /dev/shm)"),
+        ("keys", "keys and partitioning"),
+        ("skip", "resume skip"),
+        ("encode", "encode values"),
+        ("headers", "headers"),
+        ("produce", "produce calls"),
+        ("flush", "flush"),
+    ):
+        spent = seconds.get(f"{STAGE_PREFIX}write {stage}")
+        if spent is not None:
+            rows.append(row("sink", label, spent, "record"))
+    if "write" in seconds:
+        rows.append(row("sink", "write (all but flush)", seconds["write"], "record"))
+    return rows
 
 
 @dataclass(slots=True)
@@ -50,6 +124,40 @@ class E2EResult:
     e2e_s: list[float] = field(default_factory=list)
     speedups: list[float] = field(default_factory=list)
     breakdown: dict[str, float] = field(default_factory=dict)
+    #: Output records of the last e2e run (the breakdown's).
+    run_outputs: int = 0
+    output_headers: OutputHeaders = "full"
+
+    def stages(self) -> list[Stage]:
+        """The last e2e run's time per stage (see :func:`stages_of`)."""
+        return stages_of(self.breakdown, self.events, self.run_outputs or self.outputs)
+
+    def to_json(self) -> dict[str, Any]:
+        """Every figure of :meth:`table`, and each repetition's seconds."""
+        consume = self.rate(self.consume_s, self.events)
+        produce = self.rate(self.produce_s, self.outputs)
+        e2e = self.rate(self.e2e_s, self.events)
+        return {
+            "events": self.events,
+            "outputs": self.outputs,
+            "output_headers": self.output_headers,
+            "seconds": {"consume": self.consume_s, "produce": self.produce_s, "e2e": self.e2e_s},
+            "records_per_second": {"consume": consume, "produce": produce, "e2e": e2e},
+            "ratio_to_consume_ceiling": e2e / consume,
+            "ratio_to_produce_ceiling": e2e / produce * self.outputs / self.events,
+            "replay_speedup": statistics.median(self.speedups),
+            "stages": [
+                {
+                    "process": st.process,
+                    "stage": st.stage,
+                    "seconds": st.seconds,
+                    "per": st.per,
+                    "us_per_record": st.us_per_record,
+                }
+                for st in self.stages()
+            ],
+            "breakdown": dict(sorted(self.breakdown.items())),
+        }
 
     def rate(self, seconds: Sequence[float], count: int) -> float:
         """Records per second at the median time."""
@@ -73,9 +181,16 @@ class E2EResult:
             + ", ".join(
                 f"{k} {v:.2f}"
                 for k, v in sorted(self.breakdown.items())
-                if not k.startswith(OPERATOR_PREFIX)
+                if not k.startswith((OPERATOR_PREFIX, STAGE_PREFIX))
             ),
+            f"per stage in the last e2e run (output_headers {self.output_headers}):",
+            f"  {'process':<18}{'stage':<44}{'s':>8}{'µs':>8}  per",
         ]
+        for st in self.stages():
+            lines.append(
+                f"  {st.process:<18}{st.stage:<44}{st.seconds:>8.2f}{st.us_per_record:>8.2f}"
+                f"  {st.per}"
+            )
         return "\n".join(lines)
 
 
@@ -108,18 +223,26 @@ def _consume_pass(bootstrap: str, topics: Sequence[str], partitions: int, total:
     return time.perf_counter() - began
 
 
-def _produce_pass(bootstrap: str, count: int, partitions: int, value_size: int) -> float:
+def _produce_pass(
+    bootstrap: str, count: int, partitions: int, value_size: int, mode: OutputHeaders = "full"
+) -> float:
     topic = f"bench-produce-{uuid.uuid4().hex[:8]}"
     from connector.kafka.producer import TopicSpec, create_topics
 
     create_topics(bootstrap, [TopicSpec(topic, partitions)])
     producer = BulkProducer(bootstrap, output_producer_settings())
     value = b"x" * value_size
-    header = [
-        ("restream.seq", b"123456"),
-        ("restream.source", b"social.messages/1@123456"),
-        ("restream.job", b"bench"),
-    ]
+    # The headers of the e2e run's mode, of the same sizes.
+    headers_of: dict[str, list[tuple[str, bytes]] | None] = {
+        "full": [
+            ("restream.seq", b"123456"),
+            ("restream.source", b"social.messages/1@123456"),
+            ("restream.job", b"bench"),
+        ],
+        "compact": [(COMPACT, b"\x00" * 5 + b"\x01\xe2\x40bench-0123abcd")],
+        "none": None,
+    }
+    header = headers_of[mode]
     began = time.perf_counter()
     chunk = 50_000
     for start in range(0, count, chunk):
@@ -130,7 +253,7 @@ def _produce_pass(bootstrap: str, count: int, partitions: int, value_size: int) 
             [str(i).encode() for i in range(start, start + n)],
             [i % partitions for i in range(start, start + n)],
             [1_700_000_000_000 + i for i in range(start, start + n)],
-            [header] * n,
+            None if header is None else [header] * n,
         )
     producer.flush()
     return time.perf_counter() - began
@@ -148,9 +271,11 @@ def run_e2e_bench(
     bootstrap: str | None = None,
     progress: Callable[[str], None] = lambda _msg: None,
     shape: tuple[Skew, int] | None = None,
+    output_headers: OutputHeaders = "full",
 ) -> E2EResult:
     """Measure (see the module docstring) and return the result. ``shape``: the data set's
-    skew and backwards jitter (default: the uniform data set)."""
+    skew and backwards jitter (default: the uniform data set); ``output_headers``: the
+    e2e run's header mode."""
     skew, jitter_ms = shape or (Skew(), 0)
     with broker_for(bootstrap) as broker:
         data = generate_social(
@@ -166,19 +291,24 @@ def run_e2e_bench(
         )
         report, topics = written.written, written.topics
         progress(f"wrote {report.records:,} events at {report.rate:,.0f}/s")
-        result = E2EResult(events=report.records, outputs=len(data.messages))
+        result = E2EResult(
+            events=report.records, outputs=len(data.messages), output_headers=output_headers
+        )
         value_size = 40  # a SpamScore value is 30-45 bytes of Avro
         for i in range(repeat):
             result.consume_s.append(
                 _consume_pass(broker.bootstrap, topics, partitions, report.records)
             )
             result.produce_s.append(
-                _produce_pass(broker.bootstrap, result.outputs, partitions, value_size)
+                _produce_pass(
+                    broker.bootstrap, result.outputs, partitions, value_size, output_headers
+                )
             )
-            run = _e2e_pass(broker.bootstrap, written.inputs, workers, executor)
+            run = _e2e_pass(broker.bootstrap, written.inputs, workers, executor, output_headers)
             result.e2e_s.append(run.wall_seconds)
             result.speedups.append(run.replay_speedup)
             result.breakdown = dict(run.stats.seconds)
+            result.run_outputs = sum(run.outputs.values())
             progress(
                 f"repetition {i + 1}/{repeat}: consume {result.consume_s[-1]:.2f} s, produce "
                 f"{result.produce_s[-1]:.2f} s, e2e {run.wall_seconds:.2f} s"
@@ -187,7 +317,11 @@ def run_e2e_bench(
 
 
 def _e2e_pass(
-    bootstrap: str, inputs: tuple[tuple[str, str], ...], workers: int, executor: ExecutorName
+    bootstrap: str,
+    inputs: tuple[tuple[str, str], ...],
+    workers: int,
+    executor: ExecutorName,
+    output_headers: OutputHeaders,
 ) -> RunReport:
     config = RunConfig(
         job_id=unique_prefix("bench"),
@@ -197,6 +331,7 @@ def _e2e_pass(
         workers=workers,
         executor=executor,
         progress="none",
+        output_headers=output_headers,
     )
     return run_job(config, out=sys.stderr)
 
@@ -214,6 +349,10 @@ def bench_e2e_command(args: Any, out: TextIO, shape: tuple[Skew, int] | None = N
         bootstrap=args.bootstrap,
         progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
         shape=shape,
+        output_headers=args.output_headers,
     )
     print(result.table(), file=out)
+    if args.json:
+        Path(args.json).write_text(json.dumps(result.to_json(), indent=1) + "\n")
+        print(f"wrote {args.json}", file=out)
     return 0

@@ -38,7 +38,7 @@ def _data_set_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser with one subcommand per job."""
     from connector.cli import engine_commands  # the engine without Kafka: plan and benchmark
-    from connector.config import ExecutorName, add_settings_arguments
+    from connector.config import ExecutorName, OutputHeaders, add_settings_arguments
     from tooling.load import FILE_FORMATS
 
     parser = argparse.ArgumentParser(
@@ -172,6 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
         choices=get_args(ExecutorName),
     )
     _option(bench_e2e, "--bootstrap", str, None, "use this cluster instead of an embedded broker")
+    _option(
+        bench_e2e,
+        "--output-headers",
+        str,
+        "full",
+        "headers of the e2e run's output records (setting output_headers)",
+        choices=get_args(OutputHeaders),
+    )
+    _option(bench_e2e, "--json", str, None, "also write the figures to this JSON file")
     bench_e2e.set_defaults(handler=_bench_e2e, interrupt_on_term=True)
     bench_ckpt = benches.add_parser(
         "checkpoint",

@@ -124,6 +124,10 @@ class KafkaSource:
         self._reading = reading
         #: Records handed to the engine and bad records, per (topic, partition).
         self.read_counts: dict[tuple[str, int], int] = {}
+        #: Seconds spent in the consumer (``consume``: fetching and sorting the messages in
+        #: by partition) and decoding them (``decode``); the rest of the engine's ``read`` is
+        #: its merge of the partitions.
+        self.seconds: dict[str, float] = {"consume": 0.0, "decode": 0.0}
 
     def partitions(self) -> tuple[PartitionSpec, ...]:
         """Every partition of the ranges, empty ones included."""
@@ -149,12 +153,14 @@ class KafkaSource:
             consumer.assign([TopicPartition(t, p, pending[(t, p)].next_offset) for t, p in live])
             last_progress = time.monotonic()
             while live:
+                began = time.perf_counter()
                 messages = consumer.consume(_CONSUME_BATCH, timeout=0.1)
                 if messages:
                     last_progress = time.monotonic()
                 elif time.monotonic() - last_progress > self._stall_timeout_s:
                     raise self._stalled(live, pending, ends)
                 touched = self._sort_in(messages, pending, ends, live)
+                self.seconds["consume"] += time.perf_counter() - began
                 for key in sorted(touched):
                     state = pending[key]
                     if state.done or len(state.messages) >= self._batch_records:
@@ -258,7 +264,9 @@ class KafkaSource:
     def _flush(self, key: tuple[str, int], state: _Pending) -> Iterator[PartitionBatch]:
         messages, state.messages = state.messages, []
         if messages:
+            began = time.perf_counter()
             batch = self._decode(key, messages, final=state.done)
+            self.seconds["decode"] += time.perf_counter() - began
             if self._metrics is not None:
                 self._metrics.records_read(key[0], key[1], len(messages), state.next_offset)
             self.read_counts[key] = self.read_counts.get(key, 0) + len(messages)

@@ -80,11 +80,17 @@ from connector.job.checkpoints import (
 from connector.job.lease import KeeperSettings, Lease, RunIdentity, Timing, delivery_timeout_s
 from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
-from connector.observability.metrics import JobMetrics, MetricsServer
+from connector.observability.metrics import STAGE_PREFIX, JobMetrics, MetricsServer
 from connector.observability.progress import Progress
 from connector.output.sink import OutputTarget, output_producer_settings
 from connector.output.sink_process import SinkProcess, SinkSettings
-from connector.output.topics import OutputTopic, dead_lettered_offsets, prepare_outputs
+from connector.output.topics import (
+    Headerless,
+    OutputTopic,
+    dead_lettered_offsets,
+    prepare_outputs,
+    refuse_filled_outputs,
+)
 from connector.output.verify import (
     OutputMarker,
     OutputMarks,
@@ -366,6 +372,9 @@ def fingerprint_parts(job: JobPlan) -> dict[str, Any]:
             for stream, topic, schema in job.outputs
         ],
         "output_format": c.output_format,
+        # Only when not the default, so that older manifests (without it) still match: a
+        # resume in another mode would find the records' headers, and so its place, wrong.
+        **({"output_headers": c.output_headers} if c.output_headers != "full" else {}),
         "dead_letter_topic": job.dead_letter_topic,
         "start": c.start,
         "end": c.end,
@@ -561,11 +570,16 @@ class _Marks:
             self._marker.close()
 
 
-def _start_over(job: JobPlan, store: FileCheckpoints | None) -> None:
+def _start_over(job: JobPlan, store: FileCheckpoints | None, owned: bool) -> None:
     """``restart_from_scratch``: delete the job's topics (only if they hold nothing but its
-    records) and checkpoints, so that the run writes everything from the first record."""
-    topics = [topic for _, topic, _ in job.outputs] + [job.dead_letter_topic]
-    deleted = delete_job_topics(job.client, topics, job=job.job)
+    records) and checkpoints, so that the run writes everything from the first record.
+    ``owned``: the job's manifest says its output topics are its own (what shows it for
+    topics written without headers)."""
+    outputs = [topic for _, topic, _ in job.outputs]
+    headerless = outputs if owned and job.config.output_headers == "none" else []
+    deleted = delete_job_topics(
+        job.client, [*outputs, job.dead_letter_topic], job=job.job, headerless=headerless
+    )
     snapshots = store.discard() if store is not None else 0
     logger.warning(
         "restart_from_scratch: job %s starts over; deleted topics %s and %d checkpoint(s)",
@@ -875,8 +889,15 @@ def _run_holding(
         else None
     )
     if config.restart_from_scratch:
-        _start_over(job, store)
+        _start_over(job, store, pinned.restarted)
     ranges = pinned.ranges
+    if config.output_headers == "none" and not pinned.restarted:
+        # Before the manifest makes the topics the job's own (connector.output.topics).
+        refuse_filled_outputs(
+            job.client,
+            [topic for _, topic, _ in job.outputs],
+            setting=setting("output_headers").label,
+        )
     if store is not None and not pinned.restarted:
         store.write_manifest(pinned.manifest(job.job))
     logger.info(
@@ -909,10 +930,21 @@ def _run_holding(
         out_topics = [
             OutputTopic(topic, partitions, setting("outputs").label) for _, topic, _ in job.outputs
         ]
+        headerless = (
+            Headerless(pinned.restarted, marks.resumed, setting("output_headers").label)
+            if config.output_headers == "none"
+            else None
+        )
         if snapshot is not None:
             # Before any topic is created or any record skipped: a lost topic must not come
             # back empty and be resumed into.
-            verify_outputs(job.client, marks.resumed, job=job.job, seq=snapshot.position.seq)
+            verify_outputs(
+                job.client,
+                marks.resumed,
+                job=job.job,
+                seq=snapshot.position.seq,
+                headerless=[t.topic for t in out_topics] if headerless is not None else (),
+            )
         resume, counts = prepare_outputs(
             job.client,
             out_topics,
@@ -923,6 +955,7 @@ def _run_holding(
             ),
             job=job.job,
             replication_factor=config.output_replication_factor,
+            headerless=headerless,
         )
         marks.topics = dict(counts)
         bad = BadRecords(
@@ -969,6 +1002,7 @@ def _run_holding(
                 resume,
                 gate=lease.gate,
                 client=job.client,
+                headers=config.output_headers,
             ),
             metrics=metrics,
             stats=stats,
@@ -997,6 +1031,8 @@ def _run_holding(
             executor.run(job.plan, source, sink, stats=stats, checkpoints=store, resume=snapshot)
             # With checkpoints, the last flush marks the output too: the done marker's.
             producers.flush(mark=store is not None)
+        for what, spent in source.seconds.items():
+            stats.add_time(f"{STAGE_PREFIX}{what}", spent)
         if store is not None:
             store.write_done(
                 DoneMarker(

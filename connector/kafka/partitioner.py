@@ -10,12 +10,14 @@ the engine never imports the connector.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
 from engine.errors import EngineError
 
-__all__ = ["java_partition", "murmur2", "partition_decimal_keys"]
+__all__ = ["java_partition", "murmur2", "partition_byte_keys", "partition_decimal_keys"]
 
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
@@ -127,6 +129,34 @@ def partition_decimal_keys(values: npt.NDArray[np.int64], partitions: int) -> np
         digits = int(ndigits[rows[0]])
         columns = [np.full(rows.size, ord("-"), dtype=np.uint32)] if sign else []
         columns.extend(from_right[digits - 1 - d][rows] + np.uint32(48) for d in range(digits))
+        hashes[rows] = _murmur2_columns(columns, rows.size)
+    positive = (hashes & np.uint32(0x7FFFFFFF)).astype(np.int64)
+    partition: npt.NDArray[np.int32] = (positive % partitions).astype(np.int32)
+    return partition
+
+
+def partition_byte_keys(keys: Sequence[bytes], partitions: int) -> npt.NDArray[np.int32]:
+    """Partition of each key, as ``java_partition(key, partitions)``, vectorised.
+
+    Keys are grouped by length; each group's bytes are joined once and read as an
+    ``(n, length)`` matrix, hashed column by column (no per-key Python arithmetic).
+    """
+    if partitions < 1:
+        raise EngineError(
+            f"partitions must be >= 1, got {partitions}; pass the topic's partition count"
+        )
+    n = len(keys)
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=n)
+    hashes = np.empty(n, dtype=np.uint32)
+    order = np.argsort(lengths, kind="stable")
+    bounds = np.flatnonzero(np.diff(lengths[order])) + 1
+    for rows in np.split(order, bounds):
+        if rows.size == 0:
+            continue
+        length = int(lengths[rows[0]])
+        picked = [keys[i] for i in rows.tolist()]
+        matrix = np.frombuffer(b"".join(picked), dtype=np.uint8).reshape(rows.size, length)
+        columns = [matrix[:, j].astype(np.uint32) for j in range(length)]
         hashes[rows] = _murmur2_columns(columns, rows.size)
     positive = (hashes & np.uint32(0x7FFFFFFF)).astype(np.int64)
     partition: npt.NDArray[np.int32] = (positive % partitions).astype(np.int32)

@@ -32,6 +32,7 @@ from engine.executors.base import OPERATOR_PREFIX
 __all__ = [
     "METRICS",
     "SANE_EVENT_TIME_MS",
+    "STAGE_PREFIX",
     "JobMetrics",
     "MetricsServer",
     "PartitionKey",
@@ -77,6 +78,11 @@ METRICS: Mapping[str, str] = {
     "restream_broker_errors": "Broker connection errors and timeouts seen (the client retries).",
     "restream_stalls": "Processes that made no progress for stall_timeout (worker, sink, reader).",
 }
+
+#: Run times (``RunStats.seconds``) whose key starts with this are a breakdown of another
+#: activity (``stage consume`` of ``read``, ``stage write produce`` of ``write``): the bench
+#: prints them; as labels of ``restream_phase_seconds`` they would count twice.
+STAGE_PREFIX = "stage "
 
 #: Event times (ms) that count towards the replay speed (the reader dead-letters the others;
 #: other sources of epochs may not).
@@ -310,7 +316,7 @@ class JobMetrics:
         """Advance the per-activity counters to the run's totals. Per-operator times are a
         breakdown of the phases (the bench prints them); as labels they would count twice."""
         for what, total in seconds.items():
-            if what.startswith(OPERATOR_PREFIX):
+            if what.startswith((OPERATOR_PREFIX, STAGE_PREFIX)):
                 continue
             delta = total - self._phase_seen.get(what, 0.0)
             if delta > 0:

@@ -3,9 +3,11 @@
 ::
 
     topics.py        before a run: create missing output topics, refuse another job's,
-                     find this job's resume points (its last ``restream.seq`` per partition)
+                     find this job's resume points (its last seq per partition, or without
+                     headers a count past the checkpoint's marks)
+    headers.py       the output headers of each ``output_headers`` mode: full, compact, none
     sink.py          KafkaSink: an epoch's output chunks encoded, keyed (murmur2, like the
-                     Java client) and produced with ``restream.*`` headers, in serial order
+                     Java client) and produced with their headers, in serial order
     sink_process.py  SinkProcess: a KafkaSink in a child process fed through ``/dev/shm``,
                      at most one epoch behind the coordinator
 

@@ -2,7 +2,8 @@
 
 Every output record is keyed by the UTF-8 text of its output key (integers as decimal
 strings), goes to the partition that Kafka's Java client would pick for that key (murmur2),
-carries the timestamp of the event that produced it, and has headers::
+carries the timestamp of the event that produced it, and has the headers of the job's
+``output_headers`` mode (:mod:`connector.output.headers`); in the default mode, ``full``::
 
     restream.seq      decimal seq of the event that produced it
     restream.source   topic/partition@offset of that event
@@ -10,8 +11,15 @@ carries the timestamp of the event that produced it, and has headers::
 
 Epochs arrive in order and each chunk is already in serial order, and the producer is
 idempotent (retries keep order), so each output partition receives its records in serial
-order. :class:`ResumePoint` s (found by :mod:`connector.output.topics`) make the sink skip the
-records that an earlier attempt of the same job already wrote.
+order. :class:`ResumePoint` s and :class:`ResumeCount` s (found by
+:mod:`connector.output.topics`) make the sink skip the records that an earlier attempt of the
+same job already wrote.
+
+Per record the sink makes only what the Kafka client needs: the value and key bytes, the
+header list, and one positional ``produce`` call (:class:`~connector.kafka.producer.BulkProducer`);
+values are encoded a column at a time, keys and their murmur2 partitions are computed on
+arrays, and the headers are built by C-level loops. :attr:`KafkaSink.stage_seconds` says where
+the time went (keys and partitioning, resume skip, encoding, headers, produce calls).
 """
 
 from __future__ import annotations
@@ -26,10 +34,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from connector.config import OutputHeaders
 from connector.errors import SerdeError
-from connector.kafka.partitioner import java_partition, partition_decimal_keys
-from connector.kafka.producer import BulkProducer
+from connector.kafka.partitioner import partition_byte_keys, partition_decimal_keys
+from connector.kafka.producer import BulkProducer, Header
 from connector.observability.metrics import JobMetrics, event_time_bounds
+from connector.output.headers import COMPACT, compact_values
 from connector.runtime import failpoints
 from connector.serde.values import JsonRecordEncoder, ValueEncoder
 from engine.executors.base import RunStats
@@ -40,7 +50,9 @@ __all__ = [
     "Coordinates",
     "KafkaSink",
     "OutputTarget",
+    "ResumeCount",
     "ResumePoint",
+    "decimal_bytes",
     "epoch_done",
     "key_bytes",
     "output_producer_settings",
@@ -90,6 +102,36 @@ class ResumePoint:
     count: int
 
 
+@dataclass(frozen=True, slots=True)
+class ResumeCount:
+    """The first ``count`` records that the run produces for an output partition are already
+    there: skip them, whatever their seq.
+
+    For ``output_headers`` ``none``, whose records say nothing about their seq: a resumed
+    run regenerates a partition's records in the same order as the attempt before it (the
+    replay is deterministic), starting with the first record after its checkpoint's mark, so
+    the records behind the mark are exactly the first ones it produces there
+    (:func:`connector.output.topics.prepare_outputs`)."""
+
+    count: int
+
+
+#: Where a resumed sink starts writing in an output partition.
+Resume = ResumePoint | ResumeCount
+
+
+def decimal_bytes(values: npt.NDArray[np.integer[Any]]) -> list[bytes]:
+    """Each integer as its decimal ASCII bytes (``b"-12"``), by numpy's C loops: fixed-width
+    ``S`` strings as narrow as the widest value (``tolist`` costs with the width)."""
+    if not len(values):
+        return []
+    ints = np.asarray(values, dtype=np.int64)
+    lo, hi = int(ints.min()), int(ints.max())
+    width = max(len(str(lo)), len(str(hi)))
+    out: list[bytes] = ints.astype(f"S{width}").tolist()
+    return out
+
+
 def key_bytes(key: Hashable) -> bytes:
     """The Kafka key of an output record: UTF-8 text, integers as decimal strings."""
     if isinstance(key, bytes):
@@ -115,10 +157,12 @@ class KafkaSink:
         job: str,
         metrics: JobMetrics | None = None,
         stats: RunStats | None = None,
-        resume: Mapping[tuple[str, int], ResumePoint] | None = None,
+        resume: Mapping[tuple[str, int], Resume] | None = None,
         on_epoch: Callable[[Epoch], None] | None = None,
+        headers: OutputHeaders = "full",
     ) -> None:
         self._producer = producer
+        self._mode = headers
         self._targets = targets
         self._job = job.encode()
         self._metrics = metrics
@@ -133,6 +177,9 @@ class KafkaSink:
         #: Per output partition written by this sink, the seq of the last record written
         #: (what a checkpoint's mark must find there: connector.output.verify).
         self.last_seq: dict[tuple[str, int], int] = {}
+        #: Seconds spent per stage of writing: keys (keys and partitions), skip (the resume
+        #: skip), encode (values), headers, produce (the client's produce calls).
+        self.stage_seconds: dict[str, float] = {}
 
     def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
         """Encode and produce one epoch's output (see :class:`engine.output.Sink`)."""
@@ -155,8 +202,11 @@ class KafkaSink:
             self._write_chunk(target, chunk, coords)
 
     def _write_chunk(self, target: OutputTarget, chunk: OutputChunk, coords: Coordinates) -> None:
+        clock = time.perf_counter
+        t0 = clock()
         keys, partitions = _keys_and_partitions(chunk.keys, target.partitions)
         seq = chunk.seq
+        t1 = clock()
         keep = self._skip_mask(target.topic, partitions, seq) if self._resume else None
         missing = [f for f in target.fields if f not in chunk.columns]
         if missing:
@@ -170,29 +220,26 @@ class KafkaSink:
             skipped = len(seq) - len(rows)
             self.skipped[target.topic] = self.skipped.get(target.topic, 0) + skipped
             if not len(rows):
+                self._time("keys", t1 - t0)
+                self._time("skip", clock() - t1)
                 return
             columns = {f: c[rows] for f, c in columns.items()}
             keys = [keys[i] for i in rows.tolist()]
             partitions, seq = partitions[rows], seq[rows]
+        t2 = clock()
         if target.fields:
             # After the resume skip: records written before the restart are not judged again.
             _check_present(chunk.output, seq, columns)
         values = target.encoder.encode(columns)
         index = seq - coords.seq_start
-        # Built with C-level loops (zip, map): per-record Python code here cost ~3 µs a record.
-        headers = list(
-            map(
-                list,
-                zip(
-                    zip(repeat("restream.seq"), seq.astype("S20").tolist()),
-                    zip(repeat("restream.source"), coords.sources(index)),
-                    repeat(("restream.job", self._job)),
-                ),
-            )
-        )
+        timestamps = coords.ts[index].tolist()
+        t3 = clock()
+        headers = self._headers(seq, coords, index)
+        t4 = clock()
         self._producer().produce(
-            target.topic, values, keys, partitions.tolist(), coords.ts[index].tolist(), headers
+            target.topic, values, keys, partitions.tolist(), timestamps, headers
         )
+        t5 = clock()
         # seq never decreases within a chunk: each partition's last row has its last seq.
         found, last_in_reverse = np.unique(partitions[::-1], return_index=True)
         for p, s in zip(found.tolist(), seq[len(seq) - 1 - last_in_reverse].tolist(), strict=True):
@@ -202,6 +249,38 @@ class KafkaSink:
         self.written[target.topic] = self.written.get(target.topic, 0) + len(values)
         if self._metrics is not None:
             self._metrics.records_written(target.topic, len(values))
+        for stage, seconds in (
+            ("keys", t1 - t0),
+            ("skip", t2 - t1),
+            ("encode", t3 - t2),
+            ("headers", t4 - t3),
+            ("produce", t5 - t4),
+        ):
+            self._time(stage, seconds)
+
+    def _headers(
+        self, seq: npt.NDArray[np.int64], coords: Coordinates, index: npt.NDArray[np.int64]
+    ) -> list[list[Header]] | None:
+        """Each record's header list in the sink's mode (None: no headers)."""
+        if self._mode == "none":
+            return None
+        if self._mode == "compact":
+            # One list of one tuple per record, built by C-level loops (zip, map).
+            return list(map(list, zip(zip(repeat(COMPACT), compact_values(seq, self._job)))))
+        # Built with C-level loops (zip, map): per-record Python code here cost ~3 µs a record.
+        return list(
+            map(
+                list,
+                zip(
+                    zip(repeat("restream.seq"), decimal_bytes(seq)),
+                    zip(repeat("restream.source"), coords.sources(index)),
+                    repeat(("restream.job", self._job)),
+                ),
+            )
+        )
+
+    def _time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = self.stage_seconds.get(stage, 0.0) + seconds
 
     def _skip_mask(
         self, topic: str, partitions: npt.NDArray[np.int32], seq: npt.NDArray[np.int64]
@@ -215,6 +294,14 @@ class KafkaSink:
             if not len(rows):
                 continue
             touched = True
+            if isinstance(point, ResumeCount):
+                keep[rows[: point.count]] = False
+                left = point.count - min(point.count, len(rows))
+                if left:
+                    self._resume[(t, p)] = ResumeCount(left)
+                else:
+                    del self._resume[(t, p)]
+                continue
             s = seq[rows]
             before = s < point.seq
             same = np.flatnonzero(s == point.seq)
@@ -280,23 +367,24 @@ class Coordinates:
         prefix = np.empty(int(pair.max()) + 1, dtype=object)
         for p in np.flatnonzero(np.bincount(pair)).tolist():
             prefix[p] = f"{self._topics[p // width]}/{p % width}@".encode()
-        digits = self._offset[index].astype("S20").tolist()
+        digits = decimal_bytes(self._offset[index])
         return list(map(bytes.__add__, prefix[pair].tolist(), digits))
 
 
 def _keys_and_partitions(
     keys: npt.NDArray[Any], partitions: int
 ) -> tuple[list[bytes], npt.NDArray[np.int32]]:
+    """Each key's Kafka bytes and the partition Kafka's Java client picks for it."""
     if keys.dtype.kind in "iu":
         ints = keys.astype(np.int64)
-        return ints.astype("S20").tolist(), partition_decimal_keys(ints, partitions)
+        return decimal_bytes(ints), partition_decimal_keys(ints, partitions)
     if keys.dtype == object and all(
         isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) for k in keys
     ):
         ints = np.array([int(k) for k in keys], dtype=np.int64)
-        return ints.astype("S20").tolist(), partition_decimal_keys(ints, partitions)
+        return decimal_bytes(ints), partition_decimal_keys(ints, partitions)
     encoded = [key_bytes(k) for k in keys.tolist()]
-    return encoded, np.array([java_partition(k, partitions) for k in encoded], dtype=np.int32)
+    return encoded, partition_byte_keys(encoded, partitions)
 
 
 def _check_present(

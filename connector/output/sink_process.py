@@ -38,14 +38,17 @@ a killed parent is swept by the next run.
 
 Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush", mark)``,
 ``("stop",)``. Child to parent: ``("written", index, written, skipped, first_write_at,
-broker_errors, seconds)`` per epoch, ``("flushed", broker_errors, marks)``, ``("failed",
+broker_errors, seconds, stages)`` per epoch, ``("flushed", broker_errors, marks, seconds)``,
+``("failed",
 exception or None, text, traceback or None)``, and ``("alive", busy_seconds)`` heartbeats. A
 flush with ``mark`` (a checkpoint's) also reads back the last record of every partition
 written since the last such flush and reports its
 :class:`~connector.output.verify.PartitionMark` (``marks``, else an empty dict); the parent
 keeps the newest per partition in :attr:`SinkProcess.marks`. The child's
 seconds of encoding and producing are added to the run's times as ``write`` (the
-executor's ``sink`` is the coordinator's hand-off, waits for a busy child included).
+executor's ``sink`` is the coordinator's hand-off, waits for a busy child included), and
+broken down by stage (``stage write load``, ``... keys``, ``skip``, ``encode``, ``headers``,
+``produce``, ``flush``: see :data:`~connector.observability.metrics.STAGE_PREFIX`).
 """
 
 from __future__ import annotations
@@ -65,10 +68,11 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
+from connector.config import OutputHeaders
 from connector.errors import ConnectorError, RefusedError, SinkError, WatchdogError
 from connector.kafka.producer import BulkProducer
-from connector.observability.metrics import JobMetrics
-from connector.output.sink import Coordinates, KafkaSink, OutputTarget, ResumePoint, epoch_done
+from connector.observability.metrics import STAGE_PREFIX, JobMetrics
+from connector.output.sink import Coordinates, KafkaSink, OutputTarget, Resume, epoch_done
 from connector.output.verify import OutputMarker, PartitionMark
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import replay_collection
@@ -106,7 +110,7 @@ class SinkSettings:
     producer_overrides: Mapping[str, Any]
     targets: Mapping[str, OutputTarget]
     job: str
-    resume: Mapping[tuple[str, int], ResumePoint]
+    resume: Mapping[tuple[str, int], Resume]
     #: Seconds between the child's heartbeats (at most a quarter of the parent's timeout).
     heartbeat_s: float = 1.0
     #: The run's lease gate (:class:`connector.job.lease.LeaseGate`): checked before records
@@ -114,6 +118,8 @@ class SinkSettings:
     gate: Callable[[], None] | None = None
     #: Settings of the client that reads marks back (default: the bootstrap servers only).
     client: Mapping[str, Any] | None = None
+    #: The job's ``output_headers`` mode.
+    headers: OutputHeaders = "full"
 
 
 class SinkProcess:
@@ -297,6 +303,8 @@ class SinkProcess:
             elif kind == "flushed":
                 self._broker_errors(report[1])
                 self.marks.update(report[2])
+                if self._stats is not None:
+                    self._stats.add_time(f"{STAGE_PREFIX}write flush", report[3])
                 then = self._after_flush.popleft()
                 if then is None:
                     return kind
@@ -318,6 +326,7 @@ class SinkProcess:
         first_write_at: float | None,
         broker_errors: int,
         seconds: float,
+        stages: Mapping[str, float],
     ) -> None:
         assert self._pending and self._pending[0][0] == index, (self._pending, index)
         self._pending.pop(0)
@@ -331,6 +340,8 @@ class SinkProcess:
             self.first_write_at = first_write_at
         if self._stats is not None:
             self._stats.add_time("write", seconds)
+            for stage, spent in stages.items():
+                self._stats.add_time(f"{STAGE_PREFIX}write {stage}", spent)
         self._broker_errors(broker_errors)
 
     def _broker_errors(self, count: int) -> None:
@@ -517,9 +528,17 @@ def _serve_with(
     errors: _BrokerErrors,
     make_producer: Callable[[], BulkProducer],
 ) -> None:
-    sink = KafkaSink(make_producer, settings.targets, job=settings.job, resume=settings.resume)
+    sink = KafkaSink(
+        make_producer,
+        settings.targets,
+        job=settings.job,
+        resume=settings.resume,
+        headers=settings.headers,
+    )
     marker = OutputMarker(
-        settings.client or {"bootstrap.servers": settings.bootstrap}, settings.job
+        settings.client or {"bootstrap.servers": settings.bootstrap},
+        settings.job,
+        headerless=settings.headers == "none",
     )
     marked: dict[tuple[str, int], int] = {}  # the seq each partition was last marked at
     reported = 0  # broker errors already counted in a report
@@ -533,15 +552,17 @@ def _serve_with(
                 return
             outbox.step(busy=True)
             if message[0] == "flush":
+                began = time.perf_counter()
                 if sink.written:  # else no producer was made
                     make_producer().flush()
+                flushed = time.perf_counter() - began
                 marks: dict[tuple[str, int], PartitionMark] = {}
                 if message[1]:
                     # Only partitions written since their last mark: the others' marks stand.
                     changed = {k: s for k, s in sink.last_seq.items() if marked.get(k) != s}
                     marks = marker.mark(changed, changed)
                     marked.update(changed)
-                outbox.send(("flushed", errors.count - reported, marks))
+                outbox.send(("flushed", errors.count - reported, marks, flushed))
                 outbox.step(busy=False)
                 reported = errors.count
                 continue
@@ -549,7 +570,9 @@ def _serve_with(
             started = time.perf_counter()
             chunks, coords = load(Path(path))
             Path(path).unlink()  # the mapping stays readable
+            loaded = time.perf_counter() - started
             before_w, before_s = dict(sink.written), dict(sink.skipped)
+            before_t = dict(sink.stage_seconds)
             sink.produce(chunks, coords)
             del chunks, coords  # their /dev/shm pages go with the mapping, not with the next epoch
             failpoints.hit("sink.epoch")
@@ -562,6 +585,7 @@ def _serve_with(
                     sink.first_write_at,
                     errors.count - reported,
                     time.perf_counter() - started,
+                    {"load": loaded, **_seconds_delta(sink.stage_seconds, before_t)},
                 )
             )
             outbox.step(busy=False)
@@ -572,3 +596,7 @@ def _serve_with(
 
 def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
     return {k: n - before.get(k, 0) for k, n in now.items() if n != before.get(k, 0)}
+
+
+def _seconds_delta(now: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
+    return {k: t - before.get(k, 0.0) for k, t in now.items() if t != before.get(k, 0.0)}

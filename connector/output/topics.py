@@ -11,6 +11,21 @@ the dead-letter topic) is checked:
   tells the sink what to skip; otherwise the run stops with a configuration error (exit 2)
   before writing anything.
 
+Topics written with ``output_headers`` ``none`` (:class:`Headerless`) carry nothing that says
+who wrote a record or at which seq. Such a topic is taken as the job's only when the job
+restarts from its own checkpoint manifest (which is written, under the job's lease, only after
+:func:`refuse_filled_outputs` found every output partition empty), and a partition's records
+must then carry no ``restream`` headers. Where the resumed run starts writing follows from
+determinism: the run resumes at its checkpoint's seq, and regenerates the partition's records
+from that point in exactly the order the attempts before it wrote them. The checkpoint's mark
+(:mod:`connector.output.verify`) gives the offset of the partition's last record before that
+point, so the records after it, ``last offset - marked offset`` of them, are the first that
+many records the resumed run produces there: a :class:`~connector.output.sink.ResumeCount`.
+A partition without a mark held nothing of the checkpoint's (or there is no checkpoint yet and
+the run starts from seq 0): all of its records, from its low watermark, are skipped. Offsets
+count records here because the job's producer writes no transaction markers and output
+topics are not compacted.
+
 Reading a partition's tail starts a little before its high watermark and goes to the end of
 the partition, so it finds the true last record even when the broker's watermark lags.
 """
@@ -30,9 +45,19 @@ from confluent_kafka.admin import AdminClient
 from connector.errors import BrokerError, ConfigError
 from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import TopicSpec, create_topics
-from connector.output.sink import ResumePoint
+from connector.output.headers import identity
+from connector.output.sink import Resume, ResumeCount, ResumePoint
+from connector.output.verify import OutputMarks
 
-__all__ = ["OutputTopic", "TailRecord", "dead_lettered_offsets", "prepare_outputs", "read_tail"]
+__all__ = [
+    "Headerless",
+    "OutputTopic",
+    "TailRecord",
+    "dead_lettered_offsets",
+    "prepare_outputs",
+    "read_tail",
+    "refuse_filled_outputs",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +81,18 @@ class TailRecord:
     offset: int
     job: str | None
     seq: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Headerless:
+    """The output topics are written without headers (``output_headers`` none)."""
+
+    #: The job restarts from its own checkpoint manifest: non-empty partitions are its own.
+    owned: bool
+    #: The marks of the checkpoint it resumes from (empty without one).
+    marks: OutputMarks
+    #: The setting named when a topic is refused.
+    setting: str
 
 
 def _headers(message: Any) -> dict[str, bytes]:
@@ -85,16 +122,8 @@ def read_tail(
                     if error.code() == KafkaError._PARTITION_EOF:
                         return out
                     raise BrokerError(f"reading the tail of {topic}/{partition}: {error.str()}")
-                h = _headers(m)
-                seq = h.get("restream.seq")
-                job = h.get("restream.job")
-                out.append(
-                    TailRecord(
-                        m.offset() or 0,
-                        job.decode(errors="replace") if job is not None else None,
-                        int(seq) if seq is not None and seq.isdigit() else None,
-                    )
-                )
+                job, seq, _source = identity(m.headers())
+                out.append(TailRecord(m.offset() or 0, job, seq))
     finally:
         consumer.unassign()
 
@@ -136,6 +165,57 @@ def _resume_point(
         window *= 4
 
 
+def _resume_count(
+    consumer: Consumer, topic: str, partition: int, low: int, high: int, headerless: Headerless
+) -> ResumeCount | None:
+    """How many of a headerless partition's records a resumed run skips (see the module
+    docstring); ConfigError where the partition cannot be the job's."""
+    tail = read_tail(consumer, topic, partition, low, high, 1)
+    if not tail:
+        return None
+    last = tail[-1]
+    if not headerless.owned or last.job is not None or last.seq is not None:
+        what = (
+            "records without restream headers"
+            if last.job is None and last.seq is None
+            else f"records of job {last.job!r}"
+        )
+        raise ConfigError(
+            headerless.setting,
+            f"output topic {topic} partition {partition} already holds {what} (last offset "
+            f"{last.offset}); with output_headers none a record does not say which job wrote "
+            "it, so a job writes only into empty partitions, or into its own when it resumes "
+            "from its checkpoints (checkpoint_dir): choose another topic or delete this one",
+        )
+    mark = headerless.marks.marks.get((topic, partition))
+    first = low if mark is None else mark.offset + 1
+    count = last.offset + 1 - first
+    return ResumeCount(count) if count > 0 else None
+
+
+def refuse_filled_outputs(
+    client: Mapping[str, Any], topics: Sequence[str], *, setting: str
+) -> None:
+    """ConfigError (naming ``setting``) if a partition of ``topics`` holds records: what a
+    job writing without headers checks before its manifest makes the topics its own."""
+    admin = AdminClient(dict(client))
+    metadata = admin.list_topics(timeout=_TIMEOUT_S)
+    present = [t for t in dict.fromkeys(topics) if t in metadata.topics]
+    tps = [(t, p) for t in present for p in sorted(metadata.topics[t].partitions)]
+    if not tps:
+        return
+    with KafkaOffsets(client) as offsets:
+        bounds = offsets.watermarks(tps)
+    filled = [f"{t}/{p}" for (t, p), (low, high) in sorted(bounds.items()) if high > low]
+    if filled:
+        raise ConfigError(
+            setting,
+            f"output partitions {filled} already hold records; with output_headers none a "
+            "record does not say which job wrote it, so a new job writes only into empty "
+            "topics: choose other topics or delete these",
+        )
+
+
 def prepare_outputs(
     client: Mapping[str, Any],
     topics: Sequence[OutputTopic],
@@ -143,12 +223,15 @@ def prepare_outputs(
     dead_letter: OutputTopic | None,
     job: str,
     replication_factor: int = -1,
-) -> tuple[dict[tuple[str, int], ResumePoint], dict[str, int]]:
+    headerless: Headerless | None = None,
+) -> tuple[dict[tuple[str, int], Resume], dict[str, int]]:
     """Create missing topics and check existing ones (see the module docstring).
 
     Returns the resume points keyed by ``(topic, partition)`` (empty partitions have none)
     and every topic's partition count as it is now (the dead-letter topic's too). The
     dead-letter topic is created and checked for other jobs' records, but has no resume point.
+    With ``headerless`` the output topics (not the dead-letter topic) are written without
+    headers, and resume by count (see the module docstring).
     """
     admin = AdminClient(dict(client))
     metadata = admin.list_topics(timeout=_TIMEOUT_S)
@@ -157,7 +240,9 @@ def prepare_outputs(
     existing = [t for t in every if t not in missing]
     # Existing topics are checked first: a refusal (another job's records) leaves nothing
     # created behind, not even the dead-letter topic.
-    points = _resume_points(client, existing, metadata, dead_letter, job) if existing else {}
+    points = (
+        _resume_points(client, existing, metadata, dead_letter, job, headerless) if existing else {}
+    )
     if missing:
         create_topics(
             client,
@@ -179,7 +264,8 @@ def _resume_points(
     metadata: Any,
     dead_letter: OutputTopic | None,
     job: str,
-) -> dict[tuple[str, int], ResumePoint]:
+    headerless: Headerless | None,
+) -> dict[tuple[str, int], Resume]:
     """Resume points of the existing output topics; ConfigError if one holds other records."""
     consumer = Consumer(
         {
@@ -195,12 +281,17 @@ def _resume_points(
     tps = [(t.topic, p) for t in existing for p in sorted(metadata.topics[t.topic].partitions)]
     with KafkaOffsets(client) as offsets:
         marks = offsets.watermarks(tps)
-    points: dict[tuple[str, int], ResumePoint] = {}
+    points: dict[tuple[str, int], Resume] = {}
     try:
         for t in existing:
             for partition in sorted(metadata.topics[t.topic].partitions):
                 low, high = marks[(t.topic, partition)]
                 if high <= low:
+                    continue
+                if headerless is not None and t is not dead_letter:
+                    count = _resume_count(consumer, t.topic, partition, low, high, headerless)
+                    if count is not None:
+                        points[(t.topic, partition)] = count
                     continue
                 point = _resume_point(
                     consumer, t.topic, partition, low, high, job, t.setting, t is dead_letter

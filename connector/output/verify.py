@@ -22,6 +22,11 @@ to do: start over with a new job id, or ``--restart-from-scratch``
 (:func:`delete_job_topics` deletes the job's topics, once they are shown to hold only its
 records).
 
+Output topics written with ``output_headers`` ``none`` carry no headers: their marks hold the
+offset and low watermark only, and each check expects the record at the mark, and those after
+it, to have no ``restream`` headers (``headerless``); that the job wrote them is known from its
+checkpoint manifest instead (:func:`connector.output.topics.prepare_outputs`).
+
 Watermarks are read but never trusted for where a partition ends: some brokers (Tansu 0.6,
 DESIGN.md section 6) report the first offset of the last record batch + 1 as the high
 watermark. Every end is found by reading from ``high - 1`` to the end of the partition.
@@ -33,7 +38,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -43,6 +48,7 @@ from confluent_kafka.admin import AdminClient
 from connector.config import setting
 from connector.errors import BrokerError, ConfigError, SinkError
 from connector.kafka.offsets import KafkaOffsets
+from connector.output.headers import identity
 
 __all__ = [
     "OutputLostError",
@@ -140,6 +146,8 @@ class ReadRecord:
 
     def describe(self) -> str:
         """How a message names the record."""
+        if self.job is None and self.seq is None and self.source is None:
+            return f"offset {self.offset} (no restream headers)"
         owner = f"job {self.job!r}" if self.job else "no restream job"
         what = f"seq {self.seq}" if self.seq is not None else f"source {self.source}"
         return f"offset {self.offset} ({owner}, {what})"
@@ -162,19 +170,9 @@ class OutputLostError(ConfigError):
         return (ConfigError, (self.field, self.message))
 
 
-def _text(value: bytes | None) -> str | None:
-    return None if value is None else value.decode(errors="replace")
-
-
 def _record(message: Any) -> ReadRecord:
-    headers = {k: v for k, v in (message.headers() or []) if isinstance(v, bytes)}
-    seq = headers.get("restream.seq")
-    return ReadRecord(
-        message.offset() or 0,
-        _text(headers.get("restream.job")),
-        int(seq) if seq is not None and seq.isdigit() else None,
-        _text(headers.get("restream.source")),
-    )
+    job, seq, source = identity(message.headers())
+    return ReadRecord(message.offset() or 0, job, seq, source)
 
 
 def read_records(
@@ -249,9 +247,12 @@ class OutputMarker:
     kept for the next checkpoint; :meth:`close` them at the end.
     """
 
-    def __init__(self, client: Mapping[str, Any], job: str) -> None:
+    def __init__(self, client: Mapping[str, Any], job: str, *, headerless: bool = False) -> None:
+        """``headerless``: the partitions it marks are written without headers
+        (``output_headers`` none), so their last records name no job and no seq."""
         self._client = dict(client)
         self._job = job
+        self._owner = None if headerless else job
         self._consumer: Consumer | None = None
         self._offsets: KafkaOffsets | None = None
 
@@ -271,8 +272,8 @@ class OutputMarker:
         bounds = self._offsets.watermarks(keys)
         marks: dict[TopicPartitionKey, PartitionMark] = {}
         for tp, last in last_records(self._consumer, bounds).items():
-            want = expected.get(tp)
-            if last.job != self._job or (want is not None and last.seq != want):
+            want = expected.get(tp) if self._owner is not None else None
+            if last.job != self._owner or (want is not None and last.seq != want):
                 ours = f"this run's last record (seq {want})" if want is not None else "its own"
                 raise SinkError(
                     f"{tp[0]}/{tp[1]} ends with the record at {last.describe()}, not "
@@ -299,9 +300,10 @@ def _check_mark(
     bounds: tuple[int, int],
     last: ReadRecord | None,
     at_mark: Sequence[ReadRecord],
-    job: str,
+    job: str | None,
 ) -> str | None:
-    """What is wrong with one marked partition, or None."""
+    """What is wrong with one marked partition, or None (``job``: whose records it must
+    hold, None for a partition written without headers)."""
     where = f"{mark.topic}/{mark.partition}"
     low, _high = bounds
     if last is None:
@@ -339,9 +341,11 @@ def check_marks(
     partitions: Mapping[str, int | None],
     bounds: Mapping[TopicPartitionKey, tuple[int, int]],
     job: str,
+    headerless: Collection[str] = (),
 ) -> list[str]:
     """Everything wrong with ``marks`` given each topic's partition count now (None: the
-    topic is missing) and the marked partitions' watermarks; empty when all hold."""
+    topic is missing) and the marked partitions' watermarks; empty when all hold.
+    ``headerless``: topics written without headers."""
     problems: list[str] = []
     by_topic: dict[str, list[PartitionMark]] = {}
     for mark in marks.marks.values():
@@ -375,15 +379,24 @@ def check_marks(
     at_mark = read_records(consumer, reachable, limit=2)
     for m in sorted(live, key=lambda m: (m.topic, m.partition)):
         tp = (m.topic, m.partition)
-        problem = _check_mark(m, keys[tp], last.get(tp), at_mark.get(tp, []), job)
+        owner = None if m.topic in headerless else job
+        problem = _check_mark(m, keys[tp], last.get(tp), at_mark.get(tp, []), owner)
         if problem is not None:
             problems.append(problem)
     return problems
 
 
-def verify_outputs(client: Mapping[str, Any], marks: OutputMarks, *, job: str, seq: int) -> None:
+def verify_outputs(
+    client: Mapping[str, Any],
+    marks: OutputMarks,
+    *,
+    job: str,
+    seq: int,
+    headerless: Collection[str] = (),
+) -> None:
     """Raise :class:`OutputLostError` unless every output and dead-letter partition still holds
-    what the checkpoint at ``seq`` marked (see the module docstring)."""
+    what the checkpoint at ``seq`` marked (see the module docstring; ``headerless``: topics
+    written without headers)."""
     if not marks.topics:
         return
     admin = AdminClient(dict(client))
@@ -401,7 +414,7 @@ def verify_outputs(client: Mapping[str, Any], marks: OutputMarks, *, job: str, s
         bounds = offsets.watermarks(tps) if tps else {}
     consumer = _consumer(client, job, "verify")
     try:
-        problems = check_marks(consumer, marks, partitions, bounds, job)
+        problems = check_marks(consumer, marks, partitions, bounds, job, headerless)
     finally:
         consumer.close()
     if problems:
@@ -413,10 +426,19 @@ def verify_outputs(client: Mapping[str, Any], marks: OutputMarks, *, job: str, s
     )
 
 
-def delete_job_topics(client: Mapping[str, Any], topics: Sequence[str], *, job: str) -> list[str]:
+def delete_job_topics(
+    client: Mapping[str, Any],
+    topics: Sequence[str],
+    *,
+    job: str,
+    headerless: Collection[str] = (),
+) -> list[str]:
     """Delete those of ``topics`` that exist, once each is shown to hold only ``job``'s
     records (the last record of every non-empty partition is the job's; anything else is a
-    ConfigError and nothing is deleted). Returns the topics deleted, gone from the metadata."""
+    ConfigError and nothing is deleted). Returns the topics deleted, gone from the metadata.
+
+    ``headerless``: topics known from the job's checkpoint manifest to be its own, written
+    without headers; their last records must carry no ``restream`` headers at all."""
     admin = AdminClient(dict(client))
     metadata = admin.list_topics(timeout=_TIMEOUT_S)
     present = [t for t in dict.fromkeys(topics) if t in metadata.topics]
@@ -433,7 +455,7 @@ def delete_job_topics(client: Mapping[str, Any], topics: Sequence[str], *, job: 
     foreign = [
         f"{t}/{p} ends with the record at {r.describe()}"
         for (t, p), r in last.items()
-        if r.job != job
+        if r.job != (None if t in headerless else job) or (t in headerless and r.seq is not None)
     ]
     if foreign:
         raise ConfigError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import uuid
+from pathlib import Path
 
 import fastavro
 import numpy as np
@@ -16,6 +17,7 @@ from connector.config import RunConfig
 from connector.errors import ConfigError
 from connector.job.run import run_job
 from connector.kafka.partitioner import java_partition
+from connector.output.headers import identity
 from connector.runtime.gcpolicy import REPLAY_THRESHOLDS
 from connector.serde.avro import load_schema
 from engine.examples.social.data import SocialData, generate_social
@@ -182,3 +184,50 @@ def test_the_executor_runs_with_the_replay_collector_thresholds(
     run_job(_config(broker, social, topics, executor="batch"), out=io.StringIO())
     assert seen == [REPLAY_THRESHOLDS]
     assert gc.get_threshold() == before
+
+
+@pytest.mark.parametrize("mode", ["compact", "none"])
+def test_every_header_mode_writes_the_oracles_records(
+    broker: LocalBroker, social: SocialData, read_range: ReadRange, mode: str
+) -> None:
+    topics = _write(broker, social)
+    config = _config(broker, social, topics, executor="batch", output_headers=mode)
+    run_job(config, out=io.StringIO())
+    expected = _expected(social, topics)
+    output = f"{config.job_id}.scores"
+    got = read_range(output, {p: (0, len(expected[p])) for p in range(PARTITIONS)})
+    for p in range(PARTITIONS):
+        records = [r for r in got if r.partition == p]
+        assert [(r.key, r.value) for r in records] == [(k, v) for k, v, _ in expected[p]]
+        if mode == "none":
+            assert all(not r.headers for r in records)
+        else:
+            seqs = [identity(r.headers) for r in records]
+            assert seqs == [(config.job_id, int(s), None) for _, _, s in expected[p]]
+
+
+def test_without_headers_a_rerun_needs_the_jobs_checkpoints(
+    broker: LocalBroker, social: SocialData, tmp_path: Path
+) -> None:
+    topics = _write(broker, social)
+    bare = _config(broker, social, topics, executor="batch", output_headers="none")
+    run_job(bare, out=io.StringIO())
+    # Nothing says the records are its own: refused before anything is written.
+    with pytest.raises(ConfigError, match="already hold records") as refused:
+        run_job(bare, out=io.StringIO())
+    assert refused.value.field.startswith("output_headers (--output-headers")
+    # With checkpoints, its manifest makes them its own: a rerun skips what is there.
+    config = _config(
+        broker,
+        social,
+        topics,
+        executor="batch",
+        output_headers="none",
+        checkpoint_dir=str(tmp_path),
+    )
+    first = run_job(config, out=io.StringIO())
+    again = run_job(config, out=io.StringIO())
+    output = f"{config.job_id}.scores"
+    assert again.outputs.get(output, 0) == 0
+    assert sum(again.skipped.values()) > 0
+    assert first.outputs[output] > 0

@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from connector.kafka.partitioner import java_partition, murmur2, partition_decimal_keys
+from connector.kafka.partitioner import (
+    java_partition,
+    murmur2,
+    partition_byte_keys,
+    partition_decimal_keys,
+)
 from engine.errors import EngineError
 from engine.examples.social import partitioning as generator_copy
 from tests.support.budget import examples
@@ -114,3 +119,18 @@ def test_the_generators_copy_on_a_data_set_sized_key_range() -> None:
     for partitions in (1, 4, 7):
         want = partition_decimal_keys(users, partitions)
         assert np.array_equal(generator_copy.partition_decimal_keys(users, partitions), want)
+
+
+@settings(max_examples=examples(200), deadline=None)
+@given(st.lists(st.binary(max_size=40), max_size=80), st.integers(min_value=1, max_value=64))
+def test_byte_keys_match_the_scalar_reference(keys: list[bytes], partitions: int) -> None:
+    got = partition_byte_keys(keys, partitions)
+    assert got.dtype == np.int32
+    assert got.tolist() == [java_partition(k, partitions) for k in keys]
+
+
+def test_byte_keys_on_the_reference_vectors_and_utf8_text() -> None:
+    keys = [*KAFKA_VECTORS, *LIBRDKAFKA_VECTORS, b"", "clé-é".encode(), b"\x00\x00"]
+    assert partition_byte_keys(keys, 7).tolist() == [java_partition(k, 7) for k in keys]
+    with pytest.raises(EngineError, match="partitions must be >= 1"):
+        partition_byte_keys(keys, 0)

@@ -1,5 +1,6 @@
 """BulkProducer's lease gate: asked before every GATE_EVERY records; when it raises, nothing
-more is queued (no broker: records only queue in the client, then are purged)."""
+more is queued (no broker: records only queue in the client, then are purged). And a full
+client queue: every record is still queued once, in order."""
 
 from __future__ import annotations
 
@@ -59,3 +60,45 @@ def test_a_refusing_gate_stops_the_write_before_the_next_slice() -> None:
         assert "Purged in queue" in producer._failures.examples[0]
     finally:
         producer.purge()
+
+
+class _FullNow:
+    """A client whose queue is full at given calls (BufferError), then has room after a poll."""
+
+    def __init__(self, full_at: set[int]) -> None:
+        self.calls = 0
+        self.full_at = full_at
+        self.queued: list[tuple[object, ...]] = []
+        self.polls = 0
+
+    def produce(self, *args: object) -> None:
+        self.calls += 1
+        if self.calls in self.full_at:
+            raise BufferError("Local: Queue full")
+        self.queued.append(args)
+
+    def poll(self, timeout: float) -> int:
+        self.polls += 1
+        return 0
+
+
+@pytest.mark.parametrize("with_headers", [True, False])
+def test_a_full_queue_delays_a_record_but_never_drops_reorders_or_repeats_one(
+    with_headers: bool,
+) -> None:
+    producer = BulkProducer(_NOWHERE)
+    client = _FullNow({1, 2, 5, 6, 7, 40})
+    producer._producer = client  # type: ignore[assignment]
+    n = 50
+    values, keys, partitions, timestamps = _rows(n)
+    headers = [(("h", b"%d" % i),) for i in range(n)] if with_headers else None
+    producer.produce("t", values, keys, partitions, timestamps, headers)
+    assert [q[1] for q in client.queued] == values
+    assert [q[6] for q in client.queued] == timestamps
+    assert client.polls >= 4
+    if with_headers:
+        # Tuples are handed to the client as lists (what it takes).
+        assert [q[7] for q in client.queued] == [[("h", b"%d" % i)] for i in range(n)]
+    else:
+        assert all(q[7:] in ((), (None,)) for q in client.queued)
+    assert producer.produced == n

@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import repeat
 
 import numpy as np
 import pytest
 
+from connector.config import OutputHeaders
 from connector.errors import SerdeError
 from connector.kafka.partitioner import java_partition
-from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, key_bytes
+from connector.output.headers import COMPACT, identity
+from connector.output.sink import (
+    KafkaSink,
+    OutputTarget,
+    Resume,
+    ResumeCount,
+    ResumePoint,
+    decimal_bytes,
+    key_bytes,
+)
 from engine.log import Epoch, Events
 from engine.output import ABSENT, OutputChunk
 
@@ -32,8 +43,9 @@ class _Producer:
         timestamps: Sequence[int],
         headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
     ) -> None:
-        assert headers is not None
-        for row in zip(values, keys, partitions, timestamps, headers, strict=True):
+        self.headers_given = headers is not None
+        rows = zip(values, keys, partitions, timestamps, headers or repeat([]), strict=False)
+        for row in rows:
             self.rows.append((topic, row[0], row[1], row[2], row[3], list(row[4])))
 
 
@@ -60,10 +72,12 @@ def _epoch(seq_start: int, n: int) -> Epoch:
     )
 
 
-def _sink(resume: dict[tuple[str, int], ResumePoint] | None = None) -> tuple[KafkaSink, _Producer]:
+def _sink(
+    resume: Mapping[tuple[str, int], Resume] | None = None, mode: OutputHeaders = "full"
+) -> tuple[KafkaSink, _Producer]:
     producer = _Producer()
     target = OutputTarget("s", "out", 3, ("a",), _Encoder())  # type: ignore[arg-type]
-    sink = KafkaSink(lambda: producer, {"s": target}, job="j1", resume=resume)  # type: ignore[arg-type]
+    sink = KafkaSink(lambda: producer, {"s": target}, job="j1", resume=resume, headers=mode)  # type: ignore[arg-type]
     return sink, producer
 
 
@@ -196,3 +210,42 @@ def test_json_without_a_schema_writes_each_records_own_fields() -> None:
     )
     sink.write([chunk], _epoch(0, 2))
     assert [r[1] for r in producer.rows] == [b'{"a":1,"b":0.1}', b'{"a":2,"c":"x"}']
+
+
+def test_each_header_mode_writes_the_same_records_with_its_own_headers() -> None:
+    chunk = OutputChunk("s", np.array([3, 3, 5]), np.array([7, -2, 7]), {"a": np.array([1, 2, 3])})
+    rows = {}
+    for mode in ("full", "compact", "none"):
+        sink, producer = _sink(mode=mode)  # type: ignore[arg-type]
+        sink.write([chunk], _epoch(0, 8))
+        rows[mode] = producer.rows
+        assert producer.headers_given == (mode != "none")
+        assert set(sink.stage_seconds) == {"keys", "skip", "encode", "headers", "produce"}
+    strip = [r[:5] for r in rows["full"]]
+    assert [r[:5] for r in rows["compact"]] == strip == [r[:5] for r in rows["none"]]
+    assert [identity(r[5]) for r in rows["full"]] == [
+        ("j1", 3, "in/1@9"),
+        ("j1", 3, "in/1@9"),
+        ("j1", 5, "in/1@15"),
+    ]
+    assert [r[5][0][0] for r in rows["compact"]] == [COMPACT] * 3
+    assert [identity(r[5]) for r in rows["compact"]] == [("j1", 3, None)] * 2 + [("j1", 5, None)]
+    assert [r[5] for r in rows["none"]] == [[], [], []]
+
+
+def test_a_count_resume_skips_the_first_records_of_its_partition_across_chunks() -> None:
+    keys = np.array([7, 7, 7, 7, 7])
+    p7 = java_partition(b"7", 3)
+    sink, producer = _sink({("out", p7): ResumeCount(3)}, mode="none")
+    first = OutputChunk("s", np.array([0, 1]), keys[:2], {"a": np.array([10, 11])})
+    second = OutputChunk("s", np.array([2, 3, 4]), keys[2:], {"a": np.array([12, 13, 14])})
+    sink.write([first], _epoch(0, 5))
+    sink.write([second], _epoch(0, 5))
+    assert [r[1] for r in producer.rows] == [b"(13,)", b"(14,)"]
+    assert sink.skipped == {"out": 3}
+
+
+def test_decimal_bytes_are_the_integers_text() -> None:
+    values = np.array([0, -1, 7, 10**18, -(2**63), 2**63 - 1], dtype=np.int64)
+    assert decimal_bytes(values) == [str(v).encode() for v in values.tolist()]
+    assert decimal_bytes(np.array([], dtype=np.int64)) == []

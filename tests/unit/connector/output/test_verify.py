@@ -15,7 +15,13 @@ from connector.output.verify import (
     check_marks,
     last_records,
 )
-from tests.support.fake_kafka import FakeConsumer, dead_letter, output_record, partition_of
+from tests.support.fake_kafka import (
+    FakeConsumer,
+    StoredRecord,
+    dead_letter,
+    output_record,
+    partition_of,
+)
 
 JOB = "j1"
 #: Two records per seq: offsets 0..9 hold seqs 0,0,1,1,...,4,4.
@@ -170,6 +176,38 @@ def test_the_marker_marks_the_last_records_and_refuses_another_writers(
     with pytest.raises(SinkError, match=r"ends with the record at offset 9 .* not this run's"):
         marker.mark([("out", 0)], {("out", 0): 5})
     consumer.partitions[("out", 0)].append(output_record(10, "intruder", 5))
+    with pytest.raises(SinkError, match="job 'intruder'"):
+        marker.mark([("out", 0)], {})
+    marker.close()
+
+
+def test_a_partition_written_without_headers_is_checked_by_offset_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    bare = [StoredRecord(i) for i in range(10)]
+    consumer = FakeConsumer({("out", 0): bare, ("out", 1): []})
+    mark = PartitionMark("out", 0, 0, 5, None, None)
+    bounds = {("out", 0): (0, 10), ("out", 1): (0, 0)}
+    assert check_marks(consumer, _marks(mark), {"out": 2}, bounds, JOB, ["out"]) == []
+    # Still refused: a partition that no longer reaches the mark, and records of a job.
+    short = FakeConsumer({("out", 0): bare[:4], ("out", 1): []})
+    bounds_short = {("out", 0): (0, 4), ("out", 1): (0, 0)}
+    problems = check_marks(short, _marks(mark), {"out": 2}, bounds_short, JOB, ["out"])
+    assert problems and "before the checkpoint's last record" in problems[0]
+    mixed = FakeConsumer({("out", 0): [*bare, output_record(10, JOB, 3)], ("out", 1): []})
+    bounds_mixed = {("out", 0): (0, 11), ("out", 1): (0, 0)}
+    problems = check_marks(mixed, _marks(mark), {"out": 2}, bounds_mixed, JOB, ["out"])
+    assert problems and "job 'j1'" in problems[0]
+    # The marker of such partitions takes their last record without headers as the job's.
+    offsets = _Offsets({("out", 0): (0, 10)})
+    monkeypatch.setattr(verify, "KafkaOffsets", lambda *a, **k: offsets)
+    monkeypatch.setattr(verify, "_consumer", lambda *a: consumer)
+    marker = OutputMarker({"bootstrap.servers": "x"}, JOB, headerless=True)
+    assert marker.mark([("out", 0)], {("out", 0): 4}) == {
+        ("out", 0): PartitionMark("out", 0, 0, 9, None, None)
+    }
+    consumer.partitions[("out", 0)].append(output_record(10, "intruder", 5))
+    offsets.bounds = {("out", 0): (0, 11)}
     with pytest.raises(SinkError, match="job 'intruder'"):
         marker.mark([("out", 0)], {})
     marker.close()
