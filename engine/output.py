@@ -22,7 +22,15 @@ import numpy as np
 if TYPE_CHECKING:
     from engine.log import Epoch
 
-__all__ = ["ABSENT", "OutputChunk", "Sink", "absent_column", "canonical_bytes", "collect"]
+__all__ = [
+    "ABSENT",
+    "OutputChunk",
+    "Sink",
+    "absent_column",
+    "canonical_bytes",
+    "collect",
+    "merge_shares",
+]
 
 
 class _Absent:
@@ -159,3 +167,43 @@ def _canonical(value: Any) -> str:
         items = sorted((repr(k), _canonical(v)) for k, v in value.items())
         return "dict{" + ",".join(f"{k}:{v}" for k, v in items) + "}"
     return repr(value)
+
+
+def merge_shares(shares: list[list[OutputChunk]]) -> list[OutputChunk]:
+    """Each worker's chunks of one epoch -> one chunk per stream in serial order (all records
+    of one event come from one worker, in order: a stable sort by ``seq`` interleaves them)."""
+    by_name: dict[str, list[OutputChunk]] = {}
+    for chunks in shares:
+        for chunk in chunks:
+            by_name.setdefault(chunk.output, []).append(chunk)
+    out = []
+    for name, all_parts in by_name.items():
+        # A worker with no records for a stream may not even know its columns.
+        parts = [p for p in all_parts if len(p)] or all_parts[:1]
+        if len(parts) == 1:
+            out.append(parts[0])
+            continue
+        seq = np.concatenate([p.seq for p in parts])
+        # Stable: all records of one event come from one worker, already in order.
+        order = np.argsort(seq, kind="stable")
+        keys = _concat([p.keys for p in parts])[order]
+        names = list(dict.fromkeys(n for p in parts for n in p.columns))
+        columns = {n: _concat([_column_or_absent(p, n) for p in parts])[order] for n in names}
+        out.append(OutputChunk(name, seq[order], keys, columns))
+    return out
+
+
+def _column_or_absent(chunk: OutputChunk, name: str) -> np.ndarray:
+    col = chunk.columns.get(name)
+    return absent_column(len(chunk)) if col is None else col
+
+
+def _concat(parts: list[np.ndarray]) -> np.ndarray:
+    if any(p.dtype == object for p in parts) and not all(p.dtype == object for p in parts):
+        out = np.empty(sum(len(p) for p in parts), dtype=object)
+        i = 0
+        for p in parts:
+            out[i : i + len(p)] = p.tolist()
+            i += len(p)
+        return out
+    return np.concatenate(parts)

@@ -58,12 +58,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, NoReturn
-
-import numpy as np
+from typing import Any
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
-from engine.errors import CheckpointError, EngineError, ExecutionError, LogError, StallError
+from engine.errors import EngineError, ExecutionError, LogError, StallError
 from engine.executors.arena import RunDir, SentObjects, load, store
 from engine.executors.base import RunStats, auto_epoch_size
 from engine.executors.snapshot import check_header, fingerprint
@@ -76,11 +74,12 @@ from engine.executors.worker import (
     RestoreTask,
     Saved,
     SnapshotTask,
+    raise_failure,
     worker_main,
 )
 from engine.log import Epoch, Source
 from engine.merge import merge_log
-from engine.output import OutputChunk, Sink, absent_column
+from engine.output import OutputChunk, Sink, merge_shares
 from engine.planner import Plan
 from engine.positions import LogPosition
 from engine.procmem import Watched, process_state
@@ -378,7 +377,7 @@ class ParallelExecutor:
             for path in files:
                 path.unlink()
             t0 = time.perf_counter()
-            chunks = _merge_shares(shares)
+            chunks = merge_shares(shares)
             stats.add_time("merge", time.perf_counter() - t0)
             for w in range(self.workers):
                 with contextlib.suppress(FileNotFoundError):
@@ -426,7 +425,7 @@ class ParallelExecutor:
                     while conn.poll():
                         reply = conn.recv()
                         if isinstance(reply, Failed):
-                            _raise(reply)
+                            raise_failure(reply)
             raise ExecutionError(
                 _death_message(workers, w, workers.procs[w].exitcode or -9, epoch),
                 seq=epoch.seq_start,
@@ -450,7 +449,7 @@ class ParallelExecutor:
                         seq=None if epoch is None else epoch.seq_start,
                     ) from None
                 if isinstance(msg, Failed):
-                    _raise(msg)
+                    raise_failure(msg)
                 workers.watched[w].sample()
                 if isinstance(msg, Progress):
                     workers.progress[w] = (msg.epoch, msg.phase)
@@ -466,7 +465,7 @@ class ParallelExecutor:
                     while conns[i].poll():
                         msg = conns[i].recv()
                         if isinstance(msg, Failed):
-                            _raise(msg)
+                            raise_failure(msg)
             for i, proc in enumerate(procs):
                 code = proc.exitcode
                 if code is None or code == 0:
@@ -476,7 +475,7 @@ class ParallelExecutor:
                     with contextlib.suppress(EOFError, OSError):
                         msg = conns[i].recv()
                         if isinstance(msg, Failed):
-                            _raise(msg)
+                            raise_failure(msg)
                 raise ExecutionError(
                     _death_message(workers, i, code, epoch),
                     seq=None if epoch is None else epoch.seq_start,
@@ -495,7 +494,7 @@ class ParallelExecutor:
                 while conn.poll():
                     msg = conn.recv()
                     if isinstance(msg, Failed):
-                        _raise(msg)
+                        raise_failure(msg)
                     if isinstance(msg, Progress):
                         workers.progress[i] = (msg.epoch, msg.phase)
                     elif isinstance(msg, Done):
@@ -582,12 +581,6 @@ class _Workers:
 _ALL_PHASES = 1 << 30
 
 
-def _raise(failed: Failed) -> NoReturn:
-    if failed.checkpoint:
-        raise CheckpointError(failed.message)
-    raise ExecutionError(failed.message, seq=failed.seq, operator=failed.operator)
-
-
 def _death_message(workers: _Workers, worker: int, exitcode: int, epoch: Epoch | None) -> str:
     how = workers.watched[worker].death(exitcode)
     where = (
@@ -599,45 +592,6 @@ def _death_message(workers: _Workers, worker: int, exitcode: int, epoch: Epoch |
     return (
         f"worker {worker} (pid {pid}) {how}{where}; the run was stopped, its output is incomplete"
     )
-
-
-def _merge_shares(shares: list[list[OutputChunk]]) -> list[OutputChunk]:
-    """Each worker's chunks of one epoch -> one chunk per stream in serial order."""
-    by_name: dict[str, list[OutputChunk]] = {}
-    for chunks in shares:
-        for chunk in chunks:
-            by_name.setdefault(chunk.output, []).append(chunk)
-    out = []
-    for name, all_parts in by_name.items():
-        # A worker with no records for a stream may not even know its columns.
-        parts = [p for p in all_parts if len(p)] or all_parts[:1]
-        if len(parts) == 1:
-            out.append(parts[0])
-            continue
-        seq = np.concatenate([p.seq for p in parts])
-        # Stable: all records of one event come from one worker, already in order.
-        order = np.argsort(seq, kind="stable")
-        keys = _concat([p.keys for p in parts])[order]
-        names = list(dict.fromkeys(n for p in parts for n in p.columns))
-        columns = {n: _concat([_column_or_absent(p, n) for p in parts])[order] for n in names}
-        out.append(OutputChunk(name, seq[order], keys, columns))
-    return out
-
-
-def _column_or_absent(chunk: OutputChunk, name: str) -> np.ndarray:
-    col = chunk.columns.get(name)
-    return absent_column(len(chunk)) if col is None else col
-
-
-def _concat(parts: list[np.ndarray]) -> np.ndarray:
-    if any(p.dtype == object for p in parts) and not all(p.dtype == object for p in parts):
-        out = np.empty(sum(len(p) for p in parts), dtype=object)
-        i = 0
-        for p in parts:
-            out[i : i + len(p)] = p.tolist()
-            i += len(p)
-        return out
-    return np.concatenate(parts)
 
 
 def _affinity_cpus() -> int:

@@ -47,13 +47,12 @@ from typing import Any, NoReturn
 from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
 from engine.errors import EngineError, ExecutionError, LogError, StallError
 from engine.executors.base import RunStats, auto_epoch_size
-from engine.executors.parallel import _merge_shares, _raise
 from engine.executors.ray_actors import Placed, RayWorker, Share, ship_plan
 from engine.executors.snapshot import check_header, fingerprint
-from engine.executors.worker import Failed
+from engine.executors.worker import Failed, raise_failure
 from engine.log import Epoch, Source
 from engine.merge import merge_log
-from engine.output import OutputChunk, Sink
+from engine.output import OutputChunk, Sink, merge_shares
 from engine.planner import Plan
 from engine.positions import LogPosition
 
@@ -368,7 +367,7 @@ class RayExecutor:
                 for what, secs in share.seconds.items():
                     stats.add_time(what, secs)
             t0 = time.perf_counter()
-            chunks: list[OutputChunk] = _merge_shares([s.chunks for s in shares])
+            chunks: list[OutputChunk] = merge_shares([s.chunks for s in shares])
             stats.add_time("merge", time.perf_counter() - t0)
             t0 = time.perf_counter()
             sink.write(chunks, epoch)
@@ -424,7 +423,7 @@ class RayExecutor:
                         seq=None if epoch is None else epoch.seq_start,
                     ) from None
                 if isinstance(answer, Failed):
-                    _raise(answer)
+                    raise_failure(answer)
                 answers[w] = answer
             if ready or not pending:
                 continue

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from engine.errors import CheckpointError, EngineError, ExecutionError
 from engine.executors.arena import ReceivedObjects, RunDir, load, store
@@ -43,6 +43,7 @@ __all__ = [
     "RestoreTask",
     "Saved",
     "SnapshotTask",
+    "raise_failure",
     "worker_main",
 ]
 
@@ -113,6 +114,14 @@ class Failed:
     seq: int | None
     operator: str | None
     checkpoint: bool = False
+
+
+def raise_failure(failed: Failed) -> NoReturn:
+    """Raise what a worker reported: :class:`CheckpointError` for a snapshot or restore,
+    else :class:`ExecutionError` with its ``seq`` and operator."""
+    if failed.checkpoint:
+        raise CheckpointError(failed.message)
+    raise ExecutionError(failed.message, seq=failed.seq, operator=failed.operator)
 
 
 class _ShmExchange:

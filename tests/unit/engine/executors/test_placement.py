@@ -17,14 +17,13 @@ from hypothesis import strategies as st
 
 from engine.examples.social.spam import build_spam_pipeline
 from engine.executors.columns import Part
-from engine.executors.parallel import _merge_shares
 from engine.executors.placement import place
 from engine.executors.runtime import EpochRuntime
 from engine.executors.serial import SerialExecutor
 from engine.executors.sharding import Shard
 from engine.keys import Unordered
 from engine.merge import merge_log
-from engine.output import OutputChunk, canonical_bytes, collect
+from engine.output import OutputChunk, canonical_bytes, collect, merge_shares
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
 from tests.support.budget import examples
@@ -112,7 +111,7 @@ def _sharded_bytes(pipeline: Pipeline, log: LogSpec, workers: int, epoch_size: i
             except BaseException:
                 exchange.barrier.abort()
                 raise
-            chunks.extend(_merge_shares(shares))
+            chunks.extend(merge_shares(shares))
     return canonical_bytes(chunks)
 
 
@@ -152,6 +151,6 @@ def test_sharded_runtimes_equal_serial_on_spam() -> None:
     with ThreadPoolExecutor(2) as pool:
         for epoch in merge_log(social_source(data), epoch_size=1_000):
             shares = [f.result() for f in [pool.submit(rt.process, epoch) for rt in runtimes]]
-            chunks.extend(_merge_shares(shares))
+            chunks.extend(merge_shares(shares))
     assert canonical_bytes(chunks) == canonical_bytes(sink.chunks)
     assert np.sum([len(c) for c in chunks]) > 0
