@@ -623,7 +623,14 @@ def _already_finished(
     topics are checked to hold what the job wrote (OutputLostError, exit 2, as a resume's
     check, if not). None when a topic that held nothing is gone: the caller then resumes
     from the last checkpoint as without the marker, which creates it again."""
-    verify_outputs(job.client, done.marks, job=job.job, seq=done.events)
+    verify_outputs(
+        job.client,
+        done.marks,
+        job=job.job,
+        seq=done.events,
+        # Written without headers: its records are the job's by its manifest.
+        headerless=[t for _, t, _ in job.outputs] if job.config.output_headers == "none" else (),
+    )
     admin = AdminClient(dict(job.client))
     present = admin.list_topics(timeout=job.config.broker_timeout).topics
     gone = sorted(t for t in done.marks.topics if t not in present)
