@@ -230,7 +230,9 @@ class RegionStore:
     def nbytes(self) -> int:
         per_slot = sum(a.nbytes for a in (self.start, self.length, self.cap, self.disp))
         per_slot += self.tmin.nbytes + self.tmax.nbytes
-        return per_slot + sum(a.nbytes for a in self.cols.values())
+        # The rows in use: the arrays' tails are untouched zero pages (they grow fourfold),
+        # which cost address space, not memory.
+        return per_slot + sum(a.itemsize * self.top for a in self.cols.values())
 
     def ensure_slots(self, n: int) -> None:
         self.start = grow(self.start, n)
