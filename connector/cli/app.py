@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import os
 import signal
 import sys
@@ -367,8 +368,20 @@ def _terminate_as_interrupt(enabled: bool) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def report_native_crashes() -> None:
+    """On a fatal signal (SIGSEGV, SIGBUS, SIGABRT, SIGFPE, SIGILL: a fault in native code,
+    the Kafka client's or a compiled kernel's) print every thread's Python stack to stderr
+    before dying, here and in the processes the job starts: forked ones inherit the handler,
+    spawned ones (the sink process) read ``PYTHONFAULTHANDLER``. A Job's log then says where
+    a crash happened instead of only its exit signal."""
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
+    os.environ.setdefault("PYTHONFAULTHANDLER", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
+    report_native_crashes()
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_env_defaults(args)
