@@ -971,9 +971,10 @@ def _run_holding(
             topic=job.dead_letter_topic,
             producer=producers,
             metrics=metrics,
-            already=dead_lettered_offsets(job.client, job.dead_letter_topic, job.job)
-            if resume or snapshot is not None
-            else None,
+            # Always, not only when outputs or a snapshot show an earlier attempt: one that
+            # failed before its sink delivered anything (exit 1) has still flushed its dead
+            # letters on the way out, and its rerun wrote them all a second time.
+            already=dead_lettered_offsets(job.client, job.dead_letter_topic, job.job),
             limit=BadRecordLimit.parse(config.max_bad_records),
             max_bytes=dead_letter_limit(job.client, job.dead_letter_topic, producers.overrides),
         )

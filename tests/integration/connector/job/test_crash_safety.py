@@ -407,6 +407,26 @@ def test_a_damaged_checkpoint_is_skipped_for_the_previous_one(
     _assert_same(broker.bootstrap, job, reference)
 
 
+def test_a_native_crash_in_the_sink_process_fails_the_job_with_its_stacks_and_resumes(
+    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path
+) -> None:
+    """A segmentation fault (a bug in native code) in the sink process: the job exits 1
+    naming the dead sink process, the log holds the crashed thread's Python stack (so the
+    place can be found), and the rerun resumes to the same output."""
+    job = f"segv-{uuid.uuid4().hex[:8]}"
+    env = _env(broker.bootstrap, data.topics, job, tmp_path)
+    code, out = _finish(_start({**env, "RESTREAM_FAILPOINTS": "sink.epoch:3:segv"}))
+    assert code == 1, out
+    assert "Fatal Python error: Segmentation fault" in out, out
+    assert "sink_process.py" in out.split("Fatal Python error", 1)[1], out
+    assert "restream: failed:" in out and "sink process" in out, out
+    # Nothing of the scores may have been delivered, but the failed run flushed its dead
+    # letters on the way out: the rerun must not write them again.
+    code, out = _finish(_start(env))
+    assert code == 0, out
+    _assert_same(broker.bootstrap, job, reference)
+
+
 def test_a_checkpoint_of_other_settings_is_refused(
     broker: LocalBroker, data: Data, tmp_path: Path
 ) -> None:
