@@ -68,7 +68,16 @@ from engine.log import (
     take_column,
 )
 
-__all__ = ["KEYS_PER_CALL", "Keys", "Piece", "PieceStatus", "RayReader", "assemble", "describe"]
+__all__ = [
+    "KEYS_PER_CALL",
+    "Keys",
+    "Piece",
+    "PieceStatus",
+    "RayReader",
+    "ReaderShare",
+    "assemble",
+    "describe",
+]
 
 #: Records a reader reads for one :meth:`RayReader.keys` call (more if a batch is larger).
 KEYS_PER_CALL = 100_000
@@ -117,26 +126,15 @@ class _Rows:
     columns: dict[str, Column]
 
 
-class RayReader:
-    """Reads one share of the source and cuts its pieces of the epochs (see the module
-    docstring)."""
+class ReaderShare:
+    """A reader's share without Ray: reads its part, keeps the columns, answers key-only
+    batches and cuts pieces (see the module docstring). :class:`RayReader` hosts one in an
+    actor; tests drive one directly."""
 
-    def __init__(
-        self,
-        index: int,
-        part: SourcePart,
-        first_epoch: int = 0,
-        keys_per_call: int = KEYS_PER_CALL,
-    ) -> None:
-        """Reader ``index`` of ``part``; its first piece is of epoch ``first_epoch`` (a
-        resumed run's first)."""
-        import ray
-
-        self.index = index
+    def __init__(self, part: SourcePart, keys_per_call: int = KEYS_PER_CALL) -> None:
+        if keys_per_call < 1:
+            raise EngineError(f"keys_per_call must be >= 1, got {keys_per_call}")
         self.specs = tuple(part.partitions())
-        context = ray.get_runtime_context()
-        ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
-        self.placed = Placed(ip, context.get_node_id(), os.getpid())
         self._part = part
         self._keys_per_call = keys_per_call
         self._batches: Iterator[PartitionBatch] | None = None
@@ -146,42 +144,29 @@ class RayReader:
         #: kind -> column name -> dtype name (or "string"), from the kind's first batch here.
         self._schemas: dict[str, dict[str, str]] = {}
         self._empty: dict[str, dict[str, Column]] = {}
-        self._lock = threading.Condition()
-        self._next_piece = first_epoch
+        # Reading (one thread) and cutting pieces (another) share the buffers.
+        self._lock = threading.Lock()
         self._lookup: tuple[tuple[str, ...], npt.NDArray[np.int32]] | None = None
 
-    def where(self) -> Placed:
-        """Where this reader runs."""
-        return self.placed
-
-    def peak(self) -> int:
-        """This actor's peak RSS, bytes."""
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-    # -- keys -------------------------------------------------------------------------------
-
-    def keys(self) -> Keys | Failed:
-        """The next key-only batches (see the module docstring)."""
-        t0 = time.perf_counter()
-        try:
-            if self._batches is None:
-                source = self._part.open()
-                self._source = source
-                self._batches = iter(source.batches())
-            out: list[PartitionBatch] = []
-            rows = 0
-            done = False
-            while rows < self._keys_per_call:
-                batch = next(self._batches, None)
-                if batch is None:
-                    done = True
-                    break
-                out.append(self._keep(batch))
-                rows += len(batch.offsets)
-            report = self._source.report() if isinstance(self._source, ReportingSource) else None
-        except BaseException as exc:
-            return self._failed(exc, "reading")
-        return Keys(out, report, done, time.perf_counter() - t0)
+    def read(self) -> tuple[list[PartitionBatch], object, bool]:
+        """The next key-only batches (about ``keys_per_call`` records), the opened source's
+        report (None if it makes none) and whether the source is exhausted."""
+        if self._batches is None:
+            source = self._part.open()
+            self._source = source
+            self._batches = iter(source.batches())
+        out: list[PartitionBatch] = []
+        rows = 0
+        done = False
+        while rows < self._keys_per_call:
+            batch = next(self._batches, None)
+            if batch is None:
+                done = True
+                break
+            out.append(self._keep(batch))
+            rows += len(batch.offsets)
+        report = self._source.report() if isinstance(self._source, ReportingSource) else None
+        return out, report, done
 
     def _keep(self, batch: PartitionBatch) -> PartitionBatch:
         """Buffer the batch's columns; its key-only copy."""
@@ -232,23 +217,6 @@ class RayReader:
                 "kind must have the same columns and types"
             )
 
-    # -- pieces -----------------------------------------------------------------------------
-
-    def piece(self, epoch: Epoch) -> tuple[PieceStatus | Failed, Piece | None]:
-        """This reader's piece of ``epoch`` (a key epoch), in epoch order."""
-        with self._lock:
-            self._lock.wait_for(lambda: self._next_piece == epoch.index)
-        t0 = time.perf_counter()
-        try:
-            piece = self._cut(epoch)
-        except BaseException as exc:
-            return self._failed(exc, f"cutting its piece of epoch {epoch.index}"), None
-        finally:
-            with self._lock:
-                self._next_piece = epoch.index + 1
-                self._lock.notify_all()
-        return PieceStatus(time.perf_counter() - t0), piece
-
     def _owner(self, epoch: Epoch) -> npt.NDArray[np.int32]:
         """Per (topic code, partition): this reader's local index of it, or -1."""
         if self._lookup is None or self._lookup[0] != epoch.topics:
@@ -260,7 +228,9 @@ class RayReader:
             self._lookup = (epoch.topics, table)
         return self._lookup[1]
 
-    def _cut(self, epoch: Epoch) -> Piece:
+    def cut(self, epoch: Epoch) -> Piece:
+        """This share's piece of ``epoch`` (a key epoch of the merged keys); pieces must be
+        cut in epoch order."""
         table = self._owner(epoch)
         width = table.shape[1]
         kinds: dict[str, tuple[_I64, Mapping[str, Column]]] = {}
@@ -330,8 +300,64 @@ class RayReader:
             need = 0
         return out
 
+
+class RayReader:
+    """Reads one share of the source and cuts its pieces of the epochs, in a Ray actor (see
+    the module docstring)."""
+
+    def __init__(
+        self,
+        index: int,
+        part: SourcePart,
+        first_epoch: int = 0,
+        keys_per_call: int = KEYS_PER_CALL,
+    ) -> None:
+        """Reader ``index`` of ``part``; its first piece is of epoch ``first_epoch`` (a
+        resumed run's first)."""
+        import ray
+
+        self.index = index
+        self.share = ReaderShare(part, keys_per_call)
+        context = ray.get_runtime_context()
+        ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self.placed = Placed(ip, context.get_node_id(), os.getpid())
+        self._turn = threading.Condition()
+        self._next_piece = first_epoch
+
+    def where(self) -> Placed:
+        """Where this reader runs."""
+        return self.placed
+
+    def peak(self) -> int:
+        """This actor's peak RSS, bytes."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def keys(self) -> Keys | Failed:
+        """The next key-only batches (see :meth:`ReaderShare.read`)."""
+        t0 = time.perf_counter()
+        try:
+            batches, report, done = self.share.read()
+        except BaseException as exc:
+            return self._failed(exc, "reading")
+        return Keys(batches, report, done, time.perf_counter() - t0)
+
+    def piece(self, epoch: Epoch) -> tuple[PieceStatus | Failed, Piece | None]:
+        """This reader's piece of ``epoch`` (a key epoch), in epoch order."""
+        with self._turn:
+            self._turn.wait_for(lambda: self._next_piece == epoch.index)
+        t0 = time.perf_counter()
+        try:
+            piece = self.share.cut(epoch)
+        except BaseException as exc:
+            return self._failed(exc, f"cutting its piece of epoch {epoch.index}"), None
+        finally:
+            with self._turn:
+                self._next_piece = epoch.index + 1
+                self._turn.notify_all()
+        return PieceStatus(time.perf_counter() - t0), piece
+
     def _failed(self, exc: BaseException, doing: str) -> Failed:
-        where = describe(self.index, self.placed, self.specs)
+        where = describe(self.index, self.placed, self.share.specs)
         if isinstance(exc, EngineError):
             detail = str(exc)
         else:
