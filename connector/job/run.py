@@ -467,6 +467,7 @@ def _executor(config: RunConfig, events: int | None = None) -> Executor:
         epoch_size=size,
         stall_timeout=config.stall_timeout,
         ray_address=config.ray_address,
+        ray_readers=config.ray_readers,
     )
 
 
