@@ -316,6 +316,15 @@ SETTINGS: tuple[Setting, ...] = (
         metavar="ADDRESS",
     ),
     _s(
+        "ray_readers",
+        "int",
+        "reader actors of the ray executor, each reading and decoding a share of the input "
+        "partitions on its node (the driver merges only their sort keys); 0: one per node the "
+        "workers run on; never more than the input partitions",
+        0,
+        minimum=0,
+    ),
+    _s(
         "epoch_size",
         "int",
         "events per epoch (the unit of parallel work); 0: 125,000 per worker, within "
@@ -460,6 +469,7 @@ class RunConfig:
     executor: ExecutorName = _default("executor")
     workers: int = _default("workers")
     ray_address: str = _default("ray_address")
+    ray_readers: int = _default("ray_readers")
     epoch_size: int = _default("epoch_size")
     checkpoint_dir: str | None = _default("checkpoint_dir")
     checkpoint_every_epochs: int = _default("checkpoint_every_epochs")

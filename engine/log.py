@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import numpy as np
 import numpy.typing as npt
 
 from engine.errors import LogError
+from engine.positions import LogPosition
 
 __all__ = [
     "Column",
@@ -24,10 +25,14 @@ __all__ = [
     "InMemorySource",
     "PartitionBatch",
     "PartitionSpec",
+    "ReportingSource",
     "Source",
+    "SourcePart",
+    "SplittableSource",
     "StringColumn",
     "TopicTable",
     "concat_columns",
+    "split_partitions",
     "take_column",
 ]
 
@@ -192,6 +197,72 @@ class Source(Protocol):
         ...
 
 
+class SourcePart(Protocol):
+    """A share of a :class:`SplittableSource`: some of its partitions, from the same start
+    positions. Picklable: it travels to another process (a reader actor), where :meth:`open`
+    gives the :class:`Source` over exactly those partitions."""
+
+    def partitions(self) -> Sequence[PartitionSpec]:
+        """The partitions of this share."""
+        ...
+
+    def open(self) -> Source:
+        """A source over this share's partitions (called where the reading happens)."""
+        ...
+
+
+@runtime_checkable
+class ReportingSource(Protocol):
+    """A source opened from a :class:`SourcePart` that has something to tell the source it
+    was split from (bad records, read counts, seconds): what :meth:`report` returns (picklable)
+    goes to :meth:`SplittableSource.absorb` in the process that split it."""
+
+    def report(self) -> object:
+        """What happened since the last call (the last call's report says the reading
+        ended, if it did)."""
+        ...
+
+
+class SplittableSource(Source, Protocol):
+    """A :class:`Source` that can be read in shares by other processes (the ray executor's
+    reader actors): :meth:`split` cuts its partitions into disjoint :class:`SourcePart` s,
+    each read from the same start positions as the whole would be (a source built to resume
+    at a :class:`~engine.positions.LogPosition` splits into parts that resume there too)."""
+
+    def split(self, parts: int) -> list[SourcePart]:
+        """At most ``parts`` (>= 1) shares, every partition in exactly one, none empty of
+        partitions (fewer shares when there are fewer partitions)."""
+        ...
+
+    def absorb(self, report: object) -> None:
+        """Take a report of a part's opened source (see :class:`ReportingSource`); may raise
+        to stop the run (a bad record under a ``fail`` policy, say)."""
+        ...
+
+
+def split_partitions(
+    specs: Sequence[PartitionSpec], parts: int, weights: Sequence[int] | None = None
+) -> list[list[PartitionSpec]]:
+    """``specs`` cut into at most ``parts`` non-empty groups of about equal weight (each
+    partition's ``weights`` entry, default 1: its record count where known), heaviest
+    first onto the lightest group; deterministic, and each group keeps the order given."""
+    if parts < 1:
+        raise LogError(f"a source splits into >= 1 parts, got {parts}")
+    count = min(parts, len(specs))
+    if count == 0:
+        return []
+    weight = list(weights) if weights is not None else [1] * len(specs)
+    if len(weight) != len(specs):
+        raise LogError(f"{len(weight)} weights for {len(specs)} partitions")
+    loads = [0] * count
+    members: list[list[int]] = [[] for _ in range(count)]
+    for i in sorted(range(len(specs)), key=lambda i: (-weight[i], i)):
+        g = min(range(count), key=lambda g: (loads[g], len(members[g]), g))
+        loads[g] += max(weight[i], 1)
+        members[g].append(i)
+    return [[specs[i] for i in sorted(m)] for m in members]
+
+
 def _as_column(name: str, values: Column | Sequence[Any]) -> Column:
     if isinstance(values, StringColumn):
         return values
@@ -277,6 +348,43 @@ class InMemorySource:
     def partitions(self) -> tuple[PartitionSpec, ...]:
         """Every partition, in the order given."""
         return tuple(spec for spec, _, _, _ in self._parts)
+
+    def split(self, parts: int) -> list[SourcePart]:
+        """Shares of about equally many records (see :class:`SplittableSource`): each an
+        :class:`InMemorySource` of its partitions, same batch size."""
+        by_key = {(spec.topic, spec.partition): part for part in self._parts for spec in [part[0]]}
+        groups = split_partitions(
+            self.partitions(), parts, [len(offsets) for _, offsets, _, _ in self._parts]
+        )
+        return [
+            InMemorySource(
+                [by_key[(s.topic, s.partition)] for s in group], batch_size=self._batch_size
+            )
+            for group in groups
+        ]
+
+    def open(self) -> InMemorySource:
+        """Itself: a share of an in-memory source is one (see :class:`SourcePart`)."""
+        return self
+
+    def absorb(self, report: object) -> None:
+        """Nothing to take: an in-memory source has no bad records or counters."""
+
+    def resumed(self, position: LogPosition) -> InMemorySource:
+        """This source from ``position`` on: each partition of the position from its
+        ``next_offset``, the others from their start (what a connector does on resume)."""
+        parts: list[_Part] = []
+        for spec, offsets, ts, columns in self._parts:
+            pos = position.partitions.get((spec.topic, spec.partition))
+            if pos is None:
+                parts.append((spec, offsets, ts, columns))
+                continue
+            lo = int(np.searchsorted(offsets, pos.next_offset))
+            cut = slice(lo, None)
+            parts.append(
+                (spec, offsets[cut], ts[cut], {n: take_column(c, cut) for n, c in columns.items()})
+            )
+        return InMemorySource(parts, batch_size=self._batch_size)
 
     def batches(self) -> Iterator[PartitionBatch]:
         """Round-robin chunks of ``batch_size`` records; each partition's last chunk is final."""

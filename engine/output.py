@@ -114,6 +114,9 @@ class Sink(Protocol):
         """Take one epoch's output (one chunk per stream that has records).
 
         Called once per epoch, epochs in order, after every record of ``epoch`` was processed.
+        ``epoch`` has every event's coordinates (``seq``, time, topic, partition, offset); an
+        executor whose driver never holds the rows (ray with reader actors) passes its events
+        without their columns.
         """
         ...
 

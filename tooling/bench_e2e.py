@@ -63,9 +63,11 @@ class Stage:
 def stages_of(seconds: Mapping[str, float], events: int, outputs: int) -> list[Stage]:
     """The stages of a run from its ``RunStats.seconds``: the coordinator's (consume, decode,
     the log's merge with the rest of reading, hand-off to the workers, the merge of their
-    output, hand-off to the sink), the workers' (compute: the phases, summed over workers)
-    and the sink process's (load, keys and partitioning, resume skip, encode, headers,
-    produce calls, flush). Stages a run did not time are left out."""
+    output, hand-off to the sink), the workers' (compute: the phases, summed over workers),
+    on ray with reader actors the readers' (consume, decode, cutting pieces; summed) and the
+    driver's CPU for the key merge and routing (``route``), and the sink process's (load,
+    keys and partitioning, resume skip, encode, headers, produce calls, flush). Stages a run
+    did not time are left out."""
 
     def row(process: str, stage: str, spent: float, per: str) -> Stage:
         count = events if per == "event" else outputs
@@ -83,6 +85,16 @@ def stages_of(seconds: Mapping[str, float], events: int, outputs: int) -> list[S
         )
     else:
         rows.append(row("coordinator", "read", read, "event"))
+    if "route" in seconds:
+        # Ray with reader actors: the driver's thread CPU for the key merge and hand-off calls.
+        rows.append(row("coordinator", "key merge and routing (CPU)", seconds["route"], "event"))
+    for key, stage in (
+        (f"{STAGE_PREFIX}reader consume", "consume"),
+        (f"{STAGE_PREFIX}reader decode", "decode"),
+        ("reader piece", "cut pieces of epochs"),
+    ):
+        if key in seconds:
+            rows.append(row("readers (summed)", stage, seconds[key], "event"))
     for key, stage in (
         ("move", "hand-off to workers (move, all processes)"),
         ("merge", "merge of the workers' output"),
@@ -92,6 +104,10 @@ def stages_of(seconds: Mapping[str, float], events: int, outputs: int) -> list[S
             rows.append(row("coordinator", stage, seconds[key], "event"))
     phases = sum(v for k, v in seconds.items() if k.startswith("phase "))
     rows.append(row("workers (summed)", "compute (phases)", phases, "event"))
+    if "assemble" in seconds:
+        rows.append(
+            row("workers (summed)", "assemble epochs from pieces", seconds["assemble"], "event")
+        )
     if "exchange" in seconds:
         rows.append(
             row("workers (summed)", "exchange (within phases)", seconds["exchange"], "event")

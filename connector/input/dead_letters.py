@@ -52,7 +52,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from confluent_kafka import KafkaException, Message
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # re-exported, not in __all__
     AdminClient,
     ConfigResource,
@@ -71,6 +71,7 @@ __all__ = [
     "BadRecords",
     "DeadLetter",
     "DeadLetterProducer",
+    "RecordLike",
     "dead_letter_limit",
     "fit_dead_letter",
 ]
@@ -202,6 +203,39 @@ class DeadLetterProducer(Protocol):
         ...
 
 
+class RecordLike(Protocol):
+    """What a bad record must tell: a client's ``Message``, or a reader's copy of one
+    (:class:`connector.input.reader.BadMessage`)."""
+
+    def topic(self) -> str | None:
+        """The record's topic."""
+        ...
+
+    def partition(self) -> int | None:
+        """The record's partition."""
+        ...
+
+    def offset(self) -> int | None:
+        """The record's offset."""
+        ...
+
+    def key(self) -> bytes | None:
+        """The record's key bytes."""
+        ...
+
+    def value(self) -> bytes | None:
+        """The record's value bytes."""
+        ...
+
+    def headers(self) -> Any:
+        """The record's headers (a list of pairs, or None)."""
+        ...
+
+    def timestamp(self) -> tuple[int, int]:
+        """The record's (timestamp type, milliseconds)."""
+        ...
+
+
 class BadRecords:
     """Applies the bad-record policy; see the module docstring."""
 
@@ -272,7 +306,7 @@ class BadRecords:
             "topics, formats and schemas, or raise the limit"
         )
 
-    def handle(self, message: Message, problem: RecordProblem) -> None:
+    def handle(self, message: RecordLike, problem: RecordProblem) -> None:
         """Dead-letter ``message`` or raise :class:`BadRecordError`, after counting it."""
         source = f"{message.topic()}/{message.partition()}@{message.offset()}"
         self.counts[problem.reason] = self.counts.get(problem.reason, 0) + 1

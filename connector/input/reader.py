@@ -11,36 +11,57 @@ part of the log.
 
 Records that cannot be used go to :class:`~connector.input.dead_letters.BadRecords`
 (dead-lettered or fatal, by policy); the batch then carries only the good rows, with their
-own offsets. Besides what the decoder rejects, a record is bad when it has no timestamp
+own offsets.
+
+Besides what the decoder rejects, a record is bad when it has no timestamp
 (``undecodable``) or when its timestamp, the event time, is before 1970-01-01 or not before
 2200-01-01 (``bad-timestamp``): such a time is a producer's bug, and one of them would make
 every event-time figure of the job (replay speed, windows, watermark) absurd.
+
+On the ray executor the source is split (:meth:`KafkaSource.split`, an
+:class:`engine.log.SplittableSource`): each :class:`KafkaPart` (picklable: client settings
+without callbacks, its partitions' ranges, the topics' decoders, the watchdog's timeout)
+opens a :class:`KafkaPartSource` in a reader actor, which reads and decodes there and
+reports, with the keys of each batch, its bad records (as :class:`BadMessage` s: the
+record's bytes and coordinates), counts and seconds; :meth:`KafkaSource.absorb` takes them in
+the driver, where the run's :class:`~connector.input.dead_letters.BadRecords` dead-letters
+or fails and the metrics count, as if the driver had read them.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 import uuid
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connector.errors import BrokerError, WatchdogError
-from connector.input.dead_letters import BadRecords
-from connector.observability.metrics import JobMetrics
+from connector.input.dead_letters import RecordLike
 from connector.positions.ranges import PartitionRange
 from connector.serde.event_time import EVENT_TIME_RANGE, event_times
 from connector.serde.values import RecordProblem, ValueDecoder
-from engine.log import PartitionBatch, PartitionSpec, take_column
+from engine.log import PartitionBatch, PartitionSpec, SourcePart, split_partitions, take_column
 
-__all__ = ["KafkaSource", "TopicInput", "consumer_config"]
+__all__ = [
+    "BadMessage",
+    "BadRecordHandler",
+    "KafkaPart",
+    "KafkaPartSource",
+    "KafkaSource",
+    "ReadMetrics",
+    "ReadReport",
+    "TopicInput",
+    "consumer_config",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +99,36 @@ def consumer_config(client: Mapping[str, Any], job: str) -> dict[str, Any]:
     }
 
 
+class BadRecordHandler(Protocol):
+    """What the source tells about bad records
+    (:class:`~connector.input.dead_letters.BadRecords` in the process that runs the job)."""
+
+    def handle(self, message: RecordLike, problem: RecordProblem) -> None:
+        """One bad record: dead-letter it, or raise, by policy."""
+        ...
+
+    def read(self, records: int) -> None:
+        """``records`` more records read (their bad ones already handled)."""
+        ...
+
+    def finish(self) -> None:
+        """The whole input has been read."""
+        ...
+
+
+class ReadMetrics(Protocol):
+    """The reading metrics the source updates
+    (:class:`~connector.observability.metrics.JobMetrics`)."""
+
+    def records_read(self, topic: str, partition: int, count: int, next_offset: int) -> None:
+        """``count`` records of a partition were read; the next one is ``next_offset``."""
+        ...
+
+    def partition_done(self, topic: str, partition: int) -> None:
+        """A partition reached its end offset."""
+        ...
+
+
 def _partition_of(m: Message) -> tuple[str, int]:
     return (m.topic() or "", m.partition() or 0)
 
@@ -99,17 +150,19 @@ class KafkaSource:
         client: Mapping[str, Any],
         ranges: Sequence[PartitionRange],
         inputs: Mapping[str, TopicInput],
-        bad_records: BadRecords,
+        bad_records: BadRecordHandler,
         *,
         job: str,
-        metrics: JobMetrics | None = None,
+        metrics: ReadMetrics | None = None,
         batch_records: int = 50_000,
         stall_timeout_s: float = 120.0,
         reading: Callable[[], tuple[int, int] | None] | None = None,
+        where: str = "in the coordinator",
     ) -> None:
         """``stall_timeout_s``: how long reading may bring no record before it fails with
         :class:`~connector.errors.WatchdogError`; ``reading()``: the index and first ``seq``
-        of the epoch being read, for that error's message."""
+        of the epoch being read, and ``where`` the process that reads, for that error's
+        message."""
         missing = sorted({r.topic for r in ranges} - set(inputs))
         if missing:
             raise BrokerError(f"no input settings for topics {missing}")
@@ -122,12 +175,67 @@ class KafkaSource:
         self._batch_records = batch_records
         self._stall_timeout_s = stall_timeout_s
         self._reading = reading
+        self._where = where
+        # Parts the source was split into, and how many of them finished reading.
+        self._parts = 0
+        self._parts_done = 0
         #: Records handed to the engine and bad records, per (topic, partition).
         self.read_counts: dict[tuple[str, int], int] = {}
         #: Seconds spent in the consumer (``consume``: fetching and sorting the messages in
         #: by partition) and decoding them (``decode``); the rest of the engine's ``read`` is
-        #: its merge of the partitions.
+        #: its merge of the partitions. When split, the readers' seconds (summed) are
+        #: ``reader consume`` and ``reader decode``.
         self.seconds: dict[str, float] = {"consume": 0.0, "decode": 0.0}
+
+    def split(self, parts: int) -> list[SourcePart]:
+        """Shares of about equally many records, each a :class:`KafkaPart` (see the module
+        docstring)."""
+        by_key = {(r.topic, r.partition): r for r in self._ranges}
+        groups = split_partitions(self.partitions(), parts, [r.records for r in self._ranges])
+        # Callbacks (error_cb: the driver's metrics) stay here: a reader has its own client.
+        client = {k: v for k, v in self._client.items() if not callable(v)}
+        self._parts = len(groups)
+        self._parts_done = 0
+        out: list[SourcePart] = []
+        for group in groups:
+            ranges = tuple(by_key[(s.topic, s.partition)] for s in group)
+            topics = {r.topic for r in ranges}
+            out.append(
+                KafkaPart(
+                    client,
+                    ranges,
+                    {t: i for t, i in self._inputs.items() if t in topics},
+                    self._job,
+                    self._batch_records,
+                    self._stall_timeout_s,
+                )
+            )
+        return out
+
+    def absorb(self, report: object) -> None:
+        """Take a :class:`ReadReport` of a part's reader: its bad records go to the run's
+        bad-record handling (which may raise), its counts to the metrics, as if read here."""
+        if not isinstance(report, ReadReport):
+            raise BrokerError(f"expected a ReadReport from a reader, got {type(report).__name__}")
+        for message, problem in report.bad:
+            self._bad.handle(message, problem)
+        if report.records:
+            self._bad.read(report.records)
+        for key, (count, next_offset) in report.read.items():
+            if self._metrics is not None:
+                self._metrics.records_read(key[0], key[1], count, next_offset)
+            self.read_counts[key] = self.read_counts.get(key, 0) + count
+        for key in report.done:
+            if self._metrics is not None:
+                self._metrics.partition_done(*key)
+        for what, spent in report.seconds.items():
+            name = f"reader {what}"
+            self.seconds[name] = self.seconds.get(name, 0.0) + spent
+        if report.finished:
+            self._parts_done += 1
+            if self._parts_done == self._parts:
+                # Every part is read: judge the share of bad records over the whole input.
+                self._bad.finish()
 
     def partitions(self) -> tuple[PartitionSpec, ...]:
         """Every partition of the ranges, empty ones included."""
@@ -186,7 +294,7 @@ class KafkaSource:
             for t, p in sorted(live)
         )
         return WatchdogError(
-            f"the reader (in the coordinator, pid {os.getpid()}) made no progress for "
+            f"the reader ({self._where}, pid {os.getpid()}) made no progress for "
             f"{self._stall_timeout_s:.0f} s{where}: no records arrived while partitions are "
             f"short of their end offsets ({short}); is the broker reachable, or is a "
             "transaction on them still open (a read_committed reader waits for it)?",
@@ -346,3 +454,177 @@ def _time_detail(ms: int) -> str:
         else "not before 2200-01-01"
     )
     return f"event time {ms} ms is {when}; accepted: [{lo}, {hi}) ms since the epoch"
+
+
+@dataclass(frozen=True, slots=True)
+class BadMessage:
+    """A bad record as a reader saw it (picklable, unlike a client's ``Message``): what
+    :class:`~connector.input.dead_letters.BadRecords` needs to dead-letter it."""
+
+    topic_: str
+    partition_: int
+    offset_: int
+    key_: bytes | None
+    value_: bytes | None
+    headers_: list[tuple[str, bytes | None]] | None
+    timestamp_: tuple[int, int]
+
+    @classmethod
+    def of(cls, message: RecordLike) -> BadMessage:
+        """A copy of ``message``'s coordinates, bytes, headers and timestamp."""
+        raw = message.headers()
+        headers = None if raw is None else list(raw.items() if isinstance(raw, dict) else raw)
+        return cls(
+            message.topic() or "",
+            message.partition() or 0,
+            message.offset() or 0,
+            message.key(),
+            message.value(),
+            headers,
+            message.timestamp(),
+        )
+
+    def topic(self) -> str:
+        """The record's topic."""
+        return self.topic_
+
+    def partition(self) -> int:
+        """The record's partition."""
+        return self.partition_
+
+    def offset(self) -> int:
+        """The record's offset."""
+        return self.offset_
+
+    def key(self) -> bytes | None:
+        """The record's key bytes."""
+        return self.key_
+
+    def value(self) -> bytes | None:
+        """The record's value bytes."""
+        return self.value_
+
+    def headers(self) -> list[tuple[str, bytes | None]] | None:
+        """The record's headers."""
+        return self.headers_
+
+    def timestamp(self) -> tuple[int, int]:
+        """The record's (timestamp type, milliseconds)."""
+        return self.timestamp_
+
+
+@dataclass(frozen=True, slots=True)
+class ReadReport:
+    """What a reader's :class:`KafkaPartSource` read since its last report: bad records with
+    their problems, records read (good and bad), per partition the records and next offset,
+    partitions finished, seconds (``consume``, ``decode``), and whether reading ended."""
+
+    bad: list[tuple[BadMessage, RecordProblem]]
+    records: int
+    read: dict[tuple[str, int], tuple[int, int]]
+    done: list[tuple[str, int]]
+    seconds: dict[str, float]
+    finished: bool
+
+
+class _Collected:
+    """A reader's bad records and counts, kept for its next report (the handler and metrics
+    of a :class:`KafkaPartSource`)."""
+
+    def __init__(self) -> None:
+        self.bad: list[tuple[BadMessage, RecordProblem]] = []
+        self.records = 0
+        self.read: dict[tuple[str, int], tuple[int, int]] = {}
+        self.done: list[tuple[str, int]] = []
+        self.finished = False
+
+    def handle(self, message: RecordLike, problem: RecordProblem) -> None:
+        self.bad.append((BadMessage.of(message), problem))
+
+    def read_records(self, records: int) -> None:
+        self.records += records
+
+    def finish(self) -> None:
+        self.finished = True
+
+    def records_read(self, topic: str, partition: int, count: int, next_offset: int) -> None:
+        before = self.read.get((topic, partition), (0, 0))[0]
+        self.read[(topic, partition)] = (before + count, next_offset)
+
+    def partition_done(self, topic: str, partition: int) -> None:
+        self.done.append((topic, partition))
+
+
+class _CollectedBad:
+    """:class:`_Collected` as a :class:`BadRecordHandler` (its ``read`` is a counter there)."""
+
+    def __init__(self, into: _Collected) -> None:
+        self._into = into
+
+    def handle(self, message: RecordLike, problem: RecordProblem) -> None:
+        self._into.handle(message, problem)
+
+    def read(self, records: int) -> None:
+        self._into.read_records(records)
+
+    def finish(self) -> None:
+        self._into.finish()
+
+
+class KafkaPartSource(KafkaSource):
+    """A :class:`KafkaSource` over one part's ranges in a reader actor, that keeps what it
+    finds for :meth:`report` instead of handling it (see the module docstring)."""
+
+    def __init__(self, part: KafkaPart) -> None:
+        self._collected = _Collected()
+        super().__init__(
+            part.client,
+            part.ranges,
+            part.inputs,
+            _CollectedBad(self._collected),
+            job=part.job,
+            metrics=self._collected,
+            batch_records=part.batch_records,
+            stall_timeout_s=part.stall_timeout_s,
+            where=f"a ray reader actor on {socket.gethostname()}",
+        )
+        self._reported = dict(self.seconds)
+
+    def batches(self) -> Iterator[PartitionBatch]:
+        """As :meth:`KafkaSource.batches`; the report after the last batch says so (also
+        when every range of the part is empty, where nothing calls ``finish``)."""
+        yield from super().batches()
+        self._collected.finished = True
+
+    def report(self) -> ReadReport:
+        """What was read since the last report (see :class:`ReadReport`)."""
+        c = self._collected
+        seconds = {k: v - self._reported.get(k, 0.0) for k, v in self.seconds.items()}
+        self._reported = dict(self.seconds)
+        out = ReadReport(c.bad, c.records, c.read, c.done, seconds, c.finished)
+        self._collected.bad, self._collected.records = [], 0
+        self._collected.read, self._collected.done = {}, []
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaPart:
+    """A share of a :class:`KafkaSource` for a reader actor (picklable; see the module
+    docstring)."""
+
+    client: Mapping[str, Any]
+    ranges: tuple[PartitionRange, ...]
+    inputs: Mapping[str, TopicInput]
+    job: str
+    batch_records: int
+    stall_timeout_s: float
+
+    def partitions(self) -> tuple[PartitionSpec, ...]:
+        """The part's partitions."""
+        return tuple(
+            PartitionSpec(r.topic, r.partition, self.inputs[r.topic].kind) for r in self.ranges
+        )
+
+    def open(self) -> KafkaPartSource:
+        """The source over the part's ranges (in the reader actor)."""
+        return KafkaPartSource(self)

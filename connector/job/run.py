@@ -112,7 +112,7 @@ from connector.serde.avro import AvroSchema, load_schema, load_schema_file
 from connector.serde.avro_decode import field_kind
 from connector.serde.event_time import EVENT_TIME_KINDS
 from connector.serde.json_schema import SAMPLE_PER_PARTITION, infer_json_schema, inferred_schema
-from connector.serde.schema_registry import registry_client
+from connector.serde.schema_registry import RegistryLookup, registry_client
 from connector.serde.values import (
     JsonRecordEncoder,
     check_schema,
@@ -467,6 +467,7 @@ def _executor(config: RunConfig, events: int | None = None) -> Executor:
         epoch_size=size,
         stall_timeout=config.stall_timeout,
         ray_address=config.ray_address,
+        ray_readers=config.ray_readers,
     )
 
 
@@ -989,7 +990,8 @@ def _run_holding(
                     # The value's "ts" is dropped (the record timestamp is the event time)
                     # unless it is the event time.
                     exclude=() if config.event_time.get(kind) == "ts" else ("ts",),
-                    registry=registry,
+                    # Picklable, for the ray executor's reader actors (each makes a client).
+                    registry=None if registry is None else RegistryLookup(config),
                 ),
                 config.event_time.get(kind),
             )

@@ -26,6 +26,7 @@ def make_executor(
     epoch_size: int | None = None,
     stall_timeout: float | None = None,
     ray_address: str = "",
+    ray_readers: int = 0,
 ) -> Executor:
     """The executor called ``name``, with ``epoch_size`` events an epoch (default: the
     :func:`~engine.executors.base.auto_epoch_size` of its workers).
@@ -39,6 +40,8 @@ def make_executor(
     ``ray_address`` is the Ray cluster the ray executor connects to (``""``: ``ray.init``'s
     own choice); the ray executor imports Ray only when it starts, and a missing ``ray``
     package is an :class:`~engine.errors.EngineError` saying how to install it.
+    ``ray_readers`` is the ray executor's reader actors for a source that can be split (0: one
+    per node of its workers).
     """
     if name == "parallel":
         return ParallelExecutor(workers=workers, epoch_size=epoch_size, stall_timeout=stall_timeout)
@@ -52,6 +55,7 @@ def make_executor(
             epoch_size=epoch_size,
             stall_timeout=stall_timeout,
             address=ray_address,
+            readers=ray_readers,
         )
     if name not in EXECUTOR_NAMES:
         raise EngineError(f"unknown executor {name!r}; choose one of {', '.join(EXECUTOR_NAMES)}")

@@ -49,7 +49,7 @@ import types
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.errors import CheckpointError, EngineError, ExecutionError
 from engine.executors.base import RunStats
@@ -62,6 +62,9 @@ from engine.log import Epoch
 from engine.output import OutputChunk
 from engine.planner import Plan
 from engine.state.jit import warm_up
+
+if TYPE_CHECKING:
+    from engine.executors.ray_readers import Piece
 
 __all__ = ["Placed", "RayWorker", "Share", "load_plan", "ship_plan"]
 
@@ -189,13 +192,33 @@ class RayWorker:
     def process(self, ticket: int, epoch: Epoch) -> Share | Failed:
         """Run every phase of ``epoch`` over this shard; its output share."""
         with self._turn_of(ticket):
-            self._progress = (epoch.index, -1)
+            return self._process(epoch, RunStats("ray"))
+
+    def process_pieces(self, ticket: int, keys: Epoch, *pieces: Piece | None) -> Share | Failed:
+        """Assemble the epoch from its key epoch and the readers' pieces (see
+        :mod:`engine.executors.ray_readers`), then run it as :meth:`process` does. A missing
+        piece (None: its reader failed, which the driver reports) fails the epoch."""
+        from engine.executors.ray_readers import assemble
+
+        with self._turn_of(ticket):
             stats = RunStats("ray")
+            t0 = time.perf_counter()
             try:
-                chunks = self.runtime.process(epoch, stats, on_phase=self._on_phase(epoch.index))
+                if any(p is None for p in pieces):
+                    raise EngineError("a reader failed to send its piece of the epoch")
+                epoch = assemble(keys, [p for p in pieces if p is not None])
             except BaseException as exc:
-                return self._failed(exc, epoch)
-            return Share(chunks, stats.seconds)
+                return self._failed(exc, keys)
+            stats.add_time("assemble", time.perf_counter() - t0)
+            return self._process(epoch, stats)
+
+    def _process(self, epoch: Epoch, stats: RunStats) -> Share | Failed:
+        self._progress = (epoch.index, -1)
+        try:
+            chunks = self.runtime.process(epoch, stats, on_phase=self._on_phase(epoch.index))
+        except BaseException as exc:
+            return self._failed(exc, epoch)
+        return Share(chunks, stats.seconds)
 
     def snapshot(self, ticket: int) -> tuple[bytes, float] | Failed:
         """This shard's state as of the end of the epoch before, and the seconds it took."""

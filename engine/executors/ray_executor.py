@@ -3,10 +3,18 @@ spread over the nodes of a Ray cluster (DESIGN.md §3, Scale-out).
 
 How a run goes:
 
-* The **driver** (this process, a Ray driver) is the coordinator: it merges the log into
-  epochs as the parallel coordinator does, puts each epoch into the object store once
-  (``ray.put``) and hands the reference to every actor; Ray copies it once to each node and
-  actors on a node read it without copying. At most ``max_in_flight`` epochs are in flight.
+* The **driver** (this process, a Ray driver) is the coordinator. With a source that can be
+  split (:class:`~engine.log.SplittableSource`: the connector's Kafka source, the in-memory
+  one) it reads no rows: **reader actors**
+  (:class:`~engine.executors.ray_readers.RayReader`, one per node of the workers' placement
+  by default, at most one per partition) each read and decode a share of the partitions on
+  their node and send the driver only the sort keys; the driver merges the keys into epochs
+  (the same cuts, ``seq`` and positions as a merge of the rows), puts each *key epoch* into
+  the object store once, and each reader puts its rows of that epoch (its *piece*) there too;
+  every worker assembles the epoch from the key epoch and the pieces (see that module). With
+  any other source the driver merges the rows itself and puts each whole epoch into the
+  object store. Either way Ray copies an object once to each node and actors on a node read
+  it without copying, and at most ``max_in_flight`` epochs are in flight.
 * Each **actor** (:class:`~engine.executors.ray_actors.RayWorker`) hosts
   ``EpochRuntime(plan, shard=Shard(i, W), exchange=...)`` exactly like a parallel worker, in
   a placement group of one bundle per worker with the SPREAD strategy (actors go to
@@ -15,13 +23,21 @@ How a run goes:
 * Output: each actor returns its share of an epoch's records; the driver merges the shares
   by ``seq`` with the parallel executor's merge and hands the sink serial order.
 
-Failure: an actor that raises answers with the error (worker, node, ``seq``); an actor that
-dies is reported by Ray through its pending calls. Either way the driver kills the other
-actors and raises :class:`~engine.errors.ExecutionError` within seconds; actors are never
-restarted (``max_restarts=0``: a restart would lose the state). With ``stall_timeout``, a
-wait on the actors gives up once none of those it waits for finished a phase for that long
+Failure: an actor that raises answers with the error (worker, node, ``seq``; a reader: its
+node and partitions); an actor that dies is reported by Ray through its pending calls.
+Either way the driver kills the other actors and raises
+:class:`~engine.errors.ExecutionError` within seconds; actors are never restarted
+(``max_restarts=0``: a restart would lose the state). With ``stall_timeout``, a wait on the
+actors gives up once none of those it waits for finished a phase for that long
 (the driver polls each actor's progress every second) and raises
-:class:`~engine.errors.StallError` naming the actor that holds the others up.
+:class:`~engine.errors.StallError` naming the actor that holds the others up; a reader that
+answers no call for that long is named the same way.
+
+Times (:class:`~engine.executors.base.RunStats`): with readers, ``route`` is the CPU time of
+the driver's thread spent merging keys and routing epochs (taking the readers' answers,
+the merge, the hand-off calls), the figure that bounds how many events a second one driver
+can steer; ``reader read`` and ``reader piece`` are the readers' seconds (summed), and
+``assemble`` the workers' (summed).
 
 Checkpoints: when an epoch is due, the driver sends every actor a snapshot call right behind
 that epoch; the actors answer with their blobs through the object store, and the driver writes
@@ -42,15 +58,16 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeGuard
 
 from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, check_resume
 from engine.errors import EngineError, ExecutionError, LogError, StallError
 from engine.executors.base import RunStats, auto_epoch_size
 from engine.executors.ray_actors import Placed, RayWorker, Share, ship_plan
+from engine.executors.ray_readers import Keys, PieceStatus, RayReader, describe
 from engine.executors.snapshot import check_header, fingerprint
 from engine.executors.worker import Failed, raise_failure
-from engine.log import Epoch, Source
+from engine.log import Epoch, PartitionBatch, PartitionSpec, Source, SourcePart, SplittableSource
 from engine.merge import merge_log
 from engine.output import OutputChunk, Sink, merge_shares
 from engine.planner import Plan
@@ -93,6 +110,7 @@ class RayExecutor:
         address: str = "",
         worker_cpus: float = 1.0,
         start_timeout: float = 120.0,
+        readers: int = 0,
     ) -> None:
         """``workers``: actors (default: the cluster's CPUs divided by ``worker_cpus``, known
         once connected); ``epoch_size``: events per epoch (default:
@@ -101,7 +119,9 @@ class RayExecutor:
         ``address``: the Ray cluster (``""``: ``ray.init``'s own choice, ``RAY_ADDRESS`` or a
         local cluster), used only if this process is not connected to Ray yet;
         ``worker_cpus``: the CPUs each actor reserves; ``start_timeout``: seconds the
-        cluster may take to place and start the actors."""
+        cluster may take to place and start the actors; ``readers``: reader actors for a
+        source that can be split (0: one per node of the workers' placement; never more than
+        the source's partitions)."""
         if workers is not None and workers < 1:
             raise EngineError(f"workers must be >= 1, got {workers}")
         if epoch_size is not None and epoch_size < 1:
@@ -112,6 +132,9 @@ class RayExecutor:
             raise EngineError(f"stall_timeout must be > 0 seconds, got {stall_timeout}")
         if not worker_cpus > 0:
             raise EngineError(f"worker_cpus must be > 0, got {worker_cpus}")
+        if readers < 0:
+            raise EngineError(f"readers must be >= 0 (0: one per node), got {readers}")
+        self.readers = readers
         self._workers = workers
         self._epoch_size = epoch_size
         self.max_in_flight = max_in_flight
@@ -123,6 +146,8 @@ class RayExecutor:
         self.peak_rss: list[int] = []
         #: Where the last run's actors ran, by worker.
         self.placed: list[Placed] = []
+        #: Where the last run's reader actors ran, by reader (empty: the driver read).
+        self.reader_placed: list[Placed] = []
         #: Seconds the slowest actor of the last start spent compiling (or loading) kernels
         #: on its node before its first epoch.
         self.compile_seconds = 0.0
@@ -255,6 +280,52 @@ class RayExecutor:
         )
         return pool
 
+    def _launch_readers(
+        self, pool: _Actors, source: SplittableSource, start: LogPosition | None
+    ) -> _Readers:
+        """Split ``source`` and start a reader actor per part, spread over the workers' nodes
+        (each on the bundle of a worker of its node: readers reserve no CPU of their own)."""
+        ray = pool.ray
+        from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+        bundle_of_node: dict[str, int] = {}
+        for w, p in enumerate(pool.placed):
+            bundle_of_node.setdefault(p.node, w)
+        bundles = list(bundle_of_node.values()) or [0]
+        parts: list[SourcePart] = source.split(self.readers or len(bundles))
+        actor_class = ray.remote(RayReader)
+        first = 0 if start is None else start.epoch
+        actors = [
+            actor_class.options(
+                num_cpus=0,
+                max_restarts=0,
+                max_task_retries=0,
+                # One keys call, the pieces of the epochs in flight waiting for their turn.
+                max_concurrency=self.max_in_flight + 4,
+                scheduling_strategy=PlacementGroupSchedulingStrategy(
+                    pool.group, placement_group_bundle_index=bundles[r % len(bundles)]
+                ),
+            ).remote(r, part, first)
+            for r, part in enumerate(parts)
+        ]
+        readers = _Readers(actors, [tuple(p.partitions()) for p in parts], [])
+        pool.readers = readers
+        placed: list[Placed] = _reader_answers(
+            pool, [a.where.remote() for a in actors], None, self.start_timeout, "starting"
+        )
+        readers.placed.extend(placed)
+        self.reader_placed = list(placed)
+        log.info(
+            "ray executor: %d readers on %d nodes (%s)",
+            len(actors),
+            len({p.node for p in placed}),
+            "; ".join(
+                f"{p.ip}: {', '.join(f'{s.topic}/{s.partition}' for s in specs)}"
+                for p, specs in zip(placed, readers.specs, strict=True)
+            ),
+        )
+        return readers
+
     # -- a run ------------------------------------------------------------------------------
 
     def run(
@@ -297,8 +368,16 @@ class RayExecutor:
                 for seconds in self._gather(pool, refs, None, self.stall_timeout):
                     stats.add_time("restore", seconds)
                 stats.add_time("move", time.perf_counter() - t0)
+            if _splittable(source):
+                readers = self._launch_readers(pool, source, start)
+                pool.readers = readers
+                keys = _KeySource(self, pool, readers, source, stats)
+                epochs = merge_log(keys, epoch_size=self.epoch_size, start=start)
+            else:
+                self.reader_placed = []
+                epochs = merge_log(source, epoch_size=self.epoch_size, start=start)
             self._drive(
-                merge_log(source, epoch_size=self.epoch_size, start=start),
+                epochs,
                 pool,
                 sink,
                 stats,
@@ -333,17 +412,21 @@ class RayExecutor:
         start: LogPosition | None,
     ) -> None:
         ray = pool.ray
+        readers = pool.readers
         following = (0, 0) if start is None else (start.epoch, start.seq)
-        in_flight: deque[tuple[Epoch, list[Any], list[Any] | None]] = deque()
+        in_flight: deque[tuple[Epoch, list[Any], list[Any] | None, list[Any]]] = deque()
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.max_in_flight:
                 t0 = time.perf_counter()
+                cpu = time.thread_time()
                 stats.reading = following
                 epoch = next(epochs, None)
                 stats.reading = None
                 stats.add_time("read", time.perf_counter() - t0)
                 if epoch is None:
+                    if readers is not None:
+                        stats.add_time("route", time.thread_time() - cpu)
                     exhausted = True
                     break
                 following = (epoch.index + 1, epoch.seq_end)
@@ -351,17 +434,33 @@ class RayExecutor:
                 t0 = time.perf_counter()
                 ref = ray.put(epoch)
                 ticket = pool.ticket()
-                refs = [a.process.remote(ticket, ref) for a in pool.actors]
+                statuses: list[Any] = []
+                if readers is None:
+                    refs = [a.process.remote(ticket, ref) for a in pool.actors]
+                else:
+                    # Each reader cuts its rows of the key epoch into a piece in the object
+                    # store; the workers get the pieces' references, never the driver.
+                    cut = [r.piece.options(num_returns=2).remote(ref) for r in readers.actors]
+                    statuses = [status for status, _ in cut]
+                    pieces = [piece for _, piece in cut]
+                    refs = [a.process_pieces.remote(ticket, ref, *pieces) for a in pool.actors]
                 snaps = None
                 if due:
                     # Right behind the epoch: each actor snapshots exactly at its end.
                     ticket = pool.ticket()
                     snaps = [a.snapshot.remote(ticket) for a in pool.actors]
                 stats.add_time("move", time.perf_counter() - t0)
-                in_flight.append((epoch, refs, snaps))
+                if readers is not None:
+                    stats.add_time("route", time.thread_time() - cpu)
+                in_flight.append((epoch, refs, snaps, statuses))
             if not in_flight:
                 return
-            epoch, refs, snaps = in_flight.popleft()
+            epoch, refs, snaps, statuses = in_flight.popleft()
+            if statuses:
+                cut_: list[PieceStatus] = _reader_answers(
+                    pool, statuses, epoch, self.stall_timeout, "cutting its piece"
+                )
+                stats.add_time("reader piece", sum(c.seconds for c in cut_))
             shares: list[Share] = self._gather(pool, refs, epoch, self.stall_timeout)
             for share in shares:
                 for what, secs in share.seconds.items():
@@ -455,6 +554,19 @@ class RayExecutor:
 
 
 @dataclass(slots=True)
+class _Readers:
+    """A run's reader actors, their partitions and where they run (by reader)."""
+
+    actors: list[Any]
+    specs: list[tuple[PartitionSpec, ...]]
+    placed: list[Placed]
+
+    def describe(self, r: int) -> str:
+        """The reader for messages: its index, node, pid and partitions."""
+        return describe(r, self.placed[r] if r < len(self.placed) else None, self.specs[r])
+
+
+@dataclass(slots=True)
 class _Actors:
     ray: ModuleType
     plan: Plan
@@ -466,6 +578,8 @@ class _Actors:
     #: Workers that did not answer the last progress poll.
     silent: set[int] | None = None
     tickets: int = 0
+    #: The run's reader actors (None: the driver reads).
+    readers: _Readers | None = None
 
     def ticket(self) -> int:
         """The next call's place in every actor's order (see ray_actors)."""
@@ -476,7 +590,7 @@ class _Actors:
         """Kill the actors and free their placement group (whatever state they are in)."""
         from ray.util.placement_group import remove_placement_group
 
-        for actor in self.actors:
+        for actor in self.actors + ([] if self.readers is None else self.readers.actors):
             try:
                 self.ray.kill(actor, no_restart=True)
             except Exception:  # already gone with its node
@@ -542,3 +656,136 @@ def _stalled(pool: _Actors, busy: list[int], epoch: Epoch | None, timeout: float
         seq_start=None if epoch is None else epoch.seq_start,
         seq_end=None if epoch is None else epoch.seq_end,
     )
+
+
+def _splittable(source: Source) -> TypeGuard[SplittableSource]:
+    return callable(getattr(source, "split", None)) and callable(getattr(source, "absorb", None))
+
+
+def _reader_answers(
+    pool: _Actors, refs: list[Any], epoch: Epoch | None, timeout: float | None, doing: str
+) -> list[Any]:
+    """The answers of the readers to one call each (``refs``, by reader), failing fast if one
+    fails or dies, or (with a ``timeout``) if one has not answered for that long."""
+    ray = pool.ray
+    from ray.exceptions import RayActorError, RayError
+
+    readers = pool.readers
+    assert readers is not None
+    pending: dict[Any, int] = {ref: r for r, ref in enumerate(refs)}
+    answers: list[Any] = [None] * len(refs)
+    since = time.monotonic()
+    while pending:
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL)
+        for ref in ready:
+            r = pending.pop(ref)
+            answers[r] = _reader_answer(pool, ref, r, epoch, RayActorError, RayError)
+            since = time.monotonic()
+        if not ready and timeout is not None and time.monotonic() - since > timeout:
+            _reader_stalled(pool, min(pending.values()), epoch, timeout, doing)
+    return answers
+
+
+def _reader_answer(
+    pool: _Actors,
+    ref: Any,
+    r: int,
+    epoch: Epoch | None,
+    died: type[BaseException],
+    failed: type[BaseException],
+) -> Any:
+    """One reader's answer (ready), or the error that names it."""
+    readers = pool.readers
+    assert readers is not None
+    seq = None if epoch is None else epoch.seq_start
+    try:
+        answer = pool.ray.get(ref)
+    except died as exc:
+        raise ExecutionError(
+            f"{readers.describe(r)} died{_span(epoch)} ({_first_line(exc)}); the run was "
+            "stopped, its output is incomplete",
+            seq=seq,
+        ) from None
+    except failed as exc:
+        raise ExecutionError(
+            f"{readers.describe(r)}: {_first_line(exc)}{_span(epoch)}; the run was stopped, "
+            "its output is incomplete",
+            seq=seq,
+        ) from None
+    if isinstance(answer, Failed):
+        raise ExecutionError(
+            f"{answer.message}{_span(epoch)}; the run was stopped, its output is incomplete",
+            seq=seq,
+        )
+    return answer
+
+
+def _reader_stalled(
+    pool: _Actors, r: int, epoch: Epoch | None, timeout: float, doing: str
+) -> NoReturn:
+    readers = pool.readers
+    assert readers is not None
+    pid = readers.placed[r].pid if r < len(readers.placed) else None
+    raise StallError(
+        f"{readers.describe(r)} did not answer for {timeout:.0f} s {doing}{_span(epoch)}; the "
+        "run was stopped, its output is incomplete",
+        process=f"reader {r}",
+        pid=pid,
+        seconds=timeout,
+        epoch=None if epoch is None else epoch.index,
+        seq_start=None if epoch is None else epoch.seq_start,
+        seq_end=None if epoch is None else epoch.seq_end,
+    )
+
+
+class _KeySource:
+    """The driver's view of the readers: a :class:`~engine.log.Source` of key-only batches
+    (one ``keys`` call outstanding per reader while the merge works), whose reports go to the
+    split source (:meth:`~engine.log.SplittableSource.absorb`)."""
+
+    def __init__(
+        self,
+        executor: RayExecutor,
+        pool: _Actors,
+        readers: _Readers,
+        source: SplittableSource,
+        stats: RunStats,
+    ) -> None:
+        self._executor = executor
+        self._pool = pool
+        self._readers = readers
+        self._source = source
+        self._stats = stats
+        self._specs = tuple(source.partitions())
+
+    def partitions(self) -> tuple[PartitionSpec, ...]:
+        """The split source's partitions."""
+        return self._specs
+
+    def batches(self) -> Iterator[PartitionBatch]:
+        """The readers' key-only batches, whichever reader answers first."""
+        ray = self._pool.ray
+        from ray.exceptions import RayActorError, RayError
+
+        actors = self._readers.actors
+        pending: dict[Any, int] = {a.keys.remote(): r for r, a in enumerate(actors)}
+        timeout = self._executor.stall_timeout
+        since = time.monotonic()
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=_POLL)
+            if not ready:
+                if timeout is not None and time.monotonic() - since > timeout:
+                    _reader_stalled(
+                        self._pool, min(pending.values()), None, timeout, "reading its partitions"
+                    )
+                continue
+            ref = ready[0]
+            r = pending.pop(ref)
+            keys: Keys = _reader_answer(self._pool, ref, r, None, RayActorError, RayError)
+            if not keys.done:
+                pending[actors[r].keys.remote()] = r
+            self._stats.add_time("reader read", keys.seconds)
+            if keys.report is not None:
+                self._source.absorb(keys.report)
+            yield from keys.batches
+            since = time.monotonic()

@@ -112,13 +112,17 @@ def check_resumes(
     due: Callable[[Epoch], bool],
     *,
     chain: bool = False,
+    restart: Callable[[Source, LogPosition], Source] | None = None,
 ) -> list[EngineSnapshot]:
     """Resume from every checkpoint of a run; each time, the output before the checkpoint plus
     the resumed output must be the uninterrupted output, byte for byte, epoch by epoch.
 
     ``build`` and ``source`` are called afresh for every run (a resumed job rebuilds both).
     With ``chain``, each resumed run checkpoints too, and the run is resumed once more from its
-    first checkpoint (a job that crashes twice). Returns the snapshots taken.
+    first checkpoint (a job that crashes twice). ``restart`` makes the source of a resumed run
+    from a fresh source and the position (default: :class:`FromPosition`; an in-memory
+    source's own ``resumed`` keeps it splittable, for the ray executor's readers). Returns the
+    snapshots taken.
     """
     plain = EpochSink()
     executor().run(plan(build()), source(), plain)
@@ -137,7 +141,7 @@ def check_resumes(
         resumed = EpochSink()
         executor().run(
             plan(build()),
-            FromPosition(source(), snap.position),
+            (restart or FromPosition)(source(), snap.position),
             resumed,
             resume=snap,
             checkpoints=again,

@@ -16,6 +16,7 @@ from engine.log import (
     PartitionBatch,
     PartitionSpec,
     StringColumn,
+    split_partitions,
 )
 
 WORDS = ("a", "bb", "ham", "spam@x.io", "")
@@ -151,3 +152,45 @@ def tied_partitions() -> list[GenPartition]:
         part("y", 0, "msg", [], []),
         part("z", 4, "edge", [7], [4]),
     ]
+
+
+@dataclass(frozen=True)
+class GenPart:
+    """A share of a :class:`SplitGenSource`: its partitions, cut and interleaved at random
+    (seeded) when opened, as a reader of them would deliver them."""
+
+    parts: tuple[GenPartition, ...]
+    seed: int
+
+    def partitions(self) -> list[PartitionSpec]:
+        return [p.spec for p in self.parts]
+
+    def open(self) -> ListSource:
+        return chunked_source(self.parts, random.Random(self.seed))
+
+
+@dataclass(frozen=True)
+class SplitGenSource:
+    """A splittable source over generated partitions (:class:`engine.log.SplittableSource`):
+    whole, or split into :class:`GenPart` s, each partition cut at random; picklable, for the
+    reader actors."""
+
+    parts: tuple[GenPartition, ...]
+    seed: int = 0
+
+    def partitions(self) -> list[PartitionSpec]:
+        return [p.spec for p in self.parts]
+
+    def batches(self) -> Iterator[PartitionBatch]:
+        return chunked_source(self.parts, random.Random(self.seed)).batches()
+
+    def split(self, parts: int) -> list[GenPart]:
+        groups = split_partitions(self.partitions(), parts, [len(p.offsets) for p in self.parts])
+        by_spec = {p.spec: p for p in self.parts}
+        return [
+            GenPart(tuple(by_spec[s] for s in group), self.seed + i)
+            for i, group in enumerate(groups)
+        ]
+
+    def absorb(self, report: object) -> None:
+        """Generated parts report nothing."""

@@ -4,11 +4,20 @@ the scripts those tests run in a fresh interpreter."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from engine.log import InMemorySource, TopicTable
+from engine.log import (
+    InMemorySource,
+    PartitionBatch,
+    PartitionSpec,
+    Source,
+    SourcePart,
+    TopicTable,
+)
 from engine.pipeline import Pipeline, Record
 
 
@@ -46,3 +55,57 @@ def fragile_pipeline(fail_at: int | None = None, sleep: float = 0.0) -> Pipeline
         "show", on="a", output=out, inputs=[seen], fn=lambda e, _v: [Record(e.k1, {"n": e.seen})]
     )
     return p
+
+
+class _Breaking:
+    """A source that delivers ``after`` batches of ``inner``, then raises."""
+
+    def __init__(self, inner: Source, after: int) -> None:
+        self._inner = inner
+        self._after = after
+
+    def partitions(self) -> Sequence[PartitionSpec]:
+        return self._inner.partitions()
+
+    def batches(self) -> Iterator[PartitionBatch]:
+        for i, batch in enumerate(self._inner.batches()):
+            if i == self._after:
+                raise ValueError("the disk is on fire")
+            yield batch
+
+
+@dataclass(frozen=True)
+class BreakingPart:
+    """A share whose source raises after ``after`` batches (picklable, for a reader actor)."""
+
+    inner: SourcePart
+    after: int
+
+    def partitions(self) -> Sequence[PartitionSpec]:
+        return self.inner.partitions()
+
+    def open(self) -> Source:
+        return _Breaking(self.inner.open(), self.after)
+
+
+@dataclass(frozen=True)
+class BreakingSource:
+    """``inner`` split as usual, except that the last share's source raises after ``after``
+    batches: a reader whose reading fails."""
+
+    inner: InMemorySource
+    after: int
+
+    def partitions(self) -> Sequence[PartitionSpec]:
+        return self.inner.partitions()
+
+    def batches(self) -> Iterator[PartitionBatch]:
+        return self.inner.batches()
+
+    def split(self, parts: int) -> list[SourcePart]:
+        shares: list[SourcePart] = list(self.inner.split(parts))
+        shares[-1] = BreakingPart(shares[-1], self.after)
+        return shares
+
+    def absorb(self, report: object) -> None:
+        """Nothing to take."""

@@ -64,6 +64,7 @@ SETTING_OF_VALUE = {
     "executor": "executor",
     "workers": "workers",
     "epochSize": "epoch_size",
+    "ray.readers": "ray_readers",
     "checkpoints.mountPath": "checkpoint_dir",
     "checkpoints.everyEpochs": "checkpoint_every_epochs",
     "checkpoints.everySeconds": "checkpoint_every_seconds",

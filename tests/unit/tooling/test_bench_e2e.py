@@ -41,6 +41,27 @@ def test_stages_are_microseconds_per_input_event_or_output_record() -> None:
     assert not any("op" in stage.split() for _p, stage in rows)
 
 
+def test_a_ray_run_with_readers_shows_the_driver_s_key_merge_cpu_and_the_readers() -> None:
+    seconds = {
+        "read": 1.0,
+        f"{STAGE_PREFIX}consume": 0.0,
+        f"{STAGE_PREFIX}decode": 0.0,
+        "route": 0.5,
+        f"{STAGE_PREFIX}reader consume": 0.75,
+        f"{STAGE_PREFIX}reader decode": 1.25,
+        "reader piece": 0.25,
+        "assemble": 0.125,
+    }
+    rows = {(s.process, s.stage): s for s in stages_of(seconds, events=1_000_000, outputs=0)}
+    route = rows[("coordinator", "key merge and routing (CPU)")]
+    assert route.us_per_record == pytest.approx(0.5)
+    assert rows[("readers (summed)", "consume")].us_per_record == pytest.approx(0.75)
+    assert rows[("readers (summed)", "decode")].us_per_record == pytest.approx(1.25)
+    assert rows[("readers (summed)", "cut pieces of epochs")].seconds == pytest.approx(0.25)
+    assembled = rows[("workers (summed)", "assemble epochs from pieces")]
+    assert assembled.seconds == pytest.approx(0.125)
+
+
 def test_a_run_without_reader_timers_shows_its_read_whole() -> None:
     rows = stages_of({"read": 2.0}, events=100, outputs=0)
     assert [(s.stage, s.us_per_record) for s in rows[:1]] == [("read", pytest.approx(20_000.0))]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 import re
 import uuid
 from typing import Any
@@ -14,8 +15,14 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connector.config import RunConfig
 from connector.errors import BrokerError, ConfigError, SerdeError
 from connector.serde.avro import AvroSchema, confluent_header, encode_value, load_schema
+from connector.serde.schema_registry import (
+    RegistryLookup,
+    register_value_schema,
+    registry_client,
+)
 from connector.serde.values import (
     DecodedBatch,
     RecordProblem,
@@ -594,3 +601,19 @@ def test_json_without_a_schema_keeps_values_exact_and_refuses_what_json_cannot_h
             JsonRecordEncoder().encode({"v": column})
     with pytest.raises(SerdeError, match="no column for field"):
         JsonRecordEncoder(("missing",)).encode({"v": np.array([1])})
+
+
+def test_a_registry_lookup_pickles_without_its_client_and_finds_the_same_registry() -> None:
+    config = RunConfig(value_format="avro-confluent", schema_registry_url="mock://lookup-test")
+    client = registry_client(config)
+    assert client is not None
+    schema_id = register_value_schema(client, "t", load_schema("social/Message"))
+    lookup = RegistryLookup(config)
+    assert "Message" in lookup.get_schema(schema_id).schema_str
+    shipped = pickle.dumps(lookup)  # no client inside: sockets and TLS contexts do not pickle
+    assert b"mock://lookup-test" in shipped
+    # In this process the same settings give the same (cached) client, so the same registry.
+    assert (
+        pickle.loads(shipped).get_schema(schema_id).schema_str
+        == client.get_schema(schema_id).schema_str
+    )
