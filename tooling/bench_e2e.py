@@ -21,6 +21,7 @@ for the coordinator's and the workers' stages, per output record for the sink pr
 from __future__ import annotations
 
 import json
+import resource
 import statistics
 import sys
 import time
@@ -45,7 +46,10 @@ from engine.examples.social.data import Skew, generate_social
 from engine.executors.base import OPERATOR_PREFIX
 from tooling.dataset import broker_for, unique_prefix, write_social_topics
 
-__all__ = ["E2EResult", "Stage", "run_e2e_bench", "stages_of"]
+__all__ = ["COORDINATOR_CPU", "E2EResult", "Stage", "run_e2e_bench", "stages_of"]
+
+#: The breakdown's entry for the coordinator process's CPU seconds (all its threads).
+COORDINATOR_CPU = "coordinator process cpu"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,10 +78,19 @@ def stages_of(seconds: Mapping[str, float], events: int, outputs: int) -> list[S
         return Stage(process, stage, spent, per, spent * 1e6 / count if count else 0.0)
 
     rows: list[Stage] = []
+    if COORDINATOR_CPU in seconds:
+        # What one process (the parallel coordinator, the Ray driver) spends: the figure
+        # that says how many workers or nodes it can feed.
+        rows.append(
+            row("coordinator", "process CPU, all threads", seconds[COORDINATOR_CPU], "event")
+        )
     consume = seconds.get(f"{STAGE_PREFIX}consume")
     decode = seconds.get(f"{STAGE_PREFIX}decode")
     read = seconds.get("read", 0.0)
-    if consume is not None and decode is not None:
+    if "route" in seconds:
+        # Ray with reader actors: the driver reads nothing; its read is waiting for keys.
+        rows.append(row("coordinator", "waiting for the readers' keys", read, "event"))
+    elif consume is not None and decode is not None:
         rows.append(row("coordinator", "consume", consume, "event"))
         rows.append(row("coordinator", "decode", decode, "event"))
         rows.append(
@@ -320,16 +333,25 @@ def run_e2e_bench(
                     broker.bootstrap, result.outputs, partitions, value_size, output_headers
                 )
             )
+            cpu = _own_cpu()
             run = _e2e_pass(broker.bootstrap, written.inputs, workers, executor, output_headers)
+            cpu = _own_cpu() - cpu
             result.e2e_s.append(run.wall_seconds)
             result.speedups.append(run.replay_speedup)
-            result.breakdown = dict(run.stats.seconds)
+            result.breakdown = {**run.stats.seconds, COORDINATOR_CPU: cpu}
             result.run_outputs = sum(run.outputs.values())
             progress(
                 f"repetition {i + 1}/{repeat}: consume {result.consume_s[-1]:.2f} s, produce "
                 f"{result.produce_s[-1]:.2f} s, e2e {run.wall_seconds:.2f} s"
             )
     return result
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process, every thread (the run's coordinator, or Ray driver, is
+    this process; its workers, sink process and Ray's daemons are others)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _e2e_pass(

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from connector.observability.metrics import STAGE_PREFIX
-from tooling.bench_e2e import E2EResult, stages_of
+from tooling.bench_e2e import COORDINATOR_CPU, E2EResult, stages_of
 
 SECONDS = {
     "read": 3.0,
@@ -52,9 +52,15 @@ def test_a_ray_run_with_readers_shows_the_driver_s_key_merge_cpu_and_the_readers
         "reader piece": 0.25,
         "assemble": 0.125,
     }
+    seconds[COORDINATOR_CPU] = 0.875
     rows = {(s.process, s.stage): s for s in stages_of(seconds, events=1_000_000, outputs=0)}
     route = rows[("coordinator", "key merge and routing (CPU)")]
     assert route.us_per_record == pytest.approx(0.5)
+    # The driver reads nothing: its read is a wait, its own CPU the whole process's.
+    assert rows[("coordinator", "waiting for the readers' keys")].seconds == pytest.approx(1.0)
+    assert ("coordinator", "consume") not in rows
+    cpu = rows[("coordinator", "process CPU, all threads")]
+    assert cpu.us_per_record == pytest.approx(0.875)
     assert rows[("readers (summed)", "consume")].us_per_record == pytest.approx(0.75)
     assert rows[("readers (summed)", "decode")].us_per_record == pytest.approx(1.25)
     assert rows[("readers (summed)", "cut pieces of epochs")].seconds == pytest.approx(0.25)
