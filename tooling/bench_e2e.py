@@ -42,6 +42,7 @@ from connector.observability.metrics import STAGE_PREFIX
 from connector.output.headers import COMPACT
 from connector.output.sink import output_producer_settings
 from connector.pipeline_loader import SOCIAL_SPAM
+from connector.runtime.cpus import usable_cpus_here
 from engine.examples.social.data import Skew, generate_social
 from engine.executors.base import OPERATOR_PREFIX
 from tooling.dataset import broker_for, unique_prefix, write_social_topics
@@ -156,6 +157,9 @@ class E2EResult:
     #: Output records of the last e2e run (the breakdown's).
     run_outputs: int = 0
     output_headers: OutputHeaders = "full"
+    executor: ExecutorName = "parallel"
+    #: Workers of the e2e runs (``--workers``, or one per usable CPU).
+    workers: int = 0
 
     def stages(self) -> list[Stage]:
         """The last e2e run's time per stage (see :func:`stages_of`)."""
@@ -170,6 +174,8 @@ class E2EResult:
             "events": self.events,
             "outputs": self.outputs,
             "output_headers": self.output_headers,
+            "executor": self.executor,
+            "workers": self.workers,
             "seconds": {"consume": self.consume_s, "produce": self.produce_s, "e2e": self.e2e_s},
             "records_per_second": {"consume": consume, "produce": produce, "e2e": e2e},
             "ratio_to_consume_ceiling": e2e / consume,
@@ -321,7 +327,11 @@ def run_e2e_bench(
         report, topics = written.written, written.topics
         progress(f"wrote {report.records:,} events at {report.rate:,.0f}/s")
         result = E2EResult(
-            events=report.records, outputs=len(data.messages), output_headers=output_headers
+            events=report.records,
+            outputs=len(data.messages),
+            output_headers=output_headers,
+            executor=executor,
+            workers=workers or usable_cpus_here().count,
         )
         value_size = 40  # a SpamScore value is 30-45 bytes of Avro
         for i in range(repeat):

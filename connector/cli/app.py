@@ -183,6 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(bench_e2e, "--json", str, None, "also write the figures to this JSON file")
     bench_e2e.set_defaults(handler=_bench_e2e, interrupt_on_term=True)
+    bench_scale = benches.add_parser(
+        "scale",
+        help="project the Ray executor's rate on N nodes from a bench e2e report",
+        description="Project events/s for clusters of N nodes from the measured per-stage "
+        "costs of `restream bench e2e --executor ray --json FILE`, and say what limits each "
+        "size (driver, sink, cores or network).",
+    )
+    _option(
+        bench_scale, "--report", str, "bench-e2e-ray.json", "bench e2e --json report of a ray run"
+    )
+    _option(bench_scale, "--nodes", str, "1,2,4,8,16,32", "cluster sizes (comma-separated)")
+    _option(bench_scale, "--cores", int, 16, "cores per node")
+    _option(bench_scale, "--sink-processes", int, 4, "sink processes on the driver's node")
+    _option(bench_scale, "--nic-gbit", float, 10.0, "network bandwidth per node, Gbit/s")
+    bench_scale.set_defaults(handler=_bench_scale)
     bench_ckpt = benches.add_parser(
         "checkpoint",
         help="cost of checkpoints, and restart-to-first-output after a kill",
@@ -279,6 +294,12 @@ def _bench_e2e(args: argparse.Namespace) -> int:
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name}", "must be >= 1")
     return bench_e2e_command(args, sys.stdout, engine_commands.data_shape(args))
+
+
+def _bench_scale(args: argparse.Namespace) -> int:
+    from tooling.scale_model import scale_command
+
+    return scale_command(args, sys.stdout)
 
 
 def _bench_checkpoint(args: argparse.Namespace) -> int:
