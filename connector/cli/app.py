@@ -23,6 +23,7 @@ from connector import __version__
 from connector.cli.options import option as _option
 from connector.cli.options import resolve_env_defaults
 from connector.errors import ConfigError, ConnectorError, RefusedError
+from connector.runtime.hugepages import prefer_small_pages
 from engine.errors import EngineError
 
 __all__ = ["build_parser", "main"]
@@ -403,6 +404,7 @@ def report_native_crashes() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit code."""
     report_native_crashes()
+    prefer_small_pages()
     parser = build_parser()
     args = parser.parse_args(argv)
     resolve_env_defaults(args)

@@ -10,6 +10,8 @@ Shared by the job (the coordinator) and the sink process, which is why it is not
                   (``RESTREAM_FAILPOINTS``); a dict lookup when unset
     cpus.py       the CPUs the process may use: the pod's cgroup quota and affinity set,
                   not the node's CPU count (what ``workers: 0`` means)
+    hugepages.py  numpy's huge-page advice off during a replay (page faults that compact
+                  memory cost more than the pages save); NUMPY_MADVISE_HUGEPAGE=1 keeps it
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from __future__ import annotations
 from connector.runtime import failpoints
 from connector.runtime.cpus import CpuBudget, usable_cpus, usable_cpus_here
 from connector.runtime.gcpolicy import REPLAY_THRESHOLDS, replay_collection
+from connector.runtime.hugepages import prefer_small_pages
 from connector.runtime.processes import (
     kafka_client_threads,
     process_context,
@@ -28,6 +31,7 @@ __all__ = [
     "CpuBudget",
     "failpoints",
     "kafka_client_threads",
+    "prefer_small_pages",
     "process_context",
     "replay_collection",
     "run_in_processes",
