@@ -55,6 +55,7 @@ __all__ = [
     "decimal_bytes",
     "epoch_done",
     "key_bytes",
+    "key_partitions",
     "output_producer_settings",
 ]
 
@@ -187,24 +188,40 @@ class KafkaSink:
         epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
         failpoints.hit("sink.epoch")
 
-    def produce(self, chunks: Sequence[OutputChunk], coords: Coordinates | None) -> None:
+    def produce(
+        self,
+        chunks: Sequence[OutputChunk],
+        coords: Coordinates | None,
+        partitions: Sequence[npt.NDArray[np.int32]] | None = None,
+    ) -> None:
         """Encode and queue the records of ``chunks`` (``coords``: their epoch's events).
 
         The part of :meth:`write` that a sink process runs
-        (:mod:`connector.output.sink_process`); the epoch's bookkeeping stays with the caller."""
-        for chunk in chunks:
+        (:mod:`connector.output.sink_process`); the epoch's bookkeeping stays with the caller.
+        ``partitions``: per chunk, each record's output partition when the caller computed
+        them already (a sink split over processes by partition), else computed here."""
+        for i, chunk in enumerate(chunks):
             if not len(chunk):
                 continue
             target = self._targets.get(chunk.output)
             if target is None:
                 raise SerdeError(f"no output topic configured for stream {chunk.output!r}")
             assert coords is not None
-            self._write_chunk(target, chunk, coords)
+            self._write_chunk(target, chunk, coords, None if partitions is None else partitions[i])
 
-    def _write_chunk(self, target: OutputTarget, chunk: OutputChunk, coords: Coordinates) -> None:
+    def _write_chunk(
+        self,
+        target: OutputTarget,
+        chunk: OutputChunk,
+        coords: Coordinates,
+        known: npt.NDArray[np.int32] | None,
+    ) -> None:
         clock = time.perf_counter
         t0 = clock()
-        keys, partitions = _keys_and_partitions(chunk.keys, target.partitions)
+        if known is None:
+            keys, partitions = _keys_and_partitions(chunk.keys, target.partitions)
+        else:
+            keys, partitions = _key_column(chunk.keys), known
         seq = chunk.seq
         t1 = clock()
         keep = self._skip_mask(target.topic, partitions, seq) if self._resume else None
@@ -371,20 +388,43 @@ class Coordinates:
         return list(map(bytes.__add__, prefix[pair].tolist(), digits))
 
 
+def _integer_keys(keys: npt.NDArray[Any]) -> npt.NDArray[np.int64] | None:
+    """The keys as int64 when every one is an integer (not a bool), else None."""
+    if keys.dtype.kind in "iu":
+        return keys.astype(np.int64)
+    if keys.dtype == object and all(
+        isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) for k in keys
+    ):
+        return np.array([int(k) for k in keys], dtype=np.int64)
+    return None
+
+
 def _keys_and_partitions(
     keys: npt.NDArray[Any], partitions: int
 ) -> tuple[list[bytes], npt.NDArray[np.int32]]:
     """Each key's Kafka bytes and the partition Kafka's Java client picks for it."""
-    if keys.dtype.kind in "iu":
-        ints = keys.astype(np.int64)
-        return decimal_bytes(ints), partition_decimal_keys(ints, partitions)
-    if keys.dtype == object and all(
-        isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_)) for k in keys
-    ):
-        ints = np.array([int(k) for k in keys], dtype=np.int64)
+    ints = _integer_keys(keys)
+    if ints is not None:
         return decimal_bytes(ints), partition_decimal_keys(ints, partitions)
     encoded = [key_bytes(k) for k in keys.tolist()]
     return encoded, partition_byte_keys(encoded, partitions)
+
+
+def _key_column(keys: npt.NDArray[Any]) -> list[bytes]:
+    """Each key's Kafka bytes (:func:`key_bytes`), integers a column at a time."""
+    ints = _integer_keys(keys)
+    if ints is not None:
+        return decimal_bytes(ints)
+    return [key_bytes(k) for k in keys.tolist()]
+
+
+def key_partitions(keys: npt.NDArray[Any], partitions: int) -> npt.NDArray[np.int32]:
+    """The partition Kafka's Java client picks for each key among ``partitions``, as
+    :class:`KafkaSink` places its records; integer keys without building their bytes."""
+    ints = _integer_keys(keys)
+    if ints is not None:
+        return partition_decimal_keys(ints, partitions)
+    return partition_byte_keys([key_bytes(k) for k in keys.tolist()], partitions)
 
 
 def _check_present(

@@ -1,4 +1,4 @@
-"""The output sink in a process of its own, so that writing overlaps reading.
+"""The output sink in processes of its own, so that writing overlaps reading.
 
 In one process the coordinator of a replay reads and decodes the input (epoch e+1) and
 writes the output (epoch e-1) one after the other, under one GIL: the Kafka client costs a
@@ -7,48 +7,62 @@ is the engine's :class:`~engine.output.Sink` for ``restream run``: it hands each
 output chunks, and the coordinates of the epoch's events, to a child process that runs a
 :class:`~connector.output.sink.KafkaSink` with its own producer, and returns at once.
 
-Order and bounds. The child writes epochs in the order it receives them, so every output
-partition still receives its records in serial order. At most ``max_pending`` epochs are
-handed on and not yet written; :meth:`SinkProcess.write` waits beyond that (back-pressure,
-bounded memory). :meth:`SinkProcess.flush` returns once everything handed on is written
-and delivered; :meth:`SinkProcess.flush_then` asks for the same without waiting and calls
-back when it is done, which is how a checkpoint's snapshot waits for the output before it
-(a restart skips that output, so it must be delivered) while the run goes on.
+Several children (``processes``, the ``sink_processes`` setting). One child writes about
+225,000 records a second however many workers compute them; with K > 1 children each owns a
+fixed share of the output partitions for the whole run (:mod:`connector.output.shards`: the
+parent computes each record's partition and hands every child only its own rows). Every
+child receives every epoch (some with nothing to write), so they all move in step, and
+everything below holds per child: order, bounds, flushes, failures. With K = 1 the one child
+computes the partitions itself.
 
-Failure. An exception in the child comes back and is raised by the next call of the
+Order and bounds. A child writes epochs in the order it receives them, and an output
+partition is written by one child only, so every output partition still receives its
+records in serial order. At most ``max_pending`` epochs are handed to a child and not yet
+written; :meth:`SinkProcess.write` waits beyond that (back-pressure, bounded memory).
+:meth:`SinkProcess.flush` returns once everything handed on is written and delivered by
+every child; :meth:`SinkProcess.flush_then` asks for the same without waiting and calls back
+when it is done, which is how a checkpoint's snapshot waits for the output before it (a
+restart skips that output, so it must be delivered) while the run goes on. A flush's marks
+count only once every child has answered it.
+
+Failure. An exception in a child comes back and is raised by the next call of the
 parent (the same type for the connector's errors, else :class:`~connector.errors.SinkError`
 with its text, the child's traceback logged); a child that dies raises SinkError with its
 exit code (a SIGKILL is reported as a possible out-of-memory kill, with the child's peak RSS
-as last sampled). The watchdog: besides its reports, the child sends a heartbeat every
+as last sampled). The watchdog: besides its reports, a child sends a heartbeat every
 ``heartbeat_s`` from a thread of its own, saying how long its main thread has been inside
 one step (writing an epoch, flushing); a child that sends nothing for ``timeout_s`` while
 the parent waits (stopped, frozen), or whose step lasts longer than ``busy_limit_s`` (its
 producer gives up on a lost broker after ``broker_timeout``, so a step never legitimately
 lasts much longer), is killed and raises :class:`~connector.errors.WatchdogError` naming its
-pid, state, and the epoch and ``seq`` range it was writing. The child dies with the thread
-that started it (Linux ``PR_SET_PDEATHSIG``) and when its pipe closes: it keeps no copy of
-the parent's ends.
+pid, state, and the epoch and ``seq`` range it was writing. Messages name a child as "the
+sink process (pid N)", or with K > 1 as "the sink process 2 of 3 (pid N, output partitions
+scores/1,4)". Once one child failed, :meth:`SinkProcess.close` kills the others rather than
+letting them finish. A child dies with the thread that started it (Linux
+``PR_SET_PDEATHSIG``) and when its pipe closes: it keeps no copy of the parent's ends.
 
-Moving the data. The chunks and coordinates go as a file in a run directory on ``/dev/shm``
-(:mod:`engine.executors.arena`: pickle 5, arrays out of band), so that the parent's hand-off
-is a memory copy and the pipe carries only small messages: a large pickle through the pipe
-would make the parent wait on the child's reads, which take the GIL chunk by chunk while the
-child's main thread produces. The directory goes at :meth:`SinkProcess.close`; one left by
-a killed parent is swept by the next run.
+Moving the data. The chunks go as a file per child, and the coordinates as one file that
+the children share, in a run directory on ``/dev/shm`` (:mod:`engine.executors.arena`:
+pickle 5, arrays out of band), so that the parent's hand-off is a memory copy and the pipes
+carry only small messages: a large pickle through a pipe would make the parent wait on the
+child's reads, which take the GIL chunk by chunk while the child's main thread produces. A
+child removes its chunks' file once loaded, the parent the coordinates' once every child has
+written the epoch; the directory goes at :meth:`SinkProcess.close`, and one left by a killed
+parent is swept by the next run.
 
-Pipe messages, parent to child: ``("epoch", index, path)``, ``("flush", mark)``,
-``("stop",)``. Child to parent: ``("written", index, written, skipped, first_write_at,
-broker_errors, seconds, stages)`` per epoch, ``("flushed", broker_errors, marks, seconds)``,
-``("failed",
-exception or None, text, traceback or None)``, and ``("alive", busy_seconds)`` heartbeats. A
-flush with ``mark`` (a checkpoint's) also reads back the last record of every partition
-written since the last such flush and reports its
-:class:`~connector.output.verify.PartitionMark` (``marks``, else an empty dict); the parent
-keeps the newest per partition in :attr:`SinkProcess.marks`. The child's
-seconds of encoding and producing are added to the run's times as ``write`` (the
-executor's ``sink`` is the coordinator's hand-off, waits for a busy child included), and
-broken down by stage (``stage write load``, ``... keys``, ``skip``, ``encode``, ``headers``,
-``produce``, ``flush``: see :data:`~connector.observability.metrics.STAGE_PREFIX`).
+Pipe messages, parent to child: ``("epoch", index, path or None, coordinates path or
+None)``, ``("flush", mark)``, ``("stop",)``. Child to parent: ``("written", index, written,
+skipped, first_write_at, broker_errors, seconds, stages)`` per epoch, ``("flushed",
+broker_errors, marks, seconds)``, ``("failed", exception or None, text, traceback or
+None)``, and ``("alive", busy_seconds)`` heartbeats. A flush with ``mark`` (a checkpoint's)
+also reads back the last record of every partition the child wrote since the last such
+flush and reports its :class:`~connector.output.verify.PartitionMark` (``marks``, else an
+empty dict); the parent keeps the newest per partition in :attr:`SinkProcess.marks`. The
+children's seconds of encoding and producing are added to the run's times as ``write``
+(summed over children; the executor's ``sink`` is the coordinator's hand-off, the split by
+partition and waits for a busy child included), and broken down by stage (``stage write
+load``, ``... keys``, ``skip``, ``encode``, ``headers``, ``produce``, ``flush``: see
+:data:`~connector.observability.metrics.STAGE_PREFIX`).
 """
 
 from __future__ import annotations
@@ -64,7 +78,7 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +86,12 @@ from connector.config import OutputHeaders
 from connector.errors import ConnectorError, RefusedError, SinkError, WatchdogError
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX, JobMetrics
+from connector.output.shards import (
+    assign_partitions,
+    describe_partitions,
+    owned_partitions,
+    split_chunks,
+)
 from connector.output.sink import Coordinates, KafkaSink, OutputTarget, Resume, epoch_done
 from connector.output.verify import OutputMarker, PartitionMark
 from connector.runtime import failpoints
@@ -122,14 +142,62 @@ class SinkSettings:
     headers: OutputHeaders = "full"
 
 
+class _Child:
+    """One sink process as the parent sees it: its pipes, the epochs handed to it and not yet
+    reported written, and its answers to flushes that not every child has answered yet."""
+
+    def __init__(
+        self,
+        number: int,
+        of: int,
+        partitions: Sequence[tuple[str, int]],
+        process: Any,
+        to_child: Connection,
+        from_child: Connection,
+    ) -> None:
+        self.number = number
+        self.of = of
+        #: The output partitions it writes (all, when it is the only one).
+        self.partitions = tuple(partitions)
+        self.process = process
+        self.to_child = to_child
+        self.from_child = from_child
+        self.watched = Watched(process.pid)
+        self.started = False  # heard from it yet
+        #: time.monotonic() of its last message.
+        self.heard = time.monotonic()
+        #: Epochs handed on, not yet reported written: (index, seq_start, seq_end).
+        self.pending: list[tuple[int, int, int]] = []
+        #: Per flush it answered that some other child has not: the marks it reported.
+        self.flushed: deque[Mapping[tuple[str, int], PartitionMark]] = deque()
+
+    @property
+    def pid(self) -> int | None:
+        """Its process id."""
+        return self.process.pid  # type: ignore[no-any-return]
+
+    @property
+    def name(self) -> str:
+        """How messages name it: ``the sink process (pid 12)`` when it is the only one, else
+        ``the sink process 2 of 3 (pid 12, output partitions scores/1,4)``."""
+        if self.of == 1:
+            return f"the sink process (pid {self.pid})"
+        return (
+            f"the sink process {self.number + 1} of {self.of} (pid {self.pid}, output "
+            f"partitions {describe_partitions(self.partitions)})"
+        )
+
+
 class SinkProcess:
-    """A :class:`~engine.output.Sink` that writes through a child process; see the module
+    """A :class:`~engine.output.Sink` that writes through child processes, one by default or
+    ``processes`` of them, each owning a share of the output partitions; see the module
     docstring. Use it as a context manager, or call :meth:`close`."""
 
     def __init__(
         self,
         settings: SinkSettings,
         *,
+        processes: int = 1,
         metrics: JobMetrics | None = None,
         stats: RunStats | None = None,
         on_epoch: Callable[[Epoch], None] | None = None,
@@ -141,60 +209,113 @@ class SinkProcess:
             raise ValueError(f"max_pending must be at least 1, not {max_pending}")
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, not {timeout_s}")
+        counts = {t.topic: t.partitions for t in settings.targets.values()}
+        if processes < 1 or (processes > 1 and processes > sum(counts.values())):
+            raise ValueError(
+                f"processes must be between 1 and the {sum(counts.values())} output "
+                f"partitions, not {processes}"
+            )
         # Several heartbeats within the timeout, so that one late beat is no stall.
         settings = replace(settings, heartbeat_s=min(settings.heartbeat_s, timeout_s / 4))
+        self._targets = settings.targets
         self._timeout_s = timeout_s
         self._busy_limit_s = busy_limit_s
         self._metrics = metrics
         self._stats = stats
         self._on_epoch = on_epoch
         self._max_pending = max_pending
-        # Epochs handed on, not yet reported written: (index, seq_start, seq_end).
-        self._pending: list[tuple[int, int, int]] = []
-        # Per flush asked and not yet answered, in order: what to call when it is (None for
-        # the one flush() waits for).
+        #: Per output topic, the child that owns each partition (None: one child, owning all).
+        self._owners = assign_partitions(counts, processes) if processes > 1 else None
+        # Flushes asked of every child, and answered by all of them; per flush not yet
+        # answered by all, in order, what to call when it is (None: flush() waits for it).
+        self._flushes_asked = 0
+        self._flushes_done = 0
         self._after_flush: deque[Callable[[], None] | None] = deque()
-        #: Records written (queued to the child's producer) and skipped, per topic.
+        # Per epoch with records: its coordinates' file, and the children yet to write it.
+        self._coords: dict[int, tuple[Path, list[int]]] = {}
+        self._failed = False  # a child failed, died or was stopped by the watchdog
+        #: Records written (queued to the children's producers) and skipped, per topic.
         self.written: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
-        #: time.monotonic() (system-wide) when the child handed its first record on.
+        #: time.monotonic() (system-wide) when a child handed the run's first record on.
         self.first_write_at: float | None = None
         #: Per partition written by this run, its newest mark (from flushes with ``mark``).
         self.marks: dict[tuple[str, int], PartitionMark] = {}
         self._dir = RunDir.create()
-        context = process_context()
-        self._to_child_r, self._to_child = context.Pipe(duplex=False)
-        self._from_child, self._from_child_w = context.Pipe(duplex=False)
+        self._children: list[_Child] = []
+        self._closed = False
+        try:
+            context = process_context()
+            for number in range(processes):
+                self._children.append(self._start(context, settings, number, processes))
+        except BaseException:
+            self._closed = True
+            for child in self._children:
+                child.process.kill()
+                child.process.join()
+            self._close_ends()
+            raise
+        self._by_conn = {child.from_child: child for child in self._children}
+
+    def _start(self, context: Any, settings: SinkSettings, number: int, of: int) -> _Child:
+        owned = owned_partitions(self._owners, number) if self._owners is not None else []
+        if self._owners is not None:
+            mine = set(owned)
+            settings = replace(
+                settings, resume={k: r for k, r in settings.resume.items() if k in mine}
+            )
+        to_child_r, to_child = context.Pipe(duplex=False)
+        from_child, from_child_w = context.Pipe(duplex=False)
         forked = context.get_start_method() == "fork"
-        self._process = context.Process(  # type: ignore[attr-defined]
+        # A forked child also holds copies of the parent's ends of the children started
+        # before it: it closes them, so that each child sees its inbox close with the parent.
+        parent_ends = [to_child, from_child]
+        for other in self._children:
+            parent_ends += [other.to_child, other.from_child]
+        process = context.Process(
             target=sink_main,
             args=(
                 settings,
-                self._to_child_r,
-                self._from_child_w,
-                (self._to_child, self._from_child),
+                to_child_r,
+                from_child_w,
+                tuple(parent_ends),
                 os.getpid() if forked else None,
             ),
-            name="restream-sink",
+            name="restream-sink" if of == 1 else f"restream-sink-{number}",
             daemon=True,
         )
         try:
-            self._process.start()
+            process.start()
         except BaseException:
-            self._close_ends()
+            to_child.close()
+            from_child.close()
             raise
         finally:
-            self._to_child_r.close()
-            self._from_child_w.close()
-        self._closed = False
-        self._started = False  # heard from the child yet
-        self._watched = Watched(self._process.pid)
-        logger.debug("sink process %s started (%s)", self._process.pid, context.get_start_method())
+            to_child_r.close()
+            from_child_w.close()
+        child = _Child(number, of, owned, process, to_child, from_child)
+        if of == 1:
+            logger.debug("sink process %s started (%s)", process.pid, context.get_start_method())
+        else:
+            logger.debug(
+                "sink process %s of %s started: pid %s, output partitions %s (%s)",
+                number + 1,
+                of,
+                process.pid,
+                describe_partitions(owned),
+                context.get_start_method(),
+            )
+        return child
 
     @property
     def pid(self) -> int | None:
-        """The child's process id."""
-        return self._process.pid  # type: ignore[no-any-return]
+        """The (first) child's process id."""
+        return self._children[0].pid
+
+    @property
+    def pids(self) -> list[int | None]:
+        """Every child's process id, in order."""
+        return [child.pid for child in self._children]
 
     def __enter__(self) -> SinkProcess:
         return self
@@ -203,123 +324,180 @@ class SinkProcess:
         self.close()
 
     def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
-        """Hand one epoch's output to the child (see :class:`engine.output.Sink`)."""
+        """Hand one epoch's output to the children (see :class:`engine.output.Sink`)."""
         self._collect(block=False)
-        coords = Coordinates(epoch) if any(len(c) for c in chunks) else None
-        path = self._dir.file(f"out{epoch.index}")
-        try:
-            store(path, (list(chunks), coords))
-        except (OSError, EngineError) as exc:
-            raise SinkError(
-                f"cannot hand epoch {epoch.index}'s output to the sink process through "
-                f"{self._dir.path}: {exc}; give /dev/shm more room (shmSizeLimit in the Helm "
-                "chart) or use smaller epochs (epoch_size)"
-            ) from exc
-        self._send(("epoch", epoch.index, str(path)), epoch.index)
-        self._pending.append((epoch.index, epoch.seq_start, epoch.seq_end))
-        while len(self._pending) > self._max_pending:
-            self._collect(block=True)
+        index = epoch.index
+        coords: Path | None = None
+        if any(len(c) for c in chunks):
+            coords = self._dir.file(f"coords{index}")
+            self._store(coords, Coordinates(epoch), index)
+        shares: list[tuple[list[OutputChunk], list[Any] | None]]
+        if self._owners is None:
+            shares = [(list(chunks), None)]
+        else:
+            shares = list(split_chunks(chunks, self._targets, self._owners, len(self._children)))
+        for child, (mine, partitions) in zip(self._children, shares, strict=True):
+            path: Path | None = None
+            if any(len(c) for c in mine):
+                path = self._dir.file(f"out{index}-{child.number}")
+                self._store(path, (mine, partitions), index)
+            message = ("epoch", index, str(path) if path else None, str(coords) if coords else None)
+            self._send(child, message)
+            child.pending.append((index, epoch.seq_start, epoch.seq_end))
+        if coords is not None:
+            self._coords[index] = (coords, [len(self._children)])
+        since = time.monotonic()
+        while any(len(child.pending) > self._max_pending for child in self._children):
+            self._collect(block=True, since=since)
         epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
 
     def flush(self, *, mark: bool = False) -> None:
-        """Wait until every record handed on is delivered (raises what the child raised);
+        """Wait until every record handed on is delivered (raises what a child raised);
         with ``mark``, :attr:`marks` then covers it."""
-        self._send(("flush", mark), None)
-        self._after_flush.append(None)
-        while True:
-            if self._collect(block=True) == "flushed":
-                return
+        ordinal = self._ask_flush(mark, None)
+        since = time.monotonic()
+        while self._flushes_done < ordinal:
+            self._collect(block=True, since=since)
 
     def flush_then(self, then: Callable[[], None]) -> None:
-        """Have every record handed on so far delivered, and call ``then()`` once it is,
-        without waiting: from a later :meth:`write` or :meth:`flush` (in the order asked).
-        For a checkpoint: :attr:`marks` covers that output when ``then`` runs."""
-        self._send(("flush", True), None)
-        self._after_flush.append(then)
+        """Have every record handed on so far delivered, and call ``then()`` once it is (by
+        every child), without waiting: from a later :meth:`write` or :meth:`flush` (in the
+        order asked). For a checkpoint: :attr:`marks` covers that output when ``then`` runs."""
+        self._ask_flush(True, then)
 
     def close(self) -> None:
-        """Stop the child: at once if records are pending (a failed run), else when it has
-        nothing left to do. Idempotent."""
+        """Stop the children: at once if records are pending or one failed (a failed run),
+        else when they have nothing left to do. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        if not self._pending:
-            with contextlib.suppress(OSError):
-                self._to_child.send(("stop",))
-            self._process.join(10.0)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        if not self._failed and not any(child.pending for child in self._children):
+            for child in self._children:
+                with contextlib.suppress(OSError):
+                    child.to_child.send(("stop",))
+            deadline = time.monotonic() + 10.0
+            for child in self._children:
+                child.process.join(max(0.0, deadline - time.monotonic()))
+        for child in self._children:
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join()
         self._close_ends()
 
     def _close_ends(self) -> None:
-        self._to_child.close()
-        self._from_child.close()
+        for child in self._children:
+            child.to_child.close()
+            child.from_child.close()
         self._dir.remove()
 
     # ------------------------------------------------------------------ internals
 
-    def _send(self, message: tuple[Any, ...], epoch: int | None) -> None:
+    def _store(self, path: Path, obj: Any, index: int) -> None:
         try:
-            self._to_child.send(message)
+            store(path, obj)
+        except (OSError, EngineError) as exc:
+            raise SinkError(
+                f"cannot hand epoch {index}'s output to the sink process through "
+                f"{self._dir.path}: {exc}; give /dev/shm more room (shmSizeLimit in the Helm "
+                "chart) or use smaller epochs (epoch_size)"
+            ) from exc
+
+    def _ask_flush(self, mark: bool, then: Callable[[], None] | None) -> int:
+        """Ask every child to flush; returns the flush's ordinal (see :attr:`_flushes_done`)."""
+        for child in self._children:
+            self._send(child, ("flush", mark))
+        self._flushes_asked += 1
+        self._after_flush.append(then)
+        return self._flushes_asked
+
+    def _send(self, child: _Child, message: tuple[Any, ...]) -> None:
+        try:
+            child.to_child.send(message)
         except OSError:
             # The child is gone; it may have said why before it went.
-            self._collect(block=True)
-            raise self._died(epoch) from None
+            self._collect(block=False)
+            raise self._died(child) from None
 
-    def _collect(self, *, block: bool) -> str | None:
-        """Take the child's reports: all that are waiting, or (``block``) at least one.
-        Returns the kind of the last report taken (heartbeats are no reports)."""
-        kind: str | None = None
-        heard = time.monotonic()  # the start of the wait, or the child's last message
+    def _collect(self, *, block: bool, since: float | None = None) -> None:
+        """Take the children's reports: all that are waiting, or (``block``) at least one
+        and then all that are waiting (heartbeats are no reports). ``since``: when the
+        caller began to wait; a child is stuck when silent for the timeout since then."""
+        taken = False
+        checked = time.monotonic()
+        since = checked if since is None else since
         while True:
-            if not self._from_child.poll(_POLL_S if block and kind is None else 0):
-                if not block or kind is not None:
-                    return kind
-                if not self._process.is_alive():
-                    if self._from_child.poll(0):
-                        continue  # its last words arrived as it exited
-                    raise self._died(self._pending[0][0] if self._pending else None)
-                limit = self._timeout_s if self._started else max(self._timeout_s, STARTUP_S)
-                if time.monotonic() - heard > limit:
-                    raise self._stuck(None)
-                continue
-            try:
-                report = self._from_child.recv()
-            except EOFError:
-                self._process.join(1.0)
-                raise self._died(self._pending[0][0] if self._pending else None) from None
-            heard = time.monotonic()
-            self._started = True
-            self._watched.sample()
-            if report[0] == "alive":
-                busy = float(report[1])
-                if self._busy_limit_s is not None and busy > self._busy_limit_s:
-                    raise self._stuck(busy)
-                continue
-            kind = str(report[0])
-            if kind == "written":
-                self._written(*report[1:])
-            elif kind == "flushed":
-                self._broker_errors(report[1])
-                self.marks.update(report[2])
-                if self._stats is not None:
-                    self._stats.add_time(f"{STAGE_PREFIX}write flush", report[3])
-                then = self._after_flush.popleft()
-                if then is None:
-                    return kind
+            ready = wait(list(self._by_conn), _POLL_S if block and not taken else 0)
+            if not ready and (not block or taken):
+                return
+            for conn in ready:
+                child = self._by_conn[conn]  # type: ignore[index]
+                try:
+                    report = child.from_child.recv()
+                except EOFError:
+                    raise self._died(child) from None
+                taken = self._report(child, report) or taken
+            now = time.monotonic()
+            if block and not taken and (not ready or now - checked >= _POLL_S):
+                checked = now
+                self._check(since, now)
+
+    def _check(self, since: float, now: float) -> None:
+        """Raise for a child that is gone or has been silent too long."""
+        for child in self._children:
+            if not child.process.is_alive():
+                if child.from_child.poll(0):
+                    continue  # its last words arrived as it exited: taken next
+                raise self._died(child)
+            limit = self._timeout_s if child.started else max(self._timeout_s, STARTUP_S)
+            if now - max(child.heard, since) > limit:
+                raise self._stuck(child, None)
+
+    def _report(self, child: _Child, report: tuple[Any, ...]) -> bool:
+        """Take one report of ``child``; whether it was more than a heartbeat."""
+        child.heard = time.monotonic()
+        child.started = True
+        child.watched.sample()
+        kind = report[0]
+        if kind == "alive":
+            busy = float(report[1])
+            if self._busy_limit_s is not None and busy > self._busy_limit_s:
+                raise self._stuck(child, busy)
+            return False
+        if kind == "written":
+            self._written(child, *report[1:])
+        elif kind == "flushed":
+            self._broker_errors(report[1])
+            child.flushed.append(report[2])
+            if self._stats is not None:
+                self._stats.add_time(f"{STAGE_PREFIX}write flush", report[3])
+            self._flushes_answered()
+        elif kind == "failed":
+            child.pending.clear()
+            self._failed = True
+            exc, text, trace = report[1], report[2], report[3]
+            if isinstance(exc, ConnectorError):
+                raise exc
+            logger.error("%s failed:\n%s", child.name, trace)
+            raise SinkError(f"{child.name} failed: {text}")
+        return True
+
+    def _flushes_answered(self) -> None:
+        """Complete, in order, each flush that every child has answered: its marks join
+        :attr:`marks` (only then: a mark from a later flush must not count for an earlier
+        checkpoint) and its callback runs."""
+        while self._flushes_done < self._flushes_asked and all(
+            child.flushed for child in self._children
+        ):
+            for child in self._children:
+                self.marks.update(child.flushed.popleft())
+            self._flushes_done += 1
+            then = self._after_flush.popleft()
+            if then is not None:
                 then()
-                kind = "flushed-then"
-            elif kind == "failed":
-                self._pending.clear()
-                exc, text, trace = report[1], report[2], report[3]
-                if isinstance(exc, ConnectorError):
-                    raise exc
-                logger.error("the sink process failed:\n%s", trace)
-                raise SinkError(f"the sink process failed: {text}")
 
     def _written(
         self,
+        child: _Child,
         index: int,
         written: Mapping[str, int],
         skipped: Mapping[str, int],
@@ -328,15 +506,23 @@ class SinkProcess:
         seconds: float,
         stages: Mapping[str, float],
     ) -> None:
-        assert self._pending and self._pending[0][0] == index, (self._pending, index)
-        self._pending.pop(0)
+        assert child.pending and child.pending[0][0] == index, (child.pending, index)
+        child.pending.pop(0)
+        coords = self._coords.get(index)
+        if coords is not None:
+            coords[1][0] -= 1
+            if not coords[1][0]:  # every child has written the epoch
+                del self._coords[index]
+                coords[0].unlink(missing_ok=True)
         for topic, n in written.items():
             self.written[topic] = self.written.get(topic, 0) + n
             if self._metrics is not None:
                 self._metrics.records_written(topic, n)
         for topic, n in skipped.items():
             self.skipped[topic] = self.skipped.get(topic, 0) + n
-        if self.first_write_at is None:
+        if first_write_at is not None and (
+            self.first_write_at is None or first_write_at < self.first_write_at
+        ):
             self.first_write_at = first_write_at
         if self._stats is not None:
             self._stats.add_time("write", seconds)
@@ -349,16 +535,17 @@ class SinkProcess:
             for _ in range(count):
                 self._metrics.broker_error("producer")
 
-    def _stuck(self, busy: float | None) -> WatchdogError:
-        pid = self._process.pid
-        state = self._watched.stall()
-        self._process.kill()
-        self._process.join()
-        if self._pending:
-            index, first, end = self._pending[0]
+    def _stuck(self, child: _Child, busy: float | None) -> WatchdogError:
+        self._failed = True
+        name = child.name
+        state = child.watched.stall()
+        child.process.kill()
+        child.process.join()
+        if child.pending:
+            index, first, end = child.pending[0]
             where = f" while writing epoch {index} (seq {first}..{end - 1})"
         else:
-            where = " while flushing" if self._after_flush else ""
+            where = " while flushing" if self._flushes_done < self._flushes_asked else ""
         if busy is None:
             what = f"made no progress for {self._timeout_s:.0f} s{where}: {state}"
         else:
@@ -367,24 +554,25 @@ class SinkProcess:
                 f"{self._busy_limit_s:.0f} s: broker_timeout plus stall_timeout)"
             )
         return WatchdogError(
-            f"the sink process (pid {pid}) {what}; it was stopped, and its output since "
-            "the last flush may be partly written: run the job again (with a checkpoint "
-            "directory it resumes and skips what is already there)",
+            f"{name} {what}; it was stopped, and its output since the last flush may be partly "
+            "written: run the job again (with a checkpoint directory it resumes and skips what "
+            "is already there)",
             process="sink",
         )
 
-    def _died(self, epoch: int | None) -> SinkError:
-        self._process.join(1.0)
-        code = self._process.exitcode
-        how = f"exited with code {code}" if code is None else self._watched.death(code)
+    def _died(self, child: _Child) -> SinkError:
+        self._failed = True
+        child.process.join(1.0)
+        code = child.process.exitcode
+        how = f"exited with code {code}" if code is None else child.watched.death(code)
         where = ""
-        for index, first, end in self._pending:
-            if index == epoch:
-                where = f" while writing epoch {index} (seq {first}..{end - 1})"
+        if child.pending:
+            index, first, end = child.pending[0]
+            where = f" while writing epoch {index} (seq {first}..{end - 1})"
         return SinkError(
-            f"the sink process (pid {self._process.pid}) {how}{where}; its output "
-            "since the last flush may be partly written: run the job again (with a checkpoint "
-            "directory it resumes and skips what is already there)"
+            f"{child.name} {how}{where}; its output since the last flush may be partly "
+            "written: run the job again (with a checkpoint directory it resumes and skips what "
+            "is already there)"
         )
 
 
@@ -566,15 +754,20 @@ def _serve_with(
                 outbox.step(busy=False)
                 reported = errors.count
                 continue
-            _, index, path = message
+            _, index, path, coords_path = message
             started = time.perf_counter()
-            chunks, coords = load(Path(path))
-            Path(path).unlink()  # the mapping stays readable
+            chunks, partitions, coords = [], None, None
+            if path is not None:
+                chunks, partitions = load(Path(path))
+                Path(path).unlink()  # the mapping stays readable
+            if coords_path is not None:
+                coords = load(Path(coords_path))  # the parent removes it: siblings read it too
             loaded = time.perf_counter() - started
             before_w, before_s = dict(sink.written), dict(sink.skipped)
             before_t = dict(sink.stage_seconds)
-            sink.produce(chunks, coords)
-            del chunks, coords  # their /dev/shm pages go with the mapping, not with the next epoch
+            sink.produce(chunks, coords, partitions)
+            # Their /dev/shm pages go with the mappings, not with the next epoch.
+            del chunks, partitions, coords
             failpoints.hit("sink.epoch")
             outbox.send(
                 (

@@ -113,9 +113,13 @@ def _run_dirs() -> set[Path]:
     return set(default_shm_dir().glob(f"restream-{os.getpid()}-*"))
 
 
+@pytest.mark.parametrize("processes", [1, 2, 3])
 def test_writes_what_the_sink_in_process_writes(
-    broker: LocalBroker, new_topic: NewTopic, read_range: ReadRange
+    broker: LocalBroker, new_topic: NewTopic, read_range: ReadRange, processes: int
 ) -> None:
+    """Split over processes by partition or not, the same records, partitions, order and
+    headers; a resume point skips in the partition's own process; marks cover every
+    partition."""
     inline_topic, child_topic = new_topic(partitions=3), new_topic(partitions=3)
     # Resume inside partition 1 of epoch 1: both sinks must skip the same records.
     resume = {(child_topic, 1): ResumePoint(seq=1_010, count=1)}
@@ -137,14 +141,17 @@ def test_writes_what_the_sink_in_process_writes(
     seen: list[int] = []
     with SinkProcess(
         _settings(broker, child_topic, resume),
+        processes=processes,
         metrics=metrics,
         stats=stats,
         on_epoch=lambda e: seen.append(e.index),
     ) as sink:
+        assert len(set(sink.pids)) == processes
         for epoch, rows in epochs:
             sink.write([_chunk(epoch, rows)] if rows else [], epoch)
-        sink.flush()
+        sink.flush(mark=True)
         assert sink.first_write_at is not None and sink.first_write_at <= time.monotonic()
+        assert set(sink.marks) == {(child_topic, p) for p in range(3)}
 
     assert seen == [0, 1, 2, 3]
     assert sink.written == {child_topic: inline.written[inline_topic]}
@@ -166,6 +173,11 @@ def test_writes_what_the_sink_in_process_writes(
     expected = records(inline_topic)
     assert len(expected) == sum(inline.written.values()) == counts.sum()
     assert records(child_topic) == expected
+    # Each mark is the partition's last record (its seq), whichever process wrote it.
+    for p, (_, end) in ranges.items():
+        (last,) = read_range(child_topic, {p: (end - 1, end)})
+        mark = sink.marks[(child_topic, p)]
+        assert (mark.offset, mark.seq) == (end - 1, int(dict(last.headers)["restream.seq"]))
 
 
 class _CountingProducer(BulkProducer):
@@ -290,20 +302,24 @@ def test_a_busy_child_that_heartbeats_is_no_stall(broker: LocalBroker, new_topic
         assert sum(sink.written.values()) == 2_000
 
 
-def test_the_child_ends_when_the_parents_end_of_its_pipe_closes(
-    broker: LocalBroker, new_topic: NewTopic
+@pytest.mark.parametrize("processes", [1, 3])
+def test_each_child_ends_when_the_parents_end_of_its_pipe_closes(
+    broker: LocalBroker, new_topic: NewTopic, processes: int
 ) -> None:
-    # What a parent's death looks like to the child when PR_SET_PDEATHSIG is not there: it
-    # works only if the child closed the copies of the parent's ends that a fork gave it.
-    sink = SinkProcess(_settings(broker, new_topic(partitions=3)))
-    pid = sink.pid
-    assert pid is not None
+    # What a parent's death looks like to a child when PR_SET_PDEATHSIG is not there: it
+    # works only if each child closed the copies of the parent's ends that a fork gave it,
+    # its siblings' included.
+    sink = SinkProcess(_settings(broker, new_topic(partitions=3)), processes=processes)
+    assert len(sink.pids) == processes
     sink.flush()
-    sink._to_child.close()
-    sink._process.join(10)
-    assert sink._process.exitcode == 0
+    for child in sink._children:
+        child.to_child.close()
+    for child in sink._children:
+        child.process.join(10)
+        assert child.process.exitcode == 0
     sink._closed = True  # nothing left for close() to stop
-    sink._from_child.close()
+    for child in sink._children:
+        child.from_child.close()
     sink._dir.remove()
 
 
