@@ -333,6 +333,14 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     _s(
+        "sink_processes",
+        "int",
+        "processes that write the output, each owning a share of the output partitions; 0: "
+        "one per 4 CPUs the pod may use (at least 1), at most one per output partition",
+        0,
+        minimum=0,
+    ),
+    _s(
         "checkpoint_dir",
         "str",
         "directory (a mounted volume) for checkpoints; a restarted job resumes from them",
@@ -471,6 +479,7 @@ class RunConfig:
     ray_address: str = _default("ray_address")
     ray_readers: int = _default("ray_readers")
     epoch_size: int = _default("epoch_size")
+    sink_processes: int = _default("sink_processes")
     checkpoint_dir: str | None = _default("checkpoint_dir")
     checkpoint_every_epochs: int = _default("checkpoint_every_epochs")
     checkpoint_every_seconds: int = _default("checkpoint_every_seconds")

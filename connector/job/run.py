@@ -10,7 +10,8 @@ The order of work is what makes failures cheap and output clean:
 4. the replay: :class:`~connector.input.reader.KafkaSource` -> executor ->
    :class:`~connector.output.sink_process.SinkProcess` (a
    :class:`~connector.output.sink.KafkaSink` in a child process, so that writing overlaps
-   reading), with metrics and progress after every epoch;
+   reading; ``sink_processes`` of them, each owning a share of the output partitions), with
+   metrics and progress after every epoch;
    the output is flushed before success is declared;
 5. metrics are pushed to the Pushgateway, if one is configured, whatever the outcome (a job
    that fails before replaying, bad settings included, pushes ``restream_job_success 0``).
@@ -82,6 +83,7 @@ from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX, JobMetrics, MetricsServer
 from connector.observability.progress import Progress
+from connector.output.shards import sink_process_count
 from connector.output.sink import OutputTarget, output_producer_settings
 from connector.output.sink_process import SinkProcess, SinkSettings
 from connector.output.topics import (
@@ -1014,6 +1016,7 @@ def _run_holding(
                 client=job.client,
                 headers=config.output_headers,
             ),
+            processes=sink_process_count(config.sink_processes, targets, usable_cpus_here()),
             metrics=metrics,
             stats=stats,
             on_epoch=lambda _epoch: progress.update(),

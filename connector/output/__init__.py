@@ -9,7 +9,10 @@
     sink.py          KafkaSink: an epoch's output chunks encoded, keyed (murmur2, like the
                      Java client) and produced with their headers, in serial order
     sink_process.py  SinkProcess: a KafkaSink in a child process fed through ``/dev/shm``,
-                     at most one epoch behind the coordinator
+                     at most one epoch behind the coordinator; or several, each owning a
+                     share of the output partitions (``sink_processes``)
+    shards.py        which sink process owns which output partition, how many there are,
+                     and each epoch's output split between them
 
 The engine's side of output (chunks, the serial ``seq``) is :mod:`engine.output`.
 """

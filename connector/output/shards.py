@@ -28,6 +28,7 @@ import numpy.typing as npt
 
 from connector.errors import SerdeError
 from connector.output.sink import OutputTarget, key_partitions
+from connector.runtime.cpus import CpuBudget
 from engine.output import OutputChunk
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "auto_sink_processes",
     "describe_partitions",
     "owned_partitions",
+    "sink_process_count",
     "split_chunks",
 ]
 
@@ -57,6 +59,35 @@ def auto_sink_processes(cpus: int, partitions: int) -> int:
     """``sink_processes`` 0: one per :data:`CPUS_PER_SINK` usable CPUs, at least one, and no
     more than there are output partitions (a process without partitions has nothing to do)."""
     return max(1, min(cpus // CPUS_PER_SINK, partitions))
+
+
+def sink_process_count(requested: int, targets: Mapping[str, OutputTarget], cpus: CpuBudget) -> int:
+    """The run's sink processes for the ``sink_processes`` setting (``requested``; 0: from
+    ``cpus``), at most one per output partition of ``targets``; logged."""
+    partitions = sum({t.topic: t.partitions for t in targets.values()}.values())
+    if not requested:
+        count = auto_sink_processes(cpus.count, partitions)
+        logger.info(
+            "%s sink process%s (sink_processes 0: one per %s usable CPUs, at most one per "
+            "output partition, of which there are %s; %s)",
+            count,
+            "" if count == 1 else "es",
+            CPUS_PER_SINK,
+            partitions,
+            cpus.source,
+        )
+        return count
+    count = min(requested, max(1, partitions))
+    if count < requested:
+        logger.warning(
+            "sink_processes %s: the output has only %s partitions, so %s sink processes write it",
+            requested,
+            partitions,
+            count,
+        )
+    else:
+        logger.info("%s sink process%s (sink_processes)", count, "" if count == 1 else "es")
+    return count
 
 
 def assign_partitions(

@@ -86,6 +86,8 @@ def test_lists_and_mappings_from_every_source(tmp_path: Path) -> None:
         (["--workers", "two"], {}, "--workers", "not an integer"),
         ([], {"RESTREAM_WORKERS": "-1"}, "RESTREAM_WORKERS", "must be >= 0"),
         (["--epoch-size", "-5"], {}, "epoch_size", "must be >= 0"),
+        ([], {"RESTREAM_SINK_PROCESSES": "-2"}, "sink_processes", "must be >= 0"),
+        (["--sink-processes", "many"], {}, "--sink-processes", "not an integer"),
         (["--on-bad-record", "drop"], {}, "on_bad_record", "dead-letter, fail"),
         (["--max-bad-records", "many"], {}, "max_bad_records", "a count N"),
         ([], {"RESTREAM_MAX_BAD_RECORDS": "-3"}, "RESTREAM_MAX_BAD_RECORDS", "a count N"),

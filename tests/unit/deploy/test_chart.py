@@ -65,6 +65,7 @@ SETTING_OF_VALUE = {
     "workers": "workers",
     "epochSize": "epoch_size",
     "ray.readers": "ray_readers",
+    "sinkProcesses": "sink_processes",
     "checkpoints.mountPath": "checkpoint_dir",
     "checkpoints.everyEpochs": "checkpoint_every_epochs",
     "checkpoints.everySeconds": "checkpoint_every_seconds",
@@ -291,6 +292,7 @@ def test_defaults_agree_with_the_cli() -> None:
     "value",
     [
         "epochSize",
+        "sinkProcesses",
         "checkpoints.everyEpochs",
         "checkpoints.everySeconds",
         "checkpoints.keep",
