@@ -233,3 +233,45 @@ def test_without_headers_a_rerun_needs_the_jobs_checkpoints(
     again = run_job(config, out=io.StringIO())
     assert again.already_finished is not None
     assert again.outputs.get(output, 0) == 0 and again.events == 0
+
+
+@pytest.mark.parametrize("mode", ["full", "compact", "none"])
+def test_several_sink_processes_write_what_one_writes(
+    broker: LocalBroker,
+    social: SocialData,
+    read_range: ReadRange,
+    mode: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """``sink_processes`` 2 and 3 split the output by partition: every record (key, value,
+    partition, timestamp, headers but the job id) and every partition's order as with one."""
+    topics = _write(broker, social)
+    counts = {p: len(rows) for p, rows in _expected(social, topics).items()}
+    written: dict[int, list[tuple[object, ...]]] = {}
+    for processes in (1, 2, 3):
+        config = _config(
+            broker, social, topics, executor="batch", output_headers=mode, sink_processes=processes
+        )
+        caplog.clear()
+        with caplog.at_level("INFO", logger="connector.output.shards"):
+            report = run_job(config, out=io.StringIO())
+        plural = "" if processes == 1 else "es"
+        assert f"{processes} sink process{plural} (sink_processes)" in caplog.messages
+        output = f"{config.job_id}.scores"
+        assert report.outputs == {output: sum(counts.values())}
+        records = read_range(output, {p: (0, n) for p, n in counts.items()})
+        written[processes] = [
+            (r.partition, r.offset, r.key, r.value, r.timestamp, _without_job(r.headers, mode))
+            for r in records
+        ]
+    assert written[2] == written[1]
+    assert written[3] == written[1]
+
+
+def _without_job(headers: tuple[tuple[str, object], ...], mode: str) -> object:
+    """A record's headers without the job id, which differs from job to job."""
+    if mode == "compact":
+        job, seq, _ = identity(headers)
+        assert job is not None
+        return seq
+    return [(k, v) for k, v in headers if k != "restream.job"]
