@@ -392,3 +392,86 @@ def test_an_exception_in_a_callback_comes_out_of_the_next_call(
         sink.flush_then(fail)
         with pytest.raises(OSError, match="disk full"):
             sink.flush()
+
+
+def test_a_killed_child_of_several_is_named_with_its_partitions(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    topic = new_topic(partitions=3)
+    before = _run_dirs()
+    sink = SinkProcess(_settings(broker, topic), processes=2)
+    try:
+        pids = sink.pids
+        epoch = _epoch(0, 1_000)
+        sink.write([_chunk(epoch, 500)], epoch)
+        victim = pids[1]
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        started = time.monotonic()
+        with pytest.raises(
+            SinkError,
+            # Round-robin: the second process owns partition 1 of the topic's three.
+            match=rf"the sink process 2 of 2 \(pid {victim}, output partitions {topic}/1\) was "
+            r"killed by SIGKILL \(out of memory\?",
+        ):
+            for index in range(1, 100):
+                later = _epoch(index, 1_000)
+                sink.write([_chunk(later, 500)], later)
+            sink.flush()
+        assert time.monotonic() - started < 10
+    finally:
+        sink.close()
+    # The sibling is stopped with it, and nothing is left in /dev/shm.
+    assert not any(running(pid) for pid in pids if pid is not None)
+    assert _run_dirs() == before
+
+
+def test_a_stopped_child_of_several_trips_the_watchdog(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    topic = new_topic(partitions=3)
+    with SinkProcess(_settings(broker, topic), processes=3, timeout_s=1.0) as sink:
+        sink.flush()  # answered: every child is up
+        victim = sink.pids[2]
+        assert victim is not None
+        os.kill(victim, signal.SIGSTOP)  # alive, but never answers again
+        epoch = _epoch(0, 1_000)
+        started = time.monotonic()
+        with pytest.raises(
+            WatchdogError,
+            match=rf"the sink process 3 of 3 \(pid {victim}, output partitions {topic}/2\) made "
+            r"no progress for 1 s while writing epoch 0 \(seq 0\.\.999\): it is stopped",
+        ):
+            sink.write([_chunk(epoch, 500)], epoch)
+            sink.flush()
+        assert time.monotonic() - started < 5
+    assert not running(victim)
+
+
+def test_a_checkpoints_marks_wait_for_every_child(broker: LocalBroker, new_topic: NewTopic) -> None:
+    """A flush's callback runs once every child answered it, and sees the marks of that
+    flush for every partition, not a later flush's: a slow child holds the callback back."""
+    topic = new_topic(partitions=3)
+    seen: list[dict[tuple[str, int], int | None]] = []
+    # Two epochs may wait for a child: the writes below do not wait for the stopped one.
+    with SinkProcess(_settings(broker, topic), processes=3, max_pending=2) as sink:
+        sink.flush()
+        slow = sink.pids[0]
+        assert slow is not None
+        os.kill(slow, signal.SIGSTOP)
+        try:
+            for index in range(2):
+                epoch = _epoch(index, 1_000)
+                sink.write([_chunk(epoch, 600)], epoch)
+                sink.flush_then(lambda: seen.append({k: m.seq for k, m in sink.marks.items()}))
+            time.sleep(1.0)  # the others answer both flushes meanwhile
+            sink._collect(block=False)
+            assert seen == [], "called back before every child flushed"
+        finally:
+            os.kill(slow, signal.SIGCONT)
+        sink.flush()
+    first, second = seen
+    assert set(first) == set(second) == {(topic, p) for p in range(3)}
+    # The first callback saw each partition's last record of epoch 0, the second of epoch 1.
+    assert all(s is not None and s < 1_000 for s in first.values())
+    assert all(s is not None and s >= 1_000 for s in second.values())
