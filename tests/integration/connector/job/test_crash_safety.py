@@ -14,7 +14,9 @@ between a kill and the restart is refused (exit 2) until ``--restart-from-scratc
 
 The random kills and the kill between producing and checkpointing run in every
 ``output_headers`` mode; ``compact`` and ``none`` are compared on keys, values, partitions and
-order (and ``compact`` on each record's seq), with fewer kills than ``full``.
+order (and ``compact`` on each record's seq), with fewer kills than ``full``. Some run with
+the output written by two sink processes (``sink_processes`` 2), each at its own point when
+killed.
 """
 
 from __future__ import annotations
@@ -278,17 +280,28 @@ def _wait_for_new_checkpoint(
 KILLS = {"full": 3, "compact": 2, "none": 2}
 
 
-@pytest.mark.parametrize("mode", list(KILLS))
+@pytest.mark.parametrize(
+    ("mode", "sinks"), [*((mode, 1) for mode in KILLS), ("full", 2), ("none", 2)]
+)
 def test_sigkill_at_random_points_then_resume(
-    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path, mode: str
+    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path, mode: str, sinks: int
 ) -> None:
     # Each kill lands a random moment after the attempt's first new checkpoint: the attempt has
     # made progress (a fixed delay is too late on a fast machine, where a resumed job finishes
     # before it), and the kill falls anywhere between, or inside, the next checkpoints. With 21
     # epochs and a checkpoint every 3, three kills leave at least 12 epochs to the end.
+    # With sinks 2 the output's three partitions are written by two sink processes: a kill
+    # leaves each at its own point, and the resume must find each partition's.
     job = f"kill-{uuid.uuid4().hex[:8]}"
-    env = _env(broker.bootstrap, data.topics, job, tmp_path, RESTREAM_OUTPUT_HEADERS=mode)
-    rng = random.Random(1234 + len(mode))
+    env = _env(
+        broker.bootstrap,
+        data.topics,
+        job,
+        tmp_path,
+        RESTREAM_OUTPUT_HEADERS=mode,
+        RESTREAM_SINK_PROCESSES=str(sinks),
+    )
+    rng = random.Random(1234 + len(mode) + 100 * sinks)
     want = KILLS[mode]
     kills = 0
     newest: Path | None = None
@@ -312,21 +325,36 @@ def test_sigkill_at_random_points_then_resume(
 
 
 @pytest.mark.parametrize(
-    ("failpoint", "mode"),
+    ("failpoint", "mode", "sinks"),
     [
-        ("checkpoint.write:2", "full"),
-        ("checkpoint.flushed:2", "full"),
-        ("sink.epoch:7", "full"),
-        ("checkpoint.flushed:2", "none"),
-        ("sink.epoch:7", "compact"),
-        ("sink.epoch:7", "none"),
+        ("checkpoint.write:2", "full", 1),
+        ("checkpoint.flushed:2", "full", 1),
+        ("sink.epoch:7", "full", 1),
+        ("checkpoint.flushed:2", "none", 1),
+        ("sink.epoch:7", "compact", 1),
+        ("sink.epoch:7", "none", 1),
+        # Each of two sink processes reaches its 7th epoch: the first to get there kills.
+        ("sink.epoch:7", "none", 2),
     ],
 )
 def test_killed_inside_a_checkpoint_or_between_produce_and_checkpoint(
-    broker: LocalBroker, data: Data, reference: Output, tmp_path: Path, failpoint: str, mode: str
+    broker: LocalBroker,
+    data: Data,
+    reference: Output,
+    tmp_path: Path,
+    failpoint: str,
+    mode: str,
+    sinks: int,
 ) -> None:
     job = f"fp-{uuid.uuid4().hex[:8]}"
-    env = _env(broker.bootstrap, data.topics, job, tmp_path, RESTREAM_OUTPUT_HEADERS=mode)
+    env = _env(
+        broker.bootstrap,
+        data.topics,
+        job,
+        tmp_path,
+        RESTREAM_OUTPUT_HEADERS=mode,
+        RESTREAM_SINK_PROCESSES=str(sinks),
+    )
     code, out = _finish(_start({**env, "RESTREAM_FAILPOINTS": failpoint}))
     assert code == -signal.SIGKILL, out
     code, out = _finish(_start(env))

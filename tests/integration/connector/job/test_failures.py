@@ -97,8 +97,14 @@ class _Lines:
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
             self.lines.append(line)
-            m = re.search(r"(worker \d+) started: pid (\d+)|sink process (\d+) started", line)
-            if m:
+            m = re.search(
+                r"(worker \d+) started: pid (\d+)|sink process (\d+) started"
+                r"|sink process (\d+) of \d+ started: pid (\d+)",
+                line,
+            )
+            if m and m.group(4):  # one of several sink processes: "sink 2"
+                self.pids[f"sink {m.group(4)}"] = int(m.group(5))
+            elif m:
                 self.pids[m.group(1) or "sink"] = int(m.group(2) or m.group(3))
             if "epoch" in line and '"fields"' in line and "events_per_second" in line:
                 self.started.set()
@@ -225,6 +231,30 @@ def test_a_killed_worker_is_reported_as_a_possible_oom_kill_at_once(
         r"least [\d,]+ MiB",
     )
     assert time.monotonic() - killed < 4.0
+
+
+def test_a_killed_sink_process_among_several_fails_the_job_naming_it(
+    broker: LocalBroker, topics: tuple[str, str]
+) -> None:
+    """With sink_processes 2 each owns one of the two output partitions; the death of one
+    fails the run at once, naming it and its partition, and the other goes with the run."""
+    lines = _Lines(_start(_env(broker.bootstrap, topics, RESTREAM_SINK_PROCESSES="2")))
+    pid = lines.wait_for("sink 2")
+    sibling = lines.wait_for("sink 1")
+    lines.wait_for("worker 1")
+    time.sleep(1.0)  # into the replay
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    code, stderr = lines.finish()
+    assert code == 1, stderr
+    _one_clear_message(
+        stderr,
+        code,
+        rf"the sink process 2 of 2 \(pid {pid}, output partitions \S+\.scores/1\) was killed "
+        r"by SIGKILL \(out of memory\? its peak RSS was at least [\d,]+ MiB",
+    )
+    assert time.monotonic() - killed < 4.0
+    assert not running(sibling)
 
 
 def test_an_unreachable_broker_fails_start_up_within_broker_timeout(
