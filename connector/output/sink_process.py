@@ -157,7 +157,7 @@ class _Child:
     ) -> None:
         self.number = number
         self.of = of
-        #: The output partitions it writes (all, when it is the only one).
+        #: The output partitions it writes (empty when it is the only one: it writes all).
         self.partitions = tuple(partitions)
         self.process = process
         self.to_child = to_child
@@ -231,8 +231,10 @@ class SinkProcess:
         self._flushes_asked = 0
         self._flushes_done = 0
         self._after_flush: deque[Callable[[], None] | None] = deque()
-        # Per epoch with records: its coordinates' file, and the children yet to write it.
-        self._coords: dict[int, tuple[Path, list[int]]] = {}
+        # Per epoch with records: its coordinates' file, and how many children have yet to
+        # write the epoch (the file goes when none has).
+        self._coords: dict[int, Path] = {}
+        self._coords_readers: dict[int, int] = {}
         self._failed = False  # a child failed, died or was stopped by the watchdog
         #: Records written (queued to the children's producers) and skipped, per topic.
         self.written: dict[str, int] = {}
@@ -345,7 +347,8 @@ class SinkProcess:
             self._send(child, message)
             child.pending.append((index, epoch.seq_start, epoch.seq_end))
         if coords is not None:
-            self._coords[index] = (coords, [len(self._children)])
+            self._coords[index] = coords
+            self._coords_readers[index] = len(self._children)
         since = time.monotonic()
         while any(len(child.pending) > self._max_pending for child in self._children):
             self._collect(block=True, since=since)
@@ -508,12 +511,11 @@ class SinkProcess:
     ) -> None:
         assert child.pending and child.pending[0][0] == index, (child.pending, index)
         child.pending.pop(0)
-        coords = self._coords.get(index)
-        if coords is not None:
-            coords[1][0] -= 1
-            if not coords[1][0]:  # every child has written the epoch
-                del self._coords[index]
-                coords[0].unlink(missing_ok=True)
+        if index in self._coords:
+            self._coords_readers[index] -= 1
+            if not self._coords_readers[index]:  # every child has written the epoch
+                del self._coords_readers[index]
+                self._coords.pop(index).unlink(missing_ok=True)
         for topic, n in written.items():
             self.written[topic] = self.written.get(topic, 0) + n
             if self._metrics is not None:

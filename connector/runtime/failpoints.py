@@ -8,7 +8,8 @@ report of :func:`connector.cli.app.main`. Unset (always, outside tests) a fail p
 one dict lookup. The points:
 
 - ``sink.epoch``: an epoch's output was handed to the producer (not yet flushed), in the
-  sink process when there is one (:mod:`connector.output.sink_process`);
+  sink process when there is one (:mod:`connector.output.sink_process`; with several, each
+  counts its own epochs and the first to reach the count kills);
 - ``checkpoint.flushed``: the output up to a checkpoint is flushed, its snapshot not written;
 - ``checkpoint.write``: half of a snapshot file is written (a torn temporary file).
 """

@@ -152,6 +152,9 @@ def test_writes_what_the_sink_in_process_writes(
         sink.flush(mark=True)
         assert sink.first_write_at is not None and sink.first_write_at <= time.monotonic()
         assert set(sink.marks) == {(child_topic, p) for p in range(3)}
+        # Every epoch's files are gone once written: /dev/shm does not fill up as a run goes.
+        left = [f.name for f in sink._dir.path.iterdir() if f.name.startswith(("out", "coords"))]
+        assert left == []
 
     assert seen == [0, 1, 2, 3]
     assert sink.written == {child_topic: inline.written[inline_topic]}
