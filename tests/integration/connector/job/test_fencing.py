@@ -197,8 +197,9 @@ def test_a_run_started_mid_run_is_refused_and_the_first_is_unharmed(
     _assert_same(read_all(broker.bootstrap, f"{job}.scores"), reference)
 
 
+@pytest.mark.parametrize("sinks", [1, 2])
 def test_a_stopped_run_is_taken_over_and_fenced_when_it_continues(
-    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path
+    broker: LocalBroker, data: Data, reference: Records, tmp_path: Path, sinks: int
 ) -> None:
     # A run whose coordinator hangs (SIGSTOP) stops renewing its lease; a retry takes the job
     # over after lease_timeout and resumes from what the output holds. The stopped run,
@@ -206,7 +207,9 @@ def test_a_stopped_run_is_taken_over_and_fenced_when_it_continues(
     # whole pod is not covered: see "Fencing" in the README.)
     job = f"stop-{uuid.uuid4().hex[:8]}"
     topic = f"{job}.scores"
-    frozen = _start(_env(broker.bootstrap, data.topics, job, tmp_path / "frozen"))
+    # With sinks 2 the lease gate must hold in each of the two sink processes.
+    environ = {"RESTREAM_SINK_PROCESSES": str(sinks)}
+    frozen = _start({**_env(broker.bootstrap, data.topics, job, tmp_path / "frozen"), **environ})
     _wait_for_output(frozen, broker.bootstrap, topic)
     os.kill(frozen.pid, signal.SIGSTOP)
     try:
@@ -218,7 +221,7 @@ def test_a_stopped_run_is_taken_over_and_fenced_when_it_continues(
             if now != before:
                 before, settled = now, time.monotonic()
             time.sleep(0.1)
-        retry = _start(_env(broker.bootstrap, data.topics, job, tmp_path / "retry"))
+        retry = _start({**_env(broker.bootstrap, data.topics, job, tmp_path / "retry"), **environ})
         # Continue the stopped run once the retry is writing.
         deadline = time.monotonic() + 120
         while _output_records(broker.bootstrap, topic) <= before:
