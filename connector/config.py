@@ -336,7 +336,8 @@ SETTINGS: tuple[Setting, ...] = (
         "sink_processes",
         "int",
         "processes that write the output, each owning a share of the output partitions; 0: "
-        "one per 4 CPUs the pod may use (at least 1), at most one per output partition",
+        "one per 4 CPUs the pod may use (at least 1), at most one per worker and per output "
+        "partition",
         0,
         minimum=0,
     ),

@@ -1016,7 +1016,9 @@ def _run_holding(
                 client=job.client,
                 headers=config.output_headers,
             ),
-            processes=sink_process_count(config.sink_processes, targets, usable_cpus_here()),
+            processes=sink_process_count(
+                config.sink_processes, targets, usable_cpus_here(), _workers(config)
+            ),
             metrics=metrics,
             stats=stats,
             on_epoch=lambda _epoch: progress.update(),

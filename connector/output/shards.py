@@ -47,6 +47,9 @@ logger = logging.getLogger(__name__)
 
 #: ``sink_processes`` 0 starts one sink process per this many usable CPUs (at least one): a
 #: sink process keeps about one core busy, and the rest of a pod's cores are the workers'.
+#: Never more than workers either: a pod without a CPU limit sees the node's CPUs, and each
+#: sink process holds up to ~0.5 GiB (its Kafka client's queue), which a pod sized for its
+#: workers may not have.
 CPUS_PER_SINK = 4
 
 #: Per output topic, the sink process (0..K-1) that owns each of its partitions.
@@ -55,24 +58,28 @@ Owners = Mapping[str, npt.NDArray[np.intp]]
 SinkShare = tuple[list[OutputChunk], list[npt.NDArray[np.int32]]]
 
 
-def auto_sink_processes(cpus: int, partitions: int) -> int:
-    """``sink_processes`` 0: one per :data:`CPUS_PER_SINK` usable CPUs, at least one, and no
-    more than there are output partitions (a process without partitions has nothing to do)."""
-    return max(1, min(cpus // CPUS_PER_SINK, partitions))
+def auto_sink_processes(cpus: int, partitions: int, workers: int) -> int:
+    """``sink_processes`` 0: one per :data:`CPUS_PER_SINK` usable CPUs, at least one, no more
+    than there are output partitions (a process without partitions has nothing to do) nor
+    than the run's ``workers``."""
+    return max(1, min(cpus // CPUS_PER_SINK, partitions, workers))
 
 
-def sink_process_count(requested: int, targets: Mapping[str, OutputTarget], cpus: CpuBudget) -> int:
+def sink_process_count(
+    requested: int, targets: Mapping[str, OutputTarget], cpus: CpuBudget, workers: int
+) -> int:
     """The run's sink processes for the ``sink_processes`` setting (``requested``; 0: from
-    ``cpus``), at most one per output partition of ``targets``; logged."""
+    ``cpus`` and ``workers``), at most one per output partition of ``targets``; logged."""
     partitions = sum({t.topic: t.partitions for t in targets.values()}.values())
     if not requested:
-        count = auto_sink_processes(cpus.count, partitions)
+        count = auto_sink_processes(cpus.count, partitions, workers)
         logger.info(
             "%s sink process%s (sink_processes 0: one per %s usable CPUs, at most one per "
-            "output partition, of which there are %s; %s)",
+            "worker and per output partition; %s workers, %s output partitions; %s)",
             count,
             "" if count == 1 else "es",
             CPUS_PER_SINK,
+            workers,
             partitions,
             cpus.source,
         )

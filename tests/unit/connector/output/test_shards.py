@@ -67,22 +67,25 @@ class _Producer:
 
 
 @pytest.mark.parametrize(
-    ("cpus", "partitions", "expected"),
+    ("cpus", "partitions", "workers", "expected"),
     [
-        (1, 12, 1),
-        (2, 12, 1),
-        (7, 12, 1),  # below 8 CPUs one sink process: the workers need the rest
-        (8, 12, 2),
-        (16, 12, 4),
-        (64, 12, 12),  # at most one per output partition
-        (64, 3, 3),
-        (16, 0, 1),
+        (1, 12, 1, 1),
+        (2, 12, 2, 1),
+        (7, 12, 7, 1),  # below 8 CPUs one sink process: the workers need the rest
+        (8, 12, 8, 2),
+        (16, 12, 16, 4),
+        (64, 12, 64, 12),  # at most one per output partition
+        (64, 3, 64, 3),
+        (16, 0, 16, 1),
+        # A pod without a CPU limit sees the node's 64 CPUs: not more than its 2 workers.
+        (64, 12, 2, 2),
+        (64, 12, 1, 1),
     ],
 )
-def test_auto_count_is_one_per_four_cpus_within_one_and_the_partitions(
-    cpus: int, partitions: int, expected: int
+def test_auto_count_is_one_per_four_cpus_within_one_the_workers_and_the_partitions(
+    cpus: int, partitions: int, workers: int, expected: int
 ) -> None:
-    assert auto_sink_processes(cpus, partitions) == expected
+    assert auto_sink_processes(cpus, partitions, workers) == expected
 
 
 def _targets(**partitions: int) -> dict[str, OutputTarget]:
@@ -96,13 +99,14 @@ def test_the_count_is_logged_with_its_reason(caplog: pytest.LogCaptureFixture) -
     budget = CpuBudget(16, "cgroup v2 quota 16 CPUs (/sys/fs/cgroup/cpu.max)")
     targets = _targets(scores=3, alerts=3)
     with caplog.at_level(logging.INFO, logger="connector.output.shards"):
-        assert sink_process_count(0, targets, budget) == 4
-        assert sink_process_count(2, targets, budget) == 2
-        assert sink_process_count(9, targets, budget) == 6
+        assert sink_process_count(0, targets, budget, 16) == 4
+        assert sink_process_count(2, targets, budget, 16) == 2
+        assert sink_process_count(9, targets, budget, 1) == 6  # explicit: workers no bound
     auto, given, capped = caplog.records
     assert auto.getMessage() == (
-        "4 sink processes (sink_processes 0: one per 4 usable CPUs, at most one per output "
-        "partition, of which there are 6; cgroup v2 quota 16 CPUs (/sys/fs/cgroup/cpu.max))"
+        "4 sink processes (sink_processes 0: one per 4 usable CPUs, at most one per worker "
+        "and per output partition; 16 workers, 6 output partitions; cgroup v2 quota 16 CPUs "
+        "(/sys/fs/cgroup/cpu.max))"
     )
     assert given.getMessage() == "2 sink processes (sink_processes)"
     assert capped.levelno == logging.WARNING
@@ -116,7 +120,8 @@ def test_two_streams_of_one_topic_count_its_partitions_once() -> None:
         "a": OutputTarget("a", "shared", 4, ("a",), _Encoder()),  # type: ignore[arg-type]
         "b": OutputTarget("b", "shared", 4, ("a",), _Encoder()),  # type: ignore[arg-type]
     }
-    assert sink_process_count(16, targets, CpuBudget(64, "test")) == 4
+    assert sink_process_count(16, targets, CpuBudget(64, "test"), 64) == 4
+    assert sink_process_count(0, targets, CpuBudget(64, "test"), 64) == 4
 
 
 # -- who owns which partition ---------------------------------------------------------------
