@@ -320,7 +320,8 @@ SETTINGS: tuple[Setting, ...] = (
         "int",
         "reader actors of the ray executor, each reading and decoding a share of the input "
         "partitions on its node (the driver merges only their sort keys); 0: one per node the "
-        "workers run on; never more than the input partitions",
+        "workers run on when they span several nodes, none on one node (the driver reads); "
+        "never more than the input partitions",
         0,
         minimum=0,
     ),

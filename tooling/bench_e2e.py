@@ -307,6 +307,7 @@ def run_e2e_bench(
     progress: Callable[[str], None] = lambda _msg: None,
     shape: tuple[Skew, int] | None = None,
     output_headers: OutputHeaders = "full",
+    ray_readers: int = 0,
 ) -> E2EResult:
     """Measure (see the module docstring) and return the result. ``shape``: the data set's
     skew and backwards jitter (default: the uniform data set); ``output_headers``: the
@@ -344,7 +345,9 @@ def run_e2e_bench(
                 )
             )
             cpu = _own_cpu()
-            run = _e2e_pass(broker.bootstrap, written.inputs, workers, executor, output_headers)
+            run = _e2e_pass(
+                broker.bootstrap, written.inputs, workers, executor, output_headers, ray_readers
+            )
             cpu = _own_cpu() - cpu
             result.e2e_s.append(run.wall_seconds)
             result.speedups.append(run.replay_speedup)
@@ -370,6 +373,7 @@ def _e2e_pass(
     workers: int,
     executor: ExecutorName,
     output_headers: OutputHeaders,
+    ray_readers: int = 0,
 ) -> RunReport:
     config = RunConfig(
         job_id=unique_prefix("bench"),
@@ -380,6 +384,7 @@ def _e2e_pass(
         executor=executor,
         progress="none",
         output_headers=output_headers,
+        ray_readers=ray_readers,
     )
     return run_job(config, out=sys.stderr)
 
@@ -398,6 +403,7 @@ def bench_e2e_command(args: Any, out: TextIO, shape: tuple[Skew, int] | None = N
         progress=lambda msg: print(f"  {msg}", file=sys.stderr, flush=True),
         shape=shape,
         output_headers=args.output_headers,
+        ray_readers=args.ray_readers,
     )
     print(result.table(), file=out)
     if args.json:

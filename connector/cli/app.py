@@ -182,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
         "headers of the e2e run's output records (setting output_headers)",
         choices=get_args(OutputHeaders),
     )
+    _option(
+        bench_e2e,
+        "--ray-readers",
+        int,
+        0,
+        "reader actors of a ray e2e run (setting ray_readers; 0: one per node when the "
+        "workers span several)",
+    )
     _option(bench_e2e, "--json", str, None, "also write the figures to this JSON file")
     bench_e2e.set_defaults(handler=_bench_e2e, interrupt_on_term=True)
     bench_scale = benches.add_parser(
@@ -294,6 +302,8 @@ def _bench_e2e(args: argparse.Namespace) -> int:
     for name in ("events", "users", "days", "partitions", "repeat"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name}", "must be >= 1")
+    if args.ray_readers < 0:
+        raise ConfigError("--ray-readers", f"must be >= 0, got {args.ray_readers}")
     return bench_e2e_command(args, sys.stdout, engine_commands.data_shape(args))
 
 

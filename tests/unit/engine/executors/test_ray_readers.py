@@ -197,3 +197,12 @@ def test_a_piece_that_disagrees_with_the_merge_is_refused() -> None:
     )
     with pytest.raises(LogError, match="the source part did not deliver what the merge was told"):
         share.cut(keys)
+
+
+def test_readers_read_when_asked_or_when_the_workers_span_several_nodes() -> None:
+    from engine.executors.ray_executor import spread_reading
+
+    assert spread_reading(0, ["a", "b"])
+    assert not spread_reading(0, ["a", "a"])  # one node: the driver reads
+    assert not spread_reading(0, [])
+    assert spread_reading(2, ["a", "a"])
