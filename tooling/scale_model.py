@@ -250,6 +250,7 @@ def scale_command(args: Any, out: TextIO) -> int:
     )
     best = 0.0
     stops = None
+    previous = nodes[0]
     for n in nodes:
         shape = shapes[min(n, 2)]
         p = project(costs, shape, n, args.cores, args.sink_processes, args.nic_gbit)
@@ -261,13 +262,14 @@ def scale_command(args: Any, out: TextIO) -> int:
             file=out,
         )
         if stops is None and best and p.events_per_second < best * 1.1:
-            stops = n
+            stops = previous
         best = max(best, p.events_per_second)
+        previous = n
     print(
         f"{args.cores} cores a node, one worker per core, {args.sink_processes} sink processes "
         f"on the driver's node, {args.nic_gbit:g} Gbit/s per node; "
         + (
-            f"from {stops} nodes on, more nodes add less than 10%"
+            f"beyond {stops} nodes, more nodes add less than 10%"
             if stops
             else "still scaling at the largest size"
         ),
