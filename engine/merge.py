@@ -38,7 +38,7 @@ from engine.log import (
 )
 from engine.positions import LogPosition
 
-__all__ = ["merge_log"]
+__all__ = ["column_types", "merge_log"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +46,31 @@ _I64 = npt.NDArray[np.int64]
 _STRING = "StringColumn"
 _MAX_KINDS = int(np.iinfo(np.int8).max) + 1
 _MAX_TOPICS = int(np.iinfo(np.int16).max) + 1
+
+
+def column_types(columns: Mapping[str, Column], count: int, at: str) -> dict[str, str]:
+    """Each column's type (its dtype's name, or "StringColumn"), after checking it is a 1-D
+    array or a :class:`StringColumn` (codes inside its dictionary) with ``count`` rows;
+    :class:`LogError` naming the column and ``at`` (where the batch comes from) if not."""
+    types: dict[str, str] = {}
+    for name, col in columns.items():
+        if isinstance(col, StringColumn):
+            if count and (col.codes.min() < 0 or col.codes.max() >= len(col.values)):
+                raise LogError(f"batch of {at}: column {name!r} has codes outside its dictionary")
+            types[name] = _STRING
+        elif isinstance(col, np.ndarray) and col.ndim == 1:
+            types[name] = str(col.dtype)
+        else:
+            raise LogError(
+                f"batch of {at}: column {name!r} must be a 1-D numpy array or a "
+                f"StringColumn, got {type(col).__name__}"
+            )
+        if len(col) != count:
+            raise LogError(
+                f"batch of {at}: column {name!r} has {len(col)} rows but the batch has "
+                f"{count} offsets; every column needs one row per record"
+            )
+    return types
 
 
 def merge_log(
@@ -300,26 +325,7 @@ class _Merger:
     def _check_columns(self, kind: str, columns: Mapping[str, Column], count: int, at: str) -> None:
         if not count and not columns:
             return  # an empty batch may be a bare end-of-partition marker
-        types: dict[str, str] = {}
-        for name, col in columns.items():
-            if isinstance(col, StringColumn):
-                if count and (col.codes.min() < 0 or col.codes.max() >= len(col.values)):
-                    raise LogError(
-                        f"batch of {at}: column {name!r} has codes outside its dictionary"
-                    )
-                types[name] = _STRING
-            elif isinstance(col, np.ndarray) and col.ndim == 1:
-                types[name] = str(col.dtype)
-            else:
-                raise LogError(
-                    f"batch of {at}: column {name!r} must be a 1-D numpy array or a "
-                    f"StringColumn, got {type(col).__name__}"
-                )
-            if len(col) != count:
-                raise LogError(
-                    f"batch of {at}: column {name!r} has {len(col)} rows but the batch has "
-                    f"{count} offsets; every column needs one row per record"
-                )
+        types = column_types(columns, count, at)
         schema = self._schemas.get(kind)
         if schema is None:
             self._schemas[kind] = types

@@ -67,6 +67,7 @@ from engine.log import (
     concat_columns,
     take_column,
 )
+from engine.merge import column_types
 
 __all__ = [
     "KEYS_PER_CALL",
@@ -188,22 +189,7 @@ class ReaderShare:
 
     def _check_columns(self, batch: PartitionBatch, count: int) -> None:
         at = f"topic {batch.topic!r} partition {batch.partition} at offset {batch.offsets[0]}"
-        types: dict[str, str] = {}
-        for name, col in batch.columns.items():
-            if isinstance(col, StringColumn):
-                types[name] = "string"
-            elif isinstance(col, np.ndarray) and col.ndim == 1:
-                types[name] = str(col.dtype)
-            else:
-                raise LogError(
-                    f"batch of {at}: column {name!r} must be a 1-D numpy array or a "
-                    f"StringColumn, got {type(col).__name__}"
-                )
-            if len(col) != count:
-                raise LogError(
-                    f"batch of {at}: column {name!r} has {len(col)} rows but the batch has "
-                    f"{count} offsets; every column needs one row per record"
-                )
+        types = column_types(batch.columns, count, at)
         schema = self._schemas.get(batch.kind)
         if schema is None:
             self._schemas[batch.kind] = types
