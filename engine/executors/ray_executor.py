@@ -521,16 +521,9 @@ class RayExecutor:
                 try:
                     answer = ray.get(ref)
                 except RayActorError as exc:
-                    raise ExecutionError(
-                        _death_message(pool, w, epoch, exc),
-                        seq=None if epoch is None else epoch.seq_start,
-                    ) from None
+                    raise pool.process(w).died(epoch, exc) from None
                 except RayError as exc:
-                    raise ExecutionError(
-                        f"{_worker(pool, w)}: {_first_line(exc)}{_span(epoch)}; the run was "
-                        "stopped, its output is incomplete",
-                        seq=None if epoch is None else epoch.seq_start,
-                    ) from None
+                    raise pool.process(w).failed(epoch, exc) from None
                 if isinstance(answer, Failed):
                     raise_failure(answer)
                 answers[w] = answer
@@ -563,6 +556,50 @@ class RayExecutor:
         return moved
 
 
+#: How every message about a run that an actor stopped ends.
+_STOPPED = "the run was stopped, its output is incomplete"
+
+
+@dataclass(frozen=True, slots=True)
+class _Process:
+    """A worker or reader actor as the messages about it name it, so that a worker's and a
+    reader's death, failure and stall read alike: ``kind`` and ``index`` (``worker 1``, a
+    :class:`StallError`'s ``process``), where it runs when known, and ``name``, its whole
+    description (with node and pid when known; a reader's with its partitions)."""
+
+    kind: str
+    index: int
+    placed: Placed | None
+    name: str
+
+    def died(self, epoch: Epoch | None, exc: BaseException) -> ExecutionError:
+        """The error of the actor's death (Ray's ``exc``) while it worked on ``epoch``."""
+        return ExecutionError(
+            f"{self.name} died{_span(epoch)} ({_first_line(exc)}); {_STOPPED}",
+            seq=None if epoch is None else epoch.seq_start,
+        )
+
+    def failed(self, epoch: Epoch | None, exc: BaseException) -> ExecutionError:
+        """The error of a call that failed in Ray (``exc``) rather than in our code."""
+        return ExecutionError(
+            f"{self.name}: {_first_line(exc)}{_span(epoch)}; {_STOPPED}",
+            seq=None if epoch is None else epoch.seq_start,
+        )
+
+    def stalled(self, what: str, epoch: Epoch | None, timeout: float) -> StallError:
+        """The error of a wait that gave up after ``timeout`` s; ``what`` says how the
+        actor held it up (it follows the actor's name)."""
+        return StallError(
+            f"{self.name} {what}; {_STOPPED}",
+            process=f"{self.kind} {self.index}",
+            pid=None if self.placed is None else self.placed.pid,
+            seconds=timeout,
+            epoch=None if epoch is None else epoch.index,
+            seq_start=None if epoch is None else epoch.seq_start,
+            seq_end=None if epoch is None else epoch.seq_end,
+        )
+
+
 @dataclass(slots=True)
 class _Readers:
     """A run's reader actors, their partitions and where they run (by reader)."""
@@ -571,9 +608,10 @@ class _Readers:
     specs: list[tuple[PartitionSpec, ...]]
     placed: list[Placed]
 
-    def describe(self, r: int) -> str:
-        """The reader for messages: its index, node, pid and partitions."""
-        return describe(r, self.placed[r] if r < len(self.placed) else None, self.specs[r])
+    def process(self, r: int) -> _Process:
+        """Reader ``r`` for messages: its index, node, pid and partitions."""
+        placed = self.placed[r] if r < len(self.placed) else None
+        return _Process("reader", r, placed, describe(r, placed, self.specs[r]))
 
 
 @dataclass(slots=True)
@@ -590,6 +628,12 @@ class _Actors:
     tickets: int = 0
     #: The run's reader actors (None: the driver reads).
     readers: _Readers | None = None
+
+    def process(self, w: int) -> _Process:
+        """Worker ``w`` for messages: its index, and its node and pid once placed."""
+        placed = self.placed[w] if w < len(self.placed) else None
+        where = "" if placed is None else f" (node {placed.ip}, pid {placed.pid})"
+        return _Process("worker", w, placed, f"worker {w}{where}")
 
     def ticket(self) -> int:
         """The next call's place in every actor's order (see ray_actors)."""
@@ -611,13 +655,6 @@ class _Actors:
             log.debug("placement group already gone", exc_info=True)
 
 
-def _worker(pool: _Actors, w: int) -> str:
-    if w < len(pool.placed):
-        p = pool.placed[w]
-        return f"worker {w} (node {p.ip}, pid {p.pid})"
-    return f"worker {w}"
-
-
 def _span(epoch: Epoch | None) -> str:
     if epoch is None:
         return ""
@@ -628,13 +665,6 @@ def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     text = lines[0] if lines else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
-
-
-def _death_message(pool: _Actors, w: int, epoch: Epoch | None, exc: BaseException) -> str:
-    return (
-        f"{_worker(pool, w)} died{_span(epoch)} ({_first_line(exc)}); the run was stopped, "
-        "its output is incomplete"
-    )
 
 
 def _stalled(pool: _Actors, busy: list[int], epoch: Epoch | None, timeout: float) -> NoReturn:
@@ -655,16 +685,8 @@ def _stalled(pool: _Actors, busy: list[int], epoch: Epoch | None, timeout: float
         if epoch is None
         else f" in epoch {epoch.index} (seq {epoch.seq_start}..{epoch.seq_end - 1})"
     )
-    pid = pool.placed[culprit].pid if culprit < len(pool.placed) else None
-    raise StallError(
-        f"{_worker(pool, culprit)} made no progress for {timeout:.0f} s{span}, {where}: {how}; "
-        "the run was stopped, its output is incomplete",
-        process=f"worker {culprit}",
-        pid=pid,
-        seconds=timeout,
-        epoch=None if epoch is None else epoch.index,
-        seq_start=None if epoch is None else epoch.seq_start,
-        seq_end=None if epoch is None else epoch.seq_end,
+    raise pool.process(culprit).stalled(
+        f"made no progress for {timeout:.0f} s{span}, {where}: {how}", epoch, timeout
     )
 
 
@@ -707,25 +729,16 @@ def _reader_answer(
     """One reader's answer (ready), or the error that names it."""
     readers = pool.readers
     assert readers is not None
-    seq = None if epoch is None else epoch.seq_start
     try:
         answer = pool.ray.get(ref)
     except died as exc:
-        raise ExecutionError(
-            f"{readers.describe(r)} died{_span(epoch)} ({_first_line(exc)}); the run was "
-            "stopped, its output is incomplete",
-            seq=seq,
-        ) from None
+        raise readers.process(r).died(epoch, exc) from None
     except failed as exc:
-        raise ExecutionError(
-            f"{readers.describe(r)}: {_first_line(exc)}{_span(epoch)}; the run was stopped, "
-            "its output is incomplete",
-            seq=seq,
-        ) from None
+        raise readers.process(r).failed(epoch, exc) from None
     if isinstance(answer, Failed):
         raise ExecutionError(
-            f"{answer.message}{_span(epoch)}; the run was stopped, its output is incomplete",
-            seq=seq,
+            f"{answer.message}{_span(epoch)}; {_STOPPED}",
+            seq=None if epoch is None else epoch.seq_start,
         )
     return answer
 
@@ -735,16 +748,8 @@ def _reader_stalled(
 ) -> NoReturn:
     readers = pool.readers
     assert readers is not None
-    pid = readers.placed[r].pid if r < len(readers.placed) else None
-    raise StallError(
-        f"{readers.describe(r)} did not answer for {timeout:.0f} s {doing}{_span(epoch)}; the "
-        "run was stopped, its output is incomplete",
-        process=f"reader {r}",
-        pid=pid,
-        seconds=timeout,
-        epoch=None if epoch is None else epoch.index,
-        seq_start=None if epoch is None else epoch.seq_start,
-        seq_end=None if epoch is None else epoch.seq_end,
+    raise readers.process(r).stalled(
+        f"did not answer for {timeout:.0f} s {doing}{_span(epoch)}", epoch, timeout
     )
 
 
