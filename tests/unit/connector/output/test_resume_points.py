@@ -5,8 +5,7 @@ when more records than the tail window share one seq."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from itertools import repeat
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -14,61 +13,16 @@ import pytest
 from connector.config import OutputHeaders
 from connector.errors import ConfigError
 from connector.kafka.partitioner import java_partition
-from connector.output.sink import KafkaSink, OutputTarget, Resume, ResumeCount, ResumePoint
+from connector.output.sink import Resume, ResumeCount, ResumePoint
 from connector.output.topics import _TAIL_WINDOW, Headerless, _resume_count, _resume_point
 from connector.output.verify import OutputMarks, PartitionMark
-from engine.log import Epoch, Events
 from engine.output import OutputChunk
 from tests.support.fake_kafka import FakeConsumer, StoredRecord, output_record
+from tests.support.sink_fakes import recording_sink, repr_target, source_epoch
 
 JOB = "j1"
 PARTITIONS = 2
 Row = tuple[int, bytes, list[tuple[str, bytes]]]  # partition, value, headers
-
-
-class _Encoder:
-    def encode(self, columns: Mapping[str, np.ndarray]) -> list[bytes]:
-        return [str(v).encode() for v in columns["a"].tolist()]
-
-
-class _Producer:
-    def __init__(self) -> None:
-        self.rows: list[Row] = []
-
-    def produce(
-        self,
-        topic: str,
-        values: Sequence[bytes],
-        keys: Sequence[bytes | None],
-        partitions: Sequence[int],
-        timestamps: Sequence[int],
-        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
-    ) -> None:
-        for value, p, h in zip(values, partitions, headers or repeat([]), strict=False):
-            self.rows.append((p, value, list(h)))
-
-
-def _epoch(seq_end: int) -> Epoch:
-    seq = np.arange(seq_end, dtype=np.int64)
-    events = Events(
-        kind="m",
-        seq=seq,
-        ts=1000 + seq,
-        topic=np.zeros(seq_end, dtype=np.int16),
-        partition=np.zeros(seq_end, dtype=np.int32),
-        offset=seq,
-        columns={},
-    )
-    return Epoch(
-        index=0,
-        seq_start=0,
-        seq_end=seq_end,
-        ts=events.ts,
-        kind=np.zeros(seq_end, dtype=np.int8),
-        kinds=("m",),
-        topics=("in",),
-        events={"m": events},
-    )
 
 
 def _run(
@@ -80,17 +34,17 @@ def _run(
 ) -> list[Row]:
     """What a sink writes for one epoch's records (in serial order), skipping per ``resume``;
     the records' values count from ``first`` (a replay from a later seq: where it starts)."""
-    producer = _Producer()
-    target = OutputTarget("s", "out", PARTITIONS, ("a",), _Encoder())  # type: ignore[arg-type]
-    sink = KafkaSink(lambda: producer, {"s": target}, job=JOB, resume=resume, headers=mode)  # type: ignore[arg-type]
+    sink, producer = recording_sink(
+        {"s": repr_target("s", "out", PARTITIONS)}, job=JOB, resume=resume, headers=mode
+    )
     chunk = OutputChunk(
         "s",
         np.array(seqs, dtype=np.int64),
         np.array(keys),
         {"a": np.arange(first, first + len(seqs))},
     )
-    sink.write([chunk], _epoch(max(seqs) + 1))
-    return producer.rows
+    sink.write([chunk], source_epoch(0, max(seqs) + 1))
+    return [(r.partition, r.value, r.headers) for r in producer.rows]
 
 
 def _partitions(rows: list[Row]) -> dict[tuple[str, int], list[StoredRecord]]:

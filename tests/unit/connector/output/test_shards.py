@@ -4,8 +4,7 @@ an epoch's chunks (no processes: the split shares are written by in-process sink
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from itertools import repeat
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -31,37 +30,14 @@ from connector.output.sink import (
     key_partitions,
 )
 from connector.runtime.cpus import CpuBudget
-from engine.log import Epoch, Events
 from engine.output import OutputChunk
-
-Row = tuple[str, bytes, bytes | None, int, int, list[tuple[str, bytes]]]
-
-
-class _Encoder:
-    def encode(self, columns: Mapping[str, np.ndarray]) -> list[bytes]:
-        return [repr(v).encode() for v in zip(*(c.tolist() for c in columns.values()), strict=True)]
-
-
-class _Producer:
-    """Keeps every record it is given: topic, value, key, partition, timestamp, headers."""
-
-    def __init__(self) -> None:
-        self.rows: list[Row] = []
-
-    def produce(
-        self,
-        topic: str,
-        values: Sequence[bytes],
-        keys: Sequence[bytes | None],
-        partitions: Sequence[int],
-        timestamps: Sequence[int],
-        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
-    ) -> None:
-        for value, key, p, ts, h in zip(
-            values, keys, partitions, timestamps, headers or repeat([]), strict=False
-        ):
-            self.rows.append((topic, value, key, p, ts, list(h)))
-
+from tests.support.sink_fakes import (
+    ProducedRecord,
+    RecordingProducer,
+    recording_sink,
+    repr_target,
+    source_epoch,
+)
 
 # -- how many ------------------------------------------------------------------------------
 
@@ -90,7 +66,7 @@ def test_auto_count_is_one_per_four_cpus_within_one_the_workers_and_the_partitio
 
 def _targets(**partitions: int) -> dict[str, OutputTarget]:
     return {
-        f"stream-{topic}": OutputTarget(f"stream-{topic}", topic, n, ("a",), _Encoder())  # type: ignore[arg-type]
+        f"stream-{topic}": repr_target(f"stream-{topic}", topic, n)
         for topic, n in partitions.items()
     }
 
@@ -117,8 +93,8 @@ def test_the_count_is_logged_with_its_reason(caplog: pytest.LogCaptureFixture) -
 
 def test_two_streams_of_one_topic_count_its_partitions_once() -> None:
     targets = {
-        "a": OutputTarget("a", "shared", 4, ("a",), _Encoder()),  # type: ignore[arg-type]
-        "b": OutputTarget("b", "shared", 4, ("a",), _Encoder()),  # type: ignore[arg-type]
+        "a": repr_target("a", "shared", 4),
+        "b": repr_target("b", "shared", 4),
     }
     assert sink_process_count(16, targets, CpuBudget(64, "test"), 64) == 4
     assert sink_process_count(0, targets, CpuBudget(64, "test"), 64) == 4
@@ -161,29 +137,6 @@ def test_no_processes_is_refused() -> None:
 
 
 # -- the split of an epoch --------------------------------------------------------------------
-
-
-def _epoch(n: int) -> Epoch:
-    seq = np.arange(n, dtype=np.int64)
-    events = Events(
-        kind="m",
-        seq=seq,
-        ts=1000 + seq * 10,
-        topic=np.zeros(n, dtype=np.int16),
-        partition=(seq % 2).astype(np.int32),
-        offset=seq * 3,
-        columns={},
-    )
-    return Epoch(
-        index=0,
-        seq_start=0,
-        seq_end=n,
-        ts=events.ts,
-        kind=np.zeros(n, dtype=np.int8),
-        kinds=("m",),
-        topics=("in",),
-        events={"m": events},
-    )
 
 
 def _chunk(stream: str, n: int, keys: np.ndarray, seed: int) -> OutputChunk:
@@ -249,7 +202,7 @@ def test_split_sinks_write_what_one_sink_writes_per_partition(processes: int, mo
     all or ``processes`` sinks write one share each, given the parent's partitions; resume
     points and counts skip in the share that owns their partition."""
     n = 500
-    epoch = _epoch(n)
+    epoch = source_epoch(0, n)
     rng = np.random.default_rng(11)
     targets = _targets(scores=4)
     epochs = [[_chunk("stream-scores", n, rng.integers(0, 5_000, 700), seed)] for seed in range(3)]
@@ -259,10 +212,8 @@ def test_split_sinks_write_what_one_sink_writes_per_partition(processes: int, mo
         else {("scores", 1): ResumePoint(seq=int(epochs[0][0].seq[300]), count=1)}
     )
 
-    def sink(resumed: Mapping[tuple[str, int], Resume]) -> tuple[KafkaSink, _Producer]:
-        producer = _Producer()
-        made = KafkaSink(lambda: producer, targets, job="j", resume=resumed, headers=mode)  # type: ignore[arg-type,return-value]
-        return made, producer
+    def sink(resumed: Mapping[tuple[str, int], Resume]) -> tuple[KafkaSink, RecordingProducer]:
+        return recording_sink(targets, job="j", resume=resumed, headers=mode)  # type: ignore[arg-type]
 
     one, one_out = sink(resume)
     for chunks in epochs:
@@ -278,14 +229,14 @@ def test_split_sinks_write_what_one_sink_writes_per_partition(processes: int, mo
         ):
             part_sink.produce(share, Coordinates(epoch), partitions)
 
-    def by_partition(rows: list[Row]) -> dict[int, list[Row]]:
-        out: dict[int, list[Row]] = {}
+    def by_partition(rows: list[ProducedRecord]) -> dict[int, list[ProducedRecord]]:
+        out: dict[int, list[ProducedRecord]] = {}
         for row in rows:
             out.setdefault(row[3], []).append(row)
         return out
 
     expected = by_partition(one_out.rows)
-    got: dict[int, list[Row]] = {}
+    got: dict[int, list[ProducedRecord]] = {}
     for _, producer in split:
         for p, rows in by_partition(producer.rows).items():
             assert p not in got, "a partition written by two sinks"

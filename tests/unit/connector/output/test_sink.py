@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from itertools import repeat
+from collections.abc import Mapping
 
 import numpy as np
 import pytest
@@ -23,68 +22,19 @@ from connector.output.sink import (
 )
 from engine.log import Epoch, Events
 from engine.output import ABSENT, OutputChunk
-
-
-class _Encoder:
-    def encode(self, columns: Mapping[str, np.ndarray]) -> list[bytes]:
-        return [repr(v).encode() for v in zip(*(c.tolist() for c in columns.values()), strict=True)]
-
-
-class _Producer:
-    def __init__(self) -> None:
-        self.rows: list[tuple[str, bytes, bytes | None, int, int, list[tuple[str, bytes]]]] = []
-
-    def produce(
-        self,
-        topic: str,
-        values: Sequence[bytes],
-        keys: Sequence[bytes | None],
-        partitions: Sequence[int],
-        timestamps: Sequence[int],
-        headers: Sequence[Sequence[tuple[str, bytes]]] | None = None,
-    ) -> None:
-        self.headers_given = headers is not None
-        rows = zip(values, keys, partitions, timestamps, headers or repeat([]), strict=False)
-        for row in rows:
-            self.rows.append((topic, row[0], row[1], row[2], row[3], list(row[4])))
-
-
-def _epoch(seq_start: int, n: int) -> Epoch:
-    seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
-    events = Events(
-        kind="m",
-        seq=seq,
-        ts=1000 + seq * 10,
-        topic=np.zeros(n, dtype=np.int16),
-        partition=(seq % 2).astype(np.int32),
-        offset=seq * 3,
-        columns={},
-    )
-    return Epoch(
-        index=0,
-        seq_start=seq_start,
-        seq_end=seq_start + n,
-        ts=events.ts,
-        kind=np.zeros(n, dtype=np.int8),
-        kinds=("m",),
-        topics=("in",),
-        events={"m": events},
-    )
+from tests.support.sink_fakes import RecordingProducer, recording_sink, repr_target, source_epoch
 
 
 def _sink(
     resume: Mapping[tuple[str, int], Resume] | None = None, mode: OutputHeaders = "full"
-) -> tuple[KafkaSink, _Producer]:
-    producer = _Producer()
-    target = OutputTarget("s", "out", 3, ("a",), _Encoder())  # type: ignore[arg-type]
-    sink = KafkaSink(lambda: producer, {"s": target}, job="j1", resume=resume, headers=mode)  # type: ignore[arg-type]
-    return sink, producer
+) -> tuple[KafkaSink, RecordingProducer]:
+    return recording_sink({"s": repr_target("s", "out", 3)}, resume=resume, headers=mode)
 
 
 def test_records_carry_key_partition_timestamp_and_headers() -> None:
     sink, producer = _sink()
     chunk = OutputChunk("s", np.array([3, 3, 5]), np.array([7, -2, 7]), {"a": np.array([1, 2, 3])})
-    sink.write([chunk], _epoch(0, 8))
+    sink.write([chunk], source_epoch(0, 8))
     assert [r[2] for r in producer.rows] == [b"7", b"-2", b"7"]
     assert [r[3] for r in producer.rows] == [java_partition(k, 3) for k in (b"7", b"-2", b"7")]
     assert [r[4] for r in producer.rows] == [1030, 1030, 1050]
@@ -110,7 +60,9 @@ def test_key_encodings() -> None:
 def test_string_keys_partition_like_the_java_client() -> None:
     sink, producer = _sink()
     keys = np.array(["alice", "bob"], dtype=object)
-    sink.write([OutputChunk("s", np.array([0, 1]), keys, {"a": np.array([1, 2])})], _epoch(0, 2))
+    sink.write(
+        [OutputChunk("s", np.array([0, 1]), keys, {"a": np.array([1, 2])})], source_epoch(0, 2)
+    )
     assert [r[3] for r in producer.rows] == [java_partition(b"alice", 3), java_partition(b"bob", 3)]
 
 
@@ -119,12 +71,14 @@ def test_resume_skips_up_to_and_including_the_last_written_record() -> None:
     sink, producer = _sink({("out", p7): ResumePoint(seq=4, count=2)})
     keys = np.array([7, 7, 7, 7, 7])
     seq = np.array([2, 4, 4, 4, 6])
-    sink.write([OutputChunk("s", seq, keys, {"a": np.arange(5)})], _epoch(0, 8))
+    sink.write([OutputChunk("s", seq, keys, {"a": np.arange(5)})], source_epoch(0, 8))
     # seq 2 and the first two records of seq 4 were there; the third of seq 4 was not.
     assert [r[5][0][1] for r in producer.rows] == [b"4", b"6"]
     assert sink.skipped == {"out": 3}
     # Past the resume point, nothing more is skipped.
-    sink.write([OutputChunk("s", np.array([9]), np.array([7]), {"a": np.array([0])})], _epoch(8, 2))
+    sink.write(
+        [OutputChunk("s", np.array([9]), np.array([7]), {"a": np.array([0])})], source_epoch(8, 2)
+    )
     assert len(producer.rows) == 3
 
 
@@ -132,7 +86,8 @@ def test_missing_schema_fields_and_unknown_streams_are_errors() -> None:
     sink, _ = _sink()
     with pytest.raises(SerdeError, match="lacks fields"):
         sink.write(
-            [OutputChunk("s", np.array([0]), np.array([1]), {"b": np.array([1])})], _epoch(0, 1)
+            [OutputChunk("s", np.array([0]), np.array([1]), {"b": np.array([1])})],
+            source_epoch(0, 1),
         )
     # Per record: one record lacking a field fails however many others have it.
     col = np.array([1, ABSENT, 3], dtype=object)
@@ -140,11 +95,13 @@ def test_missing_schema_fields_and_unknown_streams_are_errors() -> None:
         SerdeError, match=r"1 record\(s\) lack schema field 'a', the first at seq 5"
     ):
         sink.write(
-            [OutputChunk("s", np.array([4, 5, 6]), np.array([1, 1, 1]), {"a": col})], _epoch(0, 7)
+            [OutputChunk("s", np.array([4, 5, 6]), np.array([1, 1, 1]), {"a": col})],
+            source_epoch(0, 7),
         )
     with pytest.raises(SerdeError, match="no output topic"):
         sink.write(
-            [OutputChunk("x", np.array([0]), np.array([1]), {"a": np.array([1])})], _epoch(0, 1)
+            [OutputChunk("x", np.array([0]), np.array([1]), {"a": np.array([1])})],
+            source_epoch(0, 1),
         )
 
 
@@ -153,7 +110,9 @@ def test_records_skipped_on_resume_are_not_checked_for_fields() -> None:
     sink, producer = _sink({("out", p7): ResumePoint(seq=4, count=1)})
     # seq 4 was written before the restart (by a version that filled absent fields).
     col = np.array([ABSENT, 5], dtype=object)
-    sink.write([OutputChunk("s", np.array([4, 5]), np.array([7, 7]), {"a": col})], _epoch(0, 6))
+    sink.write(
+        [OutputChunk("s", np.array([4, 5]), np.array([7, 7]), {"a": col})], source_epoch(0, 6)
+    )
     assert [r[5][0][1] for r in producer.rows] == [b"5"]
 
 
@@ -201,14 +160,12 @@ def test_source_headers_name_each_records_own_topic_partition_and_offset() -> No
 def test_json_without_a_schema_writes_each_records_own_fields() -> None:
     from connector.serde.values import JsonRecordEncoder
 
-    producer = _Producer()
-    target = OutputTarget("s", "out", 3, (), JsonRecordEncoder())
-    sink = KafkaSink(lambda: producer, {"s": target}, job="j1")  # type: ignore[arg-type]
+    sink, producer = recording_sink({"s": OutputTarget("s", "out", 3, (), JsonRecordEncoder())})
     # One record lacks "b" (records of one stream may carry different fields).
     chunk = OutputChunk.from_records(
         "s", [0, 1], [(7, {"a": 1, "b": 0.1}), (8, {"a": np.int64(2), "c": "x"})]
     )
-    sink.write([chunk], _epoch(0, 2))
+    sink.write([chunk], source_epoch(0, 2))
     assert [r[1] for r in producer.rows] == [b'{"a":1,"b":0.1}', b'{"a":2,"c":"x"}']
 
 
@@ -217,7 +174,7 @@ def test_each_header_mode_writes_the_same_records_with_its_own_headers() -> None
     rows = {}
     for mode in ("full", "compact", "none"):
         sink, producer = _sink(mode=mode)  # type: ignore[arg-type]
-        sink.write([chunk], _epoch(0, 8))
+        sink.write([chunk], source_epoch(0, 8))
         rows[mode] = producer.rows
         assert producer.headers_given == (mode != "none")
         assert set(sink.stage_seconds) == {"keys", "skip", "encode", "headers", "produce"}
@@ -239,8 +196,8 @@ def test_a_count_resume_skips_the_first_records_of_its_partition_across_chunks()
     sink, producer = _sink({("out", p7): ResumeCount(3)}, mode="none")
     first = OutputChunk("s", np.array([0, 1]), keys[:2], {"a": np.array([10, 11])})
     second = OutputChunk("s", np.array([2, 3, 4]), keys[2:], {"a": np.array([12, 13, 14])})
-    sink.write([first], _epoch(0, 5))
-    sink.write([second], _epoch(0, 5))
+    sink.write([first], source_epoch(0, 5))
+    sink.write([second], source_epoch(0, 5))
     assert [r[1] for r in producer.rows] == [b"(13,)", b"(14,)"]
     assert sink.skipped == {"out": 3}
 
