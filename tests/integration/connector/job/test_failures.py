@@ -137,6 +137,19 @@ def _one_clear_message(stderr: str, code: int, pattern: str) -> str:
     return last
 
 
+def _kill_in_the_replay(lines: _Lines, pid: int, pattern: str) -> None:
+    """SIGKILL process ``pid`` of the job once it replays (worker 1 up, then a second): the
+    job fails at once, within 4 s, exit code 1 and one clear message matching ``pattern``."""
+    lines.wait_for("worker 1")
+    time.sleep(1.0)  # into the replay
+    os.kill(pid, signal.SIGKILL)
+    killed = time.monotonic()
+    code, stderr = lines.finish()
+    assert code == 1, stderr
+    _one_clear_message(stderr, code, pattern)
+    assert time.monotonic() - killed < 4.0
+
+
 class _Pushgateway:
     """A stand-in Pushgateway that keeps what was pushed."""
 
@@ -218,19 +231,12 @@ def test_a_killed_worker_is_reported_as_a_possible_oom_kill_at_once(
     env = _env(broker.bootstrap, topics, RESTREAM_CHECKPOINT_DIR=str(tmp_path))
     lines = _Lines(_start(env))
     pid = lines.wait_for("worker 0")
-    lines.wait_for("worker 1")
-    time.sleep(1.0)
-    os.kill(pid, signal.SIGKILL)
-    killed = time.monotonic()
-    code, stderr = lines.finish()
-    assert code == 1, stderr
-    _one_clear_message(
-        stderr,
-        code,
+    _kill_in_the_replay(
+        lines,
+        pid,
         rf"worker 0 \(pid {pid}\) was killed by SIGKILL \(out of memory\? its peak RSS was at "
         r"least [\d,]+ MiB",
     )
-    assert time.monotonic() - killed < 4.0
 
 
 def test_a_killed_sink_process_among_several_fails_the_job_naming_it(
@@ -241,19 +247,12 @@ def test_a_killed_sink_process_among_several_fails_the_job_naming_it(
     lines = _Lines(_start(_env(broker.bootstrap, topics, RESTREAM_SINK_PROCESSES="2")))
     pid = lines.wait_for("sink 2")
     sibling = lines.wait_for("sink 1")
-    lines.wait_for("worker 1")
-    time.sleep(1.0)  # into the replay
-    os.kill(pid, signal.SIGKILL)
-    killed = time.monotonic()
-    code, stderr = lines.finish()
-    assert code == 1, stderr
-    _one_clear_message(
-        stderr,
-        code,
+    _kill_in_the_replay(
+        lines,
+        pid,
         rf"the sink process 2 of 2 \(pid {pid}, output partitions \S+\.scores/1\) was killed "
         r"by SIGKILL \(out of memory\? its peak RSS was at least [\d,]+ MiB",
     )
-    assert time.monotonic() - killed < 4.0
     assert not running(sibling)
 
 

@@ -183,6 +183,18 @@ def test_writes_what_the_sink_in_process_writes(
         assert (mark.offset, mark.seq) == (end - 1, int(dict(last.headers)["restream.seq"]))
 
 
+def _fails_fast(sink: SinkProcess, pattern: str) -> None:
+    """Go on writing epochs 1, 2, ... and flush, after a child was killed: a call fails
+    within 10 s with the :class:`SinkError` matching ``pattern``."""
+    started = time.monotonic()
+    with pytest.raises(SinkError, match=pattern):
+        for index in range(1, 100):
+            later = _epoch(index, 1_000)
+            sink.write([_chunk(later, 500)], later)
+        sink.flush()
+    assert time.monotonic() - started < 10
+
+
 class _CountingProducer(BulkProducer):
     """A BulkProducer that remembers the partition of every record it queued."""
 
@@ -213,17 +225,11 @@ def test_a_killed_child_fails_the_next_call_fast_and_leaves_nothing(
         epoch = _epoch(0, 1_000)
         sink.write([_chunk(epoch, 500)], epoch)
         os.kill(pid, signal.SIGKILL)
-        started = time.monotonic()
-        with pytest.raises(
-            SinkError,
-            match=rf"the sink process \(pid {pid}\) was killed by SIGKILL \(out of memory\? "
+        _fails_fast(
+            sink,
+            rf"the sink process \(pid {pid}\) was killed by SIGKILL \(out of memory\? "
             r"its peak RSS was at least [\d,]+ MiB",
-        ):
-            for index in range(1, 100):
-                later = _epoch(index, 1_000)
-                sink.write([_chunk(later, 500)], later)
-            sink.flush()
-        assert time.monotonic() - started < 10
+        )
 
 
 def test_close_with_epochs_pending_stops_the_child(
@@ -410,18 +416,12 @@ def test_a_killed_child_of_several_is_named_with_its_partitions(
         victim = pids[1]
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
-        started = time.monotonic()
-        with pytest.raises(
-            SinkError,
+        _fails_fast(
+            sink,
             # Round-robin: the second process owns partition 1 of the topic's three.
-            match=rf"the sink process 2 of 2 \(pid {victim}, output partitions {topic}/1\) was "
+            rf"the sink process 2 of 2 \(pid {victim}, output partitions {topic}/1\) was "
             r"killed by SIGKILL \(out of memory\?",
-        ):
-            for index in range(1, 100):
-                later = _epoch(index, 1_000)
-                sink.write([_chunk(later, 500)], later)
-            sink.flush()
-        assert time.monotonic() - started < 10
+        )
     finally:
         sink.close()
     # The sibling is stopped with it, and nothing is left in /dev/shm.
