@@ -14,7 +14,7 @@ no process of those sessions and no new ``/dev/shm`` entry is left. ``ray stop``
 it stops every Ray process of the user on the machine, not only this cluster's.
 
 Registered for the whole suite by ``pytest_plugins`` in ``tests/conftest.py``; only tests that
-ask for it start a cluster.
+ask for it start a cluster. :func:`ray_executor` makes executors whose actors fit it.
 """
 
 from __future__ import annotations
@@ -31,10 +31,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["RayCluster", "ray_cluster"]
+from engine.executors.ray_executor import RayExecutor
+
+__all__ = ["RayCluster", "ray_cluster", "ray_executor"]
 
 _RAY = Path(sys.executable).with_name("ray")
 _SHM = Path("/dev/shm")
@@ -49,6 +52,12 @@ class RayCluster:
     address: str
     nodes: int
     start_seconds: float
+
+
+def ray_executor(workers: int, epoch_size: int, **kw: Any) -> RayExecutor:
+    """A Ray executor for this cluster: actors of half a CPU, so that three fit on its two
+    one-CPU nodes; ``kw`` as :class:`RayExecutor` takes them."""
+    return RayExecutor(workers=workers, epoch_size=epoch_size, worker_cpus=0.5, **kw)
 
 
 def _free_port() -> int:

@@ -1,10 +1,14 @@
-"""A log and a pipeline for the parallel executor's failure and lifecycle tests, also imported by
-the scripts those tests run in a fresh interpreter."""
+"""A log, a pipeline, breaking sources and a signal to one process of a run, for the parallel and
+Ray executors' failure and lifecycle tests; also imported by the scripts those tests run in a
+fresh interpreter."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -109,3 +113,23 @@ class BreakingSource:
 
     def absorb(self, report: object) -> None:
         """Nothing to take."""
+
+
+def signal_when_up(
+    pids: Callable[[], Sequence[int]], index: int, sig: signal.Signals
+) -> list[float]:
+    """From a thread, send ``sig`` to process ``pids()[index]`` half a second after the run
+    started it (``pids`` lists a run's processes once they are all up: an executor's workers,
+    actors or readers), so that it dies or stops in the middle of the run. The returned list
+    gets the ``time.monotonic()`` of the signal once it is sent."""
+    sent: list[float] = []
+
+    def send() -> None:
+        while len(pids()) <= index:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        os.kill(pids()[index], sig)
+        sent.append(time.monotonic())
+
+    threading.Thread(target=send, daemon=True).start()
+    return sent

@@ -27,7 +27,7 @@ from engine.planner import plan
 from tests.support.budget import examples
 from tests.support.engine_logs import LogSpec, families, logs, pipelines
 from tests.support.procs import running
-from tests.support.slow_runs import fragile_pipeline, slow_log
+from tests.support.slow_runs import fragile_pipeline, signal_when_up, slow_log
 
 
 def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
@@ -76,16 +76,7 @@ def test_worker_error_fails_the_run_with_the_seq() -> None:
 @pytest.mark.parametrize("victim", [0, 1])
 def test_sigkilled_worker_fails_fast_and_leaves_nothing_behind(victim: int) -> None:
     executor = ParallelExecutor(workers=2, epoch_size=500)
-    killed: list[int] = []
-
-    def kill_one() -> None:
-        while not executor.worker_pids:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(executor.worker_pids[victim], signal.SIGKILL)
-        killed.append(time.monotonic())
-
-    threading.Thread(target=kill_one, daemon=True).start()
+    killed = signal_when_up(lambda: executor.worker_pids, victim, signal.SIGKILL)
     with pytest.raises(
         ExecutionError,
         match=rf"worker {victim} \(pid \d+\) was killed by SIGKILL \(out of memory\? its peak "
@@ -102,16 +93,7 @@ def test_a_stopped_worker_fails_the_run_within_the_stall_timeout(victim: int) ->
     """SIGSTOP on one worker: the others wait for it at a phase barrier and the coordinator
     for all of them; the watchdog names the stopped one, not the one it was waiting for."""
     executor = ParallelExecutor(workers=2, epoch_size=500, stall_timeout=2.0)
-    stopped: list[float] = []
-
-    def stop_one() -> None:
-        while not executor.worker_pids:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(executor.worker_pids[victim], signal.SIGSTOP)
-        stopped.append(time.monotonic())
-
-    threading.Thread(target=stop_one, daemon=True).start()
+    stopped = signal_when_up(lambda: executor.worker_pids, victim, signal.SIGSTOP)
     with pytest.raises(StallError) as err:
         executor.run(plan(fragile_pipeline(sleep=0.0001)), slow_log(), collect())
     took = time.monotonic() - stopped[0]

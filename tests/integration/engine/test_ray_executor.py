@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -45,13 +44,10 @@ from tests.support.checkpoints import (
 )
 from tests.support.engine_logs import LogSpec, logs, pipelines
 from tests.support.ray_cluster import RayCluster
-from tests.support.slow_runs import fragile_pipeline, slow_log
+from tests.support.ray_cluster import ray_executor as _ray
+from tests.support.slow_runs import fragile_pipeline, signal_when_up, slow_log
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-
-def _ray(workers: int, epoch_size: int, **kw: Any) -> RayExecutor:
-    return RayExecutor(workers=workers, epoch_size=epoch_size, worker_cpus=0.5, **kw)
 
 
 def _bytes(executor: Any, pipeline: Pipeline, log: LogSpec) -> dict[str, bytes]:
@@ -148,16 +144,7 @@ def test_an_actor_error_fails_the_run_naming_worker_node_and_seq() -> None:
 @pytest.mark.parametrize("victim", [0, 1])
 def test_a_killed_actor_fails_the_run_within_seconds(victim: int) -> None:
     executor = _ray(2, 500)
-    killed: list[float] = []
-
-    def kill_one() -> None:
-        while len(executor.placed) < 2:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(executor.placed[victim].pid, signal.SIGKILL)
-        killed.append(time.monotonic())
-
-    threading.Thread(target=kill_one, daemon=True).start()
+    killed = signal_when_up(lambda: executor.worker_pids, victim, signal.SIGKILL)
     with pytest.raises(
         ExecutionError,
         match=rf"^worker {victim} \(node [\w.:]+, pid \d+\) died while processing epoch \d+ "
@@ -172,16 +159,7 @@ def test_a_killed_actor_fails_the_run_within_seconds(victim: int) -> None:
 @pytest.mark.skipif(not Path("/proc").is_dir(), reason="stops an actor with SIGSTOP by its pid")
 def test_a_stopped_actor_fails_the_run_within_the_stall_timeout() -> None:
     executor = _ray(2, 500, stall_timeout=2.0)
-    stopped: list[float] = []
-
-    def stop_one() -> None:
-        while len(executor.placed) < 2:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(executor.placed[1].pid, signal.SIGSTOP)
-        stopped.append(time.monotonic())
-
-    threading.Thread(target=stop_one, daemon=True).start()
+    stopped = signal_when_up(lambda: executor.worker_pids, 1, signal.SIGSTOP)
     with pytest.raises(StallError) as err:
         executor.run(plan(fragile_pipeline(sleep=0.0001)), slow_log(), collect())
     assert 1.0 <= time.monotonic() - stopped[0] < 2.0 + 5.0

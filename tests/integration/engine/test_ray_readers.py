@@ -4,19 +4,15 @@ naming the reader."""
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import threading
 import time
-from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import ExecutionError, StallError
-from engine.executors.ray_executor import RayExecutor
 from engine.executors.serial import SerialExecutor
 from engine.log import InMemorySource, Source
 from engine.output import canonical_bytes, collect
@@ -26,13 +22,10 @@ from engine.positions import LogPosition
 from tests.support.budget import examples
 from tests.support.checkpoints import check_resumes, every, small_social, spam_with_timers
 from tests.support.engine_logs import LogSpec, logs, pipelines
-from tests.support.slow_runs import BreakingSource, fragile_pipeline, slow_log
+from tests.support.ray_cluster import ray_executor as _ray
+from tests.support.slow_runs import BreakingSource, fragile_pipeline, signal_when_up, slow_log
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
-
-
-def _ray(workers: int, epoch_size: int, **kw: Any) -> RayExecutor:
-    return RayExecutor(workers=workers, epoch_size=epoch_size, worker_cpus=0.5, **kw)
 
 
 @settings(max_examples=examples(10), deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -113,16 +106,7 @@ def test_a_reader_that_raises_fails_the_run_naming_it_its_node_and_partitions() 
 @pytest.mark.parametrize("victim", [0, 1])
 def test_a_killed_reader_fails_the_run_within_seconds_naming_it(victim: int) -> None:
     executor = _ray(2, 500, readers=2)
-    killed: list[float] = []
-
-    def kill_one() -> None:
-        while len(executor.reader_placed) < 2:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(executor.reader_placed[victim].pid, signal.SIGKILL)
-        killed.append(time.monotonic())
-
-    threading.Thread(target=kill_one, daemon=True).start()
+    killed = signal_when_up(lambda: [p.pid for p in executor.reader_placed], victim, signal.SIGKILL)
     with pytest.raises(
         ExecutionError,
         match=rf"^reader {victim} \(node [\w.:]+, pid \d+; partitions t/\d\) died",
@@ -133,16 +117,7 @@ def test_a_killed_reader_fails_the_run_within_seconds_naming_it(victim: int) -> 
 
 def test_a_stopped_reader_fails_the_run_within_the_stall_timeout() -> None:
     executor = _ray(2, 500, readers=2, stall_timeout=2.0)
-    stopped: list[float] = []
-
-    def stop_one() -> None:
-        while len(executor.reader_placed) < 2:
-            time.sleep(0.01)
-        time.sleep(0.5)
-        os.kill(executor.reader_placed[1].pid, signal.SIGSTOP)
-        stopped.append(time.monotonic())
-
-    threading.Thread(target=stop_one, daemon=True).start()
+    stopped = signal_when_up(lambda: [p.pid for p in executor.reader_placed], 1, signal.SIGSTOP)
     with pytest.raises(StallError) as err:
         executor.run(plan(fragile_pipeline(sleep=0.0001)), slow_log(), collect())
     assert stopped and time.monotonic() - stopped[0] < 2.0 + 6.0
