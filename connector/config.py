@@ -55,10 +55,11 @@ __all__ = [
     "KeyFormat",
     "LogFormat",
     "LogLevel",
+    "OutputHeaders",
+    "OutputWriter",
     "ProgressMode",
     "RunConfig",
     "Setting",
-    "OutputHeaders",
     "ValueFormat",
     "add_settings_arguments",
     "config_from_args",
@@ -88,6 +89,8 @@ KEY_FORMATS: tuple[KeyFormat, ...] = get_args(KeyFormat)
 BadRecordPolicy = Literal["dead-letter", "fail"]
 #: What ``restream.*`` headers output records carry (``output_headers``).
 OutputHeaders = Literal["full", "compact", "none"]
+#: What writes output records (``output_writer``).
+OutputWriter = Literal["auto", "native", "librdkafka"]
 ExecutorName = Literal["parallel", "batch", "serial", "ray"]
 ProgressMode = Literal["auto", "bar", "log", "none"]
 LogFormat = Literal["auto", "json", "text"]
@@ -267,6 +270,16 @@ SETTINGS: tuple[Setting, ...] = (
         "needs the job's checkpoints)",
         "full",
         choices=get_args(OutputHeaders),
+    ),
+    _s(
+        "output_writer",
+        "choice",
+        "what writes the output: native (record batches built from columns and sent over "
+        "Kafka's protocol, several times faster; plaintext, uncompressed), librdkafka (the "
+        "Kafka client; TLS, SASL, compression), auto (native unless the kafka settings ask for "
+        "TLS, SASL or compression)",
+        "auto",
+        choices=get_args(OutputWriter),
     ),
     _s(
         "output_partitions",
@@ -471,6 +484,7 @@ class RunConfig:
     output_schemas: Mapping[str, str] = _default("output_schemas")
     output_format: ValueFormat = _default("output_format")
     output_headers: OutputHeaders = _default("output_headers")
+    output_writer: OutputWriter = _default("output_writer")
     output_partitions: int | None = _default("output_partitions")
     output_replication_factor: int = _default("output_replication_factor")
     dead_letter_topic: str | None = _default("dead_letter_topic")

@@ -33,7 +33,7 @@ from typing import Any, TextIO
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from connector.config import ExecutorName, OutputHeaders, RunConfig
+from connector.config import ExecutorName, OutputHeaders, OutputWriter, RunConfig
 from connector.errors import BrokerError
 from connector.input.reader import consumer_config
 from connector.job.run import RunReport, run_job
@@ -157,6 +157,8 @@ class E2EResult:
     #: Output records of the last e2e run (the breakdown's).
     run_outputs: int = 0
     output_headers: OutputHeaders = "full"
+    #: What wrote the e2e run's output (``output_writer``).
+    output_writer: OutputWriter = "auto"
     executor: ExecutorName = "parallel"
     #: Workers of the e2e runs (``--workers``, or one per usable CPU).
     workers: int = 0
@@ -174,6 +176,7 @@ class E2EResult:
             "events": self.events,
             "outputs": self.outputs,
             "output_headers": self.output_headers,
+            "output_writer": self.output_writer,
             "executor": self.executor,
             "workers": self.workers,
             "seconds": {"consume": self.consume_s, "produce": self.produce_s, "e2e": self.e2e_s},
@@ -218,7 +221,8 @@ class E2EResult:
                 for k, v in sorted(self.breakdown.items())
                 if not k.startswith((OPERATOR_PREFIX, STAGE_PREFIX))
             ),
-            f"per stage in the last e2e run (output_headers {self.output_headers}):",
+            f"per stage in the last e2e run (output_headers {self.output_headers}, "
+            f"output_writer {self.output_writer}):",
             f"  {'process':<18}{'stage':<44}{'s':>8}{'µs':>8}  per",
         ]
         for st in self.stages():
@@ -308,6 +312,7 @@ def run_e2e_bench(
     shape: tuple[Skew, int] | None = None,
     output_headers: OutputHeaders = "full",
     ray_readers: int = 0,
+    output_writer: OutputWriter = "auto",
 ) -> E2EResult:
     """Measure (see the module docstring) and return the result. ``shape``: the data set's
     skew and backwards jitter (default: the uniform data set); ``output_headers``: the
@@ -331,6 +336,7 @@ def run_e2e_bench(
             events=report.records,
             outputs=len(data.messages),
             output_headers=output_headers,
+            output_writer=output_writer,
             executor=executor,
             workers=workers or usable_cpus_here().count,
         )
@@ -346,7 +352,13 @@ def run_e2e_bench(
             )
             cpu = _own_cpu()
             run = _e2e_pass(
-                broker.bootstrap, written.inputs, workers, executor, output_headers, ray_readers
+                broker.bootstrap,
+                written.inputs,
+                workers,
+                executor,
+                output_headers,
+                ray_readers,
+                output_writer,
             )
             cpu = _own_cpu() - cpu
             result.e2e_s.append(run.wall_seconds)
@@ -374,6 +386,7 @@ def _e2e_pass(
     executor: ExecutorName,
     output_headers: OutputHeaders,
     ray_readers: int = 0,
+    output_writer: OutputWriter = "auto",
 ) -> RunReport:
     config = RunConfig(
         job_id=unique_prefix("bench"),
@@ -384,6 +397,7 @@ def _e2e_pass(
         executor=executor,
         progress="none",
         output_headers=output_headers,
+        output_writer=output_writer,
         ray_readers=ray_readers,
     )
     return run_job(config, out=sys.stderr)
@@ -404,6 +418,7 @@ def bench_e2e_command(args: Any, out: TextIO, shape: tuple[Skew, int] | None = N
         shape=shape,
         output_headers=args.output_headers,
         ray_readers=args.ray_readers,
+        output_writer=args.output_writer,
     )
     print(result.table(), file=out)
     if args.json:

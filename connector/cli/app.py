@@ -40,7 +40,7 @@ def _data_set_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser with one subcommand per job."""
     from connector.cli import engine_commands  # the engine without Kafka: plan and benchmark
-    from connector.config import ExecutorName, OutputHeaders, add_settings_arguments
+    from connector.config import ExecutorName, OutputHeaders, OutputWriter, add_settings_arguments
     from tooling.load import FILE_FORMATS
 
     parser = argparse.ArgumentParser(
@@ -181,6 +181,14 @@ def build_parser() -> argparse.ArgumentParser:
         "full",
         "headers of the e2e run's output records (setting output_headers)",
         choices=get_args(OutputHeaders),
+    )
+    _option(
+        bench_e2e,
+        "--output-writer",
+        str,
+        "auto",
+        "what writes the e2e run's output (setting output_writer)",
+        choices=get_args(OutputWriter),
     )
     _option(
         bench_e2e,

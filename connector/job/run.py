@@ -53,12 +53,12 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, TextIO
+from typing import Any, Literal, TextIO
 
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from connector.config import BadRecordLimit, RunConfig, setting
+from connector.config import BadRecordLimit, OutputWriter, RunConfig, setting
 from connector.errors import (
     BrokerError,
     ConfigError,
@@ -79,6 +79,7 @@ from connector.job.checkpoints import (
     resume_ranges,
 )
 from connector.job.lease import KeeperSettings, Lease, RunIdentity, Timing, delivery_timeout_s
+from connector.kafka.native import native_unsupported
 from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX, JobMetrics, MetricsServer
@@ -606,6 +607,24 @@ def _resumed_marks(store: FileCheckpoints, snapshot: EngineSnapshot, job: JobPla
     return marks
 
 
+def output_writer(
+    choice: OutputWriter, client: Mapping[str, Any]
+) -> Literal["native", "librdkafka"]:
+    """What writes the output (``output_writer`` resolved): ``auto`` is the native producer
+    unless the Kafka settings need librdkafka; asking for ``native`` then is a ConfigError."""
+    unsupported = native_unsupported(client)
+    if choice == "native" and unsupported is not None:
+        raise ConfigError(
+            "output_writer",
+            f"native cannot write with {unsupported}; use librdkafka or auto",
+        )
+    if choice == "librdkafka" or unsupported is not None:
+        if choice == "auto":
+            logger.info("output written by librdkafka: %s", unsupported)
+        return "librdkafka"
+    return "native"
+
+
 def _broker_errors(metrics: JobMetrics, client: str) -> Any:
     def on_error(error: Any) -> None:
         metrics.broker_error(client)
@@ -1015,6 +1034,8 @@ def _run_holding(
                 gate=lease.gate,
                 client=job.client,
                 headers=config.output_headers,
+                writer=output_writer(config.output_writer, job.client),
+                write_timeout_s=delivery_timeout_s(config.lease_timeout, config.broker_timeout),
             ),
             processes=sink_process_count(
                 config.sink_processes, targets, usable_cpus_here(), _workers(config)

@@ -8,20 +8,27 @@ about jobs, serde or the engine's log::
     producer.py     BulkProducer (no retries: a write is exact or an error), topic creation,
                     a topic's record bounds
     partitioner.py  Kafka's murmur2 partitioner, scalar and vectorised over integer keys
+    native.py       NativeProducer: columns of records to Produce requests, no client library
+    batches.py      record batches (message format v2) built by compiled loops; ByteRows
+    wire.py         the few protocol messages NativeProducer speaks (ApiVersions, Produce)
 
 Reading the log lives in :mod:`connector.input` (it needs positions, serde and dead letters).
 """
 
 from __future__ import annotations
 
+from connector.kafka.batches import ByteRows
+from connector.kafka.native import NativeProducer
 from connector.kafka.offsets import KafkaOffsets, OffsetsClient, PartitionKey
 from connector.kafka.partitioner import java_partition, murmur2, partition_decimal_keys
 from connector.kafka.producer import BulkProducer, Header, TopicSpec, create_topics
 
 __all__ = [
     "BulkProducer",
+    "ByteRows",
     "Header",
     "KafkaOffsets",
+    "NativeProducer",
     "OffsetsClient",
     "PartitionKey",
     "TopicSpec",

@@ -39,6 +39,9 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+_CHATTY_LIBRARIES = ("numba",)
+
+
 class _TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -61,4 +64,8 @@ def configure_logging(fmt: LogFormat, level: str, stream: TextIO | None = None) 
     handler._restream = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
+    # numba logs every step of a compile at DEBUG (caught tracebacks included): a job's
+    # DEBUG log is about the job.
+    for chatty in _CHATTY_LIBRARIES:
+        logging.getLogger(chatty).setLevel(max(root.level, logging.INFO))
     return use_json

@@ -9,17 +9,22 @@ carries the timestamp of the event that produced it, and has the headers of the 
     restream.source   topic/partition@offset of that event
     restream.job      the job id
 
-Epochs arrive in order and each chunk is already in serial order, and the producer is
-idempotent (retries keep order), so each output partition receives its records in serial
-order. :class:`ResumePoint` s and :class:`ResumeCount` s (found by
-:mod:`connector.output.topics`) make the sink skip the records that an earlier attempt of the
-same job already wrote.
+Epochs arrive in order and each chunk is already in serial order, and neither writer
+reorders (librdkafka's producer is idempotent, so its retries keep order; the native
+producer never retries and has one request in flight per broker), so each output partition
+receives its records in serial order. :class:`ResumePoint` s and :class:`ResumeCount` s
+(found by :mod:`connector.output.topics`) make the sink skip the records that an earlier
+attempt of the same job already wrote.
 
-Per record the sink makes only what the Kafka client needs: the value and key bytes, the
-header list, and one positional ``produce`` call (:class:`~connector.kafka.producer.BulkProducer`);
-values are encoded a column at a time, keys and their murmur2 partitions are computed on
-arrays, and the headers are built by C-level loops. :attr:`KafkaSink.stage_seconds` says where
-the time went (keys and partitioning, resume skip, encoding, headers, produce calls).
+Per record the sink makes no Python object when the producer is the native one
+(:class:`~connector.kafka.native.NativeProducer`): values are encoded a column at a time
+into one buffer, integer keys written as decimal text and their murmur2 partitions computed
+on arrays, and each record's headers built by a compiled loop
+(:func:`~connector.output.headers.header_sections`). For librdkafka
+(:class:`~connector.kafka.producer.BulkProducer`) it makes only what that client needs: the
+value and key bytes, the header list, and one positional ``produce`` call.
+:attr:`KafkaSink.stage_seconds` says where the time went (keys and partitioning, resume
+skip, encoding, headers, produce calls).
 """
 
 from __future__ import annotations
@@ -36,10 +41,12 @@ import numpy.typing as npt
 
 from connector.config import OutputHeaders
 from connector.errors import SerdeError
+from connector.kafka.batches import ByteRows, decimal_rows
+from connector.kafka.native import NativeProducer
 from connector.kafka.partitioner import partition_byte_keys, partition_decimal_keys
 from connector.kafka.producer import BulkProducer, Header
 from connector.observability.metrics import JobMetrics, event_time_bounds
-from connector.output.headers import COMPACT, compact_values
+from connector.output.headers import COMPACT, compact_values, header_sections
 from connector.runtime import failpoints
 from connector.serde.values import JsonRecordEncoder, ValueEncoder
 from engine.executors.base import RunStats
@@ -152,7 +159,7 @@ class KafkaSink:
 
     def __init__(
         self,
-        producer: Callable[[], BulkProducer],
+        producer: Callable[[], BulkProducer | NativeProducer],
         targets: Mapping[str, OutputTarget],
         *,
         job: str,
@@ -218,10 +225,15 @@ class KafkaSink:
     ) -> None:
         clock = time.perf_counter
         t0 = clock()
-        if known is None:
-            keys, partitions = _keys_and_partitions(chunk.keys, target.partitions)
+        ints = _integer_keys(chunk.keys)
+        listed = None if ints is not None else [key_bytes(k) for k in chunk.keys.tolist()]
+        if known is not None:
+            partitions = known
+        elif ints is not None:
+            partitions = partition_decimal_keys(ints, target.partitions)
         else:
-            keys, partitions = _key_column(chunk.keys), known
+            assert listed is not None
+            partitions = partition_byte_keys(listed, target.partitions)
         seq = chunk.seq
         t1 = clock()
         keep = self._skip_mask(target.topic, partitions, seq) if self._resume else None
@@ -241,21 +253,36 @@ class KafkaSink:
                 self._time("skip", clock() - t1)
                 return
             columns = {f: c[rows] for f, c in columns.items()}
-            keys = [keys[i] for i in rows.tolist()]
+            if ints is not None:
+                ints = ints[rows]
+            else:
+                assert listed is not None
+                listed = [listed[i] for i in rows.tolist()]
             partitions, seq = partitions[rows], seq[rows]
         t2 = clock()
         if target.fields:
             # After the resume skip: records written before the restart are not judged again.
             _check_present(chunk.output, seq, columns)
-        values = target.encoder.encode(columns)
+        producer = self._producer()
         index = seq - coords.seq_start
-        timestamps = coords.ts[index].tolist()
-        t3 = clock()
-        headers = self._headers(seq, coords, index)
-        t4 = clock()
-        self._producer().produce(
-            target.topic, values, keys, partitions.tolist(), timestamps, headers
-        )
+        if isinstance(producer, NativeProducer):
+            encoded = target.encoder.encode_batch(columns)
+            values = ByteRows.joined(encoded.data, encoded.offsets)
+            keys = decimal_rows(ints) if ints is not None else ByteRows.of(listed or [])
+            t3 = clock()
+            headers = header_sections(self._mode, seq, self._job, coords.source_columns(index))
+            t4 = clock()
+            producer.produce(target.topic, partitions, coords.ts[index], keys, values, headers)
+        else:
+            values_list = target.encoder.encode(columns)
+            keys_list = decimal_bytes(ints) if ints is not None else (listed or [])
+            timestamps = coords.ts[index].tolist()
+            t3 = clock()
+            headers_list = self._headers(seq, coords, index)
+            t4 = clock()
+            producer.produce(
+                target.topic, values_list, keys_list, partitions.tolist(), timestamps, headers_list
+            )
         t5 = clock()
         # seq never decreases within a chunk: each partition's last row has its last seq.
         found, last_in_reverse = np.unique(partitions[::-1], return_index=True)
@@ -263,9 +290,9 @@ class KafkaSink:
             self.last_seq[(target.topic, p)] = s
         if self.first_write_at is None:
             self.first_write_at = time.monotonic()
-        self.written[target.topic] = self.written.get(target.topic, 0) + len(values)
+        self.written[target.topic] = self.written.get(target.topic, 0) + len(seq)
         if self._metrics is not None:
-            self._metrics.records_written(target.topic, len(values))
+            self._metrics.records_written(target.topic, len(seq))
         for stage, seconds in (
             ("keys", t1 - t0),
             ("skip", t2 - t1),
@@ -372,6 +399,12 @@ class Coordinates:
             self._partition[i] = events.partition
             self._offset[i] = events.offset
 
+    def source_columns(
+        self, index: npt.NDArray[np.int64]
+    ) -> tuple[Sequence[str], npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+        """``(topic names, topic index, partition, offset)`` of the events at ``index``."""
+        return self._topics, self._topic[index], self._partition[index], self._offset[index]
+
     def sources(self, index: npt.NDArray[np.int64]) -> list[bytes]:
         """``topic/partition@offset`` of the events at ``index`` (positions in the epoch)."""
         if not len(index):
@@ -397,25 +430,6 @@ def _integer_keys(keys: npt.NDArray[Any]) -> npt.NDArray[np.int64] | None:
     ):
         return np.array([int(k) for k in keys], dtype=np.int64)
     return None
-
-
-def _keys_and_partitions(
-    keys: npt.NDArray[Any], partitions: int
-) -> tuple[list[bytes], npt.NDArray[np.int32]]:
-    """Each key's Kafka bytes and the partition Kafka's Java client picks for it."""
-    ints = _integer_keys(keys)
-    if ints is not None:
-        return decimal_bytes(ints), partition_decimal_keys(ints, partitions)
-    encoded = [key_bytes(k) for k in keys.tolist()]
-    return encoded, partition_byte_keys(encoded, partitions)
-
-
-def _key_column(keys: npt.NDArray[Any]) -> list[bytes]:
-    """Each key's Kafka bytes (:func:`key_bytes`), integers a column at a time."""
-    ints = _integer_keys(keys)
-    if ints is not None:
-        return decimal_bytes(ints)
-    return [key_bytes(k) for k in keys.tolist()]
 
 
 def key_partitions(keys: npt.NDArray[Any], partitions: int) -> npt.NDArray[np.int32]:

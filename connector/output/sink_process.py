@@ -80,10 +80,11 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from connector.config import OutputHeaders
 from connector.errors import ConnectorError, RefusedError, SinkError, WatchdogError
+from connector.kafka.native import NativeProducer, topic_leaders
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX, JobMetrics
 from connector.output.shards import (
@@ -140,6 +141,11 @@ class SinkSettings:
     client: Mapping[str, Any] | None = None
     #: The job's ``output_headers`` mode.
     headers: OutputHeaders = "full"
+    #: What writes the records: the native producer or librdkafka (``output_writer``,
+    #: resolved: :func:`connector.kafka.native.native_unsupported`).
+    writer: Literal["native", "librdkafka"] = "librdkafka"
+    #: The native producer's wait for each broker response.
+    write_timeout_s: float = 120.0
 
 
 class _Child:
@@ -691,11 +697,19 @@ class _Mailbox:
 
 def _serve(settings: SinkSettings, inbox: Connection, outbox: _Mailbox) -> None:
     errors = _BrokerErrors()
-    producer: BulkProducer | None = None
+    producer: BulkProducer | NativeProducer | None = None
 
-    def make_producer() -> BulkProducer:
+    def make_producer() -> BulkProducer | NativeProducer:
         nonlocal producer
-        if producer is None:
+        if producer is None and settings.writer == "native":
+            client = settings.client or {"bootstrap.servers": settings.bootstrap}
+            producer = NativeProducer(
+                topic_leaders(client, settings.write_timeout_s),
+                gate=settings.gate,
+                timeout_s=settings.write_timeout_s,
+                on_retry=errors,
+            )
+        elif producer is None:
             producer = BulkProducer(
                 settings.bootstrap,
                 {**settings.producer_overrides, "error_cb": errors},
@@ -716,7 +730,7 @@ def _serve_with(
     inbox: Connection,
     outbox: _Mailbox,
     errors: _BrokerErrors,
-    make_producer: Callable[[], BulkProducer],
+    make_producer: Callable[[], BulkProducer | NativeProducer],
 ) -> None:
     sink = KafkaSink(
         make_producer,

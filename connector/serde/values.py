@@ -36,7 +36,7 @@ import polars as pl
 from connector.config import KEY_FORMATS, VALUE_FORMATS, KeyFormat, ValueFormat
 from connector.errors import BrokerError, ConfigError, SerdeError
 from connector.serde.avro import AvroSchema, confluent_header, encode_columns
-from connector.serde.avro_bulk import BULK_KINDS, BulkKind
+from connector.serde.avro_bulk import BULK_KINDS, BulkKind, EncodedBatch
 from connector.serde.avro_decode import (
     COLUMN_DTYPES,
     FlatDecoder,
@@ -60,6 +60,7 @@ __all__ = [
     "ValueEncoder",
     "ValueFormat",
     "check_schema",
+    "encoded_batch",
     "value_decoder",
     "value_encoder",
 ]
@@ -520,6 +521,26 @@ class ValueEncoder:
         Avro values are byte-identical to fastavro's; JSON values are
         ``json.dumps(record, separators=(",", ":"))`` with the fields in schema order.
         """
+        coerced = self._coerced(columns)
+        if self._fmt != "json":
+            return encode_columns(self._schema, coerced, prefix=self._prefix).values()
+        names = [name for name, _ in self._fields]
+        cells = [_json_cells(name, kind, coerced[name]) for name, kind in self._fields]
+        return [
+            json.dumps(dict(zip(names, row, strict=True)), separators=(",", ":")).encode()
+            for row in zip(*cells, strict=True)
+        ]
+
+    def encode_batch(self, columns: Mapping[str, npt.NDArray[Any] | StringColumn]) -> EncodedBatch:
+        """The values of :meth:`encode`, back to back in one buffer (Avro never makes one
+        object per value)."""
+        if self._fmt == "json":
+            return encoded_batch(self.encode(columns))
+        return encode_columns(self._schema, self._coerced(columns), prefix=self._prefix)
+
+    def _coerced(
+        self, columns: Mapping[str, npt.NDArray[Any] | StringColumn]
+    ) -> dict[str, npt.NDArray[Any]]:
         missing = [name for name, _ in self._fields if name not in columns]
         if missing:
             raise SerdeError(f"{self._schema.name}: no column for field(s) {', '.join(missing)}")
@@ -529,14 +550,14 @@ class ValueEncoder:
             raise SerdeError(
                 f"{self._schema.name}: columns have different lengths {sorted(lengths)}"
             )
-        if self._fmt != "json":
-            return encode_columns(self._schema, coerced, prefix=self._prefix).values()
-        names = [name for name, _ in self._fields]
-        cells = [_json_cells(name, kind, coerced[name]) for name, kind in self._fields]
-        return [
-            json.dumps(dict(zip(names, row, strict=True)), separators=(",", ":")).encode()
-            for row in zip(*cells, strict=True)
-        ]
+        return coerced
+
+
+def encoded_batch(values: Sequence[bytes]) -> EncodedBatch:
+    """Values given one by one, back to back as an :class:`EncodedBatch`."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, values), np.int64, len(values)), out=offsets[1:])
+    return EncodedBatch(b"".join(values), offsets)
 
 
 def _coerce(name: str, kind: BulkKind, column: npt.NDArray[Any] | StringColumn) -> npt.NDArray[Any]:
@@ -609,6 +630,10 @@ class JsonRecordEncoder:
 
     def __init__(self, fields: Sequence[str] = ()):
         self.fields = tuple(fields)
+
+    def encode_batch(self, columns: Mapping[str, npt.NDArray[Any] | StringColumn]) -> EncodedBatch:
+        """The values of :meth:`encode`, back to back in one buffer."""
+        return encoded_batch(self.encode(columns))
 
     def encode(self, columns: Mapping[str, npt.NDArray[Any] | StringColumn]) -> list[bytes]:
         """One value per row (see the class docstring)."""

@@ -13,6 +13,8 @@ import numpy as np
 
 from connector.config import OutputHeaders
 from connector.output.sink import KafkaSink, OutputTarget, Resume
+from connector.serde.avro_bulk import EncodedBatch
+from connector.serde.values import encoded_batch
 from engine.log import Epoch, Events
 
 Header = tuple[str, bytes]
@@ -36,6 +38,10 @@ class ReprEncoder:
     def encode(self, columns: Mapping[str, np.ndarray]) -> list[bytes]:
         """One value per row."""
         return [repr(v).encode() for v in zip(*(c.tolist() for c in columns.values()), strict=True)]
+
+    def encode_batch(self, columns: Mapping[str, np.ndarray]) -> EncodedBatch:
+        """The same values back to back (what the native producer takes)."""
+        return encoded_batch(self.encode(columns))
 
 
 class RecordingProducer:

@@ -121,6 +121,7 @@ Secrets are not here: they reach the container as environment variables from the
 {{- with $v.outputSchemas }}{{ $_ = set $config "output_schemas" . }}{{ end }}
 {{- $_ = set $config "output_format" $v.outputFormat }}
 {{- $_ = set $config "output_headers" $v.outputHeaders }}
+{{- $_ = set $config "output_writer" $v.outputWriter }}
 {{- if gt (int $v.outputPartitions) 0 }}{{ $_ = set $config "output_partitions" (int $v.outputPartitions) }}{{ end }}
 {{- $_ = set $config "output_replication_factor" (int $v.outputReplicationFactor) }}
 {{- with $v.deadLetterTopic }}{{ $_ = set $config "dead_letter_topic" . }}{{ end }}

@@ -84,13 +84,15 @@ def test_the_table_and_json_carry_the_same_stages() -> None:
         breakdown=dict(SECONDS),
         run_outputs=500_000,
         output_headers="compact",
+        output_writer="native",
     )
     table = result.table()
-    assert "per stage in the last e2e run (output_headers compact)" in table
+    assert "per stage in the last e2e run (output_headers compact, output_writer native)" in table
     assert "produce calls" in table and "stage write" not in table
     data = json.loads(json.dumps(result.to_json()))
     assert data["ratio_to_consume_ceiling"] == pytest.approx(0.2)
     assert data["output_headers"] == "compact"
+    assert data["output_writer"] == "native"
     stages = {(s["process"], s["stage"]): s for s in data["stages"]}
     assert stages[("sink", "headers")]["us_per_record"] == pytest.approx(1.0)
     assert len(stages) == len(result.stages())
