@@ -38,7 +38,11 @@ __all__ = [
     "EncodedBatches",
     "crc32c",
     "decimal_rows",
+    "decimal_size",
     "encode_batches",
+    "put_decimal",
+    "put_varint",
+    "varint_size",
 ]
 
 #: Bytes of a batch before its first record.
@@ -142,7 +146,8 @@ def crc32c(data: bytes | npt.NDArray[np.uint8]) -> int:
 
 
 @jit
-def _varint_size(value: int) -> int:
+def varint_size(value: int) -> int:
+    """Bytes of ``value`` as a zigzag varint; a compiled helper for other kernels."""
     z = (value << 1) ^ (value >> 63)  # zigzag; value fits in int64
     size = 1
     u = np.uint64(z)
@@ -153,7 +158,8 @@ def _varint_size(value: int) -> int:
 
 
 @jit
-def _put_varint(out: Any, at: int, value: int) -> int:
+def put_varint(out: Any, at: int, value: int) -> int:
+    """Write ``value`` as a zigzag varint at ``out[at]``; where it ends. A compiled helper."""
     u = np.uint64((value << 1) ^ (value >> 63))
     while u >= np.uint64(0x80):
         out[at] = np.uint8((u & np.uint64(0x7F)) | np.uint64(0x80))
@@ -182,8 +188,8 @@ def _body_size(
 ) -> int:
     key_len: int = key_offsets[row + 1] - key_offsets[row]
     value_len: int = value_offsets[row + 1] - value_offsets[row]
-    size: int = 1 + _varint_size(ts_delta) + _varint_size(offset_delta)
-    size += _varint_size(key_len) + key_len + _varint_size(value_len) + value_len
+    size: int = 1 + varint_size(ts_delta) + varint_size(offset_delta)
+    size += varint_size(key_len) + key_len + varint_size(value_len) + value_len
     if has_headers:
         size += header_offsets[row + 1] - header_offsets[row]
     else:
@@ -228,7 +234,7 @@ def _encode(
             header_offsets,
             has_headers,
         )
-        total = _varint_size(body) + body
+        total = varint_size(body) + body
         if i > start and batch_bytes + total > max_batch_bytes:
             first.append(i)
             start = i
@@ -274,15 +280,15 @@ def _encode(
             row = rows[i]
             key_lo, key_hi = key_offsets[row], key_offsets[row + 1]
             value_lo, value_hi = value_offsets[row], value_offsets[row + 1]
-            at = _put_varint(out, at, bodies[i])
+            at = put_varint(out, at, bodies[i])
             out[at] = 0  # attributes
             at += 1
-            at = _put_varint(out, at, timestamps[row] - base_ts)
-            at = _put_varint(out, at, i - lo)
-            at = _put_varint(out, at, key_hi - key_lo)
+            at = put_varint(out, at, timestamps[row] - base_ts)
+            at = put_varint(out, at, i - lo)
+            at = put_varint(out, at, key_hi - key_lo)
             out[at : at + key_hi - key_lo] = key_data[key_lo:key_hi]
             at += key_hi - key_lo
-            at = _put_varint(out, at, value_hi - value_lo)
+            at = put_varint(out, at, value_hi - value_lo)
             out[at : at + value_hi - value_lo] = value_data[value_lo:value_hi]
             at += value_hi - value_lo
             if has_headers:
@@ -336,30 +342,42 @@ def encode_batches(
 
 
 @jit
+def decimal_size(v: int) -> int:
+    """Digits (and sign) of ``v`` in decimal; a compiled helper for other kernels."""
+    size = 1 if v >= 0 else 2
+    u = abs(v)
+    while u >= 10:
+        u //= 10
+        size += 1
+    return size
+
+
+@jit
+def put_decimal(out: Any, at: int, v: int) -> int:
+    """Write ``v`` in decimal ASCII at ``out[at]``; where it ends. A compiled helper."""
+    end = at + decimal_size(v)
+    i = end - 1
+    u = abs(v)
+    while True:
+        out[i] = 48 + u % 10
+        u //= 10
+        i -= 1
+        if u == 0:
+            break
+    if v < 0:
+        out[i] = 45  # "-"
+    return end
+
+
+@jit
 def _decimal_rows(values: Any) -> tuple[Any, Any]:
     n = len(values)
     offsets = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
-        v = values[i]
-        size = 1 if v >= 0 else 2
-        u = abs(v)
-        while u >= 10:
-            u //= 10
-            size += 1
-        offsets[i + 1] = offsets[i] + size
+        offsets[i + 1] = offsets[i] + decimal_size(values[i])
     out = np.empty(offsets[n], dtype=np.uint8)
     for i in range(n):
-        v = values[i]
-        at = offsets[i + 1] - 1
-        u = abs(v)
-        while True:
-            out[at] = 48 + u % 10
-            u //= 10
-            at -= 1
-            if u == 0:
-                break
-        if v < 0:
-            out[at] = 45  # "-"
+        put_decimal(out, offsets[i], values[i])
     return out, offsets
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 
 from connector.config import OutputHeaders
-from connector.kafka.batches import ByteRows
+from connector.kafka.batches import ByteRows, decimal_size, put_decimal, put_varint, varint_size
 from engine.state.jit import jit, register_warm_up
 
 __all__ = [
@@ -94,55 +94,8 @@ def identity(headers: Sequence[tuple[str, Any]] | Mapping[str, Any] | None) -> I
 
 
 @jit
-def _digits(v: int) -> int:
-    size = 1 if v >= 0 else 2
-    u = abs(v)
-    while u >= 10:
-        u //= 10
-        size += 1
-    return size
-
-
-@jit
-def _varint_size(v: int) -> int:
-    z = v << 1  # zigzag of a length (never negative)
-    size = 1
-    while z >= 0x80:
-        z >>= 7
-        size += 1
-    return size
-
-
-@jit
-def _put_varint(out: Any, at: int, v: int) -> int:
-    z = v << 1
-    while z >= 0x80:
-        out[at] = (z & 0x7F) | 0x80
-        z >>= 7
-        at += 1
-    out[at] = z
-    return at + 1
-
-
-@jit
-def _put_digits(out: Any, at: int, v: int) -> int:
-    end = at + _digits(v)
-    i = end - 1
-    u = abs(v)
-    while True:
-        out[i] = 48 + u % 10
-        u //= 10
-        i -= 1
-        if u == 0:
-            break
-    if v < 0:
-        out[i] = 45
-    return end
-
-
-@jit
 def _put_bytes(out: Any, at: int, data: Any, lo: int, hi: int) -> int:
-    at = _put_varint(out, at, hi - lo)
+    at = put_varint(out, at, hi - lo)
     out[at : at + hi - lo] = data[lo:hi]
     return at + hi - lo
 
@@ -168,33 +121,33 @@ def _full_sections(
 ) -> tuple[Any, Any]:
     n = len(seq)
     fixed = 1 + 3 + len(seq_name) + len(source_name) + len(job_name)
-    fixed += _varint_size(len(job)) + len(job)
+    fixed += varint_size(len(job)) + len(job)
     offsets = np.zeros(n + 1, dtype=np.int64)
     for i in range(n):
-        digits = _digits(seq[i])
+        digits = decimal_size(seq[i])
         t = topic[i]
         source = name_offsets[t + 1] - name_offsets[t] + 2
-        source += _digits(partition[i]) + _digits(offset[i])
-        size = fixed + _varint_size(digits) + digits + _varint_size(source) + source
+        source += decimal_size(partition[i]) + decimal_size(offset[i])
+        size = fixed + varint_size(digits) + digits + varint_size(source) + source
         offsets[i + 1] = offsets[i] + size
     out = np.empty(offsets[n], dtype=np.uint8)
     for i in range(n):
         at = offsets[i]
         out[at] = 6  # three headers
         at = _put_bytes(out, at + 1, seq_name, 0, len(seq_name))
-        at = _put_varint(out, at, _digits(seq[i]))
-        at = _put_digits(out, at, seq[i])
+        at = put_varint(out, at, decimal_size(seq[i]))
+        at = put_decimal(out, at, seq[i])
         at = _put_bytes(out, at, source_name, 0, len(source_name))
         t = topic[i]
         lo, hi = name_offsets[t], name_offsets[t + 1]
-        source = hi - lo + 2 + _digits(partition[i]) + _digits(offset[i])
-        at = _put_varint(out, at, source)
+        source = hi - lo + 2 + decimal_size(partition[i]) + decimal_size(offset[i])
+        at = put_varint(out, at, source)
         out[at : at + hi - lo] = names[lo:hi]
         at += hi - lo
         out[at] = 47  # "/"
-        at = _put_digits(out, at + 1, partition[i])
+        at = put_decimal(out, at + 1, partition[i])
         out[at] = 64  # "@"
-        at = _put_digits(out, at + 1, offset[i])
+        at = put_decimal(out, at + 1, offset[i])
         at = _put_bytes(out, at, job_name, 0, len(job_name))
         at = _put_bytes(out, at, job, 0, len(job))
     return out, offsets
@@ -203,14 +156,14 @@ def _full_sections(
 @jit
 def _compact_sections(seq: Any, job: Any, name: Any) -> tuple[Any, Any]:
     n = len(seq)
-    size = 1 + _varint_size(len(name)) + len(name) + _varint_size(8 + len(job)) + 8 + len(job)
+    size = 1 + varint_size(len(name)) + len(name) + varint_size(8 + len(job)) + 8 + len(job)
     offsets = np.arange(n + 1, dtype=np.int64) * size
     out = np.empty(n * size, dtype=np.uint8)
     for i in range(n):
         at = offsets[i]
         out[at] = 2  # one header
         at = _put_bytes(out, at + 1, name, 0, len(name))
-        at = _put_varint(out, at, 8 + len(job))
+        at = put_varint(out, at, 8 + len(job))
         v = seq[i]
         for k in range(8):
             out[at + k] = (v >> (8 * (7 - k))) & 0xFF

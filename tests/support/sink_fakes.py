@@ -95,16 +95,16 @@ def recording_sink(
     return sink, producer
 
 
-def source_epoch(seq_start: int, n: int) -> Epoch:
-    """The epoch of events ``seq_start`` .. ``seq_start + n - 1``, all of kind ``m`` from
-    topic ``in``: event ``s`` at time ``1000 + 10 s``, from partition ``s % 2``, offset
-    ``3 s`` (so that records' source headers differ from their seq)."""
+def source_epoch(seq_start: int, n: int, topics: tuple[str, ...] = ("in",)) -> Epoch:
+    """The epoch of events ``seq_start`` .. ``seq_start + n - 1``, all of kind ``m``: event
+    ``s`` at time ``1000 + 10 s``, from topic ``topics[s % len(topics)]``, partition
+    ``s % 2``, offset ``3 s`` (so that records' source headers differ from their seq)."""
     seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
     events = Events(
         kind="m",
         seq=seq,
         ts=1000 + seq * 10,
-        topic=np.zeros(n, dtype=np.int16),
+        topic=(seq % len(topics)).astype(np.int16),
         partition=(seq % 2).astype(np.int32),
         offset=seq * 3,
         columns={},
@@ -116,6 +116,6 @@ def source_epoch(seq_start: int, n: int) -> Epoch:
         ts=events.ts,
         kind=np.zeros(n, dtype=np.int8),
         kinds=("m",),
-        topics=("in",),
+        topics=topics,
         events={"m": events},
     )

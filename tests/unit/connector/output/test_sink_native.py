@@ -12,37 +12,12 @@ from connector.config import OutputHeaders
 from connector.kafka.native import NativeProducer
 from connector.output.headers import HEADER_MODES
 from connector.output.sink import KafkaSink, ResumePoint, key_partitions
-from engine.log import Epoch, Events
 from engine.output import OutputChunk
 from tests.support.budget import examples
 from tests.support.fake_broker import FakeBroker
-from tests.support.sink_fakes import recording_sink, repr_target
+from tests.support.sink_fakes import recording_sink, repr_target, source_epoch
 
 PARTITIONS = 4
-
-
-def _epoch(seq_start: int, n: int) -> Epoch:
-    """Events from two topics with partitions and offsets of several digits."""
-    seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
-    events = Events(
-        kind="m",
-        seq=seq,
-        ts=1_700_000_000_000 - seq * 37 % 1000,
-        topic=(seq % 2).astype(np.int16),
-        partition=(seq % 11).astype(np.int32),
-        offset=seq * 104_729,
-        columns={},
-    )
-    return Epoch(
-        index=0,
-        seq_start=seq_start,
-        seq_end=seq_start + n,
-        ts=events.ts,
-        kind=np.zeros(n, dtype=np.int8),
-        kinds=("m",),
-        topics=("social.messages", "in"),
-        events={"m": events},
-    )
 
 
 _keys = st.one_of(
@@ -71,7 +46,7 @@ def test_the_native_path_writes_what_librdkafka_is_given(
     n = len(keys)
     seq = np.cumsum(np.array(gaps[:n])) + 3  # repeated seq: one event, several records
     chunk = OutputChunk("s", seq, keys, {"a": np.arange(n) * 3})
-    epoch = _epoch(0, int(seq[-1]) + 1)
+    epoch = source_epoch(0, int(seq[-1]) + 1, topics=("social.messages", "in"))
     resume = {} if resume_at is None else {("out", resume_at[0]): ResumePoint(resume_at[1], 1)}
     target = {"s": repr_target("s", "out", PARTITIONS)}
 
