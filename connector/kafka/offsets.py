@@ -275,22 +275,39 @@ class KafkaOffsets(OffsetsClient):
     ) -> dict[PartitionKey, int]:
         if not tps:
             return {}
-        futures = self._live_admin.list_offsets(
-            {TopicPartition(t, p): spec for t, p in tps},
-            isolation_level=self._isolation,
-            request_timeout=self._timeout_s,
-        )
-        return {
-            (request.topic, request.partition): int(
-                self._wait(future, f"{what} of {request.topic}/{request.partition}").offset
+        # A broker that is briefly away (a restart, a cut connection) answers "no leaders
+        # found" at once: ask again until the client's timeout, as a consumer would wait.
+        deadline = time.monotonic() + self._timeout_s
+        pause = 0.1
+        while True:
+            futures = self._live_admin.list_offsets(
+                {TopicPartition(t, p): spec for t, p in tps},
+                isolation_level=self._isolation,
+                request_timeout=self._timeout_s,
             )
-            for request, future in futures.items()
-        }
+            try:
+                return {
+                    (request.topic, request.partition): int(
+                        self._wait(future, f"{what} of {request.topic}/{request.partition}").offset
+                    )
+                    for request, future in futures.items()
+                }
+            except _TransientError as exc:
+                if time.monotonic() + pause > deadline:
+                    raise
+                logger.warning("%s (asking again in %.1f s)", exc, pause)
+                time.sleep(pause)
+                pause = min(2 * pause, 2.0)
 
     def _wait(self, future: Future[T], what: str) -> T:
         try:
             return future.result(timeout=self._timeout_s)
         except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            if isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _TRANSIENT_CODES
+            ):
+                raise _TransientError(f"cannot get {what}: {_reason(exc)}") from exc
             raise BrokerError(f"cannot get {what}: {_reason(exc)}") from exc
         except FutureTimeout as exc:
             raise BrokerError(
@@ -308,6 +325,26 @@ def _runs(offsets: list[int]) -> list[list[int]]:
         else:
             runs.append([offset])
     return runs
+
+
+class _TransientError(BrokerError):
+    """A broker error that asking again may cure (list offsets asks again; elsewhere it is
+    the BrokerError it always was)."""
+
+
+#: Codes of errors a broker that is briefly away gives; _NOENT is librdkafka's "no leaders
+#: found" for partitions whose topic exists (callers check topics exist first).
+_TRANSIENT_CODES = frozenset(
+    {
+        KafkaError._NOENT,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+        KafkaError._TIMED_OUT,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.REQUEST_TIMED_OUT,
+    }
+)
 
 
 def _reason(exc: KafkaException) -> str:
