@@ -7,7 +7,8 @@ One run of the benchmark writes the social data set to a broker (embedded Tansu 
   (topic, partition, offset, timestamp, key, value) as the reader does, decoding nothing;
 - **produce ceiling**: a producer writes as many records as the backtest outputs, with values
   and headers (those of the e2e run's ``output_headers`` mode) of the same sizes, to a fresh
-  topic;
+  topic: librdkafka's, and the native producer's (:mod:`connector.kafka.native`) from
+  columns;
 - **e2e**: ``restream run`` with the spam backtest (the parallel executor by default) into a
   fresh output topic, with the time per activity.
 
@@ -31,15 +32,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+import numpy as np
+import numpy.typing as npt
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from connector.config import ExecutorName, OutputHeaders, OutputWriter, RunConfig
 from connector.errors import BrokerError
 from connector.input.reader import consumer_config
 from connector.job.run import RunReport, run_job
+from connector.kafka.batches import ByteRows, decimal_rows, encode_batches
+from connector.kafka.native import NativeProducer, topic_leaders
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX
-from connector.output.headers import COMPACT
+from connector.output.headers import COMPACT, header_sections
 from connector.output.sink import output_producer_settings
 from connector.pipeline_loader import SOCIAL_SPAM
 from connector.runtime.cpus import usable_cpus_here
@@ -151,6 +156,8 @@ class E2EResult:
     outputs: int
     consume_s: list[float] = field(default_factory=list)
     produce_s: list[float] = field(default_factory=list)
+    #: The native producer's pass (the librdkafka one is ``produce_s``).
+    native_produce_s: list[float] = field(default_factory=list)
     e2e_s: list[float] = field(default_factory=list)
     speedups: list[float] = field(default_factory=list)
     breakdown: dict[str, float] = field(default_factory=dict)
@@ -179,8 +186,18 @@ class E2EResult:
             "output_writer": self.output_writer,
             "executor": self.executor,
             "workers": self.workers,
-            "seconds": {"consume": self.consume_s, "produce": self.produce_s, "e2e": self.e2e_s},
-            "records_per_second": {"consume": consume, "produce": produce, "e2e": e2e},
+            "seconds": {
+                "consume": self.consume_s,
+                "produce": self.produce_s,
+                "produce_native": self.native_produce_s,
+                "e2e": self.e2e_s,
+            },
+            "records_per_second": {
+                "consume": consume,
+                "produce": produce,
+                "produce_native": self._native_rate(),
+                "e2e": e2e,
+            },
             "ratio_to_consume_ceiling": e2e / consume,
             "ratio_to_produce_ceiling": e2e / produce * self.outputs / self.events,
             "replay_speedup": statistics.median(self.speedups),
@@ -201,6 +218,9 @@ class E2EResult:
         """Records per second at the median time."""
         return count / statistics.median(seconds)
 
+    def _native_rate(self) -> float | None:
+        return self.rate(self.native_produce_s, self.outputs) if self.native_produce_s else None
+
     def table(self) -> str:
         """The result as a plain-text table."""
         consume = self.rate(self.consume_s, self.events)
@@ -212,6 +232,14 @@ class E2EResult:
             f"{consume:>14,.0f}{e2e / consume:>11.2f}",
             f"{'produce ceiling':<18}{statistics.median(self.produce_s):>10.2f}"
             f"{produce:>14,.0f}{e2e / produce * self.outputs / self.events:>11.2f}",
+        ]
+        native = self._native_rate()
+        if native is not None:
+            lines.append(
+                f"{'produce (native)':<18}{statistics.median(self.native_produce_s):>10.2f}"
+                f"{native:>14,.0f}{e2e / native * self.outputs / self.events:>11.2f}"
+            )
+        lines += [
             f"{'e2e (run)':<18}{statistics.median(self.e2e_s):>10.2f}{e2e:>14,.0f}{1:>11.2f}",
             f"replay speed (median): {statistics.median(self.speedups):,.0f}x real time; "
             f"input events {self.events:,}, output records {self.outputs:,}",
@@ -298,6 +326,41 @@ def _produce_pass(
     return time.perf_counter() - began
 
 
+def _native_produce_pass(
+    bootstrap: str, count: int, partitions: int, value_size: int, mode: OutputHeaders = "full"
+) -> float:
+    """The produce pass through the native producer: the same records, as columns."""
+    topic = f"bench-native-{uuid.uuid4().hex[:8]}"
+    from connector.kafka.producer import TopicSpec, create_topics
+
+    create_topics(bootstrap, [TopicSpec(topic, partitions)])
+    client = {"bootstrap.servers": bootstrap}
+    producer = NativeProducer(topic_leaders(client, 30.0), timeout_s=30.0)
+
+    def columns(rows: npt.NDArray[np.int64]) -> tuple[Any, ...]:
+        n = len(rows)
+        values = ByteRows(
+            np.full(n * value_size, ord("x"), dtype=np.uint8),
+            np.arange(n + 1, dtype=np.int64) * value_size,
+        )
+        # Headers of the e2e run's mode, about the sizes of the e2e run's own.
+        sources = (["social.messages"], np.zeros(n, np.int64), rows % partitions, rows)
+        keys = decimal_rows(rows)
+        headers = header_sections(mode, rows, b"bench", sources)
+        return (rows % partitions).astype(np.int32), 1_700_000_000_000 + rows, keys, values, headers
+
+    # Compile (or load) the kernels for these column types before the clock starts.
+    encode_batches(np.arange(2), *columns(np.arange(2, dtype=np.int64))[1:])
+    began = time.perf_counter()
+    chunk = 50_000
+    for start in range(0, count, chunk):
+        producer.produce(topic, *columns(np.arange(start, min(start + chunk, count))))
+    producer.flush()
+    seconds = time.perf_counter() - began
+    producer.close()
+    return seconds
+
+
 def run_e2e_bench(
     *,
     events: int,
@@ -350,6 +413,11 @@ def run_e2e_bench(
                     broker.bootstrap, result.outputs, partitions, value_size, output_headers
                 )
             )
+            result.native_produce_s.append(
+                _native_produce_pass(
+                    broker.bootstrap, result.outputs, partitions, value_size, output_headers
+                )
+            )
             cpu = _own_cpu()
             run = _e2e_pass(
                 broker.bootstrap,
@@ -367,7 +435,8 @@ def run_e2e_bench(
             result.run_outputs = sum(run.outputs.values())
             progress(
                 f"repetition {i + 1}/{repeat}: consume {result.consume_s[-1]:.2f} s, produce "
-                f"{result.produce_s[-1]:.2f} s, e2e {run.wall_seconds:.2f} s"
+                f"{result.produce_s[-1]:.2f} s (native {result.native_produce_s[-1]:.2f} s), "
+                f"e2e {run.wall_seconds:.2f} s"
             )
     return result
 

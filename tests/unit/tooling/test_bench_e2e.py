@@ -79,6 +79,7 @@ def test_the_table_and_json_carry_the_same_stages() -> None:
         outputs=500_000,
         consume_s=[1.0],
         produce_s=[1.0],
+        native_produce_s=[0.25],
         e2e_s=[5.0],
         speedups=[10_000.0],
         breakdown=dict(SECONDS),
@@ -93,6 +94,8 @@ def test_the_table_and_json_carry_the_same_stages() -> None:
     assert data["ratio_to_consume_ceiling"] == pytest.approx(0.2)
     assert data["output_headers"] == "compact"
     assert data["output_writer"] == "native"
+    assert data["records_per_second"]["produce_native"] == pytest.approx(2_000_000)
+    assert "produce (native)        0.25     2,000,000       0.05" in table
     stages = {(s["process"], s["stage"]): s for s in data["stages"]}
     assert stages[("sink", "headers")]["us_per_record"] == pytest.approx(1.0)
     assert len(stages) == len(result.stages())
