@@ -19,6 +19,8 @@ import numpy.typing as npt
 
 from connector.config import ValueFormat
 from connector.errors import ConfigError
+from connector.kafka.batches import ByteRows, decimal_rows
+from connector.kafka.native import NativeProducer, native_unsupported, topic_leaders
 from connector.kafka.producer import BulkProducer, TopicSpec, create_topics, topic_record_bounds
 from connector.runtime.processes import run_in_processes
 from connector.serde.avro import (
@@ -259,10 +261,20 @@ def _check_layout(table: _TableJob, partitions: int) -> None:
 def _write_jobs(
     bootstrap: str, overrides: Mapping[str, Any] | None, jobs: tuple[_TableJob, ...]
 ) -> tuple[TopicWrite, ...]:
-    """Encode and produce ``jobs`` with one producer; runs in a writer process or inline."""
-    producer = BulkProducer(bootstrap, overrides)
+    """Encode and produce ``jobs`` with one producer; runs in a writer process or inline.
+
+    The native producer (columns to record batches) when the Kafka settings allow it
+    (:func:`connector.kafka.native.native_unsupported`), else librdkafka."""
+    client = {"bootstrap.servers": bootstrap, **(overrides or {})}
+    producer: BulkProducer | NativeProducer
+    if native_unsupported(client) is None:
+        producer = NativeProducer(topic_leaders(client, 30.0), timeout_s=120.0)
+    else:
+        producer = BulkProducer(bootstrap, overrides)
     writes = tuple(_write_table(producer, job) for job in jobs)
     producer.flush()
+    if isinstance(producer, NativeProducer):
+        producer.close()
     return writes
 
 
@@ -282,7 +294,7 @@ def _require_empty(bootstrap: str, spec: TopicSpec) -> None:
         )
 
 
-def _write_table(producer: BulkProducer, job: _TableJob) -> TopicWrite:
+def _write_table(producer: BulkProducer | NativeProducer, job: _TableJob) -> TopicWrite:
     """Produce ``job``'s rows; the last record of each partition goes in a batch of its own.
 
     Brokers that report a partition's end as "first offset of the last record batch + 1"
@@ -309,6 +321,15 @@ def _write_table(producer: BulkProducer, job: _TableJob) -> TopicWrite:
             chunk = {name: _rows(job.columns[name], rows) for name in fields}
             batch = encode_columns(schema, chunk, prefix=job.prefix)
             value_bytes += len(batch.data)
+            if isinstance(producer, NativeProducer):
+                producer.produce(
+                    job.topic,
+                    partition[rows].astype(np.int32),
+                    ts[rows].astype(np.int64),
+                    decimal_rows(job.array(job.key)[rows]),
+                    ByteRows.joined(batch.data, batch.offsets),
+                )
+                continue
             key_slice = keys.slice(start, stop)
             producer.produce(
                 job.topic,

@@ -140,8 +140,13 @@ def test_a_range_in_the_middle_of_a_partition_reads_exactly_those_offsets(
 
 
 @pytest.mark.slow
+# No settings: the native producer writes; compression: librdkafka does.
+@pytest.mark.parametrize("overrides", [None, {"compression.type": "gzip"}])
 def test_write_social_writes_both_topics_at_the_generated_offsets(
-    social: SocialData, read_range: ReadRange, broker: LocalBroker
+    social: SocialData,
+    read_range: ReadRange,
+    broker: LocalBroker,
+    overrides: dict[str, str] | None,
 ) -> None:
     suffix = os.urandom(4).hex()
     topics = (f"social.messages.{suffix}", f"social.friendships.{suffix}")
@@ -151,6 +156,7 @@ def test_write_social_writes_both_topics_at_the_generated_offsets(
         messages_topic=topics[0],
         friendships_topic=topics[1],
         partitions=4,
+        producer_overrides=overrides,
     )
     m, f = social.messages, social.friendships
     assert report.records == len(m.ts) + len(f.ts)
