@@ -24,7 +24,10 @@ from engine.state.packing import pack_order
 __all__ = ["KeyIndex"]
 
 _MULT = np.uint64(0x9E37_79B9_7F4A_7C15)
-_DIRECT_FLOOR = 1 << 18  # a direct index may always span this many slots (a few MB)
+# A direct index may always span this many slots. Small: every table keeps several arrays
+# per slot and a checkpoint holds them, so one event keyed 169,693 made each snapshot 11 MB
+# when the floor was 2**18 (sparse keys belong in the hash table).
+_DIRECT_FLOOR = 1 << 12
 _DIRECT_FACTOR = 4  # ... or this many times the keys it holds
 # The hash table doubles when more than half full, so it holds 2-4 cells per key (it was 4-8
 # at load <= 1/4): linear probing at load 1/2 still resolves most keys in one or two probes,

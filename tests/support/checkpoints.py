@@ -39,15 +39,18 @@ class Runner(Protocol):
 class MemoryStore:
     """Keeps every snapshot (round-tripped through bytes, as a connector would store it)."""
 
-    def __init__(self, due: Callable[[Epoch], bool]) -> None:
+    def __init__(self, due: Callable[[Epoch], bool], *, keep: int | None = None) -> None:
+        """``keep``: checkpoints stop being due once this many are saved."""
         self._due = due
+        self._keep = keep
         self.asked: list[int] = []
         self.yes: list[int] = []
         self.saved: list[EngineSnapshot] = []
 
     def due(self, epoch: Epoch) -> bool:
         self.asked.append(epoch.index)
-        answer = self._due(epoch)
+        full = self._keep is not None and len(self.saved) >= self._keep
+        answer = not full and self._due(epoch)
         if answer:
             self.yes.append(epoch.index)
         return answer
@@ -137,7 +140,9 @@ def check_resumes(
     assert [s.position.epoch - 1 for s in store.saved] == store.yes
     for snap in store.saved:
         c = snap.position.epoch
-        again = MemoryStore(lambda _e: True) if chain else None
+        # Only the resumed run's first checkpoint is resumed from: take no others (the runs
+        # of E epochs would otherwise hold E^2 / 2 snapshots at once).
+        again = MemoryStore(lambda _e: True, keep=1) if chain else None
         resumed = EpochSink()
         executor().run(
             plan(build()),

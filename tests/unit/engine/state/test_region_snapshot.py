@@ -161,3 +161,19 @@ def test_runs_resumed_from_snapshots_equal_the_uninterrupted_run(
         every(k),
         chain=True,
     )
+
+
+def test_one_event_with_a_large_key_makes_a_small_snapshot() -> None:
+    # Keys are mapped to slots directly only while they span few slots: with a floor of
+    # 2**18 slots this one event made every snapshot 11 MB (several arrays per slot).
+    log = LogSpec(
+        partitions={"a": 1, "b": 1},
+        rows={"a": [(0, 0, 169693, 806220, -4, "mail@host.org")], "b": []},
+    )
+    snapshots = check_resumes(
+        lambda: BatchExecutor(epoch_size=3),
+        lambda: _pipeline([("count", Sliding(7))]),
+        log.source,
+        every(1),
+    )
+    assert snapshots and max(s.nbytes for s in snapshots) < 100_000
