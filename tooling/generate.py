@@ -303,7 +303,8 @@ def _write_table(producer: BulkProducer | NativeProducer, job: _TableJob) -> Top
     """
     schema = load_schema(job.schema)
     fields = [f["name"] for f in schema.raw["fields"]]
-    keys = _DecimalKeys(job.array(job.key))
+    # The native producer takes keys as decimal rows; librdkafka's byte strings are made once.
+    keys = None if isinstance(producer, NativeProducer) else _DecimalKeys(job.array(job.key))
     partition, ts = job.array("partition"), job.array("ts")
     last_rows = np.zeros(job.rows, dtype=bool)
     if job.rows:
@@ -330,6 +331,7 @@ def _write_table(producer: BulkProducer | NativeProducer, job: _TableJob) -> Top
                     ByteRows.joined(batch.data, batch.offsets),
                 )
                 continue
+            assert keys is not None
             key_slice = keys.slice(start, stop)
             producer.produce(
                 job.topic,
