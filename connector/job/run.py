@@ -875,12 +875,22 @@ def _run_job(
 
 def _release_after_failure(lease: Lease, exc: BaseException) -> None:
     """Release the lease of a failed run (the sink process is stopped, dead letters are
-    delivered or dropped), so that a retry starts at once; a fenced run's error stands."""
+    delivered or dropped), so that a retry starts at once.
+
+    A run that lost its lease meanwhile ends refused (exit 2) whatever else it saw: its other
+    errors (typically its output checks finding the records of the run that took over) follow
+    from the takeover, and a Job's retry of it would only be refused again."""
     try:
         lease.release()
-    except RefusedError:
-        if not isinstance(exc, RefusedError):
-            logger.error("job %s: another run took the job over meanwhile", lease.settings.job)
+    except RefusedError as refusal:
+        if isinstance(exc, RefusedError) or not isinstance(exc, Exception):
+            return
+        logger.error(
+            "job %s: another run took the job over meanwhile; this run then failed with: %s",
+            lease.settings.job,
+            exc,
+        )
+        raise refusal from exc
     except ConnectorError as error:
         logger.warning("%s", error)
 
