@@ -52,6 +52,7 @@ __all__ = [
     "BadRecordLimit",
     "BadRecordPolicy",
     "ExecutorName",
+    "InputReaderChoice",
     "KeyFormat",
     "LogFormat",
     "LogLevel",
@@ -91,6 +92,8 @@ BadRecordPolicy = Literal["dead-letter", "fail"]
 OutputHeaders = Literal["full", "compact", "none"]
 #: What writes output records (``output_writer``).
 OutputWriter = Literal["auto", "native", "librdkafka"]
+#: What reads input records (``input_reader``).
+InputReaderChoice = Literal["auto", "native", "librdkafka"]
 ExecutorName = Literal["parallel", "batch", "serial", "ray"]
 ProgressMode = Literal["auto", "bar", "log", "none"]
 LogFormat = Literal["auto", "json", "text"]
@@ -232,6 +235,15 @@ SETTINGS: tuple[Setting, ...] = (
         "without an offset), instead of the Kafka record timestamp (the default); it orders "
         "the log, feeds the windows and is the output records' timestamp",
         metavar="KIND=FIELD",
+    ),
+    _s(
+        "input_reader",
+        "choice",
+        "what reads the input: native (Fetch requests read into columns by compiled loops, "
+        "no per-record objects; plaintext), librdkafka (the Kafka client; TLS, SASL), auto "
+        "(native unless the kafka settings ask for TLS or SASL)",
+        "auto",
+        choices=get_args(InputReaderChoice),
     ),
     _s("schema_registry_url", "str", "Schema Registry URL (formats avro-confluent)"),
     _s(
@@ -475,6 +487,7 @@ class RunConfig:
     key_format: KeyFormat | None = _default("key_format")
     schemas: Mapping[str, str] = _default("schemas")
     event_time: Mapping[str, str] = _default("event_time")
+    input_reader: InputReaderChoice = _default("input_reader")
     schema_registry_url: str | None = _default("schema_registry_url")
     schema_registry_basic_auth: str | None = _default("schema_registry_basic_auth")
     schema_registry_ca_location: str | None = _default("schema_registry_ca_location")

@@ -5,6 +5,7 @@ One run of the benchmark writes the social data set to a broker (embedded Tansu 
 
 - **consume ceiling**: a tuned consumer reads the same offset ranges, touching each record
   (topic, partition, offset, timestamp, key, value) as the reader does, decoding nothing;
+  and the native reader (:mod:`connector.kafka.fetcher`) reads them into columns;
 - **produce ceiling**: a producer writes as many records as the backtest outputs, with values
   and headers (those of the e2e run's ``output_headers`` mode) of the same sizes, to a fresh
   topic: librdkafka's, and the native producer's (:mod:`connector.kafka.native`) from
@@ -36,12 +37,20 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from connector.config import ExecutorName, OutputHeaders, OutputWriter, RunConfig
+from connector.config import (
+    ExecutorName,
+    InputReaderChoice,
+    OutputHeaders,
+    OutputWriter,
+    RunConfig,
+)
 from connector.errors import BrokerError
 from connector.input.reader import consumer_config
 from connector.job.run import RunReport, run_job
 from connector.kafka.batches import ByteRows, decimal_rows, encode_batches
+from connector.kafka.fetcher import NativeFetcher, PartitionEnd
 from connector.kafka.native import NativeProducer, topic_leaders
+from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX
 from connector.output.headers import COMPACT, header_sections
@@ -158,6 +167,8 @@ class E2EResult:
     produce_s: list[float] = field(default_factory=list)
     #: The native producer's pass (the librdkafka one is ``produce_s``).
     native_produce_s: list[float] = field(default_factory=list)
+    #: The native reader's pass (the librdkafka one is ``consume_s``).
+    native_consume_s: list[float] = field(default_factory=list)
     e2e_s: list[float] = field(default_factory=list)
     speedups: list[float] = field(default_factory=list)
     breakdown: dict[str, float] = field(default_factory=dict)
@@ -166,6 +177,8 @@ class E2EResult:
     output_headers: OutputHeaders = "full"
     #: What wrote the e2e run's output (``output_writer``).
     output_writer: OutputWriter = "auto"
+    #: What read the e2e run's input (``input_reader``).
+    input_reader: InputReaderChoice = "auto"
     executor: ExecutorName = "parallel"
     #: Workers of the e2e runs (``--workers``, or one per usable CPU).
     workers: int = 0
@@ -184,16 +197,19 @@ class E2EResult:
             "outputs": self.outputs,
             "output_headers": self.output_headers,
             "output_writer": self.output_writer,
+            "input_reader": self.input_reader,
             "executor": self.executor,
             "workers": self.workers,
             "seconds": {
                 "consume": self.consume_s,
+                "consume_native": self.native_consume_s,
                 "produce": self.produce_s,
                 "produce_native": self.native_produce_s,
                 "e2e": self.e2e_s,
             },
             "records_per_second": {
                 "consume": consume,
+                "consume_native": self._native_consume_rate(),
                 "produce": produce,
                 "produce_native": self._native_rate(),
                 "e2e": e2e,
@@ -221,6 +237,9 @@ class E2EResult:
     def _native_rate(self) -> float | None:
         return self.rate(self.native_produce_s, self.outputs) if self.native_produce_s else None
 
+    def _native_consume_rate(self) -> float | None:
+        return self.rate(self.native_consume_s, self.events) if self.native_consume_s else None
+
     def table(self) -> str:
         """The result as a plain-text table."""
         consume = self.rate(self.consume_s, self.events)
@@ -230,6 +249,14 @@ class E2EResult:
             f"{'measurement':<18}{'median s':>10}{'records/s':>14}{'e2e ratio':>11}",
             f"{'consume ceiling':<18}{statistics.median(self.consume_s):>10.2f}"
             f"{consume:>14,.0f}{e2e / consume:>11.2f}",
+        ]
+        native_consume = self._native_consume_rate()
+        if native_consume is not None:
+            lines.append(
+                f"{'consume (native)':<18}{statistics.median(self.native_consume_s):>10.2f}"
+                f"{native_consume:>14,.0f}{e2e / native_consume:>11.2f}"
+            )
+        lines += [
             f"{'produce ceiling':<18}{statistics.median(self.produce_s):>10.2f}"
             f"{produce:>14,.0f}{e2e / produce * self.outputs / self.events:>11.2f}",
         ]
@@ -250,7 +277,7 @@ class E2EResult:
                 if not k.startswith((OPERATOR_PREFIX, STAGE_PREFIX))
             ),
             f"per stage in the last e2e run (output_headers {self.output_headers}, "
-            f"output_writer {self.output_writer}):",
+            f"output_writer {self.output_writer}, input_reader {self.input_reader}):",
             f"  {'process':<18}{'stage':<44}{'s':>8}{'µs':>8}  per",
         ]
         for st in self.stages():
@@ -287,6 +314,50 @@ def _consume_pass(bootstrap: str, topics: Sequence[str], partitions: int, total:
         consumer.close()
     if seen != total:
         raise BrokerError(f"consume pass read {seen:,} records, expected {total:,}")
+    return time.perf_counter() - began
+
+
+def _native_consume_pass(
+    bootstrap: str, topics: Sequence[str], partitions: int, total: int
+) -> float:
+    """The consume pass through the native reader: every record fetched and read into
+    columns (offsets, timestamps, where each key and value is)."""
+    client = {"bootstrap.servers": bootstrap}
+    offsets = KafkaOffsets(client, timeout_s=30.0)
+    try:
+        marks = offsets.watermarks([(t, p) for t in topics for p in range(partitions)])
+    finally:
+        offsets.close()
+    ranges = {key: (low, high) for key, (low, high) in marks.items()}
+    began = time.perf_counter()
+    fetcher = NativeFetcher(topic_leaders(client, 30.0), ranges)
+    live = {k for k, (low, high) in ranges.items() if low < high}
+    seen = checksum = 0
+    deadline = time.monotonic() + 600
+    try:
+        fetcher.start()
+        while live:
+            if time.monotonic() > deadline:
+                raise BrokerError(f"native consume pass stuck with {sorted(live)} unfinished")
+            for event in fetcher.poll(0.1):
+                key = (event.topic, event.partition)
+                if key not in live:
+                    continue
+                end = ranges[key][1]
+                if isinstance(event, PartitionEnd):
+                    done = event.offset >= end
+                else:
+                    records = event.head(int(np.searchsorted(event.offsets, end)))
+                    seen += len(records)
+                    checksum += int(records.timestamps.sum()) + int(records.value_lengths.sum())
+                    done = records.next_offset >= end
+                if done:
+                    live.discard(key)
+                    fetcher.pause(key)
+    finally:
+        fetcher.close()
+    if seen != total:
+        raise BrokerError(f"native consume pass read {seen:,} records, expected {total:,}")
     return time.perf_counter() - began
 
 
@@ -376,6 +447,7 @@ def run_e2e_bench(
     output_headers: OutputHeaders = "full",
     ray_readers: int = 0,
     output_writer: OutputWriter = "auto",
+    input_reader: InputReaderChoice = "auto",
 ) -> E2EResult:
     """Measure (see the module docstring) and return the result. ``shape``: the data set's
     skew and backwards jitter (default: the uniform data set); ``output_headers``: the
@@ -400,6 +472,7 @@ def run_e2e_bench(
             outputs=len(data.messages),
             output_headers=output_headers,
             output_writer=output_writer,
+            input_reader=input_reader,
             executor=executor,
             workers=workers or usable_cpus_here().count,
         )
@@ -407,6 +480,9 @@ def run_e2e_bench(
         for i in range(repeat):
             result.consume_s.append(
                 _consume_pass(broker.bootstrap, topics, partitions, report.records)
+            )
+            result.native_consume_s.append(
+                _native_consume_pass(broker.bootstrap, topics, partitions, report.records)
             )
             result.produce_s.append(
                 _produce_pass(
@@ -427,6 +503,7 @@ def run_e2e_bench(
                 output_headers,
                 ray_readers,
                 output_writer,
+                input_reader,
             )
             cpu = _own_cpu() - cpu
             result.e2e_s.append(run.wall_seconds)
@@ -434,7 +511,8 @@ def run_e2e_bench(
             result.breakdown = {**run.stats.seconds, COORDINATOR_CPU: cpu}
             result.run_outputs = sum(run.outputs.values())
             progress(
-                f"repetition {i + 1}/{repeat}: consume {result.consume_s[-1]:.2f} s, produce "
+                f"repetition {i + 1}/{repeat}: consume {result.consume_s[-1]:.2f} s (native "
+                f"{result.native_consume_s[-1]:.2f} s), produce "
                 f"{result.produce_s[-1]:.2f} s (native {result.native_produce_s[-1]:.2f} s), "
                 f"e2e {run.wall_seconds:.2f} s"
             )
@@ -456,6 +534,7 @@ def _e2e_pass(
     output_headers: OutputHeaders,
     ray_readers: int = 0,
     output_writer: OutputWriter = "auto",
+    input_reader: InputReaderChoice = "auto",
 ) -> RunReport:
     config = RunConfig(
         job_id=unique_prefix("bench"),
@@ -467,6 +546,7 @@ def _e2e_pass(
         progress="none",
         output_headers=output_headers,
         output_writer=output_writer,
+        input_reader=input_reader,
         ray_readers=ray_readers,
     )
     return run_job(config, out=sys.stderr)
@@ -488,6 +568,7 @@ def bench_e2e_command(args: Any, out: TextIO, shape: tuple[Skew, int] | None = N
         output_headers=args.output_headers,
         ray_readers=args.ray_readers,
         output_writer=args.output_writer,
+        input_reader=args.input_reader,
     )
     print(result.table(), file=out)
     if args.json:

@@ -40,7 +40,13 @@ def _data_set_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """Build the top-level argument parser with one subcommand per job."""
     from connector.cli import engine_commands  # the engine without Kafka: plan and benchmark
-    from connector.config import ExecutorName, OutputHeaders, OutputWriter, add_settings_arguments
+    from connector.config import (
+        ExecutorName,
+        InputReaderChoice,
+        OutputHeaders,
+        OutputWriter,
+        add_settings_arguments,
+    )
     from tooling.load import FILE_FORMATS
 
     parser = argparse.ArgumentParser(
@@ -189,6 +195,14 @@ def build_parser() -> argparse.ArgumentParser:
         "auto",
         "what writes the e2e run's output (setting output_writer)",
         choices=get_args(OutputWriter),
+    )
+    _option(
+        bench_e2e,
+        "--input-reader",
+        str,
+        "auto",
+        "what reads the e2e run's input (setting input_reader)",
+        choices=get_args(InputReaderChoice),
     )
     _option(
         bench_e2e,

@@ -39,20 +39,26 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import groupby
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
+import numpy.typing as npt
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connector.errors import BrokerError, WatchdogError
 from connector.input.dead_letters import RecordLike
+from connector.kafka.fetcher import NativeFetcher, PartitionEnd
+from connector.kafka.native import topic_leaders
+from connector.kafka.records import FetchedRecords
 from connector.positions.ranges import PartitionRange
 from connector.serde.event_time import EVENT_TIME_RANGE, event_times
+from connector.serde.rows import RawRows
 from connector.serde.values import RecordProblem, ValueDecoder
 from engine.log import PartitionBatch, PartitionSpec, SourcePart, split_partitions, take_column
 
 __all__ = [
     "BadMessage",
+    "InputReader",
     "BadRecordHandler",
     "KafkaPart",
     "KafkaPartSource",
@@ -67,6 +73,10 @@ logger = logging.getLogger(__name__)
 
 _CONSUME_BATCH = 10_000
 _NO_TIMESTAMP = 0  # confluent_kafka.TIMESTAMP_NOT_AVAILABLE
+
+#: What reads the input, resolved: restream's own Fetch requests
+#: (:class:`~connector.kafka.fetcher.NativeFetcher`) or librdkafka's consumer.
+InputReader = Literal["native", "librdkafka"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +148,73 @@ class _Pending:
     """Records of one partition read but not yet handed to the engine."""
 
     messages: list[Message] = field(default_factory=list)
+    #: What the native reader fetched (instead of ``messages``).
+    fetched: list[FetchedRecords] = field(default_factory=list)
+    fetched_count: int = 0
     next_offset: int = 0
     done: bool = False
+
+
+class _Rows(Protocol):
+    """A partition's records as :meth:`KafkaSource._decode` reads them: a librdkafka
+    message list (:class:`_Messages`) or fetched columns (:class:`FetchedRecords`)."""
+
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]:
+        """Each record's offset."""
+        ...
+
+    def __len__(self) -> int: ...
+
+    def value_rows(self) -> Sequence[bytes | None] | RawRows:
+        """Each record's value."""
+        ...
+
+    def key_rows(self) -> Sequence[bytes | None] | RawRows:
+        """Each record's key."""
+        ...
+
+    def stamps(self) -> tuple[npt.NDArray[np.int64], dict[int, str]]:
+        """Each record's timestamp (ms), and the rows without one, with why."""
+        ...
+
+    def record(self, row: int) -> RecordLike:
+        """One record, for the bad-record handler."""
+        ...
+
+
+class _Messages:
+    """A list of librdkafka messages as :class:`_Rows`."""
+
+    def __init__(self, messages: list[Message]) -> None:
+        self._messages = messages
+
+    @property
+    def offsets(self) -> npt.NDArray[np.int64]:
+        n = len(self._messages)
+        return np.fromiter((m.offset() for m in self._messages), dtype=np.int64, count=n)
+
+    def __len__(self) -> int:
+        return len(self._messages)
+
+    def value_rows(self) -> list[bytes | None]:
+        return [m.value() for m in self._messages]
+
+    def key_rows(self) -> list[bytes | None]:
+        return [m.key() for m in self._messages]
+
+    def stamps(self) -> tuple[npt.NDArray[np.int64], dict[int, str]]:
+        stamps = [m.timestamp() for m in self._messages]
+        ts = np.fromiter((t for _, t in stamps), dtype=np.int64, count=len(stamps))
+        lacking = {
+            i: "record has no timestamp"
+            for i, (kind, _) in enumerate(stamps)
+            if kind == _NO_TIMESTAMP
+        }
+        return ts, lacking
+
+    def record(self, row: int) -> RecordLike:
+        return self._messages[row]
 
 
 class KafkaSource:
@@ -158,11 +233,12 @@ class KafkaSource:
         stall_timeout_s: float = 120.0,
         reading: Callable[[], tuple[int, int] | None] | None = None,
         where: str = "in the coordinator",
+        reader: InputReader = "librdkafka",
     ) -> None:
         """``stall_timeout_s``: how long reading may bring no record before it fails with
         :class:`~connector.errors.WatchdogError`; ``reading()``: the index and first ``seq``
         of the epoch being read, and ``where`` the process that reads, for that error's
-        message."""
+        message; ``reader``: what reads (the same records either way)."""
         missing = sorted({r.topic for r in ranges} - set(inputs))
         if missing:
             raise BrokerError(f"no input settings for topics {missing}")
@@ -176,6 +252,7 @@ class KafkaSource:
         self._stall_timeout_s = stall_timeout_s
         self._reading = reading
         self._where = where
+        self._reader = reader
         # Parts the source was split into, and how many of them finished reading.
         self._parts = 0
         self._parts_done = 0
@@ -208,6 +285,7 @@ class KafkaSource:
                     self._job,
                     self._batch_records,
                     self._stall_timeout_s,
+                    self._reader,
                 )
             )
         return out
@@ -256,6 +334,9 @@ class KafkaSource:
         live = {k for k, s in pending.items() if not s.done}
         if not live:
             return
+        if self._reader == "native":
+            yield from self._fetch(live, pending, ends)
+            return
         consumer = Consumer(consumer_config(self._client, self._job))
         try:
             consumer.assign([TopicPartition(t, p, pending[(t, p)].next_offset) for t, p in live])
@@ -278,6 +359,61 @@ class KafkaSource:
                         consumer.pause([TopicPartition(*key)])
         finally:
             consumer.close()
+        # Every range is read: judge the share of bad records over the whole input.
+        self._bad.finish()
+
+    def _fetch(
+        self,
+        live: set[tuple[str, int]],
+        pending: dict[tuple[str, int], _Pending],
+        ends: Mapping[tuple[str, int], int],
+    ) -> Iterator[PartitionBatch]:
+        """:meth:`batches` through the native reader (:mod:`connector.kafka.fetcher`)."""
+        callback = self._client.get("error_cb")
+        fetcher = NativeFetcher(
+            topic_leaders(self._client, min(self._stall_timeout_s, 30.0)),
+            {k: (pending[k].next_offset, ends[k]) for k in live},
+            read_committed=str(self._client.get("isolation.level", "read_committed"))
+            == "read_committed",
+            timeout_s=min(self._stall_timeout_s, 30.0),
+            on_error=callback if callable(callback) else None,
+        )
+        try:
+            fetcher.start()
+            last_progress = time.monotonic()
+            while live:
+                began = time.perf_counter()
+                events = fetcher.poll(0.1)
+                if events:
+                    last_progress = time.monotonic()
+                elif time.monotonic() - last_progress > self._stall_timeout_s:
+                    raise self._stalled(live, pending, ends)
+                touched: set[tuple[str, int]] = set()
+                for event in events:
+                    key = (event.topic, event.partition)
+                    if key not in live:
+                        continue
+                    state, end = pending[key], ends[key]
+                    touched.add(key)
+                    if isinstance(event, PartitionEnd):
+                        state.done = event.offset >= end
+                    else:
+                        records = event.head(int(np.searchsorted(event.offsets, end)))
+                        if len(records):
+                            state.fetched.append(records)
+                            state.fetched_count += len(records)
+                            state.next_offset = int(records.offsets[-1]) + 1
+                        state.done = records.next_offset >= end
+                    if state.done:
+                        live.discard(key)
+                        fetcher.pause(key)
+                self.seconds["consume"] += time.perf_counter() - began
+                for key in sorted(touched):
+                    state = pending[key]
+                    if state.done or state.fetched_count >= self._batch_records:
+                        yield from self._flush(key, state)
+        finally:
+            fetcher.close()
         # Every range is read: judge the share of bad records over the whole input.
         self._bad.finish()
 
@@ -370,14 +506,20 @@ class KafkaSource:
                 live.discard(key)
 
     def _flush(self, key: tuple[str, int], state: _Pending) -> Iterator[PartitionBatch]:
-        messages, state.messages = state.messages, []
-        if messages:
+        rows: _Rows
+        if state.fetched:
+            rows = FetchedRecords.concat(state.fetched)
+            state.fetched, state.fetched_count = [], 0
+        else:
+            rows = _Messages(state.messages)
+            state.messages = []
+        if len(rows):
             began = time.perf_counter()
-            batch = self._decode(key, messages, final=state.done)
+            batch = self._decode(key, rows, final=state.done)
             self.seconds["decode"] += time.perf_counter() - began
             if self._metrics is not None:
-                self._metrics.records_read(key[0], key[1], len(messages), state.next_offset)
-            self.read_counts[key] = self.read_counts.get(key, 0) + len(messages)
+                self._metrics.records_read(key[0], key[1], len(rows), state.next_offset)
+            self.read_counts[key] = self.read_counts.get(key, 0) + len(rows)
             yield batch
         elif state.done:
             yield self._final(key)
@@ -388,31 +530,23 @@ class KafkaSource:
         empty = np.empty(0, dtype=np.int64)
         return PartitionBatch(key[0], key[1], self._inputs[key[0]].kind, empty, empty, {}, True)
 
-    def _decode(
-        self, key: tuple[str, int], messages: list[Message], *, final: bool
-    ) -> PartitionBatch:
+    def _decode(self, key: tuple[str, int], rows: _Rows, *, final: bool) -> PartitionBatch:
         topic, partition = key
         spec = self._inputs[topic]
-        n = len(messages)
-        offsets = np.fromiter((m.offset() for m in messages), dtype=np.int64, count=n)
-        decoded = spec.decoder.decode([m.value() for m in messages], [m.key() for m in messages])
+        n = len(rows)
+        offsets = rows.offsets
+        decoded = spec.decoder.decode(rows.value_rows(), rows.key_rows())
         problems = list(decoded.problems)
         good = decoded.good
         if spec.event_time is None:
-            stamps = [m.timestamp() for m in messages]
-            ts = np.fromiter((t for _, t in stamps), dtype=np.int64, count=n)
-            lacking = {
-                i: "record has no timestamp"
-                for i, (kind, _) in enumerate(stamps)
-                if kind == _NO_TIMESTAMP
-            }
+            ts, lacking = rows.stamps()
         else:
             # The decoder's columns hold the good rows only: the event times are theirs.
             good_ts, why = event_times(decoded.columns[spec.event_time], spec.event_time)
             ts = np.zeros(n, dtype=np.int64)
             ts[good] = good_ts
-            rows = np.flatnonzero(good)
-            lacking = {int(rows[local]): detail for local, detail in why.items()}
+            good_rows = np.flatnonzero(good)
+            lacking = {int(good_rows[local]): detail for local, detail in why.items()}
         lo, hi = EVENT_TIME_RANGE
         out_of_range = [
             i for i in np.flatnonzero((ts < lo) | (ts >= hi)).tolist() if i not in lacking
@@ -429,7 +563,7 @@ class KafkaSource:
                     problems.append(RecordProblem(i, "bad-timestamp", _time_detail(int(ts[i]))))
             problems.sort(key=lambda p: p.row)
         for problem in problems:
-            self._bad.handle(messages[problem.row], problem)
+            self._bad.handle(rows.record(problem.row), problem)
         self._bad.read(n)
         columns = decoded.columns
         if lacking or out_of_range:
@@ -587,6 +721,7 @@ class KafkaPartSource(KafkaSource):
             batch_records=part.batch_records,
             stall_timeout_s=part.stall_timeout_s,
             where=f"a ray reader actor on {socket.gethostname()}",
+            reader=part.reader,
         )
         self._reported = dict(self.seconds)
 
@@ -618,6 +753,7 @@ class KafkaPart:
     job: str
     batch_records: int
     stall_timeout_s: float
+    reader: InputReader = "librdkafka"
 
     def partitions(self) -> tuple[PartitionSpec, ...]:
         """The part's partitions."""

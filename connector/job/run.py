@@ -58,7 +58,7 @@ from typing import Any, Literal, TextIO
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from connector.config import BadRecordLimit, OutputWriter, RunConfig, setting
+from connector.config import BadRecordLimit, InputReaderChoice, OutputWriter, RunConfig, setting
 from connector.errors import (
     BrokerError,
     ConfigError,
@@ -67,7 +67,7 @@ from connector.errors import (
     WatchdogError,
 )
 from connector.input.dead_letters import BadRecords, dead_letter_limit
-from connector.input.reader import KafkaSource, TopicInput
+from connector.input.reader import InputReader, KafkaSource, TopicInput
 from connector.input.sample import first_values
 from connector.job.checkpoints import (
     DoneMarker,
@@ -625,6 +625,26 @@ def output_writer(
     return "native"
 
 
+def input_reader(choice: InputReaderChoice, client: Mapping[str, Any]) -> InputReader:
+    """What reads the input (``input_reader`` resolved): ``auto`` is the native reader
+    unless the Kafka settings need librdkafka; asking for ``native`` then is a ConfigError."""
+    protocol = str(client.get("security.protocol", "plaintext")).lower()
+    unsupported = (
+        None
+        if protocol == "plaintext"
+        else f"security.protocol={protocol} (the native reader speaks plaintext only)"
+    )
+    if choice == "native" and unsupported is not None:
+        raise ConfigError(
+            "input_reader", f"native cannot read with {unsupported}; use librdkafka or auto"
+        )
+    if choice == "librdkafka" or unsupported is not None:
+        if choice == "auto":
+            logger.info("input read by librdkafka: %s", unsupported)
+        return "librdkafka"
+    return "native"
+
+
 def _broker_errors(metrics: JobMetrics, client: str) -> Any:
     def on_error(error: Any) -> None:
         metrics.broker_error(client)
@@ -1068,6 +1088,7 @@ def _run_holding(
             # No records for broker_timeout: the broker is gone; for stall_timeout: stuck.
             stall_timeout_s=min(config.broker_timeout, config.stall_timeout),
             reading=lambda: stats.reading,
+            reader=input_reader(config.input_reader, job.client),
         )
         metrics.start_clock()
         started = time.monotonic()

@@ -1,11 +1,13 @@
-"""The few Kafka protocol messages the native producer speaks, over a plain TCP socket.
+"""The few Kafka protocol messages the native producer and fetcher speak, over plain TCP.
 
 Requests use header v1 (api key, version, correlation id, client id) and responses header
 v0 (correlation id): the versions used here are all before Kafka's "flexible" encodings,
-so there are no tagged fields. ``ApiVersions`` v0 finds the Produce versions a broker
-takes; ``Produce`` v3 to v8 share one request layout (a record batch per partition) and
-differ only in what the response adds (log start offset from v5, per-record errors and a
-message from v8), all read by :func:`read_produce_response`.
+so there are no tagged fields. ``ApiVersions`` v0 finds the versions a broker takes;
+``Produce`` v3 to v8 share one request layout (a record batch per partition) and differ
+only in what the response adds (log start offset from v5, per-record errors and a message
+from v8), all read by :func:`read_produce_response`. ``Fetch`` v4 to v11 (the versions with
+an isolation level and aborted transactions, before the flexible v12) are written by
+:func:`encode_fetch` and read by :func:`read_fetch_response`, without fetch sessions.
 """
 
 from __future__ import annotations
@@ -20,20 +22,25 @@ from connector.errors import BrokerError
 __all__ = [
     "API_VERSIONS",
     "ERROR_NAMES",
+    "FETCH",
     "INIT_PRODUCER_ID",
     "PRODUCE",
     "RETRIABLE",
     "Connection",
+    "FetchedPartition",
     "PartitionResult",
     "encode_api_versions",
+    "encode_fetch",
     "encode_init_producer_id",
     "encode_produce",
     "read_api_versions",
+    "read_fetch_response",
     "read_init_producer_id",
     "read_produce_response",
 ]
 
 PRODUCE = 0
+FETCH = 1
 API_VERSIONS = 18
 INIT_PRODUCER_ID = 22
 _CLIENT_ID = b"restream"
@@ -47,6 +54,7 @@ ERROR_NAMES: Mapping[int, str] = {
     5: "LEADER_NOT_AVAILABLE",
     6: "NOT_LEADER_OR_FOLLOWER",
     7: "REQUEST_TIMED_OUT",
+    9: "REPLICA_NOT_AVAILABLE",
     10: "MESSAGE_TOO_LARGE",
     17: "INVALID_TOPIC_EXCEPTION",
     18: "RECORD_LIST_TOO_LARGE",
@@ -65,7 +73,9 @@ ERROR_NAMES: Mapping[int, str] = {
     59: "UNKNOWN_PRODUCER_ID",
     74: "FENCED_LEADER_EPOCH",
     75: "UNKNOWN_LEADER_EPOCH",
+    76: "UNSUPPORTED_COMPRESSION_TYPE",
     87: "INVALID_RECORD",
+    100: "UNKNOWN_TOPIC_ID",
 }
 
 #: Errors after which the same batches may be sent again (Kafka marks them retriable); an
@@ -88,6 +98,21 @@ class PartitionResult:
         name = ERROR_NAMES.get(self.error, "error")
         text = f"{self.topic}[{self.partition}]: {name} ({self.error})"
         return f"{text}: {self.message}" if self.message else text
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class FetchedPartition:
+    """What a Fetch response holds for one partition: its error code, high watermark, last
+    stable offset, the aborted transactions ``(producer id, first offset)`` among its
+    records (read_committed only), and its record batches (a view into the response)."""
+
+    topic: str
+    partition: int
+    error: int
+    high_watermark: int
+    last_stable_offset: int
+    aborted: tuple[tuple[int, int], ...]
+    records: memoryview
 
 
 def _header(api_key: int, version: int, correlation: int) -> bytes:
@@ -121,6 +146,43 @@ def encode_produce(
             parts.append(struct.pack(">ii", partition, len(data)))
             parts.append(data)
     return _framed(parts)
+
+
+def encode_fetch(
+    version: int,
+    correlation: int,
+    *,
+    max_wait_ms: int,
+    max_bytes: int,
+    read_committed: bool,
+    partitions: Mapping[str, Sequence[tuple[int, int, int]]],
+) -> list[bytes | memoryview]:
+    """A framed Fetch request (v4-v11) without a fetch session: per topic, ``(partition,
+    fetch offset, partition max bytes)`` triples."""
+    parts: list[bytes | memoryview] = [
+        _header(FETCH, version, correlation),
+        # replica id (a consumer), max wait, min bytes, max bytes, isolation level
+        struct.pack(">iiiib", -1, max_wait_ms, 1, max_bytes, 1 if read_committed else 0),
+    ]
+    if version >= 7:
+        parts.append(struct.pack(">ii", 0, -1))  # no fetch session: a full fetch every time
+    parts.append(struct.pack(">i", len(partitions)))
+    for topic, wanted in partitions.items():
+        name = topic.encode()
+        parts.append(struct.pack(">h", len(name)) + name + struct.pack(">i", len(wanted)))
+        for partition, offset, limit in wanted:
+            parts.append(struct.pack(">i", partition))
+            if version >= 9:
+                parts.append(struct.pack(">i", -1))  # current leader epoch: not checked
+            parts.append(struct.pack(">q", offset))
+            if version >= 5:
+                parts.append(struct.pack(">q", -1))  # log start offset: a consumer's is -1
+            parts.append(struct.pack(">i", limit))
+    if version >= 7:
+        parts.append(struct.pack(">i", 0))  # forgotten topics
+    if version >= 11:
+        parts.append(struct.pack(">h", 0))  # rack id ""
+    return _framed([b"".join(parts)])
 
 
 def encode_api_versions(correlation: int) -> list[bytes | memoryview]:
@@ -232,6 +294,41 @@ def read_produce_response(version: int, body: bytes) -> list[PartitionResult]:
                     message = "; ".join([*([message] if message else []), *details])
             results.append(PartitionResult(topic, partition, error, base_offset, message))
     return results
+
+
+def read_fetch_response(version: int, body: bytes) -> list[FetchedPartition]:
+    """Every partition in a Fetch response body (v4-v11); a top-level error (v7+, a fetch
+    session's) is a BrokerError."""
+    r = _Reader(body)
+    r.take(">i")  # throttle time
+    if version >= 7:
+        (error, _session) = r.take(">hi")
+        if error:
+            name = ERROR_NAMES.get(error, "error")
+            raise BrokerError(f"the broker refused a Fetch request: {name} ({error})")
+    view = memoryview(body)
+    out: list[FetchedPartition] = []
+    (topics,) = r.take(">i")
+    for _ in range(topics):
+        topic = r.string() or ""
+        (count,) = r.take(">i")
+        for _ in range(count):
+            partition, error, high, stable = r.take(">ihqq")
+            if version >= 5:
+                r.take(">q")  # log start offset
+            (n_aborted,) = r.take(">i")
+            aborted = tuple(
+                (int(pid), int(first))
+                for pid, first in (r.take(">qq") for _ in range(max(n_aborted, 0)))
+            )
+            if version >= 11:
+                r.take(">i")  # preferred read replica
+            (size,) = r.take(">i")
+            size = max(size, 0)
+            records = view[r.at : r.at + size]
+            r.at += size
+            out.append(FetchedPartition(topic, partition, error, high, stable, aborted, records))
+    return out
 
 
 class Connection:

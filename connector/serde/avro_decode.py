@@ -43,6 +43,7 @@ import polars as pl
 
 from connector.serde.avro import without_logical_types
 from connector.serde.avro_bulk import BULK_KINDS, BulkKind
+from connector.serde.rows import RawRows, gather
 from engine.log import Column, StringColumn
 
 __all__ = [
@@ -200,11 +201,12 @@ class FlatDecoder:
         )
 
     def decode(
-        self, values: Sequence[bytes], lengths: npt.NDArray[np.int64] | None = None
+        self, values: Sequence[bytes] | RawRows, lengths: npt.NDArray[np.int64] | None = None
     ) -> AvroRows:
         """Decode each value's body; rows that fastavro would reject (or leave bytes of) fail.
 
-        ``lengths`` may give the values' lengths, if the caller has them already.
+        ``values`` may be :class:`~connector.serde.rows.RawRows` (no nulls: null values are
+        the caller's problem), and ``lengths`` give their lengths, if the caller has them.
         """
         return _Batch(self, values, lengths).run()
 
@@ -219,24 +221,30 @@ class _Batch:
     def __init__(
         self,
         decoder: FlatDecoder,
-        values: Sequence[bytes],
+        values: Sequence[bytes] | RawRows,
         lengths: npt.NDArray[np.int64] | None,
         *,
         framed: bool = False,
     ):
         self.decoder = decoder
-        self.values = values
         self.skip = decoder.skip
         self.framed = framed
         self.n = n = len(values)
         if lengths is None:
-            lengths = np.fromiter(map(len, values), np.int64, count=n)
+            lengths = (
+                np.maximum(values.lengths, 0)
+                if isinstance(values, RawRows)
+                else np.fromiter(map(len, values), np.int64, count=n)
+            )
         self.offsets = np.zeros(n + 1, dtype=np.int64)
         np.cumsum(lengths, out=self.offsets[1:])
         size = int(self.offsets[-1])
         # The whole batch's container, built with a single copy of the values.
         prefix = decoder.header + _zigzag_varint(n) + _zigzag_varint(size)
-        self.container = b"".join([prefix, *values, _SYNC])
+        if isinstance(values, RawRows):
+            self.container = gather(values, prefix, _SYNC)
+        else:
+            self.container = b"".join([prefix, *values, _SYNC])
         self.base = len(prefix)
         self.bytes = np.frombuffer(self.container, dtype=np.uint8, count=size, offset=self.base)
         self.ok = np.zeros(n, dtype=np.bool_)
@@ -302,7 +310,7 @@ class _Batch:
         self._rowwise(np.flatnonzero(~exact))
         rows = np.flatnonzero(exact)
         lengths = np.diff(self.offsets)[rows]
-        values = [self.values[i] for i in rows.tolist()]
+        values = [self._value(i) for i in rows.tolist()]
         framed = _Batch(self.decoder, values, lengths, framed=True)
         framed._decode()
         self.one_by_one += framed.one_by_one
@@ -433,6 +441,11 @@ class _Batch:
         if not every:
             self._rowwise(np.arange(lo, hi)[~good])
 
+    def _value(self, row: int) -> bytes:
+        """Value ``row``, from the container (where every value is, back to back)."""
+        start = self.base + int(self.offsets[row])
+        return self.container[start : self.base + int(self.offsets[row + 1])]
+
     def _rowwise(self, rows: npt.NDArray[np.int64]) -> None:
         self.one_by_one += len(rows)
         texts: dict[str, list[str]] = {name: [] for name in self.texts}
@@ -450,7 +463,7 @@ class _Batch:
 
     def _one(self, row: int, texts: dict[str, list[str]]) -> str:
         """Decode body ``row`` with fastavro and store its outputs; say why not if it can't."""
-        body, name = self.values[row][self.skip :], self.decoder.name
+        body, name = self._value(row)[self.skip :], self.decoder.name
         stream = io.BytesIO(body)
         try:
             record = fastavro.schemaless_reader(stream, self.decoder.writer)

@@ -44,6 +44,7 @@ from connector.serde.avro_decode import (
     resolve_writer,
     string_column,
 )
+from connector.serde.rows import RawRows, ascii_rows, gather, valid_decimals
 from engine.log import Column, StringColumn, concat_columns, take_column
 from engine.output import ABSENT
 
@@ -149,29 +150,48 @@ class ValueDecoder:
         self._flat = FlatDecoder(schema.raw, [(n, k, k) for n, k in outputs])
         self._writers: dict[int, _Writer | None] = {}
 
-    def decode(self, values: Sequence[bytes | None], keys: Sequence[bytes | None]) -> DecodedBatch:
-        """Decode one batch; row i is the record with value ``values[i]`` and key ``keys[i]``."""
+    def decode(
+        self,
+        values: Sequence[bytes | None] | RawRows,
+        keys: Sequence[bytes | None] | RawRows,
+    ) -> DecodedBatch:
+        """Decode one batch; row i is the record with value ``values[i]`` and key ``keys[i]``
+        (lists, or :class:`~connector.serde.rows.RawRows` where they are in a buffer)."""
         n = len(values)
         if len(keys) != n:
             raise SerdeError(f"a batch has {n} values but {len(keys)} keys; pass one key per value")
         problems: _Problems = {}
-        try:
-            lengths = np.fromiter(map(len, values), np.int64, count=n)  # type: ignore[arg-type]
-        except TypeError:  # a null value
-            for row, value in enumerate(values):
-                if value is None:
-                    problems[row] = ("null-value", "value is null (a tombstone)")
-            lengths = np.fromiter((len(v or b"") for v in values), np.int64, count=n)
+        if isinstance(values, RawRows):
+            for row in np.flatnonzero(values.nulls()).tolist():
+                problems[row] = ("null-value", "value is null (a tombstone)")
+            lengths = np.maximum(values.lengths, 0)
+        else:
+            try:
+                lengths = np.fromiter(map(len, values), np.int64, count=n)  # type: ignore[arg-type]
+            except TypeError:  # a null value
+                for row, value in enumerate(values):
+                    if value is None:
+                        problems[row] = ("null-value", "value is null (a tombstone)")
+                lengths = np.fromiter((len(v or b"") for v in values), np.int64, count=n)
         if self._key_format != "any":
-            for row, detail in _key_problems(keys, self._key_format).items():
+            found = (
+                _raw_key_problems(keys, self._key_format)
+                if isinstance(keys, RawRows)
+                else _key_problems(keys, self._key_format)
+            )
+            for row, detail in found.items():
                 problems.setdefault(row, ("wrong-key-type", detail))
         rows = np.arange(n, dtype=np.int64)
         if problems:
             rows = np.setdiff1d(rows, np.fromiter(problems, np.int64, count=len(problems)))
         # Rows with a problem already are not decoded; the others have a value.
-        candidates = cast(
-            "Sequence[bytes]", [values[i] for i in rows.tolist()] if problems else values
-        )
+        candidates: Sequence[bytes] | RawRows
+        if isinstance(values, RawRows):
+            candidates = values.take(rows) if problems else values
+        else:
+            candidates = cast(
+                "Sequence[bytes]", [values[i] for i in rows.tolist()] if problems else values
+            )
         lengths = lengths[rows] if problems else lengths
         if self._fmt == "avro":
             result = self._flat.decode(candidates, lengths)
@@ -183,7 +203,8 @@ class ValueDecoder:
         elif self._fmt == "avro-confluent":
             decoded = self._decode_confluent(candidates, lengths)
         else:
-            decoded = self._decode_json(candidates)
+            texts = candidates.rows() if isinstance(candidates, RawRows) else candidates
+            decoded = self._decode_json(cast("Sequence[bytes]", texts))
         good = np.zeros(n, dtype=np.bool_)
         good[rows[decoded.ok]] = True
         for local, problem in decoded.problems.items():
@@ -192,10 +213,12 @@ class ValueDecoder:
         return DecodedBatch(decoded.columns, good, listed)
 
     def _decode_confluent(
-        self, values: Sequence[bytes], lengths: npt.NDArray[np.int64]
+        self, values: Sequence[bytes] | RawRows, lengths: npt.NDArray[np.int64]
     ) -> _Decoded:
         m = len(values)
-        joined = np.frombuffer(b"".join(values), dtype=np.uint8)
+        raw = values if isinstance(values, RawRows) else None
+        listed = cast("Sequence[bytes]", values)
+        joined = np.frombuffer(gather(raw) if raw is not None else b"".join(listed), np.uint8)
         framed = lengths >= _HEADER_LEN
         starts = np.cumsum(lengths) - lengths
         heads = np.zeros((m, _HEADER_LEN), dtype=np.uint8)
@@ -204,7 +227,8 @@ class ValueDecoder:
         ids = np.ascontiguousarray(heads[:, 1:]).view(">u4").ravel().astype(np.int64)
         problems: _Problems = {}
         for row in np.flatnonzero(~framed).tolist():
-            problems[row] = ("undecodable", _framing_problem(values[row]))
+            value = raw.row(row) if raw is not None else listed[row]
+            problems[row] = ("undecodable", _framing_problem(cast("bytes", value)))
         ok = np.zeros(m, dtype=np.bool_)
         parts: list[tuple[npt.NDArray[np.int64], dict[str, Column]]] = []
         for schema_id in np.unique(ids[framed]).tolist():
@@ -219,7 +243,13 @@ class ValueDecoder:
                 )
                 problems.update((row, (reason, detail)) for row in group.tolist())
                 continue
-            grouped = values if len(group) == m else [values[i] for i in group.tolist()]
+            grouped: Sequence[bytes] | RawRows
+            if len(group) == m:
+                grouped = values
+            elif raw is not None:
+                grouped = raw.take(group)
+            else:
+                grouped = [listed[i] for i in group.tolist()]
             result = writer.decoder.decode(grouped, lengths[group])
             problems.update(
                 (int(group[local]), ("undecodable", detail))
@@ -450,6 +480,31 @@ def _key_problems(keys: Sequence[bytes | None], fmt: KeyFormat) -> dict[int, str
         problems.setdefault(
             row, f"key {present[row][:40]!r} is not a decimal integer in the 64-bit range"
         )
+    return problems
+
+
+def _raw_key_problems(keys: RawRows, fmt: KeyFormat) -> dict[int, str]:
+    """:func:`_key_problems` of keys in a buffer: checked in place, objects made only for
+    the keys that fail."""
+    problems = {
+        row: f"key is null; key format {fmt} needs a key"
+        for row in np.flatnonzero(keys.nulls()).tolist()
+    }
+    if fmt == "string":
+        for row in np.flatnonzero(~ascii_rows(keys)).tolist():
+            key = cast("bytes", keys.row(row))
+            try:
+                key.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                problems[row] = f"key {key[:40]!r} is not valid UTF-8 ({exc.reason})"
+        return problems
+    valid, long = valid_decimals(keys)
+    for row in np.flatnonzero(long).tolist():
+        low, high = _INT_RANGES["long"]
+        valid[row] = low <= int(cast("bytes", keys.row(row))) <= high
+    for row in np.flatnonzero(~valid).tolist():
+        text = keys.row(row) or b""
+        problems.setdefault(row, f"key {text[:40]!r} is not a decimal integer in the 64-bit range")
     return problems
 
 

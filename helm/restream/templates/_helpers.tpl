@@ -113,6 +113,7 @@ Secrets are not here: they reach the container as environment variables from the
 {{- with $v.keyFormat }}{{ $_ = set $config "key_format" . }}{{ end }}
 {{- with $v.schemas }}{{ $_ = set $config "schemas" . }}{{ end }}
 {{- with $v.eventTime }}{{ $_ = set $config "event_time" . }}{{ end }}
+{{- $_ = set $config "input_reader" $v.inputReader }}
 {{- with $v.schemaRegistry.url }}{{ $_ = set $config "schema_registry_url" . }}{{ end }}
 {{- with $v.schemaRegistry.caFile }}{{ $_ = set $config "schema_registry_ca_location" (printf "%s/%s" $tls .) }}{{ end }}
 {{- with $v.schemaRegistry.certFile }}{{ $_ = set $config "schema_registry_cert_location" (printf "%s/%s" $tls .) }}{{ end }}

@@ -80,21 +80,29 @@ def test_the_table_and_json_carry_the_same_stages() -> None:
         consume_s=[1.0],
         produce_s=[1.0],
         native_produce_s=[0.25],
+        native_consume_s=[0.5],
         e2e_s=[5.0],
         speedups=[10_000.0],
         breakdown=dict(SECONDS),
         run_outputs=500_000,
         output_headers="compact",
         output_writer="native",
+        input_reader="librdkafka",
     )
     table = result.table()
-    assert "per stage in the last e2e run (output_headers compact, output_writer native)" in table
+    assert (
+        "per stage in the last e2e run (output_headers compact, output_writer native, "
+        "input_reader librdkafka)" in table
+    )
     assert "produce calls" in table and "stage write" not in table
     data = json.loads(json.dumps(result.to_json()))
     assert data["ratio_to_consume_ceiling"] == pytest.approx(0.2)
     assert data["output_headers"] == "compact"
     assert data["output_writer"] == "native"
+    assert data["input_reader"] == "librdkafka"
     assert data["records_per_second"]["produce_native"] == pytest.approx(2_000_000)
+    assert data["records_per_second"]["consume_native"] == pytest.approx(2_000_000)
+    assert "consume (native)        0.50     2,000,000       0.10" in table
     assert "produce (native)        0.25     2,000,000       0.05" in table
     stages = {(s["process"], s["stage"]): s for s in data["stages"]}
     assert stages[("sink", "headers")]["us_per_record"] == pytest.approx(1.0)

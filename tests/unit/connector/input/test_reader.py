@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from connector.config import BadRecordLimit
 from connector.errors import BrokerError
 from connector.input.dead_letters import BadRecords
-from connector.input.reader import KafkaSource, TopicInput, _Pending
+from connector.input.reader import KafkaSource, TopicInput, _Messages, _Pending
 from connector.serde.avro import encode_value, load_schema, load_schema_file
 from connector.serde.event_time import EVENT_TIME_RANGE
 from connector.serde.values import value_decoder
@@ -154,7 +154,7 @@ def test_event_times_outside_1970_to_2200_are_bad_records() -> None:
     lo, hi = EVENT_TIME_RANGE
     stamps = [lo, -1_000, hi - 1, hi, 253_402_300_799_000, 1_700_000_000_000, 0]
     records = [_Record(i, ts, message(i)) for i, ts in enumerate(stamps)]
-    batch = source._decode(("in", 0), records, final=True)  # type: ignore[arg-type]
+    batch = source._decode(("in", 0), _Messages(records), final=True)  # type: ignore[arg-type]
     assert lo == 1  # 0 is "now" to a Kafka producer: output records could not carry it
     assert batch.offsets.tolist() == [0, 2, 5]
     assert batch.ts.tolist() == [lo, hi - 1, 1_700_000_000_000]
@@ -199,7 +199,7 @@ def test_event_time_from_a_field_bad_times_are_bad_records(field: str, tmp_path:
         {"card": "d", field: "1700000000000"},
     ]
     messages = [_Record(i, 99, json.dumps(r).encode(), b"k") for i, r in enumerate(rows)]
-    batch = source._decode(("t", 0), messages, final=True)  # type: ignore[arg-type]
+    batch = source._decode(("t", 0), _Messages(messages), final=True)  # type: ignore[arg-type]
     assert batch.offsets.tolist() == [0, 3]
     assert batch.ts.tolist() == [1_790_856_000_000, 1_700_000_000_000]  # not the record's 99
     assert sorted(batch.columns) == (["card"] if field == "ts" else ["at", "card"])
