@@ -534,12 +534,15 @@ class KafkaSource:
         topic, partition = key
         spec = self._inputs[topic]
         n = len(rows)
-        offsets = rows.offsets
+        # A copy: the engine keeps offsets for a while, and fetched ones are a row of a
+        # larger array.
+        offsets = np.array(rows.offsets, dtype=np.int64)
         decoded = spec.decoder.decode(rows.value_rows(), rows.key_rows())
         problems = list(decoded.problems)
         good = decoded.good
         if spec.event_time is None:
-            ts, lacking = rows.stamps()
+            stamps, lacking = rows.stamps()
+            ts = np.array(stamps, dtype=np.int64)
         else:
             # The decoder's columns hold the good rows only: the event times are theirs.
             good_ts, why = event_times(decoded.columns[spec.event_time], spec.event_time)

@@ -276,9 +276,9 @@ class NativeFetcher:
         read_committed: bool = True,
         timeout_s: float = 30.0,
         max_wait_ms: int = 100,
-        max_bytes: int = 64 * 1024 * 1024,
-        partition_max_bytes: int = 8 * 1024 * 1024,
-        queued: int = 16,
+        max_bytes: int = 8 * 1024 * 1024,
+        partition_max_bytes: int = 1024 * 1024,
+        queued: int = 2,
         on_error: Callable[[str], None] | None = None,
     ):
         """``ranges``: per partition its ``(start, end)`` offsets; ``timeout_s`` bounds each
@@ -351,7 +351,9 @@ class NativeFetcher:
             items = [self._queue.get(timeout=timeout_s)]
         except queue.Empty:
             return []
-        while True:
+        # What is queued now, not what the threads add meanwhile: they refill the queue as
+        # fast as it drains, and the caller must get to work on a bounded amount.
+        for _ in range(self._queue.qsize()):
             try:
                 items.append(self._queue.get_nowait())
             except queue.Empty:

@@ -135,12 +135,13 @@ def _records(
     base_offsets: Any,
     base_times: Any,
     append_times: Any,
-    columns: Any,
+    stamps: Any,
+    places: Any,
 ) -> int:
     """Each record of the given batches' record sections (``buf[starts[b]:ends[b]]``) as a
-    column of ``columns`` (rows: offset, timestamp, key start, key length (-1: null), value start,
-    value length, record start, record end). Records read, or -1 - (the batch) for a
-    record that does not fit its batch's bytes."""
+    column of ``stamps`` (rows: offset, timestamp) and of ``places`` (key start, key length
+    (-1: null), value start, value length, record start). Records read, or -1 - (the batch)
+    for a record that does not fit its batch's bytes."""
     row = 0
     for b in range(len(starts)):
         at = starts[b]
@@ -165,14 +166,13 @@ def _records(
             value_len, p = _varint(buf, p, stop)
             if p < 0 or p + max(value_len, 0) > stop:
                 return -1 - b
-            columns[0, row] = base_offsets[b] + delta_o
-            columns[1, row] = append_times[b] if append_times[b] >= 0 else base_times[b] + delta_t
-            columns[2, row] = key_at
-            columns[3, row] = key_len if key_len >= 0 else -1
-            columns[4, row] = p
-            columns[5, row] = value_len if value_len >= 0 else -1
-            columns[6, row] = at
-            columns[7, row] = stop
+            stamps[0, row] = base_offsets[b] + delta_o
+            stamps[1, row] = append_times[b] if append_times[b] >= 0 else base_times[b] + delta_t
+            places[0, row] = key_at
+            places[1, row] = key_len if key_len >= 0 else -1
+            places[2, row] = p
+            places[3, row] = value_len if value_len >= 0 else -1
+            places[4, row] = at
             row += 1
             at = stop
     return row
@@ -225,9 +225,10 @@ class FetchedRecords:
 
     Row ``i`` is the record at ``offsets[i]``, written at ``timestamps[i]`` (ms; its type in
     ``log_append``), with its key at ``data[key_starts[i]:][:key_lengths[i]]`` (length -1:
-    null), its value likewise, and the whole record at ``data[record_bounds[i, 0]:
-    record_bounds[i, 1]]``. ``next_offset`` is where the next fetch starts (past skipped
-    control and aborted batches too)."""
+    null), its value likewise, and the whole record from ``data[record_starts[i]]`` on.
+    Positions are int32 (a fetch is far below 2 GiB), 36 bytes of columns a record.
+    ``next_offset`` is where the next fetch starts (past skipped control and aborted batches
+    too)."""
 
     topic: str
     partition: int
@@ -235,11 +236,11 @@ class FetchedRecords:
     offsets: npt.NDArray[np.int64]
     timestamps: npt.NDArray[np.int64]
     log_append: npt.NDArray[np.bool_]
-    key_starts: npt.NDArray[np.int64]
-    key_lengths: npt.NDArray[np.int64]
-    value_starts: npt.NDArray[np.int64]
-    value_lengths: npt.NDArray[np.int64]
-    record_bounds: npt.NDArray[np.int64]
+    key_starts: npt.NDArray[np.integer[Any]]
+    key_lengths: npt.NDArray[np.integer[Any]]
+    value_starts: npt.NDArray[np.integer[Any]]
+    value_lengths: npt.NDArray[np.integer[Any]]
+    record_starts: npt.NDArray[np.integer[Any]]
     next_offset: int
 
     def __len__(self) -> int:
@@ -267,7 +268,7 @@ class FetchedRecords:
 
     def record(self, row: int) -> FetchedRecord:
         """Row ``row`` as a :class:`FetchedRecord`, headers parsed (a bad record's copy)."""
-        start, stop = (int(v) for v in self.record_bounds[row])
+        start = int(self.record_starts[row])
         return FetchedRecord(
             self.topic,
             self.partition,
@@ -276,7 +277,7 @@ class FetchedRecords:
             _slices(self.data, self.value_starts[row : row + 1], self.value_lengths[row : row + 1])[
                 0
             ],
-            _headers(self.data, start, stop),
+            _headers(self.data, start),
             (_LOG_APPEND if self.log_append[row] else _CREATE_TIME, int(self.timestamps[row])),
         )
 
@@ -297,8 +298,12 @@ class FetchedRecords:
         last = parts[-1]
 
         def shifted(name: str) -> npt.NDArray[np.int64]:
+            # int64: joined fetches may pass 2 GiB.
             return np.concatenate(
-                [getattr(p, name) + int(s) for p, s in zip(parts, shifts, strict=True)]
+                [
+                    getattr(p, name).astype(np.int64) + int(s)
+                    for p, s in zip(parts, shifts, strict=True)
+                ]
             )
 
         return cls(
@@ -312,7 +317,7 @@ class FetchedRecords:
             np.concatenate([p.key_lengths for p in parts]),
             shifted("value_starts"),
             np.concatenate([p.value_lengths for p in parts]),
-            np.concatenate([p.record_bounds + int(s) for p, s in zip(parts, shifts, strict=True)]),
+            shifted("record_starts"),
             last.next_offset,
         )
 
@@ -330,7 +335,7 @@ def _rows(records: FetchedRecords, rows: slice) -> FetchedRecords:
         r.key_lengths[rows],
         r.value_starts[rows],
         r.value_lengths[rows],
-        r.record_bounds[rows],
+        r.record_starts[rows],
         r.next_offset,
     )
 
@@ -348,13 +353,13 @@ def _with(records: FetchedRecords, next_offset: int) -> FetchedRecords:
         r.key_lengths,
         r.value_starts,
         r.value_lengths,
-        r.record_bounds,
+        r.record_starts,
         next_offset,
     )
 
 
 def _slices(
-    data: bytes, starts: npt.NDArray[np.int64], lengths: npt.NDArray[np.int64]
+    data: bytes, starts: npt.NDArray[np.integer[Any]], lengths: npt.NDArray[np.integer[Any]]
 ) -> list[bytes | None]:
     ends = starts + lengths
     if len(lengths) and int(lengths.min()) < 0:
@@ -376,9 +381,10 @@ def _pyvarint(data: bytes, at: int) -> tuple[int, int]:
             return (u >> 1) ^ -(u & 1), at
 
 
-def _headers(data: bytes, start: int, stop: int) -> list[tuple[str, bytes | None]] | None:
-    """The headers of the record at ``data[start:stop]`` (None when it has none)."""
-    _length, at = _pyvarint(data, start)
+def _headers(data: bytes, start: int) -> list[tuple[str, bytes | None]] | None:
+    """The headers of the record at ``data[start]`` (None when it has none)."""
+    length, at = _pyvarint(data, start)
+    stop = at + length
     at += 1  # attributes
     for _ in range(2):  # timestamp and offset deltas
         _, at = _pyvarint(data, at)
@@ -525,34 +531,42 @@ def read_batches(
         section_ends = chosen[:, 0] + chosen[:, 1]
     counts = np.maximum(chosen[:, 8], 0)
     append = np.where((chosen[:, 6] & _LOG_APPEND_TIME) != 0, chosen[:, 5], -1)
-    columns = np.empty((8, int(counts.sum())), dtype=np.int64)
+    total = int(counts.sum())
+    stamps = np.empty((2, total), dtype=np.int64)
+    places = np.empty((5, total), dtype=np.int32)
     rows = _records(
-        buf, section_starts, section_ends, counts, chosen[:, 2], chosen[:, 4], append, columns
+        buf,
+        section_starts,
+        section_ends,
+        counts,
+        chosen[:, 2],
+        chosen[:, 4],
+        append,
+        stamps,
+        places,
     )
     if rows < 0:
         raise BrokerError(
             f"{where}: the record batch at offset {int(chosen[-1 - rows, 2])} is corrupt (a "
             "record runs past its batch)"
         )
-    columns = columns[:, :rows]
     log_append = (append >= 0).any()
     stamped = np.repeat(append >= 0, counts)[:rows] if log_append else np.zeros(rows, np.bool_)
     # Batches start at or before the fetch offset: only the first can hold earlier records.
-    skip = int(np.searchsorted(columns[0], fetch_offset))
-    if skip:
-        columns, stamped = columns[:, skip:], stamped[skip:]
+    skip = int(np.searchsorted(stamps[0, :rows], fetch_offset))
+    stamps, places, stamped = stamps[:, skip:rows], places[:, skip:rows], stamped[skip:]
     return FetchedRecords(
         topic,
         partition,
         data,
-        columns[0],
-        columns[1],
+        stamps[0],
+        stamps[1],
         stamped,
-        columns[2],
-        columns[3],
-        columns[4],
-        columns[5],
-        columns[6:8].T,
+        places[0],
+        places[1],
+        places[2],
+        places[3],
+        places[4],
         next_offset,
     )
 

@@ -26,8 +26,8 @@ class RawRows:
     is negative (a null key or value)."""
 
     data: bytes
-    starts: npt.NDArray[np.int64]
-    lengths: npt.NDArray[np.int64]
+    starts: npt.NDArray[np.integer[Any]]
+    lengths: npt.NDArray[np.integer[Any]]
 
     def __len__(self) -> int:
         return len(self.starts)

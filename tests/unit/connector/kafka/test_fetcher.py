@@ -213,3 +213,18 @@ def test_input_reader_auto_falls_back_and_native_is_refused_where_it_cannot_read
     assert input_reader("librdkafka", {}) == "librdkafka"
     with pytest.raises(ConfigError, match=r"input_reader.*security.protocol=ssl"):
         input_reader("native", {"security.protocol": "SSL"})
+
+
+def test_a_poll_takes_a_bounded_amount_while_the_threads_refill(broker: FakeBroker) -> None:
+    # The threads fetch as fast as the queue drains: a poll that drained until empty could
+    # collect the whole log in memory before the caller decoded any of it.
+    for p in range(4):
+        _store(broker, ("a", p), [5] * 200)
+    ranges = {("a", p): (0, 1000) for p in range(4)}
+    fetcher = _fetcher(broker, ranges, partition_max_bytes=200, queued=2)
+    fetcher.start()
+    try:
+        for _ in range(20):
+            assert len(fetcher.poll(1.0)) <= 3
+    finally:
+        fetcher.close()
