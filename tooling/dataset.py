@@ -11,11 +11,12 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass
 
+from connector.errors import BrokerError
 from engine.examples.social.data import SocialData
 from tooling.broker import LocalBroker
 from tooling.generate import WriteReport, write_social
 
-__all__ = ["SocialTopics", "broker_for", "unique_prefix", "write_social_topics"]
+__all__ = ["SocialTopics", "broker_for", "drop_topics", "unique_prefix", "write_social_topics"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +42,24 @@ class SocialTopics:
 def broker_for(bootstrap: str | None) -> LocalBroker:
     """The embedded Tansu broker, or the cluster at ``bootstrap`` when one is given."""
     return LocalBroker("tansu" if bootstrap is None else "external", bootstrap=bootstrap)
+
+
+def drop_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic named ``PREFIX.*`` (a bench's measured output, so that the next
+    measurement sees a broker holding what it held before: the embedded broker keeps every
+    record in memory and slows down as it grows); the topics deleted."""
+    from confluent_kafka.admin import AdminClient
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topics = [t for t in admin.list_topics(timeout=30).topics if t.startswith(f"{prefix}.")]
+    if not topics:
+        return topics
+    for topic, future in admin.delete_topics(topics, operation_timeout=30).items():
+        try:
+            future.result(30)
+        except Exception as exc:  # confluent_kafka raises KafkaException with the broker's error
+            raise BrokerError(f"cannot delete topic {topic}: {exc}") from exc
+    return topics
 
 
 def unique_prefix(kind: str) -> str:
