@@ -52,7 +52,7 @@ from connector.errors import BrokerError
 from connector.input.reader import consumer_config
 from connector.job.run import RunReport, run_job
 from connector.kafka.batches import ByteRows, decimal_rows, encode_batches
-from connector.kafka.fetcher import NativeFetcher, PartitionEnd
+from connector.kafka.fetcher import NativeFetcher
 from connector.kafka.native import NativeProducer, topic_leaders
 from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
@@ -334,30 +334,19 @@ def _native_consume_pass(
         offsets.close()
     ranges = {key: (low, high) for key, (low, high) in marks.items()}
     began = time.perf_counter()
-    fetcher = NativeFetcher(topic_leaders(client, 30.0), ranges)
-    live = {k for k, (low, high) in ranges.items() if low < high}
+    fetcher = NativeFetcher(topic_leaders(client, 30.0, "input"), ranges)
     seen = checksum = 0
     deadline = time.monotonic() + 600
     try:
         fetcher.start()
-        while live:
+        while fetcher.live:
             if time.monotonic() > deadline:
-                raise BrokerError(f"native consume pass stuck with {sorted(live)} unfinished")
-            for event in fetcher.poll(0.1):
-                key = (event.topic, event.partition)
-                if key not in live:
-                    continue
-                end = ranges[key][1]
-                if isinstance(event, PartitionEnd):
-                    done = event.offset >= end
-                else:
-                    records = event.head(int(np.searchsorted(event.offsets, end)))
-                    seen += len(records)
-                    checksum += int(records.timestamps.sum()) + int(records.value_lengths.sum())
-                    done = records.next_offset >= end
-                if done:
-                    live.discard(key)
-                    fetcher.pause(key)
+                raise BrokerError(f"native consume pass stuck with {sorted(fetcher.live)} unread")
+            for got in fetcher.poll(0.1):
+                if got.records is not None:
+                    seen += len(got.records)
+                    checksum += int(got.records.timestamps.sum())
+                    checksum += int(got.records.value_lengths.sum())
     finally:
         fetcher.close()
     if seen != total:

@@ -205,7 +205,7 @@ class DeadLetterProducer(Protocol):
 
 class RecordLike(Protocol):
     """What a bad record must tell: a client's ``Message``, or a reader's copy of one
-    (:class:`connector.input.reader.BadMessage`)."""
+    (:class:`connector.kafka.records.RecordCopy`)."""
 
     def topic(self) -> str | None:
         """The record's topic."""

@@ -22,7 +22,7 @@ On the ray executor the source is split (:meth:`KafkaSource.split`, an
 :class:`engine.log.SplittableSource`): each :class:`KafkaPart` (picklable: client settings
 without callbacks, its partitions' ranges, the topics' decoders, the watchdog's timeout)
 opens a :class:`KafkaPartSource` in a reader actor, which reads and decodes there and
-reports, with the keys of each batch, its bad records (as :class:`BadMessage` s: the
+reports, with the keys of each batch, its bad records (as :class:`RecordCopy` s: the
 record's bytes and coordinates), counts and seconds; :meth:`KafkaSource.absorb` takes them in
 the driver, where the run's :class:`~connector.input.dead_letters.BadRecords` dead-letters
 or fails and the metrics count, as if the driver had read them.
@@ -47,9 +47,9 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from connector.errors import BrokerError, WatchdogError
 from connector.input.dead_letters import RecordLike
-from connector.kafka.fetcher import NativeFetcher, PartitionEnd
+from connector.kafka.fetcher import NativeFetcher
 from connector.kafka.native import topic_leaders
-from connector.kafka.records import FetchedRecords
+from connector.kafka.records import FetchedRecords, RecordCopy
 from connector.positions.ranges import PartitionRange
 from connector.serde.event_time import EVENT_TIME_RANGE, event_times
 from connector.serde.rows import RawRows
@@ -57,9 +57,8 @@ from connector.serde.values import RecordProblem, ValueDecoder
 from engine.log import PartitionBatch, PartitionSpec, SourcePart, split_partitions, take_column
 
 __all__ = [
-    "BadMessage",
-    "InputReader",
     "BadRecordHandler",
+    "InputReader",
     "KafkaPart",
     "KafkaPartSource",
     "KafkaSource",
@@ -67,6 +66,7 @@ __all__ = [
     "ReadReport",
     "TopicInput",
     "consumer_config",
+    "copy_record",
 ]
 
 logger = logging.getLogger(__name__)
@@ -371,7 +371,7 @@ class KafkaSource:
         """:meth:`batches` through the native reader (:mod:`connector.kafka.fetcher`)."""
         callback = self._client.get("error_cb")
         fetcher = NativeFetcher(
-            topic_leaders(self._client, min(self._stall_timeout_s, 30.0)),
+            topic_leaders(self._client, min(self._stall_timeout_s, 30.0), "input"),
             {k: (pending[k].next_offset, ends[k]) for k in live},
             read_committed=str(self._client.get("isolation.level", "read_committed"))
             == "read_committed",
@@ -391,22 +391,16 @@ class KafkaSource:
                 touched: set[tuple[str, int]] = set()
                 for event in events:
                     key = (event.topic, event.partition)
-                    if key not in live:
-                        continue
-                    state, end = pending[key], ends[key]
+                    state = pending[key]
                     touched.add(key)
-                    if isinstance(event, PartitionEnd):
-                        state.done = event.offset >= end
-                    else:
-                        records = event.head(int(np.searchsorted(event.offsets, end)))
-                        if len(records):
-                            state.fetched.append(records)
-                            state.fetched_count += len(records)
-                            state.next_offset = int(records.offsets[-1]) + 1
-                        state.done = records.next_offset >= end
-                    if state.done:
+                    records = event.records
+                    if records is not None and len(records):
+                        state.fetched.append(records)
+                        state.fetched_count += len(records)
+                        state.next_offset = int(records.offsets[-1]) + 1
+                    if event.done:
+                        state.done = True
                         live.discard(key)
-                        fetcher.pause(key)
                 self.seconds["consume"] += time.perf_counter() - began
                 for key in sorted(touched):
                     state = pending[key]
@@ -593,61 +587,21 @@ def _time_detail(ms: int) -> str:
     return f"event time {ms} ms is {when}; accepted: [{lo}, {hi}) ms since the epoch"
 
 
-@dataclass(frozen=True, slots=True)
-class BadMessage:
-    """A bad record as a reader saw it (picklable, unlike a client's ``Message``): what
-    :class:`~connector.input.dead_letters.BadRecords` needs to dead-letter it."""
-
-    topic_: str
-    partition_: int
-    offset_: int
-    key_: bytes | None
-    value_: bytes | None
-    headers_: list[tuple[str, bytes | None]] | None
-    timestamp_: tuple[int, int]
-
-    @classmethod
-    def of(cls, message: RecordLike) -> BadMessage:
-        """A copy of ``message``'s coordinates, bytes, headers and timestamp."""
-        raw = message.headers()
-        headers = None if raw is None else list(raw.items() if isinstance(raw, dict) else raw)
-        return cls(
-            message.topic() or "",
-            message.partition() or 0,
-            message.offset() or 0,
-            message.key(),
-            message.value(),
-            headers,
-            message.timestamp(),
-        )
-
-    def topic(self) -> str:
-        """The record's topic."""
-        return self.topic_
-
-    def partition(self) -> int:
-        """The record's partition."""
-        return self.partition_
-
-    def offset(self) -> int:
-        """The record's offset."""
-        return self.offset_
-
-    def key(self) -> bytes | None:
-        """The record's key bytes."""
-        return self.key_
-
-    def value(self) -> bytes | None:
-        """The record's value bytes."""
-        return self.value_
-
-    def headers(self) -> list[tuple[str, bytes | None]] | None:
-        """The record's headers."""
-        return self.headers_
-
-    def timestamp(self) -> tuple[int, int]:
-        """The record's (timestamp type, milliseconds)."""
-        return self.timestamp_
+def copy_record(message: RecordLike) -> RecordCopy:
+    """A picklable copy of a bad record (a client's ``Message``, or a fetched record): what
+    :class:`~connector.input.dead_letters.BadRecords` needs to dead-letter it in another
+    process."""
+    raw = message.headers()
+    headers = None if raw is None else list(raw.items() if isinstance(raw, dict) else raw)
+    return RecordCopy(
+        message.topic() or "",
+        message.partition() or 0,
+        message.offset() or 0,
+        message.key(),
+        message.value(),
+        headers,
+        message.timestamp(),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -656,7 +610,7 @@ class ReadReport:
     their problems, records read (good and bad), per partition the records and next offset,
     partitions finished, seconds (``consume``, ``decode``), and whether reading ended."""
 
-    bad: list[tuple[BadMessage, RecordProblem]]
+    bad: list[tuple[RecordCopy, RecordProblem]]
     records: int
     read: dict[tuple[str, int], tuple[int, int]]
     done: list[tuple[str, int]]
@@ -669,14 +623,14 @@ class _Collected:
     of a :class:`KafkaPartSource`)."""
 
     def __init__(self) -> None:
-        self.bad: list[tuple[BadMessage, RecordProblem]] = []
+        self.bad: list[tuple[RecordCopy, RecordProblem]] = []
         self.records = 0
         self.read: dict[tuple[str, int], tuple[int, int]] = {}
         self.done: list[tuple[str, int]] = []
         self.finished = False
 
     def handle(self, message: RecordLike, problem: RecordProblem) -> None:
-        self.bad.append((BadMessage.of(message), problem))
+        self.bad.append((copy_record(message), problem))
 
     def read_records(self, records: int) -> None:
         self.records += records

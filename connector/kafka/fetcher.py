@@ -11,9 +11,12 @@ the GIL, so reading overlaps with whatever the caller does with the previous rec
 What it reads is what a ``read_committed`` (or, if asked, ``read_uncommitted``) consumer with
 ``auto.offset.reset=error`` reads from assigned partitions: each partition from its start
 offset, records in offset order, control batches and aborted transactions left out, until
-its end offset. It tells the caller of each partition's records (:class:`FetchedRecords`,
-whose ``next_offset`` also moves past skipped batches) and of the broker's end of a
-partition once reached (:class:`PartitionEnd`, as librdkafka's end-of-partition event).
+its end offset. :meth:`NativeFetcher.poll` hands on each partition's records within its
+range as they come (:class:`Fetched`) and says when a range is read: at a record at or past
+its end offset, or at the broker's end of the partition at or past it (its high watermark,
+or last stable offset when reading committed records: librdkafka's end-of-partition), so
+that gaps (compaction, transaction markers) never make it wait for an offset that will not
+come.
 
 Faults: a lost connection is made again and the fetch repeated (pauses 0.1 s to 2 s; the
 caller's watchdog bounds how long that may go on); a partition whose leader moved
@@ -37,6 +40,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from connector.errors import BrokerError
 from connector.kafka.native import Leaders
 from connector.kafka.records import FetchedRecords, read_batches
@@ -45,13 +50,11 @@ from connector.kafka.wire import (
     FETCH,
     RETRIABLE,
     Connection,
-    encode_api_versions,
     encode_fetch,
-    read_api_versions,
     read_fetch_response,
 )
 
-__all__ = ["FetchEvent", "NativeFetcher", "PartitionEnd"]
+__all__ = ["Fetched", "NativeFetcher"]
 
 logger = logging.getLogger(__name__)
 
@@ -67,17 +70,23 @@ _NOTHING, _READ, _RETRY = 0, 1, 2  # what a partition's part of a response led t
 
 
 @dataclass(frozen=True, slots=True)
-class PartitionEnd:
-    """The broker's end of a partition (its high watermark, or last stable offset when
-    reading committed records) was reached at ``offset``."""
+class _End:
+    """The broker's end of a partition was reached at ``offset``."""
 
     topic: str
     partition: int
     offset: int
 
 
-#: What :meth:`NativeFetcher.poll` returns: records of a partition, or the end reached.
-FetchEvent = FetchedRecords | PartitionEnd
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """What :meth:`NativeFetcher.poll` read of one partition: its next records within its
+    range (None: none, only its end reached), and whether its range is now read."""
+
+    topic: str
+    partition: int
+    records: FetchedRecords | None
+    done: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,13 +177,7 @@ class _Broker:
 
     def _connect(self) -> Connection:
         connection = Connection(*self._address, self._fetcher.timeout_s)
-        try:
-            correlation = connection.next_correlation()
-            connection.send(encode_api_versions(correlation))
-            versions = read_api_versions(connection.receive(correlation))
-        except BrokerError:
-            connection.close()
-            raise
+        versions = connection.api_versions()
         low, high = versions.get(FETCH, (0, -1))
         version = min(high, _FETCH_VERSIONS[1])
         if version < max(low, _FETCH_VERSIONS[0]):
@@ -256,7 +259,7 @@ class _Broker:
             end = response.high_watermark
         if offset >= end and self._ended.get(key) != end:
             self._ended[key] = end
-            f.put(PartitionEnd(key[0], key[1], end))
+            f.put(_End(key[0], key[1], end))
             return _READ
         return _NOTHING
 
@@ -300,6 +303,8 @@ class NativeFetcher:
         self._moving: list[tuple[float, _Moved]] = []
         self._closed = False
         self._warned: set[str] = set()
+        #: The partitions whose range is not read yet.
+        self.live = {key for key, (start, end) in ranges.items() if start < end}
 
     def start(self) -> None:
         """Look the leaders up and start fetching every partition short of its end."""
@@ -343,9 +348,10 @@ class NativeFetcher:
             self._warned.add(problem)
             logger.warning("%s", problem)
 
-    def poll(self, timeout_s: float) -> list[FetchEvent]:
+    def poll(self, timeout_s: float) -> list[Fetched]:
         """What was read since the last call, in the order read (each partition's in offset
-        order); waits up to ``timeout_s`` for something. Raises what failed reading."""
+        order), cut at the ranges' ends; waits up to ``timeout_s`` for something. A range
+        once read is fetched no more. Raises what failed reading."""
         self._move_due()
         try:
             items = [self._queue.get(timeout=timeout_s)]
@@ -358,14 +364,28 @@ class NativeFetcher:
                 items.append(self._queue.get_nowait())
             except queue.Empty:
                 break
-        out: list[FetchEvent] = []
+        out: list[Fetched] = []
         for item in items:
             if isinstance(item, BaseException):
                 raise item
             if isinstance(item, _Moved):
                 self._moving.append((0.0, item))
+                continue
+            key = (item.topic, item.partition)
+            if key not in self.live:
+                continue  # read to its end already (fetched before it was paused)
+            end = self.ends[key]
+            records: FetchedRecords | None = None
+            if isinstance(item, _End):
+                done = item.offset >= end
             else:
-                out.append(item)
+                records = item.head(int(np.searchsorted(item.offsets, end)))
+                done = records.next_offset >= end
+            if done:
+                self.live.discard(key)
+                self._pause(key)
+            if done or records is not None:
+                out.append(Fetched(key[0], key[1], records, done))
         self._move_due()
         return out
 
@@ -382,7 +402,7 @@ class NativeFetcher:
                 continue
             self._assign(moved.key, moved.offset, address, moved.why)
 
-    def pause(self, key: TopicPartition) -> None:
+    def _pause(self, key: TopicPartition) -> None:
         """Fetch ``key`` no more (its range is read)."""
         broker = self._where.pop(key, None)
         if broker is not None:

@@ -49,10 +49,8 @@ from connector.kafka.wire import (
     RETRIABLE,
     Connection,
     PartitionResult,
-    encode_api_versions,
     encode_init_producer_id,
     encode_produce,
-    read_api_versions,
     read_init_producer_id,
     read_produce_response,
 )
@@ -87,8 +85,9 @@ def native_unsupported(client: Mapping[str, Any]) -> str | None:
     return None
 
 
-def topic_leaders(client: Mapping[str, Any], timeout_s: float) -> Leaders:
-    """A :data:`Leaders` lookup through librdkafka's metadata request."""
+def topic_leaders(client: Mapping[str, Any], timeout_s: float, role: str = "output") -> Leaders:
+    """A :data:`Leaders` lookup through librdkafka's metadata request (``role``: which
+    topics it looks up, for its errors)."""
 
     def lookup(topic: str) -> Mapping[int, tuple[str, int]]:
         from confluent_kafka.admin import AdminClient
@@ -98,7 +97,7 @@ def topic_leaders(client: Mapping[str, Any], timeout_s: float) -> Leaders:
         info = metadata.topics.get(topic)
         if info is None or info.error is not None:
             reason = "not found" if info is None else str(info.error)
-            raise BrokerError(f"no metadata for output topic {topic}: {reason}")
+            raise BrokerError(f"no metadata for {role} topic {topic}: {reason}")
         leaders: dict[int, tuple[str, int]] = {}
         for partition, meta in info.partitions.items():
             broker = metadata.brokers.get(meta.leader)
@@ -175,13 +174,7 @@ class _Sender:
     def _connect(self) -> int:
         """Connect and find the Produce version to use."""
         connection = Connection(*self._host_port, self._timeout_s)
-        try:
-            correlation = connection.next_correlation()
-            connection.send(encode_api_versions(correlation))
-            versions = read_api_versions(connection.receive(correlation))
-        except BrokerError:
-            connection.close()
-            raise
+        versions = connection.api_versions()
         low, high = versions.get(PRODUCE, (0, -1))
         version = min(high, _PRODUCE_VERSIONS[1])
         # The newest InitProducerId we speak: some brokers (Tansu) answer v0-v2 with an error.

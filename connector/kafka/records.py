@@ -35,7 +35,7 @@ from connector.errors import BrokerError
 from connector.serde.rows import RawRows
 from engine.state.jit import jit, register_warm_up
 
-__all__ = ["FetchedRecord", "FetchedRecords", "read_batches"]
+__all__ = ["FetchedRecords", "RecordCopy", "read_batches"]
 
 _HEADER = 61  # bytes of a batch before its records
 _LOG_APPEND_TIME = 0x08
@@ -178,9 +178,11 @@ def _records(
     return row
 
 
-@dataclass(frozen=True, slots=True, eq=False)
-class FetchedRecord:
-    """One fetched record as a client's ``Message`` tells it (for bad records only)."""
+@dataclass(frozen=True, slots=True)
+class RecordCopy:
+    """One record's coordinates, bytes, headers and timestamp, as a client's ``Message``
+    tells them (picklable, unlike a ``Message``): a fetched bad record, or a reader actor's
+    copy of one for the driver's dead letters."""
 
     topic_: str
     partition_: int
@@ -266,10 +268,10 @@ class FetchedRecords:
         """Timestamps (ms) and the rows that have none (none: format v2 always has one)."""
         return self.timestamps, {}
 
-    def record(self, row: int) -> FetchedRecord:
-        """Row ``row`` as a :class:`FetchedRecord`, headers parsed (a bad record's copy)."""
+    def record(self, row: int) -> RecordCopy:
+        """Row ``row`` as a :class:`RecordCopy`, headers parsed (a bad record's)."""
         start = int(self.record_starts[row])
-        return FetchedRecord(
+        return RecordCopy(
             self.topic,
             self.partition,
             int(self.offsets[row]),

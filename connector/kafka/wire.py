@@ -343,6 +343,17 @@ class Connection:
         self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._correlation = 0
 
+    def api_versions(self) -> dict[int, tuple[int, int]]:
+        """Ask the broker which versions of each API it takes (ApiVersions v0); the connection
+        is closed if it cannot tell."""
+        try:
+            correlation = self.next_correlation()
+            self.send(encode_api_versions(correlation))
+            return read_api_versions(self.receive(correlation))
+        except BrokerError:
+            self.close()
+            raise
+
     def next_correlation(self) -> int:
         """A new correlation id for the next request."""
         self._correlation = (self._correlation + 1) & 0x7FFFFFFF

@@ -10,13 +10,14 @@ import pytest
 from connector.config import BadRecordLimit
 from connector.input.dead_letters import BadRecordError, BadRecords
 from connector.input.reader import (
-    BadMessage,
     KafkaPart,
     KafkaPartSource,
     KafkaSource,
     ReadReport,
     TopicInput,
+    copy_record,
 )
+from connector.kafka.records import RecordCopy
 from connector.positions.ranges import PartitionRange
 from connector.serde.avro import load_schema
 from connector.serde.values import RecordProblem, value_decoder
@@ -70,8 +71,8 @@ def test_parts_are_disjoint_balanced_by_records_and_picklable_without_callbacks(
     assert opened.partitions() == again.partitions()
 
 
-def _message(offset: int) -> BadMessage:
-    return BadMessage("in", 1, offset, b"k", b"\xff", [("h", b"v")], (1, 1_700_000_000_000))
+def _message(offset: int) -> RecordCopy:
+    return RecordCopy("in", 1, offset, b"k", b"\xff", [("h", b"v")], (1, 1_700_000_000_000))
 
 
 def test_reports_are_counted_and_their_bad_records_handled_by_policy_in_the_driver() -> None:
@@ -115,4 +116,4 @@ def test_a_bad_message_copy_tells_what_dead_lettering_needs() -> None:
         [("h", b"v")],
         (1, 1_700_000_000_000),
     )
-    assert BadMessage.of(m) == m
+    assert copy_record(m) == m

@@ -12,8 +12,7 @@ import pytest
 
 from connector.errors import BrokerError, ConfigError
 from connector.job.run import input_reader
-from connector.kafka.fetcher import FetchEvent, NativeFetcher, PartitionEnd
-from connector.kafka.records import FetchedRecords
+from connector.kafka.fetcher import NativeFetcher
 from tests.support.fake_broker import FakeBroker
 from tests.support.record_batches import SentRecord, build_batch, control_record
 
@@ -61,31 +60,21 @@ def _read_all(
     """Poll until every range is read (as the reader does); the values per partition."""
     got: dict[Key, list[bytes | None]] = {k: [] for k in ranges}
     positions = {k: start for k, (start, _end) in ranges.items()}
-    live = {k for k, (start, end) in ranges.items() if start < end}
     deadline = time.monotonic() + 20
     fetcher.start()
     try:
-        while live:
-            assert time.monotonic() < deadline, f"still reading {live}"
-            events: list[FetchEvent] = fetcher.poll(0.1)
-            for event in events:
+        while fetcher.live:
+            assert time.monotonic() < deadline, f"still reading {fetcher.live}"
+            for event in fetcher.poll(0.1):
                 key = (event.topic, event.partition)
-                if key not in live:
-                    continue
-                end = ranges[key][1]
-                if isinstance(event, PartitionEnd):
-                    done = event.offset >= end
-                else:
-                    assert isinstance(event, FetchedRecords)
-                    assert event.offsets.tolist() == sorted(event.offsets.tolist())
-                    assert len(event) == 0 or event.offsets[0] >= positions[key]
-                    records = event.head(int((event.offsets < end).sum()))
+                records = event.records
+                if records is not None:
+                    offsets = records.offsets.tolist()
+                    assert offsets == sorted(offsets)
+                    assert all(positions[key] <= o < ranges[key][1] for o in offsets)
                     got[key] += records.values()
                     positions[key] = records.next_offset
-                    done = records.next_offset >= end
-                if done:
-                    live.discard(key)
-                    fetcher.pause(key)
+                assert event.done == (key not in fetcher.live)
     finally:
         fetcher.close()
     return got
