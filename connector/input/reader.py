@@ -45,7 +45,7 @@ import numpy as np
 import numpy.typing as npt
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from connector.errors import BrokerError, WatchdogError
+from connector.errors import BrokerError, ConfigError, WatchdogError
 from connector.input.dead_letters import RecordLike
 from connector.kafka.fetcher import NativeFetcher
 from connector.kafka.native import topic_leaders
@@ -67,6 +67,7 @@ __all__ = [
     "TopicInput",
     "consumer_config",
     "copy_record",
+    "fetch_settings",
 ]
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,33 @@ class TopicInput:
     decoder: ValueDecoder
     #: The value field that holds the event time (``--event-time``); None: the record timestamp.
     event_time: str | None = None
+
+
+#: librdkafka consumer settings the native reader takes too: (its option, type).
+_FETCH_SETTINGS = {
+    "fetch.wait.max.ms": ("max_wait_ms", int),
+    "fetch.max.bytes": ("max_bytes", int),
+    "max.partition.fetch.bytes": ("partition_max_bytes", int),
+}
+
+
+def fetch_settings(client: Mapping[str, Any]) -> dict[str, Any]:
+    """The native reader's options from the job's librdkafka settings (``kafka`` settings):
+    its isolation level and, where set, the fetch sizes and wait, as librdkafka reads them."""
+    options: dict[str, Any] = {
+        "read_committed": str(client.get("isolation.level", "read_committed")).lower()
+        != "read_uncommitted"
+    }
+    for key, (option, kind) in _FETCH_SETTINGS.items():
+        if key in client:
+            try:
+                value = kind(client[key])
+            except (TypeError, ValueError) as exc:
+                raise ConfigError("kafka", f"{key}={client[key]!r} is not a number") from exc
+            if value < (0 if option == "max_wait_ms" else 1):
+                raise ConfigError("kafka", f"{key}={value} is out of range (librdkafka's too)")
+            options[option] = value
+    return options
 
 
 def consumer_config(client: Mapping[str, Any], job: str) -> dict[str, Any]:
@@ -373,10 +401,9 @@ class KafkaSource:
         fetcher = NativeFetcher(
             topic_leaders(self._client, min(self._stall_timeout_s, 30.0), "input"),
             {k: (pending[k].next_offset, ends[k]) for k in live},
-            read_committed=str(self._client.get("isolation.level", "read_committed"))
-            == "read_committed",
             timeout_s=min(self._stall_timeout_s, 30.0),
             on_error=callback if callable(callback) else None,
+            **fetch_settings(self._client),
         )
         try:
             fetcher.start()

@@ -13,9 +13,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.config import BadRecordLimit
-from connector.errors import BrokerError
+from connector.errors import BrokerError, ConfigError
 from connector.input.dead_letters import BadRecords
-from connector.input.reader import KafkaSource, TopicInput, _Messages, _Pending
+from connector.input.reader import KafkaSource, TopicInput, _Messages, _Pending, fetch_settings
 from connector.serde.avro import encode_value, load_schema, load_schema_file
 from connector.serde.event_time import EVENT_TIME_RANGE
 from connector.serde.values import value_decoder
@@ -212,3 +212,24 @@ def test_event_time_from_a_field_bad_times_are_bad_records(field: str, tmp_path:
         ),
         (2, "undecodable", f"field {field!r} is missing"),
     ]
+
+
+def test_the_native_reader_takes_the_consumers_fetch_settings() -> None:
+    assert fetch_settings({"bootstrap.servers": "b:9092"}) == {"read_committed": True}
+    assert fetch_settings(
+        {
+            "isolation.level": "read_uncommitted",
+            "fetch.max.bytes": "1000000",
+            "max.partition.fetch.bytes": 4096,
+            "fetch.wait.max.ms": 0,
+        }
+    ) == {
+        "read_committed": False,
+        "max_bytes": 1_000_000,
+        "partition_max_bytes": 4096,
+        "max_wait_ms": 0,
+    }
+    with pytest.raises(ConfigError, match=r"kafka: fetch.max.bytes='lots' is not a number"):
+        fetch_settings({"fetch.max.bytes": "lots"})
+    with pytest.raises(ConfigError, match=r"kafka: max.partition.fetch.bytes=0 is out of range"):
+        fetch_settings({"max.partition.fetch.bytes": 0})

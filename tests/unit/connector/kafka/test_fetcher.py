@@ -60,6 +60,7 @@ def _read_all(
     """Poll until every range is read (as the reader does); the values per partition."""
     got: dict[Key, list[bytes | None]] = {k: [] for k in ranges}
     positions = {k: start for k, (start, _end) in ranges.items()}
+    finished: set[Key] = set()
     deadline = time.monotonic() + 20
     fetcher.start()
     try:
@@ -74,9 +75,12 @@ def _read_all(
                     assert all(positions[key] <= o < ranges[key][1] for o in offsets)
                     got[key] += records.values()
                     positions[key] = records.next_offset
-                assert event.done == (key not in fetcher.live)
+                if event.done:
+                    assert key not in fetcher.live and key not in finished
+                    finished.add(key)
     finally:
         fetcher.close()
+    assert finished == {k for k, (start, end) in ranges.items() if start < end}
     return got
 
 
