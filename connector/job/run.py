@@ -67,7 +67,7 @@ from connector.errors import (
     WatchdogError,
 )
 from connector.input.dead_letters import BadRecords, dead_letter_limit
-from connector.input.reader import InputReader, KafkaSource, TopicInput
+from connector.input.reader import InputReader, KafkaSource, TopicInput, fetch_settings
 from connector.input.sample import first_values
 from connector.job.checkpoints import (
     DoneMarker,
@@ -642,6 +642,7 @@ def input_reader(choice: InputReaderChoice, client: Mapping[str, Any]) -> InputR
         if choice == "auto":
             logger.info("input read by librdkafka: %s", unsupported)
         return "librdkafka"
+    fetch_settings(client)  # its settings' values, checked now
     return "native"
 
 
@@ -872,6 +873,12 @@ def _run_job(
     # A coordinator killed (out of memory) leaves its shared-memory files: reclaim them first.
     sweep_stale()
     job = build_job(config)
+    # Resolved (and refused, exit 2) before the job takes its lease or touches a topic.
+    config = replace(
+        config,
+        input_reader=input_reader(config.input_reader, job.client),
+        output_writer=output_writer(config.output_writer, job.client),
+    )
     registry = registry_client(config)
     pinned = _pinned(job)
     if pinned.done is not None:
