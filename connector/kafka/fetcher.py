@@ -307,13 +307,24 @@ class NativeFetcher:
         self.live = {key for key, (start, end) in ranges.items() if start < end}
 
     def start(self) -> None:
-        """Look the leaders up and start fetching every partition short of its end."""
+        """Look the leaders up and start fetching every partition short of its end (a
+        partition whose leader cannot be found now is looked up again every second, as a
+        moved one: the caller's watchdog bounds how long)."""
         by_topic: dict[str, list[int]] = {}
         for (topic, partition), start in self._starts.items():
             if start < self.ends[(topic, partition)]:
                 by_topic.setdefault(topic, []).append(partition)
         for topic, partitions in sorted(by_topic.items()):
-            leaders = self._leaders(topic)
+            try:
+                leaders = self._leaders(topic)
+            except BrokerError as exc:
+                self.on_error(f"looking up the leaders of {topic} failed: {exc}")
+                retry = time.monotonic() + 1.0
+                for partition in partitions:
+                    key = (topic, partition)
+                    why = f"{topic}/{partition}: no leader at first"
+                    self._moving.append((retry, _Moved(key, self._starts[key], why)))
+                continue
             for partition in sorted(partitions):
                 key = (topic, partition)
                 self._assign(key, self._starts[key], leaders.get(partition), "")

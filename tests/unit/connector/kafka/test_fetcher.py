@@ -221,3 +221,23 @@ def test_a_poll_takes_a_bounded_amount_while_the_threads_refill(broker: FakeBrok
             assert len(fetcher.poll(1.0)) <= 3
     finally:
         fetcher.close()
+
+
+def test_a_leader_missing_at_the_start_is_looked_up_again(broker: FakeBroker) -> None:
+    values = _store(broker, ("a", 0), [3])
+    lookups: list[str] = []
+    problems: list[str] = []
+
+    def leaders(topic: str) -> Mapping[int, tuple[str, int]]:
+        lookups.append(topic)
+        if len(lookups) == 1:
+            raise BrokerError("a[0] has no leader now (-1); run again later")
+        return broker.leaders(1)(topic)
+
+    ranges = {("a", 0): (0, 3)}
+    fetcher = _fetcher(broker, ranges, leaders, on_error=problems.append)
+    assert _read_all(fetcher, ranges) == {("a", 0): values}
+    assert lookups == ["a", "a"]
+    assert problems == [
+        "looking up the leaders of a failed: a[0] has no leader now (-1); run again later"
+    ]
