@@ -12,9 +12,10 @@ an isolation level and aborted transactions, before the flexible v12) are writte
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import struct
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from connector.errors import BrokerError
@@ -237,6 +238,15 @@ def _skip_tagged_fields(data: bytes, at: int) -> int:
     return at
 
 
+@contextlib.contextmanager
+def _malformed(api: str) -> Iterator[None]:
+    """A response that does not parse is the broker's fault: a BrokerError, not a crash."""
+    try:
+        yield
+    except (struct.error, IndexError, ValueError) as exc:
+        raise BrokerError(f"a malformed {api} response from the broker: {exc}") from exc
+
+
 class _Reader:
     def __init__(self, data: bytes):
         self.data = data
@@ -272,6 +282,11 @@ def read_api_versions(body: bytes) -> dict[int, tuple[int, int]]:
 
 def read_produce_response(version: int, body: bytes) -> list[PartitionResult]:
     """Every partition's result in a Produce response body (v3-v8)."""
+    with _malformed("Produce"):
+        return _produce_results(version, body)
+
+
+def _produce_results(version: int, body: bytes) -> list[PartitionResult]:
     r = _Reader(body)
     results: list[PartitionResult] = []
     (topics,) = r.take(">i")
@@ -299,6 +314,11 @@ def read_produce_response(version: int, body: bytes) -> list[PartitionResult]:
 def read_fetch_response(version: int, body: bytes) -> list[FetchedPartition]:
     """Every partition in a Fetch response body (v4-v11); a top-level error (v7+, a fetch
     session's) is a BrokerError."""
+    with _malformed("Fetch"):
+        return _fetched_partitions(version, body)
+
+
+def _fetched_partitions(version: int, body: bytes) -> list[FetchedPartition]:
     r = _Reader(body)
     r.take(">i")  # throttle time
     if version >= 7:

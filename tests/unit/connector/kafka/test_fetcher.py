@@ -241,3 +241,12 @@ def test_a_leader_missing_at_the_start_is_looked_up_again(broker: FakeBroker) ->
     assert problems == [
         "looking up the leaders of a failed: a[0] has no leader now (-1); run again later"
     ]
+
+
+def test_a_malformed_response_is_a_broker_error() -> None:
+    from connector.kafka.wire import read_fetch_response, read_produce_response
+
+    with pytest.raises(BrokerError, match="a malformed Fetch response from the broker"):
+        read_fetch_response(11, b"\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x01")
+    with pytest.raises(BrokerError, match="a malformed Produce response from the broker"):
+        read_produce_response(8, b"\x00\x00\x00\x05")
