@@ -25,13 +25,14 @@ from __future__ import annotations
 import struct
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from connector.errors import BrokerError
+from connector.kafka.wire import read_varint
 from connector.serde.rows import RawRows
 from engine.state.jit import jit, register_warm_up
 
@@ -287,9 +288,7 @@ class FetchedRecords:
         """The first ``rows`` records (``next_offset`` then the one after them)."""
         if rows >= len(self):
             return self
-        cut = _rows(self, slice(0, rows))
-        following = int(self.offsets[rows]) if rows < len(self) else self.next_offset
-        return _with(cut, following)
+        return replace(_rows(self, slice(0, rows)), next_offset=int(self.offsets[rows]))
 
     @classmethod
     def concat(cls, parts: Sequence[FetchedRecords]) -> FetchedRecords:
@@ -324,40 +323,21 @@ class FetchedRecords:
         )
 
 
+_PER_RECORD = (
+    "offsets",
+    "timestamps",
+    "log_append",
+    "key_starts",
+    "key_lengths",
+    "value_starts",
+    "value_lengths",
+    "record_starts",
+)
+
+
 def _rows(records: FetchedRecords, rows: slice) -> FetchedRecords:
-    r = records
-    return FetchedRecords(
-        r.topic,
-        r.partition,
-        r.data,
-        r.offsets[rows],
-        r.timestamps[rows],
-        r.log_append[rows],
-        r.key_starts[rows],
-        r.key_lengths[rows],
-        r.value_starts[rows],
-        r.value_lengths[rows],
-        r.record_starts[rows],
-        r.next_offset,
-    )
-
-
-def _with(records: FetchedRecords, next_offset: int) -> FetchedRecords:
-    r = records
-    return FetchedRecords(
-        r.topic,
-        r.partition,
-        r.data,
-        r.offsets,
-        r.timestamps,
-        r.log_append,
-        r.key_starts,
-        r.key_lengths,
-        r.value_starts,
-        r.value_lengths,
-        r.record_starts,
-        next_offset,
-    )
+    """The records of ``rows`` (over the same data)."""
+    return replace(records, **{name: getattr(records, name)[rows] for name in _PER_RECORD})
 
 
 def _slices(
@@ -372,36 +352,25 @@ def _slices(
     return [data[a:b] for a, b in zip(starts.tolist(), ends.tolist(), strict=True)]
 
 
-def _pyvarint(data: bytes, at: int) -> tuple[int, int]:
-    u = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        u |= (byte & 0x7F) << shift
-        shift += 7
-        if not byte & 0x80:
-            return (u >> 1) ^ -(u & 1), at
-
-
 def _headers(data: bytes, start: int) -> list[tuple[str, bytes | None]] | None:
     """The headers of the record at ``data[start]`` (None when it has none)."""
-    length, at = _pyvarint(data, start)
+    length, at = read_varint(data, start)
     stop = at + length
     at += 1  # attributes
     for _ in range(2):  # timestamp and offset deltas
-        _, at = _pyvarint(data, at)
+        _, at = read_varint(data, at)
     for _ in range(2):  # key and value
-        size, at = _pyvarint(data, at)
+        size, at = read_varint(data, at)
         at += max(size, 0)
-    count, at = _pyvarint(data, at)
+    count, at = read_varint(data, at)
     if count <= 0:
         return None
     headers: list[tuple[str, bytes | None]] = []
     for _ in range(count):
-        size, at = _pyvarint(data, at)
+        size, at = read_varint(data, at)
         name = data[at : at + size].decode(errors="replace")
         at += size
-        size, at = _pyvarint(data, at)
+        size, at = read_varint(data, at)
         headers.append((name, None if size < 0 else data[at : at + size]))
         at += max(size, 0)
     if at > stop:
@@ -447,11 +416,11 @@ def _control_is_abort(data: bytes, batch: npt.NDArray[np.int64]) -> bool:
     codec = int(batch[6]) & 0x07
     if codec:
         section = _decompress(codec, section)
-    _length, at = _pyvarint(section, 0)
+    _length, at = read_varint(section, 0)
     at += 1
     for _ in range(2):
-        _, at = _pyvarint(section, at)
-    size, at = _pyvarint(section, at)
+        _, at = read_varint(section, at)
+    size, at = read_varint(section, at)
     if size < 4:
         return False
     (_version, kind) = struct.unpack_from(">hh", section, at)

@@ -38,6 +38,7 @@ __all__ = [
     "read_fetch_response",
     "read_init_producer_id",
     "read_produce_response",
+    "read_varint",
 ]
 
 PRODUCE = 0
@@ -227,6 +228,12 @@ def _uvarint(data: bytes, at: int) -> tuple[int, int]:
         shift += 7
         if not byte & 0x80:
             return value, at
+
+
+def read_varint(data: bytes, at: int) -> tuple[int, int]:
+    """The zigzag varint at ``data[at]`` (a record's fields) and where it ends."""
+    u, at = _uvarint(data, at)
+    return (u >> 1) ^ -(u & 1), at
 
 
 def _skip_tagged_fields(data: bytes, at: int) -> int:

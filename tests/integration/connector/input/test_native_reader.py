@@ -5,7 +5,6 @@ batch), from any start offset (inside a batch too) and with empty ranges."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 
 import numpy as np
@@ -18,9 +17,11 @@ from connector.kafka.offsets import KafkaOffsets
 from connector.positions.ranges import PartitionRange
 from connector.serde.avro import encode_value, load_schema
 from connector.serde.values import RecordProblem, value_decoder
+from engine.examples.social.data import generate_social
 from engine.log import Column, PartitionBatch, StringColumn, concat_columns
 from tests.support.broker import NewTopic
 from tooling.broker import LocalBroker
+from tooling.dataset import unique_prefix, write_social_topics
 
 PARTITIONS = 3
 SCHEMA = load_schema("social/Message")
@@ -191,20 +192,10 @@ def test_the_native_reader_reads_what_librdkafka_reads(
 def test_empty_ranges_and_a_topic_written_natively(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
-    from engine.examples.social.data import generate_social
-    from tooling.generate import write_social
-
-    prefix = f"restream-test-{uuid.uuid4().hex[:10]}"
     data = generate_social(users=200, events=20_000, days=2, seed=5, partitions=PARTITIONS)
-    topics = (f"{prefix}.messages", f"{prefix}.friendships")
-    write_social(
-        data,
-        bootstrap=broker.bootstrap,
-        messages_topic=topics[0],
-        friendships_topic=topics[1],
-        partitions=PARTITIONS,
-    )
-    ranges = _ranges(broker.bootstrap, topics[0], {0: 10**9})  # partition 0: an empty range
+    topics = write_social_topics(data, bootstrap=broker.bootstrap, prefix=unique_prefix("nr"))
+    # Partition 0 starts past its end: an empty range.
+    ranges = _ranges(broker.bootstrap, topics.messages_topic, {0: 10**9})
     assert ranges[0].start == ranges[0].end
     native, _ = _read(broker.bootstrap, ranges, "native", 4_096)
     ours, _ = _read(broker.bootstrap, ranges, "librdkafka", 4_096)
