@@ -3,11 +3,14 @@
 :class:`KafkaSource` implements :class:`engine.log.Source`. It assigns the partitions directly
 (no consumer group is joined and nothing is committed), reads each one from its start offset to
 just before its end offset, decodes values in bulk (:mod:`connector.serde.values`) and yields
-:class:`~engine.log.PartitionBatch` es. A partition is finished when a record at or past its
-end offset arrives, when the broker reports end-of-partition at or past it, or when its
-range is empty: gaps (compaction, transaction markers) never make it wait for an offset that
-will not come. The consumer reads ``read_committed``: records of aborted transactions are not
-part of the log.
+:class:`~engine.log.PartitionBatch` es. What fetches is the ``reader``: ``native``
+(:class:`~connector.kafka.fetcher.NativeFetcher`: Fetch requests read into columns, keys and
+values decoded where they lie in the fetched buffer) or ``librdkafka`` (its consumer, a
+``Message`` per record); both give the same batches and bad records. A partition is finished
+when a record at or past its end offset arrives, when the broker reports end-of-partition at or
+past it, or when its range is empty: gaps (compaction, transaction markers) never make it wait
+for an offset that will not come. Reading is ``read_committed`` (unless the ``kafka`` settings
+say otherwise): records of aborted transactions are not part of the log.
 
 Records that cannot be used go to :class:`~connector.input.dead_letters.BadRecords`
 (dead-lettered or fatal, by policy); the batch then carries only the good rows, with their

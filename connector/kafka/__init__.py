@@ -10,14 +10,20 @@ about jobs, serde or the engine's log::
     partitioner.py  Kafka's murmur2 partitioner, scalar and vectorised over integer keys
     native.py       NativeProducer: columns of records to Produce requests, no client library
     batches.py      record batches (message format v2) built by compiled loops; ByteRows
-    wire.py         the few protocol messages NativeProducer speaks (ApiVersions, Produce)
+    fetcher.py      NativeFetcher: offset ranges read with Fetch requests, no client library
+    records.py      fetched record batches read into columns by compiled loops (compressed,
+                    transactional); RecordCopy, a picklable copy of one record
+    wire.py         the few protocol messages the native clients speak (ApiVersions,
+                    InitProducerId, Produce, Fetch)
 
-Reading the log lives in :mod:`connector.input` (it needs positions, serde and dead letters).
+Reading the log as a job does lives in :mod:`connector.input` (it needs positions, serde and
+dead letters); it reads through NativeFetcher or librdkafka's consumer.
 """
 
 from __future__ import annotations
 
 from connector.kafka.batches import ByteRows
+from connector.kafka.fetcher import NativeFetcher
 from connector.kafka.native import NativeProducer
 from connector.kafka.offsets import KafkaOffsets, OffsetsClient, PartitionKey
 from connector.kafka.partitioner import java_partition, murmur2, partition_decimal_keys
@@ -28,6 +34,7 @@ __all__ = [
     "ByteRows",
     "Header",
     "KafkaOffsets",
+    "NativeFetcher",
     "NativeProducer",
     "OffsetsClient",
     "PartitionKey",
