@@ -20,6 +20,7 @@ __all__ = [
     "control_record",
     "crc32c_reference",
     "read_batches",
+    "zigzag",
 ]
 
 
@@ -123,7 +124,8 @@ class SentRecord:
     headers: list[tuple[bytes, bytes | None]] = field(default_factory=list)
 
 
-def _zigzag(value: int) -> bytes:
+def zigzag(value: int) -> bytes:
+    """``value`` as a zigzag varint, from the protocol's description."""
     z = (value << 1) ^ (value >> 63)
     out = bytearray()
     while z >= 0x80:
@@ -134,7 +136,7 @@ def _zigzag(value: int) -> bytes:
 
 
 def _field(data: bytes | None) -> bytes:
-    return _zigzag(-1) if data is None else _zigzag(len(data)) + data
+    return zigzag(-1) if data is None else zigzag(len(data)) + data
 
 
 def _compress(codec: str, data: bytes) -> bytes:
@@ -179,14 +181,14 @@ def build_batch(
     for r in records:
         inner = (
             b"\x00"
-            + _zigzag(r.timestamp_delta)
-            + _zigzag(r.offset_delta)
+            + zigzag(r.timestamp_delta)
+            + zigzag(r.offset_delta)
             + _field(r.key)
             + _field(r.value)
-            + _zigzag(len(r.headers))
+            + zigzag(len(r.headers))
             + b"".join(_field(k) + _field(v) for k, v in r.headers)
         )
-        body += _zigzag(len(inner)) + inner
+        body += zigzag(len(inner)) + inner
     attributes = _CODEC_BITS[codec]
     attributes |= 0x08 if log_append_time is not None else 0
     attributes |= 0x10 if transactional else 0

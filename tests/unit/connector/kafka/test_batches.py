@@ -8,22 +8,13 @@ from hypothesis import strategies as st
 
 from connector.kafka.batches import ByteRows, crc32c, decimal_rows, encode_batches
 from tests.support.budget import examples
-from tests.support.record_batches import crc32c_reference, read_batches
+from tests.support.record_batches import crc32c_reference, read_batches, zigzag
 
 
 def _header_section(headers: list[tuple[bytes, bytes]]) -> bytes:
-    def varint(v: int) -> bytes:
-        z = (v << 1) ^ (v >> 63)
-        out = bytearray()
-        while z >= 0x80:
-            out.append((z & 0x7F) | 0x80)
-            z >>= 7
-        out.append(z)
-        return bytes(out)
-
-    parts = [varint(len(headers))]
+    parts = [zigzag(len(headers))]
     for name, value in headers:
-        parts += [varint(len(name)), name, varint(len(value)), value]
+        parts += [zigzag(len(name)), name, zigzag(len(value)), value]
     return b"".join(parts)
 
 
