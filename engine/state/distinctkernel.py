@@ -33,6 +33,8 @@ __all__ = ["distinct_in_ranges"]
 _SMALL = 48
 #: Events per block at the bottom of the divide and conquer, compared pair by pair.
 _BASE = 16
+#: A value with at most this many elements in reach has its neighbours found by a scan.
+_RUN_SCAN = 32
 
 
 @jit
@@ -187,6 +189,69 @@ def _cdq(
 
 
 @jit
+def _pair_sums(
+    ex: np.ndarray,
+    ey: np.ndarray,
+    ew: np.ndarray,
+    eq: np.ndarray,
+    k_total: int,
+    out: np.ndarray,
+    fen: np.ndarray,
+    nz: int,
+) -> None:
+    """What :func:`_cdq` computes, directly when the updates are few for the reads.
+
+    Each read needs the updates inside its range (x >= lo and y < hi imply lo <= x < hi), so
+    with the updates ordered by x its candidates are one run of them; when those runs hold
+    fewer elements in all than the divide and conquer would move, they are checked one by
+    one. Otherwise (a value repeating densely within the windows) the O(log^2) bound holds.
+    """
+    updates = 0
+    for k in range(k_total):
+        if eq[k] < 0:
+            updates += 1
+    if updates == 0:
+        return
+    # Per position: the updates whose x lies before it.
+    below = np.zeros(nz + 1, dtype=np.int64)
+    for k in range(k_total):
+        if eq[k] < 0:
+            below[ex[k] + 1] += 1
+    for i in range(nz):
+        below[i + 1] += below[i]
+    work = 0
+    for k in range(k_total):
+        if eq[k] >= 0 and ey[k] > ex[k]:
+            work += below[ey[k]] - below[ex[k]]
+    depth = 1
+    while (1 << depth) < k_total:
+        depth += 1
+    if work > 2 * k_total * depth:
+        _cdq(ex, ey, ew, eq, k_total, out, fen, nz)
+        return
+    # Updates by x, each with its place in time (the event index).
+    fill = below[:nz].copy()
+    ux = np.empty(updates, dtype=np.int64)
+    uy = np.empty(updates, dtype=np.int64)
+    uw = np.empty(updates, dtype=np.int64)
+    uk = np.empty(updates, dtype=np.int64)
+    for k in range(k_total):
+        if eq[k] < 0:
+            at = fill[ex[k]]
+            fill[ex[k]] += 1
+            ux[at], uy[at], uw[at], uk[at] = ex[k], ey[k], ew[k], k
+    for k in range(k_total):
+        if eq[k] < 0 or ey[k] <= ex[k]:
+            continue
+        lo, hi = ex[k], ey[k]
+        s = 0
+        for u in range(below[lo], below[hi]):
+            if uk[u] < k and uy[u] < hi:
+                s += uw[u]
+        out[eq[k]] += s
+
+
+@jit
 def _distinct_in_ranges(
     zv: np.ndarray,
     vt: np.ndarray,
@@ -219,101 +284,216 @@ def _distinct_in_ranges(
                         c += 1
                 out[q] = c
             continue
-        gv = zv[z0:z1]
-        gt = vt[z0:z1]
-        lo = qlo[q0:q1] - z0
-        hi = qhi[q0:q1] - z0
-        res = np.zeros(nq, dtype=np.int64)
-        fen = np.zeros(nz + 1, dtype=np.int64)
-        # Elements by (value, position): neighbours are adjacent present ones.
-        uo = np.argsort(gv, kind="mergesort")
-        where = np.empty(nz, dtype=np.int64)
-        for k in range(nz):
-            where[uo[k]] = k
-        # Time 0: the history and its neighbour pairs.
-        cap = 2 * nz + 1
-        sx = np.empty(cap, dtype=np.int64)
-        sy = np.empty(cap, dtype=np.int64)
-        sw = np.empty(cap, dtype=np.int64)
-        ns = 0
-        present = 0
-        last = -1
-        for k in range(nz):
-            z = uo[k]
-            if gt[z] != 0:
-                continue
-            sx[ns], sy[ns], sw[ns] = z, z, 1
+        out_g = _count_group(zv[z0:z1], vt[z0:z1], qlo[q0:q1] - z0, qhi[q0:q1] - z0, qseen[q0:q1])
+        out[q0:q1] = out_g
+    return out
+
+
+@jit
+def _order_by_small_ints(x: np.ndarray, n: int) -> np.ndarray:
+    """Stable argsort of ``x[:n]`` (non-negative ints): counting sort when their range is
+    within a few times ``n``, else a merge sort."""
+    top = 0
+    for i in range(n):
+        top = max(top, x[i] + 1)
+    if top > 4 * n + 64:
+        return np.argsort(x[:n], kind="mergesort")
+    start = np.zeros(top + 1, dtype=np.int64)
+    for i in range(n):
+        start[x[i] + 1] += 1
+    for v in range(top):
+        start[v + 1] += start[v]
+    order = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        order[start[x[i]]] = i
+        start[x[i]] += 1
+    return order
+
+
+@jit
+def _run_add(fen: np.ndarray, base: int, n: int, i: int) -> None:
+    k = i + 1
+    while k <= n:
+        fen[base + k - 1] += 1
+        k += k & -k
+
+
+@jit
+def _run_prefix(fen: np.ndarray, base: int, i: int) -> int:
+    s = 0
+    k = i
+    while k > 0:
+        s += fen[base + k - 1]
+        k -= k & -k
+    return s
+
+
+@jit
+def _run_kth(fen: np.ndarray, base: int, n: int, k: int) -> int:
+    pos = 0
+    step = 1
+    while step * 2 <= n:
+        step *= 2
+    while step > 0:
+        nxt = pos + step
+        if nxt <= n and fen[base + nxt - 1] < k:
+            pos = nxt
+            k -= fen[base + nxt - 1]
+        step >>= 1
+    return pos
+
+
+@jit
+def _neighbours(
+    u: int,
+    rs: int,
+    re: int,
+    vis: np.ndarray,
+    fen: np.ndarray,
+    nz: int,
+    uo: np.ndarray,
+) -> tuple[int, int]:
+    """The visible elements of u's value just before and after it (-1 for none); u's value
+    occupies [rs, re) of the (value, position) order."""
+    pred = -1
+    succ = -1
+    if re - rs <= _RUN_SCAN:
+        k = u - 1
+        while k >= rs:
+            if vis[k]:
+                pred = uo[k]
+                break
+            k -= 1
+        k = u + 1
+        while k < re:
+            if vis[k]:
+                succ = uo[k]
+                break
+            k += 1
+        return pred, succ
+    # A long run has its own Fenwick tree in fen[rs:re] (1-based slot k at rs + k - 1):
+    # small, so its walks stay in cache.
+    n = re - rs
+    i = u - rs
+    c = _run_prefix(fen, rs, i)
+    if c > 0:
+        pred = uo[rs + _run_kth(fen, rs, n, c)]
+    if _run_prefix(fen, rs, n) > c:
+        succ = uo[rs + _run_kth(fen, rs, n, c + 1)]
+    return pred, succ
+
+
+@jit
+def _count_group(
+    gv: np.ndarray, gt: np.ndarray, lo: np.ndarray, hi: np.ndarray, seen: np.ndarray
+) -> np.ndarray:
+    """Distinct visible values in each read's range, for one key (see the module)."""
+    nz, nq = gv.shape[0], lo.shape[0]
+    res = np.zeros(nq, dtype=np.int64)
+    reach = 0
+    for k in range(nq):
+        reach = max(reach, hi[k] - lo[k])
+    # Elements by (value, position): a value's elements form a run, and its visible
+    # neighbours are found within the run: by scanning a short run, with a Fenwick tree over
+    # this order (holding only long runs' visible elements) for a long one.
+    uo = _order_by_small_ints(gv, nz)
+    where = np.empty(nz, dtype=np.int64)
+    run_start = np.empty(nz, dtype=np.int64)
+    run_end = np.empty(nz, dtype=np.int64)
+    k = 0
+    while k < nz:
+        e = k + 1
+        while e < nz and gv[uo[e]] == gv[uo[k]]:
+            e += 1
+        for i in range(k, e):
+            where[uo[i]] = i
+            run_start[i] = k
+            run_end[i] = e
+        k = e
+    vis = np.zeros(nz, dtype=np.bool_)
+    fen = np.zeros(nz + 1, dtype=np.int64)
+    # Time 0: the history and its neighbour pairs.
+    cap = 2 * nz + 1
+    sx = np.empty(cap, dtype=np.int64)
+    sy = np.empty(cap, dtype=np.int64)
+    sw = np.empty(cap, dtype=np.int64)
+    ns = 0
+    last = -1
+    for k in range(nz):
+        z = uo[k]
+        if gt[z] != 0:
+            continue
+        sx[ns], sy[ns], sw[ns] = z, z, 1
+        ns += 1
+        if last >= 0 and gv[last] == gv[z] and z - last < reach:
+            sx[ns], sy[ns], sw[ns] = last, z, -1
             ns += 1
-            if last >= 0 and gv[last] == gv[z]:
-                sx[ns], sy[ns], sw[ns] = last, z, -1
-                ns += 1
-            last = z
-            _fen_add(fen, nz, k, 1)
-            present += 1
-        _static_part(sx, sy, sw, ns, lo, hi, nq, res, np.zeros(nz + 1, np.int64), nz)
-        # Later: epoch writes appear in vt order; reads interleave by seen.
-        epoch = np.empty(nz, dtype=np.int64)
+        last = z
+        vis[k] = True
+        if run_end[k] - run_start[k] > _RUN_SCAN:
+            _run_add(fen, run_start[k], run_end[k] - run_start[k], k - run_start[k])
+    _static_part(sx, sy, sw, ns, lo, hi, nq, res, np.zeros(nz + 1, np.int64), nz)
+    # Later: epoch writes appear in vt order; reads interleave by seen.
+    ne = 0
+    for z in range(nz):
+        if gt[z] != 0:
+            ne += 1
+    if ne > 0:
+        epoch = np.empty(ne, dtype=np.int64)
         ne = 0
         for z in range(nz):
             if gt[z] != 0:
                 epoch[ne] = z
                 ne += 1
-        if ne > 0:
-            epoch = epoch[:ne][np.argsort(gt[epoch[:ne]], kind="mergesort")]
-            qorder = np.argsort(qseen[q0:q1], kind="mergesort")
-            kcap = 3 * ne + nq
-            ex = np.empty(kcap, dtype=np.int64)
-            ey = np.empty(kcap, dtype=np.int64)
-            ew = np.empty(kcap, dtype=np.int64)
-            eq = np.empty(kcap, dtype=np.int64)
-            # Epoch elements visible so far, by position: a read counts those in its range
-            # when it is reached (a sweep), so only the pair events need the divide and
-            # conquer.
-            shown = np.zeros(nz + 1, dtype=np.int64)
-            k_total = 0
-            t = 0
-            for j in range(ne):
-                x = epoch[j]
-                while t < nq and qseen[q0 + qorder[t]] < gt[x]:
-                    qi = qorder[t]
-                    ex[k_total], ey[k_total], ew[k_total], eq[k_total] = lo[qi], hi[qi], 0, qi
-                    res[qi] += _fen_prefix(shown, hi[qi]) - _fen_prefix(shown, lo[qi])
-                    k_total += 1
-                    t += 1
-                u = where[x]
-                c = _fen_prefix(fen, u)
-                pred = -1
-                succ = -1
-                if c > 0:
-                    pz = uo[_fen_kth(fen, nz, c)]
-                    if gv[pz] == gv[x]:
-                        pred = pz
-                if c < present:
-                    sz = uo[_fen_kth(fen, nz, c + 1)]
-                    if gv[sz] == gv[x]:
-                        succ = sz
-                _fen_add(shown, nz, x, 1)
-                if pred >= 0:
-                    ex[k_total], ey[k_total], ew[k_total], eq[k_total] = pred, x, -1, -1
-                    k_total += 1
-                if succ >= 0:
-                    ex[k_total], ey[k_total], ew[k_total], eq[k_total] = x, succ, -1, -1
-                    k_total += 1
-                if pred >= 0 and succ >= 0:
-                    ex[k_total], ey[k_total], ew[k_total], eq[k_total] = pred, succ, 1, -1
-                    k_total += 1
-                _fen_add(fen, nz, u, 1)
-                present += 1
-            while t < nq:
+        epoch = epoch[_order_by_small_ints(gt[epoch], ne)]
+        qorder = _order_by_small_ints(seen, nq)
+        kcap = 3 * ne + nq
+        ex = np.empty(kcap, dtype=np.int64)
+        ey = np.empty(kcap, dtype=np.int64)
+        ew = np.empty(kcap, dtype=np.int64)
+        eq = np.empty(kcap, dtype=np.int64)
+        # Epoch elements visible so far, by position: a read counts those in its range when
+        # it is reached (a sweep), so only the pair events need the divide and conquer.
+        shown = np.zeros(nz + 1, dtype=np.int64)
+        k_total = 0
+        t = 0
+        for j in range(ne):
+            x = epoch[j]
+            while t < nq and seen[qorder[t]] < gt[x]:
                 qi = qorder[t]
                 ex[k_total], ey[k_total], ew[k_total], eq[k_total] = lo[qi], hi[qi], 0, qi
                 res[qi] += _fen_prefix(shown, hi[qi]) - _fen_prefix(shown, lo[qi])
                 k_total += 1
                 t += 1
-            _cdq(ex, ey, ew, eq, k_total, res, fen, nz)
-        for k in range(nq):
-            out[q0 + k] = res[k] if hi[k] > lo[k] else 0
-    return out
+            u = where[x]
+            pred, succ = _neighbours(u, run_start[u], run_end[u], vis, fen, nz, uo)
+            _fen_add(shown, nz, x, 1)
+            # A pair counts only for a read whose range holds both ends, so pairs wider than
+            # every range of the key are left out (most of them, on a key whose values rarely
+            # repeat within one window).
+            if pred >= 0 and succ >= 0 and succ - pred < reach:
+                ex[k_total], ey[k_total], ew[k_total], eq[k_total] = pred, succ, 1, -1
+                k_total += 1
+            if pred >= 0 and x - pred < reach:
+                ex[k_total], ey[k_total], ew[k_total], eq[k_total] = pred, x, -1, -1
+                k_total += 1
+            if succ >= 0 and succ - x < reach:
+                ex[k_total], ey[k_total], ew[k_total], eq[k_total] = x, succ, -1, -1
+                k_total += 1
+            vis[u] = True
+            if run_end[u] - run_start[u] > _RUN_SCAN:
+                _run_add(fen, run_start[u], run_end[u] - run_start[u], u - run_start[u])
+        while t < nq:
+            qi = qorder[t]
+            ex[k_total], ey[k_total], ew[k_total], eq[k_total] = lo[qi], hi[qi], 0, qi
+            res[qi] += _fen_prefix(shown, hi[qi]) - _fen_prefix(shown, lo[qi])
+            k_total += 1
+            t += 1
+        _pair_sums(ex, ey, ew, eq, k_total, res, fen, nz)
+    for k in range(nq):
+        if hi[k] <= lo[k]:
+            res[k] = 0
+    return res
 
 
 def distinct_in_ranges(
