@@ -32,7 +32,7 @@ from engine.executors.columns import (
 )
 from engine.executors.followers import find_followers, link_followers, windowed
 from engine.executors.placement import Placement, place
-from engine.executors.sharding import Shard, owner_of_key, owners_of_ids
+from engine.executors.sharding import Ownership, Shard, balanced_ownership, owner_of_key
 from engine.executors.snapshot import PlanObjects, dump_state, load_state
 from engine.keys import KeyCodec, KeySpec, Unordered, key_fields, scalar_key
 from engine.log import Epoch
@@ -138,6 +138,9 @@ class EpochRuntime:
         self._writes: dict[str, list[_SoleWrite]] = {}
         self._phase_names = [f"phase {p}" for p in range(plan.phases)]
         self._objects: PlanObjects | None = None
+        # Which worker owns each built-in table key: decided from the first epoch (None until
+        # then), identically on every worker; see engine.executors.sharding.
+        self.ownership: Ownership | None = None if shard.count > 1 else Ownership.uniform(1)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -159,6 +162,7 @@ class EpochRuntime:
             "codec": self.codec,
             "value_codecs": self.value_codecs,
             "pending": self._pending,
+            "ownership": self.ownership,
         }
         # Each table on its own names the culprit if the whole cannot be pickled.
         parts: dict[str, Any] = {f"table {name!r}": t for name, t in self.python.items()}
@@ -194,6 +198,10 @@ class EpochRuntime:
         self.codec = state["codec"]
         self.value_codecs = state["value_codecs"]
         self._pending = state["pending"]
+        # A snapshot from before ownership was balanced holds keys where the hash put them.
+        self.ownership = (
+            state["ownership"] if "ownership" in state else Ownership.uniform(self.shard.count)
+        )
         self._bounded = self._bounded_tables()
         link_followers(self.vector, self._leaders)
 
@@ -224,6 +232,8 @@ class EpochRuntime:
         ``on_phase(p)`` is called once phase ``p`` is done (a worker's sign of progress).
         """
         cols = {kind: Columns(ev) for kind, ev in epoch.events.items()}
+        if self.ownership is None:
+            self.ownership = self._balanced_ownership(cols)
         emitted: dict[str, list[_Emitted]] = {}
         self._writes = {}
         self._resolve_timers(epoch)
@@ -352,10 +362,48 @@ class EpochRuntime:
             seqs, ts = c.events.seq, c.events.ts
             rows = None
             if partitioned:
-                rows = np.flatnonzero(owners_of_ids(ids, self.shard.count) == self.shard.index)
+                rows = np.flatnonzero(self._owners(ids) == self.shard.index)
                 ids, seqs, ts = ids[rows], seqs[rows], ts[rows]
             keyed = c.keyed[slot] = Keyed(rows, ids, seqs, ts)
         return keyed
+
+    def _owners(self, ids: np.ndarray) -> np.ndarray:
+        assert self.ownership is not None  # decided at the start of every epoch
+        return self.ownership.owners(ids)
+
+    def _balanced_ownership(self, cols: Mapping[str, Columns]) -> Ownership:
+        """Ownership that evens out this epoch's load: per key id, its rows times the
+        partitioned built-in operators keyed by it (keys of event fields only: derived ones
+        do not exist yet). The same on every worker, which all see the whole epoch."""
+        uses: dict[tuple[str, KeySpec], int] = {}
+        for planned in self.plan.operators:
+            op = planned.op
+            if not isinstance(op, Builtin | Lookup) or op.table.builtin is None:
+                continue
+            if op.table.name in self.replicated or op.table.name in self._leaders:
+                continue
+            fields = key_fields(op.key)
+            if fields is None:
+                continue
+            for kind in op.kinds:
+                c = cols.get(kind)
+                if c is None or not len(c):
+                    continue
+                if all(f in ("seq", "ts") or f in c.events.columns for f in fields):
+                    uses[(kind, op.key)] = uses.get((kind, op.key), 0) + 1
+        if not uses:
+            return Ownership.uniform(self.shard.count)
+        ids, weights = [], []
+        for (kind, spec), n in uses.items():
+            c = cols[kind]
+            fields = key_fields(spec)
+            assert fields is not None
+            keys = self.codec.encode(spec, {f: c.get(f) for f in fields})
+            ids.append(keys)
+            weights.append(np.full(len(keys), float(n)))
+        unique, at = np.unique(np.concatenate(ids), return_inverse=True)
+        loads = np.bincount(at, weights=np.concatenate(weights), minlength=len(unique))
+        return balanced_ownership(unique, loads, self.shard.count)
 
     def _builtin_writes(self, op: Builtin, c: Columns) -> tuple[np.ndarray, ...]:
         spec = op.table.builtin
@@ -459,7 +507,7 @@ class EpochRuntime:
                 )
                 rows = self._home_rows(c)
                 if partitioned:
-                    rows = np.flatnonzero(owners_of_ids(keys, self.shard.count) == self.shard.index)
+                    rows = np.flatnonzero(self._owners(keys) == self.shard.index)
                 seqs, ts = c.events.seq, c.events.ts
                 if rows is not None:
                     keys, seqs, ts = keys[rows], seqs[rows], ts[rows]

@@ -7,11 +7,13 @@ starting processes; tests/integration/engine/test_parallel.py does the same with
 
 from __future__ import annotations
 
+import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -154,3 +156,74 @@ def test_sharded_runtimes_equal_serial_on_spam() -> None:
             chunks.extend(merge_shares(shares))
     assert canonical_bytes(chunks) == canonical_bytes(sink.chunks)
     assert np.sum([len(c) for c in chunks]) > 0
+
+
+def _runtimes(the_plan: Any, workers: int) -> list[EpochRuntime]:
+    exchange = _ThreadExchange(workers)
+    return [
+        EpochRuntime(the_plan, shard=Shard(w, workers), exchange=exchange.of(w))
+        for w in range(workers)
+    ]
+
+
+def _process(runtimes: list[EpochRuntime], epochs: list[Any]) -> list[OutputChunk]:
+    chunks: list[OutputChunk] = []
+    with ThreadPoolExecutor(len(runtimes)) as pool:
+        for epoch in epochs:
+            shares = [f.result() for f in [pool.submit(rt.process, epoch) for rt in runtimes]]
+            chunks.extend(merge_shares(shares))
+    return chunks
+
+
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_hot_key_is_pinned_and_the_output_stays_the_oracles(workers: int) -> None:
+    """A sender with 40% of the messages: every worker pins it, to the same worker, from the
+    first epoch; the output equals the serial executor's, also across a snapshot taken
+    mid-run and restored into new runtimes (which keep the ownership, not decide anew)."""
+    from engine.examples.social.data import Skew, generate_social
+    from engine.examples.social.source import social_source
+
+    skew = Skew(hot_share=0.4, heavy_share=0.3, heavy_users=10, clock_ms=60_000)
+    data = generate_social(users=500, events=8_000, days=3, seed=9, jitter_ms=3_600_000, skew=skew)
+    hot = int(np.bincount(data.messages.sender).argmax())
+    the_plan = plan(build_spam_pipeline())
+    sink = collect()
+    SerialExecutor().run(the_plan, social_source(data), sink)
+    epochs = list(merge_log(social_source(data), epoch_size=1_500))
+    runtimes = _runtimes(the_plan, workers)
+    chunks = _process(runtimes, epochs[:2])
+    first = runtimes[0].ownership
+    assert first is not None and hot in first.pinned.tolist()
+    for rt in runtimes[1:]:
+        assert rt.ownership is not None
+        assert rt.ownership.pinned.tolist() == first.pinned.tolist()
+        assert rt.ownership.pinned_owner.tolist() == first.pinned_owner.tolist()
+        assert rt.ownership.bounds.tolist() == first.bounds.tolist()
+    blobs = [rt.snapshot() for rt in runtimes]
+    resumed = _runtimes(the_plan, workers)
+    for rt, blob in zip(resumed, blobs, strict=True):
+        rt.restore(blob)
+        assert rt.ownership is not None
+        assert rt.ownership.pinned.tolist() == first.pinned.tolist()
+    chunks.extend(_process(resumed, epochs[2:]))
+    assert canonical_bytes(chunks) == canonical_bytes(sink.chunks)
+
+
+def test_a_snapshot_without_ownership_resumes_with_the_hash() -> None:
+    """Snapshots written before ownership was balanced hold each key where the hash put it."""
+    from engine.executors import snapshot
+
+    the_plan = plan(build_spam_pipeline())
+    runtime = _runtimes(the_plan, 2)[0]
+    runtime.ownership = None
+    blob = runtime.snapshot()
+    state = snapshot.load_state(blob, runtime._plan_objects(), shard=0, shards=2)
+    del state["ownership"]
+    old = io.BytesIO()
+    snapshot.dump_state(state, runtime._plan_objects(), old, shard=0, shards=2)
+    fresh = _runtimes(the_plan, 2)[0]
+    fresh.restore(old.getvalue())
+    assert fresh.ownership is not None and fresh.ownership.is_uniform
+    # A snapshot taken before any epoch leaves the choice to the first epoch.
+    fresh.restore(blob)
+    assert fresh.ownership is None

@@ -1,13 +1,23 @@
-"""Which worker owns a key: deterministic, the same for one id and for arrays, and even."""
+"""Which worker owns a key: deterministic, the same for one id and for arrays, and even; and
+balanced ownership when a few keys carry much of the load."""
 
 from __future__ import annotations
+
+import pickle
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from engine.executors.sharding import Shard, owner_of_int, owner_of_key, owners_of_ids
+from engine.executors.sharding import (
+    Ownership,
+    Shard,
+    balanced_ownership,
+    owner_of_int,
+    owner_of_key,
+    owners_of_ids,
+)
 from engine.keys import KeyCodec, Unordered
 from tests.support.budget import examples
 
@@ -71,3 +81,76 @@ def test_a_workers_keys_fill_its_hash_tables_evenly(ids: np.ndarray, workers: in
     regions = np.bincount(index._hash(owned) >> 10, minlength=64)
     assert regions.min() > 0.8 * regions.mean()
     assert regions.max() < 1.2 * regions.mean()
+
+
+# -- balanced ownership ----------------------------------------------------------------------
+
+
+@settings(max_examples=examples(200), deadline=None)  # the first call compiles the kernel
+@given(ids=st.lists(_I64, max_size=50), workers=st.integers(1, 64))
+def test_uniform_ownership_is_the_hash(ids: list[int], workers: int) -> None:
+    keys = np.array(ids, dtype=np.int64)
+    uniform = Ownership.uniform(workers)
+    assert uniform.is_uniform
+    assert uniform.owners(keys).tolist() == owners_of_ids(keys, workers).tolist()
+    # The same ranges through the weighted path (a pin on an id nobody asks for).
+    ranges = Ownership(workers, uniform.bounds, np.array([0]), np.array([workers - 1]))
+    assert not ranges.is_uniform
+    expected = owners_of_ids(keys, workers)
+    expected[keys == 0] = workers - 1
+    assert ranges.owners(keys).tolist() == expected.tolist()
+
+
+def _loads_per_worker(ownership: Ownership, ids: np.ndarray, loads: np.ndarray) -> np.ndarray:
+    return np.bincount(ownership.owners(ids), weights=loads, minlength=ownership.workers)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 16])
+def test_a_hot_key_and_heavy_hitters_are_balanced(workers: int) -> None:
+    """The skewed scenario's shape: one key 40% of the load, 30 keys another 30%, 100,000
+    keys the rest. The hash alone leaves the hot key's worker with its 40% plus a hash share
+    of everything else; balanced, every worker is within a few % of 1/W (or the hot key alone,
+    when 40% is more than 1/W)."""
+    rng = np.random.default_rng(3)
+    ids = rng.choice(2**40, 100_031, replace=False).astype(np.int64)
+    loads = np.ones(len(ids))
+    loads[:31] = 0
+    rest = float(loads.sum())
+    loads[0] = rest * 0.4 / 0.3
+    loads[1:31] = rest * 0.3 / 0.3 / 30
+    total = float(loads.sum())
+    balanced = balanced_ownership(ids, loads, workers)
+    assert ids[0] in balanced.pinned.tolist()
+    got = _loads_per_worker(balanced, ids, loads) / total
+    best = max(1 / workers, 0.4)
+    assert got.max() <= best * 1.03, got
+    hashed = _loads_per_worker(Ownership.uniform(workers), ids, loads) / total
+    assert hashed.max() > got.max()
+
+
+def test_balanced_ownership_is_deterministic_and_pickles() -> None:
+    ids = np.arange(1000, dtype=np.int64)
+    loads = np.ones(1000)
+    loads[[5, 7]] = 200  # two equal heavy keys: ties go by id
+    a = balanced_ownership(ids, loads, 2)
+    b = balanced_ownership(ids[::-1].copy(), loads[::-1].copy(), 2)
+    assert a.pinned.tolist() == b.pinned.tolist() == [5, 7]
+    assert a.pinned_owner.tolist() == b.pinned_owner.tolist() == [0, 1]
+    assert a.bounds.tolist() == b.bounds.tolist()
+    again = pickle.loads(pickle.dumps(a))
+    assert again.owners(ids).tolist() == a.owners(ids).tolist()
+
+
+def test_no_heavy_key_keeps_the_hash() -> None:
+    ids = np.arange(10_000, dtype=np.int64)
+    assert balanced_ownership(ids, np.ones(10_000), 4).is_uniform
+    assert balanced_ownership(ids[:0], np.ones(0), 4).is_uniform
+    assert balanced_ownership(ids, np.ones(10_000), 1).is_uniform
+
+
+def test_when_pinned_keys_are_all_the_load_the_rest_is_spread_evenly() -> None:
+    ids = np.array([1, 2, 3], dtype=np.int64)
+    ownership = balanced_ownership(ids, np.array([5.0, 3.0, 1.0]), 2)
+    assert sorted(ownership.pinned.tolist()) == [1, 2, 3]
+    assert ownership.owners(ids).tolist() == [0, 1, 1]
+    assert ownership.bounds.tolist() == Ownership.uniform(2).bounds.tolist()
