@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import heapq
 import io
+import logging
 import time
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ from engine.state.aggregates import VectorTable, make_vector
 from engine.state.clock import EpochClock, VectorBounded
 from engine.state.pytables import VersionedTable
 from engine.state.spec import ReadsLatest
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["Columns", "EpochRuntime", "Exchange", "Part"]
 
@@ -403,7 +406,17 @@ class EpochRuntime:
             weights.append(np.full(len(keys), float(n)))
         unique, at = np.unique(np.concatenate(ids), return_inverse=True)
         loads = np.bincount(at, weights=np.concatenate(weights), minlength=len(unique))
-        return balanced_ownership(unique, loads, self.shard.count)
+        ownership = balanced_ownership(unique, loads, self.shard.count)
+        if self.shard.index == 0 and ownership.pinned.size:
+            pinned = loads[np.searchsorted(unique, ownership.pinned)].sum()
+            logger.info(
+                "balanced key ownership over %d workers: %d heavy keys pinned, %.1f%% of the "
+                "first epoch's keyed work",
+                self.shard.count,
+                ownership.pinned.size,
+                100 * pinned / loads.sum(),
+            )
+        return ownership
 
     def _builtin_writes(self, op: Builtin, c: Columns) -> tuple[np.ndarray, ...]:
         spec = op.table.builtin

@@ -8,6 +8,7 @@ starting processes; tests/integration/engine/test_parallel.py does the same with
 from __future__ import annotations
 
 import io
+import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -176,7 +177,9 @@ def _process(runtimes: list[EpochRuntime], epochs: list[Any]) -> list[OutputChun
 
 
 @pytest.mark.parametrize("workers", [2, 3])
-def test_a_hot_key_is_pinned_and_the_output_stays_the_oracles(workers: int) -> None:
+def test_a_hot_key_is_pinned_and_the_output_stays_the_oracles(
+    workers: int, caplog: pytest.LogCaptureFixture
+) -> None:
     """A sender with 40% of the messages: every worker pins it, to the same worker, from the
     first epoch; the output equals the serial executor's, also across a snapshot taken
     mid-run and restored into new runtimes (which keep the ownership, not decide anew)."""
@@ -191,7 +194,10 @@ def test_a_hot_key_is_pinned_and_the_output_stays_the_oracles(workers: int) -> N
     SerialExecutor().run(the_plan, social_source(data), sink)
     epochs = list(merge_log(social_source(data), epoch_size=1_500))
     runtimes = _runtimes(the_plan, workers)
-    chunks = _process(runtimes, epochs[:2])
+    with caplog.at_level(logging.INFO, logger="engine.executors.runtime"):
+        chunks = _process(runtimes, epochs[:2])
+    logged = [r.getMessage() for r in caplog.records if "balanced key ownership" in r.message]
+    assert len(logged) == 1 and f"over {workers} workers" in logged[0]  # worker 0's, once
     first = runtimes[0].ownership
     assert first is not None and hot in first.pinned.tolist()
     for rt in runtimes[1:]:
