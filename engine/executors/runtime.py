@@ -144,6 +144,7 @@ class EpochRuntime:
         # Which worker owns each built-in table key: decided from the first epoch (None until
         # then), identically on every worker; see engine.executors.sharding.
         self.ownership: Ownership | None = None if shard.count > 1 else Ownership.uniform(1)
+        self._epoch_owners = Ownership.uniform(shard.count)
 
     # -- checkpoints ----------------------------------------------------------------------
 
@@ -235,8 +236,10 @@ class EpochRuntime:
         ``on_phase(p)`` is called once phase ``p`` is done (a worker's sign of progress).
         """
         cols = {kind: Columns(ev) for kind, ev in epoch.events.items()}
-        if self.ownership is None:
+        if self.ownership is None and any(len(c) for c in cols.values()):
+            # Until an epoch brings events no table holds a key, so the choice can wait.
             self.ownership = self._balanced_ownership(cols)
+        self._epoch_owners = self.ownership or Ownership.uniform(self.shard.count)
         emitted: dict[str, list[_Emitted]] = {}
         self._writes = {}
         self._resolve_timers(epoch)
@@ -371,8 +374,7 @@ class EpochRuntime:
         return keyed
 
     def _owners(self, ids: np.ndarray) -> np.ndarray:
-        assert self.ownership is not None  # decided at the start of every epoch
-        return self.ownership.owners(ids)
+        return self._epoch_owners.owners(ids)
 
     def _balanced_ownership(self, cols: Mapping[str, Columns]) -> Ownership:
         """Ownership that evens out this epoch's load: per key id, its rows times the

@@ -215,6 +215,29 @@ def test_a_hot_key_is_pinned_and_the_output_stays_the_oracles(
     assert canonical_bytes(chunks) == canonical_bytes(sink.chunks)
 
 
+def test_an_epoch_without_events_leaves_the_choice_to_the_next() -> None:
+    from dataclasses import replace
+
+    from engine.examples.social.data import Skew, generate_social
+    from engine.examples.social.source import social_source
+
+    skew = Skew(hot_share=0.5, clock_ms=1)
+    data = generate_social(users=200, events=3_000, days=2, seed=4, skew=skew)
+    epochs = list(merge_log(social_source(data), epoch_size=1_000))
+    empty = replace(
+        epochs[0],
+        seq_end=epochs[0].seq_start,
+        ts=epochs[0].ts[:0],
+        kind=epochs[0].kind[:0],
+        events={},
+    )
+    runtimes = _runtimes(plan(build_spam_pipeline()), 2)
+    _process(runtimes, [empty])
+    assert all(rt.ownership is None for rt in runtimes)
+    _process(runtimes, epochs[:1])
+    assert all(rt.ownership is not None and rt.ownership.pinned.size for rt in runtimes)
+
+
 def test_a_snapshot_without_ownership_resumes_with_the_hash() -> None:
     """Snapshots written before ownership was balanced hold each key where the hash put it."""
     from engine.executors import snapshot
