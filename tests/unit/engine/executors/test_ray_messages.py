@@ -93,3 +93,31 @@ def test_a_stall_carries_the_actor_its_pid_and_the_epoch() -> None:
         None,
         None,
     )
+
+
+class _FakeRay(ModuleType):
+    def __init__(self) -> None:
+        super().__init__("ray")
+        self.calls: list[dict[str, Any]] = []
+
+    def is_initialized(self) -> bool:
+        return False
+
+    def init(self, **kwargs: Any) -> None:
+        self.calls.append(kwargs)
+
+
+def test_a_local_cluster_starts_without_the_dashboard(monkeypatch: Any) -> None:
+    """A cluster that a run starts for itself gets no dashboard (its processes would take CPU
+    from the workers); a cluster given by address, or by RAY_ADDRESS, is joined as it is."""
+    from engine.executors import ray_executor
+
+    fake = _FakeRay()
+    monkeypatch.setattr(ray_executor, "import_ray", lambda: fake)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    ray_executor.RayExecutor(workers=2).connect()
+    ray_executor.RayExecutor(workers=2, address="10.0.0.7:6379").connect()
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.8:6379")
+    ray_executor.RayExecutor(workers=2).connect()
+    assert [c.get("include_dashboard") for c in fake.calls] == [False, None, None]
+    assert [c["address"] for c in fake.calls] == [None, "10.0.0.7:6379", None]
