@@ -11,7 +11,8 @@ The map of this folder:
   ``columns.py`` an epoch's columns as the runtime sees them and the parts workers swap;
   ``followers.py`` which windowed tables share a leader's history.
 - ``worker.py`` a parallel worker's loop and messages; ``placement.py`` which worker runs
-  what and which columns cross; ``sharding.py`` which worker owns a key; ``arena.py``
+  what and which columns cross; ``sharding.py`` which worker owns a key (by hash, balanced from
+  the first epoch so that heavy keys do not pile up on one worker); ``arena.py``
   shared-memory transport; ``snapshot.py`` pickled state for checkpoints.
 - ``factory.py`` :func:`make_executor`: an executor by name (``serial``, ``batch``,
   ``parallel``, ``ray``), for callers that choose one at run time.
