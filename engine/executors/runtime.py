@@ -238,7 +238,7 @@ class EpochRuntime:
         cols = {kind: Columns(ev) for kind, ev in epoch.events.items()}
         if self.ownership is None and any(len(c) for c in cols.values()):
             # Until an epoch brings events no table holds a key, so the choice can wait.
-            self.ownership = self._balanced_ownership(cols)
+            self.ownership = self._balanced_ownership(epoch, cols)
         self._epoch_owners = self.ownership or Ownership.uniform(self.shard.count)
         emitted: dict[str, list[_Emitted]] = {}
         self._writes = {}
@@ -376,11 +376,12 @@ class EpochRuntime:
     def _owners(self, ids: np.ndarray) -> np.ndarray:
         return self._epoch_owners.owners(ids)
 
-    def _balanced_ownership(self, cols: Mapping[str, Columns]) -> Ownership:
+    def _balanced_ownership(self, epoch: Epoch, cols: Mapping[str, Columns]) -> Ownership:
         """Ownership that evens out this epoch's load: per key id, its rows times the
         partitioned built-in operators keyed by it (keys of event fields only: derived ones
         do not exist yet). The same on every worker, which all see the whole epoch."""
         uses: dict[tuple[str, KeySpec], int] = {}
+        first_op: dict[tuple[str, KeySpec], str] = {}
         for planned in self.plan.operators:
             op = planned.op
             if not isinstance(op, Builtin | Lookup) or op.table.builtin is None:
@@ -396,6 +397,7 @@ class EpochRuntime:
                     continue
                 if all(f in ("seq", "ts") or f in c.events.columns for f in fields):
                     uses[(kind, op.key)] = uses.get((kind, op.key), 0) + 1
+                    first_op.setdefault((kind, op.key), op.name)
         if not uses:
             return Ownership.uniform(self.shard.count)
         ids, weights = [], []
@@ -403,7 +405,16 @@ class EpochRuntime:
             c = cols[kind]
             fields = key_fields(spec)
             assert fields is not None
-            keys = self.codec.encode(spec, {f: c.get(f) for f in fields})
+            try:
+                keys = self.codec.encode(spec, {f: c.get(f) for f in fields})
+            except Exception as exc:  # as the operator would have raised it
+                name = first_op[(kind, spec)]
+                raise ExecutionError(
+                    f"operator {name!r} raised {type(exc).__name__}: {exc} in the epoch of "
+                    f"seq {epoch.seq_start}..{epoch.seq_end - 1}",
+                    seq=epoch.seq_start,
+                    operator=name,
+                ) from exc
             ids.append(keys)
             weights.append(np.full(len(keys), float(n)))
         unique, at = np.unique(np.concatenate(ids), return_inverse=True)

@@ -204,7 +204,7 @@ def balanced_ownership(ids: np.ndarray, loads: np.ndarray, workers: int) -> Owne
     """An :class:`Ownership` that spreads ``loads`` (per distinct key id ``ids``: how much
     work its rows make, e.g. rows times the operators keyed by it) evenly over ``workers``.
 
-    Keys with at least 1/(16 W) of the load (at most 16 W of them, heaviest first) are pinned,
+    Keys with at least 1/(64 W) of the load (at most 64 W of them, heaviest first) are pinned,
     each to the least loaded worker so far (ties: the lower index, then the lower id, so every
     worker computes the same); the other keys' hash ranges are then sized so that each worker
     tops up to one level (water filling). Without such keys it is :meth:`Ownership.uniform`.

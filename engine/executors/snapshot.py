@@ -40,7 +40,11 @@ _MAGIC = b"RSRT"
 # 3: keys are owned by sharding.owners_of_ids' multiplicative hash (2 was a short-lived
 # golden-ratio hash); a shard of an older version holds keys that another worker owns now.
 # 4: KeyIndex keeps its hash table as (key, slot) rows.
-_VERSION = 4
+# 5: the state holds the workers' balanced key ownership (sharding.Ownership); an older
+# build would route keys by the plain hash and find them on the wrong workers, so it must
+# refuse these. A 4 restores with the plain hash, which is where its keys are.
+_VERSION = 5
+_READABLE = frozenset({4, 5})
 _HEADER = struct.Struct("<4sHII32s")  # magic, version, shard index, shard count, fingerprint
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
 _MAX_DEPTH = 40
@@ -346,7 +350,7 @@ def check_header(blob: bytes, plan_fingerprint: bytes, *, shard: int, shards: in
     if len(blob) < _HEADER.size:
         raise CheckpointError("a runtime snapshot is truncated; resume from another checkpoint")
     magic, version, index, count, digest = _HEADER.unpack_from(blob)
-    if magic != _MAGIC or version != _VERSION:
+    if magic != _MAGIC or version not in _READABLE:
         raise CheckpointError(
             f"not a runtime snapshot of this engine version (magic {magic!r}, version "
             f"{version}); resume with the restream version that wrote it, or start over"

@@ -33,7 +33,8 @@ __all__ = ["distinct_in_ranges"]
 _SMALL = 48
 #: Events per block at the bottom of the divide and conquer, compared pair by pair.
 _BASE = 16
-#: A value with at most this many elements in reach has its neighbours found by a scan.
+#: A value with at most this many elements in the key's range of Z has its neighbours
+#: found by a scan; a longer run gets a Fenwick tree of its own.
 _RUN_SCAN = 32
 
 
@@ -350,7 +351,6 @@ def _neighbours(
     re: int,
     vis: np.ndarray,
     fen: np.ndarray,
-    nz: int,
     uo: np.ndarray,
 ) -> tuple[int, int]:
     """The visible elements of u's value just before and after it (-1 for none); u's value
@@ -466,7 +466,7 @@ def _count_group(
                 k_total += 1
                 t += 1
             u = where[x]
-            pred, succ = _neighbours(u, run_start[u], run_end[u], vis, fen, nz, uo)
+            pred, succ = _neighbours(u, run_start[u], run_end[u], vis, fen, uo)
             _fen_add(shown, nz, x, 1)
             # A pair counts only for a read whose range holds both ends, so pairs wider than
             # every range of the key are left out (most of them, on a key whose values rarely

@@ -239,7 +239,9 @@ def test_an_epoch_without_events_leaves_the_choice_to_the_next() -> None:
 
 
 def test_a_snapshot_without_ownership_resumes_with_the_hash() -> None:
-    """Snapshots written before ownership was balanced hold each key where the hash put it."""
+    """Snapshots written before ownership was balanced (format 4) hold each key where the
+    hash put it; formats this version cannot read are refused."""
+    from engine.errors import CheckpointError
     from engine.executors import snapshot
 
     the_plan = plan(build_spam_pipeline())
@@ -250,9 +252,32 @@ def test_a_snapshot_without_ownership_resumes_with_the_hash() -> None:
     del state["ownership"]
     old = io.BytesIO()
     snapshot.dump_state(state, runtime._plan_objects(), old, shard=0, shards=2)
+    # What an earlier version wrote: format 4, no ownership.
+    v4 = bytearray(old.getvalue())
+    v4[4:6] = (4).to_bytes(2, "little")
     fresh = _runtimes(the_plan, 2)[0]
-    fresh.restore(old.getvalue())
+    fresh.restore(bytes(v4))
     assert fresh.ownership is not None and fresh.ownership.is_uniform
+    for other in (3, 6):  # an older hash, or a newer format
+        v4[4:6] = other.to_bytes(2, "little")
+        with pytest.raises(CheckpointError, match=f"version {other}"):
+            fresh.restore(bytes(v4))
     # A snapshot taken before any epoch leaves the choice to the first epoch.
     fresh.restore(blob)
     assert fresh.ownership is None
+
+
+def test_a_key_that_cannot_be_encoded_fails_naming_the_operator() -> None:
+    """Balancing encodes the first epoch's keys before any operator runs; a key that cannot
+    be encoded (an int and a str as one unordered pair) fails as the operator itself would."""
+    from engine.errors import ExecutionError
+
+    p = Pipeline("bad-pairs")
+    p.count("pairs", on="a", key=Unordered("k1", "s"))
+    rows = {kind: [] for kind in ("a", "b")}
+    rows["a"] = [(0, 1, 1, 0, 0, "x"), (0, 2, 2, 0, 0, "y")]
+    log = LogSpec(partitions={"a": 1, "b": 1}, rows=rows)
+    runtimes = _runtimes(plan(p), 2)
+    with pytest.raises(ExecutionError, match="operator 'pairs' raised") as caught:
+        _process(runtimes, list(merge_log(log.source(), epoch_size=10)))
+    assert caught.value.operator == "pairs" and caught.value.seq == 0
