@@ -99,15 +99,13 @@ class Ownership:
     _table: tuple[np.ndarray, np.ndarray] | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        equal = [-(-k * _SPAN // self.workers) for k in range(self.workers + 1)]
-        plain = self.pinned.size == 0 and self.bounds.tolist() == equal
+        plain = self.pinned.size == 0 and self.bounds.tolist() == _equal_bounds(self.workers)
         object.__setattr__(self, "_plain", plain)
 
     @classmethod
     def uniform(cls, workers: int) -> Ownership:
         """Equal hash ranges and no pins: exactly :func:`owners_of_ids`."""
-        # (h * W) >> 32 >= k exactly when h >= ceil(k * 2**32 / W).
-        bounds = np.array([-(-k * _SPAN // workers) for k in range(workers + 1)], np.int64)
+        bounds = np.array(_equal_bounds(workers), dtype=np.int64)
         none = np.zeros(0, dtype=np.int64)
         return cls(workers, bounds, none, none)
 
@@ -128,6 +126,12 @@ class Ownership:
             np.ascontiguousarray(ids, dtype=np.int64), self.bounds, slots, owner
         )
         return out
+
+
+def _equal_bounds(workers: int) -> list[int]:
+    """The hash ranges of :func:`owners_of_ids`: (h * W) >> 32 >= k exactly when
+    h >= ceil(k * 2**32 / W)."""
+    return [-(-k * _SPAN // workers) for k in range(workers + 1)]
 
 
 def _pin_table(pinned: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
