@@ -351,6 +351,16 @@ SETTINGS: tuple[Setting, ...] = (
         minimum=0,
     ),
     _s(
+        "ray_sinks",
+        "int",
+        "sink actors of the ray executor, each writing a share of the output partitions on "
+        "its node from the workers' output, which the driver never fetches; 0: one per node "
+        "of the Ray cluster that has CPUs when there are several, none on one node (the "
+        "driver's sink processes write); never more than the output partitions",
+        0,
+        minimum=0,
+    ),
+    _s(
         "epoch_size",
         "int",
         "events per epoch (the unit of parallel work); 0: 125,000 per worker, within "
@@ -507,6 +517,7 @@ class RunConfig:
     workers: int = _default("workers")
     ray_address: str = _default("ray_address")
     ray_readers: int = _default("ray_readers")
+    ray_sinks: int = _default("ray_sinks")
     epoch_size: int = _default("epoch_size")
     sink_processes: int = _default("sink_processes")
     checkpoint_dir: str | None = _default("checkpoint_dir")

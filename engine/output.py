@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ABSENT",
     "OutputChunk",
+    "ShareSink",
     "Sink",
     "absent_column",
     "canonical_bytes",
@@ -118,6 +119,23 @@ class Sink(Protocol):
         executor whose driver never holds the rows (ray with reader actors) passes its events
         without their columns.
         """
+        ...
+
+
+@runtime_checkable
+class ShareSink(Sink, Protocol):
+    """A :class:`Sink` whose writers take an epoch's output where they run, unmerged.
+
+    The ray executor hands such a sink each worker's share of an epoch as an opaque handle
+    (a Ray object reference to the worker's list of :class:`OutputChunk`), which the driver
+    never fetches: the sink's writers, on other nodes, resolve the handles, keep the records
+    of the output partitions they own and merge the shares by ``seq``
+    (:func:`merge_shares`), so that no single process touches every output record.
+    """
+
+    def write_shares(self, shares: Sequence[object], epoch: Epoch, records: int) -> None:
+        """Take one epoch's output as ``shares`` (one handle per worker, in worker order),
+        ``records`` records in all; called as :meth:`Sink.write` would be."""
         ...
 
 

@@ -418,6 +418,13 @@ class LeaseGate:
                 )
             self._sleep(0.02)
 
+    def open_for(self) -> float:
+        """Seconds from now that records may still be handed on, after waiting for the gate
+        as a call does (raising as it does): what a writer on another host, which cannot
+        read this gate, is allowed (:mod:`connector.output.ray_sinks`)."""
+        self()
+        return max(0.0, self._n[0] - self._clock())
+
     def reason(self) -> str:
         """Why the gate closed for good ('' while it has not)."""
         return bytes(self._text[:]).split(b"\0", 1)[0].decode(errors="replace")

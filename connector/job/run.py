@@ -84,6 +84,7 @@ from connector.kafka.offsets import KafkaOffsets
 from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX, JobMetrics, MetricsServer
 from connector.observability.progress import Progress
+from connector.output.ray_sinks import RaySinks, ray_sink_count, sink_nodes
 from connector.output.shards import sink_process_count
 from connector.output.sink import OutputTarget, output_producer_settings
 from connector.output.sink_process import SinkProcess, SinkSettings
@@ -127,6 +128,7 @@ from engine.errors import StallError
 from engine.executors import make_executor
 from engine.executors.arena import sweep_stale
 from engine.executors.base import AUTO_EPOCHS_AT_LEAST, Executor, RunStats, auto_epoch_size
+from engine.executors.ray_executor import import_ray
 from engine.planner import Plan, plan
 
 __all__ = ["JobPlan", "RunReport", "build_job", "resolve_ranges", "run_job"]
@@ -342,6 +344,15 @@ def _workers(config: RunConfig) -> int:
     return config.workers or usable_cpus_here().count
 
 
+def _ray_sink_actors(config: RunConfig, targets: Mapping[str, OutputTarget]) -> int:
+    """The ray run's sink actors (0: none, the driver's sink processes write), connecting
+    this process to the Ray cluster (where they run, and whose nodes ``ray_sinks`` 0 counts)."""
+    _ray_cluster_cpus(config.ray_address)  # connects
+    partitions = sum({t.topic: t.partitions for t in targets.values()}.values())
+    nodes = len(sink_nodes(import_ray().nodes()))
+    return ray_sink_count(config.ray_sinks, partitions, nodes)
+
+
 @functools.cache
 def _ray_cluster_cpus(address: str) -> int:
     """The CPUs of the Ray cluster at ``address`` (connecting this process to it; the ray
@@ -495,7 +506,7 @@ class _Producers:
         }
         self._error_cb = _broker_errors(metrics, "producer")
         self.producer: BulkProducer | None = None
-        self.sink: SinkProcess | None = None
+        self.sink: SinkProcess | RaySinks | None = None
         #: The lease gate that every write passes (set once the lease is held).
         self.gate: Callable[[], None] | None = None
 
@@ -1060,31 +1071,45 @@ def _run_holding(
             for stream, topic, schema in job.outputs
         }
         progress = Progress(metrics, config.progress, out)
-        # Before any Kafka client of the run exists here, so that the child can be forked.
-        sink = producers.sink = SinkProcess(
-            SinkSettings(
-                producers.bootstrap,
-                producers.overrides,
-                targets,
-                job.job,
-                resume,
-                gate=lease.gate,
-                client=job.client,
-                headers=config.output_headers,
-                writer=output_writer(config.output_writer, job.client),
-                write_timeout_s=delivery_timeout_s(config.lease_timeout, config.broker_timeout),
-            ),
-            processes=sink_process_count(
-                config.sink_processes, targets, usable_cpus_here(), _workers(config)
-            ),
-            metrics=metrics,
-            stats=stats,
-            on_epoch=lambda _epoch: progress.update(),
-            timeout_s=config.stall_timeout,
-            # Its producer gives up on a lost broker after broker_timeout: no step of its
-            # lasts much longer.
-            busy_limit_s=config.broker_timeout + config.stall_timeout,
+        sink_settings = SinkSettings(
+            producers.bootstrap,
+            producers.overrides,
+            targets,
+            job.job,
+            resume,
+            gate=lease.gate,
+            client=job.client,
+            headers=config.output_headers,
+            writer=output_writer(config.output_writer, job.client),
+            write_timeout_s=delivery_timeout_s(config.lease_timeout, config.broker_timeout),
         )
+        actors = _ray_sink_actors(config, targets) if config.executor == "ray" else 0
+        sink: SinkProcess | RaySinks
+        if actors:
+            sink = producers.sink = RaySinks(
+                sink_settings,
+                actors=actors,
+                metrics=metrics,
+                stats=stats,
+                on_epoch=lambda _epoch: progress.update(),
+                timeout_s=config.stall_timeout,
+                lease_wait_s=float(config.lease_timeout),
+            )
+        else:
+            # Before any Kafka client of the run exists here, so that the child can be forked.
+            sink = producers.sink = SinkProcess(
+                sink_settings,
+                processes=sink_process_count(
+                    config.sink_processes, targets, usable_cpus_here(), _workers(config)
+                ),
+                metrics=metrics,
+                stats=stats,
+                on_epoch=lambda _epoch: progress.update(),
+                timeout_s=config.stall_timeout,
+                # Its producer gives up on a lost broker after broker_timeout: no step of its
+                # lasts much longer.
+                busy_limit_s=config.broker_timeout + config.stall_timeout,
+            )
         source = KafkaSource(
             {**job.client, "error_cb": _broker_errors(metrics, "consumer")},
             todo,

@@ -77,15 +77,12 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from connector.config import OutputHeaders
 from connector.errors import ConnectorError, RefusedError, SinkError, WatchdogError
-from connector.kafka.native import NativeProducer, topic_leaders
-from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import STAGE_PREFIX, JobMetrics
 from connector.output.shards import (
     assign_partitions,
@@ -93,8 +90,9 @@ from connector.output.shards import (
     owned_partitions,
     split_chunks,
 )
-from connector.output.sink import Coordinates, KafkaSink, OutputTarget, Resume, epoch_done
-from connector.output.verify import OutputMarker, PartitionMark
+from connector.output.sink import Coordinates, epoch_done
+from connector.output.verify import PartitionMark
+from connector.output.writer import PartitionWriter, SinkSettings
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import replay_collection
 from connector.runtime.processes import process_context
@@ -121,31 +119,6 @@ DEFAULT_TIMEOUT_S = 300.0
 #: client first, seconds on a cold machine (no compiled bytecode yet).
 STARTUP_S = 60.0
 _POLL_S = 0.2
-
-
-@dataclass(frozen=True, slots=True)
-class SinkSettings:
-    """What the child needs to build its :class:`KafkaSink` (pickled when not forked)."""
-
-    bootstrap: str
-    producer_overrides: Mapping[str, Any]
-    targets: Mapping[str, OutputTarget]
-    job: str
-    resume: Mapping[tuple[str, int], Resume]
-    #: Seconds between the child's heartbeats (at most a quarter of the parent's timeout).
-    heartbeat_s: float = 1.0
-    #: The run's lease gate (:class:`connector.job.lease.LeaseGate`): checked before records
-    #: are queued, and on SIGCONT, so a run that lost its lease writes nothing more.
-    gate: Callable[[], None] | None = None
-    #: Settings of the client that reads marks back (default: the bootstrap servers only).
-    client: Mapping[str, Any] | None = None
-    #: The job's ``output_headers`` mode.
-    headers: OutputHeaders = "full"
-    #: What writes the records: the native producer or librdkafka (``output_writer``,
-    #: resolved: :func:`connector.kafka.native.native_unsupported`).
-    writer: Literal["native", "librdkafka"] = "librdkafka"
-    #: The native producer's wait for each broker response.
-    write_timeout_s: float = 120.0
 
 
 class _Child:
@@ -587,17 +560,6 @@ class SinkProcess:
 # ---------------------------------------------------------------------- the child
 
 
-class _BrokerErrors:
-    """The child producer's error callback: log and count (the parent counts them too)."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, error: Any) -> None:
-        self.count += 1
-        logger.warning("producer: %s (retrying)", error)
-
-
 def sink_main(
     settings: SinkSettings,
     inbox: Connection,
@@ -696,56 +658,7 @@ class _Mailbox:
 
 
 def _serve(settings: SinkSettings, inbox: Connection, outbox: _Mailbox) -> None:
-    errors = _BrokerErrors()
-    producer: BulkProducer | NativeProducer | None = None
-
-    def make_producer() -> BulkProducer | NativeProducer:
-        nonlocal producer
-        if producer is None and settings.writer == "native":
-            client = settings.client or {"bootstrap.servers": settings.bootstrap}
-            producer = NativeProducer(
-                topic_leaders(client, settings.write_timeout_s),
-                gate=settings.gate,
-                timeout_s=settings.write_timeout_s,
-                on_retry=errors,
-            )
-        elif producer is None:
-            producer = BulkProducer(
-                settings.bootstrap,
-                {**settings.producer_overrides, "error_cb": errors},
-                gate=settings.gate,
-            )
-        return producer
-
-    try:
-        _serve_with(settings, inbox, outbox, errors, make_producer)
-    except RefusedError:
-        if producer is not None:
-            producer.purge()  # queued records of a run that lost its lease must not land
-        raise
-
-
-def _serve_with(
-    settings: SinkSettings,
-    inbox: Connection,
-    outbox: _Mailbox,
-    errors: _BrokerErrors,
-    make_producer: Callable[[], BulkProducer | NativeProducer],
-) -> None:
-    sink = KafkaSink(
-        make_producer,
-        settings.targets,
-        job=settings.job,
-        resume=settings.resume,
-        headers=settings.headers,
-    )
-    marker = OutputMarker(
-        settings.client or {"bootstrap.servers": settings.bootstrap},
-        settings.job,
-        headerless=settings.headers == "none",
-    )
-    marked: dict[tuple[str, int], int] = {}  # the seq each partition was last marked at
-    reported = 0  # broker errors already counted in a report
+    writer = PartitionWriter(settings)
     try:
         while True:
             try:
@@ -756,19 +669,9 @@ def _serve_with(
                 return
             outbox.step(busy=True)
             if message[0] == "flush":
-                began = time.perf_counter()
-                if sink.written:  # else no producer was made
-                    make_producer().flush()
-                flushed = time.perf_counter() - began
-                marks: dict[tuple[str, int], PartitionMark] = {}
-                if message[1]:
-                    # Only partitions written since their last mark: the others' marks stand.
-                    changed = {k: s for k, s in sink.last_seq.items() if marked.get(k) != s}
-                    marks = marker.mark(changed, changed)
-                    marked.update(changed)
-                outbox.send(("flushed", errors.count - reported, marks, flushed))
+                flushed = writer.flush(message[1])
+                outbox.send(("flushed", flushed.broker_errors, flushed.marks, flushed.seconds))
                 outbox.step(busy=False)
-                reported = errors.count
                 continue
             _, index, path, coords_path = message
             started = time.perf_counter()
@@ -779,9 +682,9 @@ def _serve_with(
             if coords_path is not None:
                 coords = load(Path(coords_path))  # the parent removes it: siblings read it too
             loaded = time.perf_counter() - started
-            before_w, before_s = dict(sink.written), dict(sink.skipped)
-            before_t = dict(sink.stage_seconds)
-            sink.produce(chunks, coords, partitions)
+            written = writer.write(
+                chunks, coords, partitions, began=started, stages={"load": loaded}
+            )
             # Their /dev/shm pages go with the mappings, not with the next epoch.
             del chunks, partitions, coords
             failpoints.hit("sink.epoch")
@@ -789,23 +692,17 @@ def _serve_with(
                 (
                     "written",
                     index,
-                    _delta(sink.written, before_w),
-                    _delta(sink.skipped, before_s),
-                    sink.first_write_at,
-                    errors.count - reported,
-                    time.perf_counter() - started,
-                    {"load": loaded, **_seconds_delta(sink.stage_seconds, before_t)},
+                    written.written,
+                    written.skipped,
+                    written.first_write_at,
+                    written.broker_errors,
+                    written.seconds,
+                    written.stages,
                 )
             )
             outbox.step(busy=False)
-            reported = errors.count
+    except RefusedError:
+        writer.purge()  # queued records of a run that lost its lease must not land
+        raise
     finally:
-        marker.close()
-
-
-def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
-    return {k: n - before.get(k, 0) for k, n in now.items() if n != before.get(k, 0)}
-
-
-def _seconds_delta(now: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
-    return {k: t - before.get(k, 0.0) for k, t in now.items() if t != before.get(k, 0.0)}
+        writer.close()

@@ -77,11 +77,14 @@ class RunStats:
     #: ``seq`` (a source that stalls can say where the log stands); None otherwise.
     reading: tuple[int, int] | None = None
 
-    def count_epoch(self, epoch: Epoch, chunks: Sequence[OutputChunk]) -> None:
-        """Account for one finished epoch and the output it produced."""
+    def count_epoch(
+        self, epoch: Epoch, chunks: Sequence[OutputChunk], *, records: int | None = None
+    ) -> None:
+        """Account for one finished epoch and the output it produced (``chunks``, or
+        ``records`` when the caller never held them)."""
         self.events += len(epoch)
         self.epochs += 1
-        self.outputs += sum(len(c) for c in chunks)
+        self.outputs += sum(len(c) for c in chunks) if records is None else records
         if len(epoch):
             lo, hi = int(epoch.ts.min()), int(epoch.ts.max())
             self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)

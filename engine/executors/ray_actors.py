@@ -66,7 +66,7 @@ from engine.state.jit import warm_up
 if TYPE_CHECKING:
     from engine.executors.ray_readers import Piece
 
-__all__ = ["Placed", "RayWorker", "Share", "load_plan", "ship_plan"]
+__all__ = ["Answer", "Placed", "RayWorker", "Share", "load_plan", "ship_plan"]
 
 
 def ship_plan(plan: Plan) -> bytes:
@@ -134,10 +134,17 @@ class Placed:
 
 @dataclass(frozen=True, slots=True)
 class Share:
-    """An actor's output of one epoch and where its time went."""
+    """How an actor's epoch went: its output records (the chunks themselves are a second
+    object of the call, which the driver fetches only to merge them itself) and where its
+    time went."""
 
-    chunks: list[OutputChunk]
+    records: int
     seconds: dict[str, float]
+
+
+#: What :meth:`RayWorker.process` answers (``num_returns=2``): the share, or the failure and
+#: no chunks.
+Answer = tuple[Share, list[OutputChunk]] | tuple[Failed, None]
 
 
 class RayWorker:
@@ -189,12 +196,13 @@ class RayWorker:
                 return self._failed(exc, None)
             return time.perf_counter() - t0
 
-    def process(self, ticket: int, epoch: Epoch) -> Share | Failed:
-        """Run every phase of ``epoch`` over this shard; its output share."""
+    def process(self, ticket: int, epoch: Epoch) -> Answer:
+        """Run every phase of ``epoch`` over this shard; its share and its output chunks
+        (two objects: call with ``num_returns=2``)."""
         with self._turn_of(ticket):
             return self._process(epoch, RunStats("ray"))
 
-    def process_pieces(self, ticket: int, keys: Epoch, *pieces: Piece | None) -> Share | Failed:
+    def process_pieces(self, ticket: int, keys: Epoch, *pieces: Piece | None) -> Answer:
         """Assemble the epoch from its key epoch and the readers' pieces (see
         :mod:`engine.executors.ray_readers`), then run it as :meth:`process` does. A missing
         piece (None: its reader failed, which the driver reports) fails the epoch."""
@@ -208,17 +216,17 @@ class RayWorker:
                     raise EngineError("a reader failed to send its piece of the epoch")
                 epoch = assemble(keys, [p for p in pieces if p is not None])
             except BaseException as exc:
-                return self._failed(exc, keys)
+                return self._failed(exc, keys), None
             stats.add_time("assemble", time.perf_counter() - t0)
             return self._process(epoch, stats)
 
-    def _process(self, epoch: Epoch, stats: RunStats) -> Share | Failed:
+    def _process(self, epoch: Epoch, stats: RunStats) -> Answer:
         self._progress = (epoch.index, -1)
         try:
             chunks = self.runtime.process(epoch, stats, on_phase=self._on_phase(epoch.index))
         except BaseException as exc:
-            return self._failed(exc, epoch)
-        return Share(chunks, stats.seconds)
+            return self._failed(exc, epoch), None
+        return Share(sum(len(c) for c in chunks), stats.seconds), chunks
 
     def snapshot(self, ticket: int) -> tuple[bytes, float] | Failed:
         """This shard's state as of the end of the epoch before, and the seconds it took."""

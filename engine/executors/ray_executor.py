@@ -21,8 +21,11 @@ How a run goes:
   a placement group of one bundle per worker with the SPREAD strategy (actors go to
   different nodes where the cluster has them). Between phases the actors swap their parts
   through the object store, calling each other (see that module).
-* Output: each actor returns its share of an epoch's records; the driver merges the shares
-  by ``seq`` with the parallel executor's merge and hands the sink serial order.
+* Output: each actor returns its share of an epoch's records as an object of its own. The
+  driver fetches the shares, merges them by ``seq`` with the parallel executor's merge and
+  hands the sink serial order; a :class:`~engine.output.ShareSink` (the connector's sink
+  actors) gets the shares' references instead, and its writers fetch and merge them on their
+  nodes, so that the driver touches no output record.
 
 Failure: an actor that raises answers with the error (worker, node, ``seq``; a reader: its
 node and partitions); an actor that dies is reported by Ray through its pending calls.
@@ -71,11 +74,11 @@ from engine.executors.snapshot import check_header, fingerprint
 from engine.executors.worker import Failed, raise_failure
 from engine.log import Epoch, PartitionBatch, PartitionSpec, Source, SourcePart, SplittableSource
 from engine.merge import merge_log
-from engine.output import OutputChunk, Sink, merge_shares
+from engine.output import OutputChunk, ShareSink, Sink, merge_shares
 from engine.planner import Plan
 from engine.positions import LogPosition
 
-__all__ = ["RAY_MISSING", "RayExecutor", "import_ray", "spread_reading"]
+__all__ = ["RAY_MISSING", "RayExecutor", "connect_ray", "import_ray", "spread_reading"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +98,35 @@ def import_ray() -> ModuleType:
     except ImportError as exc:
         raise EngineError(RAY_MISSING) from exc
     return ray
+
+
+def connect_ray(address: str) -> tuple[ModuleType, bool]:
+    """The ``ray`` module, connected to the cluster at ``address`` (``""``: ``ray.init``'s own
+    choice, ``RAY_ADDRESS`` or a new local cluster) unless this process is connected
+    already; and whether this call connected it (the caller then shuts it down)."""
+    ray = import_ray()
+    if ray.is_initialized():
+        return ray, False
+    log.info("connecting to Ray at %s", address or "ray.init's default")
+    # Actors' output would reach the driver's stderr unformatted (and break JSON logs);
+    # their errors come back as answers instead.
+    local = not (address or os.environ.get("RAY_ADDRESS"))
+    try:
+        ray.init(
+            address=address or None,
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+            configure_logging=False,
+            # A cluster started for this run alone: its dashboard and agents would take ~10%
+            # of a 2-core machine's CPU from the workers (measured).
+            **({"include_dashboard": False} if local else {}),
+        )
+    except Exception as exc:  # Ray's own: ConnectionError, RuntimeError, ...
+        raise ExecutionError(
+            f"cannot connect to the Ray cluster at "
+            f"{address or 'RAY_ADDRESS (or a new local one)'}: {_first_line(exc)}"
+        ) from exc
+    return ray, True
 
 
 def spread_reading(readers: int, nodes: Sequence[str]) -> bool:
@@ -213,28 +245,8 @@ class RayExecutor:
         self._connect()
 
     def _connect(self) -> ModuleType:
-        ray = import_ray()
-        if not ray.is_initialized():
-            log.info("connecting to Ray at %s", self.address or "ray.init's default")
-            # Actors' output would reach the driver's stderr unformatted (and break JSON
-            # logs); their errors come back as answers instead.
-            local = not (self.address or os.environ.get("RAY_ADDRESS"))
-            try:
-                ray.init(
-                    address=self.address or None,
-                    log_to_driver=False,
-                    logging_level=logging.WARNING,
-                    configure_logging=False,
-                    # A cluster started for this run alone: its dashboard and agents would
-                    # take ~10% of a 2-core machine's CPU from the workers (measured).
-                    **({"include_dashboard": False} if local else {}),
-                )
-            except Exception as exc:  # Ray's own: ConnectionError, RuntimeError, ...
-                raise ExecutionError(
-                    f"cannot connect to the Ray cluster at "
-                    f"{self.address or 'RAY_ADDRESS (or a new local one)'}: {_first_line(exc)}"
-                ) from exc
-            self._initialized_ray = True
+        ray, initialized = connect_ray(self.address)
+        self._initialized_ray = self._initialized_ray or initialized
         return ray
 
     def _disconnect(self) -> None:
@@ -429,7 +441,7 @@ class RayExecutor:
         ray = pool.ray
         readers = pool.readers
         following = (0, 0) if start is None else (start.epoch, start.seq)
-        in_flight: deque[tuple[Epoch, list[Any], list[Any] | None, list[Any]]] = deque()
+        in_flight: deque[tuple[Epoch, list[Any], list[Any], list[Any] | None, list[Any]]] = deque()
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.max_in_flight:
@@ -451,14 +463,21 @@ class RayExecutor:
                 ticket = pool.ticket()
                 statuses: list[Any] = []
                 if readers is None:
-                    refs = [a.process.remote(ticket, ref) for a in pool.actors]
+                    calls = [
+                        a.process.options(num_returns=2).remote(ticket, ref) for a in pool.actors
+                    ]
                 else:
                     # Each reader cuts its rows of the key epoch into a piece in the object
                     # store; the workers get the pieces' references, never the driver.
                     cut = [r.piece.options(num_returns=2).remote(ref) for r in readers.actors]
                     statuses = [status for status, _ in cut]
                     pieces = [piece for _, piece in cut]
-                    refs = [a.process_pieces.remote(ticket, ref, *pieces) for a in pool.actors]
+                    calls = [
+                        a.process_pieces.options(num_returns=2).remote(ticket, ref, *pieces)
+                        for a in pool.actors
+                    ]
+                refs = [answer for answer, _ in calls]
+                outputs = [chunks for _, chunks in calls]
                 snaps = None
                 if due:
                     # Right behind the epoch: each actor snapshots exactly at its end.
@@ -467,10 +486,10 @@ class RayExecutor:
                 stats.add_time("move", time.perf_counter() - t0)
                 if readers is not None:
                     stats.add_time("route", time.thread_time() - cpu)
-                in_flight.append((epoch, refs, snaps, statuses))
+                in_flight.append((epoch, refs, outputs, snaps, statuses))
             if not in_flight:
                 return
-            epoch, refs, snaps, statuses = in_flight.popleft()
+            epoch, refs, outputs, snaps, statuses = in_flight.popleft()
             if statuses:
                 cut_: list[PieceStatus] = _reader_answers(
                     pool, statuses, epoch, self.stall_timeout, "cutting its piece"
@@ -480,13 +499,20 @@ class RayExecutor:
             for share in shares:
                 for what, secs in share.seconds.items():
                     stats.add_time(what, secs)
-            t0 = time.perf_counter()
-            chunks: list[OutputChunk] = merge_shares([s.chunks for s in shares])
-            stats.add_time("merge", time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            sink.write(chunks, epoch)
-            stats.add_time("sink", time.perf_counter() - t0)
-            stats.count_epoch(epoch, chunks)
+            records = sum(s.records for s in shares)
+            if isinstance(sink, ShareSink):
+                # Its writers fetch the workers' chunks where they run, never the driver.
+                t0 = time.perf_counter()
+                sink.write_shares(outputs, epoch, records)
+                stats.add_time("sink", time.perf_counter() - t0)
+            else:
+                t0 = time.perf_counter()
+                chunks: list[OutputChunk] = merge_shares(ray.get(outputs))
+                stats.add_time("merge", time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                sink.write(chunks, epoch)
+                stats.add_time("sink", time.perf_counter() - t0)
+            stats.count_epoch(epoch, (), records=records)
             if tracker is not None and checkpoints is not None:
                 tracker.advance(epoch)
                 if snaps is not None:

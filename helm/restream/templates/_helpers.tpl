@@ -132,6 +132,7 @@ Secrets are not here: they reach the container as environment variables from the
 {{- $_ = set $config "workers" (int $v.workers) }}
 {{- $_ = set $config "epoch_size" (int $v.epochSize) }}
 {{- $_ = set $config "ray_readers" (int $v.ray.readers) }}
+{{- $_ = set $config "ray_sinks" (int $v.ray.sinks) }}
 {{- $_ = set $config "sink_processes" (int $v.sinkProcesses) }}
 {{- /* Checkpoints only on the claim: on the pod's own disk they would die with the pod. */}}
 {{- with $v.checkpoints.existingClaim }}

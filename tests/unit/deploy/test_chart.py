@@ -67,6 +67,7 @@ SETTING_OF_VALUE = {
     "workers": "workers",
     "epochSize": "epoch_size",
     "ray.readers": "ray_readers",
+    "ray.sinks": "ray_sinks",
     "sinkProcesses": "sink_processes",
     "checkpoints.mountPath": "checkpoint_dir",
     "checkpoints.everyEpochs": "checkpoint_every_epochs",

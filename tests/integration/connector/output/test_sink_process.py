@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from connector.errors import SerdeError, SinkError, WatchdogError
-from connector.kafka.producer import BulkProducer
 from connector.observability.metrics import JobMetrics
 from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, output_producer_settings
 from connector.output.sink_process import SinkProcess, SinkSettings
@@ -26,79 +25,23 @@ from connector.serde.values import value_encoder
 from engine.examples.social.spam import SCORE_FIELDS
 from engine.executors.arena import default_shm_dir
 from engine.executors.base import RunStats
-from engine.log import Epoch, Events
-from engine.output import OutputChunk
 from tests.support.broker import NewTopic, ReadRange
 from tests.support.procs import running
+from tests.support.score_epochs import (
+    CountingProducer,
+    score_chunk,
+    score_epoch,
+    score_settings,
+    score_target,
+)
 from tooling.broker import LocalBroker
-
-_FIELDS = SCORE_FIELDS
-
-
-def _epoch(index: int, n: int) -> Epoch:
-    seq_start = index * n
-    seq = np.arange(seq_start, seq_start + n, dtype=np.int64)
-    events = Events(
-        kind="message",
-        seq=seq,
-        ts=1_700_000_000_000 + seq * 7,
-        topic=np.zeros(n, dtype=np.int16),
-        partition=(seq % 3).astype(np.int32),
-        offset=seq // 3,
-        columns={},
-    )
-    return Epoch(
-        index=index,
-        seq_start=seq_start,
-        seq_end=seq_start + n,
-        ts=events.ts,
-        kind=np.zeros(n, dtype=np.int8),
-        kinds=("message",),
-        topics=("messages",),
-        events={"message": events},
-    )
-
-
-def _chunk(epoch: Epoch, rows: int, fields: tuple[str, ...] = _FIELDS) -> OutputChunk:
-    """``rows`` records from the first events of ``epoch`` (every third event skipped)."""
-    seq = np.arange(epoch.seq_start, epoch.seq_end, dtype=np.int64)
-    seq = seq[seq % 3 != 2][:rows]
-    sender = (seq * 7919) % 97
-    columns = {
-        "message_id": seq * 10,
-        "ts": 1_700_000_000_000 + seq * 7,
-        "sender": sender,
-        "recipient": (seq * 31) % 89,
-        "rules": (seq % 32).astype(np.int32),
-        "score": (seq % 50).astype(np.int32),
-        "spam": seq % 5 == 0,
-        "sender_flagged": seq % 11,
-    }
-    return OutputChunk("scores", seq, sender, {f: columns[f] for f in fields})
-
-
-def _target(topic: str) -> OutputTarget:
-    encoder = value_encoder("avro", load_schema("social/SpamScore"))
-    return OutputTarget("scores", topic, 3, _FIELDS, encoder)
-
-
-def _settings(
-    broker: LocalBroker, topic: str, resume: dict[tuple[str, int], ResumePoint] | None = None
-) -> SinkSettings:
-    return SinkSettings(
-        broker.bootstrap,
-        output_producer_settings(),
-        {"scores": _target(topic)},
-        "job-1",
-        resume or {},
-    )
 
 
 @contextlib.contextmanager
 def _checked_sink(broker: LocalBroker, topic: str, **kw: Any) -> Iterator[tuple[SinkProcess, int]]:
     """A sink process whose child must be gone, and its run directory removed, afterwards."""
     before = _run_dirs()
-    sink = SinkProcess(_settings(broker, topic), **kw)
+    sink = SinkProcess(score_settings(broker, topic), **kw)
     pid = sink.pid
     assert pid is not None
     try:
@@ -123,24 +66,24 @@ def test_writes_what_the_sink_in_process_writes(
     inline_topic, child_topic = new_topic(partitions=3), new_topic(partitions=3)
     # Resume inside partition 1 of epoch 1: both sinks must skip the same records.
     resume = {(child_topic, 1): ResumePoint(seq=1_010, count=1)}
-    epochs = [(_epoch(i, 1_000), 600 if i != 2 else 0) for i in range(4)]
+    epochs = [(score_epoch(i, 1_000), 600 if i != 2 else 0) for i in range(4)]
 
-    producer = _CountingProducer(broker.bootstrap)
+    producer = CountingProducer(broker.bootstrap)
     inline = KafkaSink(
         lambda: producer,
-        {"scores": _target(inline_topic)},
+        {"scores": score_target(inline_topic)},
         job="job-1",
         resume={(inline_topic, 1): ResumePoint(seq=1_010, count=1)},
     )
     for epoch, rows in epochs:
-        inline.write([_chunk(epoch, rows)] if rows else [], epoch)
+        inline.write([score_chunk(epoch, rows)] if rows else [], epoch)
     producer.flush()
 
     stats = RunStats("parallel")
     metrics = JobMetrics(job="job-1", pipeline="spam", executor="parallel")
     seen: list[int] = []
     with SinkProcess(
-        _settings(broker, child_topic, resume),
+        score_settings(broker, child_topic, resume),
         processes=processes,
         metrics=metrics,
         stats=stats,
@@ -148,7 +91,7 @@ def test_writes_what_the_sink_in_process_writes(
     ) as sink:
         assert len(set(sink.pids)) == processes
         for epoch, rows in epochs:
-            sink.write([_chunk(epoch, rows)] if rows else [], epoch)
+            sink.write([score_chunk(epoch, rows)] if rows else [], epoch)
         sink.flush(mark=True)
         assert sink.first_write_at is not None and sink.first_write_at <= time.monotonic()
         assert set(sink.marks) == {(child_topic, p) for p in range(3)}
@@ -189,31 +132,19 @@ def _fails_fast(sink: SinkProcess, pattern: str) -> None:
     started = time.monotonic()
     with pytest.raises(SinkError, match=pattern):
         for index in range(1, 100):
-            later = _epoch(index, 1_000)
-            sink.write([_chunk(later, 500)], later)
+            later = score_epoch(index, 1_000)
+            sink.write([score_chunk(later, 500)], later)
         sink.flush()
     assert time.monotonic() - started < 10
-
-
-class _CountingProducer(BulkProducer):
-    """A BulkProducer that remembers the partition of every record it queued."""
-
-    def __init__(self, bootstrap: str) -> None:
-        super().__init__(bootstrap, output_producer_settings())
-        self.partitions: list[int] = []
-
-    def produce(self, topic: str, values: Any, keys: Any, partitions: Any, *rest: Any) -> None:
-        self.partitions.extend(partitions)
-        super().produce(topic, values, keys, partitions, *rest)
 
 
 def test_an_error_in_the_child_is_raised_in_the_parent_with_its_type(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
     with _checked_sink(broker, new_topic(partitions=3)) as (sink, _pid):
-        epoch = _epoch(0, 100)
+        epoch = score_epoch(0, 100)
         # The child finds the missing field; the parent learns it at its next call.
-        sink.write([_chunk(epoch, 10, fields=_FIELDS[:-1])], epoch)
+        sink.write([score_chunk(epoch, 10, fields=SCORE_FIELDS[:-1])], epoch)
         with pytest.raises(SerdeError, match="lacks fields \\['sender_flagged'\\]"):
             sink.flush()
 
@@ -222,8 +153,8 @@ def test_a_killed_child_fails_the_next_call_fast_and_leaves_nothing(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
     with _checked_sink(broker, new_topic(partitions=3)) as (sink, pid):
-        epoch = _epoch(0, 1_000)
-        sink.write([_chunk(epoch, 500)], epoch)
+        epoch = score_epoch(0, 1_000)
+        sink.write([score_chunk(epoch, 500)], epoch)
         os.kill(pid, signal.SIGKILL)
         _fails_fast(
             sink,
@@ -236,29 +167,29 @@ def test_close_with_epochs_pending_stops_the_child(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
     with _checked_sink(broker, new_topic(partitions=3)) as (sink, _pid):
-        epoch = _epoch(0, 1_000)
-        sink.write([_chunk(epoch, 500)], epoch)
+        epoch = score_epoch(0, 1_000)
+        sink.write([score_chunk(epoch, 500)], epoch)
         sink.close()
         sink.close()  # idempotent
 
 
 def test_max_pending_must_be_positive(broker: LocalBroker) -> None:
     with pytest.raises(ValueError, match="max_pending"):
-        SinkProcess(_settings(broker, "unused"), max_pending=0)
+        SinkProcess(score_settings(broker, "unused"), max_pending=0)
 
 
 def test_the_child_leaves_sigterm_and_ctrl_c_to_the_parent(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
     # A SIGTERM to the process group must not cost the parent the flush of its checkpoint.
-    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+    with SinkProcess(score_settings(broker, new_topic(partitions=3))) as sink:
         pid = sink.pid
         assert pid is not None
         sink.flush()  # answered: the child is in its loop, its handlers set
         os.kill(pid, signal.SIGTERM)
         os.kill(pid, signal.SIGINT)
-        epoch = _epoch(0, 300)
-        sink.write([_chunk(epoch, 100)], epoch)
+        epoch = score_epoch(0, 300)
+        sink.write([score_chunk(epoch, 100)], epoch)
         sink.flush()
         assert sum(sink.written.values()) == 100
 
@@ -268,8 +199,8 @@ def test_a_stopped_child_is_stopped_after_the_timeout(
 ) -> None:
     with _checked_sink(broker, new_topic(partitions=3), timeout_s=1.0) as (sink, pid):
         sink.flush()  # answered: the child is up
-        epoch = _epoch(0, 1_000)
-        sink.write([_chunk(epoch, 500)], epoch)
+        epoch = score_epoch(0, 1_000)
+        sink.write([score_chunk(epoch, 500)], epoch)
         os.kill(pid, signal.SIGSTOP)  # alive, but never answers again
         started = time.monotonic()
         with pytest.raises(
@@ -299,12 +230,12 @@ def test_a_busy_child_that_heartbeats_is_no_stall(broker: LocalBroker, new_topic
     """Silence, not a long step, trips the watchdog: a step that takes the child three times
     the timeout is fine while its heartbeats come (ten a timeout: room for a loaded machine)."""
     topic = new_topic(partitions=3)
-    target = OutputTarget("scores", topic, 3, _FIELDS, _SlowEncoder(3.0))  # type: ignore[arg-type]
-    settings = replace(_settings(broker, topic), targets={"scores": target}, heartbeat_s=0.1)
+    target = OutputTarget("scores", topic, 3, SCORE_FIELDS, _SlowEncoder(3.0))  # type: ignore[arg-type]
+    settings = replace(score_settings(broker, topic), targets={"scores": target}, heartbeat_s=0.1)
     with SinkProcess(settings, timeout_s=1.0) as sink:
         sink.flush()
-        epoch = _epoch(0, 3_000)
-        sink.write([_chunk(epoch, 2_000)], epoch)
+        epoch = score_epoch(0, 3_000)
+        sink.write([score_chunk(epoch, 2_000)], epoch)
         started = time.monotonic()
         sink.flush()  # waits for the slow step
         assert time.monotonic() - started > 2.0, "the step was too short to prove anything"
@@ -318,7 +249,7 @@ def test_each_child_ends_when_the_parents_end_of_its_pipe_closes(
     # What a parent's death looks like to a child when PR_SET_PDEATHSIG is not there: it
     # works only if each child closed the copies of the parent's ends that a fork gave it,
     # its siblings' included.
-    sink = SinkProcess(_settings(broker, new_topic(partitions=3)), processes=processes)
+    sink = SinkProcess(score_settings(broker, new_topic(partitions=3)), processes=processes)
     assert len(sink.pids) == processes
     sink.flush()
     for child in sink._children:
@@ -342,13 +273,13 @@ class _FailingEncoder:
 def test_a_bug_in_the_child_is_a_sink_error_with_its_traceback_logged(
     broker: LocalBroker, new_topic: NewTopic, caplog: pytest.LogCaptureFixture
 ) -> None:
-    target = OutputTarget("scores", new_topic(partitions=3), 3, _FIELDS, _FailingEncoder())  # type: ignore[arg-type]
+    target = OutputTarget("scores", new_topic(partitions=3), 3, SCORE_FIELDS, _FailingEncoder())  # type: ignore[arg-type]
     settings = SinkSettings(
         broker.bootstrap, output_producer_settings(), {"scores": target}, "job-1", {}
     )
     with SinkProcess(settings) as sink:
-        epoch = _epoch(0, 100)
-        sink.write([_chunk(epoch, 10)], epoch)
+        epoch = score_epoch(0, 100)
+        sink.write([score_chunk(epoch, 10)], epoch)
         with (
             caplog.at_level("ERROR", logger="connector.output.sink_process"),
             pytest.raises(SinkError, match="RuntimeError: boom in the encoder"),
@@ -362,10 +293,10 @@ def test_flush_then_calls_back_in_order_without_making_the_caller_wait(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
     done: list[int] = []
-    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+    with SinkProcess(score_settings(broker, new_topic(partitions=3))) as sink:
         for index in range(4):
-            epoch = _epoch(index, 1_000)
-            sink.write([_chunk(epoch, 500)], epoch)
+            epoch = score_epoch(index, 1_000)
+            sink.write([score_chunk(epoch, 500)], epoch)
             sink.flush_then(functools.partial(done.append, index))
             # Asked, not answered: the call back comes from a later write or flush.
             assert index not in done
@@ -378,13 +309,13 @@ def test_a_failing_child_runs_none_of_the_callbacks_still_pending(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
     done: list[int] = []
-    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
-        epoch = _epoch(0, 100)
-        sink.write([_chunk(epoch, 10)], epoch)
+    with SinkProcess(score_settings(broker, new_topic(partitions=3))) as sink:
+        epoch = score_epoch(0, 100)
+        sink.write([score_chunk(epoch, 10)], epoch)
         sink.flush_then(lambda: done.append(0))
         sink.flush()  # the first flush is answered: its callback ran
-        later = _epoch(1, 100)
-        sink.write([_chunk(later, 10, fields=_FIELDS[:-1])], later)  # fails in the child
+        later = score_epoch(1, 100)
+        sink.write([score_chunk(later, 10, fields=SCORE_FIELDS[:-1])], later)  # fails in the child
         sink.flush_then(lambda: done.append(1))  # a snapshot that must never be written
         with pytest.raises(SerdeError):
             sink.flush()
@@ -397,7 +328,7 @@ def test_an_exception_in_a_callback_comes_out_of_the_next_call(
     def fail() -> None:
         raise OSError("disk full while writing the snapshot")
 
-    with SinkProcess(_settings(broker, new_topic(partitions=3))) as sink:
+    with SinkProcess(score_settings(broker, new_topic(partitions=3))) as sink:
         sink.flush_then(fail)
         with pytest.raises(OSError, match="disk full"):
             sink.flush()
@@ -408,11 +339,11 @@ def test_a_killed_child_of_several_is_named_with_its_partitions(
 ) -> None:
     topic = new_topic(partitions=3)
     before = _run_dirs()
-    sink = SinkProcess(_settings(broker, topic), processes=2)
+    sink = SinkProcess(score_settings(broker, topic), processes=2)
     try:
         pids = sink.pids
-        epoch = _epoch(0, 1_000)
-        sink.write([_chunk(epoch, 500)], epoch)
+        epoch = score_epoch(0, 1_000)
+        sink.write([score_chunk(epoch, 500)], epoch)
         victim = pids[1]
         assert victim is not None
         os.kill(victim, signal.SIGKILL)
@@ -433,19 +364,19 @@ def test_a_stopped_child_of_several_trips_the_watchdog(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
     topic = new_topic(partitions=3)
-    with SinkProcess(_settings(broker, topic), processes=3, timeout_s=1.0) as sink:
+    with SinkProcess(score_settings(broker, topic), processes=3, timeout_s=1.0) as sink:
         sink.flush()  # answered: every child is up
         victim = sink.pids[2]
         assert victim is not None
         os.kill(victim, signal.SIGSTOP)  # alive, but never answers again
-        epoch = _epoch(0, 1_000)
+        epoch = score_epoch(0, 1_000)
         started = time.monotonic()
         with pytest.raises(
             WatchdogError,
             match=rf"the sink process 3 of 3 \(pid {victim}, output partitions {topic}/2\) made "
             r"no progress for 1 s while writing epoch 0 \(seq 0\.\.999\): it is stopped",
         ):
-            sink.write([_chunk(epoch, 500)], epoch)
+            sink.write([score_chunk(epoch, 500)], epoch)
             sink.flush()
         assert time.monotonic() - started < 5
     assert not running(victim)
@@ -457,15 +388,15 @@ def test_a_checkpoints_marks_wait_for_every_child(broker: LocalBroker, new_topic
     topic = new_topic(partitions=3)
     seen: list[dict[tuple[str, int], int | None]] = []
     # Two epochs may wait for a child: the writes below do not wait for the stopped one.
-    with SinkProcess(_settings(broker, topic), processes=3, max_pending=2) as sink:
+    with SinkProcess(score_settings(broker, topic), processes=3, max_pending=2) as sink:
         sink.flush()
         slow = sink.pids[0]
         assert slow is not None
         os.kill(slow, signal.SIGSTOP)
         try:
             for index in range(2):
-                epoch = _epoch(index, 1_000)
-                sink.write([_chunk(epoch, 600)], epoch)
+                epoch = score_epoch(index, 1_000)
+                sink.write([score_chunk(epoch, 600)], epoch)
                 sink.flush_then(lambda: seen.append({k: m.seq for k, m in sink.marks.items()}))
             time.sleep(1.0)  # the others answer both flushes meanwhile
             sink._collect(block=False)

@@ -308,6 +308,19 @@ def test_the_gate_waits_for_a_renewal_once_its_time_is_up() -> None:
     assert 1002 <= g.clock.now < 1003
 
 
+def test_open_for_is_what_is_left_of_the_window_after_waiting_like_a_call() -> None:
+    g = Gate()
+    g.gate.open_until(1005.0)
+    assert g.gate.open_for() == 5.0
+    g.gate.open_until(999.0)
+    g.on_sleep = lambda: g.gate.open_until(1022.0) if g.clock.now >= 1002 else None
+    left = g.gate.open_for()
+    assert 1002 <= g.clock.now < 1003 and left == 1022.0 - g.clock.now
+    g.gate.close(FENCED, "taken over")
+    with pytest.raises(RefusedError, match="taken over"):
+        g.gate.open_for()
+
+
 def test_a_fenced_gate_refuses_with_the_reason() -> None:
     g = Gate()
     g.gate.open_until(2000.0)

@@ -1,0 +1,666 @@
+"""Sink actors: the output written on the nodes of a Ray cluster (setting ``ray_sinks``).
+
+With the ray executor and the driver's sink processes (:mod:`connector.output.sink_process`),
+the driver fetches and merges every output record and its node writes them all, which caps a
+cluster at what one node writes. :class:`RaySinks` is the :class:`~engine.output.ShareSink`
+that spreads the writing instead: K sink actors (:class:`SinkActor`), placed round robin over
+the cluster's nodes that have CPUs (in node id order), each owning a fixed share of the output
+partitions for the whole run (:func:`~connector.output.shards.assign_partitions`, the same
+split as ``sink_processes``) and writing it with a
+:class:`~connector.output.writer.PartitionWriter` of its own.
+
+Per epoch the driver hands every actor the references of the workers' shares of the output,
+which it never fetches, and the epoch's coordinates (each event's time and where it was read,
+put into the object store once). An actor fetches the shares, keeps the records of its own
+partitions (hashing every record's key, as the Java client partitions), merges them by
+``seq`` (:func:`~engine.output.merge_shares`) and writes them. What a sink process promises
+holds per actor:
+
+* **Order.** An actor writes epochs in the order the driver sent them (every call carries a
+  ticket: the actor is threaded, so that the driver can extend its lease window while it
+  writes, and Ray does not promise a threaded actor's order), and each output partition is
+  written by one actor, so it receives its records in serial order.
+* **Bounds.** At most ``max_pending`` epochs are handed to an actor and not yet written;
+  :meth:`RaySinks.write_shares` waits beyond that.
+* **Flushes.** :meth:`RaySinks.flush` and :meth:`RaySinks.flush_then` as the sink process's:
+  a flush's marks count once every actor answered it; a checkpoint's snapshot waits for them.
+* **Resume.** Each actor skips what an earlier attempt wrote to its own partitions.
+* **Lease.** The lease gate (:class:`~connector.job.lease.LeaseGate`) is shared memory on the
+  driver's host. The driver asks it before each call and passes how long it stays open
+  (:meth:`~connector.job.lease.LeaseGate.open_for`); the actor lets records through until
+  then, by its own clock from when the call arrived, less :data:`LEASE_MARGIN_S` (the call's
+  transit), and the driver extends the window every second while it waits. If the window
+  closes while the actor writes, the actor waits for an extension as long as the gate itself
+  would wait for a renewal, then fails. So an actor frozen and thawed after a takeover queues
+  nothing more.
+* **Failure.** An actor that raises answers with the error, which the driver raises (a
+  :class:`~connector.errors.ConnectorError` as itself, else :class:`SinkError` with its text,
+  the actor's traceback logged); an actor that dies (its node lost, out of memory) fails the
+  run with :class:`SinkError`; one whose oldest call has not finished for ``timeout_s`` while
+  the driver waits is killed and raises :class:`~connector.errors.WatchdogError`. Messages name
+  it: ``the sink actor 2 of 3 (node 10.0.0.5, pid 812, output partitions scores/1,4)``.
+
+What it costs: every actor fetches every worker's share of every epoch (each node receives the
+whole output once) and hashes every record's key; it merges, encodes and produces only its
+own. The driver's part is a few Ray calls an epoch, whatever the output.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import threading
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import numpy as np
+
+from connector.errors import BrokerError, ConnectorError, RefusedError, SinkError, WatchdogError
+from connector.observability.metrics import STAGE_PREFIX, JobMetrics
+from connector.output.shards import Owners, assign_partitions, describe_partitions, owned_partitions
+from connector.output.sink import Coordinates, OutputTarget, epoch_done, key_partitions
+from connector.output.verify import PartitionMark
+from connector.output.writer import Flushed, PartitionWriter, SinkSettings, Written
+from engine.executors.base import RunStats
+from engine.log import Epoch
+from engine.output import OutputChunk, merge_shares
+
+__all__ = [
+    "LEASE_MARGIN_S",
+    "LeaseWindow",
+    "RaySinks",
+    "SinkActor",
+    "SinkFailed",
+    "SinkPlace",
+    "ray_sink_count",
+    "sink_nodes",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Seconds taken off the lease window a call brings, for the call's transit.
+LEASE_MARGIN_S = 1.0
+#: Seconds between the driver's checks while it waits for the actors (and between its
+#: extensions of their lease windows, at most every :data:`_EXTEND_S`).
+_POLL_S = 0.2
+_EXTEND_S = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class SinkPlace:
+    """Where a sink actor runs: its node's IP address and id, and its process id."""
+
+    ip: str
+    node: str
+    pid: int
+
+
+@dataclass(frozen=True, slots=True)
+class SinkFailed:
+    """A sink actor's call failed: the exception when it is a connector error that pickles,
+    its text, and the traceback when the exception itself does not come back."""
+
+    error: BaseException | None
+    text: str
+    trace: str | None
+
+
+def sink_nodes(nodes: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The ids of the nodes sink actors go to, in order, from ``ray.nodes()``: the alive
+    ones with CPUs (a head without CPUs runs only the driver), else every alive one."""
+    alive = [n for n in nodes if n.get("Alive")]
+    with_cpus = [n for n in alive if float(n.get("Resources", {}).get("CPU", 0)) > 0]
+    return sorted(str(n["NodeID"]) for n in with_cpus or alive)
+
+
+def ray_sink_count(requested: int, partitions: int, nodes: int) -> int:
+    """The run's sink actors for the ``ray_sinks`` setting (``requested``; 0: one per node
+    with CPUs when there are several, none on one node, where the driver's sink processes
+    write), at most one per output partition; logged. 0: no sink actors."""
+    if not requested:
+        count = min(nodes, partitions) if nodes > 1 else 0
+        if count:
+            logger.info(
+                "%s sink actors (ray_sinks 0: one per node with CPUs, at most one per output "
+                "partition; %s nodes, %s output partitions)",
+                count,
+                nodes,
+                partitions,
+            )
+        return count
+    count = min(requested, max(1, partitions))
+    if count < requested:
+        logger.warning(
+            "ray_sinks %s: the output has only %s partitions, so %s sink actors write it",
+            requested,
+            partitions,
+            count,
+        )
+    return count
+
+
+class LeaseWindow:
+    """A sink actor's gate: open until the time the driver's last word allows (see the module
+    docstring)."""
+
+    def __init__(self, job: str, wait_s: float) -> None:
+        self._job = job
+        self._wait_s = wait_s
+        self._until = float("-inf")
+        self._changed = threading.Condition()
+
+    def extend(self, seconds: float) -> None:
+        """The driver's gate is open for ``seconds`` more (as of the call's sending)."""
+        with self._changed:
+            self._until = max(self._until, time.monotonic() + seconds - LEASE_MARGIN_S)
+            self._changed.notify_all()
+
+    def __call__(self) -> None:
+        with self._changed:
+            if time.monotonic() < self._until:
+                return
+            if not self._changed.wait_for(lambda: time.monotonic() < self._until, self._wait_s):
+                raise BrokerError(
+                    f"the driver did not confirm the lease of job {self._job} for "
+                    f"{self._wait_s:.0f} s; this sink actor stopped writing; run the job again"
+                )
+
+
+class SinkActor:
+    """One sink actor (``ray.remote(SinkActor)``): a :class:`PartitionWriter` for its share of
+    the output partitions; see the module docstring. Its methods never raise on purpose:
+    failures come back as :class:`SinkFailed`."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        number: int,
+        of: int,
+        owners: Owners | None,
+        lease_wait_s: float | None,
+    ) -> None:
+        import ray
+
+        self._number = number
+        self._owners = owners
+        self._targets = settings.targets
+        self._window = None if lease_wait_s is None else LeaseWindow(settings.job, lease_wait_s)
+        if owners is not None:
+            mine = set(owned_partitions(owners, number))
+            resume = {k: r for k, r in settings.resume.items() if k in mine}
+            settings = replace(settings, resume=resume)
+        self._writer = PartitionWriter(replace(settings, gate=self._window))
+        self._turn = 0
+        self._lock = threading.Condition()
+        ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
+        self.place = SinkPlace(ip, ray.get_runtime_context().get_node_id(), os.getpid())
+
+    def where(self) -> SinkPlace:
+        """Where it runs."""
+        return self.place
+
+    def extend(self, seconds: float) -> None:
+        """The driver's lease gate is open for ``seconds`` more."""
+        if self._window is not None:
+            self._window.extend(seconds)
+
+    def write(
+        self,
+        ticket: int,
+        lease_s: float | None,
+        coords: Coordinates | None,
+        *shares: list[OutputChunk],
+    ) -> Written | SinkFailed:
+        """Write this actor's records of one epoch, from every worker's share of it."""
+        with self._turn_of(ticket):
+            if lease_s is not None:
+                self.extend(lease_s)
+            began = time.perf_counter()
+            try:
+                chunks = merge_shares([self._own(share) for share in shares])
+                split = time.perf_counter() - began
+                return self._writer.write(chunks, coords, began=began, stages={"load": split})
+            except BaseException as exc:
+                return self._failed(exc)
+
+    def flush(self, ticket: int, mark: bool, lease_s: float | None) -> Flushed | SinkFailed:
+        """Wait until everything queued is delivered (with ``mark``: and read the marks)."""
+        with self._turn_of(ticket):
+            if lease_s is not None:
+                self.extend(lease_s)
+            try:
+                return self._writer.flush(mark)
+            except BaseException as exc:
+                return self._failed(exc)
+
+    def stop(self) -> None:
+        """Close the writer's clients (everything was flushed)."""
+        self._writer.close()
+
+    def _own(self, share: list[OutputChunk]) -> list[OutputChunk]:
+        """The records of ``share`` in partitions this actor owns."""
+        if self._owners is None:
+            return share
+        out = []
+        for chunk in share:
+            target = self._targets.get(chunk.output)
+            if target is None or not len(chunk):
+                out.append(chunk)  # the writer names a stream without a topic
+                continue
+            partitions = key_partitions(chunk.keys, target.partitions)
+            rows = np.flatnonzero(self._owners[target.topic][partitions] == self._number)
+            if len(rows) == len(chunk):
+                out.append(chunk)
+                continue
+            out.append(
+                OutputChunk(
+                    chunk.output,
+                    chunk.seq[rows],
+                    chunk.keys[rows],
+                    {name: column[rows] for name, column in chunk.columns.items()},
+                )
+            )
+        return out
+
+    @contextmanager
+    def _turn_of(self, ticket: int) -> Iterator[None]:
+        with self._lock:
+            self._lock.wait_for(lambda: self._turn == ticket)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._turn += 1
+                self._lock.notify_all()
+
+    def _failed(self, exc: BaseException) -> SinkFailed:
+        if isinstance(exc, RefusedError):
+            self._writer.purge()  # queued records of a run that lost its lease must not land
+        text = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, ConnectorError):
+            try:  # sent as itself if it survives the trip
+                pickle.loads(pickle.dumps(exc))
+                return SinkFailed(exc, text, None)
+            except Exception:
+                pass
+        return SinkFailed(None, text, traceback.format_exc())
+
+
+@dataclass(slots=True)
+class _Call:
+    """A call handed to an actor and not yet answered."""
+
+    kind: Literal["epoch", "flush"]
+    ref: Any
+    #: For an epoch: (index, first seq, end seq).
+    span: tuple[int, int, int] | None
+    sent: float
+
+
+class _Actor:
+    """One sink actor as the driver sees it."""
+
+    def __init__(self, number: int, of: int, partitions: Sequence[tuple[str, int]], handle: Any):
+        self.number = number
+        self.of = of
+        self.partitions = tuple(partitions)
+        self.handle = handle
+        self.place: SinkPlace | None = None
+        self.calls: deque[_Call] = deque()
+        #: time.monotonic() of its last answer.
+        self.heard = 0.0
+        self.flushed: deque[dict[tuple[str, int], PartitionMark]] = deque()
+
+    @property
+    def epochs(self) -> int:
+        """Epochs handed on and not yet written."""
+        return sum(1 for c in self.calls if c.kind == "epoch")
+
+    @property
+    def name(self) -> str:
+        """How messages name it (see the module docstring)."""
+        where = "" if self.place is None else f"node {self.place.ip}, pid {self.place.pid}"
+        if self.of == 1:
+            return f"the sink actor ({where})"
+        return (
+            f"the sink actor {self.number + 1} of {self.of} ({where}{', ' if where else ''}"
+            f"output partitions {describe_partitions(self.partitions)})"
+        )
+
+
+class RaySinks:
+    """A :class:`~engine.output.ShareSink` writing through ``actors`` sink actors on the Ray
+    cluster this process is connected to; see the module docstring. Use it as a context
+    manager, or call :meth:`close`."""
+
+    def __init__(
+        self,
+        settings: SinkSettings,
+        *,
+        actors: int,
+        metrics: JobMetrics | None = None,
+        stats: RunStats | None = None,
+        on_epoch: Callable[[Epoch], None] | None = None,
+        max_pending: int = 1,
+        timeout_s: float = 300.0,
+        start_timeout_s: float = 120.0,
+        lease_wait_s: float = 60.0,
+    ) -> None:
+        from engine.executors.ray_executor import import_ray
+
+        counts = {t.topic: t.partitions for t in settings.targets.values()}
+        if actors < 1 or actors > max(1, sum(counts.values())):
+            raise ValueError(
+                f"actors must be between 1 and the {sum(counts.values())} output partitions, "
+                f"not {actors}"
+            )
+        if max_pending < 1:
+            raise ValueError(f"max_pending must be at least 1, not {max_pending}")
+        self._targets: Mapping[str, OutputTarget] = settings.targets
+        self._gate = settings.gate
+        self._metrics = metrics
+        self._stats = stats
+        self._on_epoch = on_epoch
+        self._max_pending = max_pending
+        self._timeout_s = timeout_s
+        self._ticket = 0
+        self._flushes_asked = 0
+        self._flushes_done = 0
+        self._after_flush: deque[Callable[[], None] | None] = deque()
+        self._extended = 0.0
+        self._failed = False
+        self._closed = False
+        #: Records written (queued to the actors' producers) and skipped, per topic.
+        self.written: dict[str, int] = {}
+        self.skipped: dict[str, int] = {}
+        #: time.monotonic() (here) when the driver learned of the run's first record written.
+        self.first_write_at: float | None = None
+        #: Per partition written by this run, its newest mark (from flushes with ``mark``).
+        self.marks: dict[tuple[str, int], PartitionMark] = {}
+        ray = self._ray = import_ray()
+        if not ray.is_initialized():
+            raise SinkError("sink actors need a connection to a Ray cluster: ray.init() first")
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        owners = assign_partitions(counts, actors) if actors > 1 else None
+        nodes = sink_nodes(ray.nodes())
+        actor_class = ray.remote(SinkActor)
+        shipped = ray.put(replace(settings, gate=None))
+        self._actors: list[_Actor] = []
+        try:
+            for number in range(actors):
+                handle = actor_class.options(
+                    num_cpus=0,
+                    max_restarts=0,
+                    max_task_retries=0,
+                    # Epochs and flushes waiting for their turn, and the lease extensions.
+                    max_concurrency=max_pending + 8,
+                    scheduling_strategy=NodeAffinitySchedulingStrategy(
+                        nodes[number % len(nodes)], soft=False
+                    ),
+                ).remote(
+                    shipped,
+                    number,
+                    actors,
+                    owners,
+                    None if self._gate is None else lease_wait_s,
+                )
+                partitions = owned_partitions(owners, number) if owners is not None else []
+                self._actors.append(_Actor(number, actors, partitions, handle))
+            places = self._answers(
+                [a.handle.where.remote() for a in self._actors], start_timeout_s, "starting"
+            )
+        except BaseException:
+            self._kill()
+            raise
+        for actor, place in zip(self._actors, places, strict=True):
+            actor.place = place
+        logger.info(
+            "%d sink actor%s on %d node%s (%s)",
+            actors,
+            "" if actors == 1 else "s",
+            len({p.node for p in places}),
+            "" if len({p.node for p in places}) == 1 else "s",
+            "; ".join(
+                f"{a.place.ip}: {describe_partitions(a.partitions) if a.partitions else 'all'}"
+                for a in self._actors
+                if a.place is not None
+            ),
+        )
+
+    def __enter__(self) -> RaySinks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def places(self) -> list[SinkPlace | None]:
+        """Where each actor runs, in order."""
+        return [a.place for a in self._actors]
+
+    # -- the Sink ------------------------------------------------------------------------------
+
+    def write(self, chunks: Sequence[OutputChunk], epoch: Epoch) -> None:
+        """Hand one merged epoch on (see :class:`engine.output.Sink`): as a single share."""
+        self.write_shares([self._ray.put(list(chunks))], epoch, sum(len(c) for c in chunks))
+
+    def write_shares(self, shares: Sequence[object], epoch: Epoch, records: int) -> None:
+        """Hand every actor the workers' ``shares`` of one epoch (see
+        :class:`engine.output.ShareSink`)."""
+        self._collect(block=False)
+        coords = self._ray.put(Coordinates(epoch)) if records else None
+        lease_s = self._lease_s()
+        span = (epoch.index, epoch.seq_start, epoch.seq_end)
+        ticket = self._next_ticket()
+        for actor in self._actors:
+            ref = actor.handle.write.remote(ticket, lease_s, coords, *shares)
+            actor.calls.append(_Call("epoch", ref, span, time.monotonic()))
+        since = time.monotonic()
+        while any(actor.epochs > self._max_pending for actor in self._actors):
+            self._collect(block=True, since=since)
+        epoch_done(epoch, self._metrics, self._stats, self._on_epoch)
+
+    def flush(self, *, mark: bool = False) -> None:
+        """Wait until every record handed on is delivered (raises what an actor raised);
+        with ``mark``, :attr:`marks` then covers it."""
+        ordinal = self._ask_flush(mark, None)
+        since = time.monotonic()
+        while self._flushes_done < ordinal:
+            self._collect(block=True, since=since)
+
+    def flush_then(self, then: Callable[[], None]) -> None:
+        """Have every record handed on so far delivered and marked, and call ``then()`` once
+        it is, without waiting (from a later call, in the order asked)."""
+        self._ask_flush(True, then)
+
+    def close(self) -> None:
+        """Stop the actors, letting them close their clients when nothing is pending and none
+        failed. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self._failed and not any(a.calls for a in self._actors):
+            stops = [a.handle.stop.remote() for a in self._actors]
+            self._ray.wait(stops, num_returns=len(stops), timeout=10.0)
+        self._kill()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _next_ticket(self) -> int:
+        """The next call's ticket, the same for every actor (each takes them in order)."""
+        ticket = self._ticket
+        self._ticket += 1
+        return ticket
+
+    def _lease_s(self) -> float | None:
+        gate = self._gate
+        if gate is None:
+            return None
+        self._extended = time.monotonic()
+        open_for: Callable[[], float] | None = getattr(gate, "open_for", None)
+        if open_for is None:  # a plain callable: passing it means open
+            gate()
+            return self._timeout_s
+        return open_for()
+
+    def _ask_flush(self, mark: bool, then: Callable[[], None] | None) -> int:
+        lease_s = self._lease_s()
+        ticket = self._next_ticket()
+        for actor in self._actors:
+            ref = actor.handle.flush.remote(ticket, mark, lease_s)
+            actor.calls.append(_Call("flush", ref, None, time.monotonic()))
+        self._flushes_asked += 1
+        self._after_flush.append(then)
+        return self._flushes_asked
+
+    def _collect(self, *, block: bool, since: float | None = None) -> None:
+        """Take the actors' answers: all that are in, or (``block``) at least one and then
+        all that are in. ``since``: when the caller began to wait."""
+        ray = self._ray
+        since = time.monotonic() if since is None else since
+        while True:
+            fronts = {a.calls[0].ref: a for a in self._actors if a.calls}
+            if not fronts:
+                return
+            # Until one actor's oldest call is answered; then each actor's answers in order.
+            ray.wait(list(fronts), num_returns=1, timeout=_POLL_S if block else 0)
+            taken = False
+            for actor in self._actors:
+                while actor.calls:
+                    done, _ = ray.wait([actor.calls[0].ref], timeout=0)
+                    if not done:
+                        break
+                    self._answered(actor, actor.calls.popleft())
+                    taken = True
+            if taken or not block:
+                return
+            now = time.monotonic()
+            if self._gate is not None and now - self._extended >= _EXTEND_S:
+                lease_s = self._lease_s()
+                for actor in self._actors:
+                    actor.handle.extend.remote(lease_s)
+            stuck = min(
+                (a for a in self._actors if a.calls), key=lambda a: a.calls[0].sent, default=None
+            )
+            if (
+                stuck is not None
+                and now - max(stuck.calls[0].sent, stuck.heard, since) > self._timeout_s
+            ):
+                raise self._stuck(stuck)
+
+    def _answered(self, actor: _Actor, call: _Call) -> None:
+        from ray.exceptions import RayActorError, RayError
+
+        actor.heard = time.monotonic()
+        try:
+            answer = self._ray.get(call.ref)
+        except RayActorError as exc:
+            raise self._died(actor, call, exc) from None
+        except RayError as exc:
+            self._failed = True
+            raise SinkError(f"{actor.name} failed: {_first_line(exc)}") from None
+        if isinstance(answer, SinkFailed):
+            self._failed = True
+            if isinstance(answer.error, ConnectorError):
+                raise answer.error
+            logger.error("%s failed:\n%s", actor.name, answer.trace)
+            raise SinkError(f"{actor.name} failed: {answer.text}")
+        if isinstance(answer, Written):
+            self._written(answer)
+        elif isinstance(answer, Flushed):
+            self._broker_errors(answer.broker_errors)
+            actor.flushed.append(answer.marks)
+            if self._stats is not None:
+                self._stats.add_time(f"{STAGE_PREFIX}write flush", answer.seconds)
+            self._flushes_answered()
+
+    def _flushes_answered(self) -> None:
+        while self._flushes_done < self._flushes_asked and all(a.flushed for a in self._actors):
+            for actor in self._actors:
+                self.marks.update(actor.flushed.popleft())
+            self._flushes_done += 1
+            then = self._after_flush.popleft()
+            if then is not None:
+                then()
+
+    def _written(self, answer: Written) -> None:
+        for topic, n in answer.written.items():
+            self.written[topic] = self.written.get(topic, 0) + n
+            if self._metrics is not None:
+                self._metrics.records_written(topic, n)
+        for topic, n in answer.skipped.items():
+            self.skipped[topic] = self.skipped.get(topic, 0) + n
+        if answer.written and self.first_write_at is None:
+            self.first_write_at = time.monotonic()
+        if self._stats is not None:
+            self._stats.add_time("write", answer.seconds)
+            for stage, spent in answer.stages.items():
+                self._stats.add_time(f"{STAGE_PREFIX}write {stage}", spent)
+        self._broker_errors(answer.broker_errors)
+
+    def _broker_errors(self, count: int) -> None:
+        if self._metrics is not None:
+            for _ in range(count):
+                self._metrics.broker_error("producer")
+
+    def _answers(self, refs: list[Any], timeout: float, doing: str) -> list[Any]:
+        """Every actor's answer to one call each (``refs``, by actor), within ``timeout``."""
+        from ray.exceptions import RayError
+
+        ready, _ = self._ray.wait(refs, num_returns=len(refs), timeout=timeout)
+        if len(ready) < len(refs):
+            late = [a for a, r in zip(self._actors, refs, strict=True) if r not in ready]
+            raise SinkError(
+                f"{late[0].name} did not answer within {timeout:.0f} s while {doing}; "
+                "the Ray cluster may lack a node or the resources for it"
+            )
+        try:
+            return list(self._ray.get(refs))
+        except RayError as exc:
+            raise SinkError(f"a sink actor failed while {doing}: {_first_line(exc)}") from None
+
+    def _stuck(self, actor: _Actor) -> WatchdogError:
+        self._failed = True
+        call = actor.calls[0]
+        self._ray.kill(actor.handle, no_restart=True)
+        where = " while flushing"
+        if call.span is not None:
+            index, first, end = call.span
+            where = f" while writing epoch {index} (seq {first}..{end - 1})"
+        return WatchdogError(
+            f"{actor.name} made no progress for {self._timeout_s:.0f} s{where}; it was stopped, "
+            "and its output since the last flush may be partly written: run the job again "
+            "(with a checkpoint directory it resumes and skips what is already there)",
+            process="sink",
+        )
+
+    def _died(self, actor: _Actor, call: _Call, exc: BaseException) -> SinkError:
+        self._failed = True
+        where = " while flushing"
+        if call.span is not None:
+            index, first, end = call.span
+            where = f" while writing epoch {index} (seq {first}..{end - 1})"
+        return SinkError(
+            f"{actor.name} died{where} ({_first_line(exc)}); its output since the last flush "
+            "may be partly written: run the job again (with a checkpoint directory it resumes "
+            "and skips what is already there)"
+        )
+
+    def _kill(self) -> None:
+        for actor in self._actors:
+            try:
+                self._ray.kill(actor.handle, no_restart=True)
+            except Exception as exc:  # already gone; Ray's own errors
+                logger.debug("killing %s: %s", actor.name, exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
