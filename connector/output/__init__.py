@@ -27,8 +27,8 @@ from __future__ import annotations
 from connector.output.ray_sinks import RaySinks
 from connector.output.sink import KafkaSink, OutputTarget, ResumePoint, output_producer_settings
 from connector.output.sink_process import SinkProcess
-from connector.output.writer import SinkSettings
 from connector.output.topics import OutputTopic, dead_lettered_offsets, prepare_outputs
+from connector.output.writer import SinkSettings
 
 __all__ = [
     "KafkaSink",
