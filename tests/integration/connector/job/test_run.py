@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import gc
 import io
+import os
+import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import fastavro
 import numpy as np
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 import connector.job.run as run_module
 from connector.config import RunConfig
-from connector.errors import ConfigError
+from connector.errors import ConfigError, SinkError
 from connector.job.run import run_job
 from connector.kafka.partitioner import java_partition
 from connector.output.headers import identity
+from connector.output.ray_sinks import RaySinks
 from connector.runtime.gcpolicy import REPLAY_THRESHOLDS
 from connector.serde.avro import load_schema
 from engine.examples.social.data import SocialData, generate_social
@@ -275,3 +280,110 @@ def _without_job(headers: tuple[tuple[str, object], ...], mode: str) -> object:
         assert job is not None
         return seq
     return [(k, v) for k, v in headers if k != "restream.job"]
+
+
+def _oracle_records(
+    got: list[Any], expected: dict[int, list[tuple[bytes, bytes, bytes]]]
+) -> dict[int, list[tuple[object, ...]]]:
+    return {
+        p: [(r.key, r.value, dict(r.headers)["restream.seq"]) for r in got if r.partition == p]
+        for p in expected
+    }
+
+
+@pytest.mark.parametrize("sinks", [1, 2, 3])
+def test_sink_actors_write_the_oracles_records(
+    broker: LocalBroker,
+    social: SocialData,
+    read_range: ReadRange,
+    sinks: int,
+    caplog: pytest.LogCaptureFixture,
+    request: pytest.FixtureRequest,
+) -> None:
+    """``ray_sinks`` 1, 2 and 3: the workers' output goes to sink actors unmerged (the driver
+    never fetches it) and every partition holds the oracle's records in its order; a rerun of
+    the job skips all of them, each in the actor that owns its partition."""
+    request.getfixturevalue("ray_cluster")
+    topics = _write(broker, social)
+    config = _config(broker, social, topics, executor="ray", ray_sinks=sinks)
+    with caplog.at_level("INFO", logger="connector.output.ray_sinks"):
+        report = run_job(config, out=io.StringIO())
+    assert any(m.startswith(f"{sinks} sink actor") for m in caplog.messages), caplog.messages
+    output = f"{config.job_id}.scores"
+    expected = _expected(social, topics)
+    total = sum(len(v) for v in expected.values())
+    assert report.outputs == {output: total}
+    # The driver merged nothing: the executor's merge is the step it skips for sink actors.
+    assert "merge" not in report.stats.seconds
+    got = read_range(output, {p: (0, len(expected[p])) for p in range(PARTITIONS)})
+    assert _oracle_records(got, expected) == expected
+    again = run_job(config, out=io.StringIO())
+    assert again.outputs.get(output, 0) == 0
+    assert again.skipped == {output: total}
+
+
+def test_a_run_whose_sink_actor_was_killed_resumes_to_the_oracles_records(
+    broker: LocalBroker,
+    social: SocialData,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    request: pytest.FixtureRequest,
+) -> None:
+    """A sink actor killed after a few checkpoints fails the run (exit 1: a SinkError naming
+    it); the job run again resumes from its newest checkpoint and the output is exactly the
+    oracle's: what the killed attempt wrote past the checkpoint is skipped, not doubled."""
+    request.getfixturevalue("ray_cluster")
+    topics = _write(broker, social)
+    config = _config(
+        broker,
+        social,
+        topics,
+        executor="ray",
+        ray_sinks=2,
+        epoch_size=1_000,
+        checkpoint_dir=str(tmp_path),
+        checkpoint_every_epochs=2,
+    )
+    write_shares = RaySinks.write_shares
+
+    def killing(self: RaySinks, shares: Any, epoch: Any, records: int) -> None:
+        if epoch.index == 7:
+            victim = self.places[1]
+            assert victim is not None
+            os.kill(victim.pid, signal.SIGKILL)
+        write_shares(self, shares, epoch, records)
+
+    monkeypatch.setattr(RaySinks, "write_shares", killing)
+    with pytest.raises(SinkError, match=r"the sink actor 2 of 2 \(node \S+, pid \d+, output"):
+        run_job(config, out=io.StringIO())
+    monkeypatch.undo()
+    report = run_job(config, out=io.StringIO())
+    assert report.resumed_from is not None and report.resumed_from > 0
+    output = f"{config.job_id}.scores"
+    expected = _expected(social, topics)
+    assert report.skipped.get(output, 0) > 0  # written by the killed attempt past its checkpoint
+    assert _everything_in(broker, output) == expected
+
+
+def _everything_in(broker: LocalBroker, topic: str) -> dict[int, list[tuple[object, ...]]]:
+    """Every record of ``topic`` per partition as (key, value, seq), read until none comes
+    for 3 s (the embedded broker's watermarks cannot say where a partition ends)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": f"restream-test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    out: dict[int, list[tuple[object, ...]]] = {p: [] for p in range(PARTITIONS)}
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
+        while (message := consumer.poll(3.0)) is not None:
+            assert message.error() is None, message.error()
+            headers = dict(message.headers() or [])
+            out[message.partition()].append(
+                (message.key(), message.value(), headers["restream.seq"])
+            )
+    finally:
+        consumer.close()
+    return out
