@@ -444,6 +444,7 @@ def run_e2e_bench(
     ray_readers: int = 0,
     output_writer: OutputWriter = "auto",
     input_reader: InputReaderChoice = "auto",
+    ray_sinks: int = 0,
 ) -> E2EResult:
     """Measure (see the module docstring) and return the result. ``shape``: the data set's
     skew and backwards jitter (default: the uniform data set); ``output_headers``: the
@@ -503,6 +504,7 @@ def run_e2e_bench(
                 ray_readers,
                 output_writer,
                 input_reader,
+                ray_sinks,
             )
             cpu = _own_cpu() - cpu
             drop_topics(broker.bootstrap, run.job)
@@ -535,6 +537,7 @@ def _e2e_pass(
     ray_readers: int = 0,
     output_writer: OutputWriter = "auto",
     input_reader: InputReaderChoice = "auto",
+    ray_sinks: int = 0,
 ) -> RunReport:
     config = RunConfig(
         job_id=unique_prefix("bench"),
@@ -548,6 +551,7 @@ def _e2e_pass(
         output_writer=output_writer,
         input_reader=input_reader,
         ray_readers=ray_readers,
+        ray_sinks=ray_sinks,
     )
     return run_job(config, out=sys.stderr)
 
@@ -567,6 +571,7 @@ def bench_e2e_command(args: Any, out: TextIO, shape: tuple[Skew, int] | None = N
         shape=shape,
         output_headers=args.output_headers,
         ray_readers=args.ray_readers,
+        ray_sinks=args.ray_sinks,
         output_writer=args.output_writer,
         input_reader=args.input_reader,
     )

@@ -212,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
         "reader actors of a ray e2e run (setting ray_readers; 0: one per node when the "
         "workers span several)",
     )
+    _option(
+        bench_e2e,
+        "--ray-sinks",
+        int,
+        0,
+        "sink actors of a ray e2e run (setting ray_sinks; 0: one per node with CPUs when "
+        "there are several)",
+    )
     _option(bench_e2e, "--json", str, None, "also write the figures to this JSON file")
     bench_e2e.set_defaults(handler=_bench_e2e, interrupt_on_term=True)
     bench_scale = benches.add_parser(
@@ -326,6 +334,8 @@ def _bench_e2e(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name}", "must be >= 1")
     if args.ray_readers < 0:
         raise ConfigError("--ray-readers", f"must be >= 0, got {args.ray_readers}")
+    if args.ray_sinks < 0:
+        raise ConfigError("--ray-sinks", f"must be >= 0, got {args.ray_sinks}")
     return bench_e2e_command(args, sys.stdout, engine_commands.data_shape(args))
 
 
