@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import numpy.typing as npt
 
 if TYPE_CHECKING:
     from engine.log import Epoch
@@ -25,12 +26,14 @@ if TYPE_CHECKING:
 __all__ = [
     "ABSENT",
     "OutputChunk",
+    "OutputRouter",
     "ShareSink",
     "Sink",
     "absent_column",
     "canonical_bytes",
     "collect",
     "merge_shares",
+    "split_output",
 ]
 
 
@@ -122,21 +125,66 @@ class Sink(Protocol):
         ...
 
 
+class OutputRouter(Protocol):
+    """Which of a :class:`ShareSink`'s writers each output record goes to. Picklable: the
+    ray executor's workers run it on the records they make."""
+
+    @property
+    def parts(self) -> int:
+        """How many writers there are."""
+        ...
+
+    def __call__(self, chunk: OutputChunk) -> npt.NDArray[np.intp]:
+        """Each record's writer, ``0 <= writer < parts``."""
+        ...
+
+
 @runtime_checkable
 class ShareSink(Sink, Protocol):
     """A :class:`Sink` whose writers take an epoch's output where they run, unmerged.
 
-    The ray executor hands such a sink each worker's share of an epoch as an opaque handle
-    (a Ray object reference to the worker's list of :class:`OutputChunk`), which the driver
-    never fetches: the sink's writers, on other nodes, resolve the handles, keep the records
-    of the output partitions they own and merge the shares by ``seq``
+    The ray executor's workers cut their output of an epoch into one part per writer
+    (:func:`split_output` with the sink's :attr:`router`) and hand the sink each part as an
+    opaque handle (a Ray object reference), which the driver never fetches: each writer, on
+    its own node, fetches its parts from every worker and merges them by ``seq``
     (:func:`merge_shares`), so that no single process touches every output record.
     """
 
-    def write_shares(self, shares: Sequence[object], epoch: Epoch, records: int) -> None:
-        """Take one epoch's output as ``shares`` (one handle per worker, in worker order),
-        ``records`` records in all; called as :meth:`Sink.write` would be."""
+    #: Which writer each record goes to; None: one writer, which takes everything.
+    router: OutputRouter | None
+
+    def write_shares(self, shares: Sequence[Sequence[object]], epoch: Epoch, records: int) -> None:
+        """Take one epoch's output as ``shares[w][k]``, worker ``w``'s records for writer
+        ``k`` (one part per writer, or a single part without a router), ``records`` records
+        in all; called as :meth:`Sink.write` would be."""
         ...
+
+
+def split_output(chunks: Sequence[OutputChunk], router: OutputRouter) -> list[list[OutputChunk]]:
+    """``chunks`` cut into ``router.parts`` lists, each record in its writer's; every part
+    keeps serial order."""
+    parts: list[list[OutputChunk]] = [[] for _ in range(router.parts)]
+    for chunk in chunks:
+        if not len(chunk):
+            continue
+        owner = np.asarray(router(chunk), dtype=np.intp)
+        # A stable sort of small integers (numpy's radix sort): each writer's rows in order.
+        order = np.argsort(owner, kind="stable")
+        bounds = np.searchsorted(owner[order], np.arange(router.parts + 1)).tolist()
+        for k in range(router.parts):
+            rows = order[bounds[k] : bounds[k + 1]]
+            if len(rows) == len(chunk):
+                parts[k].append(chunk)
+            elif len(rows):
+                parts[k].append(
+                    OutputChunk(
+                        chunk.output,
+                        chunk.seq[rows],
+                        chunk.keys[rows],
+                        {name: column[rows] for name, column in chunk.columns.items()},
+                    )
+                )
+    return parts
 
 
 class _Collector:

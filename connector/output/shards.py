@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,7 @@ from engine.output import OutputChunk
 __all__ = [
     "CPUS_PER_SINK",
     "Owners",
+    "PartitionRouter",
     "SinkShare",
     "assign_partitions",
     "auto_sink_processes",
@@ -172,3 +174,29 @@ def _rows(chunk: OutputChunk, rows: npt.NDArray[Any]) -> OutputChunk:
         chunk.keys[rows],
         {name: column[rows] for name, column in chunk.columns.items()},
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionRouter:
+    """The :class:`~engine.output.OutputRouter` of sink actors: each record goes to the
+    writer that owns the output partition the Java client picks for its key (the split of
+    :func:`split_chunks`, computed by the ray executor's workers where the records are made).
+    A stream without a topic goes to writer 0, whose sink names it."""
+
+    parts: int
+    #: Per output stream, its topic and partition count.
+    topics: Mapping[str, tuple[str, int]]
+    owners: Owners
+
+    @classmethod
+    def of(cls, targets: Mapping[str, OutputTarget], owners: Owners, parts: int) -> PartitionRouter:
+        """The router for ``targets`` split among ``parts`` writers by ``owners``."""
+        return cls(parts, {s: (t.topic, t.partitions) for s, t in targets.items()}, owners)
+
+    def __call__(self, chunk: OutputChunk) -> npt.NDArray[np.intp]:
+        """Each record's writer."""
+        found = self.topics.get(chunk.output)
+        if found is None:
+            return np.zeros(len(chunk), dtype=np.intp)
+        topic, partitions = found
+        return self.owners[topic][key_partitions(chunk.keys, partitions)]

@@ -59,7 +59,7 @@ from engine.executors.sharding import Shard
 from engine.executors.snapshot import _importable, _make_function
 from engine.executors.worker import Failed
 from engine.log import Epoch
-from engine.output import OutputChunk
+from engine.output import OutputRouter, split_output
 from engine.planner import Plan
 from engine.state.jit import warm_up
 
@@ -142,9 +142,14 @@ class Share:
     seconds: dict[str, float]
 
 
-#: What :meth:`RayWorker.process` answers (``num_returns=2``): the share, or the failure and
-#: no chunks.
-Answer = tuple[Share, list[OutputChunk]] | tuple[Failed, None]
+#: What :meth:`RayWorker.process` answers (``num_returns=1 + parts``): the share (or the
+#: failure) and its output chunks, one list per writer of the sink (None each on failure).
+Answer = tuple[Any, ...]
+
+
+def _nothing(router: OutputRouter | None) -> list[None]:
+    """The output parts of a failed call: one None per part."""
+    return [None] * (1 if router is None else router.parts)
 
 
 class RayWorker:
@@ -196,13 +201,16 @@ class RayWorker:
                 return self._failed(exc, None)
             return time.perf_counter() - t0
 
-    def process(self, ticket: int, epoch: Epoch) -> Answer:
-        """Run every phase of ``epoch`` over this shard; its share and its output chunks
-        (two objects: call with ``num_returns=2``)."""
+    def process(self, ticket: int, epoch: Epoch, router: OutputRouter | None) -> Answer:
+        """Run every phase of ``epoch`` over this shard; its share and its output chunks, cut
+        into one list per writer by ``router`` (call with ``num_returns=1 + parts``; a
+        single list without a router)."""
         with self._turn_of(ticket):
-            return self._process(epoch, RunStats("ray"))
+            return self._process(epoch, RunStats("ray"), router)
 
-    def process_pieces(self, ticket: int, keys: Epoch, *pieces: Piece | None) -> Answer:
+    def process_pieces(
+        self, ticket: int, keys: Epoch, router: OutputRouter | None, *pieces: Piece | None
+    ) -> Answer:
         """Assemble the epoch from its key epoch and the readers' pieces (see
         :mod:`engine.executors.ray_readers`), then run it as :meth:`process` does. A missing
         piece (None: its reader failed, which the driver reports) fails the epoch."""
@@ -216,17 +224,21 @@ class RayWorker:
                     raise EngineError("a reader failed to send its piece of the epoch")
                 epoch = assemble(keys, [p for p in pieces if p is not None])
             except BaseException as exc:
-                return self._failed(exc, keys), None
+                return self._failed(exc, keys), *_nothing(router)
             stats.add_time("assemble", time.perf_counter() - t0)
-            return self._process(epoch, stats)
+            return self._process(epoch, stats, router)
 
-    def _process(self, epoch: Epoch, stats: RunStats) -> Answer:
+    def _process(self, epoch: Epoch, stats: RunStats, router: OutputRouter | None) -> Answer:
         self._progress = (epoch.index, -1)
         try:
             chunks = self.runtime.process(epoch, stats, on_phase=self._on_phase(epoch.index))
+            t0 = time.perf_counter()
+            parts = [chunks] if router is None else split_output(chunks, router)
+            if router is not None:
+                stats.add_time("route output", time.perf_counter() - t0)
         except BaseException as exc:
-            return self._failed(exc, epoch), None
-        return Share(sum(len(c) for c in chunks), stats.seconds), chunks
+            return self._failed(exc, epoch), *_nothing(router)
+        return Share(sum(len(c) for c in chunks), stats.seconds), *parts
 
     def snapshot(self, ticket: int) -> tuple[bytes, float] | Failed:
         """This shard's state as of the end of the epoch before, and the seconds it took."""

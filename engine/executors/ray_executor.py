@@ -23,9 +23,10 @@ How a run goes:
   through the object store, calling each other (see that module).
 * Output: each actor returns its share of an epoch's records as an object of its own. The
   driver fetches the shares, merges them by ``seq`` with the parallel executor's merge and
-  hands the sink serial order; a :class:`~engine.output.ShareSink` (the connector's sink
-  actors) gets the shares' references instead, and its writers fetch and merge them on their
-  nodes, so that the driver touches no output record.
+  hands the sink serial order. For a :class:`~engine.output.ShareSink` (the connector's sink
+  actors) each actor cuts its output into one part per writer with the sink's router, the
+  driver hands the sink the parts' references, and each writer fetches and merges its parts
+  on its node, so that the driver touches no output record.
 
 Failure: an actor that raises answers with the error (worker, node, ``seq``; a reader: its
 node and partitions); an actor that dies is reported by Ray through its pending calls.
@@ -441,7 +442,14 @@ class RayExecutor:
         ray = pool.ray
         readers = pool.readers
         following = (0, 0) if start is None else (start.epoch, start.seq)
-        in_flight: deque[tuple[Epoch, list[Any], list[Any], list[Any] | None, list[Any]]] = deque()
+        # Sink actors: each worker cuts its output into one part per writer, which fetches
+        # its parts where it runs (see engine.output.ShareSink).
+        router = sink.router if isinstance(sink, ShareSink) else None
+        router_ref = None if router is None else ray.put(router)
+        returns = 1 + (1 if router is None else router.parts)
+        in_flight: deque[tuple[Epoch, list[Any], list[list[Any]], list[Any] | None, list[Any]]] = (
+            deque()
+        )
         exhausted = False
         while True:
             while not exhausted and len(in_flight) < self.max_in_flight:
@@ -464,7 +472,8 @@ class RayExecutor:
                 statuses: list[Any] = []
                 if readers is None:
                     calls = [
-                        a.process.options(num_returns=2).remote(ticket, ref) for a in pool.actors
+                        a.process.options(num_returns=returns).remote(ticket, ref, router_ref)
+                        for a in pool.actors
                     ]
                 else:
                     # Each reader cuts its rows of the key epoch into a piece in the object
@@ -473,11 +482,13 @@ class RayExecutor:
                     statuses = [status for status, _ in cut]
                     pieces = [piece for _, piece in cut]
                     calls = [
-                        a.process_pieces.options(num_returns=2).remote(ticket, ref, *pieces)
+                        a.process_pieces.options(num_returns=returns).remote(
+                            ticket, ref, router_ref, *pieces
+                        )
                         for a in pool.actors
                     ]
-                refs = [answer for answer, _ in calls]
-                outputs = [chunks for _, chunks in calls]
+                refs = [answer for answer, *_ in calls]
+                outputs = [parts for _, *parts in calls]
                 snaps = None
                 if due:
                     # Right behind the epoch: each actor snapshots exactly at its end.
@@ -507,7 +518,7 @@ class RayExecutor:
                 stats.add_time("sink", time.perf_counter() - t0)
             else:
                 t0 = time.perf_counter()
-                chunks: list[OutputChunk] = merge_shares(ray.get(outputs))
+                chunks: list[OutputChunk] = merge_shares(ray.get([p[0] for p in outputs]))
                 stats.add_time("merge", time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 sink.write(chunks, epoch)

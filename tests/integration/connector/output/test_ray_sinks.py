@@ -18,7 +18,7 @@ from connector.output.ray_sinks import RaySinks
 from connector.output.sink import KafkaSink, ResumePoint
 from engine.examples.social.spam import SCORE_FIELDS
 from engine.executors.base import RunStats
-from engine.output import OutputChunk, ShareSink
+from engine.output import OutputChunk, ShareSink, split_output
 from tests.support.broker import NewTopic, ReadRange
 from tests.support.procs import running
 from tests.support.score_epochs import (
@@ -57,16 +57,18 @@ def _write(sink: RaySinks, index: int, rows: int, workers: int = 2) -> None:
 
     epoch = score_epoch(index, 1_000)
     shares = _shares(score_chunk(epoch, rows), workers) if rows else [[] for _ in range(workers)]
-    sink.write_shares([ray.put(s) for s in shares], epoch, rows)
+    # Each worker cuts its share with the sink's router, as the ray executor's workers do.
+    parts = [split_output(s, sink.router) if sink.router is not None else [s] for s in shares]
+    sink.write_shares([[ray.put(p) for p in worker] for worker in parts], epoch, rows)
 
 
 @pytest.mark.parametrize("actors", [1, 2, 3])
 def test_writes_what_the_sink_in_process_writes_from_unmerged_shares(
     broker: LocalBroker, new_topic: NewTopic, read_range: ReadRange, actors: int
 ) -> None:
-    """From two workers' shares of every epoch, split over actors by partition or not: the
-    same records, partitions, order and headers as one sink in process given the merged
-    chunks; a resume point skips in the partition's own actor; marks cover every
+    """From two workers' shares of every epoch, each cut by the sink's router into a part
+    per actor: the same records, partitions, order and headers as one sink in process given
+    the merged chunks; a resume point skips in the partition's own actor; marks cover every
     partition; the counts reach the metrics."""
     inline_topic, actor_topic = new_topic(partitions=3), new_topic(partitions=3)
     epochs = [(i, 600 if i != 2 else 0) for i in range(4)]
@@ -129,13 +131,11 @@ def test_writes_what_the_sink_in_process_writes_from_unmerged_shares(
 def test_an_error_in_an_actor_is_raised_by_the_driver_as_itself(
     broker: LocalBroker, new_topic: NewTopic
 ) -> None:
-    import ray
-
     topic = new_topic(partitions=3)
     with RaySinks(score_settings(broker, topic), actors=2) as sink:
         epoch = score_epoch(0, 100)
         chunk = score_chunk(epoch, 10, fields=SCORE_FIELDS[:-1])
-        sink.write_shares([ray.put([chunk])], epoch, 10)
+        sink.write([chunk], epoch)
         with pytest.raises(SerdeError, match="lacks fields \\['sender_flagged'\\]"):
             sink.flush()
 

@@ -4,6 +4,7 @@ an epoch's chunks (no processes: the split shares are written by in-process sink
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Mapping
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from connector.errors import SerdeError
 from connector.kafka.partitioner import java_partition
 from connector.output.shards import (
+    PartitionRouter,
     assign_partitions,
     auto_sink_processes,
     describe_partitions,
@@ -30,7 +32,7 @@ from connector.output.sink import (
     key_partitions,
 )
 from connector.runtime.cpus import CpuBudget
-from engine.output import OutputChunk
+from engine.output import OutputChunk, split_output
 from tests.support.sink_fakes import (
     ProducedRecord,
     RecordingProducer,
@@ -177,6 +179,32 @@ def test_each_share_holds_its_partitions_rows_in_order() -> None:
             assert part.columns.keys() == chunk.columns.keys()
             for name, column in part.columns.items():
                 assert np.array_equal(column, chunk.columns[name][rows])
+
+
+def test_the_router_cuts_what_split_chunks_cuts_and_pickles() -> None:
+    """The sink actors' router, run by the workers with engine.output.split_output, gives each
+    writer the same rows in the same order as the sink processes' split; a stream without a
+    topic goes to writer 0 (whose sink then names it)."""
+    targets = _targets(scores=5, alerts=2)
+    owners = assign_partitions({"scores": 5, "alerts": 2}, 3)
+    router = pickle.loads(pickle.dumps(PartitionRouter.of(targets, owners, 3)))
+    rng = np.random.default_rng(8)
+    chunks = [
+        _chunk("stream-scores", 300, rng.integers(-50, 10_000, 400), 1),
+        _chunk("stream-alerts", 300, np.array([f"user-{i}" for i in rng.integers(0, 99, 50)]), 2),
+        _chunk("stream-scores", 300, np.array([], dtype=np.int64), 3),
+    ]
+    parts = split_output(chunks, router)
+    assert len(parts) == router.parts == 3
+    for part, (mine, _) in zip(parts, split_chunks(chunks, targets, owners, 3), strict=True):
+        assert len(part) == len(mine)
+        for got, want in zip(part, mine, strict=True):
+            assert got.output == want.output
+            assert np.array_equal(got.seq, want.seq) and np.array_equal(got.keys, want.keys)
+            for name, column in want.columns.items():
+                assert np.array_equal(got.columns[name], column)
+    stray = _chunk("stream-unknown", 10, np.arange(12), 4)
+    assert np.array_equal(router(stray), np.zeros(12, dtype=np.intp))
 
 
 def test_a_chunk_of_one_owner_is_handed_on_whole() -> None:
