@@ -158,6 +158,10 @@ def stages_of(seconds: Mapping[str, float], events: int, outputs: int) -> list[S
             rows.append(row("sink", label, spent, "record"))
     if "write" in seconds:
         rows.append(row("sink", "write (all but flush)", seconds["write"], "record"))
+    cpu = seconds.get(f"{STAGE_PREFIX}write cpu")
+    if cpu is not None:
+        # The rows above are wall times, which on a busy machine count waiting for a core.
+        rows.append(row("sink", "CPU (all but flush)", cpu, "record"))
     return rows
 
 

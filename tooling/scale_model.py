@@ -39,9 +39,13 @@ import numpy as np
 from connector.errors import ConfigError
 from engine.examples.social.data import generate_social
 from engine.examples.social.source import social_source
+from engine.examples.social.spam import build_spam_pipeline
+from engine.executors.batch import BatchExecutor
 from engine.executors.ray_readers import ReaderShare, assemble
 from engine.log import Epoch, PartitionBatch, PartitionSpec, StringColumn
 from engine.merge import merge_log
+from engine.output import collect
+from engine.planner import plan
 
 __all__ = [
     "Costs",
@@ -91,6 +95,10 @@ class Projection:
         return min(self.limits, key=lambda k: self.limits[k])
 
 
+#: The sink's rows that sum the others.
+_SINK_TOTALS = ("write (all but flush)", "CPU (all but flush)")
+
+
 def _stage(stages: Sequence[Mapping[str, Any]], process: str, stage: str) -> float:
     for row in stages:
         if row["process"] == process and row["stage"] == stage:
@@ -116,10 +124,12 @@ def costs_from_report(report: Mapping[str, Any]) -> Costs:
     if driver == 0.0:
         raise ConfigError("--report", "the report lacks the driver's process CPU: rerun bench e2e")
     readers = sum(float(r["us_per_record"]) for r in stages if r["process"] == "readers (summed)")
-    sink = sum(
+    # The sink's own CPU when the report has it (the stages are wall times, which count
+    # waiting for a core on the benchmark's busy machine), else the stages' sum.
+    sink = _stage(stages, "sink", "CPU (all but flush)") or sum(
         float(r["us_per_record"])
         for r in stages
-        if r["process"] == "sink" and r["stage"] != "write (all but flush)"
+        if r["process"] == "sink" and r["stage"] not in _SINK_TOTALS
     )
     return Costs(
         driver=driver,
@@ -137,17 +147,24 @@ def project(
     cores: int,
     sink_processes: int,
     nic_gbit: float,
+    sink_actors: int = 0,
 ) -> Projection:
     """The rate of ``nodes`` nodes of ``cores`` cores each (see the module docstring);
-    ``shape``: the epoch's bytes and assembly cost with one reader a node."""
+    ``shape``: the epoch's bytes and assembly cost with one reader a node. ``sink_actors``:
+    sink actors a node (0: ``sink_processes`` on the driver's node write everything)."""
     workers = nodes * cores
-    spare = workers - 1 - sink_processes  # cores left once the driver and sinks have theirs
+    sinks = nodes * sink_actors if sink_actors else sink_processes
+    spare = workers - 1 - sinks  # cores left once the driver and the sinks have theirs
     per_event = costs.readers + costs.compute + workers * shape.assemble_us
+    output = costs.records_per_event * shape.output_bytes_per_record
+    # What the busiest node receives a second per event: every epoch's rows, and the output
+    # its sinks write (all of it on the driver's node, a node's share with sink actors).
+    received = shape.bytes_per_event + (output / nodes if sink_actors else output)
     limits: dict[Limit, float] = {
         "driver": 1e6 / costs.driver,
-        "sink": sink_processes * 1e6 / max(costs.sink_per_record * costs.records_per_event, 1e-9),
+        "sink": sinks * 1e6 / max(costs.sink_per_record * costs.records_per_event, 1e-9),
         "cores": max(spare, 0) * 1e6 / per_event,
-        "network": nic_gbit * 1e9 / 8 / max(shape.bytes_per_event, 1e-9),
+        "network": nic_gbit * 1e9 / 8 / max(received, 1e-9),
     }
     return Projection(nodes, workers, limits)
 
@@ -161,6 +178,8 @@ class EpochShape:
     #: µs per event for one worker to assemble an epoch from ``readers`` pieces.
     assemble_us: float
     readers: int
+    #: Bytes of an output record as the workers hand it to the sinks (the spam scores).
+    output_bytes_per_record: float = 0.0
 
 
 def measure_epoch(readers: int, events: int = 250_000, repeat: int = 5) -> EpochShape:
@@ -187,8 +206,23 @@ def measure_epoch(readers: int, events: int = 250_000, repeat: int = 5) -> Epoch
         whole = assemble(epoch, pieces)
         times.append(time.perf_counter() - began)
     return EpochShape(
-        _epoch_bytes(whole) / len(epoch), statistics.median(times) * 1e6 / len(epoch), readers
+        _epoch_bytes(whole) / len(epoch),
+        statistics.median(times) * 1e6 / len(epoch),
+        readers,
+        _output_bytes(data),
     )
+
+
+def _output_bytes(data: Any) -> float:
+    """Bytes per output record of the spam backtest on ``data`` (its columns, seq and key)."""
+    sink = collect()
+    BatchExecutor().run(plan(build_spam_pipeline()), social_source(data), sink)
+    records = sum(len(c) for c in sink.chunks)
+    total = sum(
+        c.seq.nbytes + c.keys.nbytes + sum(col.nbytes for col in c.columns.values())
+        for c in sink.chunks
+    )
+    return total / max(records, 1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +263,8 @@ def scale_command(args: Any, out: TextIO) -> int:
     for name, value in (("--cores", args.cores), ("--sink-processes", args.sink_processes)):
         if value < 1:
             raise ConfigError(name, f"must be >= 1, got {value}")
+    if args.sink_actors < 0:
+        raise ConfigError("--sink-actors", f"must be >= 0, got {args.sink_actors}")
     if args.nic_gbit <= 0:
         raise ConfigError("--nic-gbit", f"must be > 0, got {args.nic_gbit}")
     costs = costs_from_report(report)
@@ -240,7 +276,8 @@ def scale_command(args: Any, out: TextIO) -> int:
         f"compute {costs.compute:.3f} (summed over workers); sink {costs.sink_per_record:.3f} "
         f"per record x {costs.records_per_event:.2f} records an event; assembly "
         f"{many.assemble_us:.4f} per worker ({many.readers} readers); "
-        f"{many.bytes_per_event:.0f} bytes an event to every node",
+        f"{many.bytes_per_event:.0f} bytes an event to every node, "
+        f"{many.output_bytes_per_record:.0f} bytes an output record to its sink",
         file=out,
     )
     print(
@@ -253,7 +290,9 @@ def scale_command(args: Any, out: TextIO) -> int:
     previous = nodes[0]
     for n in nodes:
         shape = shapes[min(n, 2)]
-        p = project(costs, shape, n, args.cores, args.sink_processes, args.nic_gbit)
+        p = project(
+            costs, shape, n, args.cores, args.sink_processes, args.nic_gbit, args.sink_actors
+        )
         lim = p.limits
         print(
             f"{n:>5}{p.workers:>9}{p.events_per_second:>13,.0f}  {p.bottleneck:<10}"
@@ -265,9 +304,14 @@ def scale_command(args: Any, out: TextIO) -> int:
             stops = previous
         best = max(best, p.events_per_second)
         previous = n
+    sinks = (
+        f"{args.sink_actors} sink actor{'s' if args.sink_actors > 1 else ''} a node"
+        if args.sink_actors
+        else f"{args.sink_processes} sink processes on the driver's node"
+    )
     print(
-        f"{args.cores} cores a node, one worker per core, {args.sink_processes} sink processes "
-        f"on the driver's node, {args.nic_gbit:g} Gbit/s per node; "
+        f"{args.cores} cores a node, one worker per core, {sinks}, {args.nic_gbit:g} Gbit/s "
+        "per node; "
         + (
             f"beyond {stops} nodes, more nodes add less than 10%"
             if stops

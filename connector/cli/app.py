@@ -234,7 +234,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _option(bench_scale, "--nodes", str, "1,2,4,8,16,32", "cluster sizes (comma-separated)")
     _option(bench_scale, "--cores", int, 16, "cores per node")
-    _option(bench_scale, "--sink-processes", int, 4, "sink processes on the driver's node")
+    _option(
+        bench_scale,
+        "--sink-actors",
+        int,
+        1,
+        "sink actors a node (setting ray_sinks); 0: --sink-processes on the driver's node",
+    )
+    _option(
+        bench_scale,
+        "--sink-processes",
+        int,
+        4,
+        "sink processes on the driver's node, with --sink-actors 0",
+    )
     _option(bench_scale, "--nic-gbit", float, 10.0, "network bandwidth per node, Gbit/s")
     bench_scale.set_defaults(handler=_bench_scale)
     bench_ckpt = benches.add_parser(

@@ -225,11 +225,13 @@ class SinkActor:
         with self._turn_of(ticket):
             if lease_s is not None:
                 self.extend(lease_s)
-            began = time.perf_counter()
+            began, began_cpu = time.perf_counter(), time.thread_time()
             try:
                 chunks = merge_shares(list(shares))
                 merged = time.perf_counter() - began
-                return self._writer.write(chunks, coords, began=began, stages={"load": merged})
+                return self._writer.write(
+                    chunks, coords, began=began, began_cpu=began_cpu, stages={"load": merged}
+                )
             except BaseException as exc:
                 return self._failed(exc)
 

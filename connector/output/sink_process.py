@@ -674,7 +674,7 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: _Mailbox) -> None:
                 outbox.step(busy=False)
                 continue
             _, index, path, coords_path = message
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.thread_time()
             chunks, partitions, coords = [], None, None
             if path is not None:
                 chunks, partitions = load(Path(path))
@@ -683,7 +683,12 @@ def _serve(settings: SinkSettings, inbox: Connection, outbox: _Mailbox) -> None:
                 coords = load(Path(coords_path))  # the parent removes it: siblings read it too
             loaded = time.perf_counter() - started
             written = writer.write(
-                chunks, coords, partitions, began=started, stages={"load": loaded}
+                chunks,
+                coords,
+                partitions,
+                began=started,
+                began_cpu=started_cpu,
+                stages={"load": loaded},
             )
             # Their /dev/shm pages go with the mappings, not with the next epoch.
             del chunks, partitions, coords

@@ -25,6 +25,7 @@ SECONDS = {
     f"{STAGE_PREFIX}write headers": 0.5,
     f"{STAGE_PREFIX}write produce": 2.0,
     f"{STAGE_PREFIX}write flush": 1.0,
+    f"{STAGE_PREFIX}write cpu": 1.5,
 }
 
 
@@ -36,6 +37,8 @@ def test_stages_are_microseconds_per_input_event_or_output_record() -> None:
     produce = rows[("sink", "produce calls")]
     assert (produce.per, produce.us_per_record) == ("record", pytest.approx(4.0))
     assert rows[("sink", "flush")].us_per_record == pytest.approx(2.0)
+    # The sink's own CPU beside its wall times, which count waiting for a core too.
+    assert rows[("sink", "CPU (all but flush)")].us_per_record == pytest.approx(3.0)
     # Not timed, not shown (a run without resume skips, say); operators are no stage.
     assert ("sink", "resume skip") not in rows
     assert not any("op" in stage.split() for _p, stage in rows)

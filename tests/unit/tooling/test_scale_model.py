@@ -62,12 +62,47 @@ def test_each_limit_and_the_bottleneck() -> None:
     assert many.bottleneck == "driver" and many.events_per_second == pytest.approx(2_000_000)
 
 
+def test_sink_actors_scale_the_sink_with_the_nodes() -> None:
+    """With sink actors every node writes its share: the sink limit grows with the nodes,
+    each node's actors take cores, and a node receives its share of the output."""
+    costs = Costs(driver=0.5, readers=3.0, compute=4.0, sink_per_record=2.0, records_per_event=0.5)
+    shape = EpochShape(
+        bytes_per_event=125.0, assemble_us=0.01, readers=4, output_bytes_per_record=100.0
+    )
+    four = project(costs, shape, nodes=4, cores=16, sink_processes=3, nic_gbit=10, sink_actors=2)
+    assert four.limits["sink"] == pytest.approx(8 * 1e6 / 1.0)
+    assert four.limits["cores"] == pytest.approx((64 - 1 - 8) * 1e6 / (7.0 + 64 * 0.01))
+    assert four.limits["network"] == pytest.approx(10e9 / 8 / (125.0 + 50.0 / 4))
+    # Sink processes on the driver's node: that node receives the whole output.
+    driver_node = project(costs, shape, nodes=4, cores=16, sink_processes=3, nic_gbit=10)
+    assert driver_node.limits["sink"] == pytest.approx(3e6)
+    assert driver_node.limits["network"] == pytest.approx(10e9 / 8 / (125.0 + 50.0))
+
+
+def test_the_sinks_cpu_is_preferred_to_its_wall_times() -> None:
+    report = _report()
+    stages = report["stages"]
+    assert isinstance(stages, list)
+    stages.append(
+        {
+            "process": "sink",
+            "stage": "CPU (all but flush)",
+            "seconds": 1.0,
+            "per": "record",
+            "us_per_record": 1.25,
+        }
+    )
+    assert costs_from_report(report).sink_per_record == 1.25
+
+
 def test_the_epoch_is_measured_over_several_readers() -> None:
     shape = measure_epoch(3, events=20_000, repeat=1)
     assert shape.readers == 3
     # Timestamps, kinds, keys and the message columns: tens of bytes an event.
     assert 20 < shape.bytes_per_event < 400
     assert shape.assemble_us > 0
+    # The spam scores: seq, key and eight fields of at most 8 bytes.
+    assert 40 < shape.output_bytes_per_record <= 80
 
 
 def test_the_command_prints_a_row_per_size_and_refuses_bad_flags(
