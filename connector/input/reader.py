@@ -54,6 +54,7 @@ from connector.kafka.fetcher import NativeFetcher
 from connector.kafka.native import topic_leaders
 from connector.kafka.records import FetchedRecords, RecordCopy
 from connector.positions.ranges import PartitionRange
+from connector.runtime.gcpolicy import replay_collection
 from connector.serde.event_time import EVENT_TIME_RANGE, event_times
 from connector.serde.rows import RawRows
 from connector.serde.values import RecordProblem, ValueDecoder
@@ -714,8 +715,11 @@ class KafkaPartSource(KafkaSource):
 
     def batches(self) -> Iterator[PartitionBatch]:
         """As :meth:`KafkaSource.batches`; the report after the last batch says so (also
-        when every range of the part is empty, where nothing calls ``finish``)."""
-        yield from super().batches()
+        when every range of the part is empty, where nothing calls ``finish``). The reader
+        actor reads with the replay's collector thresholds, as a run's coordinator does
+        (a ``Message`` per record: see :mod:`connector.runtime.gcpolicy`)."""
+        with replay_collection():
+            yield from super().batches()
         self._collected.finished = True
 
     def report(self) -> ReadReport:

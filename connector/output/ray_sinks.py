@@ -50,6 +50,7 @@ the actors. The driver's part is a few Ray calls an epoch, whatever the output.
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import pickle
@@ -74,6 +75,7 @@ from connector.output.shards import (
 from connector.output.sink import Coordinates, OutputTarget, epoch_done
 from connector.output.verify import PartitionMark
 from connector.output.writer import Flushed, PartitionWriter, SinkSettings, Written
+from connector.runtime.gcpolicy import REPLAY_THRESHOLDS
 from engine.executors.base import RunStats
 from engine.log import Epoch
 from engine.output import OutputChunk, merge_shares, split_output
@@ -194,6 +196,10 @@ class SinkActor:
     ) -> None:
         import ray
 
+        # The process writes for the whole run: the replay's collector thresholds, as in a
+        # sink process (headers and byte strings per record). Measured on 10M spam events:
+        # the actor's CPU per record went from 1.94 to 1.70 µs (a sink process: 1.06).
+        gc.set_threshold(*REPLAY_THRESHOLDS)
         self._window = None if lease_wait_s is None else LeaseWindow(settings.job, lease_wait_s)
         if owners is not None:
             mine = set(owned_partitions(owners, number))
