@@ -128,7 +128,7 @@ from engine.errors import StallError
 from engine.executors import make_executor
 from engine.executors.arena import sweep_stale
 from engine.executors.base import AUTO_EPOCHS_AT_LEAST, Executor, RunStats, auto_epoch_size
-from engine.executors.ray_executor import import_ray
+from engine.executors.ray_executor import connect_ray, import_ray
 from engine.planner import Plan, plan
 
 __all__ = ["JobPlan", "RunReport", "build_job", "resolve_ranges", "run_job"]
@@ -347,7 +347,7 @@ def _workers(config: RunConfig) -> int:
 def _ray_sink_actors(config: RunConfig, targets: Mapping[str, OutputTarget]) -> int:
     """The ray run's sink actors (0: none, the driver's sink processes write), connecting
     this process to the Ray cluster (where they run, and whose nodes ``ray_sinks`` 0 counts)."""
-    _ray_cluster_cpus(config.ray_address)  # connects
+    connect_ray(config.ray_address)
     partitions = sum({t.topic: t.partitions for t in targets.values()}.values())
     nodes = len(sink_nodes(import_ray().nodes()))
     return ray_sink_count(config.ray_sinks, partitions, nodes)
@@ -1092,8 +1092,10 @@ def _run_holding(
                 metrics=metrics,
                 stats=stats,
                 on_epoch=lambda _epoch: progress.update(),
-                timeout_s=config.stall_timeout,
-                lease_wait_s=float(config.lease_timeout),
+                # No heartbeats: a call may take as long as a sink process's step may.
+                timeout_s=config.broker_timeout + config.stall_timeout,
+                # As long as the gate itself waits for a renewal.
+                lease_wait_s=float(config.lease_timeout + config.broker_timeout),
             )
         else:
             # Before any Kafka client of the run exists here, so that the child can be forked.

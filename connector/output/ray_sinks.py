@@ -29,18 +29,23 @@ actor:
 * **Resume.** Each actor skips what an earlier attempt wrote to its own partitions.
 * **Lease.** The lease gate (:class:`~connector.job.lease.LeaseGate`) is shared memory on the
   driver's host. The driver asks it before each call and passes how long it stays open
-  (:meth:`~connector.job.lease.LeaseGate.open_for`); the actor lets records through until
-  then, by its own clock from when the call arrived, less :data:`LEASE_MARGIN_S` (the call's
-  transit), and the driver extends the window every second while it waits. If the window
-  closes while the actor writes, the actor waits for an extension as long as the gate itself
-  would wait for a renewal, then fails. So an actor frozen and thawed after a takeover queues
-  nothing more.
+  (:meth:`~connector.job.lease.LeaseGate.open_for`), and a thread of the driver passes it
+  again every second; the actor lets records through until then, by its own clock from when
+  the word arrived (before it fetches the epoch's records), less :data:`LEASE_MARGIN_S` for
+  the word's transit. If the window closes while the actor writes, the actor waits for a word
+  as long as the gate itself would wait for a renewal, then fails. So an actor frozen and
+  thawed after a takeover queues nothing more. A run that failed confirms its actors gone
+  before it releases the lease, or, when Ray cannot confirm it within seconds (a node cut
+  off), waits until the last window it granted has ended and what was queued in it has timed
+  out.
 * **Failure.** An actor that raises answers with the error, which the driver raises (a
   :class:`~connector.errors.ConnectorError` as itself, else :class:`SinkError` with its text,
-  the actor's traceback logged); an actor that dies (its node lost, out of memory) fails the
-  run with :class:`SinkError`; one whose oldest call has not finished for ``timeout_s`` while
-  the driver waits is killed and raises :class:`~connector.errors.WatchdogError`. Messages name
-  it: ``the sink actor 2 of 3 (node 10.0.0.5, pid 812, output partitions scores/1,4)``.
+  the actor's traceback logged), and answers every later call with it, writing nothing more
+  (a later epoch after a gap would be skipped by a resume); an actor that dies (its node
+  lost, out of memory) fails the run with :class:`SinkError`; one whose oldest call has not
+  finished for ``timeout_s`` while the driver waits is killed and raises
+  :class:`~connector.errors.WatchdogError`. Messages name it: ``the sink actor 2 of 3 (node
+  10.0.0.5, pid 812, output partitions scores/1,4)``.
 
 What it costs: the workers hash every record's key once more than a sink process would
 (~0.1 µs a record, spread over the workers) and make one object per actor per epoch; each
@@ -94,11 +99,15 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Seconds taken off the lease window a call brings, for the call's transit.
-LEASE_MARGIN_S = 1.0
+LEASE_MARGIN_S = 2.0
 #: Seconds between the driver's checks while it waits for the actors (and between its
 #: extensions of their lease windows, at most every :data:`_EXTEND_S`).
 _POLL_S = 0.2
 _EXTEND_S = 1.0
+#: The sink actors' concurrency group for the driver's lease extensions.
+_LEASE_GROUP = "lease"
+#: Seconds a failed run waits for Ray to confirm its sink actors gone.
+_KILL_WAIT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,6 +217,8 @@ class SinkActor:
         self._writer = PartitionWriter(replace(settings, gate=self._window))
         self._turn = 0
         self._lock = threading.Condition()
+        #: The first failure, answered to every call after it.
+        self._broken: SinkFailed | None = None
         ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
         self.place = SinkPlace(ip, ray.get_runtime_context().get_node_id(), os.getpid())
 
@@ -220,20 +231,21 @@ class SinkActor:
         if self._window is not None:
             self._window.extend(seconds)
 
-    def write(
-        self,
-        ticket: int,
-        lease_s: float | None,
-        coords: Coordinates | None,
-        *shares: list[OutputChunk],
-    ) -> Written | SinkFailed:
-        """Write this actor's records of one epoch: every worker's part of them."""
+    def write(self, ticket: int, lease_s: float | None, refs: list[Any]) -> Written | SinkFailed:
+        """Write this actor's records of one epoch: ``refs`` are the references of the
+        epoch's coordinates and of every worker's part of them, fetched here once the lease
+        window is extended (as of the call's arrival: fetching takes time)."""
+        if lease_s is not None:
+            self.extend(lease_s)
         with self._turn_of(ticket):
-            if lease_s is not None:
-                self.extend(lease_s)
+            if self._broken is not None:
+                return self._broken
             began, began_cpu = time.perf_counter(), time.thread_time()
             try:
-                chunks = merge_shares(list(shares))
+                import ray
+
+                coords, *shares = ray.get(refs)
+                chunks = merge_shares(shares)
                 merged = time.perf_counter() - began
                 return self._writer.write(
                     chunks, coords, began=began, began_cpu=began_cpu, stages={"load": merged}
@@ -243,9 +255,11 @@ class SinkActor:
 
     def flush(self, ticket: int, mark: bool, lease_s: float | None) -> Flushed | SinkFailed:
         """Wait until everything queued is delivered (with ``mark``: and read the marks)."""
+        if lease_s is not None:
+            self.extend(lease_s)
         with self._turn_of(ticket):
-            if lease_s is not None:
-                self.extend(lease_s)
+            if self._broken is not None:
+                return self._broken
             try:
                 return self._writer.flush(mark)
             except BaseException as exc:
@@ -267,16 +281,21 @@ class SinkActor:
                 self._lock.notify_all()
 
     def _failed(self, exc: BaseException) -> SinkFailed:
+        """The answer to a failed call, and to every call after it: the epochs queued behind
+        it must not be written, or a partition would hold a later epoch after a gap that a
+        resume (which skips up to a partition's last record) never fills."""
         if isinstance(exc, RefusedError):
             self._writer.purge()  # queued records of a run that lost its lease must not land
         text = f"{type(exc).__name__}: {exc}"
+        failed = SinkFailed(None, text, traceback.format_exc())
         if isinstance(exc, ConnectorError):
             try:  # sent as itself if it survives the trip
                 pickle.loads(pickle.dumps(exc))
-                return SinkFailed(exc, text, None)
+                failed = SinkFailed(exc, text, None)
             except Exception:
                 pass
-        return SinkFailed(None, text, traceback.format_exc())
+        self._broken = failed
+        return failed
 
 
 @dataclass(slots=True)
@@ -360,13 +379,17 @@ class RaySinks:
         self._flushes_asked = 0
         self._flushes_done = 0
         self._after_flush: deque[Callable[[], None] | None] = deque()
-        self._extended = 0.0
+        #: time.monotonic() until which the actors may have been told the lease is open.
+        self._granted_until = float("-inf")
+        self._granted_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._delivery_s = settings.write_timeout_s
         self._failed = False
         self._closed = False
         #: Records written (queued to the actors' producers) and skipped, per topic.
         self.written: dict[str, int] = {}
         self.skipped: dict[str, int] = {}
-        #: time.monotonic() (here) when the driver learned of the run's first record written.
+        #: time.monotonic() (here) about when the run's first record was handed on.
         self.first_write_at: float | None = None
         #: Per partition written by this run, its newest mark (from flushes with ``mark``).
         self.marks: dict[tuple[str, int], PartitionMark] = {}
@@ -379,7 +402,8 @@ class RaySinks:
         #: Which actor each record goes to (the workers cut their output with it).
         self.router = None if owners is None else PartitionRouter.of(self._targets, owners, actors)
         nodes = sink_nodes(ray.nodes())
-        actor_class = ray.remote(SinkActor)
+        # Concurrency groups are the class's, not an option of one actor.
+        actor_class = ray.remote(concurrency_groups={_LEASE_GROUP: 1})(SinkActor)
         shipped = ray.put(replace(settings, gate=None))
         self._actors: list[_Actor] = []
         try:
@@ -388,8 +412,10 @@ class RaySinks:
                     num_cpus=0,
                     max_restarts=0,
                     max_task_retries=0,
-                    # Epochs and flushes waiting for their turn, and the lease extensions.
-                    max_concurrency=max_pending + 8,
+                    # Epochs and flushes waiting for their turn (at most about
+                    # 2 x max_pending + 3: epochs, a checkpoint's flush behind each, the last
+                    # flush); the lease extensions on a thread of their own, never starved.
+                    max_concurrency=2 * max_pending + 6,
                     scheduling_strategy=NodeAffinitySchedulingStrategy(
                         nodes[number % len(nodes)], soft=False
                     ),
@@ -410,6 +436,12 @@ class RaySinks:
             raise
         for actor, place in zip(self._actors, places, strict=True):
             actor.place = place
+        self._extender: threading.Thread | None = None
+        if self._gate is not None:
+            self._extender = threading.Thread(
+                target=self._extend_all, name="restream-sink-lease", daemon=True
+            )
+            self._extender.start()
         logger.info(
             "%d sink actor%s on %d node%s (%s)",
             actors,
@@ -446,13 +478,14 @@ class RaySinks:
         """Hand every actor its parts of the workers' ``shares`` of one epoch (see
         :class:`engine.output.ShareSink`)."""
         self._collect(block=False)
-        coords = self._ray.put(Coordinates(epoch)) if records else None
+        coords = self._ray.put(Coordinates(epoch) if records else None)
         lease_s = self._lease_s()
         span = (epoch.index, epoch.seq_start, epoch.seq_end)
         ticket = self._next_ticket()
         for k, actor in enumerate(self._actors):
             mine = [parts[k if self.router is not None else 0] for parts in shares]
-            ref = actor.handle.write.remote(ticket, lease_s, coords, *mine)
+            # Nested, so that the actor fetches them after it has taken the lease's word.
+            ref = actor.handle.write.remote(ticket, lease_s, [coords, *mine])
             actor.calls.append(_Call("epoch", ref, span, time.monotonic()))
         since = time.monotonic()
         while any(actor.epochs > self._max_pending for actor in self._actors):
@@ -478,10 +511,24 @@ class RaySinks:
         if self._closed:
             return
         self._closed = True
+        self._stopping.set()
         if not self._failed and not any(a.calls for a in self._actors):
             stops = [a.handle.stop.remote() for a in self._actors]
             self._ray.wait(stops, num_returns=len(stops), timeout=10.0)
+            self._kill()
+            return
         self._kill()
+        # A failed run releases its lease next: no actor may still be writing by then.
+        # Ray's kill only asks; an actor on a node cut off may go on until its window ends.
+        if not self._confirm_dead(_KILL_WAIT_S) and self._gate is not None:
+            left = self._granted_until + self._delivery_s - time.monotonic()
+            if left > 0:
+                logger.warning(
+                    "a sink actor's death is not confirmed: waiting %.0f s, until its lease "
+                    "window has ended and what it queued has timed out, before the lease goes",
+                    left,
+                )
+                time.sleep(left)
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -492,15 +539,34 @@ class RaySinks:
         return ticket
 
     def _lease_s(self) -> float | None:
+        """How long the lease gate stays open (waiting for it as a write would; raising what
+        it raises), noted as granted to the actors; None without a gate."""
         gate = self._gate
         if gate is None:
             return None
-        self._extended = time.monotonic()
         open_for: Callable[[], float] | None = getattr(gate, "open_for", None)
-        if open_for is None:  # a plain callable: passing it means open
+        if open_for is None:  # a plain callable: passing it means open for a step
             gate()
-            return self._timeout_s
-        return open_for()
+            seconds = self._timeout_s
+        else:
+            seconds = open_for()
+        with self._granted_lock:
+            self._granted_until = max(self._granted_until, time.monotonic() + seconds)
+        return seconds
+
+    def _extend_all(self) -> None:
+        """The extender thread: every :data:`_EXTEND_S`, the gate's word to every actor,
+        also while the driver is busy elsewhere (reading, checkpointing). Ends when the sink
+        closes or the gate closes for good (the actors' windows then lapse; the driver's
+        next write raises why)."""
+        while not self._stopping.wait(_EXTEND_S):
+            try:
+                seconds = self._lease_s()
+            except Exception as exc:  # the gate's own: RefusedError, BrokerError
+                logger.debug("lease extensions end: %s", exc)
+                return
+            for actor in self._actors:
+                actor.handle.extend.options(concurrency_group=_LEASE_GROUP).remote(seconds)
 
     def _ask_flush(self, mark: bool, then: Callable[[], None] | None) -> int:
         lease_s = self._lease_s()
@@ -534,10 +600,6 @@ class RaySinks:
             if taken or not block:
                 return
             now = time.monotonic()
-            if self._gate is not None and now - self._extended >= _EXTEND_S:
-                lease_s = self._lease_s()
-                for actor in self._actors:
-                    actor.handle.extend.remote(lease_s)
             stuck = min(
                 (a for a in self._actors if a.calls), key=lambda a: a.calls[0].sent, default=None
             )
@@ -590,7 +652,8 @@ class RaySinks:
         for topic, n in answer.skipped.items():
             self.skipped[topic] = self.skipped.get(topic, 0) + n
         if answer.written and self.first_write_at is None:
-            self.first_write_at = time.monotonic()
+            # Here, less the write's time: the actor's clock is another host's.
+            self.first_write_at = time.monotonic() - answer.seconds
         if self._stats is not None:
             self._stats.add_time("write", answer.seconds)
             for stage, spent in answer.stages.items():
@@ -644,6 +707,32 @@ class RaySinks:
             "may be partly written: run the job again (with a checkpoint directory it resumes "
             "and skips what is already there)"
         )
+
+    def _confirm_dead(self, timeout: float) -> bool:
+        """Whether every actor is confirmed gone (its calls fail) within ``timeout``."""
+        from ray.exceptions import RayActorError
+
+        deadline = time.monotonic() + timeout
+        alive = list(self._actors)
+        while alive and time.monotonic() < deadline:
+            still = []
+            for actor in alive:
+                ref = actor.handle.where.remote()
+                ready, _ = self._ray.wait([ref], timeout=max(0.0, deadline - time.monotonic()))
+                if not ready:
+                    still.append(actor)
+                    continue
+                try:
+                    self._ray.get(ref)
+                except RayActorError:
+                    continue  # gone
+                except Exception as exc:  # Ray's own errors: treat as not confirmed
+                    logger.debug("confirming %s gone: %s", actor.name, exc)
+                still.append(actor)
+            alive = still
+            if alive:
+                time.sleep(0.1)
+        return not alive
 
     def _kill(self) -> None:
         for actor in self._actors:

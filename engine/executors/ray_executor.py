@@ -518,7 +518,8 @@ class RayExecutor:
                 stats.add_time("sink", time.perf_counter() - t0)
             else:
                 t0 = time.perf_counter()
-                chunks: list[OutputChunk] = merge_shares(ray.get([p[0] for p in outputs]))
+                got = self._gather(pool, [p[0] for p in outputs], epoch, self.stall_timeout)
+                chunks: list[OutputChunk] = merge_shares(got)
                 stats.add_time("merge", time.perf_counter() - t0)
                 t0 = time.perf_counter()
                 sink.write(chunks, epoch)

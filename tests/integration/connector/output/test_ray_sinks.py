@@ -8,9 +8,12 @@ from __future__ import annotations
 import os
 import signal
 import time
+import uuid
+from typing import Any
 
 import numpy as np
 import pytest
+from confluent_kafka import Consumer, TopicPartition
 
 from connector.errors import SerdeError, SinkError, WatchdogError
 from connector.observability.metrics import JobMetrics
@@ -138,6 +141,47 @@ def test_an_error_in_an_actor_is_raised_by_the_driver_as_itself(
         sink.write([chunk], epoch)
         with pytest.raises(SerdeError, match="lacks fields \\['sender_flagged'\\]"):
             sink.flush()
+
+
+def test_an_actor_that_failed_writes_no_later_epoch(
+    broker: LocalBroker, new_topic: NewTopic
+) -> None:
+    """Epoch 1 fails in the actor (a record lacks a schema field) while epoch 2 waits
+    behind it: epoch 2 must not be written, or the partition would hold it after a gap that a
+    resume, which skips up to a partition's last record, never fills."""
+    topic = new_topic(partitions=3)
+    with RaySinks(score_settings(broker, topic), actors=1) as sink:
+        _write(sink, 0, 300)
+        sink.flush()
+        bad = score_epoch(1, 1_000)
+        with pytest.raises(SerdeError, match="lacks fields"):
+            sink.write([score_chunk(bad, 300, fields=SCORE_FIELDS[:-1])], bad)
+            _write(sink, 2, 300)  # queued behind the failing epoch
+            sink.flush()
+        written = dict(sink.written)
+    assert written == {topic: 300}
+    seqs = [int(dict(r.headers())["restream.seq"]) for r in _everything(broker, topic)]
+    assert len(seqs) == 300 and max(seqs) < 1_000
+
+
+def _everything(broker: LocalBroker, topic: str) -> list[Any]:
+    """Every record of ``topic``'s three partitions, read until none comes for 3 s."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": broker.bootstrap,
+            "group.id": f"restream-test-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
+    out = []
+    try:
+        consumer.assign([TopicPartition(topic, p, 0) for p in range(3)])
+        while (message := consumer.poll(3.0)) is not None:
+            assert message.error() is None, message.error()
+            out.append(message)
+    finally:
+        consumer.close()
+    return out
 
 
 def test_a_killed_actor_fails_the_run_within_seconds_naming_it(
