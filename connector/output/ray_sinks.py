@@ -63,8 +63,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
@@ -79,9 +78,10 @@ from connector.output.shards import (
 )
 from connector.output.sink import Coordinates, OutputTarget, epoch_done
 from connector.output.verify import PartitionMark
-from connector.output.writer import Flushed, PartitionWriter, SinkSettings, Written
+from connector.output.writer import Flushed, FlushOrder, PartitionWriter, SinkSettings, Written
 from connector.runtime.gcpolicy import REPLAY_THRESHOLDS
 from engine.executors.base import RunStats
+from engine.executors.ray_actors import Turns
 from engine.log import Epoch
 from engine.output import OutputChunk, merge_shares, split_output
 
@@ -215,8 +215,7 @@ class SinkActor:
             resume = {k: r for k, r in settings.resume.items() if k in mine}
             settings = replace(settings, resume=resume)
         self._writer = PartitionWriter(replace(settings, gate=self._window))
-        self._turn = 0
-        self._lock = threading.Condition()
+        self._turns = Turns()
         #: The first failure, answered to every call after it.
         self._broken: SinkFailed | None = None
         ip: str = ray.util.get_node_ip_address()  # type: ignore[no-untyped-call]
@@ -237,7 +236,7 @@ class SinkActor:
         window is extended (as of the call's arrival: fetching takes time)."""
         if lease_s is not None:
             self.extend(lease_s)
-        with self._turn_of(ticket):
+        with self._turns.of(ticket):
             if self._broken is not None:
                 return self._broken
             began, began_cpu = time.perf_counter(), time.thread_time()
@@ -257,7 +256,7 @@ class SinkActor:
         """Wait until everything queued is delivered (with ``mark``: and read the marks)."""
         if lease_s is not None:
             self.extend(lease_s)
-        with self._turn_of(ticket):
+        with self._turns.of(ticket):
             if self._broken is not None:
                 return self._broken
             try:
@@ -268,17 +267,6 @@ class SinkActor:
     def stop(self) -> None:
         """Close the writer's clients (everything was flushed)."""
         self._writer.close()
-
-    @contextmanager
-    def _turn_of(self, ticket: int) -> Iterator[None]:
-        with self._lock:
-            self._lock.wait_for(lambda: self._turn == ticket)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._turn += 1
-                self._lock.notify_all()
 
     def _failed(self, exc: BaseException) -> SinkFailed:
         """The answer to a failed call, and to every call after it: the epochs queued behind
@@ -308,6 +296,14 @@ class _Call:
     span: tuple[int, int, int] | None
     sent: float
 
+    @property
+    def doing(self) -> str:
+        """`` while writing epoch 3 (seq 300..399)``, or `` while flushing``."""
+        if self.span is None:
+            return " while flushing"
+        index, first, end = self.span
+        return f" while writing epoch {index} (seq {first}..{end - 1})"
+
 
 class _Actor:
     """One sink actor as the driver sees it."""
@@ -321,7 +317,6 @@ class _Actor:
         self.calls: deque[_Call] = deque()
         #: time.monotonic() of its last answer.
         self.heard = 0.0
-        self.flushed: deque[dict[tuple[str, int], PartitionMark]] = deque()
 
     @property
     def epochs(self) -> int:
@@ -376,9 +371,7 @@ class RaySinks:
         self._max_pending = max_pending
         self._timeout_s = timeout_s
         self._ticket = 0
-        self._flushes_asked = 0
-        self._flushes_done = 0
-        self._after_flush: deque[Callable[[], None] | None] = deque()
+        self._flushes = FlushOrder(actors)
         #: time.monotonic() until which the actors may have been told the lease is open.
         self._granted_until = float("-inf")
         self._granted_lock = threading.Lock()
@@ -391,8 +384,6 @@ class RaySinks:
         self.skipped: dict[str, int] = {}
         #: time.monotonic() (here) about when the run's first record was handed on.
         self.first_write_at: float | None = None
-        #: Per partition written by this run, its newest mark (from flushes with ``mark``).
-        self.marks: dict[tuple[str, int], PartitionMark] = {}
         ray = self._ray = import_ray()
         if not ray.is_initialized():
             raise SinkError("sink actors need a connection to a Ray cluster: ray.init() first")
@@ -462,6 +453,11 @@ class RaySinks:
         self.close()
 
     @property
+    def marks(self) -> Mapping[tuple[str, int], PartitionMark]:
+        """Per partition written by this run, its newest mark (from flushes with ``mark``)."""
+        return self._flushes.marks
+
+    @property
     def places(self) -> list[SinkPlace | None]:
         """Where each actor runs, in order."""
         return [a.place for a in self._actors]
@@ -497,7 +493,7 @@ class RaySinks:
         with ``mark``, :attr:`marks` then covers it."""
         ordinal = self._ask_flush(mark, None)
         since = time.monotonic()
-        while self._flushes_done < ordinal:
+        while self._flushes.done < ordinal:
             self._collect(block=True, since=since)
 
     def flush_then(self, then: Callable[[], None]) -> None:
@@ -574,9 +570,7 @@ class RaySinks:
         for actor in self._actors:
             ref = actor.handle.flush.remote(ticket, mark, lease_s)
             actor.calls.append(_Call("flush", ref, None, time.monotonic()))
-        self._flushes_asked += 1
-        self._after_flush.append(then)
-        return self._flushes_asked
+        return self._flushes.ask(then)
 
     def _collect(self, *, block: bool, since: float | None = None) -> None:
         """Take the actors' answers: all that are in, or (``block``) at least one and then
@@ -630,19 +624,9 @@ class RaySinks:
             self._written(answer)
         elif isinstance(answer, Flushed):
             self._broker_errors(answer.broker_errors)
-            actor.flushed.append(answer.marks)
             if self._stats is not None:
                 self._stats.add_time(f"{STAGE_PREFIX}write flush", answer.seconds)
-            self._flushes_answered()
-
-    def _flushes_answered(self) -> None:
-        while self._flushes_done < self._flushes_asked and all(a.flushed for a in self._actors):
-            for actor in self._actors:
-                self.marks.update(actor.flushed.popleft())
-            self._flushes_done += 1
-            then = self._after_flush.popleft()
-            if then is not None:
-                then()
+            self._flushes.answer(actor.number, answer.marks)
 
     def _written(self, answer: Written) -> None:
         for topic, n in answer.written.items():
@@ -685,12 +669,9 @@ class RaySinks:
         self._failed = True
         call = actor.calls[0]
         self._ray.kill(actor.handle, no_restart=True)
-        where = " while flushing"
-        if call.span is not None:
-            index, first, end = call.span
-            where = f" while writing epoch {index} (seq {first}..{end - 1})"
         return WatchdogError(
-            f"{actor.name} made no progress for {self._timeout_s:.0f} s{where}; it was stopped, "
+            f"{actor.name} made no progress for {self._timeout_s:.0f} s{call.doing}; it was "
+            "stopped, "
             "and its output since the last flush may be partly written: run the job again "
             "(with a checkpoint directory it resumes and skips what is already there)",
             process="sink",
@@ -698,12 +679,8 @@ class RaySinks:
 
     def _died(self, actor: _Actor, call: _Call, exc: BaseException) -> SinkError:
         self._failed = True
-        where = " while flushing"
-        if call.span is not None:
-            index, first, end = call.span
-            where = f" while writing epoch {index} (seq {first}..{end - 1})"
         return SinkError(
-            f"{actor.name} died{where} ({_first_line(exc)}); its output since the last flush "
+            f"{actor.name} died{call.doing} ({_first_line(exc)}); its output since the last flush "
             "may be partly written: run the job again (with a checkpoint directory it resumes "
             "and skips what is already there)"
         )

@@ -75,7 +75,6 @@ import signal
 import threading
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from multiprocessing.connection import Connection, wait
@@ -92,7 +91,7 @@ from connector.output.shards import (
 )
 from connector.output.sink import Coordinates, epoch_done
 from connector.output.verify import PartitionMark
-from connector.output.writer import PartitionWriter, SinkSettings
+from connector.output.writer import FlushOrder, PartitionWriter, SinkSettings
 from connector.runtime import failpoints
 from connector.runtime.gcpolicy import replay_collection
 from connector.runtime.processes import process_context
@@ -147,8 +146,6 @@ class _Child:
         self.heard = time.monotonic()
         #: Epochs handed on, not yet reported written: (index, seq_start, seq_end).
         self.pending: list[tuple[int, int, int]] = []
-        #: Per flush it answered that some other child has not: the marks it reported.
-        self.flushed: deque[Mapping[tuple[str, int], PartitionMark]] = deque()
 
     @property
     def pid(self) -> int | None:
@@ -205,11 +202,8 @@ class SinkProcess:
         self._max_pending = max_pending
         #: Per output topic, the child that owns each partition (None: one child, owning all).
         self._owners = assign_partitions(counts, processes) if processes > 1 else None
-        # Flushes asked of every child, and answered by all of them; per flush not yet
-        # answered by all, in order, what to call when it is (None: flush() waits for it).
-        self._flushes_asked = 0
-        self._flushes_done = 0
-        self._after_flush: deque[Callable[[], None] | None] = deque()
+        # Flushes asked of every child, complete once all of them answered.
+        self._flushes = FlushOrder(processes)
         # Per epoch with records: its coordinates' file, and how many children have yet to
         # write the epoch (the file goes when none has).
         self._coords: dict[int, Path] = {}
@@ -220,8 +214,6 @@ class SinkProcess:
         self.skipped: dict[str, int] = {}
         #: time.monotonic() (system-wide) when a child handed the run's first record on.
         self.first_write_at: float | None = None
-        #: Per partition written by this run, its newest mark (from flushes with ``mark``).
-        self.marks: dict[tuple[str, int], PartitionMark] = {}
         self._dir = RunDir.create()
         self._children: list[_Child] = []
         self._closed = False
@@ -289,6 +281,11 @@ class SinkProcess:
         return child
 
     @property
+    def marks(self) -> Mapping[tuple[str, int], PartitionMark]:
+        """Per partition written by this run, its newest mark (from flushes with ``mark``)."""
+        return self._flushes.marks
+
+    @property
     def pid(self) -> int | None:
         """The (first) child's process id."""
         return self._children[0].pid
@@ -338,7 +335,7 @@ class SinkProcess:
         with ``mark``, :attr:`marks` then covers it."""
         ordinal = self._ask_flush(mark, None)
         since = time.monotonic()
-        while self._flushes_done < ordinal:
+        while self._flushes.done < ordinal:
             self._collect(block=True, since=since)
 
     def flush_then(self, then: Callable[[], None]) -> None:
@@ -385,12 +382,10 @@ class SinkProcess:
             ) from exc
 
     def _ask_flush(self, mark: bool, then: Callable[[], None] | None) -> int:
-        """Ask every child to flush; returns the flush's ordinal (see :attr:`_flushes_done`)."""
+        """Ask every child to flush; returns the flush's ordinal (see :class:`FlushOrder`)."""
         for child in self._children:
             self._send(child, ("flush", mark))
-        self._flushes_asked += 1
-        self._after_flush.append(then)
-        return self._flushes_asked
+        return self._flushes.ask(then)
 
     def _send(self, child: _Child, message: tuple[Any, ...]) -> None:
         try:
@@ -449,10 +444,9 @@ class SinkProcess:
             self._written(child, *report[1:])
         elif kind == "flushed":
             self._broker_errors(report[1])
-            child.flushed.append(report[2])
             if self._stats is not None:
                 self._stats.add_time(f"{STAGE_PREFIX}write flush", report[3])
-            self._flushes_answered()
+            self._flushes.answer(child.number, report[2])
         elif kind == "failed":
             child.pending.clear()
             self._failed = True
@@ -462,20 +456,6 @@ class SinkProcess:
             logger.error("%s failed:\n%s", child.name, trace)
             raise SinkError(f"{child.name} failed: {text}")
         return True
-
-    def _flushes_answered(self) -> None:
-        """Complete, in order, each flush that every child has answered: its marks join
-        :attr:`marks` (only then: a mark from a later flush must not count for an earlier
-        checkpoint) and its callback runs."""
-        while self._flushes_done < self._flushes_asked and all(
-            child.flushed for child in self._children
-        ):
-            for child in self._children:
-                self.marks.update(child.flushed.popleft())
-            self._flushes_done += 1
-            then = self._after_flush.popleft()
-            if then is not None:
-                then()
 
     def _written(
         self,
@@ -526,7 +506,7 @@ class SinkProcess:
             index, first, end = child.pending[0]
             where = f" while writing epoch {index} (seq {first}..{end - 1})"
         else:
-            where = " while flushing" if self._flushes_done < self._flushes_asked else ""
+            where = " while flushing" if self._flushes.pending else ""
         if busy is None:
             what = f"made no progress for {self._timeout_s:.0f} s{where}: {state}"
         else:

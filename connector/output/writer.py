@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -30,7 +31,7 @@ from connector.output.sink import Coordinates, KafkaSink, OutputTarget, Resume
 from connector.output.verify import OutputMarker, PartitionMark
 from engine.output import OutputChunk
 
-__all__ = ["Flushed", "PartitionWriter", "SinkSettings", "Written"]
+__all__ = ["FlushOrder", "Flushed", "PartitionWriter", "SinkSettings", "Written"]
 
 logger = logging.getLogger(__name__)
 
@@ -207,3 +208,44 @@ def _delta(now: Mapping[str, int], before: Mapping[str, int]) -> dict[str, int]:
 
 def _seconds_delta(now: Mapping[str, float], before: Mapping[str, float]) -> dict[str, float]:
     return {k: t - before.get(k, 0.0) for k, t in now.items() if t != before.get(k, 0.0)}
+
+
+class FlushOrder:
+    """The flushes a sink asked of all its ``writers`` (sink processes, sink actors), each
+    complete once every writer has answered it, in the order asked. A flush's marks join
+    :attr:`marks` only then (a mark from a later flush must not count for an earlier
+    checkpoint), and then its callback runs."""
+
+    def __init__(self, writers: int) -> None:
+        #: Flushes asked, and flushes answered by every writer.
+        self.asked = 0
+        self.done = 0
+        self._then: deque[Callable[[], None] | None] = deque()
+        self._answers: list[deque[Mapping[tuple[str, int], PartitionMark]]] = [
+            deque() for _ in range(writers)
+        ]
+        #: Per partition written, its newest mark (from flushes that asked for marks).
+        self.marks: dict[tuple[str, int], PartitionMark] = {}
+
+    @property
+    def pending(self) -> bool:
+        """Whether a flush is asked and not yet answered by every writer."""
+        return self.done < self.asked
+
+    def ask(self, then: Callable[[], None] | None) -> int:
+        """A flush was asked of every writer; its ordinal (complete once :attr:`done`
+        reaches it). ``then``: called once it is complete."""
+        self.asked += 1
+        self._then.append(then)
+        return self.asked
+
+    def answer(self, writer: int, marks: Mapping[tuple[str, int], PartitionMark]) -> None:
+        """Writer ``writer`` answered its oldest unanswered flush with ``marks``."""
+        self._answers[writer].append(marks)
+        while self.done < self.asked and all(self._answers):
+            for answers in self._answers:
+                self.marks.update(answers.popleft())
+            self.done += 1
+            then = self._then.popleft()
+            if then is not None:
+                then()

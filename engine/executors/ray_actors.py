@@ -66,7 +66,7 @@ from engine.state.jit import warm_up
 if TYPE_CHECKING:
     from engine.executors.ray_readers import Piece
 
-__all__ = ["Answer", "Placed", "RayWorker", "Share", "load_plan", "ship_plan"]
+__all__ = ["Answer", "Placed", "RayWorker", "Share", "Turns", "load_plan", "ship_plan"]
 
 
 def ship_plan(plan: Plan) -> bytes:
@@ -147,6 +147,27 @@ class Share:
 Answer = tuple[Any, ...]
 
 
+class Turns:
+    """Calls that carry tickets 0, 1, 2 ... run one at a time in ticket order, whatever order
+    a threaded Ray actor starts them in (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._turn = 0
+        self._changed = threading.Condition()
+
+    @contextmanager
+    def of(self, ticket: int) -> Iterator[None]:
+        """Wait until it is ``ticket``'s turn; the next ticket's once the body is done."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._turn == ticket)
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._turn += 1
+                self._changed.notify_all()
+
+
 def _nothing(router: OutputRouter | None) -> list[None]:
     """The output parts of a failed call: one None per part."""
     return [None] * (1 if router is None else router.parts)
@@ -174,7 +195,7 @@ class RayWorker:
         )
         self._peers: list[Any] = []
         self._lock = threading.Condition()
-        self._turn = 0
+        self._turns = Turns()
         self._round = 0
         self._inbox: dict[int, dict[int, list[Part]]] = {}
         #: (epoch, phase) last finished; phase -1: the epoch started.
@@ -193,7 +214,7 @@ class RayWorker:
 
     def restore(self, ticket: int, blob: bytes) -> float | Failed:
         """Replace the (empty) state with this worker's snapshot ``blob``; the seconds it took."""
-        with self._turn_of(ticket):
+        with self._turns.of(ticket):
             t0 = time.perf_counter()
             try:
                 self.runtime.restore(blob)
@@ -205,7 +226,7 @@ class RayWorker:
         """Run every phase of ``epoch`` over this shard; its share and its output chunks, cut
         into one list per writer by ``router`` (call with ``num_returns=1 + parts``; a
         single list without a router)."""
-        with self._turn_of(ticket):
+        with self._turns.of(ticket):
             return self._process(epoch, RunStats("ray"), router)
 
     def process_pieces(
@@ -216,7 +237,7 @@ class RayWorker:
         piece (None: its reader failed, which the driver reports) fails the epoch."""
         from engine.executors.ray_readers import assemble
 
-        with self._turn_of(ticket):
+        with self._turns.of(ticket):
             stats = RunStats("ray")
             t0 = time.perf_counter()
             try:
@@ -242,7 +263,7 @@ class RayWorker:
 
     def snapshot(self, ticket: int) -> tuple[bytes, float] | Failed:
         """This shard's state as of the end of the epoch before, and the seconds it took."""
-        with self._turn_of(ticket):
+        with self._turns.of(ticket):
             t0 = time.perf_counter()
             try:
                 blob = self.runtime.snapshot()
@@ -263,17 +284,6 @@ class RayWorker:
             self._lock.notify_all()
 
     # -- inside -----------------------------------------------------------------------------
-
-    @contextmanager
-    def _turn_of(self, ticket: int) -> Iterator[None]:
-        with self._lock:
-            self._lock.wait_for(lambda: self._turn == ticket)
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._turn += 1
-                self._lock.notify_all()
 
     def _on_phase(self, epoch: int) -> Callable[[int], None]:
         def done(phase: int) -> None:
