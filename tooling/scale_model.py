@@ -2,26 +2,27 @@
 
 The projection starts from a ``restream bench e2e --executor ray --json FILE`` report
 (:class:`Costs`: CPU per input event of the driver process, the readers and the workers'
-compute, and CPU per output record of the sink) and from what this command measures itself
-on the social data set (:func:`measure_epoch`): the bytes each node receives per event and
-what assembling an epoch from the readers' pieces costs a worker. For ``N`` nodes of ``c``
-cores it takes the smallest of four limits (:func:`project`):
+compute, and the sink's own CPU per output record) and from what this command measures itself
+on the social data set (:func:`measure_epoch`): the bytes each node receives per event, the
+bytes of an output record, and what assembling an epoch from the readers' pieces costs a
+worker. For ``N`` nodes of ``c`` cores it takes the smallest of four limits (:func:`project`):
 
 - **driver**: one process merges the sort keys and routes every epoch: ``1 / driver``;
-- **sink**: the output is written by ``K`` sink processes on the driver's node (there are
-  no sink actors yet): ``K / (sink * records per event)``;
-- **cores**: the cluster's cores less the driver's and the sink processes' share the readers,
-  the workers' compute and the assembly: every worker assembles the whole epoch, so that
-  term grows with the worker count (``W * assemble``) and is where adding nodes stops paying;
-- **network**: every node receives every epoch's rows (its workers read the whole epoch):
-  ``NIC bandwidth / bytes per event``.
+- **sink**: ``S`` sink actors on every node write the output: ``N * S / (sink * records per
+  event)``; without sink actors, ``K`` sink processes on the driver's node: ``K / (the same)``;
+- **cores**: the cluster's cores less the driver's and one per sink share the readers, the
+  workers' compute and the assembly: every worker assembles the whole epoch, so that term
+  grows with the worker count (``W * assemble``) and is where adding nodes stops paying;
+- **network**: every node receives every epoch's rows (its workers read the whole epoch) and
+  its sinks' share of the output (the driver's node all of it, without sink actors):
+  ``NIC bandwidth / those bytes per event``.
 
 Assumptions (the README's "Scale-out" section repeats them): one worker per core; CPU per
 event as measured on the benchmark's machine (a faster core only helps); the workers' compute
 per event, summed, stays what it was at the measured worker count: work a worker does per
 event of the whole epoch besides assembling it (finding its shard's rows, the exchange's fixed
 part) is not modelled, so the projection is an upper bound; reading and decoding spread
-evenly over the nodes; nothing else on the cluster.
+evenly over the nodes; a sink keeps at most one core busy; nothing else on the cluster.
 """
 
 from __future__ import annotations
