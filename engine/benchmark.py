@@ -69,7 +69,8 @@ class BenchResult:
     users: int
     days: int
     jitter_ms: int
-    #: Events per epoch asked for; None: each executor's default (``auto_epoch_size``).
+    #: Events per epoch asked for; None: what ``restream run`` picks for a replay of this
+    #: length (:func:`epoch_size_for`), per executor.
     epoch_size: int | None
     repeat: int
     measurements: list[Measurement]
@@ -153,6 +154,27 @@ def valid_implementation(name: str) -> bool:
 #: Implementations with N workers, named PREFIX + N: the parallel executor's processes, and
 #: the ray executor's actors (on the cluster of ``RAY_ADDRESS``, else a local one).
 _WITH_WORKERS = ("parallel-w", "ray-w")
+
+
+def _workers_of(name: str) -> int | None:
+    """Worker processes (or actors) of an executor implementation; None for the baselines."""
+    for prefix in _WITH_WORKERS:
+        if name.startswith(prefix):
+            return int(name[len(prefix) :])
+    return 1 if name in ("serial", "batch") else None
+
+
+def epoch_size_for(name: str, events: int, asked: int | None) -> int | None:
+    """The epoch size ``name`` runs with: ``asked`` when given, else what ``restream run``
+    chooses for a replay of ``events`` events with as many workers
+    (:func:`~engine.executors.base.auto_epoch_size` with the run's length), so that the
+    bench measures the engine as the service runs it. None for the baselines."""
+    from engine.executors.base import auto_epoch_size
+
+    workers = _workers_of(name)
+    if workers is None:
+        return None
+    return asked if asked is not None else auto_epoch_size(workers, events)
 
 
 def _run_one(
@@ -313,7 +335,7 @@ def run_engine_bench(
         by_name: dict[str, list[_Run]] = {name: [] for name in only}
         for i in range(repeat):
             for name in only:
-                run = _measure(path, name, epoch_size)
+                run = _measure(path, name, epoch_size_for(name, total, epoch_size))
                 by_name[name].append(run)
                 progress(f"{name} run {i + 1}/{repeat}: {run.seconds:.2f} s")
         for name in only:

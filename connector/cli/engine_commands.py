@@ -114,8 +114,9 @@ def add_bench_engine_arguments(parser: argparse.ArgumentParser) -> None:
         "--epoch-size",
         int,
         0,
-        "events per epoch; 0: each executor's default, 125,000 per worker within "
-        "250,000..2,000,000",
+        "events per epoch; 0: what restream run picks for a replay of this length "
+        "(125,000 per worker within 250,000..2,000,000, cut to give at least 8 epochs "
+        "of at least 20,000 events)",
     )
     option(parser, "--repeat", int, 3, "runs per implementation; the median is reported")
     option(

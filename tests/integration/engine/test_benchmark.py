@@ -78,3 +78,11 @@ def test_a_killed_bench_leaves_no_measuring_process_behind(tmp_path: Path, sig: 
         assert not list(tmp_path.glob("restream-bench-*"))
     else:
         assert proc.returncode == -signal.SIGKILL
+
+
+def test_without_an_epoch_size_each_executor_runs_as_restream_run_would() -> None:
+    # 3,000 events: restream run cuts them into at least 8 epochs of >= 20,000 events, i.e.
+    # one epoch of 20,000; its executors' own default without the length would be 250,000.
+    result = run_engine_bench(events=3000, users=200, days=2, repeat=1, only=["batch", "wholelog"])
+    sizes = {m.name: m.epoch_size for m in result.measurements}
+    assert sizes == {"batch": 20_000, "wholelog": None}
