@@ -58,7 +58,7 @@ from engine.state.winkernels import (
     POS_LAST,
     POS_NONE,
     any_front,
-    epoch_window,
+    epoch_windows,
     front_answers,
 )
 from engine.state.wparts import EpochPart, TimeKeys, time_ranks
@@ -136,6 +136,10 @@ class WindowedTable:
     # Class-level defaults. Set lazily (by follow(), by bounded tables, per epoch), so every
     # table, fresh or restored, reads these until then:
     _follows = False
+    # A leader's followers and a follower's leader (links, not state: dropped when pickled,
+    # made again by follow() after a restore).
+    _members: tuple[WindowedTable, ...] = ()
+    _lead: WindowedTable | None = None
     _hint: np.ndarray | None = None
     _keep_back: int | None = None
     _front_floor: np.ndarray | None = None
@@ -190,6 +194,9 @@ class WindowedTable:
         else:
             leader._keep_back = max(leader._keep_back, self._keep_back)
         self._follows = True
+        self._lead = leader
+        if not any(t is self for t in leader._members):
+            leader._members = (*leader._members, self)
         self._index = leader._index
         self._store = leader._store
         self._hint = np.zeros(len(self._store.hint), dtype=np.int64)
@@ -348,19 +355,37 @@ class WindowedTable:
         return self._front[0][at], self._front[1][at], np.flatnonzero(~front)
 
     def _front_answers(self) -> None:
-        """Every epoch write's own answer (a read at its time that sees it last), once."""
-        if self._front is None:
-            ep = self._ep
-            assert ep is not None
-            order = ep.order
-            wfloor = self._read_floor(ep.seqs)
-            self._front_floor = wfloor
-            values, present = self._answer(
-                ep.slots[order], order, self._ts[order], None if wfloor is None else wfloor[order]
-            )
-            self._front = (np.empty_like(values), np.empty(ep.n, dtype=bool))
-            self._front[0][order] = values
-            self._front[1][order] = present
+        """Every epoch write's own answer (a read at its time that sees it last), once; for
+        this table's whole leader group at once (they share the writes: one kernel pass
+        answers every window length)."""
+        if self._front is not None:
+            return
+        ep = self._ep
+        assert ep is not None
+        group = [t for t in self._group() if t._front is None and t._ep is ep and t._clocked()]
+        if self not in group:
+            group = [self]
+        order = ep.order
+        floors: list[np.ndarray | None] = []
+        for table in group:
+            wfloor = table._read_floor(ep.seqs)
+            table._front_floor = wfloor
+            floors.append(None if wfloor is None else wfloor[order])
+        answers = _answers_of(group, ep.slots[order], order, self._ts[order], floors)
+        for table, (values, present) in zip(group, answers, strict=True):
+            front = (np.empty_like(values), np.empty(ep.n, dtype=bool))
+            front[0][order] = values
+            front[1][order] = present
+            table._front = front
+
+    def _group(self) -> tuple[WindowedTable, ...]:
+        """This table's leader and the leader's followers (just this table when alone)."""
+        lead = self._lead if self._follows and self._lead is not None else self
+        return (lead, *lead._members)
+
+    def _clocked(self) -> bool:
+        """Whether this table can place its reads' horizons now (no lateness, or a clock)."""
+        return self._lateness is None or self._clock is not None
 
     def _sorted_answer(
         self,
@@ -387,38 +412,23 @@ class WindowedTable:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Reads of ``slots`` at times ``r`` that see the epoch up to write ``latest``, and
         nothing at or below time key ``floor``."""
+        return _answers_of([self], slots, latest, r, [floor])[0]
+
+    def _combine(
+        self,
+        slots: np.ndarray,
+        a: np.ndarray,
+        b: np.ndarray,
+        lanes: np.ndarray,
+        mem: EpochPart | None,
+        r: np.ndarray,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Answers of windows (``a``, ``b``] from the history and the epoch's members
+        ``mem`` of read ``lanes``."""
         m = len(slots)
-        a, b = self._tk.bounds(r)
-        if floor is not None:
-            a = np.maximum(a, floor)
         ha, hb = self._store.rank2(slots, a, b, self._hints())
         start = self._store.start[np.maximum(slots, 0)]
-        lanes = np.flatnonzero(latest >= 0)
-        mem: EpochPart | None = None
-        ep = self._ep
         kind = self._kind
-        if ep is not None and len(lanes):
-            w = latest[lanes]
-            gv = self._g.get(WRITE_TS if kind == "since_last" else VALUE)
-            count, total, ext, pos = epoch_window(
-                self._stk,
-                self._rank,
-                gv,
-                ep.seg_start,
-                ep.seg_len,
-                ep.seg_of[w],
-                ep.rank[w] + 1,
-                a[lanes],
-                b[lanes],
-                want_sum=kind in ("sum", "ratio"),
-                ext_mode=EXT_MIN if kind == "min" else EXT_MAX if kind == "max" else EXT_NONE,
-                pos_mode=POS_FIRST
-                if kind == "first"
-                else POS_LAST
-                if kind in ("last", "since_last")
-                else POS_NONE,
-            )
-            mem = EpochPart(count, total, ext, pos)
         if kind in ("count", "sum", "ratio"):
             return self._additive(slots, start, ha, hb, lanes, mem, m)
         if kind in ("min", "max"):
@@ -428,6 +438,8 @@ class WindowedTable:
     def __getstate__(self) -> dict[str, Any]:
         """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""
         state = dict(self.__dict__)
+        state.pop("_members", None)
+        state.pop("_lead", None)
         if self._ep is None:
             empty = self._ts[:0].copy()
             state.update(_g={}, _ts=empty, _stk=empty, _rank=empty, _front=None)
@@ -638,3 +650,54 @@ class WindowedTable:
         if self._dtype.kind == "f":
             return out.view(np.float64), present
         return out.astype(self._dtype), present
+
+
+def _answers_of(
+    tables: list[WindowedTable],
+    slots: np.ndarray,
+    latest: np.ndarray,
+    r: np.ndarray,
+    floors: list[np.ndarray | None],
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per table: reads of ``slots`` at times ``r`` that see the epoch up to write
+    ``latest`` and nothing at or below that table's time key in ``floors``. Several tables
+    must be one leader group (same writes, epoch and time keys, sliding): their windows then
+    differ in the lower edge only, and one kernel pass finds every table's epoch members."""
+    lead = tables[0]
+    assert len(tables) == 1 or all(t._tk.sliding for t in tables)
+    edges = []
+    for table, floor in zip(tables, floors, strict=True):
+        a, b = table._tk.bounds(r)
+        if floor is not None:
+            a = np.maximum(a, floor)
+        edges.append((a, b))
+    lanes = np.flatnonzero(latest >= 0)
+    parts: list[EpochPart | None] = [None] * len(tables)
+    ep = lead._ep
+    kind = lead._kind
+    if ep is not None and len(lanes):
+        w = latest[lanes]
+        gv = lead._g.get(WRITE_TS if kind == "since_last" else VALUE)
+        count, total, ext, pos = epoch_windows(
+            lead._stk,
+            lead._rank,
+            gv,
+            ep.seg_start,
+            ep.seg_len,
+            ep.seg_of[w],
+            ep.rank[w] + 1,
+            np.stack([a[lanes] for a, _ in edges]),
+            edges[0][1][lanes],  # a sliding window's upper edge is the read's time
+            want_sum=kind in ("sum", "ratio"),
+            ext_mode=EXT_MIN if kind == "min" else EXT_MAX if kind == "max" else EXT_NONE,
+            pos_mode=POS_FIRST
+            if kind == "first"
+            else POS_LAST
+            if kind in ("last", "since_last")
+            else POS_NONE,
+        )
+        parts = [EpochPart(count[i], total[i], ext[i], pos[i]) for i in range(len(tables))]
+    return [
+        table._combine(slots, a, b, lanes, mem, r)
+        for table, (a, b), mem in zip(tables, edges, parts, strict=True)
+    ]

@@ -32,6 +32,7 @@ __all__ = [
     "POS_NONE",
     "any_front",
     "epoch_window",
+    "epoch_windows",
     "front_answers",
 ]
 
@@ -108,11 +109,14 @@ def _epoch_window(
     ext_mode: int,
     pos_mode: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    # lane_a is (windows, lanes): several windows that share each lane's upper edge are
+    # answered in one pass, inserting every write and searching the upper edge once.
+    nw = lane_a.shape[0]
     m = lane_seg.shape[0]
-    count = np.zeros(m, dtype=np.int64)
-    total = np.zeros(m, dtype=np.int64)
-    ext = np.zeros(m, dtype=np.int64)
-    pos = np.full(m, -1, dtype=np.int64)
+    count = np.zeros((nw, m), dtype=np.int64)
+    total = np.zeros((nw, m), dtype=np.int64)
+    ext = np.zeros((nw, m), dtype=np.int64)
+    pos = np.full((nw, m), -1, dtype=np.int64)
     if m == 0:
         return count, total, ext, pos
     n = rank.shape[0]
@@ -161,16 +165,17 @@ def _epoch_window(
             while i < m and lane_seg[order[i]] == seg:
                 lane = order[i]
                 top = s0 + lane_seen[lane]
-                lo = _upper(stk, s0, top, lane_a[lane]) - s0
                 hi = _upper(stk, s0, top, lane_b[lane]) - s0
-                if hi > lo:
-                    count[lane] = hi - lo
-                    if want_sum:
-                        total[lane] = fen_s[hi] - fen_s[lo]
-                    if pos_mode == POS_FIRST:
-                        pos[lane] = s0 + lo
-                    elif pos_mode == POS_LAST:
-                        pos[lane] = s0 + hi - 1
+                for w in range(nw):
+                    lo = _upper(stk, s0, top, lane_a[w, lane]) - s0
+                    if hi > lo:
+                        count[w, lane] = hi - lo
+                        if want_sum:
+                            total[w, lane] = fen_s[hi] - fen_s[lo]
+                        if pos_mode == POS_FIRST:
+                            pos[w, lane] = s0 + lo
+                        elif pos_mode == POS_LAST:
+                            pos[w, lane] = s0 + hi - 1
                 i += 1
             continue
         leaves = 1
@@ -203,30 +208,80 @@ def _epoch_window(
                 if pos_mode != POS_NONE:
                     _tree_set(tree_p, leaves, r, j, pos_mode == POS_FIRST)
                 j += 1
-            lo = _upper(stk, s0, s0 + size, lane_a[lane]) - s0
             hi = _upper(stk, s0, s0 + size, lane_b[lane]) - s0
-            if hi > lo:
-                c = 0
-                t = 0
-                k = hi
-                while k > 0:
-                    c += fen_n[k]
-                    t += fen_s[k]
-                    k -= k & -k
+            c_hi = 0
+            t_hi = 0
+            k = hi
+            while k > 0:
+                c_hi += fen_n[k]
+                t_hi += fen_s[k]
+                k -= k & -k
+            for w in range(nw):
+                lo = _upper(stk, s0, s0 + size, lane_a[w, lane]) - s0
+                if hi <= lo:
+                    continue
+                c = c_hi
+                t = t_hi
                 k = lo
                 while k > 0:
                     c -= fen_n[k]
                     t -= fen_s[k]
                     k -= k & -k
-                count[lane] = c
-                total[lane] = t
+                count[w, lane] = c
+                total[w, lane] = t
                 if c > 0 and ext_mode != EXT_NONE:
-                    ext[lane] = _tree_best(tree_e, leaves, lo, hi, ext_mode == EXT_MIN, ext_id)
+                    ext[w, lane] = _tree_best(tree_e, leaves, lo, hi, ext_mode == EXT_MIN, ext_id)
                 if c > 0 and pos_mode != POS_NONE:
                     best = _tree_best(tree_p, leaves, lo, hi, pos_mode == POS_FIRST, pos_id)
-                    pos[lane] = s0 + best
+                    pos[w, lane] = s0 + best
             i += 1
     return count, total, ext, pos
+
+
+def epoch_windows(
+    stk: np.ndarray,
+    rank: np.ndarray,
+    gv: np.ndarray | None,
+    seg_start: np.ndarray,
+    seg_len: np.ndarray,
+    lane_seg: np.ndarray,
+    lane_seen: np.ndarray,
+    lane_a: np.ndarray,
+    lane_b: np.ndarray,
+    *,
+    want_sum: bool = False,
+    ext_mode: int = EXT_NONE,
+    pos_mode: int = POS_NONE,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per window w and lane (a read that sees the first ``lane_seen`` writes of segment
+    ``lane_seg``, window (``lane_a[w]``, ``lane_b``] over time keys): ``(count, sum,
+    extreme, position)`` of its members among the epoch's writes, each of shape
+    (windows, lanes). The windows share their upper edges (sliding windows of several
+    lengths over the same writes): each write is inserted once and each upper edge searched
+    once, whatever the number of windows. ``sum`` with ``want_sum``; ``extreme`` the smallest
+    (``EXT_MIN``) or largest (``EXT_MAX``) value; ``position`` the grouped position of the
+    first (``POS_FIRST``) or last (``POS_LAST``) member in write order, -1 for none. Entries
+    that were not asked for, or of lanes without members, are 0 (-1 for positions)."""
+
+    def c(x: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(x, dtype=np.int64)
+
+    values = c(rank) if gv is None else c(gv)  # any int64 array of the right length
+    result: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = _epoch_window(
+        c(stk),
+        c(rank),
+        values,
+        c(seg_start),
+        c(seg_len),
+        c(lane_seg),
+        c(lane_seen),
+        c(np.atleast_2d(lane_a)),
+        c(lane_b),
+        want_sum,
+        ext_mode,
+        pos_mode,
+    )
+    return result
 
 
 def epoch_window(
@@ -244,32 +299,23 @@ def epoch_window(
     ext_mode: int = EXT_NONE,
     pos_mode: int = POS_NONE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per lane (a read that sees the first ``lane_seen`` writes of segment ``lane_seg``,
-    window (``lane_a``, ``lane_b``] over time keys): ``(count, sum, extreme, position)`` of
-    its members among the epoch's writes. ``sum`` with ``want_sum``; ``extreme`` the smallest
-    (``EXT_MIN``) or largest (``EXT_MAX``) value; ``position`` the grouped position of the
-    first (``POS_FIRST``) or last (``POS_LAST``) member in write order, -1 for none. Entries
-    that were not asked for, or of lanes without members, are 0 (-1 for positions)."""
-
-    def c(x: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(x, dtype=np.int64)
-
-    values = c(rank) if gv is None else c(gv)  # any int64 array of the right length
-    result: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] = _epoch_window(
-        c(stk),
-        c(rank),
-        values,
-        c(seg_start),
-        c(seg_len),
-        c(lane_seg),
-        c(lane_seen),
-        c(lane_a),
-        c(lane_b),
-        want_sum,
-        ext_mode,
-        pos_mode,
+    """:func:`epoch_windows` for one window: ``lane_a`` and the results are one value per
+    lane."""
+    count, total, ext, pos = epoch_windows(
+        stk,
+        rank,
+        gv,
+        seg_start,
+        seg_len,
+        lane_seg,
+        lane_seen,
+        np.asarray(lane_a)[None, :],
+        lane_b,
+        want_sum=want_sum,
+        ext_mode=ext_mode,
+        pos_mode=pos_mode,
     )
-    return result
+    return count[0], total[0], ext[0], pos[0]
 
 
 @jit

@@ -26,6 +26,7 @@ from engine.state.winkernels import (
     POS_FIRST,
     POS_LAST,
     epoch_window,
+    epoch_windows,
 )
 from tests.support.budget import examples
 
@@ -100,6 +101,27 @@ def test_epoch_window_equals_brute_force(case: tuple[np.ndarray, ...]) -> None:
                 assert pos[i] == (members[0] if pos_mode == POS_FIRST else members[-1])
             else:
                 assert pos[i] == -1
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(segments(), st.lists(st.integers(0, 400), min_size=1, max_size=4))
+def test_several_windows_in_one_pass_equal_one_pass_each(
+    case: tuple[np.ndarray, ...], lengths: list[int]
+) -> None:
+    # Sliding windows of several lengths over the same writes share their upper edges: one
+    # pass (writes inserted once) must answer each as its own pass does.
+    tk, values, seg_start, seg_len, lane_seg, lane_seen, _, lane_b = case
+    stk, rank = _time_order(tk, seg_start, seg_len)
+    lower = np.stack([lane_b - length for length in lengths])
+    modes = ((EXT_MIN, POS_FIRST), (EXT_MAX, POS_LAST), (EXT_NONE, POS_LAST))
+    for ext_mode, pos_mode in modes:
+        args = (stk, rank, values, seg_start, seg_len, lane_seg, lane_seen)
+        kw = {"want_sum": True, "ext_mode": ext_mode, "pos_mode": pos_mode}
+        together = epoch_windows(*args, lower, lane_b, **kw)
+        for w in range(len(lengths)):
+            alone = epoch_window(*args, lower[w], lane_b, **kw)
+            for got, expected in zip(together, alone, strict=True):
+                np.testing.assert_array_equal(got[w], expected)
 
 
 @st.composite
