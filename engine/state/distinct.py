@@ -249,7 +249,7 @@ class DistinctWindowedTable:
         if total > 1:
             down = np.flatnonzero(ztk[1:] < ztk[:-1])
             if len(down) and bool(np.any(zgroup[down] == zgroup[down + 1])):
-                o = np.lexsort((ztk, zgroup))  # stable: history first among equal time keys
+                o = sort_pairs(zgroup, ztk)  # stable: history first among equal time keys
                 zv, zrank = zv[o], zrank[o]
         lo = zstart[grp] + (ha[q] - hmin[grp]) + (ea[q] - emin[grp])
         hi = zstart[grp] + (hb[q] - hmin[grp]) + (eb[q] - emin[grp])

@@ -96,14 +96,20 @@ def pack_order(keys: np.ndarray) -> np.ndarray:
 
 
 def sort_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
-    """A stable argsort by ``(first, second)``, both non-negative int64."""
+    """A stable argsort by ``(first, second)``: ``first`` non-negative int64, ``second`` any
+    int64 (time keys may be negative). Where both fit in 62 bits (``second`` counted from its
+    smallest value) one packed sort does it, ~4x faster than ``np.lexsort``'s two passes at
+    125,000 writes."""
     if len(second) > 1 and bool((second[1:] >= second[:-1]).all()):
         # Already in ``second`` order (reads in log order and their cutoffs): a stable sort
         # by ``first`` alone keeps it, and ``first`` (slots) has a small range.
         return pack_order(first)
-    b2 = bits_for(second)
-    if len(first) and bits_for(first) + b2 <= 62:
-        return pack_order((first << b2) | second)
+    if len(first):
+        low = int(second.min())
+        b2 = (int(second.max()) - low).bit_length()
+        if bits_for(first) + b2 <= 62:
+            shifted = second - low if low else second
+            return pack_order((first << b2) | shifted)
     return np.lexsort((second, first))
 
 

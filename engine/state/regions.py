@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.state.colnames import ORDER, TIME_KEY, WRITE_POS
 from engine.state.jit import jit, register_warm_up
-from engine.state.packing import expand_ranges
+from engine.state.packing import expand_ranges, sort_pairs
 from engine.state.rangeindex import RangeIndex
 from engine.state.search import gallop_ranges, search_ranges
 from engine.state.segscan import grow, segment_cumsum, segment_extreme_scan
@@ -426,8 +426,11 @@ class RegionStore:
             keys = [TIME_KEY, ORDER] if ORDER in tail else [TIME_KEY]
         else:
             keys = list(self.unique)
-        # lexsort is stable: an old record stays before a new one with the same keys.
-        order = np.lexsort((*(tail[k] for k in reversed(keys)), tail_group))
+        # Both sorts are stable: an old record stays before a new one with the same keys.
+        if len(keys) == 1:
+            order = sort_pairs(tail_group, tail[keys[0]])
+        else:
+            order = np.lexsort((*(tail[k] for k in reversed(keys)), tail_group))
         tail = {n: a[order] for n, a in tail.items()}
         tail_group = tail_group[order]
         if self.combine is not None:

@@ -498,7 +498,7 @@ class WindowedTable:
                 recs[LAST_VALUE] = g[WRITE_TS if kind == "since_last" else VALUE]
             # Within a slot: by time key, then write order (grouped order is write order).
             if not _ordered_per_slot(gslots, g[TIME_KEY]):
-                o = np.lexsort((g[TIME_KEY], gslots))  # stable: write order on ties
+                o = sort_pairs(gslots, g[TIME_KEY])  # stable: write order on ties
                 recs = {k: v[o] for k, v in recs.items()}
                 gslots = gslots[o]
             self._store.add(gslots, recs)
@@ -516,7 +516,7 @@ class WindowedTable:
         self, gslots: np.ndarray, g: dict[str, np.ndarray]
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """One record per (slot, pane) of the epoch's writes."""
-        o = np.lexsort((g[TIME_KEY], gslots))  # stable: write order within a pane
+        o = sort_pairs(gslots, g[TIME_KEY])  # stable: write order within a pane
         slots, tk = gslots[o], g[TIME_KEY][o]
         n = len(o)
         new = np.empty(n, dtype=bool)

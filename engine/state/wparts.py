@@ -19,6 +19,7 @@ from math import gcd
 import numpy as np
 
 from engine.state.epoch import EpochWrites
+from engine.state.packing import sort_pairs
 from engine.windows import Hopping, Sliding, Window
 
 __all__ = ["EpochPart", "TimeKeys", "subtract_saturated", "time_order", "time_ranks"]
@@ -103,7 +104,7 @@ def time_order(ep: EpochWrites, gtk: np.ndarray) -> np.ndarray:
     down = np.flatnonzero(gtk[1:] < gtk[:-1]) + 1
     if n == 0 or not bool(np.any(seg[down] == seg[down - 1])):
         return np.arange(n, dtype=np.int64)
-    order: np.ndarray = np.lexsort((gtk, seg))
+    order: np.ndarray = sort_pairs(seg, np.asarray(gtk, dtype=np.int64))
     return order
 
 

@@ -80,3 +80,24 @@ def test_sort_pairs_of_reads_in_log_order(
     if sorted_second:
         second = np.sort(second)
     assert np.array_equal(sort_pairs(first, second), np.lexsort((second, first)))
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    n=st.sampled_from([1, 50, 3000, 20_000]),
+    slots=st.integers(1, 70_000),
+    low=st.integers(-(2**62), 2**62),
+    span=st.sampled_from([1, 60, 10**6, 2**40, 2**62]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_sort_pairs_takes_any_second_key(
+    n: int, slots: int, low: int, span: int, seed: int
+) -> None:
+    # Time keys (negative ones, and far from zero) as the second key: packed when slots and
+    # the time keys' span fit in 62 bits together, np.lexsort otherwise; stable either way.
+    rng = np.random.default_rng(seed)
+    first = rng.integers(0, slots, n).astype(np.int64)
+    top = min(low + span, 2**63 - 1)
+    second = rng.integers(low, top, n, endpoint=True).astype(np.int64)
+    second[rng.integers(0, n, n // 3)] = second[0]  # ties, which keep their order
+    assert np.array_equal(sort_pairs(first, second), np.lexsort((second, first)))
