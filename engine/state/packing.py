@@ -104,7 +104,7 @@ def sort_pairs(first: np.ndarray, second: np.ndarray) -> np.ndarray:
         # Already in ``second`` order (reads in log order and their cutoffs): a stable sort
         # by ``first`` alone keeps it, and ``first`` (slots) has a small range.
         return pack_order(first)
-    if len(first):
+    if len(first) and int(first.min()) >= 0:
         low = int(second.min())
         b2 = (int(second.max()) - low).bit_length()
         if bits_for(first) + b2 <= 62:

@@ -31,7 +31,6 @@ __all__ = [
     "POS_LAST",
     "POS_NONE",
     "any_front",
-    "epoch_window",
     "epoch_windows",
     "front_answers",
 ]
@@ -284,40 +283,6 @@ def epoch_windows(
     return result
 
 
-def epoch_window(
-    stk: np.ndarray,
-    rank: np.ndarray,
-    gv: np.ndarray | None,
-    seg_start: np.ndarray,
-    seg_len: np.ndarray,
-    lane_seg: np.ndarray,
-    lane_seen: np.ndarray,
-    lane_a: np.ndarray,
-    lane_b: np.ndarray,
-    *,
-    want_sum: bool = False,
-    ext_mode: int = EXT_NONE,
-    pos_mode: int = POS_NONE,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`epoch_windows` for one window: ``lane_a`` and the results are one value per
-    lane."""
-    count, total, ext, pos = epoch_windows(
-        stk,
-        rank,
-        gv,
-        seg_start,
-        seg_len,
-        lane_seg,
-        lane_seen,
-        np.asarray(lane_a)[None, :],
-        lane_b,
-        want_sum=want_sum,
-        ext_mode=ext_mode,
-        pos_mode=pos_mode,
-    )
-    return count[0], total[0], ext[0], pos[0]
-
-
 @jit
 def any_front(latest: np.ndarray, r: np.ndarray, wts: np.ndarray) -> bool:
     """Whether some read's latest visible write (``latest``, -1: none) is at the read's own
@@ -361,4 +326,4 @@ def _warm() -> None:
     one = np.zeros(1, dtype=np.int64)
     any_front(one, one, one)
     front_answers(one, one, one, one, np.ones(1, dtype=np.bool_))
-    epoch_window(one, one, one, one, one + 1, one, one + 1, one - 1, one, want_sum=True)
+    epoch_windows(one, one, one, one, one + 1, one, one + 1, one[None, :] - 1, one, want_sum=True)

@@ -87,7 +87,7 @@ class TimeKeys:
 @dataclass(frozen=True, slots=True)
 class EpochPart:
     """Per read lane, its members among its key's epoch writes (see
-    :func:`engine.state.winkernels.epoch_window`): how many, their value sum, their extreme
+    :func:`engine.state.winkernels.epoch_windows`): how many, their value sum, their extreme
     value and the grouped position of the first or last of them in write order (-1: none)."""
 
     count: np.ndarray

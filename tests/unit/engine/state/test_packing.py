@@ -101,3 +101,10 @@ def test_sort_pairs_takes_any_second_key(
     second = rng.integers(low, top, n, endpoint=True).astype(np.int64)
     second[rng.integers(0, n, n // 3)] = second[0]  # ties, which keep their order
     assert np.array_equal(sort_pairs(first, second), np.lexsort((second, first)))
+
+
+def test_sort_pairs_with_a_negative_first_key_falls_back_to_lexsort() -> None:
+    # Packing shifts the first key left: a negative one would overflow into garbage order.
+    first = np.array([-(2**62), 3, -1, 3, 0], dtype=np.int64)
+    second = np.array([5, -7, 2, -7, 1], dtype=np.int64)
+    assert np.array_equal(sort_pairs(first, second), np.lexsort((second, first)))
