@@ -26,7 +26,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy engine connector tooling
 
 unit: $(STAMP)
-	$(PY) -m pytest tests/unit
+	$(PY) -m pytest tests/unit -n auto
 
 integration: $(STAMP)
 	$(PY) -m pytest tests/integration
