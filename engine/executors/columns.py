@@ -8,7 +8,7 @@ derived column, and :func:`assemble` puts every worker's shares back in place.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeAlias
 
 import numpy as np
@@ -175,6 +175,18 @@ class Keyed:
     seqs: np.ndarray
     ts: np.ndarray
     _grouped: tuple[np.ndarray, np.ndarray] | None = None
+    _where: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+
+    def where(self, name: str, mask: Callable[[], np.ndarray]) -> tuple[np.ndarray, ...]:
+        """``(mask, ids, seqs, ts)`` of the rows where the condition column ``name`` holds
+        (``mask`` computes it at this worker's rows); once per epoch for every table written
+        under that condition, which so get the very same arrays (and share key slots: see
+        :class:`engine.state.epoch.SharesKeys`)."""
+        got = self._where.get(name)
+        if got is None:
+            keep = mask()
+            got = self._where[name] = (keep, self.ids[keep], self.seqs[keep], self.ts[keep])
+        return got
 
     def grouped(self) -> tuple[np.ndarray, np.ndarray]:
         """The rows grouped by key, in log order within a key, and where each group starts

@@ -31,7 +31,13 @@ from engine.executors.columns import (
     assemble,
     count_rows,
 )
-from engine.executors.followers import find_followers, link_followers, windowed
+from engine.executors.followers import (
+    find_followers,
+    find_twins,
+    link_followers,
+    link_twins,
+    windowed,
+)
 from engine.executors.placement import Placement, place
 from engine.executors.sharding import Ownership, Shard, balanced_ownership, owner_of_key
 from engine.executors.snapshot import PlanObjects, dump_state, load_state
@@ -134,6 +140,10 @@ class EpochRuntime:
         # Windowed tables that share the history of an identically written one: follower ->
         # leader. Their writes are skipped; the leader's are theirs.
         self._leaders = find_followers(plan, self.vector, self.replicated)
+        # Tables written with the same keys and seqs every epoch: twin -> the first of them,
+        # whose key slots and epoch grouping it uses (the same either way; found once).
+        self._twins = find_twins(plan, self.vector, self.replicated, self._leaders)
+        link_twins(self.vector, self._twins)
         link_followers(self.vector, self._leaders)
         # Timers whose firing event is not known yet (after the end of the last epoch).
         self._pending: list[_Timer] = []
@@ -207,6 +217,7 @@ class EpochRuntime:
             state["ownership"] if "ownership" in state else Ownership.uniform(self.shard.count)
         )
         self._bounded = self._bounded_tables()
+        link_twins(self.vector, self._twins)
         link_followers(self.vector, self._leaders)
 
     def _bounded_tables(self) -> list[VectorBounded]:
@@ -451,8 +462,10 @@ class EpochRuntime:
                 values = np.asarray(raw, dtype=spec.dtype)
         mask = None
         if op.where is not None:
-            mask = np.asarray(c.take(_name(op.where), keyed.rows), dtype=bool)
-            keys, seqs, ts = keys[mask], seqs[mask], ts[mask]
+            where = _name(op.where)
+            mask, keys, seqs, ts = keyed.where(
+                where, lambda: np.asarray(c.take(where, keyed.rows), dtype=bool)
+            )
             if values is not None:
                 values = values[mask]
         sole = _SoleWrite(c.events.kind, op.key, partitioned, mask)

@@ -9,12 +9,15 @@ segment. :meth:`EpochWrites.latest` finds the last write of that prefix for a ba
 
 from __future__ import annotations
 
+import weakref
+from typing import Protocol, runtime_checkable
+
 import numpy as np
 
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import bits_for, pack_order
 
-__all__ = ["EpochWrites", "slots_of_reads"]
+__all__ = ["EpochGrouping", "EpochWrites", "SharesKeys", "slots_of_reads"]
 
 
 def slots_of_reads(
@@ -43,6 +46,7 @@ class EpochWrites:
     """
 
     __slots__ = (
+        "__weakref__",
         "_grouped_seg",
         "_grouped_slots",
         "_seg_of",
@@ -181,3 +185,44 @@ class EpochWrites:
         out = np.empty(m, dtype=np.int64)
         out[tag_s[at] - 1] = np.where(ok, pos_s[prev_c] >> 1, -1)
         return out
+
+
+class EpochGrouping:
+    """Builds an epoch's :class:`EpochWrites` once for tables that share it: tables written
+    with the same keys and seqs every epoch (twins, see :class:`SharesKeys`) get the same
+    slots array from their shared index and the same seqs array from the runtime, so the
+    second asks for what the first built."""
+
+    __slots__ = ("_last",)
+
+    def __init__(self) -> None:
+        self._last: weakref.ref[EpochWrites] | None = None
+
+    def __reduce__(self) -> tuple[type[EpochGrouping], tuple[()]]:
+        return EpochGrouping, ()  # pickled empty: its epoch is over
+
+    def of(self, slots: np.ndarray, seqs: np.ndarray) -> EpochWrites:
+        """The grouping of writes ``slots`` at ``seqs`` (built, or the last one when these
+        are the very arrays it was built from)."""
+        ep = None if self._last is None else self._last()
+        if ep is None or ep.slots is not slots or ep.seqs is not seqs:
+            ep = EpochWrites(slots, seqs)
+            self._last = weakref.ref(ep)
+        return ep
+
+
+@runtime_checkable
+class SharesKeys(Protocol):
+    """A vector table whose key slots (and each epoch's grouping of its writes) can be
+    shared with another table written with exactly the same keys and seqs every epoch.
+
+    Their key indexes are equal anyway (slots go to keys in order of first registration),
+    so sharing one changes no result; it saves the second table's probes and sort."""
+
+    def key_slots(self) -> tuple[KeyIndex, EpochGrouping]:
+        """This table's key index and grouping."""
+        ...
+
+    def share_keys(self, other: SharesKeys) -> None:
+        """From now on, use ``other``'s key index and grouping."""
+        ...

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.state.epoch import EpochWrites, slots_of_reads
+from engine.state.epoch import EpochGrouping, EpochWrites, SharesKeys, slots_of_reads
 from engine.state.jit import jit, register_warm_up
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import pack_order
@@ -70,6 +70,7 @@ class UnwindowedTable:
         self._kind = spec.kind
         self._dtype = np.dtype(spec.dtype)
         self._index = KeyIndex()
+        self._grouping = EpochGrouping()
         self._has = np.zeros(16, dtype=bool)  # the key has writes before this epoch
         self._carry = np.zeros(16, dtype=self._state_dtype())
         self._carry2 = np.zeros(16, dtype=np.int64)  # ratio totals
@@ -91,6 +92,17 @@ class UnwindowedTable:
 
     # ------------------------------------------------------------------ protocol
 
+    def key_slots(self) -> tuple[KeyIndex, EpochGrouping]:
+        """This table's key index and grouping (see :class:`~engine.state.epoch.SharesKeys`)."""
+        return self._index, self._grouping
+
+    def share_keys(self, other: SharesKeys) -> None:
+        """From now on, use ``other``'s key index and grouping: the runtime writes both
+        tables with the same keys and seqs every epoch, so the indexes are equal."""
+        index, grouping = other.key_slots()
+        assert index.n_slots == self._index.n_slots, "tables sharing keys hold the same keys"
+        self._index, self._grouping = index, grouping
+
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
     ) -> None:
@@ -99,7 +111,7 @@ class UnwindowedTable:
         self._has = grow(self._has, n, False)
         self._carry = grow(self._carry, n)
         self._carry2 = grow(self._carry2, n)
-        ep = self._ep = EpochWrites(slots, np.asarray(seqs, dtype=np.int64))
+        ep = self._ep = self._grouping.of(slots, np.asarray(seqs, dtype=np.int64))
         self._wts = np.asarray(ts, dtype=np.int64)
         kind = self._kind
         if kind in ("count", "since_last"):
@@ -217,6 +229,11 @@ class UnwindowedTable:
             if kind == "distinct" and self._pairs is not None:
                 self._pairs.register(self._new_pairs)
         self._has[slots] = True
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # Snapshots from before tables shared keys hold no grouping.
+        self.__dict__.setdefault("_grouping", EpochGrouping())
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""

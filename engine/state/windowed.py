@@ -43,7 +43,7 @@ from engine.state.colnames import (
     WRITE_POS,
     WRITE_TS,
 )
-from engine.state.epoch import EpochWrites, slots_of_reads
+from engine.state.epoch import EpochGrouping, EpochWrites, SharesKeys, slots_of_reads
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import sort_pairs
 from engine.state.rangeindex import RangeIndex
@@ -156,6 +156,7 @@ class WindowedTable:
         self._dtype = np.dtype(spec.dtype)
         self._tk = TimeKeys(spec.window)
         self._index = KeyIndex()
+        self._grouping = EpochGrouping()
         self._store = _store_for(spec.kind, self._tk.sliding)
         self._writes = np.zeros(16, dtype=np.int64)  # writes so far per slot
         self._order = 0
@@ -243,13 +244,24 @@ class WindowedTable:
 
     # ------------------------------------------------------------------ protocol
 
+    def key_slots(self) -> tuple[KeyIndex, EpochGrouping]:
+        """This table's key index and grouping (see :class:`~engine.state.epoch.SharesKeys`)."""
+        return self._index, self._grouping
+
+    def share_keys(self, other: SharesKeys) -> None:
+        """From now on, use ``other``'s key index and grouping: the runtime writes both
+        tables with the same keys and seqs every epoch, so the indexes are equal."""
+        index, grouping = other.key_slots()
+        assert index.n_slots == self._index.n_slots, "tables sharing keys hold the same keys"
+        self._index, self._grouping = index, grouping
+
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
     ) -> None:
         slots = self._index.register(np.asarray(keys, dtype=np.int64))
         self._writes = grow(self._writes, self._index.n_slots)
         self._store.ensure_slots(self._index.n_slots)
-        ep = self._ep = EpochWrites(slots, np.asarray(seqs, dtype=np.int64))
+        ep = self._ep = self._grouping.of(slots, np.asarray(seqs, dtype=np.int64))
         ts = np.asarray(ts, dtype=np.int64)
         tk = self._tk.of(ts)
         order = ep.order
@@ -434,6 +446,11 @@ class WindowedTable:
         if kind in ("min", "max"):
             return self._extreme(slots, start, ha, hb, lanes, mem, m)
         return self._positional(slots, start, ha, hb, lanes, mem, m, r)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # Snapshots from before tables shared keys hold no grouping.
+        self.__dict__.setdefault("_grouping", EpochGrouping())
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""
