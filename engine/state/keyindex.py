@@ -134,8 +134,10 @@ class KeyIndex:
         state = {name: getattr(self, name) for name in self.__slots__ if name != "_last"}
         return state
 
-    def __setstate__(self, state: dict[str, object]) -> None:
-        for name, value in state.items():
+    def __setstate__(self, state: dict[str, object] | tuple[None, dict[str, object]]) -> None:
+        # Snapshots from before __getstate__ hold the default (None, slots) pair.
+        items = state[1] if isinstance(state, tuple) else state
+        for name, value in items.items():
             setattr(self, name, value)
         self._last = None
 

@@ -194,3 +194,14 @@ def test_a_grouping_is_built_once_for_the_same_arrays() -> None:
     assert grouping.of(slots, seqs) is ep
     assert grouping.of(slots.copy(), seqs) is not ep
     assert pickle.loads(pickle.dumps(grouping)).of(slots, seqs) is not ep
+
+
+def test_an_index_pickled_before_the_memo_existed_restores() -> None:
+    index = KeyIndex()
+    index.register(np.array([2**40, 5], dtype=np.int64))
+    # What pickle stored for a slots-only object without __getstate__: (None, slots).
+    slots = {name: getattr(index, name) for name in KeyIndex.__slots__ if name != "_last"}
+    old = KeyIndex.__new__(KeyIndex)
+    old.__setstate__((None, slots))
+    assert old.lookup(np.array([5, 2**40, 7], dtype=np.int64)).tolist() == [1, 0, -1]
+    assert old.register(np.array([7], dtype=np.int64)).tolist() == [2]
