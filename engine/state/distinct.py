@@ -23,7 +23,7 @@ import numpy as np
 from engine.state.clock import NO_TIME, EpochClock
 from engine.state.colnames import TIME_KEY, VALUE
 from engine.state.distinctkernel import distinct_in_ranges
-from engine.state.epoch import EpochGrouping, EpochWrites, SharesKeys
+from engine.state.epoch import EpochGrouping, EpochWrites, KeySlots
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import expand_ranges, sort_pairs
 from engine.state.regions import RegionStore
@@ -36,7 +36,7 @@ __all__ = ["DistinctWindowedTable"]
 _I64 = np.dtype(np.int64)
 
 
-class DistinctWindowedTable:
+class DistinctWindowedTable(KeySlots):
     """The vectorised table for a windowed distinct count."""
 
     # Class-level defaults, for format-4 snapshots taken before allowed lateness (1a94ee3,
@@ -76,17 +76,6 @@ class DistinctWindowedTable:
         stream = self._clock.at(seqs, self._now)
         return self._tk.horizon_floor(stream, self._lateness)
 
-    def key_slots(self) -> tuple[KeyIndex, EpochGrouping]:
-        """This table's key index and grouping (see :class:`~engine.state.epoch.SharesKeys`)."""
-        return self._index, self._grouping
-
-    def share_keys(self, other: SharesKeys) -> None:
-        """From now on, use ``other``'s key index and grouping: the runtime writes both
-        tables with the same keys and seqs every epoch, so the indexes are equal."""
-        index, grouping = other.key_slots()
-        assert index.n_slots == self._index.n_slots, "tables sharing keys hold the same keys"
-        self._index, self._grouping = index, grouping
-
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
     ) -> None:
@@ -113,11 +102,6 @@ class DistinctWindowedTable:
             self._cstk = (seg << self._vb) + (stk - self._smin[seg] + 1)
         self._seg_index = np.full(max(16, self._index.n_slots), -1, dtype=np.int64)
         self._seg_index[ep.seg_slot] = np.arange(len(ep.seg_slot))
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        # Snapshots from before tables shared keys hold no grouping.
-        self.__dict__.setdefault("_grouping", EpochGrouping())
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""

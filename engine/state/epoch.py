@@ -10,14 +10,14 @@ segment. :meth:`EpochWrites.latest` finds the last write of that prefix for a ba
 from __future__ import annotations
 
 import weakref
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import bits_for, pack_order
 
-__all__ = ["EpochGrouping", "EpochWrites", "SharesKeys", "slots_of_reads"]
+__all__ = ["EpochGrouping", "EpochWrites", "KeySlots", "SharesKeys", "slots_of_reads"]
 
 
 def slots_of_reads(
@@ -226,3 +226,28 @@ class SharesKeys(Protocol):
     def share_keys(self, other: SharesKeys) -> None:
         """From now on, use ``other``'s key index and grouping."""
         ...
+
+
+class KeySlots:
+    """Base of the vector tables that keep their keys' slots in a :class:`KeyIndex` and group
+    each epoch's writes with an :class:`EpochGrouping`: implements :class:`SharesKeys`.
+    Subclasses set ``_index`` and ``_grouping`` in ``__init__``."""
+
+    _index: KeyIndex
+    _grouping: EpochGrouping
+
+    def key_slots(self) -> tuple[KeyIndex, EpochGrouping]:
+        """This table's key index and grouping."""
+        return self._index, self._grouping
+
+    def share_keys(self, other: SharesKeys) -> None:
+        """From now on, use ``other``'s key index and grouping: the runtime writes both
+        tables with the same keys and seqs every epoch, so the indexes are equal."""
+        index, grouping = other.key_slots()
+        assert index.n_slots == self._index.n_slots, "tables sharing keys hold the same keys"
+        self._index, self._grouping = index, grouping
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        # Snapshots from before tables shared keys hold no grouping.
+        self.__dict__.setdefault("_grouping", EpochGrouping())

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from engine.state.epoch import EpochGrouping, EpochWrites, SharesKeys, slots_of_reads
+from engine.state.epoch import EpochGrouping, EpochWrites, KeySlots, slots_of_reads
 from engine.state.jit import jit, register_warm_up
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import pack_order
@@ -61,7 +61,7 @@ def _warm() -> None:
     _additive_reads(one, one, np.ones(1, dtype=np.bool_), one, one)
 
 
-class UnwindowedTable:
+class UnwindowedTable(KeySlots):
     """The vectorised table for an unwindowed :class:`AggregateSpec` (any kind)."""
 
     def __init__(self, spec: AggregateSpec) -> None:
@@ -91,17 +91,6 @@ class UnwindowedTable:
         return np.dtype(np.int64)
 
     # ------------------------------------------------------------------ protocol
-
-    def key_slots(self) -> tuple[KeyIndex, EpochGrouping]:
-        """This table's key index and grouping (see :class:`~engine.state.epoch.SharesKeys`)."""
-        return self._index, self._grouping
-
-    def share_keys(self, other: SharesKeys) -> None:
-        """From now on, use ``other``'s key index and grouping: the runtime writes both
-        tables with the same keys and seqs every epoch, so the indexes are equal."""
-        index, grouping = other.key_slots()
-        assert index.n_slots == self._index.n_slots, "tables sharing keys hold the same keys"
-        self._index, self._grouping = index, grouping
 
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
@@ -229,11 +218,6 @@ class UnwindowedTable:
             if kind == "distinct" and self._pairs is not None:
                 self._pairs.register(self._new_pairs)
         self._has[slots] = True
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        # Snapshots from before tables shared keys hold no grouping.
-        self.__dict__.setdefault("_grouping", EpochGrouping())
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""

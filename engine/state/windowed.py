@@ -43,7 +43,7 @@ from engine.state.colnames import (
     WRITE_POS,
     WRITE_TS,
 )
-from engine.state.epoch import EpochGrouping, EpochWrites, SharesKeys, slots_of_reads
+from engine.state.epoch import EpochGrouping, EpochWrites, KeySlots, slots_of_reads
 from engine.state.keyindex import KeyIndex
 from engine.state.packing import sort_pairs
 from engine.state.rangeindex import RangeIndex
@@ -123,7 +123,7 @@ def _ordered_per_slot(gslots: np.ndarray, gtk: np.ndarray) -> bool:
     return len(down) == 0 or bool(np.all(gslots[down] != gslots[down - 1]))
 
 
-class WindowedTable:
+class WindowedTable(KeySlots):
     """The vectorised table for a windowed :class:`AggregateSpec` other than distinct.
 
     Sliding tables of one kind fed by identical writes store identical records whatever their
@@ -243,17 +243,6 @@ class WindowedTable:
         return self._tk.horizon_floor(stream, self._lateness, self._keep_back)
 
     # ------------------------------------------------------------------ protocol
-
-    def key_slots(self) -> tuple[KeyIndex, EpochGrouping]:
-        """This table's key index and grouping (see :class:`~engine.state.epoch.SharesKeys`)."""
-        return self._index, self._grouping
-
-    def share_keys(self, other: SharesKeys) -> None:
-        """From now on, use ``other``'s key index and grouping: the runtime writes both
-        tables with the same keys and seqs every epoch, so the indexes are equal."""
-        index, grouping = other.key_slots()
-        assert index.n_slots == self._index.n_slots, "tables sharing keys hold the same keys"
-        self._index, self._grouping = index, grouping
 
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
@@ -446,11 +435,6 @@ class WindowedTable:
         if kind in ("min", "max"):
             return self._extreme(slots, start, ha, hb, lanes, mem, m)
         return self._positional(slots, start, ha, hb, lanes, mem, m, r)
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        # Snapshots from before tables shared keys hold no grouping.
-        self.__dict__.setdefault("_grouping", EpochGrouping())
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickled between epochs (checkpoints), without the last epoch's scratch arrays."""
