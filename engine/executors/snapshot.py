@@ -43,8 +43,11 @@ _MAGIC = b"RSRT"
 # 5: the state holds the workers' balanced key ownership (sharding.Ownership); an older
 # build would route keys by the plain hash and find them on the wrong workers, so it must
 # refuse these. A 4 restores with the plain hash, which is where its keys are.
-_VERSION = 5
-_READABLE = frozenset({4, 5})
+# 6: KeyIndex pickles its state as a dict and tables hold an EpochGrouping (twins share
+# them); a build before 6 cannot unpickle those, and must refuse with the version message.
+# 4 and 5 restore as they were.
+_VERSION = 6
+_READABLE = frozenset({4, 5, 6})
 _HEADER = struct.Struct("<4sHII32s")  # magic, version, shard index, shard count, fingerprint
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
 _MAX_DEPTH = 40

@@ -51,6 +51,11 @@ def _counting_order(keys: np.ndarray, low: int, span: int) -> np.ndarray:
 @register_warm_up
 def _warm() -> None:
     _counting_order(np.zeros(1, dtype=np.int64), 0, 1)
+    # Key slots come read-only from KeyIndex.register (twins share them): numba types them
+    # apart, and a worker must not compile that variant on its first large epoch.
+    slots = np.zeros(1, dtype=np.int64)
+    slots.flags.writeable = False
+    _counting_order(slots, 0, 1)
 
 
 def radix_order(keys: np.ndarray, bits: int) -> np.ndarray:

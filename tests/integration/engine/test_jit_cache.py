@@ -54,3 +54,53 @@ def test_a_replay_runs_with_no_writable_cache_directory(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.startswith("ok ")
     assert "compiling without a cache" in done.stderr
+
+
+_WARM_SCRIPT = """
+import gc
+import numba
+from engine.state.jit import warm_up
+from engine.examples.social.data import generate_social, SCENARIOS
+from engine.examples.social.source import social_source
+from engine.examples.social.spam import build_spam_pipeline
+from engine.executors.batch import BatchExecutor
+from engine.output import collect
+from engine.planner import plan
+
+
+def signatures():
+    return {
+        f"{d.py_func.__module__}.{d.py_func.__qualname__}": len(d.signatures)
+        for d in gc.get_objects()
+        if isinstance(d, numba.core.registry.CPUDispatcher)
+    }
+
+
+warm_up()
+before = signatures()
+skew, jitter = SCENARIOS["skewed"]
+for data in (
+    generate_social(users=2000, events=15000, days=3, seed=1),
+    generate_social(users=2000, events=15000, days=3, seed=2, jitter_ms=jitter, skew=skew),
+):
+    # Epochs of 5,000 events: more than 2,048 writes a table, where the sorts compile.
+    BatchExecutor(epoch_size=5000).run(plan(build_spam_pipeline()), social_source(data), collect())
+after = signatures()
+grown = {n: (c, after[n]) for n, c in before.items() if c and after[n] != c}
+print("grown", grown)
+"""
+
+
+def test_a_run_compiles_no_kernel_variant_the_warm_up_left_out() -> None:
+    """A forked worker that meets an argument type the warm-up did not compile (a read-only
+    array, another dtype) compiles it on its first large epoch: seconds with a cold cache.
+    A fresh interpreter, so that no other test has compiled a variant first."""
+    done = subprocess.run(
+        [sys.executable, "-c", _WARM_SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip() == "grown {}", done.stdout
