@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.support.budget import THOROUGH
 from tests.support.hypothesis_profiles import PROFILE, session_seed, suite_settings
 from tooling.broker import BOOTSTRAP_ENV, resolve_broker_kind
 
@@ -29,6 +30,33 @@ settings.load_profile(PROFILE)
 _SEED_KEY = pytest.StashKey[str]()
 
 _INTEGRATION_DIR = Path(__file__).parent / "integration"
+_UNIT_DIR = Path(__file__).parent / "unit"
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_cmdline_main(config: pytest.Config) -> None:
+    """A quick run of unit tests only (no ``RESTREAM_THOROUGH``, no ``-n`` given) spreads over
+    every core with pytest-xdist, as ``make unit`` does: the edit-test loop then stays under
+    45 s on a 2-core machine (65 s in one process). ``-n 0`` keeps one process; CI, thorough
+    runs, integration tests and ``--pdb`` are left alone. Runs before xdist's own hook, which
+    turns ``numprocesses`` into workers."""
+    if (
+        THOROUGH
+        or not config.pluginmanager.hasplugin("xdist")
+        or hasattr(config, "workerinput")  # an xdist worker itself
+        or getattr(config.option, "numprocesses", 0) is not None
+        or config.getoption("usepdb", False)
+        or config.getoption("collectonly", False)
+        or (os.cpu_count() or 1) < 2
+    ):
+        return
+    here = config.invocation_params.dir
+    paths = [(here / arg.split("::")[0]).resolve() for arg in config.args]
+    if paths and all(path.is_relative_to(_UNIT_DIR) for path in paths):
+        config.option.numprocesses = "auto"
+        # Stealing evens out the long tests (chained resumes, scenario runs) at the end.
+        if config.option.dist == "no":
+            config.option.dist = "worksteal"
 
 
 @pytest.fixture(autouse=True)

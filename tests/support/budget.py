@@ -2,11 +2,11 @@
 
 ``make test`` (and so CI) sets ``RESTREAM_THOROUGH=1``: every property test runs the number of
 examples written at its decorator. A plain ``pytest tests/unit`` runs a fortieth of them (at
-least 2), and check_resumes resumes from a few checkpoints, not all, so the edit-test loop
-(``make unit``: both cores, pytest-xdist) stays under a minute on a 2-core machine. Examples
-are random in every run, CI included (tests/support/hypothesis_profiles.py): at a prompt,
-failures are kept in Hypothesis' example database and replayed first; a CI run (a fresh clone,
-no database) prints its seed.
+least 2), check_resumes resumes from a few checkpoints, not all, and tests/conftest.py
+spreads the run over every core (pytest-xdist), so the edit-test loop stays under 45 s on a
+2-core machine. Examples are random in every run, CI included
+(tests/support/hypothesis_profiles.py): at a prompt, failures are kept in Hypothesis' example
+database and replayed first; a CI run (a fresh clone, no database) prints its seed.
 """
 
 from __future__ import annotations

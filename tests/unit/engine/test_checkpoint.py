@@ -27,7 +27,7 @@ from engine.output import collect
 from engine.pipeline import Pipeline, Record, Update
 from engine.planner import plan
 from engine.positions import LogPosition, PartitionPosition
-from tests.support.budget import THOROUGH, examples
+from tests.support.budget import THOROUGH, examples, size
 from tests.support.checkpoints import (
     EpochSink,
     FromPosition,
@@ -184,11 +184,12 @@ def test_batch_resumed_from_any_checkpoint_gives_the_same_bytes(
 
 
 def test_social_spam_with_windows_and_timers_resumes_byte_for_byte() -> None:
-    data = generate_social(users=300, events=6_000, days=3, seed=5, jitter_ms=20_000)
+    events = size(6_000, 3_000)  # nine epochs either way
+    data = generate_social(users=300, events=events, days=3, seed=5, jitter_ms=20_000)
     saved = check_resumes(
-        _batch(700),
+        _batch(events * 7 // 60),
         spam_with_timers,
-        lambda: social_source(data, batch_size=500),
+        lambda: social_source(data, batch_size=events // 12),
         every(3),
         chain=True,
     )

@@ -15,6 +15,7 @@ from engine.executors.batch import BatchExecutor
 from engine.executors.serial import SerialExecutor
 from engine.output import canonical_bytes, collect
 from engine.planner import plan
+from tests.support.budget import size
 
 
 def _result() -> BenchResult:
@@ -128,10 +129,12 @@ def test_a_lateness_above_the_disorder_keeps_the_output_and_less_state() -> None
 def test_the_bench_pipeline_equals_the_serial_oracle(lateness: int) -> None:
     """The bench's pipeline on data whose jitter makes some events late for lateness 0:
     the batch runtime writes the serial oracle's bytes."""
-    data = generate_social(users=300, events=20_000, days=5, jitter_ms=60_000)
+    events = size(20_000, 8_000)  # five epochs either way
+    data = generate_social(users=300, events=events, days=5, jitter_ms=60_000)
     the_plan = plan(window_pipeline(lateness))
     outputs = []
-    for executor in (SerialExecutor(epoch_size=4096), BatchExecutor(epoch_size=4096)):
+    epoch = size(4096, 1640)
+    for executor in (SerialExecutor(epoch_size=epoch), BatchExecutor(epoch_size=epoch)):
         sink = collect()
         executor.run(the_plan, social_source(data), sink)
         outputs.append(canonical_bytes(sink.chunks))

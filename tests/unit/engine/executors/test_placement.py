@@ -29,7 +29,7 @@ from engine.merge import merge_log
 from engine.output import OutputChunk, canonical_bytes, collect, merge_shares
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
-from tests.support.budget import examples
+from tests.support.budget import examples, size
 from tests.support.engine_logs import LogSpec, edge_log, edge_pipeline, logs, pipelines
 
 
@@ -187,12 +187,13 @@ def test_a_hot_key_is_pinned_and_the_output_stays_the_oracles(
     from engine.examples.social.source import social_source
 
     skew = Skew(hot_share=0.4, heavy_share=0.3, heavy_users=10, clock_ms=60_000)
-    data = generate_social(users=500, events=8_000, days=3, seed=9, jitter_ms=3_600_000, skew=skew)
+    events = size(8_000, 4_000)  # six epochs either way
+    data = generate_social(users=500, events=events, days=3, seed=9, jitter_ms=3_600_000, skew=skew)
     hot = int(np.bincount(data.messages.sender).argmax())
     the_plan = plan(build_spam_pipeline())
     sink = collect()
     SerialExecutor().run(the_plan, social_source(data), sink)
-    epochs = list(merge_log(social_source(data), epoch_size=1_500))
+    epochs = list(merge_log(social_source(data), epoch_size=events * 3 // 16))
     runtimes = _runtimes(the_plan, workers)
     with caplog.at_level(logging.INFO, logger="engine.executors.runtime"):
         chunks = _process(runtimes, epochs[:2])
