@@ -202,6 +202,10 @@ def _owners_weighted(
 def _warm() -> None:
     ownership = balanced_ownership(np.arange(40, dtype=np.int64), np.arange(40.0), 2)
     ownership.owners(np.arange(50, dtype=np.int64))
+    # Key ids of an int column are that column itself, read-only when it came from a file.
+    ids = np.arange(50, dtype=np.int64)
+    ids.flags.writeable = False
+    ownership.owners(ids)
 
 
 def balanced_ownership(ids: np.ndarray, loads: np.ndarray, workers: int) -> Ownership:

@@ -79,10 +79,10 @@ class DistinctWindowedTable(KeySlots):
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
     ) -> None:
-        slots = self._index.register(np.asarray(keys, dtype=np.int64))
+        slots = self._index.register(keys)
         self._store.ensure_slots(self._index.n_slots)
         vids = self._values.register(np.asarray(values, dtype=np.int64))
-        ep = self._ep = self._grouping.of(slots, np.asarray(seqs, dtype=np.int64))
+        ep = self._ep = self._grouping.of(slots, seqs)
         tk = self._tk.of(np.asarray(ts, dtype=np.int64))
         order = ep.order
         gtk = tk[order]

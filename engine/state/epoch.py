@@ -14,7 +14,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from engine.state.keyindex import KeyIndex
+from engine.state.keyindex import KeyIndex, as_int64
 from engine.state.packing import bits_for, pack_order
 
 __all__ = ["EpochGrouping", "EpochWrites", "KeySlots", "SharesKeys", "slots_of_reads"]
@@ -204,6 +204,7 @@ class EpochGrouping:
     def of(self, slots: np.ndarray, seqs: np.ndarray) -> EpochWrites:
         """The grouping of writes ``slots`` at ``seqs`` (built, or the last one when these
         are the very arrays it was built from)."""
+        seqs = as_int64(seqs)
         ep = None if self._last is None else self._last()
         if ep is None or ep.slots is not slots or ep.seqs is not seqs:
             ep = EpochWrites(slots, seqs)

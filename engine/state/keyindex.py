@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.state.jit import jit, register_warm_up
 
-__all__ = ["KeyIndex"]
+__all__ = ["KeyIndex", "as_int64"]
 
 _MULT = np.uint64(0x9E37_79B9_7F4A_7C15)
 # A direct index may always span this many slots. Small: every table keeps several arrays
@@ -166,13 +166,14 @@ class KeyIndex:
     def register(self, keys: np.ndarray) -> np.ndarray:
         """Slots of ``keys``, giving new slots to keys not seen before (read-only: the same
         array object registered again gets the same array back, without probing, since a
-        key's slot never changes; callers must not change ``keys`` in place)."""
+        key's slot never changes; callers must not change ``keys`` in place, and should pass
+        the array they were given, not a converted copy or view, for the memo to find it)."""
         last = self._last
         if last is not None and last[0]() is keys:
             known = last[1]()
             if known is not None:
                 return known
-        slots = self._register(np.ascontiguousarray(keys, dtype=np.int64))
+        slots = self._register(np.ascontiguousarray(as_int64(keys)))
         slots.flags.writeable = False
         self._last = (weakref.ref(keys), weakref.ref(slots))
         return slots
@@ -265,3 +266,16 @@ class KeyIndex:
             return out
         _probe_cells(self._cells, self._bits, keys, out, 0, 0)
         return out
+
+
+def as_int64(values: np.ndarray) -> np.ndarray:
+    """``values`` as int64, the very same object when it already is.
+
+    ``np.asarray(values, dtype=np.int64)`` returns a new view when ``values``' dtype equals
+    int64 but is not numpy's own int64 instance, which is what every array unpickled from
+    another process carries (a pickled dtype is rebuilt as a copy): the identity memos of
+    :meth:`KeyIndex.register` and :class:`~engine.state.epoch.EpochGrouping` then never hit.
+    """
+    if isinstance(values, np.ndarray) and values.dtype == np.int64:
+        return values
+    return np.asarray(values, dtype=np.int64)

@@ -95,12 +95,12 @@ class UnwindowedTable(KeySlots):
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
     ) -> None:
-        slots = self._index.register(np.asarray(keys, dtype=np.int64))
+        slots = self._index.register(keys)
         n = self._index.n_slots
         self._has = grow(self._has, n, False)
         self._carry = grow(self._carry, n)
         self._carry2 = grow(self._carry2, n)
-        ep = self._ep = self._grouping.of(slots, np.asarray(seqs, dtype=np.int64))
+        ep = self._ep = self._grouping.of(slots, seqs)
         self._wts = np.asarray(ts, dtype=np.int64)
         kind = self._kind
         if kind in ("count", "since_last"):

@@ -247,10 +247,10 @@ class WindowedTable(KeySlots):
     def write_epoch(
         self, keys: np.ndarray, seqs: np.ndarray, ts: np.ndarray, values: np.ndarray | None
     ) -> None:
-        slots = self._index.register(np.asarray(keys, dtype=np.int64))
+        slots = self._index.register(keys)
         self._writes = grow(self._writes, self._index.n_slots)
         self._store.ensure_slots(self._index.n_slots)
-        ep = self._ep = self._grouping.of(slots, np.asarray(seqs, dtype=np.int64))
+        ep = self._ep = self._grouping.of(slots, seqs)
         ts = np.asarray(ts, dtype=np.int64)
         tk = self._tk.of(ts)
         order = ep.order

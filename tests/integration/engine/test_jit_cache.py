@@ -58,7 +58,13 @@ def test_a_replay_runs_with_no_writable_cache_directory(tmp_path: Path) -> None:
 
 _WARM_SCRIPT = """
 import gc
+import tempfile
+from pathlib import Path
 import numba
+from engine.executors.arena import load, store
+from engine.executors.runtime import EpochRuntime
+from engine.executors.sharding import Shard
+from engine.merge import merge_log
 from engine.state.jit import warm_up
 from engine.examples.social.data import generate_social, SCENARIOS
 from engine.examples.social.source import social_source
@@ -85,6 +91,14 @@ for data in (
 ):
     # Epochs of 5,000 events: more than 2,048 writes a table, where the sorts compile.
     BatchExecutor(epoch_size=5000).run(plan(build_spam_pipeline()), social_source(data), collect())
+    # As a parallel worker sees it: epochs unpickled from the arena (read-only arrays), its
+    # share of the keys under balanced ownership (the skewed log pins its heavy senders).
+    worker = EpochRuntime(plan(build_spam_pipeline()), shard=Shard(0, 2), exchange=lambda p: p)
+    with tempfile.TemporaryDirectory() as tmp:
+        for i, epoch in enumerate(merge_log(social_source(data), epoch_size=5000)):
+            path = Path(tmp) / f"epoch{i}"
+            store(path, epoch)
+            worker.process(load(path))
 after = signatures()
 grown = {n: (c, after[n]) for n, c in before.items() if c and after[n] != c}
 print("grown", grown)

@@ -5,6 +5,7 @@ windows, epochs and checkpoints, and the sharing must survive a restore."""
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -13,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from engine.examples.social.spam import build_spam_pipeline
+from engine.executors.arena import load, store
 from engine.executors.batch import BatchExecutor
 from engine.executors.runtime import EpochRuntime
 from engine.executors.serial import SerialExecutor
@@ -20,7 +22,7 @@ from engine.merge import merge_log
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Builtin, Pipeline, Record
 from engine.planner import plan
-from engine.state.epoch import EpochGrouping, SharesKeys
+from engine.state.epoch import EpochGrouping, EpochWrites, SharesKeys
 from engine.state.keyindex import KeyIndex
 from engine.windows import Hopping, Sliding
 from tests.support.budget import examples
@@ -170,6 +172,39 @@ def test_twins_share_again_after_a_restore() -> None:
         assert indexes["msgs"].n_slots > 0
     rest = [canonical_bytes(runtime.process(e)) for e in epochs[1:]]
     assert [canonical_bytes(again.process(e)) for e in epochs[1:]] == rest
+
+
+def test_twins_share_the_grouping_of_an_epoch_unpickled_in_another_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's epoch arrives pickled, and an unpickled array's int64 dtype is a copy of
+    numpy's own: converting it with ``np.asarray(..., dtype=np.int64)`` makes a new view
+    each time, and the twins' identity memos never hit (they did not, in every worker)."""
+    from engine.examples.social import generate_social, social_source
+
+    built: list[int] = []
+    build = EpochWrites.__init__
+
+    def counted(self: EpochWrites, slots: np.ndarray, seqs: np.ndarray) -> None:
+        built.append(len(slots))
+        build(self, slots, seqs)
+
+    monkeypatch.setattr(EpochWrites, "__init__", counted)
+    the_plan = plan(build_spam_pipeline())
+    data = generate_social(users=50, events=600, days=2, seed=3)
+    epoch = next(iter(merge_log(social_source(data), epoch_size=300)))
+    store(tmp_path / "epoch", epoch)
+    received = load(tmp_path / "epoch")
+    seqs = next(iter(received.events.values())).seq
+    assert seqs.dtype == np.int64 and seqs.dtype is not np.dtype(np.int64)  # the premise
+    runtime = EpochRuntime(the_plan)
+    runtime.process(epoch)
+    here = len(built)
+    # One grouping per table that takes writes and is no twin (followers take none).
+    assert here == len(_indexes(runtime)) - len(runtime._leaders) - len(runtime._twins)
+    built.clear()
+    EpochRuntime(the_plan).process(received)
+    assert len(built) == here
 
 
 def test_registering_the_same_array_again_gives_the_same_slots_without_probing() -> None:
