@@ -56,25 +56,51 @@ def _warm() -> None:
     slots = np.zeros(1, dtype=np.int64)
     slots.flags.writeable = False
     _counting_order(slots, 0, 1)
+    _lsd_order(np.zeros(1, dtype=np.int64), 1)
+    _lsd_order(slots, 1)
+
+
+@jit
+def _lsd_order(keys: np.ndarray, bits: int) -> np.ndarray:
+    n = len(keys)
+    passes = max(1, (bits + 10) // 11)
+    width = (bits + passes - 1) // passes
+    mask = (1 << width) - 1
+    order = np.arange(n)
+    cur = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        cur[i] = keys[i]
+    next_order = np.empty(n, dtype=np.int64)
+    next_cur = np.empty(n, dtype=np.int64)
+    count = np.empty(mask + 2, dtype=np.int64)
+    for p in range(passes):
+        shift = p * width
+        count[:] = 0
+        for i in range(n):
+            count[((cur[i] >> shift) & mask) + 1] += 1
+        if n == 0 or count[((cur[0] >> shift) & mask) + 1] == n:
+            continue  # one digit value for every key: this pass would keep the order
+        for d in range(mask + 1):
+            count[d + 1] += count[d]
+        for i in range(n):
+            d = (cur[i] >> shift) & mask
+            j = count[d]
+            next_order[j] = order[i]
+            next_cur[j] = cur[i]
+            count[d] = j + 1
+        order, next_order = next_order, order
+        cur, next_cur = next_cur, cur
+    return order
 
 
 def radix_order(keys: np.ndarray, bits: int) -> np.ndarray:
     """A stable argsort of non-negative int64 ``keys`` below ``2**bits``, by least significant
-    digit first: one stable pass per 16 bits, each numpy's radix sort of a uint16 (or uint8)
-    array."""
-    order: np.ndarray | None = None
-    shift = 0
-    while shift < max(bits, 1):
-        width = min(16, bits - shift) or 1
-        digits = keys if order is None else keys[order]
-        if shift:
-            digits = digits >> shift
-        digits = (digits & ((1 << width) - 1)).astype(np.uint8 if width <= 8 else np.uint16)
-        step = np.argsort(digits, kind="stable")
-        order = step if order is None else order[step]
-        shift += width
-    assert order is not None
-    return order
+    digit first: one stable counting pass per digit of at most 11 bits (a histogram that
+    stays in the L1 cache), compiled, each pass moving the keys along with their order so
+    that none reads them through it. numpy's radix sort of uint16 digits, with a gather of
+    the keys and of the order per pass, took 1.4-1.7x as long (250,000 keys of 20-22 bits)."""
+    out: np.ndarray = _lsd_order(np.ascontiguousarray(keys, dtype=np.int64), bits)
+    return out
 
 
 def pack_order(keys: np.ndarray) -> np.ndarray:
