@@ -195,14 +195,20 @@ def _run_one(
     spawn_seconds = 0.0
     the_plan = plan(build_spam_pipeline())
     executor: Any = None
+    cleanups: list[Callable[[], None]] = []
     if name.startswith("parallel-w"):
         executor = ParallelExecutor(workers=int(name[len("parallel-w") :]), epoch_size=epoch_size)
     elif name.startswith("ray-w"):
-        from engine.executors.ray_executor import RayExecutor
+        from engine.executors.ray_executor import RayExecutor, connect_ray
 
+        # Starting a local cluster and shutting it down are the cluster's costs, not the
+        # run's: this process connects (so the executor, which finds Ray connected, leaves
+        # the cluster alone at the end of its run: ray.shutdown took 1.4 s) and disconnects
+        # after the timed run.
+        ray_module, connected = connect_ray("")
+        if connected:
+            cleanups.append(ray_module.shutdown)
         executor = RayExecutor(workers=int(name[len("ray-w") :]), epoch_size=epoch_size)
-        # Connecting (or starting a local cluster) is the cluster's cost, not the run's.
-        executor.connect()
     if executor is not None:
         # Workers start before the data set is loaded, as they do before a Kafka source
         # reads anything: forked later, each would map (and count in its RSS) the whole set.
@@ -239,6 +245,8 @@ def _run_one(
     finally:
         if name.startswith(_WITH_WORKERS) and executor is not None:
             executor.close()  # workers started for a run that never came
+        for cleanup in cleanups:
+            cleanup()
     used = None if executor is None else executor.epoch_size
     return seconds, len(cols["message_id"]), score_digest(cols), phases, workers_rss, used
 
