@@ -15,6 +15,7 @@ import pytest
 from engine.benchmark import run_engine_bench
 from engine.procmem import child_pids
 from tests.support.procs import cmdline, running
+from tests.support.ray_cluster import RayCluster
 
 
 def test_runs_are_interleaved_round_by_round_and_agree() -> None:
@@ -86,3 +87,26 @@ def test_without_an_epoch_size_each_executor_runs_as_restream_run_would() -> Non
     result = run_engine_bench(events=3000, users=200, days=2, repeat=1, only=["batch", "wholelog"])
     sizes = {m.name: m.epoch_size for m in result.measurements}
     assert sizes == {"batch": 20_000, "wholelog": None}
+
+
+def test_a_ray_run_agrees_and_leaves_the_cluster_it_joined_running(
+    ray_cluster: RayCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ray-wN`` on the cluster of RAY_ADDRESS: each run's process connects itself (outside
+    the timed run) and disconnects at its end, and the cluster stays up for the next."""
+    import ray
+
+    monkeypatch.setenv("RAY_ADDRESS", ray_cluster.address)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    # Two actors of one CPU fit the cluster's two one-CPU nodes.
+    result = run_engine_bench(
+        events=3000, users=200, days=2, epoch_size=500, repeat=2, only=["batch", "ray-w2"]
+    )
+    assert [m.name for m in result.measurements] == ["batch", "ray-w2"]
+    assert result.agree()
+    assert sum(1 for n in ray.nodes() if n["Alive"]) == ray_cluster.nodes
+    # No actor or placement group left holding a CPU (their release is asynchronous).
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU") != 2.0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU") == 2.0
