@@ -209,13 +209,14 @@ def _run_one(
         if connected:
             cleanups.append(ray_module.shutdown)
         executor = RayExecutor(workers=int(name[len("ray-w") :]), epoch_size=epoch_size)
-    if executor is not None:
-        # Workers start before the data set is loaded, as they do before a Kafka source
-        # reads anything: forked later, each would map (and count in its RSS) the whole set.
-        started = time.perf_counter()
-        executor.start(the_plan)
-        spawn_seconds = time.perf_counter() - started
     try:
+        if executor is not None:
+            # Workers start before the data set is loaded, as they do before a Kafka source
+            # reads anything: forked later, each would map (and count in its RSS) the whole
+            # set.
+            started = time.perf_counter()
+            executor.start(the_plan)
+            spawn_seconds = time.perf_counter() - started
         with open(path, "rb") as f:
             data = pickle.load(f)
         if name in ("handwritten", "wholelog"):
@@ -243,10 +244,12 @@ def _run_one(
             if name.startswith(_WITH_WORKERS):
                 workers_rss = sum(executor.peak_rss[1:])
     finally:
-        if name.startswith(_WITH_WORKERS) and executor is not None:
-            executor.close()  # workers started for a run that never came
-        for cleanup in cleanups:
-            cleanup()
+        try:
+            if name.startswith(_WITH_WORKERS) and executor is not None:
+                executor.close()  # workers started for a run that never came
+        finally:
+            for cleanup in cleanups:
+                cleanup()
     used = None if executor is None else executor.epoch_size
     return seconds, len(cols["message_id"]), score_digest(cols), phases, workers_rss, used
 

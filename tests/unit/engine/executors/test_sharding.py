@@ -101,6 +101,29 @@ def test_uniform_ownership_is_the_hash(ids: list[int], workers: int) -> None:
     assert ranges.owners(keys).tolist() == expected.tolist()
 
 
+@settings(max_examples=examples(200), deadline=None)
+@given(
+    ids=st.lists(_I64, max_size=50),
+    cuts=st.lists(st.integers(0, 2**32), max_size=63),
+    pin=_I64,
+)
+def test_an_unpinned_id_belongs_to_the_last_range_starting_at_or_below_its_hash(
+    ids: list[int], cuts: list[int], pin: int
+) -> None:
+    """Uneven and empty ranges (equal bounds), 1-64 workers, against a search of the bounds."""
+    workers = len(cuts) + 1
+    bounds = np.array([0, *sorted(cuts), 2**32], dtype=np.int64)
+    ownership = Ownership(workers, bounds, np.array([pin]), np.array([workers - 1]))
+    keys = np.array(ids, dtype=np.int64)
+    x = keys.view(np.uint64)
+    h = (((x ^ (x >> np.uint64(32))) * np.uint64(0xBF58476D1CE4E5B9)) >> np.uint64(32)).view(
+        np.int64
+    )
+    expected = np.searchsorted(bounds[1:workers], h, side="right")
+    expected[keys == pin] = workers - 1
+    assert ownership.owners(keys).tolist() == expected.tolist()
+
+
 def _loads_per_worker(ownership: Ownership, ids: np.ndarray, loads: np.ndarray) -> np.ndarray:
     return np.bincount(ownership.owners(ids), weights=loads, minlength=ownership.workers)
 
