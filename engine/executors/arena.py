@@ -49,6 +49,7 @@ __all__ = [
     "RunDir",
     "SentObjects",
     "default_shm_dir",
+    "is_dictionary",
     "load",
     "store",
     "sweep_stale",
@@ -194,6 +195,17 @@ def _check_keep(keep: int) -> None:
         raise EngineError(f"keep must be >= 1 (arrays the coordinator may still name), got {keep}")
 
 
+def is_dictionary(obj: Any) -> bool:
+    """Whether ``obj`` is worth sending once and naming afterwards: an object array of at
+    least ``_SHARED_MIN`` items (a string dictionary, which many epochs may share)."""
+    return (
+        type(obj) is np.ndarray
+        and obj.dtype == object
+        and obj.ndim == 1
+        and len(obj) >= _SHARED_MIN
+    )
+
+
 class SentObjects:
     """The coordinator's record of the object arrays it has written as files of their own.
 
@@ -212,9 +224,7 @@ class SentObjects:
 
     def name_of(self, obj: Any) -> str | None:
         """The name ``obj`` travels by, writing it on first sight; None: pickle it in band."""
-        if type(obj) is not np.ndarray or obj.dtype != object or obj.ndim != 1:
-            return None
-        if len(obj) < _SHARED_MIN:
+        if not is_dictionary(obj):
             return None
         hit = self._names.get(id(obj))
         if hit is not None and hit[1] is obj:

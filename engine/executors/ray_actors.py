@@ -21,6 +21,8 @@ epoch, snapshots and restores of its state. What differs is the transport:
   peer's parts of its own round: the barrier is the arrival of the parts themselves. A peer
   may run one round ahead (it got this actor's parts first), never more, so the inbox is
   keyed by round.
+* **Epochs** come packed (:mod:`engine.executors.ray_epochs`): numpy columns zero-copy from
+  the object store, string dictionaries fetched once and shared by the epochs that name them.
 * **The plan.** The driver pickles the plan once (:func:`ship_plan`) and every actor loads
   it. Functions that cannot be imported by name (a lambda or a closure made by a pipeline
   builder) are sent as code, but bound to their module's own namespace, imported on the
@@ -54,6 +56,7 @@ from typing import TYPE_CHECKING, Any
 from engine.errors import CheckpointError, EngineError, ExecutionError
 from engine.executors.base import RunStats
 from engine.executors.columns import Part
+from engine.executors.ray_epochs import PackedEpoch, ReceivedArrays
 from engine.executors.runtime import EpochRuntime
 from engine.executors.sharding import Shard
 from engine.executors.snapshot import _importable, _make_function
@@ -194,6 +197,7 @@ class RayWorker:
             plan, shard=self.shard, exchange=self._exchange if count > 1 else None
         )
         self._peers: list[Any] = []
+        self._arrays = ReceivedArrays(ray.get)
         self._lock = threading.Condition()
         self._turns = Turns()
         self._round = 0
@@ -222,12 +226,19 @@ class RayWorker:
                 return self._failed(exc, None)
             return time.perf_counter() - t0
 
-    def process(self, ticket: int, epoch: Epoch, router: OutputRouter | None) -> Answer:
-        """Run every phase of ``epoch`` over this shard; its share and its output chunks, cut
-        into one list per writer by ``router`` (call with ``num_returns=1 + parts``; a
-        single list without a router)."""
+    def process(self, ticket: int, packed: PackedEpoch, router: OutputRouter | None) -> Answer:
+        """Run every phase of the epoch ``packed`` holds over this shard; its share and its
+        output chunks, cut into one list per writer by ``router`` (call with
+        ``num_returns=1 + parts``; a single list without a router)."""
         with self._turns.of(ticket):
-            return self._process(epoch, RunStats("ray"), router)
+            stats = RunStats("ray")
+            t0 = time.perf_counter()
+            try:
+                epoch = self._arrays.unpack(packed)
+            except BaseException as exc:
+                return self._failed(exc, None), *_nothing(router)
+            stats.add_time("unpack", time.perf_counter() - t0)
+            return self._process(epoch, stats, router)
 
     def process_pieces(
         self, ticket: int, keys: Epoch, router: OutputRouter | None, *pieces: Piece | None

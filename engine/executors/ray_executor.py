@@ -14,8 +14,9 @@ How a run goes:
   the object store once, and each reader puts its rows of that epoch (its *piece*) there too;
   every worker assembles the epoch from the key epoch and the pieces (see that module). With
   any other source the driver merges the rows itself and puts each whole epoch into the
-  object store. Either way Ray copies an object once to each node and actors on a node read
-  it without copying, and at most ``max_in_flight`` epochs are in flight.
+  object store, its string dictionaries once (:mod:`engine.executors.ray_epochs`). Either
+  way Ray copies an object once to each node and actors on a node read it without copying,
+  and at most ``max_in_flight`` epochs are in flight.
 * Each **actor** (:class:`~engine.executors.ray_actors.RayWorker`) hosts
   ``EpochRuntime(plan, shard=Shard(i, W), exchange=...)`` exactly like a parallel worker, in
   a placement group of one bundle per worker with the SPREAD strategy (actors go to
@@ -70,6 +71,7 @@ from engine.checkpoint import CheckpointStore, EngineSnapshot, PositionTracker, 
 from engine.errors import EngineError, ExecutionError, LogError, StallError
 from engine.executors.base import RunStats, auto_epoch_size
 from engine.executors.ray_actors import Placed, RayWorker, Share, ship_plan
+from engine.executors.ray_epochs import SentArrays
 from engine.executors.ray_readers import Keys, PieceStatus, RayReader, describe
 from engine.executors.snapshot import check_header, fingerprint
 from engine.executors.worker import Failed, raise_failure
@@ -447,6 +449,7 @@ class RayExecutor:
         router = sink.router if isinstance(sink, ShareSink) else None
         router_ref = None if router is None else ray.put(router)
         returns = 1 + (1 if router is None else router.parts)
+        sent = SentArrays(ray.put)
         in_flight: deque[tuple[Epoch, list[Any], list[list[Any]], list[Any] | None, list[Any]]] = (
             deque()
         )
@@ -467,15 +470,16 @@ class RayExecutor:
                 following = (epoch.index + 1, epoch.seq_end)
                 due = checkpoints is not None and checkpoints.due(epoch)
                 t0 = time.perf_counter()
-                ref = ray.put(epoch)
                 ticket = pool.ticket()
                 statuses: list[Any] = []
                 if readers is None:
+                    ref = ray.put(sent.pack(epoch))
                     calls = [
                         a.process.options(num_returns=returns).remote(ticket, ref, router_ref)
                         for a in pool.actors
                     ]
                 else:
+                    ref = ray.put(epoch)
                     # Each reader cuts its rows of the key epoch into a piece in the object
                     # store; the workers get the pieces' references, never the driver.
                     cut = [r.piece.options(num_returns=2).remote(ref) for r in readers.actors]
