@@ -104,6 +104,7 @@ def warm_up() -> float:
     # The kernels' modules register themselves on import.
     from engine.state import (  # noqa: F401
         distinctkernel,
+        epoch,
         keyindex,
         packing,
         rangeindex,

@@ -195,7 +195,7 @@ def _latest_by_scanning(writes: list[int], slot: int, cutoff: int) -> int:
     return max((i for i in range(min(cutoff, len(writes))) if writes[i] == slot), default=-1)
 
 
-# Slots up to 2**61 force the (slot, index) keys past 62 bits, onto the sorting fallback.
+# Slots up to 2**61: keys far too wide to pack with a write index, as a KeyIndex never hands out.
 _SLOTS = st.one_of(st.integers(0, 5), st.integers(0, 2**61))
 
 
