@@ -66,20 +66,13 @@ class EpochWrites:
         self.slots = slots
         self.seqs = seqs
         self.order = order = pack_order(slots)
-        self._grouped_slots = grouped = slots[order]
-        boundary = np.empty(n, dtype=bool)
-        boundary[:1] = True
-        np.not_equal(grouped[1:], grouped[:-1], out=boundary[1:])
-        self.seg_start = np.flatnonzero(boundary)
-        self.seg_len = np.diff(self.seg_start, append=n)
-        self.seg_slot = grouped[self.seg_start]
-        # Position within the segment: +1 per write, minus the previous segment's length at
-        # each segment start, summed up.
-        step = np.ones(n, dtype=np.int64)
-        step[self.seg_start[1:]] = 1 - self.seg_len[:-1]
-        step[:1] = 0
+        self._grouped_slots = grouped = np.empty(n, dtype=np.int64)
         self.rank = np.empty(n, dtype=np.int64)
-        self.rank[order] = np.cumsum(step)
+        starts = np.empty(n, dtype=np.int64)
+        count = _segments(as_int64(slots), order, grouped, self.rank, starts)
+        self.seg_start: np.ndarray = starts[:count].copy()
+        self.seg_len: np.ndarray = np.diff(self.seg_start, append=n)
+        self.seg_slot: np.ndarray = grouped[self.seg_start]
         self._seg_of: np.ndarray | None = None
         self._grouped_seg: np.ndarray | None = None
 
@@ -101,11 +94,13 @@ class EpochWrites:
 
     def last_of_segments(self) -> np.ndarray:
         """Index of the last write of each segment."""
-        return self.order[self.seg_start + self.seg_len - 1]
+        last: np.ndarray = self.order[self.seg_start + self.seg_len - 1]
+        return last
 
     def first_of_segments(self) -> np.ndarray:
         """Index of the first write of each segment."""
-        return self.order[self.seg_start]
+        first: np.ndarray = self.order[self.seg_start]
+        return first
 
     def cutoffs(self, seqs: np.ndarray, before: bool) -> np.ndarray:
         """How many epoch writes a read at each seq sees."""
@@ -203,10 +198,40 @@ def _walk_latest(
         out[i] = order[j - 1] if j > 0 and grouped_slots[j - 1] == s else -1
 
 
+@jit
+def _segments(
+    slots: np.ndarray, order: np.ndarray, grouped: np.ndarray, rank: np.ndarray, starts: np.ndarray
+) -> int:
+    """Fill ``grouped`` (the slots in grouped order), ``rank`` (each write's position in its
+    segment) and ``starts`` (where each segment starts); the number of segments. One pass,
+    where numpy took a gather, a comparison, ``flatnonzero``, a cumulative sum and a scatter
+    (3.2 against 1.3 ms for 120,000 writes of 100,000 keys; 2.4 against 0.7 ms of 2,000)."""
+    count = 0
+    r = 0
+    previous = 0
+    for k in range(len(order)):
+        w = order[k]
+        s = slots[w]
+        grouped[k] = s
+        if k == 0 or s != previous:
+            starts[count] = k
+            count += 1
+            r = 0
+        rank[w] = r
+        r += 1
+        previous = s
+    return count
+
+
 @register_warm_up
 def _warm() -> None:
     one = np.zeros(1, dtype=np.int64)
     _walk_latest(one, one, one, one, one, np.empty(1, dtype=np.int64))
+    _segments(one, one, np.empty(1, np.int64), np.empty(1, np.int64), np.empty(1, np.int64))
+    # Slots come read-only from a KeyIndex (twins share them): numba types them apart.
+    frozen = np.zeros(1, dtype=np.int64)
+    frozen.flags.writeable = False
+    _segments(frozen, one, np.empty(1, np.int64), np.empty(1, np.int64), np.empty(1, np.int64))
 
 
 class EpochGrouping:
