@@ -232,6 +232,24 @@ def test_epoch_latest_over_many_reads_in_slot_order_and_not() -> None:
     assert (got >= 0).sum() > 1_000 and (got < 0).sum() > 1_000  # both kinds of answer
 
 
+def test_epoch_latest_with_a_hot_slot_few_reads_and_cutoffs_that_go_back() -> None:
+    """One slot with most of the writes, reads of it whose cutoffs jump back and forth (the
+    walk searches back), and a handful of reads among many writes (it gallops far ahead)."""
+    rng = np.random.default_rng(11)
+    writes = np.where(rng.random(8_000) < 0.6, 7, rng.integers(0, 500, 8_000))
+    ep = EpochWrites(writes, np.arange(len(writes), dtype=np.int64))
+    seen = np.full((501, len(writes) + 1), -1, dtype=np.int64)
+    last = np.full(501, -1, dtype=np.int64)
+    for i, slot in enumerate(writes.tolist()):
+        seen[:, i] = last
+        last[slot] = i
+    seen[:, len(writes)] = last
+    for reads in (3, 5_000):
+        slots = np.where(rng.random(reads) < 0.7, 7, rng.integers(0, 501, reads))
+        cutoffs = rng.integers(0, len(writes) + 1, reads)  # not sorted: back and forth
+        assert (ep.latest(slots, cutoffs) == seen[slots, cutoffs]).all()
+
+
 @settings(max_examples=examples(150), deadline=None)
 @given(
     st.lists(
