@@ -236,7 +236,7 @@ class RayWorker:
             try:
                 epoch = self._arrays.unpack(packed)
             except BaseException as exc:
-                return self._failed(exc, None), *_nothing(router)
+                return self._failed(exc, packed), *_nothing(router)
             stats.add_time("unpack", time.perf_counter() - t0)
             return self._process(epoch, stats, router)
 
@@ -320,7 +320,7 @@ class RayWorker:
             out.extend(parts if w == self.index else got[w])
         return out
 
-    def _failed(self, exc: BaseException, epoch: Epoch | None) -> Failed:
+    def _failed(self, exc: BaseException, epoch: Epoch | PackedEpoch | None) -> Failed:
         where = f"worker {self.index} (node {self.placed.ip}, pid {self.placed.pid})"
         if isinstance(exc, ExecutionError):
             return Failed(self.index, f"{where}: {exc}", exc.seq, exc.operator)

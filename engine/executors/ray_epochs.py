@@ -3,9 +3,9 @@
 A source that dictionary-encodes its strings against one stable dictionary (the in-memory
 social source: ~60,000 distinct texts) hands every epoch the same dictionary. Put into the
 object store as it is, each epoch carried that whole dictionary pickled in band: at 10M
-events in 40 epochs the driver pickled it 40 times (~20 ms each) and every actor unpickled
-it 40 times (~12 ms each), about 2 s of CPU on two cores (measured: 18 MB per epoch, of
-which the numeric columns are a few).
+events in 40 epochs the driver pickled it 40 times (24 ms each) and every actor unpickled
+it 40 times (13 ms each), about 2 s of CPU on two cores (18 MB per epoch, of which the
+numeric columns are a few).
 
 So the driver packs an epoch itself, as the parallel executor's arena does
 (:class:`~engine.executors.arena.SentObjects`): pickle protocol 5 with numpy buffers out of
@@ -14,8 +14,13 @@ array (:func:`~engine.executors.arena.is_dictionary`) put into the object store 
 by a number in the payload. A :class:`PackedEpoch` carries the references of the arrays it
 names, so an array stays in the store while any epoch that names it is in flight, however
 long ago the driver put it. Each actor's :class:`ReceivedArrays` gets a name once and keeps
-the few newest, which every later epoch that names them shares (read-only: an edit would
-leak into them).
+the few most recently used, which every later epoch that names them shares (read-only: an
+edit would leak into them). Names are those of one driver's run (a random ``sender`` tag
+goes with them), so an actor that served another run never takes its arrays for this one's.
+
+Where dictionaries are not shared (a decoded batch's own), each epoch's large object arrays
+become objects of their own: one more put in the driver and one more fetch in every actor
+an epoch, and each side keeps the last few alive (as the arena does).
 
 Ray is not imported here: the driver and the actors hand in ``ray.put`` and ``ray.get``.
 """
@@ -24,6 +29,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import uuid
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,22 +54,29 @@ _KEEP = 4
 class PackedEpoch:
     """An epoch as the driver puts it into the object store: the pickle ``payload``, its
     out-of-band ``buffers`` (the numpy columns) and, by number, the references of the large
-    object arrays the payload names."""
+    object arrays the payload names (numbers of the driver's run ``sender``)."""
 
     payload: bytes
     buffers: tuple[Any, ...]
     arrays: dict[int, Any]
+    #: The driver's run that numbered the arrays.
+    sender: str
+    #: The epoch's number and its events' seq range, for messages about a failed unpack.
+    index: int
+    seq_start: int
+    seq_end: int
 
 
 class SentArrays:
     """The driver's side: packs epochs, putting each large object array once (``put``:
-    ``ray.put``)."""
+    ``ray.put``) while it stays among the ``keep`` most recently named."""
 
     def __init__(self, put: Callable[[Any], Any], keep: int = _KEEP) -> None:
         if keep < 1:
             raise EngineError(f"keep must be >= 1 (arrays the driver remembers), got {keep}")
         self._put = put
         self.keep = keep
+        self.sender = uuid.uuid4().hex
         #: id of the array -> (its number, the array, kept alive so the id stays its own,
         #: its reference).
         self._known: OrderedDict[int, tuple[int, Any, Any]] = OrderedDict()
@@ -77,7 +90,15 @@ class SentArrays:
         named: dict[int, Any] = {}
         out = io.BytesIO()
         _Pickler(out, self, named, buffer_callback=buffers.append).dump(epoch)
-        return PackedEpoch(out.getvalue(), tuple(buffers), named)
+        return PackedEpoch(
+            out.getvalue(),
+            tuple(buffers),
+            named,
+            self.sender,
+            epoch.index,
+            epoch.seq_start,
+            epoch.seq_end,
+        )
 
     def number_of(self, obj: Any, named: dict[int, Any]) -> int | None:
         """The number ``obj`` travels by (putting it on first sight, and noting its reference
@@ -90,8 +111,13 @@ class SentArrays:
             self._count += 1
             self.puts += 1
             self._known[id(obj)] = hit
+            # Least recently named first out: a dictionary every epoch shares stays however
+            # many other arrays come and go (each epoch carries its own references, so the
+            # actors need no agreement on the order, unlike the arena's workers).
             while len(self._known) > self.keep:
                 self._known.popitem(last=False)
+        else:
+            self._known.move_to_end(id(obj))
         named[hit[0]] = hit[2]
         return hit[0]
 
@@ -105,7 +131,7 @@ class ReceivedArrays:
             raise EngineError(f"keep must be >= 1 (arrays an actor remembers), got {keep}")
         self._get = get
         self.keep = keep
-        self._arrays: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._arrays: OrderedDict[tuple[str, int], np.ndarray] = OrderedDict()
         #: Arrays fetched so far (a figure for tests and logs).
         self.gets = 0
 
@@ -118,7 +144,8 @@ class ReceivedArrays:
 
     def array(self, number: int, packed: PackedEpoch) -> np.ndarray:
         """The array called ``number`` in ``packed``, fetched the first time."""
-        array = self._arrays.get(number)
+        name = (packed.sender, number)
+        array = self._arrays.get(name)
         if array is None:
             if number not in packed.arrays:
                 raise EngineError(
@@ -127,12 +154,12 @@ class ReceivedArrays:
             array = np.asarray(self._get(packed.arrays[number]))
             # Every later epoch that names it gets this same array: an edit would leak.
             array.flags.writeable = False
-            self._arrays[number] = array
+            self._arrays[name] = array
             self.gets += 1
             while len(self._arrays) > self.keep:
                 self._arrays.popitem(last=False)
         else:
-            self._arrays.move_to_end(number)
+            self._arrays.move_to_end(name)
         return array
 
 

@@ -139,14 +139,14 @@ def test_every_epoch_unpacks_to_its_own_arrays_whatever_each_side_keeps(
     sent_keep: int, received_keep: int, picks: list[list[int]]
 ) -> None:
     """Any order of dictionaries, any window on either side: an actor always unpacks the
-    arrays the epoch named (a reference travels with every epoch). The driver puts an array
-    again exactly when it left its window (oldest put first out); an actor fetches one again
-    exactly when it left its own (least recently used first out)."""
+    arrays the epoch named (a reference travels with every epoch). Each side keeps the
+    arrays it named or used most recently: the driver puts an array again exactly when it
+    left the driver's window, an actor fetches one again exactly when it left its own."""
     pool = [_dictionary(t) for t in range(6)]
     store = _Store()
     sent = SentArrays(store.put, sent_keep)
     received = ReceivedArrays(store.get, received_keep)
-    put_window: list[int] = []  # pool indices, oldest put first
+    put_window: list[int] = []  # pool indices, least recently named first
     numbers: dict[int, int] = {}  # pool index -> its number while in the driver's window
     used: list[int] = []  # numbers in the actor's window, least recently used first
     puts = gets = 0
@@ -158,11 +158,13 @@ def test_every_epoch_unpacks_to_its_own_arrays_whatever_each_side_keeps(
             column = texts[f"text{j}"]
             assert isinstance(column, StringColumn)
             assert column.values.tolist() == pool[t].tolist()
-            if t not in put_window:
+            if t in put_window:
+                put_window.remove(t)
+            else:
                 numbers[t] = puts
                 puts += 1
-                put_window.append(t)
-                del put_window[:-sent_keep]
+            put_window.append(t)
+            del put_window[:-sent_keep]
             n = numbers[t]
             if n in used:
                 used.remove(n)
@@ -173,11 +175,46 @@ def test_every_epoch_unpacks_to_its_own_arrays_whatever_each_side_keeps(
         assert (sent.puts, received.gets) == (puts, gets)
 
 
+def test_a_dictionary_every_epoch_shares_is_put_once_however_many_others_come_and_go() -> None:
+    store = _Store()
+    sent, received = SentArrays(store.put, keep=3), ReceivedArrays(store.get, keep=3)
+    shared = _dictionary(0)
+    for i in range(6):
+        # Each epoch also brings two dictionaries of its own (a decoded batch's, say).
+        epoch = _with_strings(_epochs()[0], i, [shared, _dictionary(10 + i), _dictionary(20 + i)])
+        received.unpack(_travel(sent.pack(epoch)))
+    assert sent.puts == 1 + 2 * 6 and received.gets == 1 + 2 * 6
+
+
+def test_arrays_of_another_run_are_never_taken_for_this_ones() -> None:
+    """Numbers start at 0 in every run of the driver: an actor that served an earlier run
+    must fetch this run's array 0, not reuse the earlier run's."""
+    store = _Store()
+    received = ReceivedArrays(store.get)
+    first, second = _dictionary(1), _dictionary(2)
+    for values in (first, second):
+        epoch = _with_strings(_epochs()[0], 0, [values])
+        back = received.unpack(_travel(SentArrays(store.put).pack(epoch)))
+        column = back.events["message"].columns["text0"]
+        assert isinstance(column, StringColumn) and column.values.tolist() == values.tolist()
+    assert received.gets == 2
+
+
+def test_a_packed_epoch_says_which_epoch_it_holds() -> None:
+    epoch = _epochs()[1]
+    packed = SentArrays(_Store().put).pack(epoch)
+    assert (packed.index, packed.seq_start, packed.seq_end) == (
+        epoch.index,
+        epoch.seq_start,
+        epoch.seq_end,
+    )
+
+
 def test_an_epoch_naming_an_array_it_carries_no_reference_to_is_an_error() -> None:
     store = _Store()
     sent = SentArrays(store.put)
     packed = sent.pack(_epochs()[0])
-    broken = PackedEpoch(packed.payload, packed.buffers, {})
+    broken = replace(packed, arrays={})
     with pytest.raises(EngineError, match="carries no reference"):
         ReceivedArrays(store.get).unpack(broken)
 

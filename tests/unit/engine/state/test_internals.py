@@ -238,16 +238,15 @@ def test_epoch_latest_with_a_hot_slot_few_reads_and_cutoffs_that_go_back() -> No
     rng = np.random.default_rng(11)
     writes = np.where(rng.random(8_000) < 0.6, 7, rng.integers(0, 500, 8_000))
     ep = EpochWrites(writes, np.arange(len(writes), dtype=np.int64))
-    seen = np.full((501, len(writes) + 1), -1, dtype=np.int64)
-    last = np.full(501, -1, dtype=np.int64)
+    # seen[c, s]: the last write of slot s among the first c writes.
+    seen = np.full((len(writes) + 1, 501), -1, dtype=np.int64)
     for i, slot in enumerate(writes.tolist()):
-        seen[:, i] = last
-        last[slot] = i
-    seen[:, len(writes)] = last
+        seen[i + 1] = seen[i]
+        seen[i + 1, slot] = i
     for reads in (3, 5_000):
         slots = np.where(rng.random(reads) < 0.7, 7, rng.integers(0, 501, reads))
         cutoffs = rng.integers(0, len(writes) + 1, reads)  # not sorted: back and forth
-        assert (ep.latest(slots, cutoffs) == seen[slots, cutoffs]).all()
+        assert (ep.latest(slots, cutoffs) == seen[cutoffs, slots]).all()
 
 
 @settings(max_examples=examples(150), deadline=None)
