@@ -21,6 +21,7 @@ from typing import Any, TypeAlias
 import numpy as np
 
 from engine.errors import PipelineError
+from engine.state.jit import jit, register_warm_up
 
 __all__ = ["KeyCodec", "KeySpec", "Unordered", "key_fields", "key_function", "scalar_key"]
 
@@ -28,6 +29,41 @@ _PLAIN_LIMIT = 1 << 62
 _PAIR_BASE = 1 << 62
 _PAIR_LIMIT = 1 << 30
 _INTERN_BASE = -(1 << 63)
+
+
+@jit
+def _pack_pairs(a: np.ndarray, b: np.ndarray, unordered: bool, ids: np.ndarray) -> int:
+    """Packed ids of int64 pairs into ``ids`` (ordered as ``(min, max)`` if ``unordered``);
+    rows that do not fit get -1 there. Returns how many did not fit.
+
+    One pass instead of numpy's dozen (compare, swap, four range checks, pack): every worker
+    encodes every row of an epoch once per key spec, 6.3 ms for 250,000 unordered pairs."""
+    wide = 0
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        if unordered and x > y:
+            x, y = y, x
+        if -_PAIR_LIMIT <= x < _PAIR_LIMIT and -_PAIR_LIMIT <= y < _PAIR_LIMIT:
+            ids[i] = _PAIR_BASE + (((x + _PAIR_LIMIT) << 31) | (y + _PAIR_LIMIT))
+        else:
+            ids[i] = -1
+            wide += 1
+    return wide
+
+
+@register_warm_up
+def _warm() -> None:
+    one = np.ones(1, dtype=np.int64)
+    _pack_pairs(one, one, True, np.empty(1, dtype=np.int64))
+    # Columns a worker loads from the arena are read-only: another specialisation.
+    one.flags.writeable = False
+    _pack_pairs(one, one, True, np.empty(1, dtype=np.int64))
+
+
+def _compact_int(column: np.ndarray) -> bool:
+    """Whether a column's values all fit int64 unchanged (not uint64, whose order and values
+    a cast would change)."""
+    return column.dtype.kind in "ib" or (column.dtype.kind == "u" and column.dtype.itemsize < 8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +172,8 @@ class KeyCodec:
         if len(fields) == 1:
             return self._plain(columns[fields[0]])
         parts = [columns[name] for name in fields]
+        if len(parts) == 2 and all(_compact_int(p) for p in parts):
+            return self._pairs(parts[0], parts[1], isinstance(spec, Unordered))
         if isinstance(spec, Unordered):
             a, b = parts
             swap = _greater(a, b)
@@ -154,6 +192,20 @@ class KeyCodec:
             return packed
         rows = list(zip(*(p.tolist() for p in parts), strict=True))
         return self._intern([_hashable(r) for r in rows])
+
+    def _pairs(self, first: np.ndarray, second: np.ndarray, unordered: bool) -> np.ndarray:
+        """Ids of pairs of int columns: packed where both fit, interned (in row order) where
+        not."""
+        a = np.ascontiguousarray(first, dtype=np.int64)
+        b = np.ascontiguousarray(second, dtype=np.int64)
+        ids = np.empty(len(a), dtype=np.int64)
+        if _pack_pairs(a, b, unordered, ids):
+            rest = np.flatnonzero(ids == -1)
+            x, y = a[rest], b[rest]
+            if unordered:
+                x, y = np.minimum(x, y), np.maximum(x, y)
+            ids[rest] = self._intern(list(zip(x.tolist(), y.tolist(), strict=True)))
+        return ids
 
     def encode_one(self, key: Hashable) -> int:
         """The id of one key as Python code sees it (an int, a str, or a tuple)."""

@@ -102,6 +102,7 @@ def warm_up() -> float:
         return 0.0
     started = time.perf_counter()
     # The kernels' modules register themselves on import.
+    from engine import keys  # noqa: F401
     from engine.state import (  # noqa: F401
         distinctkernel,
         epoch,
