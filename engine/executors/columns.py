@@ -185,7 +185,11 @@ class Keyed:
         got = self._where.get(name)
         if got is None:
             keep = mask()
-            got = self._where[name] = (keep, self.ids[keep], self.seqs[keep], self.ts[keep])
+            # Indices, then takes: numpy's boolean subscript branches per row, and a condition
+            # that holds for half of the rows at random (to a friend or not) makes it ~4x
+            # slower than finding the indices once and taking by them.
+            rows = np.flatnonzero(keep)
+            got = self._where[name] = (keep, self.ids[rows], self.seqs[rows], self.ts[rows])
         return got
 
     def grouped(self) -> tuple[np.ndarray, np.ndarray]:
