@@ -78,3 +78,30 @@ def test_a_watched_process_reports_its_state_and_a_sigkill_as_a_possible_oom_kil
     assert Watched(None).death(-signal.SIGKILL) == (
         "was killed by SIGKILL (out of memory? no memory figures)"
     )
+
+
+def test_signs_of_life_sample_a_child_at_most_every_50_ms(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A parallel run hears from each worker after every phase; sampling each time read
+    /proc twice per message. Within 50 ms of a sample nothing is read again, unless forced
+    (a stall report needs the CPU time now)."""
+    import os
+
+    from engine import procmem
+
+    reads: list[int] = []
+    monkeypatch.setattr(procmem, "_vm_hwm", lambda pid: reads.append(pid) or 1024)
+    clock = [100.0]
+    monkeypatch.setattr(procmem.time, "monotonic", lambda: clock[0])
+    me = procmem.Watched(os.getpid())
+    assert len(reads) == 1  # watching starts with a sample
+    me.sample()
+    clock[0] += 0.049
+    me.sample()
+    assert len(reads) == 1
+    clock[0] += 0.002
+    me.sample()
+    assert len(reads) == 2
+    me.stall()
+    assert len(reads) == 3
+    me.sample(force=True)
+    assert len(reads) == 4
