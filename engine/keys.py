@@ -14,7 +14,7 @@ dictionary with ids from ``-2**63`` up.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -55,10 +55,17 @@ def _pack_pairs(a: np.ndarray, b: np.ndarray, unordered: bool, ids: np.ndarray) 
 @register_warm_up
 def _warm() -> None:
     one = np.ones(1, dtype=np.int64)
+    one.flags.writeable = False  # what _pairs hands over, always
     _pack_pairs(one, one, True, np.empty(1, dtype=np.int64))
-    # Columns a worker loads from the arena are read-only: another specialisation.
-    one.flags.writeable = False
-    _pack_pairs(one, one, True, np.empty(1, dtype=np.int64))
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    """A read-only view: numba compiles a kernel apart for each mix of writable and read-only
+    arrays (a column loaded from the arena is read-only, a derived or cast one is not), and a
+    forked worker would compile a mix the warm-up left out on its first epoch."""
+    view: np.ndarray = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def _compact_int(column: np.ndarray) -> bool:
@@ -154,6 +161,13 @@ class KeyCodec:
 
     def _plain(self, column: np.ndarray) -> np.ndarray:
         """Ids for a single key column."""
+        if column.dtype.kind == "u" and column.dtype.itemsize == 8:
+            # Above 2**63 a cast to int64 would wrap onto negative ids of other keys.
+            wide = column >= np.uint64(_PLAIN_LIMIT)
+            ids = column.astype(np.int64)
+            if wide.any():
+                ids[wide] = self._intern([("wide", v) for v in column[wide].tolist()])
+            return ids
         if column.dtype.kind in "iub":
             ids = column.astype(np.int64, copy=False)
             wide = (ids >= _PLAIN_LIMIT) | (ids < -_PLAIN_LIMIT)
@@ -175,30 +189,35 @@ class KeyCodec:
         parts = [columns[name] for name in fields]
         if len(parts) == 2 and all(_compact_int(p) for p in parts):
             return self._pairs(parts[0], parts[1], isinstance(spec, Unordered))
+        if len(parts) == 2 and all(p.dtype.kind in "iub" for p in parts):
+            # A uint64 column: row by row as Python ints (numpy would take uint64 with int64
+            # as float64, and a cast to int64 would wrap values above 2**63).
+            unordered = isinstance(spec, Unordered)
+            pairs: Iterable[tuple[int, int]] = (
+                (min(x, y), max(x, y)) if unordered else (x, y)
+                for x, y in zip(parts[0].tolist(), parts[1].tolist(), strict=True)
+            )
+            return np.fromiter(
+                (self.encode_one(r) for r in pairs), dtype=np.int64, count=len(parts[0])
+            )
         if isinstance(spec, Unordered):
             a, b = parts
             swap = _greater(a, b)
             if swap.any():
                 a, b = np.where(swap, b, a), np.where(swap, a, b)
             parts = [a, b]
-        if len(parts) == 2 and all(p.dtype.kind in "iub" for p in parts):
-            a = parts[0].astype(np.int64, copy=False)
-            b = parts[1].astype(np.int64, copy=False)
-            fits = (a >= -_PAIR_LIMIT) & (a < _PAIR_LIMIT) & (b >= -_PAIR_LIMIT) & (b < _PAIR_LIMIT)
-            ids = _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
-            if not fits.all():
-                rest = ~fits
-                ids[rest] = self._intern(list(zip(a[rest].tolist(), b[rest].tolist(), strict=True)))
-            packed: np.ndarray = ids
-            return packed
         rows = list(zip(*(p.tolist() for p in parts), strict=True))
         return self._intern([_hashable(r) for r in rows])
 
     def _pairs(self, first: np.ndarray, second: np.ndarray, unordered: bool) -> np.ndarray:
         """Ids of pairs of int columns: packed where both fit, interned (in row order) where
         not."""
-        a = np.ascontiguousarray(first, dtype=np.int64)
-        b = np.ascontiguousarray(second, dtype=np.int64)
+        if len(first) != len(second):
+            raise PipelineError(
+                f"key columns differ in length ({len(first)} and {len(second)} rows)"
+            )
+        a = _read_only(np.ascontiguousarray(first, dtype=np.int64))
+        b = _read_only(np.ascontiguousarray(second, dtype=np.int64))
         ids = np.empty(len(a), dtype=np.int64)
         if _pack_pairs(a, b, unordered, ids):
             rest = np.flatnonzero(ids == -1)
@@ -211,7 +230,10 @@ class KeyCodec:
     def encode_one(self, key: Hashable) -> int:
         """The id of one key as Python code sees it (an int, a str, or a tuple)."""
         if isinstance(key, bool | int | np.integer):
-            return int(self._plain(np.array([int(key)], dtype=np.int64))[0])
+            value = int(key)
+            if -_PLAIN_LIMIT <= value < _PLAIN_LIMIT:
+                return value
+            return int(self._intern([("wide", value)])[0])
         if (
             isinstance(key, tuple)
             and len(key) == 2

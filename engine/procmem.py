@@ -231,8 +231,9 @@ class Watched:
         return f"was killed by SIGKILL (out of memory? {'; '.join(notes) or 'no memory figures'})"
 
     def stall(self) -> str:
-        """What the child is doing now, and its CPU time since its last :meth:`sample` (a
-        stopped or blocked child uses none; a child in an endless loop uses it all)."""
+        """What the child is doing now, and its CPU time since the last recorded sample (at
+        most 50 ms before its last sign of life; a stopped or blocked child uses none, a
+        child in an endless loop uses it all)."""
         if self.pid is None:
             return "its state is unknown"
         state = process_state(self.pid)

@@ -186,7 +186,7 @@ class Keyed:
         if got is None:
             keep = mask()
             # Indices, then takes: numpy's boolean subscript branches per row, and a condition
-            # that holds for half of the rows at random (to a friend or not) makes it ~4x
+            # that holds for half of the rows at random (to a friend or not) makes it ~5x
             # slower than finding the indices once and taking by them.
             rows = np.flatnonzero(keep)
             got = self._where[name] = (keep, self.ids[rows], self.seqs[rows], self.ts[rows])

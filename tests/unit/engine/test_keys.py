@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from engine.errors import PipelineError
 from engine.keys import KeyCodec, Unordered, scalar_key
 
 INTS = st.one_of(
@@ -51,29 +53,74 @@ def test_column_ids_equal_scalar_ids(pairs: list[tuple[int, int]], unordered: bo
     assert singles.tolist() == [codec.encode_one(x) for x, _ in pairs]
 
 
-@settings(deadline=None)
+_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64", "bool"]
+_EDGES = [0, 1, -1, 2**30 - 1, 2**30, -(2**30), -(2**30) - 1, 2**62, -(2**63), 2**63 - 1]
+
+
+def _column(values: list[int], dtype: np.dtype, read_only: bool) -> np.ndarray:
+    column = np.array(values, dtype=dtype)
+    column.flags.writeable = not read_only  # as loaded from the arena, or derived
+    return column
+
+
+def _fits(value: int, dtype: np.dtype) -> bool:
+    if dtype.kind == "b":
+        return value in (0, 1)
+    info = np.iinfo(dtype)
+    return info.min <= value <= info.max
+
+
+@settings(deadline=None)  # the first call in a process compiles the pair packing
 @given(
-    st.lists(st.tuples(st.integers(0, 255), st.integers(0, 255)), max_size=30),
-    st.sampled_from(["int8", "int32", "uint8", "uint16", "uint32", "uint64", "bool"]),
+    st.lists(
+        st.tuples(st.sampled_from(_EDGES) | INTS, st.sampled_from(_EDGES) | INTS), max_size=30
+    ),
+    st.sampled_from(_DTYPES),
+    st.sampled_from(_DTYPES),
+    st.booleans(),
+    st.booleans(),
     st.booleans(),
 )
-def test_pair_ids_do_not_depend_on_the_columns_integer_type(
-    pairs: list[tuple[int, int]], dtype: str, unordered: bool
+def test_pair_ids_are_those_of_the_same_python_ints_whatever_the_columns_types(
+    pairs: list[tuple[int, int]],
+    first: str,
+    second: str,
+    unordered: bool,
+    first_read_only: bool,
+    second_read_only: bool,
 ) -> None:
-    """Narrow integer columns take the compiled packing (int64 ones too); uint64 the numpy
-    path. Either way a pair's id is that of the same Python ints."""
+    """Columns of any two integer types (mixed, read-only or not, uint64 included) give each
+    pair the id its Python ints get one at a time: the compiled packing where both fit
+    +-2**30, interning otherwise, in row order."""
+    a_type, b_type = np.dtype(first), np.dtype(second)
+    rows = [(x, y) for x, y in pairs if _fits(x, a_type) and _fits(y, b_type)]
     codec = KeyCodec()
-    kind = np.dtype(dtype)
-    values = [(min(x, 1), min(y, 1)) if kind.kind == "b" else (x % 128, y % 128) for x, y in pairs]
-    a = np.array([v[0] for v in values], dtype=kind)
-    b = np.array([v[1] for v in values], dtype=kind)
+    a = _column([x for x, _ in rows], a_type, first_read_only)
+    b = _column([y for _, y in rows], b_type, second_read_only)
     spec = Unordered("a", "b") if unordered else ("a", "b")
     ids = codec.encode(spec, {"a": a, "b": b})
-    assert ids.dtype == np.int64
+    assert ids.dtype == np.int64 and len(ids) == len(rows)
     expected = [
-        codec.encode_one((min(x, y), max(x, y)) if unordered else (x, y)) for x, y in values
+        codec.encode_one((min(x, y), max(x, y)) if unordered else (x, y))
+        for x, y in ((int(x), int(y)) for x, y in rows)
     ]
     assert ids.tolist() == expected
+
+
+@settings(deadline=None)
+@given(st.lists(st.sampled_from(_EDGES) | st.integers(0, 2**64 - 1), max_size=30))
+def test_uint64_ids_never_wrap_onto_other_keys(values: list[int]) -> None:
+    """Above 2**63 a cast to int64 would give a uint64 key the id of a negative int key."""
+    values = [v for v in values if v >= 0]
+    codec = KeyCodec()
+    ids = codec.encode("k", {"k": np.array(values, dtype=np.uint64)})
+    assert ids.tolist() == [codec.encode_one(v) for v in values]
+    assert codec.encode_one(2**64 - 1) != codec.encode_one(-1)
+
+
+def test_key_columns_of_different_lengths_are_refused() -> None:
+    with pytest.raises(PipelineError, match="differ in length"):
+        KeyCodec().encode(("a", "b"), {"a": np.arange(3), "b": np.arange(2)})
 
 
 def test_pairs_too_wide_to_pack_are_interned_in_row_order() -> None:

@@ -8,6 +8,7 @@ import re
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -91,7 +92,7 @@ def test_signs_of_life_sample_a_child_at_most_every_50_ms(monkeypatch: pytest.Mo
     reads: list[int] = []
     monkeypatch.setattr(procmem, "_vm_hwm", lambda pid: reads.append(pid) or 1024)
     clock = [100.0]
-    monkeypatch.setattr(procmem.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(procmem, "time", SimpleNamespace(monotonic=lambda: clock[0]))
     me = procmem.Watched(os.getpid())
     assert len(reads) == 1  # watching starts with a sample
     me.sample()
