@@ -573,12 +573,14 @@ class WindowedTable(KeySlots):
                     PREFIX_COUNT, start, ha
                 )
         if mem is not None and len(lanes):
+            # All reads (lanes 0..m-1): add in place, not through the index.
+            at = slice(None) if len(lanes) == m else lanes
             if kind == "count":
-                main[lanes] += mem.count
+                main[at] += mem.count
             else:
-                main[lanes] += mem.total
+                main[at] += mem.total
                 if total is not None:
-                    total[lanes] += mem.count
+                    total[at] += mem.count
         present = np.ones(m, dtype=bool)
         if total is not None:
             return np.stack([main, total], axis=1), present
@@ -673,11 +675,14 @@ def _answers_of(
             a = np.maximum(a, floor)
         edges.append((a, b))
     lanes = np.flatnonzero(latest >= 0)
+    # Every read sees an epoch write (a table's own writes answered at their times): take
+    # the reads' columns as they are rather than through an index of all of them.
+    every = len(lanes) == len(latest)
     parts: list[EpochPart | None] = [None] * len(tables)
     ep = lead._ep
     kind = lead._kind
     if ep is not None and len(lanes):
-        w = latest[lanes]
+        w = latest if every else latest[lanes]
         gv = lead._g.get(WRITE_TS if kind == "since_last" else VALUE)
         count, total, ext, pos = epoch_windows(
             lead._stk,
@@ -687,8 +692,9 @@ def _answers_of(
             ep.seg_len,
             ep.seg_of[w],
             ep.rank[w] + 1,
-            np.stack([a[lanes] for a, _ in edges]),
-            edges[0][1][lanes],  # a sliding window's upper edge is the read's time
+            np.stack([a if every else a[lanes] for a, _ in edges]),
+            # A sliding window's upper edge is the read's time.
+            edges[0][1] if every else edges[0][1][lanes],
             want_sum=kind in ("sum", "ratio"),
             ext_mode=EXT_MIN if kind == "min" else EXT_MAX if kind == "max" else EXT_NONE,
             pos_mode=POS_FIRST
