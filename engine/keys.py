@@ -9,6 +9,10 @@ injectively and consistently across epochs, in three disjoint ranges: integers i
 ``[-2**62, 2**62)`` are their own id; pairs of integers within ``±2**30`` are packed into
 ``[2**62, 2**63)``; anything else (strings, wider integers, longer tuples) is interned in a
 dictionary with ids from ``-2**63`` up.
+
+Two keys get one id exactly when Python's ``==`` holds between them, as in the serial
+executor's dicts: a number that equals an integer (``True``, ``np.uint8(3)``, ``3.0``) is
+that integer, in a column of any dtype (object columns included) and in a pair alike.
 """
 
 from __future__ import annotations
@@ -175,8 +179,13 @@ class KeyCodec:
                 ids = ids.copy()
                 ids[wide] = self._intern([("wide", int(v)) for v in ids[wide]])
             return ids
-        if column.dtype.kind in {"O", "U"}:
-            return self._intern([_hashable(v) for v in column.tolist()])
+        if column.dtype.kind == "U":
+            return self._intern(column.tolist())
+        if column.dtype.kind == "O":
+            values = column.tolist()
+            if all(type(v) is str for v in values):  # the usual object key column
+                return self._intern(values)
+            return np.fromiter((self.encode_one(v) for v in values), np.int64, len(values))
         raise PipelineError(f"cannot use a column of dtype {column.dtype} as a key")
 
     def encode(self, spec: KeySpec, columns: Mapping[str, np.ndarray]) -> np.ndarray:
@@ -207,6 +216,8 @@ class KeyCodec:
                 a, b = np.where(swap, b, a), np.where(swap, a, b)
             parts = [a, b]
         rows = list(zip(*(p.tolist() for p in parts), strict=True))
+        if len(parts) == 2:  # object columns may hold ints: such pairs pack, as encode_one's
+            return np.fromiter((self.encode_one(r) for r in rows), np.int64, len(rows))
         return self._intern([_hashable(r) for r in rows])
 
     def _pairs(self, first: np.ndarray, second: np.ndarray, unordered: bool) -> np.ndarray:
@@ -228,24 +239,38 @@ class KeyCodec:
         return ids
 
     def encode_one(self, key: Hashable) -> int:
-        """The id of one key as Python code sees it (an int, a str, or a tuple)."""
-        if isinstance(key, bool | int | np.integer):
-            value = int(key)
+        """The id of one key as Python code sees it (an int, a str, or a tuple): the id of
+        every key that is ``==`` to it, the id its row gets in a key column."""
+        value = _integral(key)
+        if value is not None:
             if -_PLAIN_LIMIT <= value < _PLAIN_LIMIT:
                 return value
-            return int(self._intern([("wide", value)])[0])
-        if (
-            isinstance(key, tuple)
-            and len(key) == 2
-            and all(isinstance(k, int | np.integer) and not isinstance(k, bool) for k in key)
-        ):
-            a, b = int(key[0]), int(key[1])
-            if -_PAIR_LIMIT <= a < _PAIR_LIMIT and -_PAIR_LIMIT <= b < _PAIR_LIMIT:
-                return _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
-            return int(self._intern([(a, b)])[0])
-        if isinstance(key, tuple):
-            return int(self._intern([_hashable(key)])[0])
-        return int(self._intern([_hashable(key)])[0])
+            return self._intern_one(("wide", value))
+        if isinstance(key, tuple) and len(key) == 2:
+            a, b = _integral(key[0]), _integral(key[1])
+            if a is not None and b is not None:
+                if -_PAIR_LIMIT <= a < _PAIR_LIMIT and -_PAIR_LIMIT <= b < _PAIR_LIMIT:
+                    return _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
+                return self._intern_one((a, b))
+        return self._intern_one(_hashable(key))
+
+    def _intern_one(self, value: Hashable) -> int:
+        table = self._interned
+        ident = table.get(value)
+        if ident is None:
+            ident = table[value] = _INTERN_BASE + len(table)
+        return ident
+
+
+def _integral(value: object) -> int | None:
+    """The int that ``value`` equals under Python's ``==`` (bools, numpy integers and
+    integral floats included), or None for anything else; the serial executor's dicts make
+    no difference between ``True``, ``1`` and ``1.0``, so neither may the ids."""
+    if isinstance(value, int | np.integer | np.bool_):
+        return int(value)
+    if isinstance(value, float | np.floating) and float(value).is_integer():
+        return int(value)
+    return None
 
 
 def _hashable(value: object) -> Hashable:

@@ -1,0 +1,100 @@
+"""Keys that Python's ``==`` calls equal are one key in every executor, as in the serial
+oracle's dicts: ``True`` and ``1``, ``(True, 3)`` and ``(1, 3)``, ``np.bool_(True)``, ``1.0``,
+and an int among strings in an object column."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from engine import Pipeline, Record
+from engine.testing import assert_executors_agree
+
+
+def _reads_with_equal_keys() -> Pipeline:
+    p = Pipeline("equal-keys")
+    pair = p.count("by_flag_user", on="x", key=("flag", "user"))
+    single = p.count("by_flag", on="x", key="flag")
+    out = p.output("o", key="user")
+
+    def show(e: Any, v: Any) -> list[Record]:
+        flag = bool(e.flag)
+        return [
+            Record(
+                e.user,
+                {
+                    "pair": v.get(pair, (flag, e.user)),
+                    "pair_np": v.get(pair, (np.bool_(flag), np.int32(e.user))),
+                    "pair_float": v.get(pair, (float(flag), float(e.user))),
+                    "single": v.get(single, flag),
+                    "single_np": v.get(single, np.bool_(flag)),
+                    "single_float": v.get(single, float(flag)),
+                },
+            )
+        ]
+
+    p.emit("show", on="x", output=out, reads=[pair, single], fn=show)
+    return p
+
+
+@pytest.mark.parametrize("epoch_size", [1, 3, None])
+def test_python_reads_find_keys_written_from_a_bool_column(epoch_size: int | None) -> None:
+    events = {
+        "x": {
+            "ts": [1, 2, 3, 4, 5],
+            "flag": np.array([True, False, True, True, False]),
+            "user": [3, 3, 4, 3, 4],
+        }
+    }
+    got = assert_executors_agree(
+        _reads_with_equal_keys(), events, executors=("serial", "batch"), epoch_size=epoch_size
+    )
+    # (True, 3) was written twice before the fourth event's read, and once before the first's.
+    assert [r.value["pair_float"] for r in got["o"]] == [1, 1, 1, 2, 1]
+
+
+def _across_kinds() -> Pipeline:
+    p = Pipeline("object-keys")
+    seen = p.count("seen", on="a", key="user")
+    pairs = p.count("seen_pairs", on="a", key=("user", "peer"))
+
+    def who_batch(c: Any) -> np.ndarray:
+        # Operator code that builds its key column from Python values: an object array.
+        out = np.empty(len(c["user"]), dtype=object)
+        out[:] = [u if u < 100 else f"guest{u}" for u in c["user"].tolist()]
+        return out
+
+    who = p.derive(
+        "who",
+        on="b",
+        dtype="object",
+        fn=lambda e, _v: e.user if e.user < 100 else f"guest{e.user}",
+        batch_fn=who_batch,
+    )
+    n = p.lookup("n", on="b", table=seen, key=who.name, inputs=[who])
+    m = p.lookup("m", on="b", table=pairs, key=(who.name, "peer"), inputs=[who])
+    out = p.output("o", key="user")
+    p.emit(
+        "show",
+        on="b",
+        output=out,
+        inputs=[n, m],
+        fn=lambda e, _v: [Record(e.user, {"n": e.n, "m": e.m})],
+    )
+    return p
+
+
+@pytest.mark.parametrize("epoch_size", [1, 2, None])
+def test_an_object_key_column_meets_an_int_one(epoch_size: int | None) -> None:
+    """Kind ``b``'s key column is made by operator code as objects (strings among ints);
+    its ints are the very keys kind ``a`` (an int64 column) wrote."""
+    events = {
+        "a": {"ts": [1, 2, 3], "user": [5, 6, 5], "peer": [1, 1, 1]},
+        "b": {"ts": [4, 4, 5], "user": [5, 200, 6], "peer": [1, 1, 1]},
+    }
+    got = assert_executors_agree(
+        _across_kinds(), events, executors=("serial", "batch"), epoch_size=epoch_size
+    )
+    assert [(r.value["n"], r.value["m"]) for r in got["o"]] == [(2, 2), (0, 0), (1, 1)]
