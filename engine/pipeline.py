@@ -396,7 +396,7 @@ class Pipeline:
             raise PipelineError(f"{name}: a {kind} table takes no `value`")
         if kind == "ratio":
             dtype = "bool"
-        key = validate_key(key, name)
+        key = _builtin_key(validate_key(key, name), name)
         if callable(key):
             raise PipelineError(f"{name}: built-in tables need field-name keys to vectorise")
         spec = AggregateSpec(kind=kind, window=window, dtype=dtype)
@@ -459,6 +459,8 @@ class Pipeline:
         kinds = _kinds(on, opname)
         key = validate_key(key, name)
         (table,) = self._check_tables(name, [table])
+        if table.builtin is not None:
+            key = _builtin_key(key, name)
         if dtype is None:
             dtype = _lookup_dtype(table)
         column = self._new_column(name, kinds, dtype)
@@ -560,3 +562,15 @@ def _lookup_dtype(table: TableRef) -> Dtype:
     if table.default is None:
         return "object"
     return spec.dtype if spec.dtype != "bool" else "bool"
+
+
+def _builtin_key(key: KeySpec, where: str) -> KeySpec:
+    """Refuse a one-field tuple on a built-in table: its keys would be 1-tuples in the serial
+    executor but the field's values in the vectorised ones (which address both alike), so
+    ``view.get(table, (x,))`` would find the key in one executor and miss it in the other."""
+    if isinstance(key, tuple) and len(key) == 1:
+        raise PipelineError(
+            f"{where}: key {key!r} is a tuple of one field; name the field itself "
+            f"(key={key[0]!r}), whose values are the table's keys"
+        )
+    return key

@@ -1,6 +1,7 @@
 """Keys that Python's ``==`` calls equal are one key in every executor, as in the serial
 oracle's dicts: ``True`` and ``1``, ``(True, 3)`` and ``(1, 3)``, ``np.bool_(True)``, ``1.0``,
-and an int among strings in an object column."""
+and an int among strings in an object column. A one-field tuple, which the serial executor
+would keep apart from its field's values, is refused on built-in tables."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from engine import Pipeline, Record
+from engine import Pipeline, PipelineError, Record
 from engine.testing import assert_executors_agree
 
 
@@ -98,3 +99,19 @@ def test_an_object_key_column_meets_an_int_one(epoch_size: int | None) -> None:
         _across_kinds(), events, executors=("serial", "batch"), epoch_size=epoch_size
     )
     assert [(r.value["n"], r.value["m"]) for r in got["o"]] == [(2, 2), (0, 0), (1, 1)]
+
+
+def test_a_one_field_tuple_key_on_a_built_in_table_is_refused() -> None:
+    """The serial executor would key such a table by 1-tuples, the vectorised ones by the
+    field's values: ``view.get(table, (x,))`` could not mean the same in both."""
+    p = Pipeline("one-field")
+    with pytest.raises(
+        PipelineError, match=r"tuple of one field; name the field itself \(key='u'\)"
+    ):
+        p.count("c", on="x", key=("u",))
+    table = p.count("by_u", on="x", key="u")
+    with pytest.raises(PipelineError, match="tuple of one field"):
+        p.lookup("n", on="x", table=table, key=("u",))
+    # A Python table keeps its keys as Python values in every executor: a 1-tuple is fine.
+    python = p.table("py", default=0)
+    p.update("inc", on="x", table=python, key=("u",), merge=lambda old, _e, _v: old + 1)
