@@ -144,6 +144,14 @@ def validate_key(spec: object, where: str) -> KeySpec:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Wide:
+    """An integer key outside the plain id range, as interned: a type of its own, so that no
+    key of operator code (a tuple ``("wide", v)`` say) can share its id."""
+
+    value: int
+
+
 class KeyCodec:
     """Injective, stable mapping from key columns to int64 ids for one key space."""
 
@@ -151,6 +159,20 @@ class KeyCodec:
 
     def __init__(self) -> None:
         self._interned: dict[Hashable, int] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"interned": self._interned, "wide": "typed"}
+
+    def __setstate__(self, state: dict[str, Any] | tuple[object, dict[str, Any]]) -> None:
+        """Restore a pickled codec. Snapshots from before :class:`_Wide` (pickled as a slots
+        tuple) interned wide integers as ``("wide", v)``: those entries become ``_Wide(v)``
+        under the same ids (a user's tuple ``("wide", v)`` had shared that id then, and keeps
+        it)."""
+        if isinstance(state, dict):
+            self._interned = state["interned"]
+            return
+        interned: dict[Hashable, int] = state[1]["_interned"]
+        self._interned = {_old_wide(k): v for k, v in interned.items()}
 
     def _intern(self, values: Sequence[Hashable]) -> np.ndarray:
         table = self._interned
@@ -170,14 +192,14 @@ class KeyCodec:
             wide = column >= np.uint64(_PLAIN_LIMIT)
             ids = column.astype(np.int64)
             if wide.any():
-                ids[wide] = self._intern([("wide", v) for v in column[wide].tolist()])
+                ids[wide] = self._intern([_Wide(v) for v in column[wide].tolist()])
             return ids
         if column.dtype.kind in "iub":
             ids = column.astype(np.int64, copy=False)
             wide = (ids >= _PLAIN_LIMIT) | (ids < -_PLAIN_LIMIT)
             if wide.any():
                 ids = ids.copy()
-                ids[wide] = self._intern([("wide", int(v)) for v in ids[wide]])
+                ids[wide] = self._intern([_Wide(int(v)) for v in ids[wide]])
             return ids
         if column.dtype.kind == "U":
             return self._intern(column.tolist())
@@ -245,7 +267,7 @@ class KeyCodec:
         if value is not None:
             if -_PLAIN_LIMIT <= value < _PLAIN_LIMIT:
                 return value
-            return self._intern_one(("wide", value))
+            return self._intern_one(_Wide(value))
         if isinstance(key, tuple) and len(key) == 2:
             a, b = _integral(key[0]), _integral(key[1])
             if a is not None and b is not None:
@@ -260,6 +282,18 @@ class KeyCodec:
         if ident is None:
             ident = table[value] = _INTERN_BASE + len(table)
         return ident
+
+
+def _old_wide(key: Hashable) -> Hashable:
+    if (
+        isinstance(key, tuple)
+        and len(key) == 2
+        and key[0] == "wide"
+        and type(key[1]) is int
+        and not -_PLAIN_LIMIT <= key[1] < _PLAIN_LIMIT
+    ):
+        return _Wide(key[1])
+    return key
 
 
 def _integral(value: object) -> int | None:

@@ -3,6 +3,8 @@ for a column as for its keys one by one."""
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
@@ -181,3 +183,31 @@ def test_pairs_too_wide_to_pack_are_interned_in_row_order() -> None:
     assert ids.tolist() == [
         codec.encode_one(k) for k in [(1, wide), (3, wide + 1), (5, 5), (1, wide), (2, 7)]
     ]
+
+
+def test_a_wide_int_and_a_tuple_naming_it_are_different_keys() -> None:
+    codec = KeyCodec()
+    wide = 2**70
+    column = codec.encode("k", {"k": np.array([2**63 + 5], dtype=np.uint64)})
+    assert column[0] == codec.encode_one(2**63 + 5)
+    assert codec.encode_one(wide) != codec.encode_one(("wide", wide))
+    assert codec.encode_one(2**63 + 5) != codec.encode_one(("wide", 2**63 + 5))
+    again = pickle.loads(pickle.dumps(codec))
+    assert again.encode_one(wide) == codec.encode_one(wide)
+    assert again.encode_one(("wide", wide)) == codec.encode_one(("wide", wide))
+
+
+def test_a_snapshot_from_before_typed_wide_ints_keeps_their_ids(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Such snapshots interned a wide int as the tuple ("wide", v); restored, the int must
+    still find its id (else a resumed run loses every wide key's state)."""
+    old = KeyCodec()
+    old._interned.update({("wide", 2**70): -(2**63), "x": -(2**63) + 1})
+    monkeypatch.delattr(KeyCodec, "__getstate__")  # pickled as the old class did: slots
+    blob = pickle.dumps(old)
+    monkeypatch.undo()
+    restored = pickle.loads(blob)
+    assert restored.encode_one(2**70) == -(2**63)
+    assert restored.encode_one("x") == -(2**63) + 1
+    assert restored.encode_one(("wide", 2**70)) not in (-(2**63), -(2**63) + 1)
