@@ -20,11 +20,12 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from numbers import Complex, Number, Real
 from typing import Any, TypeAlias
 
 import numpy as np
 
-from engine.errors import PipelineError
+from engine.errors import CheckpointError, PipelineError
 from engine.state.jit import jit, register_warm_up
 
 __all__ = ["KeyCodec", "KeySpec", "Unordered", "key_fields", "key_function", "scalar_key"]
@@ -165,14 +166,24 @@ class KeyCodec:
 
     def __setstate__(self, state: dict[str, Any] | tuple[object, dict[str, Any]]) -> None:
         """Restore a pickled codec. Snapshots from before :class:`_Wide` (pickled as a slots
-        tuple) interned wide integers as ``("wide", v)``: those entries become ``_Wide(v)``
-        under the same ids (a user's tuple ``("wide", v)`` had shared that id then, and keeps
-        it)."""
+        tuple, format 6 and older) interned wide integers as ``("wide", v)``: those entries
+        become ``_Wide(v)`` under the same ids (a user's tuple ``("wide", v)`` had shared that
+        id then, and keeps it). They also interned numbers equal to an int when given as
+        another type (``np.bool_``, ``1.0``, ints in an object column, such pairs): a codec
+        holding any is refused, as its keys' state could not be found again."""
         if isinstance(state, dict):
             self._interned = state["interned"]
             return
         interned: dict[Hashable, int] = state[1]["_interned"]
         self._interned = {_old_wide(k): v for k, v in interned.items()}
+        stale = self._stale()
+        if stale:
+            raise CheckpointError(
+                f"the checkpoint was taken by an older restream, which gave {len(stale)} "
+                f"key(s) such as {stale[0]!r} (numbers equal to an int, or pairs of them, "
+                "given as other types) ids that have changed since; resuming would lose their "
+                "state: start the job over without the checkpoint"
+            )
 
     def _intern(self, values: Sequence[Hashable]) -> np.ndarray:
         table = self._interned
@@ -237,8 +248,11 @@ class KeyCodec:
             if swap.any():
                 a, b = np.where(swap, b, a), np.where(swap, a, b)
             parts = [a, b]
-        rows = list(zip(*(p.tolist() for p in parts), strict=True))
-        if len(parts) == 2:  # object columns may hold ints: such pairs pack, as encode_one's
+        lists = [p.tolist() for p in parts]
+        rows = list(zip(*lists, strict=True))
+        if len(parts) == 2 and not any(all(type(v) is str for v in values) for values in lists):
+            # Object columns may hold ints: such pairs pack, as encode_one's do. A column of
+            # strings never packs: its rows are interned as they are (4x faster).
             return np.fromiter((self.encode_one(r) for r in rows), np.int64, len(rows))
         return self._intern([_hashable(r) for r in rows])
 
@@ -263,18 +277,20 @@ class KeyCodec:
     def encode_one(self, key: Hashable) -> int:
         """The id of one key as Python code sees it (an int, a str, or a tuple): the id of
         every key that is ``==`` to it, the id its row gets in a key column."""
-        value = _integral(key)
-        if value is not None:
-            if -_PLAIN_LIMIT <= value < _PLAIN_LIMIT:
-                return value
-            return self._intern_one(_Wide(value))
-        if isinstance(key, tuple) and len(key) == 2:
-            a, b = _integral(key[0]), _integral(key[1])
-            if a is not None and b is not None:
-                if -_PAIR_LIMIT <= a < _PAIR_LIMIT and -_PAIR_LIMIT <= b < _PAIR_LIMIT:
-                    return _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
-                return self._intern_one((a, b))
-        return self._intern_one(_hashable(key))
+        ident = _computed_id(key)
+        if isinstance(ident, int):
+            return ident
+        return self._intern_one(ident)
+
+    def known_id(self, key: Hashable) -> int | None:
+        """:meth:`encode_one`'s id if ``key`` can have one yet, else None (a key to intern
+        that no column brought: no table holds it). Never adds a key: operator code reads
+        on some workers only, and every worker's codec must intern the same keys in the same
+        order."""
+        ident = _computed_id(key)
+        if isinstance(ident, int):
+            return ident
+        return self._interned.get(ident)
 
     def _intern_one(self, value: Hashable) -> int:
         table = self._interned
@@ -282,6 +298,32 @@ class KeyCodec:
         if ident is None:
             ident = table[value] = _INTERN_BASE + len(table)
         return ident
+
+    def _stale(self) -> list[Hashable]:
+        """Interned keys that :meth:`encode_one` gives another id now (see __setstate__)."""
+        stale = []
+        for key in self._interned:
+            now = _computed_id(key)
+            # An int is an id by value now (plain or packed), never the interned one it had.
+            if type(now) is int or now != key:
+                stale.append(key)
+        return stale
+
+
+def _computed_id(key: Hashable) -> int | Hashable:
+    """A key's id when it has one by value (an int, a packed pair), else what to intern."""
+    value = _integral(key)
+    if value is not None:
+        if -_PLAIN_LIMIT <= value < _PLAIN_LIMIT:
+            return value
+        return _Wide(value)
+    if isinstance(key, tuple) and len(key) == 2:
+        a, b = _integral(key[0]), _integral(key[1])
+        if a is not None and b is not None:
+            if -_PAIR_LIMIT <= a < _PAIR_LIMIT and -_PAIR_LIMIT <= b < _PAIR_LIMIT:
+                return _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
+            return (a, b)
+    return _hashable(key)
 
 
 def _old_wide(key: Hashable) -> Hashable:
@@ -297,14 +339,24 @@ def _old_wide(key: Hashable) -> Hashable:
 
 
 def _integral(value: object) -> int | None:
-    """The int that ``value`` equals under Python's ``==`` (bools, numpy integers and
-    integral floats included), or None for anything else; the serial executor's dicts make
-    no difference between ``True``, ``1`` and ``1.0``, so neither may the ids."""
+    """The int that ``value`` equals under Python's ``==`` (bools, numpy integers, integral
+    floats, decimals, fractions, complex numbers without an imaginary part), or None; the
+    serial executor's dicts make no difference between ``True``, ``1`` and ``1.0``, so
+    neither may the ids."""
     if isinstance(value, int | np.integer | np.bool_):
         return int(value)
-    if isinstance(value, float | np.floating) and float(value).is_integer():
-        return int(value)
-    return None
+    if isinstance(value, str | bytes | tuple) or not isinstance(value, Number | np.number):
+        return None
+    if isinstance(value, Complex) and not isinstance(value, Real):
+        if value.imag != 0:
+            return None
+        value = value.real
+    try:
+        whole = int(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):  # nan, inf
+        return None
+    # Exact: int() truncates, and a long double near 2**60 must not pass for its truncation.
+    return whole if whole == value else None
 
 
 def _hashable(value: object) -> Hashable:

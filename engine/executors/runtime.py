@@ -59,6 +59,7 @@ from engine.planner import Plan, PlannedOperator
 from engine.state.aggregates import VectorTable, make_vector
 from engine.state.clock import EpochClock, VectorBounded
 from engine.state.pytables import VersionedTable
+from engine.state.scalar import distinct_value
 from engine.state.spec import ReadsLatest
 
 logger = logging.getLogger(__name__)
@@ -452,10 +453,10 @@ class EpochRuntime:
         if op.value is not None:
             name = _name(op.value)
             raw = c.take(name, keyed.rows)
-            if spec.kind == "distinct" and raw.dtype.kind not in "iub":
+            if spec.kind == "distinct" and raw.dtype.kind not in "ib":
                 # Every worker encodes the whole column, so that value ids agree everywhere.
                 codec = self.value_codecs.setdefault(op.table.name, KeyCodec())
-                values = codec.encode(name, {name: c.get(name)})
+                values = _distinct_ids(codec, name, c.get(name))
                 if keyed.rows is not None:
                     values = values[keyed.rows]
             else:
@@ -756,7 +757,11 @@ class _View:
         rt = self._runtime
         seq = self._event.seq
         if ref.builtin is not None:
-            ident = rt.codec.encode_one(key)
+            # Without interning: this worker alone may run this read (its home rows), and
+            # every worker's codec must give later keys the same ids.
+            ident = rt.codec.known_id(key)
+            if ident is None:
+                return ref.default  # no column brought this key: no table holds it
             values, present = rt.vector[name].read(
                 np.array([ident], dtype=np.int64),
                 np.array([seq], dtype=np.int64),
@@ -823,6 +828,26 @@ def _fill(values: np.ndarray, present: np.ndarray, default: Any) -> np.ndarray:
     filled: np.ndarray = values.copy()
     filled[~present] = default
     return filled
+
+
+def _distinct_ids(codec: KeyCodec, name: str, column: np.ndarray) -> np.ndarray:
+    """Ids of a distinct table's values that are equal exactly when the serial executor's
+    are (:func:`~engine.state.scalar.distinct_value`): strings and bytes as they are, any
+    other value as the int64 it truncates to (2.5 counts as 2; NaN, infinities and values
+    beyond int64 fail as they do there)."""
+    if column.dtype.kind == "U":
+        return codec.encode(name, {name: column})
+    if column.dtype.kind in "uf":
+        if column.dtype.kind == "f" and not np.isfinite(column).all():
+            distinct_value(column[~np.isfinite(column)][0].item())  # raises as the oracle's
+        whole = np.trunc(column) if column.dtype.kind == "f" else column
+        out_of_range = (whole >= 2.0**63) | (whole < -(2.0**63))
+        if out_of_range.any():
+            distinct_value(int(whole[out_of_range][0]))  # raises as the oracle's
+        return whole.astype(np.int64)
+    values = np.empty(len(column), dtype=object)
+    values[:] = [distinct_value(v) for v in column.tolist()]
+    return codec.encode(name, {name: values})
 
 
 def _to_array(values: Sequence[Any], dtype: str) -> np.ndarray:

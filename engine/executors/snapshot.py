@@ -46,8 +46,12 @@ _MAGIC = b"RSRT"
 # 6: KeyIndex pickles its state as a dict and tables hold an EpochGrouping (twins share
 # them); a build before 6 cannot unpickle those, and must refuse with the version message.
 # 4 and 5 restore as they were.
-_VERSION = 6
-_READABLE = frozenset({4, 5, 6})
+# 7: KeyCodec pickles its state as a dict and interns wide integers as engine.keys._Wide (a
+# build before 7 must refuse with the version message); numbers equal to an int have that
+# int's id whatever their type. 4-6 restore, unless their codec interned such a number (its
+# keys' state could not be found again): that one refuses (KeyCodec.__setstate__).
+_VERSION = 7
+_READABLE = frozenset({4, 5, 6, 7})
 _HEADER = struct.Struct("<4sHII32s")  # magic, version, shard index, shard count, fingerprint
 _ATOMS = (type(None), bool, int, float, complex, str, bytes)
 _MAX_DEPTH = 40

@@ -53,6 +53,11 @@ def _coercer(dtype: str, kind: str) -> Callable[[Any], Any]:
     return as_int64
 
 
+#: A distinct table's value as the serial executor counts it (the vectorised executors make
+#: their value ids agree with it): strings and bytes as they are, anything else as an int64.
+distinct_value: Callable[[Any], Any] = _coercer("int64", "distinct")
+
+
 def _order_key(dtype: str) -> Callable[[Any], Any]:
     return float_order_key if dtype == "float64" else (lambda v: v)
 

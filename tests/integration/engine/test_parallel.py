@@ -24,6 +24,7 @@ from engine.executors.serial import SerialExecutor
 from engine.output import canonical_bytes, collect
 from engine.pipeline import Pipeline, Record
 from engine.planner import plan
+from engine.testing import assert_executors_agree
 from tests.support.budget import examples
 from tests.support.engine_logs import LogSpec, families, logs, pipelines
 from tests.support.procs import running
@@ -169,6 +170,7 @@ from engine.examples.social.data import generate_social
 from engine.examples.social.source import social_source
 from engine.examples.social.spam import build_spam_pipeline
 from engine.planner import plan
+from engine.testing import assert_executors_agree
 
 class Sink:
     def __init__(self, executor):
@@ -206,6 +208,7 @@ _INTERRUPTED = """
 from tests.support.slow_runs import fragile_pipeline, slow_log
 from engine.executors.parallel import ParallelExecutor
 from engine.planner import plan
+from engine.testing import assert_executors_agree
 
 class Sink:
     def __init__(self, executor):
@@ -326,3 +329,36 @@ def test_parallel_followers_equal_serial(
     pipeline, _ = family
     expected = _bytes(SerialExecutor(), pipeline, log)
     assert _bytes(ParallelExecutor(workers=workers, epoch_size=4), pipeline, log) == expected
+
+
+def test_a_python_read_of_an_unseen_key_leaves_the_shared_key_ids_alone() -> None:
+    """Operator code runs on a worker's home rows only. Had its ``view.get`` of a key that no
+    column brought interned that key, that worker's codec alone would have moved on, and the
+    string keys of later epochs would have got other ids there: rows owned by no worker (a
+    missing record), or by two."""
+    p = Pipeline("probe")
+    seen = p.count("seen", on="x", key="user")  # read by operator code: replicated
+    per_key = p.count("per_key", on="x", key="key")  # string keys, partitioned
+    n = p.lookup("n", on="x", table=per_key, key="key")
+    out = p.output("o", key="i")
+    p.emit(
+        "show",
+        on="x",
+        output=out,
+        reads=[seen],
+        inputs=[n],
+        fn=lambda e, v: [Record(e.i, {"probe": v.get(seen, f"absent{e.i}"), "n": e.n})],
+    )
+    rows = 40
+    events = {
+        "x": {
+            "ts": list(range(rows)),
+            "i": list(range(rows)),
+            "user": [f"u{i % 3}" for i in range(rows)],
+            "key": [f"k{i % (rows // 2)}" for i in range(rows)],
+        }
+    }
+    got = assert_executors_agree(
+        p, events, executors=("serial", "parallel"), workers=2, epoch_size=4
+    )
+    assert len(got["o"]) == rows

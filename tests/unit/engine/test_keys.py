@@ -4,13 +4,15 @@ for a column as for its keys one by one."""
 from __future__ import annotations
 
 import pickle
+from decimal import Decimal
+from fractions import Fraction
 
 import numpy as np
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from engine.errors import PipelineError
+from engine.errors import CheckpointError, PipelineError
 from engine.keys import KeyCodec, Unordered, scalar_key
 
 INTS = st.one_of(
@@ -36,6 +38,7 @@ EQUAL_NUMBERS = st.one_of(
     st.integers(-5, 5).map(np.int32),
     st.booleans().map(np.bool_),
     st.sampled_from([2.0**62, -(2.0**62), 2.0**70, 0.5]),
+    st.sampled_from([Decimal(1), Decimal("1.5"), Fraction(3, 1), Fraction(1, 2), 1 + 0j, 1 + 1j]),
 )
 MIXED = st.one_of(KEYS, EQUAL_NUMBERS, st.tuples(EQUAL_NUMBERS, EQUAL_NUMBERS | INTS))
 
@@ -211,3 +214,34 @@ def test_a_snapshot_from_before_typed_wide_ints_keeps_their_ids(
     assert restored.encode_one(2**70) == -(2**63)
     assert restored.encode_one("x") == -(2**63) + 1
     assert restored.encode_one(("wide", 2**70)) not in (-(2**63), -(2**63) + 1)
+
+
+@pytest.mark.parametrize(
+    "stale", [True, 5, 1.0, (1, 3), (True, 3)], ids=["bool", "int", "float", "pair", "bool pair"]
+)
+def test_a_snapshot_whose_interned_keys_have_other_ids_now_is_refused(
+    monkeypatch: pytest.MonkeyPatch, stale: object
+) -> None:
+    """Before format 7, ``np.bool_``, floats, ints in object columns and such pairs were
+    interned; now they have their int's id. Resuming would look for their state under the
+    new id and not find it, so the snapshot is refused with what to do."""
+    old = KeyCodec()
+    old._interned.update({"x": -(2**63), stale: -(2**63) + 1})
+    monkeypatch.delattr(KeyCodec, "__getstate__")
+    blob = pickle.dumps(old)
+    monkeypatch.undo()
+    with pytest.raises(CheckpointError, match="start the job over without the checkpoint"):
+        pickle.loads(blob)
+
+
+def test_known_id_gives_encode_ones_id_and_never_adds_a_key() -> None:
+    codec = KeyCodec()
+    assert codec.known_id("never seen") is None
+    assert codec.known_id(("a", 1)) is None
+    assert codec.known_id(2**70) is None
+    assert codec._interned == {}  # lookups of unknown keys left the codec as it was
+    assert codec.known_id(7) == codec.encode_one(7.0) == 7  # ids by value need no interning
+    assert codec.known_id((True, 3)) == codec.encode_one((1, 3))
+    ident = codec.encode_one("seen")
+    assert codec.known_id("seen") == ident
+    assert codec.known_id(np.str_("seen")) == ident

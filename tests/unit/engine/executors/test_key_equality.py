@@ -5,13 +5,14 @@ would keep apart from its field's values, is refused on built-in tables."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
 import pytest
 
-from engine import Pipeline, PipelineError, Record
-from engine.testing import assert_executors_agree
+from engine import ExecutionError, Pipeline, PipelineError, Record
+from engine.testing import assert_executors_agree, run_pipeline
 
 
 def _reads_with_equal_keys() -> Pipeline:
@@ -115,3 +116,59 @@ def test_a_one_field_tuple_key_on_a_built_in_table_is_refused() -> None:
     # A Python table keeps its keys as Python values in every executor: a 1-tuple is fine.
     python = p.table("py", default=0)
     p.update("inc", on="x", table=python, key=("u",), merge=lambda old, _e, _v: old + 1)
+
+
+def _distinct_of(value: Any) -> Pipeline:
+    """A distinct count per user over ``value`` (a field name, or a derived column's values
+    by event index ``i``)."""
+    p = Pipeline("distinct-values")
+    if isinstance(value, list):
+        values = value
+
+        def made(c: Any) -> np.ndarray:
+            out = np.empty(len(c["i"]), dtype=object)
+            out[:] = [values[i] for i in c["i"].tolist()]
+            return out
+
+        column: Any = p.derive(
+            "v", on="x", dtype="object", fn=lambda e, _v: values[e.i], batch_fn=made
+        )
+    else:
+        column = value
+    table = p.distinct("dv", on="x", key="user", value=column)
+    n = p.lookup("n", on="x", table=table, key="user")
+    out = p.output("o", key="user")
+    p.emit("show", on="x", output=out, inputs=[n], fn=lambda e, _v: [Record(e.user, {"n": e.n})])
+    return p
+
+
+@pytest.mark.parametrize(
+    ("values", "counts"),
+    [
+        # Operator code's objects: the oracle counts int(2.5) == 2, str as str, True as 1.
+        ([2, 2.5, "a", 2.0, True, 1, Decimal("3.9"), b"a"], [1, 1, 2, 2, 3, 3, 4, 5]),
+        (np.array([1.5, 1.0, 2.7, -0.5, 0.2, -1.0]), [1, 1, 2, 3, 3, 4]),
+        (np.array([2**63 + 1, 5, 2**62], dtype=np.uint64), None),
+        (np.array([1.0, np.nan]), None),
+        (np.array([b"a", b"b", b"a"]), [1, 2, 2]),
+    ],
+    ids=["objects", "floats", "uint64 beyond int64", "nan", "bytes"],
+)
+def test_distinct_counts_the_values_the_oracle_counts(
+    values: Any, counts: list[int] | None
+) -> None:
+    """A distinct table's values are equal when the serial executor's coercion makes them so
+    (strings and bytes as they are, anything else as the int64 it truncates to); values it
+    refuses fail the batch run too."""
+    rows = len(values)
+    events = {"x": {"ts": list(range(rows)), "user": [1] * rows, "i": list(range(rows))}}
+    if isinstance(values, np.ndarray):
+        events["x"]["v"] = values
+    pipeline = _distinct_of("v" if isinstance(values, np.ndarray) else values)
+    if counts is None:
+        for executor in ("serial", "batch"):
+            with pytest.raises(ExecutionError):
+                run_pipeline(pipeline, events, executor=executor)
+        return
+    got = assert_executors_agree(pipeline, events, executors=("serial", "batch"))
+    assert [r.value["n"] for r in got["o"]] == counts
