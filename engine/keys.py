@@ -214,10 +214,12 @@ class KeyCodec:
             return ids
         if column.dtype.kind == "U":
             return self._intern(column.tolist())
-        if column.dtype.kind == "O":
+        if column.dtype.kind in "OfS":
+            # Objects, floats (1.0 is the key 1, 2.5 a key of its own), bytes: row by row, in
+            # row order (every worker must intern the same keys in the same order).
             values = column.tolist()
-            if all(type(v) is str for v in values):  # the usual object key column
-                return self._intern(values)
+            if column.dtype.kind == "O" and all(type(v) is str for v in values):
+                return self._intern(values)  # the usual object key column
             return np.fromiter((self.encode_one(v) for v in values), np.int64, len(values))
         raise PipelineError(f"cannot use a column of dtype {column.dtype} as a key")
 

@@ -172,3 +172,22 @@ def test_distinct_counts_the_values_the_oracle_counts(
         return
     got = assert_executors_agree(pipeline, events, executors=("serial", "batch"))
     assert [r.value["n"] for r in got["o"]] == counts
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [np.array([1.0, 2.5, 1.0, -0.0, 0.0, 2.5]), np.array([b"a", b"b", b"a", b"", b"", b"b"])],
+    ids=["floats", "bytes"],
+)
+def test_float_and_bytes_key_columns_key_as_in_the_oracle(keys: np.ndarray) -> None:
+    """A float key column (1.0 is the key 1, -0.0 the key 0) and a bytes one work in every
+    executor, as they do in the serial one."""
+    p = Pipeline("float-keys")
+    table = p.count("per_key", on="x", key="k")
+    n = p.lookup("n", on="x", table=table, key="k")
+    out = p.output("o", key="i")
+    p.emit("show", on="x", output=out, inputs=[n], fn=lambda e, _v: [Record(e.i, {"n": e.n})])
+    rows = len(keys)
+    events = {"x": {"ts": list(range(rows)), "i": list(range(rows)), "k": keys}}
+    got = assert_executors_agree(p, events, executors=("serial", "batch"), epoch_size=2)
+    assert [r.value["n"] for r in got["o"]] == [1, 1, 2, 1, 2, 2]
