@@ -837,10 +837,17 @@ def _distinct_ids(codec: KeyCodec, name: str, column: np.ndarray) -> np.ndarray:
     beyond int64 fail as they do there)."""
     if column.dtype.kind == "U":
         return codec.encode(name, {name: column})
-    if column.dtype.kind in "uf":
-        if column.dtype.kind == "f" and not np.isfinite(column).all():
+    if column.dtype.kind == "u":
+        # Compared as uint64: as float64, values just below 2**63 would round up to it.
+        beyond = column >= np.uint64(1 << 63)
+        if beyond.any():
+            distinct_value(int(column[beyond][0]))  # raises as the oracle's
+        return column.astype(np.int64)
+    if column.dtype.kind == "f":
+        if not np.isfinite(column).all():
             distinct_value(column[~np.isfinite(column)][0].item())  # raises as the oracle's
-        whole = np.trunc(column) if column.dtype.kind == "f" else column
+        whole: np.ndarray = np.trunc(column)
+        # 2.0**63 is a float64 exactly, so these bounds are exact too.
         out_of_range = (whole >= 2.0**63) | (whole < -(2.0**63))
         if out_of_range.any():
             distinct_value(int(whole[out_of_range][0]))  # raises as the oracle's

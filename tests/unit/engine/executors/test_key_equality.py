@@ -151,10 +151,11 @@ def _distinct_of(value: Any) -> Pipeline:
         ([2, 2.5, "a", 2.0, True, 1, Decimal("3.9"), b"a"], [1, 1, 2, 2, 3, 3, 4, 5]),
         (np.array([1.5, 1.0, 2.7, -0.5, 0.2, -1.0]), [1, 1, 2, 3, 3, 4]),
         (np.array([2**63 + 1, 5, 2**62], dtype=np.uint64), None),
+        (np.array([2**63 - 1, 5, 2**63 - 2, 5], dtype=np.uint64), [1, 2, 3, 3]),
         (np.array([1.0, np.nan]), None),
         (np.array([b"a", b"b", b"a"]), [1, 2, 2]),
     ],
-    ids=["objects", "floats", "uint64 beyond int64", "nan", "bytes"],
+    ids=["objects", "floats", "uint64 beyond int64", "uint64 just below 2**63", "nan", "bytes"],
 )
 def test_distinct_counts_the_values_the_oracle_counts(
     values: Any, counts: list[int] | None
