@@ -162,7 +162,8 @@ class KeyCodec:
         self._interned: dict[Hashable, int] = {}
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"interned": self._interned, "wide": "typed"}
+        # A dict, where format 6 and older pickled a slots tuple: how __setstate__ tells them.
+        return {"interned": self._interned}
 
     def __setstate__(self, state: dict[str, Any] | tuple[object, dict[str, Any]]) -> None:
         """Restore a pickled codec. Snapshots from before :class:`_Wide` (pickled as a slots
@@ -212,14 +213,12 @@ class KeyCodec:
                 ids = ids.copy()
                 ids[wide] = self._intern([_Wide(int(v)) for v in ids[wide]])
             return ids
-        if column.dtype.kind == "U":
-            return self._intern(column.tolist())
-        if column.dtype.kind in "OfS":
+        if column.dtype.kind in "UOfS":
+            values = column.tolist()
+            if column.dtype.kind == "U" or all(type(v) is str for v in values):
+                return self._intern(values)  # strings: the usual non-int key column
             # Objects, floats (1.0 is the key 1, 2.5 a key of its own), bytes: row by row, in
             # row order (every worker must intern the same keys in the same order).
-            values = column.tolist()
-            if column.dtype.kind == "O" and all(type(v) is str for v in values):
-                return self._intern(values)  # the usual object key column
             return np.fromiter((self.encode_one(v) for v in values), np.int64, len(values))
         raise PipelineError(f"cannot use a column of dtype {column.dtype} as a key")
 
