@@ -20,6 +20,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from numbers import Complex, Number, Real
 from typing import Any, TypeAlias
 
@@ -28,7 +29,15 @@ import numpy as np
 from engine.errors import CheckpointError, PipelineError
 from engine.state.jit import jit, register_warm_up
 
-__all__ = ["KeyCodec", "KeySpec", "Unordered", "key_fields", "key_function", "scalar_key"]
+__all__ = [
+    "KeyCodec",
+    "KeySpec",
+    "Unordered",
+    "canonical_key",
+    "key_fields",
+    "key_function",
+    "scalar_key",
+]
 
 _PLAIN_LIMIT = 1 << 62
 _PAIR_BASE = 1 << 62
@@ -325,6 +334,46 @@ def _computed_id(key: Hashable) -> int | Hashable:
                 return _PAIR_BASE + (((a + _PAIR_LIMIT) << 31) | (b + _PAIR_LIMIT))
             return (a, b)
     return _hashable(key)
+
+
+def canonical_key(key: Hashable) -> Hashable:
+    """A representative of ``key`` built of plain Python values whose ``repr`` is the same in
+    every process: what a Python table's key is owned by. Keys equal under ``==`` get equal
+    representatives (unequal keys may too: they then share an owner, which is harmless).
+
+    A number equal to an int is that int (``True``, ``np.int32(3)``, ``3.0``), another real
+    number the float it equals (``np.float32(2.5)``, ``Decimal("2.5")``) or else the fraction
+    (``Decimal("0.1")`` and ``Fraction(1, 10)`` are one key), numpy strings and
+    bytes plain ones, tuples and frozensets canonical item by item (a frozenset's items in
+    sorted ``repr`` order, not the iteration order, which follows per-process string hashes).
+    """
+    kind = type(key)
+    if kind is int or kind is str:
+        return key
+    value = _integral(key)
+    if value is not None:
+        return value
+    if isinstance(key, str):
+        return str(key)
+    if isinstance(key, bytes):
+        return bytes(key)
+    if isinstance(key, tuple):
+        return tuple(canonical_key(item) for item in key)
+    if isinstance(key, frozenset):
+        return ("frozenset", tuple(sorted((canonical_key(item) for item in key), key=repr)))
+    number: Any = key
+    if isinstance(number, Complex) and not isinstance(number, Real):  # numpy's complex too
+        if number.imag != 0:
+            return complex(number)
+        number = number.real
+    if isinstance(number, Number | np.number):
+        try:
+            as_float = float(number)  # type: ignore[arg-type]
+            # Decimal("0.1") is no float, but it is Fraction(1, 10), exactly.
+            return as_float if as_float == number else Fraction(number)  # type: ignore[call-overload]
+        except (TypeError, ValueError, OverflowError):  # nan, inf
+            return key
+    return key
 
 
 def _old_wide(key: Hashable) -> Hashable:

@@ -208,6 +208,7 @@ class EpochRuntime:
                 "the snapshot's tables do not match this plan's; resume with the pipeline that "
                 "took it, or start over without the checkpoint"
             )
+        self._check_python_owners(state["python"], state["pending"])
         self.vector = state["vector"]
         self.python = state["python"]
         self.codec = state["codec"]
@@ -220,6 +221,33 @@ class EpochRuntime:
         self._bounded = self._bounded_tables()
         link_twins(self.vector, self._twins)
         link_followers(self.vector, self._leaders)
+
+    def _check_python_owners(
+        self, python: dict[str, VersionedTable], pending: list[_Timer]
+    ) -> None:
+        """Refuse a snapshot whose Python-table keys (or timers) this worker does not own.
+
+        A build before this one owned ``True`` apart from ``1``, ``1.0`` apart from ``1``, and
+        so on; restored here, such state would sit on a worker that never sees its key again.
+        """
+        count, index = self.shard.count, self.shard.index
+        if count == 1:
+            return
+        keys = [
+            (name, key)
+            for name, table in python.items()
+            if name not in self.replicated
+            for key in table.base
+        ]
+        keys += [(t.table, t.key) for t in pending if t.table not in self.replicated]
+        for name, key in keys:
+            if owner_of_key(key, count) != index:
+                raise CheckpointError(
+                    f"the snapshot's worker {index} holds key {key!r} of Python table "
+                    f"{name!r}, which worker {owner_of_key(key, count)} owns in this build (an "
+                    "older build owned keys such as True and 1.0 apart from 1); start the job "
+                    "over without the checkpoint"
+                )
 
     def _bounded_tables(self) -> list[VectorBounded]:
         """Tables with an allowed lateness: each epoch they get its stream-time clock."""

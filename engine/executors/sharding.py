@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from engine.keys import canonical_key
 from engine.state.jit import jit, register_warm_up
 
 __all__ = [
@@ -263,7 +264,9 @@ def owner_of_int(value: int, workers: int) -> int:
 
 
 def owner_of_key(key: Hashable, workers: int) -> int:
-    """The owner of a Python table's key."""
-    if isinstance(key, int) and not isinstance(key, bool):
+    """The owner of a Python table's key: keys equal under ``==`` (``True``, ``1``, ``1.0``,
+    ``np.int32(1)``) have one owner, as they are one key in the serial executor's dicts."""
+    key = canonical_key(key)
+    if type(key) is int:
         return owner_of_int(key, workers)
     return owner_of_int(zlib.crc32(repr(key).encode()), workers)

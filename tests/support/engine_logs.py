@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import numpy as np
 from hypothesis import strategies as st
@@ -16,14 +16,30 @@ from engine.windows import Hopping, Sliding, Tumbling
 
 KINDS = ("a", "b")
 STRINGS = ("x", "y", "mail@host.org", "")
+KeyType = Literal["int64", "int32", "uint32", "bool", "float32", "float64", "str"]
+# How a log's k1 and k2 columns arrive, per kind (the dtypes a source can deliver). The oracle
+# keys its dicts by Python `==`, so an int32 3, a float 3.0 and a uint32 3 are one key and must
+# meet across kinds; the string "k3" is another key. "bool" keeps each id's parity.
+KEY_TYPES: tuple[KeyType, ...] = get_args(KeyType)
+
+
+def key_column(ids: list[int], key_type: KeyType) -> np.ndarray:
+    """The key column of a log's ids as a source of that key type would deliver it."""
+    if key_type == "bool":
+        return np.array([i % 2 == 1 for i in ids], dtype=bool)
+    if key_type == "str":
+        return np.array([f"k{i}" for i in ids], dtype=object)
+    return np.array(ids, dtype=np.dtype(key_type))
 
 
 @dataclass(frozen=True)
 class LogSpec:
-    """A random log: per kind, rows of (partition, ts, k1, k2, v, s)."""
+    """A random log: per kind, rows of (partition, ts, k1, k2, v, s), and the type its key
+    columns k1 and k2 arrive as (int64 unless given)."""
 
     partitions: dict[str, int]
     rows: dict[str, list[tuple[int, int, int, int, int, str]]]
+    key_types: dict[str, KeyType] = field(default_factory=dict)
 
     def source(self, batch_size: int = 7) -> InMemorySource:
         tables = []
@@ -32,13 +48,21 @@ class LogSpec:
             cols: dict[str, Any] = {
                 "partition": np.array([r[0] for r in rows], dtype=np.int64),
                 "ts": np.array([r[1] for r in rows], dtype=np.int64),
-                "k1": np.array([r[2] for r in rows], dtype=np.int64),
-                "k2": np.array([r[3] for r in rows], dtype=np.int64),
+                "k1": key_column([r[2] for r in rows], self.key_types.get(kind, "int64")),
+                "k2": key_column([r[3] for r in rows], self.key_types.get(kind, "int64")),
                 "v": np.array([r[4] for r in rows], dtype=np.int64),
                 "s": np.array([r[5] for r in rows], dtype=object),
             }
             tables.append(TopicTable(f"topic.{kind}", kind, cols, self.partitions[kind]))
         return InMemorySource.from_tables(*tables, batch_size=batch_size)
+
+
+@st.composite
+def key_types(draw: st.DrawFn) -> dict[str, KeyType]:
+    """Half the time int64 keys for both kinds; else each kind's keys of any type."""
+    if draw(st.booleans()):
+        return {}
+    return {kind: draw(st.sampled_from(KEY_TYPES)) for kind in KINDS}
 
 
 @st.composite
@@ -68,7 +92,7 @@ def logs(draw: st.DrawFn, max_rows: int = 40) -> LogSpec:
                 max_size=n,
             )
         )
-    return LogSpec(partitions, rows)
+    return LogSpec(partitions, rows, draw(key_types()))
 
 
 @st.composite
@@ -102,7 +126,7 @@ def skewed_logs(draw: st.DrawFn, max_rows: int = 160) -> LogSpec:
             )
             for i in range(n)
         ]
-    return LogSpec(partitions, rows)
+    return LogSpec(partitions, rows, draw(key_types()))
 
 
 WINDOWS = st.sampled_from(

@@ -23,7 +23,7 @@ from engine.executors.columns import Part
 from engine.executors.placement import place
 from engine.executors.runtime import EpochRuntime
 from engine.executors.serial import SerialExecutor
-from engine.executors.sharding import Shard
+from engine.executors.sharding import Shard, owner_of_key
 from engine.keys import Unordered
 from engine.merge import merge_log
 from engine.output import OutputChunk, canonical_bytes, collect, merge_shares
@@ -282,3 +282,53 @@ def test_a_key_that_cannot_be_encoded_fails_naming_the_operator() -> None:
     with pytest.raises(ExecutionError, match="operator 'pairs' raised") as caught:
         _process(runtimes, list(merge_log(log.source(), epoch_size=10)))
     assert caught.value.operator == "pairs" and caught.value.seq == 0
+
+
+def _python_table_read_by_other_key_types() -> Pipeline:
+    """Kind a writes a Python table by its int64 k1; kind b reads it by its own k1."""
+    p = Pipeline("python-key-types")
+    total = p.table("total", default=0)
+    p.update("add", on="a", table=total, key="k1", merge=lambda old, e, _v: old + e.v)
+    got = p.lookup("got", on="b", table=total, key="k1", default=-1, dtype="object")
+    p.emit(
+        "out",
+        on="b",
+        output=p.output("o", key="k1"),
+        inputs=[got],
+        fn=lambda e, _v: [Record(e.k1, {"got": e.got})],
+    )
+    return p
+
+
+@pytest.mark.parametrize("key_type", ["bool", "float32", "float64", "uint32", "int32"])
+@pytest.mark.parametrize("workers", [2, 3])
+def test_python_table_keys_equal_under_eq_meet_on_one_worker(key_type: Any, workers: int) -> None:
+    """True, 1.0 and np.uint32(1) read what 1 wrote, as in the serial executor's dicts.
+    Before, a worker owned a Python table's non-int keys by their repr ("True", "1.0"), so
+    the read ran on a worker that held no write and returned the default."""
+    rows: dict[str, list[tuple[int, int, int, int, int, str]]] = {
+        "a": [(0, t, k, 0, 10 * k + t, "x") for t, k in enumerate([0, 1, 2, 3, 1, 0])],
+        "b": [(0, 7 + i, k, 0, 0, "x") for i, k in enumerate([1, 0, 3, 2])],
+    }
+    log = LogSpec({"a": 1, "b": 1}, rows, key_types={"a": "int64", "b": key_type})
+    pipeline = _python_table_read_by_other_key_types()
+    expected = _serial_bytes(pipeline, log)
+    assert b"'got':-1" not in expected["o"]  # every read finds a write
+    for epoch_size in (1, 1000):
+        assert _sharded_bytes(pipeline, log, workers, epoch_size) == expected
+
+
+def test_a_snapshot_holding_another_workers_python_key_is_refused() -> None:
+    """A snapshot of a build that owned True apart from 1 restores into this build's worker
+    that does not own it: its state would never be read again, so the job must start over."""
+    from engine.errors import CheckpointError
+
+    the_plan = plan(_python_table_read_by_other_key_types())
+    runtime = _runtimes(the_plan, 2)[0]
+    fine = runtime.snapshot()
+    elsewhere = next(k for k in (True, 1.0, 2.0, 3.0) if owner_of_key(k, 2) != 0)
+    runtime.python["total"].base[elsewhere] = 5
+    fresh = _runtimes(the_plan, 2)[0]
+    with pytest.raises(CheckpointError, match="start the job over"):
+        fresh.restore(runtime.snapshot())
+    fresh.restore(fine)
