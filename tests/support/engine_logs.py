@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Literal, get_args
 
 import numpy as np
@@ -170,6 +171,32 @@ class Builder:
         self.bools[kind].append(col)
         return col
 
+    def mixed_k1(self, kind: str) -> ColumnRef:
+        """A derived object column of k1's values as :func:`mixed_key` makes them."""
+
+        def batch(c: Any) -> np.ndarray:
+            out = np.empty(len(c["k1"]), dtype=object)
+            out[:] = [mixed_key(v) for v in c["k1"].tolist()]
+            return out
+
+        return self.p.derive(
+            self.name("mixed"),
+            on=kind,
+            dtype="object",
+            fn=lambda e, _v: mixed_key(e.k1),
+            batch_fn=batch,
+        )
+
+
+def mixed_key(value: Any) -> Any:
+    """``value`` (a key from k1: an int, a float, a bool or a str) as another type it is
+    ``==`` to, chosen by its value: what operator code computing keys might hand over."""
+    if isinstance(value, str):
+        return value
+    i = int(value)
+    forms: tuple[Callable[[int], Any], ...] = (int, float, np.int64, Decimal)
+    return forms[i % len(forms)](i)
+
 
 AGGREGATES = ["count", "sum", "min", "max", "first", "last", "ratio", "since_last", "distinct"]
 
@@ -267,8 +294,17 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
         for reader in draw(st.sets(st.sampled_from(KINDS), min_size=1)):
             before = draw(st.booleans())
             key = draw(
-                st.sampled_from(["k1", ("k2", "k1"), ("k1", "k2"), Unordered("k2", "k1"), "k2"])
+                st.sampled_from(
+                    ["k1", ("k2", "k1"), ("k1", "k2"), Unordered("k2", "k1"), "k2", "mixed"]
+                )
             )
+            inputs: list[ColumnRef] = []
+            if key == "mixed":
+                # Operator code's key column: k1 as an object column of Python ints, floats,
+                # numpy ints and decimals, all == to k1, maybe paired with k2.
+                mixed = b.mixed_k1(reader)
+                inputs = [mixed]
+                key = draw(st.sampled_from([mixed.name, (mixed.name, "k2"), ("k2", mixed.name)]))
             default = -1
             col = p.lookup(
                 b.name("look"),
@@ -278,6 +314,7 @@ def pipelines(draw: st.DrawFn) -> Pipeline:
                 before=before,
                 default=default,
                 dtype="object",
+                inputs=inputs,
             )
             agg_kind = table.builtin.kind if table.builtin else "python"
             conv = _lookup_scalar(agg_kind)
