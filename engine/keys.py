@@ -224,8 +224,8 @@ class KeyCodec:
             return ids
         if column.dtype.kind in "UOfS":
             values = column.tolist()
-            if column.dtype.kind == "U" or all(type(v) is str for v in values):
-                return self._intern(values)  # strings: the usual non-int key column
+            if column.dtype.kind == "U" or all(isinstance(v, str) for v in values):
+                return self._intern(values)  # strings (np.str_ too): the usual non-int keys
             # Objects, floats (1.0 is the key 1, 2.5 a key of its own), bytes: row by row, in
             # row order (every worker must intern the same keys in the same order).
             return np.fromiter((self.encode_one(v) for v in values), np.int64, len(values))
@@ -260,7 +260,7 @@ class KeyCodec:
             parts = [a, b]
         lists = [p.tolist() for p in parts]
         rows = list(zip(*lists, strict=True))
-        if len(parts) == 2 and not any(all(type(v) is str for v in values) for values in lists):
+        if len(parts) == 2 and not any(all(isinstance(v, str) for v in values) for values in lists):
             # Object columns may hold ints: such pairs pack, as encode_one's do. A column of
             # strings never packs: its rows are interned as they are (4x faster).
             return np.fromiter((self.encode_one(r) for r in rows), np.int64, len(rows))

@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from engine.errors import CheckpointError, PipelineError
-from engine.keys import KeyCodec, Unordered, scalar_key
+from engine.keys import KeyCodec, Unordered, canonical_key, scalar_key
 
 INTS = st.one_of(
     st.integers(-5, 5),
@@ -245,3 +245,19 @@ def test_known_id_gives_encode_ones_id_and_never_adds_a_key() -> None:
     ident = codec.encode_one("seen")
     assert codec.known_id("seen") == ident
     assert codec.known_id(np.str_("seen")) == ident
+
+
+def test_numpy_strings_in_an_object_column_get_the_ids_of_plain_strings() -> None:
+    """Operator code that builds keys with numpy (np.str_ in an object column) meets a
+    source's string column, alone and in a pair."""
+    plain = np.array(["b", "a", "b", "c"], dtype=object)
+    numpy_strings = np.empty(4, dtype=object)
+    numpy_strings[:] = [np.str_(s) for s in plain]
+    codec = KeyCodec()
+    ids = codec.encode("k", {"k": plain})
+    assert codec.encode("k", {"k": numpy_strings}).tolist() == ids.tolist()
+    assert codec.encode_one(np.str_("a")) == ids[1]
+    other = np.array([1, 2, 1, 2])
+    pairs = codec.encode(("k", "o"), {"k": plain, "o": other})
+    assert codec.encode(("k", "o"), {"k": numpy_strings, "o": other}).tolist() == pairs.tolist()
+    assert canonical_key((np.str_("a"), np.int32(1))) == canonical_key(("a", 1.0)) == ("a", 1)
