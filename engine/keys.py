@@ -336,6 +336,9 @@ def _computed_id(key: Hashable) -> int | Hashable:
     return _hashable(key)
 
 
+_PLAIN_TYPES = frozenset({int, str})
+
+
 def canonical_key(key: Hashable) -> Hashable:
     """A representative of ``key`` built of plain Python values whose ``repr`` is the same in
     every process: what a Python table's key is owned by. Keys equal under ``==`` get equal
@@ -350,6 +353,8 @@ def canonical_key(key: Hashable) -> Hashable:
     kind = type(key)
     if kind is int or kind is str:
         return key
+    if kind is tuple and all(type(item) in _PLAIN_TYPES for item in key):  # type: ignore[attr-defined]
+        return key  # the usual pair of ids or names
     value = _integral(key)
     if value is not None:
         return value
