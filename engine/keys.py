@@ -20,7 +20,8 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from fractions import Fraction
+from datetime import datetime
+from decimal import Decimal
 from numbers import Complex, Number, Real
 from typing import Any, TypeAlias
 
@@ -43,6 +44,7 @@ _PLAIN_LIMIT = 1 << 62
 _PAIR_BASE = 1 << 62
 _PAIR_LIMIT = 1 << 30
 _INTERN_BASE = -(1 << 63)
+_HUGE_DIGITS = 4300  # sys.get_int_max_str_digits()'s default
 
 
 @jit
@@ -336,49 +338,73 @@ def _computed_id(key: Hashable) -> int | Hashable:
     return _hashable(key)
 
 
-_PLAIN_TYPES = frozenset({int, str})
+_INT64 = 1 << 63
 
 
 def canonical_key(key: Hashable) -> Hashable:
-    """A representative of ``key`` built of plain Python values whose ``repr`` is the same in
-    every process: what a Python table's key is owned by. Keys equal under ``==`` get equal
-    representatives (unequal keys may too: they then share an owner, which is harmless).
+    """A representative of ``key`` whose ``repr`` is the same in every process: what a
+    Python table's key is owned by. Keys that are one key in a dict (equal, with equal
+    hashes) get equal representatives; unequal keys may too (they then share an owner,
+    which is harmless).
 
-    A number equal to an int is that int (``True``, ``np.int32(3)``, ``3.0``), another real
-    number the float it equals (``np.float32(2.5)``, ``Decimal("2.5")``) or else the fraction
-    (``Decimal("0.1")`` and ``Fraction(1, 10)`` are one key), numpy strings and
-    bytes plain ones, tuples and frozensets canonical item by item (a frozenset's items in
-    sorted ``repr`` order, not the iteration order, which follows per-process string hashes).
+    Numbers: one equal to an int64 is that int (``True``, ``np.int32(3)``, ``3.0``), another
+    one equal to a float that float (``np.float32(2.5)``, ``Decimal("2.5")``), any other its
+    numeric hash, which Python makes equal for equal numbers of any type and the same in
+    every process (``Decimal("0.1")`` and ``Fraction(1, 10)``, ``2**70`` and ``2.0**70``).
+    Strings and bytes of any subclass (numpy's, a ``str`` enum) are plain ones; tuples and
+    frozensets are canonical item by item (a frozenset's items in sorted ``repr`` order, not
+    its iteration order, which follows per-process string hashes); an aware datetime is its
+    UTC time. Objects whose ``repr`` names their address are represented by their hash,
+    which is the same in forked workers (not across separately started ones, if it hashes
+    strings). Other objects are their own ``repr``: equal keys of your own classes need equal
+    ``repr``s (or key by plain values).
     """
     kind = type(key)
-    if kind is int or kind is str:
+    if kind is str:
         return key
-    if kind is tuple and all(type(item) in _PLAIN_TYPES for item in key):  # type: ignore[attr-defined]
+    if kind is int:
+        return key if -_INT64 <= key < _INT64 else ("number", hash(key))  # type: ignore[operator]
+    if kind is tuple and all(_plain_item(item) for item in key):  # type: ignore[attr-defined]
         return key  # the usual pair of ids or names
-    value = _integral(key)
-    if value is not None:
-        return value
+    if isinstance(key, np.datetime64 | np.timedelta64):
+        return ("numpy time", hash(key))  # equal across units, with equal hashes
+    if isinstance(key, Number | np.number | np.bool_):
+        return _canonical_number(key)
     if isinstance(key, str):
-        return str(key)
+        return str.__str__(key)
     if isinstance(key, bytes):
         return bytes(key)
     if isinstance(key, tuple):
         return tuple(canonical_key(item) for item in key)
     if isinstance(key, frozenset):
         return ("frozenset", tuple(sorted((canonical_key(item) for item in key), key=repr)))
-    number: Any = key
+    if isinstance(key, datetime) and key.utcoffset() is not None:
+        return ("utc", (key - key.utcoffset()).replace(tzinfo=None))  # type: ignore[operator]
+    if type(key).__repr__ is object.__repr__:
+        return ("hash", hash(key))
+    return key
+
+
+def _plain_item(item: object) -> bool:
+    kind = type(item)
+    return kind is str or (kind is int and -_INT64 <= item < _INT64)  # type: ignore[operator]
+
+
+def _canonical_number(number: Any) -> Hashable:
+    if isinstance(number, Decimal) and number.is_finite() and number.adjusted() >= 19:
+        return ("number", hash(number))  # beyond int64; int() of 1e1000000 would never end
+    value = _integral(number)
+    if value is not None:
+        return value if -_INT64 <= value < _INT64 else ("number", hash(value))
     if isinstance(number, Complex) and not isinstance(number, Real):  # numpy's complex too
         if number.imag != 0:
             return complex(number)
         number = number.real
-    if isinstance(number, Number | np.number):
-        try:
-            as_float = float(number)  # type: ignore[arg-type]
-            # Decimal("0.1") is no float, but it is Fraction(1, 10), exactly.
-            return as_float if as_float == number else Fraction(number)  # type: ignore[call-overload]
-        except (TypeError, ValueError, OverflowError):  # nan, inf
-            return key
-    return key
+    try:
+        as_float = float(number)
+    except (TypeError, ValueError, OverflowError):
+        return ("number", hash(number))
+    return as_float if as_float == number else ("number", hash(number))
 
 
 def _old_wide(key: Hashable) -> Hashable:
@@ -398,10 +424,14 @@ def _integral(value: object) -> int | None:
     floats, decimals, fractions, complex numbers without an imaginary part), or None; the
     serial executor's dicts make no difference between ``True``, ``1`` and ``1.0``, so
     neither may the ids."""
+    if isinstance(value, np.timedelta64):  # a numpy integer, but never == an int's key
+        return None
     if isinstance(value, int | np.integer | np.bool_):
         return int(value)
     if isinstance(value, str | bytes | tuple) or not isinstance(value, Number | np.number):
         return None
+    if isinstance(value, Decimal) and value.is_finite() and value.adjusted() >= _HUGE_DIGITS:
+        return None  # int() would take minutes; Python refuses such ints as text anyway
     if isinstance(value, Complex) and not isinstance(value, Real):
         if value.imag != 0:
             return None

@@ -320,15 +320,37 @@ def test_python_table_keys_equal_under_eq_meet_on_one_worker(key_type: Any, work
 
 def test_a_snapshot_holding_another_workers_python_key_is_refused() -> None:
     """A snapshot of a build that owned True apart from 1 restores into this build's worker
-    that does not own it: its state would never be read again, so the job must start over."""
+    that does not own it: its state would never be read again, so the job must start over.
+    Snapshots whose keys (and pending timers) are where this build owns them restore."""
     from engine.errors import CheckpointError
 
-    the_plan = plan(_python_table_read_by_other_key_types())
-    runtime = _runtimes(the_plan, 2)[0]
-    fine = runtime.snapshot()
+    p = _python_table_read_by_other_key_types()
+
+    def later(old: int, e: Any, view: Any) -> int:
+        view.schedule(e.ts + 100, lambda o: o - 1)  # pending at the snapshot
+        return old + 1
+
+    p.update("later", on="a", table=p.table("timed", default=0), key="k1", merge=later)
+    the_plan = plan(p)
+    rows: dict[str, list[tuple[int, int, int, int, int, str]]] = {
+        "a": [(0, t, k, 0, 1, "x") for t, k in enumerate([0, 1, 2, 3, 4, 5])],
+        "b": [(0, 7, 1, 0, 0, "x")],
+    }
+    log = LogSpec({"a": 1, "b": 1}, rows, key_types={"a": "int64", "b": "bool"})
+    runtimes = _runtimes(the_plan, 2)
+    _process(runtimes, list(merge_log(log.source(), epoch_size=1000)))
+    held = [set(rt.python["total"].base) for rt in runtimes]
+    assert all(held) and not held[0] & held[1]
+    pending = [t for rt in runtimes for t in rt._pending]
+    assert pending and all(t.table == "timed" for t in pending)
+    blobs = [rt.snapshot() for rt in runtimes]
+    resumed = _runtimes(the_plan, 2)
+    for rt, blob in zip(resumed, blobs, strict=True):
+        rt.restore(blob)
+    assert [set(rt.python["total"].base) for rt in resumed] == held
+
+    worker = runtimes[0]
     elsewhere = next(k for k in (True, 1.0, 2.0, 3.0) if owner_of_key(k, 2) != 0)
-    runtime.python["total"].base[elsewhere] = 5
-    fresh = _runtimes(the_plan, 2)[0]
+    worker.python["total"].base[elsewhere] = 5
     with pytest.raises(CheckpointError, match="start the job over"):
-        fresh.restore(runtime.snapshot())
-    fresh.restore(fine)
+        _runtimes(the_plan, 2)[0].restore(worker.snapshot())

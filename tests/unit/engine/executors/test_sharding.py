@@ -4,7 +4,9 @@ balanced ownership when a few keys carry much of the load."""
 from __future__ import annotations
 
 import pickle
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
+from enum import Enum, IntEnum
 from fractions import Fraction
 from typing import Any
 
@@ -55,8 +57,8 @@ _NUMBER_FORMS = (
 
 @settings(max_examples=examples(200))
 @given(
-    value=st.integers(-(2**24), 2**24) | st.sampled_from([0.5, -2.5, 1e30]),
-    forms=st.lists(st.sampled_from(_NUMBER_FORMS), min_size=2, max_size=4),
+    value=st.integers(-(2**24), 2**24) | st.sampled_from([0.5, -2.5, 1e30, 2.0**70, 0.1]),
+    forms=st.lists(st.sampled_from(_NUMBER_FORMS), min_size=2, max_size=4, unique=True),
     workers=st.integers(2, 9),
 )
 def test_python_keys_that_are_equal_have_one_owner(
@@ -71,7 +73,7 @@ def test_python_keys_that_are_equal_have_one_owner(
         except OverflowError:  # np.int32(1e30)
             continue
     if value in (0, 1):
-        keys.append(bool(value))
+        keys += [bool(value), np.bool_(value)]
     # One key as the oracle's dicts see it (hash and ==): int(0.5) is another key, and so is
     # np.float32(1e30), although numpy's == says it equals 1e30.
     keys = [k for k in keys if k in {value: None}]
@@ -85,6 +87,65 @@ def test_python_keys_that_are_equal_have_one_owner(
     assert (
         len({owner_of_key(k, workers) for k in keys if isinstance(k, tuple) and k[0] == "s"}) == 1
     )
+
+
+class _Colour(str, Enum):
+    RED = "red"
+
+
+class _Level(IntEnum):
+    HIGH = 3
+
+
+_TZ = timezone(timedelta(hours=1))
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        ["red", _Colour.RED, np.str_("red")],
+        [3, _Level.HIGH, 3.0],
+        [datetime(2020, 1, 1, 12, tzinfo=timezone.utc), datetime(2020, 1, 1, 13, tzinfo=_TZ)],
+        [np.datetime64("2020-01-01"), np.datetime64("2020-01-01T00:00")],
+        [np.timedelta64(5, "ns"), np.timedelta64(5000, "ps")],
+        [2**70, 2.0**70, Decimal(2**70)],
+        [Decimal("0.1"), Fraction(1, 10), Decimal("0.10")],
+        [frozenset({"a", 1}), frozenset({1.0, np.str_("a")})],
+        [("a", (1, 2.0)), (np.str_("a"), (True, 2))],
+    ],
+    ids=[
+        "str-enum",
+        "int-enum",
+        "aware",
+        "datetime64",
+        "timedelta64",
+        "wide",
+        "0.1",
+        "set",
+        "nest",
+    ],
+)
+@pytest.mark.parametrize("workers", [2, 3, 7])
+def test_keys_that_a_dict_makes_one_have_one_owner(keys: list[Any], workers: int) -> None:
+    assert all(k in {keys[0]: None} for k in keys)  # one key as the oracle's dicts see it
+    assert len({owner_of_key(k, workers) for k in keys}) == 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        Decimal("1e1000000"),
+        Decimal("1e-5000"),
+        (Decimal("1e5000"), "a"),
+        10**5000,
+        np.timedelta64(5, "D"),
+    ],
+    ids=["huge decimal", "tiny decimal", "in a tuple", "huge int", "days"],
+)
+def test_keys_beyond_int64_or_of_numpy_time_get_an_owner_at_once(key: Any) -> None:
+    """Owners of huge numbers come from their numeric hash: no int of a million digits is
+    built, and no repr beyond Python's 4300-digit limit is asked for."""
+    assert 0 <= owner_of_key(key, 3) < 3
 
 
 def _pairs(n: int) -> np.ndarray:
