@@ -347,10 +347,10 @@ def canonical_key(key: Hashable) -> Hashable:
     hashes) get equal representatives; unequal keys may too (they then share an owner,
     which is harmless).
 
-    Numbers: one equal to an int64 is that int (``True``, ``np.int32(3)``, ``3.0``), another
-    one equal to a float that float (``np.float32(2.5)``, ``Decimal("2.5")``), any other its
-    numeric hash, which Python makes equal for equal numbers of any type and the same in
-    every process (``Decimal("0.1")`` and ``Fraction(1, 10)``, ``2**70`` and ``2.0**70``).
+    Numbers: one equal to an int64 is that int (``True``, ``np.int32(3)``, ``3.0``), any other
+    its numeric hash, which Python makes equal for equal numbers of any type and the same in
+    every process (``2.5`` and ``np.float32(2.5)``, ``Decimal("0.1")`` and ``Fraction(1,
+    10)``, ``2**70`` and ``2.0**70``).
     Strings and bytes of any subclass (numpy's, a ``str`` enum) are plain ones; tuples and
     frozensets are canonical item by item (a frozenset's items in sorted ``repr`` order, not
     its iteration order, which follows per-process string hashes); an aware datetime is its
@@ -391,20 +391,12 @@ def _plain_item(item: object) -> bool:
 
 
 def _canonical_number(number: Any) -> Hashable:
-    if isinstance(number, Decimal) and number.is_finite() and number.adjusted() >= 19:
-        return ("number", hash(number))  # beyond int64; int() of 1e1000000 would never end
-    value = _integral(number)
-    if value is not None:
-        return value if -_INT64 <= value < _INT64 else ("number", hash(value))
-    if isinstance(number, Complex) and not isinstance(number, Real):  # numpy's complex too
-        if number.imag != 0:
-            return complex(number)
-        number = number.real
-    try:
-        as_float = float(number)
-    except (TypeError, ValueError, OverflowError):
-        return ("number", hash(number))
-    return as_float if as_float == number else ("number", hash(number))
+    # int() of Decimal("1e1000000") would never end; such a number is beyond int64 anyway.
+    huge = isinstance(number, Decimal) and number.is_finite() and number.adjusted() >= 19
+    value = None if huge else _integral(number)
+    if value is not None and -_INT64 <= value < _INT64:
+        return value
+    return ("number", hash(number))
 
 
 def _old_wide(key: Hashable) -> Hashable:
